@@ -1,0 +1,39 @@
+"""fbp: functional backpropagation.
+
+Backpropagation written by hand as the δ recursion of *Neural Networks and Deep
+Learning* (ch. 2), on pytree parameters, jitted and vmapped, and checked
+against ``jax.grad``.
+"""
+
+from fbp.activations import ACTIVATIONS, Activation, get_activation
+from fbp.backprop import backward, batch_backward, batch_deltas, deltas, example_loss, loss
+from fbp.check import GradReport, autodiff_grad, compare_grads, finite_differences, relative_error
+from fbp.costs import COSTS, Cost, get_cost
+from fbp.network import INITS, Dense, forward, forward_trace, init_mlp
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "COSTS",
+    "Cost",
+    "Dense",
+    "GradReport",
+    "INITS",
+    "autodiff_grad",
+    "backward",
+    "batch_backward",
+    "batch_deltas",
+    "compare_grads",
+    "deltas",
+    "example_loss",
+    "finite_differences",
+    "forward",
+    "forward_trace",
+    "get_activation",
+    "get_cost",
+    "init_mlp",
+    "loss",
+    "relative_error",
+]

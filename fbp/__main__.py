@@ -1,0 +1,5 @@
+import sys
+
+from fbp.cli import main
+
+sys.exit(main())

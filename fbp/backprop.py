@@ -1,0 +1,158 @@
+"""Backpropagation by hand: the δ recursion of *NNDL*, chapter 2.
+
+    BP1  δ^L = ∇_a C ⊙ σ'(z^L)               (Jᵀ∇_a C for softmax; a^L − y for the matched pairs)
+    BP2  δ^l = ((w^{l+1})ᵀ δ^{l+1}) ⊙ σ'(z^l)
+    BP3  ∂C/∂b^l = δ^l
+    BP4  ∂C/∂w^l = δ^l (a^{l−1})ᵀ
+
+``deltas`` and ``backward`` are written for one example. ``batch_backward``
+vmaps the recursion over the batch and forms each weight gradient as one
+matrix product Δᵀ A (never B per-example outer products). Nothing here knows
+about training.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from fbp.costs import Cost, closed_form, get_cost
+from fbp.network import check_inputs, check_targets, forward_trace, validate_params
+
+Array = jax.Array
+REDUCTIONS = ("mean", "sum")
+
+
+def _check_cost(params, cost) -> Cost:
+    cost = get_cost(cost)
+    out = params[-1].act
+    if cost.needs_probabilities and out.name not in ("sigmoid", "softmax"):
+        raise ValueError(
+            f"cost {cost.name!r} takes logarithms of the output, so the output layer must give "
+            f"values in (0, 1), but its activation is {out.name!r}; use "
+            f"output_activation='sigmoid' (or 'softmax' for log_likelihood)."
+        )
+    return cost
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}.")
+
+
+def output_error(params: list, z_L: Array, a_L: Array, y: Array, cost: Cost) -> Array:
+    """BP1: δ^L for one example. Closed form a^L − y (from z) for the matched pairs."""
+    out = params[-1].act
+    pair = closed_form(cost, out)
+    if pair is not None:
+        return pair.delta(z_L, y)
+    return out.backward(z_L, a_L, cost.grad(a_L, y))
+
+
+def _deltas_and_inputs(params: list, x: Array, y: Array, cost: Cost, scale=None):
+    """The recursion for one example: returns (δ^1..δ^L, a^0..a^{L−1}).
+
+    ``scale`` multiplies δ^L before the recursion (1/B for a mean over a batch).
+    """
+    zs, activations = forward_trace(params, x)
+    delta = output_error(params, zs[-1], activations[-1], y, cost)  # BP1
+    if scale is not None:
+        delta = delta * scale
+    deltas = [delta]
+    for l in range(len(params) - 2, -1, -1):  # BP2, last hidden layer to first
+        g = params[l + 1].backward(delta)  # (w^{l+1})ᵀ δ^{l+1}
+        delta = params[l].act.backward(zs[l], activations[l + 1], g)  # ⊙ σ'(z^l)
+        deltas.append(delta)
+    return deltas[::-1], activations[:-1]
+
+
+def deltas(params: list, x: Array, y: Array, cost) -> list:
+    """BP1 and BP2 for one example: the list [δ^1, …, δ^L], δ^l of shape (n_l,).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, fbp
+      >>> params = fbp.init_mlp(jax.random.key(0), [3, 4, 2])
+      >>> [d.shape for d in fbp.deltas(params, jnp.ones(3), jnp.array([0., 1.]), "quadratic")]
+      [(4,), (2,)]
+    """
+    validate_params(params)
+    cost = _check_cost(params, cost)
+    x = check_inputs(params, x, "x", batched=False)
+    y = check_targets(params, y, "y")
+    return _deltas_and_inputs(params, x, y, cost)[0]
+
+
+def backward(params: list, x: Array, y: Array, cost) -> list:
+    """BP1–BP4 for one example: ∂C/∂params, with the same pytree structure as params."""
+    validate_params(params)
+    cost = _check_cost(params, cost)
+    x = check_inputs(params, x, "x", batched=False)
+    y = check_targets(params, y, "y")
+    ds, a_prev = _deltas_and_inputs(params, x, y, cost)
+    return [layer.grads(d, a) for layer, d, a in zip(params, ds, a_prev)]  # BP3, BP4
+
+
+def batch_deltas(params: list, X: Array, Y: Array, cost, scale=None):
+    """The stacked recursion: (Δ^1..Δ^L, A^0..A^{L−1}), Δ^l of shape (B, n_l).
+
+    Row n of Δ^l is δ^l of example n (times ``scale``); row n of A^{l−1} is its
+    a^{l−1}. Everything per-example in ``fbp.stats`` is built from these pairs.
+    """
+    validate_params(params)
+    cost = _check_cost(params, cost)
+    X = check_inputs(params, X, "X", batched=True)
+    Y = check_targets(params, Y, "Y", batch=X.shape[0])
+    fn = functools.partial(_deltas_and_inputs, params, cost=cost, scale=scale)
+    return jax.vmap(fn)(X, Y)
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "reduction"))
+def batch_backward(params: list, X: Array, Y: Array, cost, reduction: str = "mean") -> list:
+    """The gradient of the batch cost, by the hand-written recursion, jitted.
+
+    The recursion is vmapped over the batch; BP3/BP4 summed over the batch are
+    ``1ᵀΔ`` and one matrix product ``Δᵀ A`` per layer. With ``reduction="mean"``
+    the cost is (1/B) Σ_n C_n, and δ^L is scaled by 1/B before the recursion
+    (as reverse-mode autodiff does), so every δ carries it.
+
+    Args:
+      params: ``list[Dense]``.
+      X: inputs, (B, n_in), floating.
+      Y: targets, (B, n_out), floating (one-hot for classification).
+      cost: a cost name (``"quadratic"``, ``"mse"``, ``"cross_entropy"``,
+        ``"log_likelihood"``) or an ``fbp.Cost``.
+      reduction: ``"mean"`` or ``"sum"`` over the batch.
+
+    Returns:
+      Gradients with the structure of params.
+    """
+    _check_reduction(reduction)
+    validate_params(params)
+    X = check_inputs(params, X, "X", batched=True)
+    scale = (1.0 / X.shape[0]) if reduction == "mean" else None
+    ds, a_prev = batch_deltas(params, X, Y, cost, scale=scale)
+    return [layer.batch_grads(d, a) for layer, d, a in zip(params, ds, a_prev)]
+
+
+# --- the cost itself, shared by the autodiff reference and evaluation -----
+def example_loss(params: list, x: Array, y: Array, cost: Cost) -> Array:
+    """C(a^L, y) for one example; from z^L in closed form for the matched pairs."""
+    zs, activations = forward_trace(params, x)
+    pair = closed_form(cost, params[-1].act)
+    if pair is not None:
+        return pair.loss(zs[-1], y)
+    return cost.fn(activations[-1], y)
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "reduction"))
+def loss(params: list, X: Array, Y: Array, cost, reduction: str = "mean") -> Array:
+    """The batch cost: (1/B) Σ_n C_n (``mean``) or Σ_n C_n (``sum``), jitted."""
+    _check_reduction(reduction)
+    validate_params(params)
+    cost = _check_cost(params, cost)
+    X = check_inputs(params, X, "X", batched=True)
+    Y = check_targets(params, Y, "Y", batch=X.shape[0])
+    per_example = jax.vmap(lambda x, y: example_loss(params, x, y, cost))(X, Y)  # (B,)
+    return jnp.mean(per_example) if reduction == "mean" else jnp.sum(per_example)

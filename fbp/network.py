@@ -1,0 +1,285 @@
+"""The network: ``Dense`` layers as pytrees, ``init_mlp``, a pure ``forward``.
+
+Notation of *Neural Networks and Deep Learning*, ch. 2: layer l has weights
+``w[j, k]`` (to neuron j of layer l from neuron k of layer l−1, so
+``w.shape == (n_out, n_in)``), bias ``b``, weighted input
+``z^l = w^l a^{l−1} + b^l`` and activation ``a^l = σ(z^l)``; ``a^0 = x``.
+
+A layer kind keeps its forward and its hand-written backward side by side
+(``Dense.forward`` / ``Dense.backward`` / ``Dense.grads``); the δ recursion in
+``fbp.backprop`` only calls those three, so a new layer kind is one more class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fbp.activations import ACTIVATIONS, Activation, _unknown, get_activation
+
+Array = jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """A fully connected layer: ``z = w a + b``, ``a_out = σ(z)``.
+
+    ``w`` and ``b`` are pytree leaves; ``activation`` (a name, or an
+    ``fbp.Activation``) is static metadata, part of the tree structure, so a
+    list of ``Dense`` is an ordinary pytree for ``jax.grad``, ``jax.jit`` and
+    optax.
+    """
+
+    w: Array  # (n_out, n_in)
+    b: Array  # (n_out,)
+    activation: Union[str, Activation] = dataclasses.field(
+        default="sigmoid", metadata=dict(static=True)
+    )
+
+    @property
+    def n_in(self) -> int:
+        return self.w.shape[1]
+
+    @property
+    def n_out(self) -> int:
+        return self.w.shape[0]
+
+    @property
+    def act(self) -> Activation:
+        return get_activation(self.activation)
+
+    # forward: z^l = w^l a^{l-1} + b^l  (one example)
+    def forward(self, a_prev: Array) -> Array:
+        return self.w @ a_prev + self.b  # (n_out,)
+
+    # backward, the matrix half of BP2: (w^l)ᵀ δ^l, the error sent to layer l−1
+    def backward(self, delta: Array) -> Array:
+        return delta @ self.w  # (n_in,) ; == wᵀ δ
+
+    # BP3 and BP4 for one example: ∂C/∂b = δ, ∂C/∂w = δ (a^{l−1})ᵀ
+    def grads(self, delta: Array, a_prev: Array) -> "Dense":
+        return Dense(jnp.outer(delta, a_prev), delta, self.activation)
+
+    # BP3 and BP4 summed over a batch: Σ_n δ_n = 1ᵀΔ, Σ_n δ_n a_nᵀ = Δᵀ A (one matmul)
+    def batch_grads(self, deltas: Array, a_prev: Array) -> "Dense":
+        # deltas: (B, n_out), a_prev: (B, n_in)
+        return Dense(deltas.T @ a_prev, jnp.sum(deltas, axis=0), self.activation)
+
+    def __repr__(self) -> str:
+        def desc(x):
+            shape = getattr(x, "shape", None)
+            dtype = getattr(x, "dtype", None)
+            if shape is None or dtype is None:
+                return repr(x)
+            return f"{jnp.dtype(dtype).name}{list(shape)}"
+
+        act = self.activation if isinstance(self.activation, str) else self.activation.name
+        return f"Dense(w={desc(self.w)}, b={desc(self.b)}, activation={act!r})"
+
+
+Params = list  # list[Dense]
+
+
+# --- initialisation -------------------------------------------------------
+# Each scheme: (w_std(n_in, n_out), b_std). The book's network.py uses `large`;
+# its network2.py uses `normalized` (default_weight_initializer).
+INITS = {
+    "large": (lambda n_in, n_out: 1.0, 1.0),
+    "normalized": (lambda n_in, n_out: n_in ** -0.5, 1.0),
+    "glorot": (lambda n_in, n_out: (2.0 / (n_in + n_out)) ** 0.5, 0.0),
+    "he": (lambda n_in, n_out: (2.0 / n_in) ** 0.5, 0.0),
+}
+
+
+def init_mlp(
+    key: Array,
+    sizes: Sequence[int],
+    *,
+    activation: Union[str, Activation] = "sigmoid",
+    output_activation: Union[str, Activation, None] = None,
+    init: str = "normalized",
+    dtype=jnp.float32,
+) -> list:
+    """Random parameters for a multilayer perceptron.
+
+    Args:
+      key: a ``jax.random.key``.
+      sizes: layer widths, input first: ``[784, 30, 10]`` is 784 inputs, one
+        hidden layer of 30 and 10 outputs.
+      activation: σ of the hidden layers (a name or an ``fbp.Activation``).
+      output_activation: σ of the output layer; ``None`` uses ``activation``.
+      init: ``large`` (w, b ~ N(0, 1), the book's ch. 1), ``normalized``
+        (w ~ N(0, 1/n_in), b ~ N(0, 1), the book's ch. 3), ``glorot``
+        (w ~ N(0, 2/(n_in+n_out)), b = 0) or ``he`` (w ~ N(0, 2/n_in), b = 0).
+      dtype: floating dtype of w and b.
+
+    Returns:
+      ``list[Dense]``, one per layer.
+
+    Example:
+      >>> import jax, fbp
+      >>> params = fbp.init_mlp(jax.random.key(0), [4, 3, 2], activation="tanh",
+      ...                       output_activation="softmax")
+      >>> [p.w.shape for p in params]
+      [(3, 4), (2, 3)]
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(
+            f"sizes must list at least an input and an output width, got {sizes!r}; "
+            f"e.g. sizes=[784, 30, 10]."
+        )
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+            raise ValueError(
+                f"every entry of sizes must be a positive int, got {s!r} in {sizes!r}."
+            )
+    if init not in INITS:
+        raise _unknown("init", init, INITS)
+    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}; use jnp.float32.")
+    hidden = get_activation(activation)
+    out = hidden if output_activation is None else get_activation(output_activation)
+    acts = [hidden] * (len(sizes) - 2) + [out]
+    # keep a built-in activation by its name: readable, and hashable for jit
+    names = tuple(a.name if ACTIVATIONS.get(a.name) is a else a for a in acts)
+    params = _init_mlp(key, tuple(sizes), names, init, jnp.dtype(dtype))
+    validate_params(params)
+    return params
+
+
+def _init_mlp(key, sizes, activations, init, dtype):
+    # One N(0, 1) draw for the whole network, cut into layers on the host: a
+    # single compiled random call per network size instead of two per layer.
+    w_std, b_std = INITS[init]
+    shapes = [((n_out, n_in), (n_out,)) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    total = sum(o * i + o for (o, i), _ in shapes)
+    flat = np.asarray(jax.random.normal(key, (total,), dtype))
+    params, offset = [], 0
+    for l, ((n_out, n_in), _) in enumerate(shapes):
+        w = flat[offset:offset + n_out * n_in].reshape(n_out, n_in) * w_std(n_in, n_out)
+        offset += n_out * n_in
+        b = flat[offset:offset + n_out] * b_std
+        offset += n_out
+        params.append(Dense(jnp.asarray(w, dtype), jnp.asarray(b, dtype), activations[l]))
+    return params
+
+
+# --- forward --------------------------------------------------------------
+def forward_trace(params: list, x: Array):
+    """Forward pass for one example, keeping what backward needs.
+
+    Returns ``(zs, activations)``: ``zs[l]`` is z^{l+1}, shape (n_{l+1},);
+    ``activations[l]`` is a^l with ``activations[0] = x``, so that
+    ``activations[l]`` is the input of ``params[l]``.
+    """
+    a = x
+    zs, activations = [], [x]
+    for layer in params:
+        z = layer.forward(a)
+        a = layer.act.fn(z)
+        zs.append(z)
+        activations.append(a)
+    return zs, activations
+
+
+def forward(params: list, x: Array) -> Array:
+    """The network's output a^L for x of shape (n_in,) or (batch, n_in). Pure."""
+    validate_params(params)
+    x = check_inputs(params, x, "x")
+    if x.ndim == 2:
+        return jax.vmap(lambda xi: forward_trace(params, xi)[1][-1])(x)
+    return forward_trace(params, x)[1][-1]
+
+
+# --- validation: runs on shapes and dtypes only, so at trace time ---------
+def validate_params(params) -> None:
+    """Check that params is a non-empty, consistent ``list[Dense]``."""
+    if isinstance(params, Dense):
+        raise TypeError("params must be a list of Dense layers, got a single Dense; wrap it: [layer].")
+    if not isinstance(params, (list, tuple)):
+        raise TypeError(
+            f"params must be a list of fbp.Dense (as returned by fbp.init_mlp), "
+            f"got {type(params).__name__}."
+        )
+    if len(params) == 0:
+        raise ValueError("params is empty: a network needs at least one Dense layer (see fbp.init_mlp).")
+    for l, layer in enumerate(params):
+        if not isinstance(layer, Dense):
+            raise TypeError(f"params[{l}] is a {type(layer).__name__}, not an fbp.Dense.")
+        w_shape = getattr(layer.w, "shape", None)
+        b_shape = getattr(layer.b, "shape", None)
+        if w_shape is None or len(w_shape) != 2:
+            raise ValueError(f"params[{l}].w must be a 2-D (n_out, n_in) array, got shape {w_shape!r}.")
+        if b_shape is None or tuple(b_shape) != (w_shape[0],):
+            raise ValueError(
+                f"params[{l}].b has shape {b_shape!r} but params[{l}].w has shape {tuple(w_shape)!r}; "
+                f"b must have shape ({w_shape[0]},)."
+            )
+        act = layer.act  # raises on an unknown name
+        if not act.elementwise and l != len(params) - 1:
+            raise ValueError(
+                f"params[{l}] uses {act.name!r}, which is only supported on the output layer "
+                f"(layer {len(params) - 1}); use an elementwise activation for hidden layers."
+            )
+        if act.name == "softmax" and w_shape[0] == 1:
+            raise ValueError(
+                f"params[{l}] is a softmax over a single unit, which is always 1 and learns nothing; "
+                f"use output_activation='sigmoid' for one output, or give the layer 2 or more units."
+            )
+        if l > 0 and params[l - 1].w.shape[0] != w_shape[1]:
+            raise ValueError(
+                f"params[{l}] expects {w_shape[1]} inputs (w.shape={tuple(w_shape)}) but params[{l - 1}] "
+                f"gives {params[l - 1].w.shape[0]} outputs; the layer widths must chain."
+            )
+
+
+def check_inputs(params: list, x, what: str = "X", batched: Union[bool, None] = None) -> Array:
+    """Check x against the first layer: floating dtype, last axis n_in.
+
+    ``batched=None`` accepts (n_in,) or (batch, n_in); True asks for (batch, n_in);
+    False for (n_in,).
+    """
+    x = jnp.asarray(x)
+    n_in = params[0].w.shape[1]
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{what} has dtype {x.dtype.name}, but backpropagation needs floating inputs; "
+            f"convert it first, e.g. {what}.astype(jnp.float32)."
+        )
+    allowed = {None: (1, 2), True: (2,), False: (1,)}[batched]
+    want = {None: f"({n_in},) or (batch, {n_in})", True: f"(batch, {n_in})", False: f"({n_in},)"}[batched]
+    if x.ndim not in allowed or x.shape[-1] != n_in:
+        raise ValueError(
+            f"{what} has shape {tuple(x.shape)} but the first layer takes {n_in} inputs; "
+            f"pass {what} of shape {want}."
+        )
+    return x
+
+
+def check_targets(params: list, y, what: str = "Y", batch: Union[int, None] = None) -> Array:
+    """Check targets against the output layer: floating, width n_out (one-hot labels)."""
+    y = jnp.asarray(y)
+    n_out = params[-1].w.shape[0]
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        raise TypeError(
+            f"{what} has dtype {y.dtype.name}; targets must be floating vectors of width {n_out}. "
+            f"For integer class labels pass jax.nn.one_hot(labels, {n_out})."
+        )
+    want_ndim = 1 if batch is None else 2
+    if y.ndim != want_ndim or y.shape[-1] != n_out:
+        want = f"({n_out},)" if batch is None else f"({batch}, {n_out})"
+        raise ValueError(
+            f"{what} has shape {tuple(y.shape)} but the output layer has {n_out} units; "
+            f"pass {what} of shape {want} (one-hot labels: jax.nn.one_hot(labels, {n_out}))."
+        )
+    if batch is not None and y.shape[0] != batch:
+        raise ValueError(
+            f"{what} has {y.shape[0]} rows but X has {batch}; inputs and targets must pair up."
+        )
+    return y

@@ -1,0 +1,35 @@
+import subprocess
+import sys
+
+import pytest
+
+from fbp.cli import main
+
+
+def test_check_prints_a_passing_table(capsys):
+    rc = main(["check", "--sizes", "6,5,3", "--activation", "tanh", "--output-activation", "softmax",
+               "--cost", "log_likelihood", "--batch-size", "4", "--fd-samples", "8"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    for leaf in ("[0].w", "[0].b", "[1].w", "[1].b"):
+        assert leaf in out
+    assert "OK: worst relative difference" in out
+
+
+def test_check_exits_1_above_tolerance(capsys):
+    rc = main(["check", "--sizes", "6,5,3", "--fd-samples", "0", "--batch-size", "4", "--tol", "-1"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "FAIL: worst relative difference" in out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["check", "--sizes", "3,x"], "--sizes"),
+    (["check", "--cost", "nope"], "--cost"),
+    (["check", "--batch-size", "0"], "--batch-size"),
+    (["check", "--activation", "softmax"], "softmax"),
+])
+def test_bad_flags_are_one_line_errors(argv, needle):
+    proc = subprocess.run([sys.executable, "-m", "fbp", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert needle in proc.stderr.strip().splitlines()[-1]

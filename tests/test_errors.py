@@ -1,0 +1,143 @@
+"""Bad input: a ValueError/TypeError at trace time whose message names the
+offending thing and the fix; never a silent broadcast or a NaN."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fbp
+
+
+@pytest.fixture(scope="module")
+def net():
+    params = fbp.init_mlp(jax.random.key(0), [4, 3, 2], output_activation="softmax", dtype=jnp.float32)
+    X = jnp.ones((5, 4), jnp.float32)
+    Y = jax.nn.one_hot(jnp.arange(5) % 2, 2, dtype=jnp.float32)
+    return params, X, Y
+
+
+GRAD_FNS = [fbp.batch_backward, fbp.loss, fbp.autodiff_grad, jax.jit(fbp.batch_backward, static_argnums=3)]
+
+
+@pytest.mark.parametrize("fn", GRAD_FNS, ids=["batch_backward", "loss", "autodiff_grad", "jit"])
+def test_inputs_of_wrong_width(net, fn):
+    params, X, Y = net
+    with pytest.raises(ValueError, match=r"X has shape \(5, 3\).*4 inputs"):
+        fn(params, X[:, :3], Y, "log_likelihood")
+
+
+@pytest.mark.parametrize("fn", GRAD_FNS, ids=["batch_backward", "loss", "autodiff_grad", "jit"])
+def test_labels_of_wrong_width(net, fn):
+    params, X, Y = net
+    with pytest.raises(ValueError, match=r"Y has shape \(5, 3\).*2 units.*one_hot"):
+        fn(params, X, jnp.ones((5, 3), jnp.float32), "log_likelihood")
+
+
+def test_integer_labels_say_one_hot(net):
+    params, X, _ = net
+    with pytest.raises(TypeError, match=r"Y has dtype int.*one_hot\(labels, 2\)"):
+        fbp.batch_backward(params, X, jnp.arange(5) % 2, "log_likelihood")
+
+
+def test_integer_inputs(net):
+    params, _, Y = net
+    with pytest.raises(TypeError, match=r"X has dtype int.*floating"):
+        fbp.batch_backward(params, jnp.ones((5, 4), jnp.int32), Y, "log_likelihood")
+    with pytest.raises(TypeError, match=r"x has dtype int"):
+        fbp.forward(params, np.ones(4, np.int64))
+
+
+def test_batch_sizes_that_do_not_pair(net):
+    params, X, Y = net
+    with pytest.raises(ValueError, match=r"Y has 4 rows but X has 5"):
+        fbp.batch_backward(params, X, Y[:4], "log_likelihood")
+
+
+def test_single_example_shapes(net):
+    params, X, Y = net
+    with pytest.raises(ValueError, match=r"x has shape \(5, 4\).*\(4,\)"):
+        fbp.backward(params, X, Y[0], "log_likelihood")
+    with pytest.raises(ValueError, match=r"y has shape \(3,\)"):
+        fbp.deltas(params, X[0], jnp.ones(3, jnp.float32), "log_likelihood")
+    with pytest.raises(ValueError, match=r"x has shape \(2, 2, 4\)"):
+        fbp.forward(params, jnp.ones((2, 2, 4), jnp.float32))
+
+
+def test_empty_params(net):
+    _, X, Y = net
+    with pytest.raises(ValueError, match="params is empty"):
+        fbp.batch_backward([], X, Y, "quadratic")
+    with pytest.raises(ValueError, match="params is empty"):
+        fbp.forward([], X)
+
+
+def test_inconsistent_params(net):
+    params, X, Y = net
+    bad = [params[0], fbp.Dense(jnp.ones((2, 7), jnp.float32), jnp.ones(2, jnp.float32), "softmax")]
+    with pytest.raises(ValueError, match=r"params\[1\] expects 7 inputs.*params\[0\] gives 3 outputs"):
+        fbp.batch_backward(bad, X, Y, "quadratic")
+    bad_b = [fbp.Dense(params[0].w, jnp.ones(4, jnp.float32), "sigmoid"), params[1]]
+    with pytest.raises(ValueError, match=r"params\[0\]\.b has shape \(4,\).*\(3,\)"):
+        fbp.forward(bad_b, X)
+    with pytest.raises(TypeError, match=r"params\[1\] is a tuple"):
+        fbp.forward([params[0], (params[1].w, params[1].b)], X)
+    with pytest.raises(TypeError, match="single Dense"):
+        fbp.forward(params[0], X)
+
+
+def test_unknown_names():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=r"unknown activation 'sigmod'.*Did you mean 'sigmoid'"):
+        fbp.init_mlp(key, [2, 2], activation="sigmod")
+    with pytest.raises(ValueError, match=r"unknown init 'xavier'.*glorot"):
+        fbp.init_mlp(key, [2, 2], init="xavier")
+    params = fbp.init_mlp(key, [2, 2])
+    with pytest.raises(ValueError, match=r"unknown cost 'crossentropy'.*Did you mean 'cross_entropy'"):
+        fbp.batch_backward(params, jnp.ones((1, 2)), jnp.ones((1, 2)), "crossentropy")
+    with pytest.raises(ValueError, match=r"unknown activation 'swish'"):
+        fbp.forward([fbp.Dense(params[0].w, params[0].b, "swish")], jnp.ones(2))
+    with pytest.raises(ValueError, match=r"reduction must be 'mean' or 'sum', got 'avg'"):
+        fbp.batch_backward(params, jnp.ones((1, 2)), jnp.ones((1, 2)), "quadratic", "avg")
+
+
+def test_bad_sizes_and_dtype():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=r"at least an input and an output.*\[784\]"):
+        fbp.init_mlp(key, [784])
+    with pytest.raises(ValueError, match=r"positive int, got 0"):
+        fbp.init_mlp(key, [3, 0, 2])
+    with pytest.raises(TypeError, match=r"floating dtype.*int32"):
+        fbp.init_mlp(key, [3, 2], dtype=jnp.int32)
+
+
+def test_softmax_only_on_the_output_layer():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=r"params\[0\] uses 'softmax'.*only supported on the output layer"):
+        fbp.init_mlp(key, [4, 3, 2], activation="softmax", output_activation="sigmoid")
+    with pytest.raises(ValueError, match=r"softmax over a single unit"):
+        fbp.init_mlp(key, [4, 1], activation="softmax")
+
+
+def test_log_costs_need_probability_outputs():
+    params = fbp.init_mlp(jax.random.key(0), [3, 2], activation="relu")
+    with pytest.raises(ValueError, match=r"cost 'cross_entropy'.*activation is 'relu'.*output_activation='sigmoid'"):
+        fbp.batch_backward(params, jnp.ones((1, 3)), jnp.ones((1, 2)), "cross_entropy")
+
+
+def test_wrong_types_for_cost_and_activation(net):
+    params, X, Y = net
+    with pytest.raises(TypeError, match=r"cost must be a name.*got 3"):
+        fbp.batch_backward(params, X, Y, 3)
+    with pytest.raises(TypeError, match=r"activation must be a name"):
+        fbp.init_mlp(jax.random.key(0), [2, 2], activation=len)
+
+
+def test_objects_are_accepted_as_well_as_names(net):
+    params, X, Y = net
+    a = fbp.batch_backward(params, X, Y, fbp.COSTS["log_likelihood"])
+    b = fbp.batch_backward(params, X, Y, "log_likelihood")
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(u, v)
+    p2 = fbp.init_mlp(jax.random.key(0), [4, 3, 2], activation=fbp.ACTIVATIONS["tanh"])
+    assert p2[0].activation == "tanh"
