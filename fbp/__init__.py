@@ -6,7 +6,15 @@ against ``jax.grad``.
 """
 
 from fbp.activations import ACTIVATIONS, Activation, get_activation
-from fbp.backprop import backward, batch_backward, batch_deltas, deltas, example_loss, loss
+from fbp.backprop import (
+    backward,
+    batch_backward,
+    batch_deltas,
+    deltas,
+    example_loss,
+    loss,
+    value_and_batch_backward,
+)
 from fbp.check import GradReport, autodiff_grad, compare_grads, finite_differences, relative_error
 from fbp.costs import COSTS, Cost, get_cost
 from fbp.network import INITS, Dense, forward, forward_trace, init_mlp
@@ -36,4 +44,5 @@ __all__ = [
     "init_mlp",
     "loss",
     "relative_error",
+    "value_and_batch_backward",
 ]

@@ -136,10 +136,40 @@ def batch_backward(params: list, X: Array, Y: Array, cost, reduction: str = "mea
     return [layer.batch_grads(d, a) for layer, d, a in zip(params, ds, a_prev)]
 
 
+@functools.partial(jax.jit, static_argnames=("cost", "reduction"))
+def value_and_batch_backward(params: list, X: Array, Y: Array, cost, reduction: str = "mean"):
+    """``(loss, grads)`` from one forward pass: the batch cost beside ``batch_backward``.
+
+    The loss is the same number ``fbp.loss`` gives; the gradient is the
+    hand-written one. The training step uses this, so the cost it reports
+    costs nothing extra.
+    """
+    _check_reduction(reduction)
+    validate_params(params)
+    cost_ = _check_cost(params, cost)
+    X = check_inputs(params, X, "X", batched=True)
+    Y = check_targets(params, Y, "Y", batch=X.shape[0])
+    scale = (1.0 / X.shape[0]) if reduction == "mean" else None
+
+    def one(x, y):
+        zs, activations = forward_trace(params, x)
+        ds, a_prev = _deltas_and_inputs(params, x, y, cost_, scale)  # XLA shares the forward
+        return _example_loss_from(params, zs, activations, y, cost_), ds, a_prev
+
+    losses, ds, a_prev = jax.vmap(one)(X, Y)
+    grads = [layer.batch_grads(d, a) for layer, d, a in zip(params, ds, a_prev)]
+    value = jnp.mean(losses) if reduction == "mean" else jnp.sum(losses)
+    return value, grads
+
+
 # --- the cost itself, shared by the autodiff reference and evaluation -----
 def example_loss(params: list, x: Array, y: Array, cost: Cost) -> Array:
     """C(a^L, y) for one example; from z^L in closed form for the matched pairs."""
     zs, activations = forward_trace(params, x)
+    return _example_loss_from(params, zs, activations, y, get_cost(cost))
+
+
+def _example_loss_from(params, zs, activations, y, cost: Cost) -> Array:
     pair = closed_form(cost, params[-1].act)
     if pair is not None:
         return pair.loss(zs[-1], y)

@@ -1,0 +1,210 @@
+"""Data sets as NumPy arrays, ready to be put on the device.
+
+Inputs are float32 in [0, 1], shape (n, n_in); targets are one-hot float32,
+shape (n, n_classes). Every loader returns a ``Dataset`` of train, validation
+and test ``Split``s.
+
+- ``digits``: scikit-learn's bundled 8×8 handwritten digits (1,797 images, no
+  download), the embedded default.
+- ``idx``: the IDX format of MNIST and Fashion-MNIST, gzipped or not.
+- ``fashion_mnist``: the IDX files Debian's ``dataset-fashion-mnist`` installs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+# IDX type codes (third byte of the magic number) -> big-endian NumPy dtype
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DataError(ValueError):
+    """A data set that is missing, truncated or malformed."""
+
+
+class Split(NamedTuple):
+    X: np.ndarray  # (n, n_in) float32 in [0, 1]
+    Y: np.ndarray  # (n, n_classes) float32 one-hot
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+
+class Dataset(NamedTuple):
+    name: str
+    train: Split
+    validation: Split  # may be empty (0 rows)
+    test: Split
+
+    @property
+    def n_in(self) -> int:
+        return self.train.X.shape[1]
+
+    @property
+    def n_classes(self) -> int:
+        return self.train.Y.shape[1]
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(f"labels must lie in [0, {n_classes}), got range [{labels.min()}, {labels.max()}].")
+    return np.eye(n_classes, dtype=np.float32)[labels]
+
+
+def split_validation(train: Split, n_validation: int) -> tuple:
+    """Take the last ``n_validation`` training examples as a validation set
+    (the book's 50,000/10,000 split of MNIST's 60,000)."""
+    n = len(train)
+    if not 0 <= n_validation < n:
+        raise ValueError(f"validation size must be in [0, {n}) for {n} training examples, got {n_validation}.")
+    cut = n - n_validation
+    return Split(train.X[:cut], train.Y[:cut]), Split(train.X[cut:], train.Y[cut:])
+
+
+# --- digits ---------------------------------------------------------------
+def digits(n_validation: int = 180, n_test: int = 360, seed: int = 0) -> Dataset:
+    """scikit-learn's 8×8 digits: 1,797 images of 64 pixels (0..16, scaled to [0, 1]).
+
+    A fixed shuffle (``seed``) splits them into train / validation / test
+    (default 1,257 / 180 / 360).
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:  # pragma: no cover - a dependency
+        raise DataError("the digits data set needs scikit-learn: pip install scikit-learn") from e
+    d = load_digits()
+    X = (d.data / 16.0).astype(np.float32)  # (1797, 64)
+    Y = one_hot(d.target, 10)
+    order = np.random.default_rng(seed).permutation(len(X))
+    X, Y = X[order], Y[order]
+    if n_test + n_validation >= len(X):
+        raise ValueError(f"n_test + n_validation must leave training data, got {n_test} + {n_validation}.")
+    test = Split(X[:n_test], Y[:n_test])
+    train, validation = split_validation(Split(X[n_test:], Y[n_test:]), n_validation)
+    return Dataset("digits", train, validation, test)
+
+
+# --- IDX --------------------------------------------------------------------
+def _open(path: str):
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return gzip.open(path, "rb") if head == b"\x1f\x8b" else open(path, "rb")
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Read one IDX file (gzipped or not) into an array, checking its header.
+
+    Raises ``DataError`` naming the file for a bad magic number, an unknown
+    type code, or a payload shorter or longer than the header's dimensions.
+    """
+    try:
+        with _open(path) as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, EOFError) as e:  # a truncated or corrupt gzip stream
+        raise DataError(f"{path}: cannot be read ({e}); the file is truncated or corrupt") from None
+    if len(raw) < 4:
+        raise DataError(f"{path}: only {len(raw)} bytes, too short for an IDX header")
+    zero, type_code, ndim = raw[0:2], raw[2], raw[3]
+    if zero != b"\x00\x00" or type_code not in IDX_DTYPES or ndim == 0:
+        raise DataError(
+            f"{path}: bad magic number 0x{raw[:4].hex()} (expected 0x000008 then the number of "
+            f"dimensions, e.g. 0x00000803 for images, 0x00000801 for labels); not an IDX file"
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated header ({len(raw)} bytes, need {header} for {ndim} dimensions)")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(IDX_DTYPES[type_code])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    got = len(raw) - header
+    if got != expected:
+        raise DataError(
+            f"{path}: wrong count: the header says {dims[0]} items of shape {dims[1:]} "
+            f"({expected} bytes) but the file holds {got} bytes; it is truncated or corrupt"
+        )
+    return np.frombuffer(raw, dtype, offset=header).reshape(dims)
+
+
+def _find(directory: str, stem: str) -> str:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            return path
+    raise DataError(f"{directory}: no {stem} (or {stem}.gz) in this directory")
+
+
+def idx(directory: str, n_validation: int = 0, name: Optional[str] = None) -> Dataset:
+    """MNIST-format data from a directory holding the four IDX files.
+
+    Images are scaled from 0..255 to [0, 1] and flattened; labels one-hot.
+    ``n_validation`` examples are taken from the end of the training set
+    (10,000 gives the book's 50,000/10,000 split).
+    """
+    if not os.path.isdir(directory):
+        raise DataError(f"{directory}: no such directory (pass --data-dir pointing at the IDX files)")
+    arrays = {key: read_idx(_find(directory, stem)) for key, stem in IDX_FILES.items()}
+
+    def split(images_key, labels_key):
+        images, labels = arrays[images_key], arrays[labels_key]
+        if images.ndim < 2 or labels.ndim != 1:
+            raise DataError(f"{directory}: {images_key} must be (n, rows, cols) and {labels_key} (n,), "
+                            f"got {images.shape} and {labels.shape}")
+        if len(images) != len(labels):
+            raise DataError(f"{directory}: {len(images)} {images_key} but {len(labels)} {labels_key}; wrong count")
+        X = images.reshape(len(images), -1).astype(np.float32) / 255.0
+        return Split(X, one_hot(labels.astype(np.int64), 10))
+
+    train, test = split("train_images", "train_labels"), split("test_images", "test_labels")
+    if train.X.shape[1] != test.X.shape[1]:
+        raise DataError(f"{directory}: train images have {train.X.shape[1]} pixels but test images {test.X.shape[1]}")
+    train, validation = split_validation(train, n_validation)
+    return Dataset(name or os.path.basename(os.path.normpath(directory)), train, validation, test)
+
+
+def fashion_mnist(directory: Optional[str] = None, n_validation: int = 10_000) -> Dataset:
+    """Fashion-MNIST (60,000 + 10,000 images of 28×28), from Debian's package by default."""
+    directory = directory or FASHION_MNIST_DIR
+    if not os.path.isdir(directory):
+        raise DataError(
+            f"{directory}: Fashion-MNIST is not installed. On Debian: "
+            f"`sudo apt-get install dataset-fashion-mnist` (then `dpkg -L dataset-fashion-mnist` "
+            f"shows its files), or pass --data-dir pointing at the four IDX files."
+        )
+    return idx(directory, n_validation, name="fashion-mnist")
+
+
+def write_idx(path: str, array: np.ndarray, compress: Optional[bool] = None) -> None:
+    """Write an unsigned-byte IDX file (gzipped when the name ends in .gz): for tests and tools."""
+    array = np.asarray(array, np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    payload = header + array.tobytes()
+    compress = path.endswith(".gz") if compress is None else compress
+    with (gzip.open(path, "wb") if compress else open(path, "wb")) as f:
+        f.write(payload)
+
+
+def load(name: str, data_dir: Optional[str] = None, n_validation: Optional[int] = None) -> Dataset:
+    """Load a data set by name: ``digits``, ``fashion-mnist`` or ``idx`` (needs data_dir)."""
+    if name == "digits":
+        return digits() if n_validation is None else digits(n_validation=n_validation)
+    if name in ("fashion-mnist", "fashion_mnist"):
+        return fashion_mnist(data_dir, 10_000 if n_validation is None else n_validation)
+    if name in ("idx", "mnist"):
+        if data_dir is None:
+            raise DataError(f"--data {name} needs --data-dir, the directory holding the four IDX files")
+        return idx(data_dir, 10_000 if n_validation is None else n_validation)
+    raise DataError(f"unknown data set {name!r}; choose digits, fashion-mnist or idx")

@@ -1,0 +1,255 @@
+"""Training: the optax step, a whole epoch as one jitted ``lax.scan``, evaluation
+and the ``fit`` loop (monitoring, early stopping, checkpoints).
+
+Nothing here knows how a gradient is computed beyond calling one: the step
+takes ``fbp.value_and_batch_backward`` (the hand-written recursion) by
+default, or ``jax.grad`` of the same loss for comparison.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fbp import checkpoint as ckpt
+from fbp.backprop import loss as fbp_loss
+from fbp.backprop import value_and_batch_backward
+from fbp.network import Dense, forward
+
+Array = jax.Array
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+# --- optimizers -------------------------------------------------------------
+def weight_mask(params: list) -> list:
+    """True on every weight matrix, False on every bias (L2 acts on weights only)."""
+    return [Dense(True, False, layer.activation) for layer in params]
+
+
+def make_optimizer(
+    name: str = "sgd", lr: float = 3.0, *, l2: float = 0.0, n_train: Optional[int] = None, momentum: float = 0.9
+) -> optax.GradientTransformation:
+    """The book's optimizers through optax's own transforms.
+
+    ``sgd`` is w → w − η ∇C (η = 3.0 is the book's chapter-1 setting).
+    ``l2`` is the book's λ in network2: w → (1 − ηλ/n) w − η ∇C, i.e. optax's
+    ``add_decayed_weights(λ/n)`` on the weights (not the biases) before the step.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"learning rate must be a positive number, got {lr!r}.")
+    if l2 < 0:
+        raise ValueError(f"l2 (λ) must be ≥ 0, got {l2!r}.")
+    if name == "sgd":
+        step = optax.sgd(lr)
+    elif name == "momentum":
+        step = optax.sgd(lr, momentum=momentum)
+    else:
+        step = optax.adam(lr)
+    if l2 == 0:
+        return step
+    if not n_train:
+        raise ValueError("l2 > 0 needs n_train, the training-set size n of the book's λ/n.")
+    return optax.chain(optax.add_decayed_weights(l2 / n_train, mask=weight_mask), step)
+
+
+# --- the step ---------------------------------------------------------------
+def make_train_step(
+    optimizer: optax.GradientTransformation, cost, *, reduction: str = "mean", grad: Union[str, Callable] = "hand"
+) -> Callable:
+    """A pure ``train_step(params, opt_state, X, Y) -> (params, opt_state, loss)``.
+
+    ``grad="hand"`` uses the hand-written recursion; ``grad="autodiff"`` uses
+    ``jax.value_and_grad`` of the same ``fbp.loss``; or pass a function
+    ``(params, X, Y) -> (loss, grads)``.
+    """
+    if grad == "hand":
+        value_and_grad = lambda p, X, Y: value_and_batch_backward(p, X, Y, cost, reduction)  # noqa: E731
+    elif grad == "autodiff":
+        value_and_grad = lambda p, X, Y: jax.value_and_grad(fbp_loss)(p, X, Y, cost, reduction)  # noqa: E731
+    elif callable(grad):
+        value_and_grad = grad
+    else:
+        raise ValueError(f"grad must be 'hand', 'autodiff' or a function, got {grad!r}.")
+
+    def train_step(params, opt_state, X, Y):
+        value, grads = value_and_grad(params, X, Y)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return train_step
+
+
+def make_epoch(train_step: Callable, batch_size: int) -> Callable:
+    """One epoch as a single jitted call: shuffle with a key, cut into
+    mini-batches, ``lax.scan`` the steps. The data stays on the device.
+
+    ``epoch(params, opt_state, key, X, Y) -> (params, opt_state, losses)``,
+    losses of shape (n // batch_size,). The last n mod batch_size examples of
+    each shuffle are left out of that epoch (a different few each epoch).
+    """
+
+    @jax.jit
+    def epoch(params, opt_state, key, X, Y):
+        n = X.shape[0]
+        n_batches = n // batch_size
+        if n_batches == 0:
+            raise ValueError(f"batch size {batch_size} is larger than the training set ({n} examples).")
+        order = jax.random.permutation(key, n)[: n_batches * batch_size].reshape(n_batches, batch_size)
+
+        def body(carry, idx):
+            params, opt_state = carry
+            params, opt_state, value = train_step(params, opt_state, X[idx], Y[idx])
+            return (params, opt_state), value
+
+        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), order)
+        return params, opt_state, losses
+
+    return epoch
+
+
+@functools.partial(jax.jit, static_argnames=("cost",))
+def evaluate(params: list, X: Array, Y: Array, cost) -> dict:
+    """Mean cost and accuracy (argmax of the output against argmax of Y)."""
+    out = forward(params, X)  # (n, n_out)
+    accuracy = jnp.mean(jnp.argmax(out, axis=1) == jnp.argmax(Y, axis=1))
+    return dict(cost=fbp_loss(params, X, Y, cost, "mean"), accuracy=accuracy)
+
+
+# --- the fit loop -----------------------------------------------------------
+class NonFiniteLoss(RuntimeError):
+    """Training produced a non-finite cost; the last good state is kept."""
+
+    def __init__(self, epoch: int, step: int, last_good_epoch: int):
+        self.epoch, self.step, self.last_good_epoch = epoch, step, last_good_epoch
+        super().__init__(
+            f"non-finite cost at epoch {epoch}, step {step}; training stopped. The last good "
+            f"state is from epoch {last_good_epoch}" + (" (the initial parameters)" if last_good_epoch == 0 else "")
+            + ". Lower the learning rate, or use a cost with a closed form (softmax + log_likelihood)."
+        )
+
+
+@dataclasses.dataclass
+class FitResult:
+    params: list
+    opt_state: object
+    history: list  # one dict per epoch
+    epochs_run: int
+    stopped_early: bool = False
+    error: Optional[NonFiniteLoss] = None
+    best_epoch: Optional[int] = None
+
+
+def fit(
+    params: list,
+    train,
+    *,
+    optimizer: optax.GradientTransformation,
+    cost,
+    epochs: int,
+    batch_size: int,
+    key: Array,
+    evaluation=None,
+    reduction: str = "mean",
+    grad: Union[str, Callable] = "hand",
+    monitor_training: bool = True,
+    monitor_evaluation: bool = True,
+    patience: Optional[int] = None,
+    checkpoint_dir: Optional[str] = None,
+    resume: bool = False,
+    on_epoch: Optional[Callable[[dict], None]] = None,
+    opt_state=None,
+) -> FitResult:
+    """Train for ``epochs`` epochs; return params, optimizer state and history.
+
+    Args:
+      params: ``list[Dense]``.
+      train: ``(X, Y)`` (a ``fbp.data.Split`` works).
+      optimizer: any ``optax.GradientTransformation``.
+      cost: a cost name or ``fbp.Cost``.
+      epochs, batch_size: as in the book's ``SGD(training_data, epochs, mini_batch_size, eta)``.
+      key: PRNG key; epoch e shuffles with ``fold_in(key, e)``, so a resumed run
+        draws the same batches as one never interrupted.
+      evaluation: optional ``(X, Y)`` monitored each epoch (the book's
+        ``evaluation_data``).
+      monitor_training / monitor_evaluation: evaluate cost and accuracy on the
+        training / evaluation data after each epoch (the book's ``monitor_*``).
+      patience: stop when evaluation accuracy has not improved for this many epochs.
+      checkpoint_dir: save (params, optimizer state, key, epoch, history) atomically every epoch.
+      resume: continue from the newest complete checkpoint in ``checkpoint_dir``.
+      on_epoch: called with each epoch's record (for printing, logging).
+
+    A non-finite cost stops training: the result holds the last good params
+    (the previous epoch's) and ``error`` says at which epoch and step.
+    """
+    if epochs < 0:
+        raise ValueError(f"epochs must be ≥ 0, got {epochs}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be ≥ 1 epoch, got {patience}.")
+    if resume and not checkpoint_dir:
+        raise ValueError("resume needs a checkpoint directory (--checkpoint-dir).")
+    X, Y = (jnp.asarray(a) for a in train[:2])
+    if len(X) < batch_size:
+        raise ValueError(f"batch size {batch_size} is larger than the training set ({len(X)} examples).")
+    has_eval = evaluation is not None and len(evaluation[0]) > 0
+    if has_eval:
+        Xe, Ye = (jnp.asarray(a) for a in evaluation[:2])
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+    history, start = [], 0
+    best_acc, best_epoch, since_best = -1.0, None, 0
+
+    if resume:
+        restored = ckpt.latest(checkpoint_dir, dict(params=params, opt_state=opt_state, key=key))
+        if restored is not None:
+            tree, header = restored
+            params, opt_state = tree["params"], tree["opt_state"]
+            start = header["epoch"]
+            meta = header["meta"]
+            history = meta.get("history", [])
+            best_acc, best_epoch, since_best = meta.get("best_acc", -1.0), meta.get("best_epoch"), meta.get("since_best", 0)
+
+    epoch_fn = make_epoch(make_train_step(optimizer, cost, reduction=reduction, grad=grad), batch_size)
+    stopped, error = False, None
+    for e in range(start + 1, epochs + 1):
+        t0 = time.perf_counter()
+        new_params, new_opt_state, losses = epoch_fn(params, opt_state, jax.random.fold_in(key, e), X, Y)
+        losses = np.asarray(losses)
+        seconds = time.perf_counter() - t0
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            error = NonFiniteLoss(e, int(bad[0]) + 1, e - 1)
+            break
+        params, opt_state = new_params, new_opt_state
+        record = dict(epoch=e, train_step_cost=float(np.mean(losses)), seconds=seconds)
+        if monitor_training:
+            m = evaluate(params, X, Y, cost)
+            record.update(training_cost=float(m["cost"]), training_accuracy=float(m["accuracy"]))
+        if has_eval and monitor_evaluation:
+            m = evaluate(params, Xe, Ye, cost)
+            record.update(evaluation_cost=float(m["cost"]), evaluation_accuracy=float(m["accuracy"]))
+            if record["evaluation_accuracy"] > best_acc:
+                best_acc, best_epoch, since_best = record["evaluation_accuracy"], e, 0
+            else:
+                since_best += 1
+        history.append(record)
+        if checkpoint_dir:
+            meta = dict(history=history, best_acc=best_acc, best_epoch=best_epoch, since_best=since_best)
+            ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta)
+        if on_epoch is not None:
+            on_epoch(record)
+        if patience is not None and has_eval and since_best >= patience:
+            stopped = True
+            break
+    return FitResult(params, opt_state, history, len(history), stopped, error, best_epoch)

@@ -1,0 +1,95 @@
+"""Data: digits, and IDX files made here (valid, gzipped, truncated, corrupt)."""
+
+import gzip
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fbp import data as fdata
+
+
+def write_set(directory, n_train=30, n_test=10, gz=False, rows=4, cols=5):
+    rng = np.random.default_rng(0)
+    ext = ".gz" if gz else ""
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, rows, cols)),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, rows, cols)),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test),
+    }
+    for name, arr in arrays.items():
+        fdata.write_idx(str(directory / (name + ext)), arr)
+    return arrays
+
+
+def test_digits():
+    ds = fdata.digits()
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (1257, 180, 360)
+    assert ds.train.X.dtype == np.float32 and 0 <= ds.train.X.min() and ds.train.X.max() <= 1
+    np.testing.assert_array_equal(ds.train.Y.sum(1), 1)
+    assert ds.n_in == 64 and ds.n_classes == 10
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_roundtrip(tmp_path, gz):
+    arrays = write_set(tmp_path, gz=gz)
+    ds = fdata.idx(str(tmp_path), n_validation=5)
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (25, 5, 10)
+    np.testing.assert_allclose(ds.train.X * 255, arrays["train-images-idx3-ubyte"][:25].reshape(25, 20), atol=1e-4)
+    np.testing.assert_array_equal(ds.validation.Y.argmax(1), arrays["train-labels-idx1-ubyte"][25:])
+
+
+def test_bad_magic(tmp_path):
+    write_set(tmp_path)
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\x12\x34\x08\x01" + b"\x00" * 40)
+    with pytest.raises(fdata.DataError, match=r"train-labels-idx1-ubyte: bad magic number 0x12340801"):
+        fdata.idx(str(tmp_path))
+
+
+def test_truncated_payload(tmp_path):
+    write_set(tmp_path)
+    p = tmp_path / "t10k-images-idx3-ubyte"
+    p.write_bytes(p.read_bytes()[:-7])
+    with pytest.raises(fdata.DataError, match=r"t10k-images-idx3-ubyte: wrong count: the header says 10 items.*truncated"):
+        fdata.idx(str(tmp_path))
+
+
+def test_truncated_gzip(tmp_path):
+    write_set(tmp_path, gz=True)
+    p = tmp_path / "train-images-idx3-ubyte.gz"
+    p.write_bytes(p.read_bytes()[:30])
+    with pytest.raises(fdata.DataError, match=r"train-images-idx3-ubyte.gz: cannot be read.*truncated or corrupt"):
+        fdata.idx(str(tmp_path))
+
+
+def test_mismatched_counts(tmp_path):
+    write_set(tmp_path)
+    fdata.write_idx(str(tmp_path / "train-labels-idx1-ubyte"), np.zeros(29))
+    with pytest.raises(fdata.DataError, match=r"30 train_images but 29 train_labels"):
+        fdata.idx(str(tmp_path))
+
+
+def test_missing_directory_and_file(tmp_path):
+    with pytest.raises(fdata.DataError, match="no such directory"):
+        fdata.idx(str(tmp_path / "nope"))
+    write_set(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(fdata.DataError, match=r"no t10k-labels-idx1-ubyte"):
+        fdata.idx(str(tmp_path))
+    with pytest.raises(fdata.DataError, match="apt-get install dataset-fashion-mnist"):
+        fdata.fashion_mnist(str(tmp_path / "absent"))
+
+
+def test_cli_trains_on_idx_and_reports_corrupt_files(tmp_path):
+    write_set(tmp_path, n_train=60, n_test=20, gz=True, rows=2, cols=3)
+    ok = subprocess.run([sys.executable, "-m", "fbp", "train", "--data", "idx", "--data-dir", str(tmp_path),
+                         "--validation", "10", "--epochs", "2", "--quiet", "--sizes", "6,5,10"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 5))
+    bad = subprocess.run([sys.executable, "-m", "fbp", "train", "--data", "idx", "--data-dir", str(tmp_path),
+                          "--validation", "10"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "train-images-idx3-ubyte.gz" in bad.stderr and "truncated header" in bad.stderr

@@ -1,0 +1,224 @@
+"""Training: the step, the epoch, fit, determinism, non-finite stops, checkpoints."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import fbp
+from fbp import checkpoint as ckpt
+from fbp import data as fdata
+from fbp import train as ftrain
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return fdata.digits()
+
+
+def small_problem(dtype=jnp.float64, n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    X = jnp.asarray(rng.uniform(size=(n, 6)), dtype)
+    Y = jnp.asarray(np.eye(3)[(X[:, 0] + X[:, 1] > 1.0).astype(int) + (X[:, 2] > 0.7)], dtype)
+    params = fbp.init_mlp(jax.random.key(seed), [6, 8, 3], output_activation="softmax", dtype=dtype)
+    return params, X, Y
+
+
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "adam"])
+def test_train_step_hand_equals_autodiff_step(trees_close, opt):
+    params, X, Y = small_problem()
+    optimizer = ftrain.make_optimizer(opt, 0.3, l2=5.0, n_train=64)
+    state = optimizer.init(params)
+    hand = jax.jit(ftrain.make_train_step(optimizer, "log_likelihood", grad="hand"))
+    auto = jax.jit(ftrain.make_train_step(optimizer, "log_likelihood", grad="autodiff"))
+    p1, s1, p2, s2 = params, state, params, state
+    for _ in range(3):
+        p1, s1, l1 = hand(p1, s1, X, Y)
+        p2, s2, l2 = auto(p2, s2, X, Y)
+        np.testing.assert_allclose(l1, l2, rtol=1e-12)
+    trees_close(p1, p2, 1e-10)
+    trees_close(s1, s2, 1e-10)
+    assert fbp.relative_error(p1[0].w, params[0].w) > 1e-4  # it did move
+
+
+def test_l2_is_the_books_weight_decay(trees_close):
+    """network2: w → (1 − ηλ/n) w − η ∇C on weights; biases b → b − η ∇C."""
+    params, X, Y = small_problem()
+    eta, lam, n = 0.5, 3.0, 64
+    optimizer = ftrain.make_optimizer("sgd", eta, l2=lam, n_train=n)
+    new, _, _ = ftrain.make_train_step(optimizer, "quadratic")(params, optimizer.init(params), X, Y)
+    g = fbp.batch_backward(params, X, Y, "quadratic")
+    expect = [fbp.Dense((1 - eta * lam / n) * p.w - eta * gw.w, p.b - eta * gw.b, p.activation)
+              for p, gw in zip(params, g)]
+    trees_close(new, expect, 1e-13)
+
+
+def test_books_plain_sgd_eta_3(trees_close):
+    params, X, Y = small_problem()
+    opt = ftrain.make_optimizer("sgd", 3.0)
+    new, _, _ = ftrain.make_train_step(opt, "quadratic")(params, opt.init(params), X, Y)
+    g = fbp.batch_backward(params, X, Y, "quadratic")
+    trees_close(new, jax.tree.map(lambda p, d: p - 3.0 * d, params, g), 1e-13)
+
+
+def test_epoch_is_the_scan_of_steps(trees_close):
+    """One jitted epoch equals the same mini-batches stepped one by one in Python."""
+    params, X, Y = small_problem()
+    opt = optax.sgd(0.5)
+    step = ftrain.make_train_step(opt, "log_likelihood")
+    epoch = ftrain.make_epoch(step, batch_size=10)
+    key = jax.random.key(3)
+    p_e, s_e, losses = epoch(params, opt.init(params), key, X, Y)
+    assert losses.shape == (6,)
+    order = np.asarray(jax.random.permutation(key, 64))[:60].reshape(6, 10)
+    p, s = params, opt.init(params)
+    for n, idx in enumerate(order):
+        p, s, loss = step(p, s, X[idx], Y[idx])
+        np.testing.assert_allclose(loss, losses[n], rtol=1e-12)
+    trees_close(p_e, p, 1e-12)
+
+
+def test_one_epoch_of_fit_lowers_the_cost():
+    params, X, Y = small_problem(jnp.float32, n=256)
+    before = float(fbp.loss(params, X, Y, "log_likelihood"))
+    r = ftrain.fit(params, (X, Y), optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=1,
+                   batch_size=8, key=jax.random.key(0), evaluation=(X, Y))
+    assert r.history[0]["training_cost"] < before
+    assert r.history[0]["evaluation_cost"] == pytest.approx(r.history[0]["training_cost"])
+    assert set(r.history[0]) >= {"epoch", "train_step_cost", "training_accuracy", "evaluation_accuracy"}
+
+
+def test_fit_learns_digits(digits):
+    params = fbp.init_mlp(jax.random.key(0), [64, 30, 10], output_activation="softmax")
+    r = ftrain.fit(params, digits.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=10,
+                   batch_size=10, key=jax.random.key(1), evaluation=digits.validation)
+    acc = float(ftrain.evaluate(r.params, digits.test.X, digits.test.Y, "log_likelihood")["accuracy"])
+    assert acc >= 0.93
+
+
+def test_same_seed_same_params_bitwise(digits):
+    def run():
+        params = fbp.init_mlp(jax.random.key(7), [64, 20, 10], output_activation="softmax")
+        return ftrain.fit(params, digits.train, optimizer=optax.adam(1e-2), cost="log_likelihood",
+                          epochs=2, batch_size=16, key=jax.random.key(8)).params
+    a, b = run(), run()
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    c = ftrain.fit(fbp.init_mlp(jax.random.key(7), [64, 20, 10], output_activation="softmax"), digits.train,
+                   optimizer=optax.adam(1e-2), cost="log_likelihood", epochs=2, batch_size=16,
+                   key=jax.random.key(9)).params
+    assert not np.array_equal(a[0].w, c[0].w)  # another shuffle key, other params
+
+
+def test_early_stopping(digits):
+    params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
+    r = ftrain.fit(params, digits.train, optimizer=optax.sgd(1e-6), cost="log_likelihood", epochs=50,
+                   batch_size=50, key=jax.random.key(0), evaluation=digits.validation, patience=2)
+    assert r.stopped_early and r.epochs_run < 50
+    accs = [h["evaluation_accuracy"] for h in r.history]
+    assert max(accs[-2:]) <= max(accs[:-2])
+
+
+def test_non_finite_cost_stops_with_epoch_and_step(tmp_path):
+    params, X, Y = small_problem(jnp.float32, n=40)
+    # a linear network with quadratic cost and a far too large step diverges: each
+    # step multiplies the error, to inf and then nan, within an epoch or two
+    params = fbp.init_mlp(jax.random.key(0), [6, 8, 3], activation="identity", init="large")
+    r = ftrain.fit(params, (X, Y), optimizer=optax.sgd(30.0), cost="quadratic", epochs=5, batch_size=4,
+                   key=jax.random.key(0), checkpoint_dir=str(tmp_path))
+    assert r.error is not None
+    assert f"epoch {r.error.epoch}, step {r.error.step}" in str(r.error)
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(r.params))
+    assert len(r.history) == r.error.epoch - 1
+    saved = ckpt.list_checkpoints(str(tmp_path))
+    if r.error.epoch > 1:
+        assert saved[-1].endswith(f"ckpt-{r.error.epoch - 1:06d}.npz")
+    else:
+        assert saved == []
+
+
+def test_checkpoint_roundtrip_and_atomic_leftovers(tmp_path):
+    params, X, Y = small_problem(jnp.float32)
+    opt = optax.adam(1e-3)
+    tree = dict(params=params, opt_state=opt.init(params), key=jax.random.key(5))
+    ckpt.save(str(tmp_path), 1, tree, dict(history=[{"epoch": 1}]))
+    (tmp_path / ".tmp-ckpt-000002-99999.npz").write_bytes(b"half a file")  # a save killed midway
+    (tmp_path / "ckpt-000003.npz").write_bytes(b"garbage")  # unreadable: skipped
+    restored, header = ckpt.latest(str(tmp_path), tree)
+    assert header["epoch"] == 1 and header["meta"]["history"] == [{"epoch": 1}]
+    for a, b in zip(jax.tree.leaves(restored["params"]), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(jax.random.key_data(restored["key"]), jax.random.key_data(tree["key"]))
+    other = dict(params=fbp.init_mlp(jax.random.key(0), [6, 5, 3]), opt_state=None, key=tree["key"])
+    with pytest.raises(ckpt.CheckpointError, match="different network or optimizer"):
+        ckpt.latest(str(tmp_path), other)
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "fbp", *args], capture_output=True, text=True, **kw)
+
+
+def _params_of(directory):
+    with np.load(ckpt.list_checkpoints(directory)[-1]) as z:
+        return [z[k] for k in sorted(z.files) if k.startswith("leaf_")]
+
+
+def test_kill_9_and_resume_gives_bitwise_the_same_params(tmp_path):
+    flags = ["train", "--sizes", "64,40,10", "--epochs", "12", "--batch-size", "5", "--quiet",
+             "--optimizer", "momentum", "--lr", "0.1"]
+    ref_dir, run_dir = str(tmp_path / "ref"), str(tmp_path / "run")
+    ref = _cli(*flags, "--checkpoint-dir", ref_dir)
+    assert ref.returncode == 0, ref.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "fbp", *flags, "--checkpoint-dir", run_dir],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(ckpt.list_checkpoints(run_dir)) < 3:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)  # mid-run, likely mid-save or mid-epoch
+    proc.wait()
+    done = ckpt.list_checkpoints(run_dir)
+    assert done, "the run was killed before its first checkpoint"
+    killed_at = ckpt.read_header(done[-1])["epoch"]
+    assert killed_at < 12, "the run finished before it was killed; nothing was tested"
+    resumed = _cli(*flags, "--checkpoint-dir", run_dir, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert ckpt.read_header(ckpt.list_checkpoints(run_dir)[-1])["epoch"] == 12
+    for a, b in zip(_params_of(ref_dir), _params_of(run_dir)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cli_train_default_digits_and_metrics(tmp_path):
+    out = tmp_path / "m.jsonl"
+    proc = _cli("train", "--epochs", "30", "--metrics-out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [l["epoch"] for l in lines[:-1]] == list(range(1, 31))
+    assert lines[-1]["final"] and lines[-1]["test_accuracy"] >= 0.95
+    assert "test accuracy" in proc.stdout
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--sizes", "63,30,10"], "--sizes"),
+    (["--lr", "-1"], "--lr"),
+    (["--lr", "abc"], "--lr"),
+    (["--optimizer", "rmsprop"], "--optimizer"),
+    (["--epochs", "-3"], "--epochs"),
+    (["--data", "idx"], "--data-dir"),
+    (["--data", "fashion-mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
+    (["--resume"], "--checkpoint-dir"),
+    (["--batch-size", "5000"], "--batch-size"),
+    (["--cost", "cross_entropy", "--output-activation", "relu"], "cross_entropy"),
+])
+def test_bad_train_flags_are_one_line_errors(argv, needle):
+    proc = _cli("train", *argv)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert needle in proc.stderr.strip().splitlines()[-1]
