@@ -89,13 +89,15 @@ def make_train_step(
     return train_step
 
 
-def make_epoch(train_step: Callable, batch_size: int) -> Callable:
+def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 8) -> Callable:
     """One epoch as a single jitted call: shuffle with a key, cut into
     mini-batches, ``lax.scan`` the steps. The data stays on the device.
 
     ``epoch(params, opt_state, key, X, Y) -> (params, opt_state, losses)``,
     losses of shape (n // batch_size,). The last n mod batch_size examples of
     each shuffle are left out of that epoch (a different few each epoch).
+    ``unroll`` steps are unrolled per loop iteration: on the CPU this saves
+    about 15% at mini-batch 10, where the loop's own overhead shows.
     """
 
     @jax.jit
@@ -111,7 +113,7 @@ def make_epoch(train_step: Callable, batch_size: int) -> Callable:
             params, opt_state, value = train_step(params, opt_state, X[idx], Y[idx])
             return (params, opt_state), value
 
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), order)
+        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), order, unroll=unroll)
         return params, opt_state, losses
 
     return epoch
