@@ -18,6 +18,7 @@ from fbp.backprop import (
 from fbp.check import GradReport, autodiff_grad, compare_grads, finite_differences, relative_error
 from fbp.costs import COSTS, Cost, get_cost
 from fbp.network import INITS, Dense, forward, forward_trace, init_mlp
+from fbp import stats  # noqa: E402  (fbp.stats.per_example_grad_norms, …)
 
 __version__ = "0.1.0"
 
@@ -44,5 +45,6 @@ __all__ = [
     "init_mlp",
     "loss",
     "relative_error",
+    "stats",
     "value_and_batch_backward",
 ]

@@ -60,12 +60,23 @@ def _deltas_and_inputs(params: list, x: Array, y: Array, cost: Cost, scale=None)
     delta = output_error(params, zs[-1], activations[-1], y, cost)  # BP1
     if scale is not None:
         delta = delta * scale
+    return propagate(params, zs, activations, delta), activations[:-1]
+
+
+def propagate(params: list, zs: list, activations: list, delta_L: Array) -> list:
+    """BP2 from a given δ^L, one example: [δ^1, …, δ^L].
+
+    ``zs`` and ``activations`` come from ``forward_trace``. Any vector can be
+    sent back this way (fbp.stats sends the columns of the output Hessian's
+    factor for the Gauss-Newton diagonal).
+    """
+    delta = delta_L
     deltas = [delta]
     for l in range(len(params) - 2, -1, -1):  # BP2, last hidden layer to first
         g = params[l + 1].backward(delta)  # (w^{l+1})ᵀ δ^{l+1}
         delta = params[l].act.backward(zs[l], activations[l + 1], g)  # ⊙ σ'(z^l)
         deltas.append(delta)
-    return deltas[::-1], activations[:-1]
+    return deltas[::-1]
 
 
 def deltas(params: list, x: Array, y: Array, cost) -> list:

@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-dir", default=None, help="save a checkpoint here every epoch (atomic)")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
     train.add_argument("--metrics-out", default=None, help="write one JSON object per epoch (and a final one) to this .jsonl file")
+    train.add_argument("--dp-clip", type=_positive_float, default=None,
+                       help="DP-SGD: clip each example's gradient to this L2 norm (needs --dp-noise)")
+    train.add_argument("--dp-noise", type=_nonneg_float, default=None,
+                       help="DP-SGD: Gaussian noise multiplier σ; noise std σ·C/batch on the mean gradient")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
@@ -183,6 +187,8 @@ def cmd_train(args) -> int:
         return fail("--data idx needs --data-dir, the directory holding the four IDX files")
     if args.resume and not args.checkpoint_dir:
         return fail("--resume needs --checkpoint-dir")
+    if (args.dp_clip is None) != (args.dp_noise is None):
+        return fail("--dp-clip and --dp-noise go together: give both for DP-SGD, or neither")
     try:
         ds = fdata.load(args.data, args.data_dir, args.validation)
     except (fdata.DataError, ValueError) as e:
@@ -204,6 +210,14 @@ def cmd_train(args) -> int:
                               output_activation=args.output_activation, init=args.init, dtype=dtype)
         fbp.backprop._check_cost(params, args.cost)
         optimizer = ftrain.make_optimizer(args.optimizer, args.lr, l2=args.l2, n_train=len(ds.train))
+        grad = "hand"
+        if args.dp_clip is not None:
+            import optax
+
+            from fbp import stats
+
+            grad = stats.dp_value_and_grad(args.cost, args.dp_clip)
+            optimizer = optax.chain(stats.dp_noise(args.dp_noise, args.dp_clip, args.batch_size, args.seed), optimizer)
     except (ValueError, TypeError) as e:
         return fail(str(e))
     as_dtype = lambda s: (jnp.asarray(s.X, dtype), jnp.asarray(s.Y, dtype))  # noqa: E731
@@ -220,7 +234,8 @@ def cmd_train(args) -> int:
         f"fbp train: {ds.name} ({len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test), "
         f"sizes={','.join(map(str, sizes))} {args.activation}/{args.output_activation} {args.cost} "
         f"init={args.init} {args.optimizer} lr={args.lr} l2={args.l2} batch={args.batch_size} "
-        f"epochs={args.epochs} seed={args.seed}",
+        f"epochs={args.epochs} seed={args.seed}"
+        + (f" DP-SGD clip={args.dp_clip} noise={args.dp_noise}" if args.dp_clip is not None else ""),
         flush=True,
     )
     bar = None
@@ -253,7 +268,7 @@ def cmd_train(args) -> int:
     result = ftrain.fit(
         params, train_xy, optimizer=optimizer, cost=args.cost, epochs=args.epochs,
         batch_size=args.batch_size, key=k_train, evaluation=eval_xy, patience=args.patience,
-        checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch,
+        checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad,
     )
     seconds = __import__("time").perf_counter() - t0
     if bar is not None:

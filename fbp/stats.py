@@ -1,0 +1,227 @@
+"""Per-example gradient quantities from the stacked δ's, at the cost of one gradient.
+
+BP4 says example n's gradient for layer l is the outer product δ^l_n (a^{l−1}_n)ᵀ.
+``batch_deltas`` gives Δ^l (B, n_l) and A^{l−1} (B, n_{l−1}); everything here is
+built from those pairs, never from B copies of the parameters (except
+``per_example_grads``, which is asked for exactly that).
+
+All functions take ``(params, X, Y, cost)`` with X (B, n_in), Y (B, n_out), are
+jitted, and refer to the per-example cost C_n (not divided by B).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fbp.backprop import _check_cost, _check_reduction, _deltas_and_inputs, batch_deltas, propagate
+from fbp.network import Dense, check_inputs, check_targets, forward_trace, validate_params
+
+Array = jax.Array
+
+
+def _sq(x):  # row-wise squared norm: (B, n) -> (B,)
+    return jnp.sum(x * x, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
+def per_example_grads(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] = None) -> list:
+    """The materialised per-example gradients: leaves with a leading batch axis.
+
+    Identity: g_n = (δ_n aᵀ_n, δ_n) per layer (BP4, BP3). ``chunk_size`` forms
+    them ``chunk_size`` examples at a time under ``lax.map``, so the working
+    set stays chunk × parameters (the result itself is B × parameters).
+    """
+    validate_params(params)
+    cost = _check_cost(params, cost)
+    X = check_inputs(params, X, "X", batched=True)
+    Y = check_targets(params, Y, "Y", batch=X.shape[0])
+
+    def one(xy):
+        ds, a_prev = _deltas_and_inputs(params, xy[0], xy[1], cost)
+        return [layer.grads(d, a) for layer, d, a in zip(params, ds, a_prev)]
+
+    if chunk_size is None:
+        return jax.vmap(one)((X, Y))
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}.")
+    return jax.lax.map(one, (X, Y), batch_size=chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "per_layer"))
+def per_example_grad_norms(params: list, X: Array, Y: Array, cost, per_layer: bool = False) -> Array:
+    """‖g_n‖₂ for each example, (B,), or per layer, (B, L) with ``per_layer=True``.
+
+    Identity: ‖δ aᵀ‖²_F = ‖δ‖² ‖a‖², and ‖∂C_n/∂b‖² = ‖δ‖²; no outer product is formed.
+    """
+    ds, a_prev = batch_deltas(params, X, Y, cost)
+    sq = jnp.stack([_sq(d) * (_sq(a) + 1.0) for d, a in zip(ds, a_prev)], axis=1)  # (B, L)
+    return jnp.sqrt(sq) if per_layer else jnp.sqrt(jnp.sum(sq, axis=1))
+
+
+def _clip_factors(ds, a_prev, clip_norm):
+    sq = sum(_sq(d) * (_sq(a) + 1.0) for d, a in zip(ds, a_prev))  # (B,)
+    norms = jnp.sqrt(sq)
+    # min(1, C/‖g‖), with ‖g‖ = 0 giving 1 (nothing to clip)
+    return jnp.where(norms > clip_norm, clip_norm / jnp.where(norms > 0, norms, 1.0), 1.0), norms
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "reduction"))
+def clipped_grad(params: list, X: Array, Y: Array, cost, clip_norm, reduction: str = "mean") -> list:
+    """Σ_n min(1, C/‖g_n‖) g_n (÷ B for ``mean``): each example's gradient clipped to norm C.
+
+    Identity: Σ_n c_n δ_n a_nᵀ = (c ⊙ Δ)ᵀ A, with ‖g_n‖ from ‖δ‖ and ‖a‖.
+    """
+    _check_reduction(reduction)
+    ds, a_prev = batch_deltas(params, X, Y, cost)
+    c, _ = _clip_factors(ds, a_prev, clip_norm)  # (B,)
+    if reduction == "mean":
+        c = c / X.shape[0]
+    return [layer.batch_grads(d * c[:, None], a) for layer, d, a in zip(params, ds, a_prev)]
+
+
+@functools.partial(jax.jit, static_argnames=("cost",))
+def grad_second_moment(params: list, X: Array, Y: Array, cost) -> list:
+    """Σ_n g_n² per parameter (elementwise square), with the structure of params.
+
+    Identity: Σ_n (δ_n a_nᵀ)² = (Δ ⊙ Δ)ᵀ (A ⊙ A), and Σ_n δ_n² for biases.
+    """
+    ds, a_prev = batch_deltas(params, X, Y, cost)
+    return [layer.batch_grads(d * d, a * a) for layer, d, a in zip(params, ds, a_prev)]
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "ddof"))
+def grad_variance(params: list, X: Array, Y: Array, cost, ddof: int = 0) -> list:
+    """The per-parameter variance of the per-example gradients over the batch.
+
+    Identity: Var = (Σ g² − (Σ g)²/B) / (B − ddof), both sums from Δ and A.
+    """
+    ds, a_prev = batch_deltas(params, X, Y, cost)
+    B = X.shape[0]
+    if B - ddof <= 0:
+        raise ValueError(f"the variance needs more than ddof={ddof} examples, got a batch of {B}.")
+    out = []
+    for layer, d, a in zip(params, ds, a_prev):
+        s1 = layer.batch_grads(d, a)
+        s2 = layer.batch_grads(d * d, a * a)
+        out.append(Dense(jnp.maximum(s2.w - s1.w * s1.w / B, 0.0) / (B - ddof),
+                         jnp.maximum(s2.b - s1.b * s1.b / B, 0.0) / (B - ddof), layer.activation))
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "average"))
+def delta_norms(params: list, X: Array, Y: Array, cost, average: str = "deltas") -> Array:
+    """‖δ^l‖ for each layer l = 1..L, (L,): the "speed of learning" of each layer (NNDL ch. 5).
+
+    ``average="deltas"``: ‖(1/B) Σ_n δ^l_n‖, the norm of ∂C/∂b^l for the mean
+    cost (the book's measurement). ``average="norms"``: (1/B) Σ_n ‖δ^l_n‖.
+    """
+    if average not in ("deltas", "norms"):
+        raise ValueError(f"average must be 'deltas' or 'norms', got {average!r}.")
+    ds, _ = batch_deltas(params, X, Y, cost)
+    if average == "deltas":
+        return jnp.stack([jnp.linalg.norm(jnp.mean(d, axis=0)) for d in ds])
+    return jnp.stack([jnp.mean(jnp.sqrt(_sq(d))) for d in ds])
+
+
+def layer_deltas(params: list, X: Array, Y: Array, cost) -> list:
+    """The stacked δ's, [Δ^1, …, Δ^L], Δ^l of shape (B, n_l): row n is δ^l of example n."""
+    return batch_deltas(params, X, Y, cost)[0]
+
+
+# --- the Gauss-Newton diagonal --------------------------------------------
+def _output_hessian_factor(params, z_L, a_L, y, cost):
+    """S with S Sᵀ = the Hessian of C in the output the cost is convex in, pulled
+    back to ∂/∂z^L: returns the n_out columns of Jᵀ S as a (n_out, n_out) array,
+    row c being the δ^L that column c sends back."""
+    out = params[-1].act
+    n = z_L.shape[0]
+    if (cost.name, out.name) == ("log_likelihood", "softmax"):
+        p = out.fn(z_L)  # H_z = (Σy)(diag p − p pᵀ) = S Sᵀ, S = √Σy (diag √p − p √pᵀ)
+        sp = jnp.sqrt(p)
+        S = jnp.diag(sp) - jnp.outer(p, sp)
+        return jnp.sqrt(jnp.sum(y)) * S.T
+    if (cost.name, out.name) == ("cross_entropy", "sigmoid"):
+        s = out.fn(z_L)  # H_z = diag σ(1 − σ)
+        return jnp.diag(jnp.sqrt(s * (1.0 - s)))
+    if cost.name in ("quadratic", "mse"):
+        scale = 1.0 if cost.name == "quadratic" else (2.0 / n) ** 0.5  # H_a = I or (2/n) I
+        eye = scale * jnp.eye(n, dtype=z_L.dtype)
+        return jax.vmap(lambda e: out.backward(z_L, a_L, e))(eye)  # rows: J_σᵀ e_c
+    raise ValueError(
+        f"diag_ggn knows the output Hessian of quadratic, mse, softmax + log_likelihood and "
+        f"sigmoid + cross_entropy; got cost {cost.name!r} with output activation {out.name!r}."
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "reduction"))
+def diag_ggn(params: list, X: Array, Y: Array, cost, reduction: str = "mean") -> list:
+    """The exact diagonal of the generalised Gauss-Newton matrix Σ_n J_nᵀ H_n J_n.
+
+    Identity: with H_n = S_n S_nᵀ, push each column of S_n back through BP2 as
+    a δ, then diag = Σ_n Σ_c (δ_{n,c} ⊙ δ_{n,c}) (a_n ⊙ a_n)ᵀ (÷ B for ``mean``).
+    """
+    _check_reduction(reduction)
+    validate_params(params)
+    cost = _check_cost(params, cost)
+    X = check_inputs(params, X, "X", batched=True)
+    Y = check_targets(params, Y, "Y", batch=X.shape[0])
+
+    def one(x, y):
+        zs, activations = forward_trace(params, x)
+        S = _output_hessian_factor(params, zs[-1], activations[-1], y, cost)  # (n_out, n_out)
+        ds = jax.vmap(lambda d: propagate(params, zs, activations, d))(S)  # [(n_out, n_l)]
+        sq = [jnp.sum(d * d, axis=0) for d in ds]  # Σ_c δ_c²: (n_l,)
+        return sq, [a * a for a in activations[:-1]]
+
+    sq, a2 = jax.vmap(one)(X, Y)  # [(B, n_l)], [(B, n_{l-1})]
+    scale = 1.0 / X.shape[0] if reduction == "mean" else 1.0
+    return [layer.batch_grads(s * scale, a) for layer, s, a in zip(params, sq, a2)]
+
+
+# --- DP-SGD -----------------------------------------------------------------
+def dp_value_and_grad(cost, clip_norm: float):
+    """``(params, X, Y) -> (loss, clipped mean gradient)`` for ``fbp.train.make_train_step(grad=...)``."""
+    from fbp.backprop import loss as fbp_loss
+
+    if not clip_norm > 0:
+        raise ValueError(f"clip norm must be > 0, got {clip_norm!r}.")
+
+    def value_and_grad(params, X, Y):
+        return fbp_loss(params, X, Y, cost, "mean"), clipped_grad(params, X, Y, cost, clip_norm, "mean")
+
+    return value_and_grad
+
+
+class DPNoiseState(NamedTuple):
+    key: Array  # PRNG key, split once per step
+
+
+def dp_noise(noise_multiplier: float, clip_norm: float, batch_size: int, seed: int = 0) -> optax.GradientTransformation:
+    """Add the Gaussian mechanism's noise N(0, (σ C / B)²) to a clipped mean gradient.
+
+    Chain it before the optimizer: ``optax.chain(dp_noise(σ, C, B), optax.sgd(η))``,
+    with the gradient from ``dp_value_and_grad(cost, C)`` (Abadi et al. 2016's
+    DP-SGD). The PRNG key lives in the state, so the same seed gives the same noise.
+    """
+    if noise_multiplier < 0:
+        raise ValueError(f"noise multiplier must be ≥ 0, got {noise_multiplier!r}.")
+    std = noise_multiplier * clip_norm / batch_size
+
+    def init(params):
+        del params
+        return DPNoiseState(jax.random.key(seed))
+
+    def update(updates, state, params=None):
+        del params
+        key, sub = jax.random.split(state.key)
+        leaves, treedef = jax.tree.flatten(updates)
+        keys = jax.random.split(sub, len(leaves))
+        noisy = [g + std * jax.random.normal(k, g.shape, g.dtype) for g, k in zip(leaves, keys)]
+        return jax.tree.unflatten(treedef, noisy), DPNoiseState(key)
+
+    return optax.GradientTransformation(init, update)

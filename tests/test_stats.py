@@ -1,0 +1,168 @@
+"""Per-example quantities from Δ and A against the same quantities computed from
+vmap(jax.grad(per-example loss)), float64, ≤ 1e-10 relative."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.flatten_util import ravel_pytree
+from test_backprop import SETTINGS, make, problems
+
+import fbp
+from fbp import stats
+from fbp.costs import closed_form
+
+
+def per_example_ref(params, X, Y, cost):
+    f = lambda p, x, y: fbp.example_loss(p, x, y, cost)  # noqa: E731
+    return jax.jit(jax.vmap(jax.grad(f), in_axes=(None, 0, 0)))(params, X, Y)
+
+
+@settings(max_examples=15, **SETTINGS)
+@given(problems(max_depth=4, max_width=24, max_batch=12))
+def test_every_quantity_equals_the_vmap_grad_route(trees_close, p):
+    params, X, Y = make(p, jnp.float64)
+    cost = p["cost"]
+    ref = jax.tree.map(np.asarray, per_example_ref(params, X, Y, cost))  # NumPy leaves (B, ...)
+    B = X.shape[0]
+    trees_close(stats.per_example_grads(params, X, Y, cost), ref, 1e-10, "per_example_grads")
+    trees_close(stats.per_example_grads(params, X, Y, cost, chunk_size=5), ref, 1e-10, "chunked")
+
+    flat = np.concatenate([leaf.reshape(B, -1) for leaf in jax.tree.leaves(ref)], axis=1)  # (B, P)
+    norms = np.linalg.norm(flat, axis=1)
+    assert fbp.relative_error(stats.per_example_grad_norms(params, X, Y, cost), norms) <= 1e-10
+    layer_norms = np.stack([np.sqrt(np.sum(np.asarray(l.w).reshape(B, -1) ** 2, 1) + np.sum(np.asarray(l.b) ** 2, 1))
+                            for l in ref], axis=1)
+    assert fbp.relative_error(stats.per_example_grad_norms(params, X, Y, cost, per_layer=True), layer_norms) <= 1e-10
+
+    clip = float(np.median(norms)) + 1e-3
+    c = np.minimum(1.0, clip / np.maximum(norms, 1e-300))
+    for reduction, div in (("mean", B), ("sum", 1)):
+        expect = jax.tree.map(lambda g: np.tensordot(c, g, axes=1) / div, ref)
+        trees_close(stats.clipped_grad(params, X, Y, cost, clip, reduction), expect, 1e-10, "clipped")
+
+    trees_close(stats.grad_second_moment(params, X, Y, cost), jax.tree.map(lambda g: np.sum(g * g, 0), ref),
+                1e-10, "second moment")
+    for ddof in (0, 1):
+        if B - ddof > 0:
+            var = stats.grad_variance(params, X, Y, cost, ddof=ddof)
+            ref_var = jax.tree.map(lambda g: np.var(g, axis=0, ddof=ddof), ref)
+            # the variance is a difference of sums: compare on the scale of the second moment
+            for v, r, m in zip(jax.tree.leaves(var), jax.tree.leaves(ref_var),
+                               jax.tree.leaves(jax.tree.map(lambda g: np.mean(g * g, 0), ref))):
+                scale = max(float(np.max(m)), 1e-300)
+                assert float(np.max(np.abs(np.asarray(v) - r))) / scale <= 1e-10
+
+    mean_b = [np.linalg.norm(np.mean(np.asarray(l.b), 0)) for l in ref]
+    assert fbp.relative_error(stats.delta_norms(params, X, Y, cost), mean_b) <= 1e-10
+    mean_norm = [np.mean(np.linalg.norm(np.asarray(l.b), axis=1)) for l in ref]
+    assert fbp.relative_error(stats.delta_norms(params, X, Y, cost, average="norms"), mean_norm) <= 1e-10
+
+
+def ggn_diag_ref(params, X, Y, cost_name, reduction):
+    """diag(Σ_n J_nᵀ H_n J_n) from autodiff: J by jacfwd, H by jax.hessian."""
+    cost = fbp.get_cost(cost_name)
+    pair = closed_form(cost, params[-1].act)
+    flat, unravel = ravel_pytree(params)
+
+    def out(theta, x):  # the output the cost is convex in: z^L for the closed forms, a^L otherwise
+        zs, acts = fbp.forward_trace(unravel(theta), x)
+        return zs[-1] if pair is not None else acts[-1]
+
+    def c(o, y):
+        return pair.loss(o, y) if pair is not None else cost.fn(o, y)
+
+    def one(x, y):
+        J = jax.jacfwd(out)(flat, x)  # (n_out, P)
+        H = jax.hessian(c)(out(flat, x), y)  # (n_out, n_out)
+        return jnp.einsum("ip,ij,jp->p", J, H, J)
+
+    d = jnp.sum(jax.jit(jax.vmap(one))(X, Y), axis=0)
+    return unravel(d / X.shape[0] if reduction == "mean" else d)
+
+
+GGN_CASES = st.sampled_from([("quadratic", "sigmoid"), ("quadratic", "softmax"), ("quadratic", "identity"),
+                             ("mse", "tanh"), ("log_likelihood", "softmax"), ("cross_entropy", "sigmoid")])
+
+
+@settings(max_examples=15, **SETTINGS)
+@given(problems(max_depth=4, max_width=12, max_batch=6), GGN_CASES)
+def test_diag_ggn_equals_autodiff_ggn(trees_close, p, case):
+    p = dict(p, cost=case[0], out=case[1])
+    if case[1] == "softmax":
+        p["sizes"] = p["sizes"][:-1] + [max(2, p["sizes"][-1])]
+    params, X, Y = make(p, jnp.float64)
+    trees_close(stats.diag_ggn(params, X, Y, p["cost"], p["reduction"]),
+                ggn_diag_ref(params, X, Y, p["cost"], p["reduction"]), 1e-10, str(p))
+
+
+def test_diag_ggn_names_unsupported_pairs():
+    params = fbp.init_mlp(jax.random.key(0), [3, 2], output_activation="softmax")
+    with pytest.raises(ValueError, match=r"cross_entropy.*softmax"):
+        stats.diag_ggn(params, jnp.ones((1, 3)), jnp.ones((1, 2)) / 2, "cross_entropy")
+
+
+def test_clipping_limits():
+    params, X, Y = make(dict(sizes=[5, 6, 3], hidden="tanh", out="softmax", cost="log_likelihood",
+                             init="normalized", batch=9, reduction="sum", seed=1), jnp.float64)
+    cost = "log_likelihood"
+    plain = fbp.batch_backward(params, X, Y, cost, "mean")
+    huge = stats.clipped_grad(params, X, Y, cost, 1e12, "mean")
+    for a, b in zip(jax.tree.leaves(huge), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=0)
+    tiny = 1e-6
+    per = stats.per_example_grads(params, X, Y, cost)
+    norms = stats.per_example_grad_norms(params, X, Y, cost)
+    c = jnp.minimum(1.0, tiny / norms)
+    contrib = jax.vmap(lambda g: ravel_pytree(g)[0])(jax.tree.map(lambda g: g * c.reshape((-1,) + (1,) * (g.ndim - 1)), per))
+    assert np.all(np.linalg.norm(contrib, axis=1) <= tiny * (1 + 1e-12))
+    total = ravel_pytree(stats.clipped_grad(params, X, Y, cost, tiny, "sum"))[0]
+    assert np.linalg.norm(total) <= 9 * tiny * (1 + 1e-12)
+    np.testing.assert_allclose(total, contrib.sum(0), rtol=1e-10)
+
+
+def test_dp_noise_is_seeded_and_scaled():
+    g = [fbp.Dense(jnp.zeros((400, 50)), jnp.zeros(400), "sigmoid")]
+    t1, t2, t3 = stats.dp_noise(2.0, 1.5, 10, seed=3), stats.dp_noise(2.0, 1.5, 10, seed=3), stats.dp_noise(2.0, 1.5, 10, seed=4)
+    u1, s1 = t1.update(g, t1.init(g))
+    u2, _ = t2.update(g, t2.init(g))
+    u3, _ = t3.update(g, t3.init(g))
+    np.testing.assert_array_equal(u1[0].w, u2[0].w)
+    assert not np.array_equal(u1[0].w, u3[0].w)
+    assert abs(float(jnp.std(u1[0].w)) / (2.0 * 1.5 / 10) - 1) < 0.02
+    u1b, _ = t1.update(g, s1)
+    assert not np.array_equal(u1[0].w, u1b[0].w)  # fresh noise every step
+
+
+def _dp_fit(digits, epochs, seed=0, noise=1.0):
+    from fbp import train as ftrain
+
+    params = fbp.init_mlp(jax.random.key(0), [64, 100, 10], output_activation="softmax")
+    opt = optax.chain(stats.dp_noise(noise, 1.0, 32, seed=seed), optax.sgd(0.5))
+    return ftrain.fit(params, digits.train, optimizer=opt, cost="log_likelihood", epochs=epochs, batch_size=32,
+                      key=jax.random.key(1), grad=stats.dp_value_and_grad("log_likelihood", 1.0),
+                      monitor_training=False)
+
+
+def test_dp_sgd_learns_digits_and_is_reproducible():
+    from fbp import data as fdata
+    from fbp import train as ftrain
+
+    digits = fdata.digits()
+    r = _dp_fit(digits, 25)
+    acc = float(ftrain.evaluate(r.params, digits.test.X, digits.test.Y, "log_likelihood")["accuracy"])
+    assert acc >= 0.85, acc
+    a, b, c = _dp_fit(digits, 2), _dp_fit(digits, 2), _dp_fit(digits, 2, seed=1)
+    np.testing.assert_array_equal(a.params[0].w, b.params[0].w)
+    assert not np.array_equal(a.params[0].w, c.params[0].w)
+
+
+def test_cli_dp_flags():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "fbp", "train", "--dp-clip", "1.0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--dp-noise" in proc.stderr.strip().splitlines()[-1]
