@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="DP-SGD: clip each example's gradient to this L2 norm (needs --dp-noise)")
     train.add_argument("--dp-noise", type=_nonneg_float, default=None,
                        help="DP-SGD: Gaussian noise multiplier σ; noise std σ·C/batch on the mean gradient")
+    train.add_argument("--devices", type=_positive_int, default=None,
+                       help="data-parallel over this many devices (default: all local devices); the batch size must divide evenly")
+    train.add_argument("--coordinator", default=None,
+                       help="multi-host: host:port of process 0; with --num-processes and --process-id calls jax.distributed.initialize")
+    train.add_argument("--num-processes", type=_positive_int, default=None)
+    train.add_argument("--process-id", type=_nonneg_int, default=None)
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
@@ -171,6 +177,12 @@ def cmd_train(args) -> int:
 
     import jax
 
+    if args.coordinator is not None:
+        if args.num_processes is None or args.process_id is None:
+            print("fbp train: error: --coordinator needs --num-processes and --process-id", file=sys.stderr)
+            return 2
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
@@ -202,6 +214,19 @@ def cmd_train(args) -> int:
         )
     if args.batch_size > len(ds.train):
         return fail(f"--batch-size {args.batch_size} is larger than the training set ({len(ds.train)} examples)")
+    mesh = None
+    n_devices = args.devices if args.devices is not None else jax.device_count()
+    if n_devices > 1 or args.devices is not None:
+        from fbp import parallel
+
+        try:
+            mesh = parallel.make_mesh(n_devices)
+            parallel.check_batch(mesh, args.batch_size)
+        except ValueError as e:
+            flag = "--batch-size" if "divisible" in str(e) else "--devices"
+            return fail(f"{flag}: {e}")
+        if n_devices == 1:
+            mesh = None
     dtype = jnp.float64 if args.dtype == "float64" else jnp.float32
     key = jax.random.key(args.seed)
     k_init, k_train = jax.random.split(key)
@@ -234,7 +259,7 @@ def cmd_train(args) -> int:
         f"fbp train: {ds.name} ({len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test), "
         f"sizes={','.join(map(str, sizes))} {args.activation}/{args.output_activation} {args.cost} "
         f"init={args.init} {args.optimizer} lr={args.lr} l2={args.l2} batch={args.batch_size} "
-        f"epochs={args.epochs} seed={args.seed}"
+        f"epochs={args.epochs} seed={args.seed} devices={n_devices}"
         + (f" DP-SGD clip={args.dp_clip} noise={args.dp_noise}" if args.dp_clip is not None else ""),
         flush=True,
     )
@@ -268,7 +293,7 @@ def cmd_train(args) -> int:
     result = ftrain.fit(
         params, train_xy, optimizer=optimizer, cost=args.cost, epochs=args.epochs,
         batch_size=args.batch_size, key=k_train, evaluation=eval_xy, patience=args.patience,
-        checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad,
+        checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad, mesh=mesh,
     )
     seconds = __import__("time").perf_counter() - t0
     if bar is not None:

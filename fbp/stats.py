@@ -99,6 +99,8 @@ def grad_variance(params: list, X: Array, Y: Array, cost, ddof: int = 0) -> list
     """The per-parameter variance of the per-example gradients over the batch.
 
     Identity: Var = (Σ g² − (Σ g)²/B) / (B − ddof), both sums from Δ and A.
+    Being a difference of sums, it loses relative accuracy where the variance is
+    tiny next to the squared mean (about ε · mean² / var).
     """
     ds, a_prev = batch_deltas(params, X, Y, cost)
     B = X.shape[0]

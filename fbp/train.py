@@ -170,6 +170,7 @@ def fit(
     resume: bool = False,
     on_epoch: Optional[Callable[[dict], None]] = None,
     opt_state=None,
+    mesh=None,
 ) -> FitResult:
     """Train for ``epochs`` epochs; return params, optimizer state and history.
 
@@ -189,6 +190,9 @@ def fit(
       checkpoint_dir: save (params, optimizer state, key, epoch, history) atomically every epoch.
       resume: continue from the newest complete checkpoint in ``checkpoint_dir``.
       on_epoch: called with each epoch's record (for printing, logging).
+      mesh: a ``jax.sharding.Mesh`` from ``fbp.parallel.make_mesh`` for
+        data-parallel training (params replicated, mini-batches split over the
+        devices); None runs on the default device.
 
     A non-finite cost stops training: the result holds the last good params
     (the previous epoch's) and ``error`` says at which epoch and step.
@@ -201,7 +205,13 @@ def fit(
         raise ValueError(f"patience must be ≥ 1 epoch, got {patience}.")
     if resume and not checkpoint_dir:
         raise ValueError("resume needs a checkpoint directory (--checkpoint-dir).")
-    X, Y = (jnp.asarray(a) for a in train[:2])
+    if mesh is None:
+        X, Y = (jnp.asarray(a) for a in train[:2])
+    else:
+        from fbp import parallel
+
+        parallel.check_batch(mesh, batch_size)
+        X, Y = (np.asarray(a) for a in train[:2])  # the sharded epoch batches on the host
     if len(X) < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the training set ({len(X)} examples).")
     has_eval = evaluation is not None and len(evaluation[0]) > 0
@@ -222,7 +232,12 @@ def fit(
             history = meta.get("history", [])
             best_acc, best_epoch, since_best = meta.get("best_acc", -1.0), meta.get("best_epoch"), meta.get("since_best", 0)
 
-    epoch_fn = make_epoch(make_train_step(optimizer, cost, reduction=reduction, grad=grad), batch_size)
+    step = make_train_step(optimizer, cost, reduction=reduction, grad=grad)
+    if mesh is None:
+        epoch_fn = make_epoch(step, batch_size)
+    else:
+        epoch_fn = parallel.make_sharded_epoch(step, batch_size, mesh)
+        params, opt_state = parallel.replicate(mesh, params), parallel.replicate(mesh, opt_state)
     stopped, error = False, None
     for e in range(start + 1, epochs + 1):
         t0 = time.perf_counter()
