@@ -1,0 +1,67 @@
+"""Every experiment runs in --quick mode and shows its qualitative result."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    return tmp_path_factory.mktemp("results")
+
+
+def run(name, out):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", f"{name}.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / f"{name}.png").stat().st_size > 1000
+    return json.loads((out / f"{name}.json").read_text())
+
+
+def test_worked_examples_equal_jax_grad(out):
+    r = run("worked_examples", out)
+    c = r["chain"]
+    for k in ("dC_dwL", "dC_dwL_minus_1"):
+        assert c["hand"][k] == pytest.approx(c["jax_grad"][k], rel=1e-12)
+        assert c["fbp"][k] == pytest.approx(c["jax_grad"][k], rel=1e-12)
+    assert max(r["matrix_form"]["max_abs_hand_vs_fbp"].values()) < 1e-12
+    assert max(r["matrix_form"]["max_abs_fbp_vs_jax_grad"].values()) < 1e-12
+    assert r["softmax_shortcut"]["log_likelihood"]["max_abs_error"] < 1e-12
+    assert r["softmax_shortcut"]["quadratic"]["max_abs_error"] > 1e-2
+
+
+def test_cross_entropy_escapes_the_saturated_start_sooner(out):
+    r = run("learning_slowdown", out)["neuron"]
+    for start in ("w=2.0 b=2.0", "w=0.6 b=0.9"):
+        ce = r[f"cross_entropy {start}"]["epoch_below_threshold"]
+        quad = r[f"quadratic {start}"]["epoch_below_threshold"]
+        assert ce is not None and (quad is None or ce < quad)
+
+
+def test_earlier_sigmoid_layers_learn_slower_at_init(out):
+    r = run("vanishing_gradient", out)
+    for hidden in (2, 3, 4):
+        norms = r["at_init"][f"sigmoid normalized {hidden} hidden"]
+        assert all(a < b for a, b in zip(norms, norms[1:])), norms
+
+
+def test_finite_differences_grow_with_parameters_backprop_stays_flat(out):
+    r = run("backprop_vs_finite_differences", out)
+    assert r["slope_fd"] > 0.9, r
+    assert r["slope_backprop"] < 0.5, r
+    assert all(row["fd_vs_backprop_rel"] < 0.05 for row in r["rows"])
+
+
+def test_gradient_agreement(out):
+    r = run("gradient_agreement", out)
+    for k, v in r["cases"].items():
+        limit = 1e-10 if "float64" in k else 1e-4
+        assert max(v["vs_jax_grad"]) <= limit, (k, v)
+        if "float64" in k:
+            assert max(v["vs_finite_differences"]) <= 1e-6, (k, v)
