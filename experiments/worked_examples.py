@@ -93,8 +93,12 @@ def main():
     c = results["chain"]
     print("chain: ∂C/∂w^(L) hand %.12f fbp %.12f jax.grad %.12f" % (c["hand"]["dC_dwL"], c["fbp"]["dC_dwL"], c["jax_grad"]["dC_dwL"]))
     print("2-2-2-2 network, max |hand − fbp|:", {k: f"{v:.1e}" for k, v in results["matrix_form"]["max_abs_hand_vs_fbp"].items()})
-    for k in ("dz3", "dW3", "dz2", "dW2", "dz1", "dW1"):
-        print(f"  {k} = {np.round(np.asarray(results['matrix_form']['hand'][k]), 6).tolist()}")
+    m = results["matrix_form"]
+    for k in ("dz3", "dW3", "db3", "dz2", "dW2", "db2", "dz1", "dW1", "db1"):
+        line = f"  {k:4s} hand {np.round(np.asarray(m['hand'][k]), 6).tolist()}\n       fbp  {np.round(np.asarray(m['fbp'][k]), 6).tolist()}"
+        if k in m["jax_grad"]:
+            line += f"\n       jax.grad {np.round(np.asarray(m['jax_grad'][k]), 6).tolist()}"
+        print(line)
     for cost, r in results["softmax_shortcut"].items():
         print(f"softmax + {cost}: shortcut a − y vs exact ∂C/∂z, max |error| = {r['max_abs_error']:.3e}")
     plt = pyplot()

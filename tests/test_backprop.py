@@ -62,7 +62,7 @@ def make(p, dtype):
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
 
-@settings(max_examples=50, **SETTINGS)
+@settings(max_examples=40, **SETTINGS)
 @given(problems())
 def test_equals_jax_grad_float64(trees_close, p):
     params, X, Y = make(p, jnp.float64)
@@ -82,7 +82,7 @@ def test_equals_jax_grad_float32(trees_close, p):
     trees_close(hand, ref, 1e-4, what=str(p))
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=20, **SETTINGS)
 @given(problems(max_depth=4, max_width=16, max_batch=8))
 def test_finite_differences_float64(p):
     params, X, Y = make(p, jnp.float64)

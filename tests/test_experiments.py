@@ -65,3 +65,17 @@ def test_gradient_agreement(out):
         assert max(v["vs_jax_grad"]) <= limit, (k, v)
         if "float64" in k:
             assert max(v["vs_finite_differences"]) <= 1e-6, (k, v)
+
+
+def test_first_network_hand_and_jax_grad_train_alike(out):
+    r = run("first_network", out)
+    d = r["data"]["digits"]
+    assert d["30 hidden, max |hand − autodiff| accuracy"] <= 0.02
+    assert d["30 hidden, hand"]["best_final"] > 0.3  # learning, after 3 quick epochs from the `large` init
+
+
+def test_per_example_norms_and_dp(out):
+    r = run("per_example", out)
+    q = r["norm_quantiles"]
+    assert q["2"][1] < q["0"][1]  # the median example's gradient shrinks as the net learns
+    assert r["dp"]["no DP"] >= r["dp"]["sigma=1.0"] > 0.2  # noise costs accuracy, but it still learns
