@@ -12,25 +12,17 @@ import argparse
 import json
 import platform
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
 import fbp
+from _timing import per_call
 
 CASES = [
     dict(sizes=[784, 30, 10], batch=10, activation="sigmoid", output="sigmoid", cost="quadratic"),
     dict(sizes=[784, 512, 512, 10], batch=256, activation="relu", output="softmax", cost="log_likelihood"),
 ]
-
-
-def per_call(fn, args, inner):
-    t = time.perf_counter()
-    for _ in range(inner):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - t) / inner
 
 
 def run_case(case, rounds, target_s=0.05):

@@ -17,12 +17,12 @@ import argparse
 import json
 import os
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
 import fbp
+from _timing import per_call
 from fbp import stats
 
 CASES = [
@@ -76,14 +76,6 @@ FUNCS = {
     "vmap(jax.grad) clipped gradient": vmap_clipped,
     "vmap(jax.grad) second moment": vmap_second_moment,
 }
-
-
-def per_call(fn, args, inner):
-    t = time.perf_counter()
-    for _ in range(inner):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - t) / inner
 
 
 def time_case(case, rounds):

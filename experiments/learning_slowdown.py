@@ -10,7 +10,6 @@ and without L2, `large` vs `normalized` init.
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import fbp
 from common import parser, pyplot, save

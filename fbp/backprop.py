@@ -25,7 +25,8 @@ Array = jax.Array
 REDUCTIONS = ("mean", "sum")
 
 
-def _check_cost(params, cost) -> Cost:
+def check_cost(params, cost) -> Cost:
+    """The ``Cost`` for a name or object, checked against the output activation."""
     cost = get_cost(cost)
     out = params[-1].act
     if cost.needs_probabilities and out.name not in ("sigmoid", "softmax"):
@@ -40,6 +41,20 @@ def _check_cost(params, cost) -> Cost:
 def _check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}.")
+
+
+def _scale(X, reduction: str):
+    """The factor δ^L carries for the batch cost: 1/B for ``mean``, none for ``sum``."""
+    _check_reduction(reduction)
+    if reduction == "sum":
+        return None
+    return 1.0 / (jnp.shape(X)[0] if jnp.ndim(X) else 1)  # a 0-d X fails validation next
+
+
+def reduce(per_example: Array, reduction: str) -> Array:
+    """(B,) per-example costs to the batch cost: their mean or their sum."""
+    _check_reduction(reduction)
+    return jnp.mean(per_example) if reduction == "mean" else jnp.sum(per_example)
 
 
 def output_error(params: list, z_L: Array, a_L: Array, y: Array, cost: Cost) -> Array:
@@ -57,10 +72,15 @@ def _deltas_and_inputs(params: list, x: Array, y: Array, cost: Cost, scale=None)
     ``scale`` multiplies δ^L before the recursion (1/B for a mean over a batch).
     """
     zs, activations = forward_trace(params, x)
+    return _deltas_from(params, zs, activations, y, cost, scale), activations[:-1]
+
+
+def _deltas_from(params: list, zs: list, activations: list, y: Array, cost: Cost, scale=None) -> list:
+    """BP1 (times ``scale``) then BP2, from a forward trace."""
     delta = output_error(params, zs[-1], activations[-1], y, cost)  # BP1
     if scale is not None:
         delta = delta * scale
-    return propagate(params, zs, activations, delta), activations[:-1]
+    return propagate(params, zs, activations, delta)
 
 
 def propagate(params: list, zs: list, activations: list, delta_L: Array) -> list:
@@ -89,7 +109,7 @@ def deltas(params: list, x: Array, y: Array, cost) -> list:
       [(4,), (2,)]
     """
     validate_params(params)
-    cost = _check_cost(params, cost)
+    cost = check_cost(params, cost)
     x = check_inputs(params, x, "x", batched=False)
     y = check_targets(params, y, "y")
     return _deltas_and_inputs(params, x, y, cost)[0]
@@ -98,11 +118,21 @@ def deltas(params: list, x: Array, y: Array, cost) -> list:
 def backward(params: list, x: Array, y: Array, cost) -> list:
     """BP1–BP4 for one example: ∂C/∂params, with the same pytree structure as params."""
     validate_params(params)
-    cost = _check_cost(params, cost)
+    cost = check_cost(params, cost)
     x = check_inputs(params, x, "x", batched=False)
     y = check_targets(params, y, "y")
     ds, a_prev = _deltas_and_inputs(params, x, y, cost)
     return [layer.grads(d, a) for layer, d, a in zip(params, ds, a_prev)]  # BP3, BP4
+
+
+def check_batch(params: list, X, Y, cost):
+    """Validate params, a batch and a cost together; returns ``(cost, X, Y)`` as
+    a ``Cost`` and arrays. Shapes and dtypes only, so it runs at trace time."""
+    validate_params(params)
+    cost = check_cost(params, cost)
+    X = check_inputs(params, X, "X", batched=True)
+    Y = check_targets(params, Y, "Y", batch=X.shape[0])
+    return cost, X, Y
 
 
 def batch_deltas(params: list, X: Array, Y: Array, cost, scale=None):
@@ -111,12 +141,22 @@ def batch_deltas(params: list, X: Array, Y: Array, cost, scale=None):
     Row n of Δ^l is δ^l of example n (times ``scale``); row n of A^{l−1} is its
     a^{l−1}. Everything per-example in ``fbp.stats`` is built from these pairs.
     """
-    validate_params(params)
-    cost = _check_cost(params, cost)
-    X = check_inputs(params, X, "X", batched=True)
-    Y = check_targets(params, Y, "Y", batch=X.shape[0])
+    cost, X, Y = check_batch(params, X, Y, cost)
     fn = functools.partial(_deltas_and_inputs, params, cost=cost, scale=scale)
     return jax.vmap(fn)(X, Y)
+
+
+def batch_trace(params: list, X: Array, Y: Array, cost, scale=None):
+    """``batch_deltas`` with each example's cost from the same forward pass:
+    ``(C (B,), [Δ^l], [A^{l−1}])``; the costs are not scaled."""
+    cost, X, Y = check_batch(params, X, Y, cost)
+
+    def one(x, y):
+        zs, activations = forward_trace(params, x)
+        ds = _deltas_from(params, zs, activations, y, cost, scale)
+        return _example_loss_from(params, zs, activations, y, cost), ds, activations[:-1]
+
+    return jax.vmap(one)(X, Y)
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "reduction"))
@@ -139,11 +179,7 @@ def batch_backward(params: list, X: Array, Y: Array, cost, reduction: str = "mea
     Returns:
       Gradients with the structure of params.
     """
-    _check_reduction(reduction)
-    validate_params(params)
-    X = check_inputs(params, X, "X", batched=True)
-    scale = (1.0 / X.shape[0]) if reduction == "mean" else None
-    ds, a_prev = batch_deltas(params, X, Y, cost, scale=scale)
+    ds, a_prev = batch_deltas(params, X, Y, cost, scale=_scale(X, reduction))
     return [layer.batch_grads(d, a) for layer, d, a in zip(params, ds, a_prev)]
 
 
@@ -155,22 +191,9 @@ def value_and_batch_backward(params: list, X: Array, Y: Array, cost, reduction: 
     hand-written one. The training step uses this, so the cost it reports
     costs nothing extra.
     """
-    _check_reduction(reduction)
-    validate_params(params)
-    cost_ = _check_cost(params, cost)
-    X = check_inputs(params, X, "X", batched=True)
-    Y = check_targets(params, Y, "Y", batch=X.shape[0])
-    scale = (1.0 / X.shape[0]) if reduction == "mean" else None
-
-    def one(x, y):
-        zs, activations = forward_trace(params, x)
-        ds, a_prev = _deltas_and_inputs(params, x, y, cost_, scale)  # XLA shares the forward
-        return _example_loss_from(params, zs, activations, y, cost_), ds, a_prev
-
-    losses, ds, a_prev = jax.vmap(one)(X, Y)
+    losses, ds, a_prev = batch_trace(params, X, Y, cost, scale=_scale(X, reduction))
     grads = [layer.batch_grads(d, a) for layer, d, a in zip(params, ds, a_prev)]
-    value = jnp.mean(losses) if reduction == "mean" else jnp.sum(losses)
-    return value, grads
+    return reduce(losses, reduction), grads
 
 
 # --- the cost itself, shared by the autodiff reference and evaluation -----
@@ -191,9 +214,6 @@ def _example_loss_from(params, zs, activations, y, cost: Cost) -> Array:
 def loss(params: list, X: Array, Y: Array, cost, reduction: str = "mean") -> Array:
     """The batch cost: (1/B) Σ_n C_n (``mean``) or Σ_n C_n (``sum``), jitted."""
     _check_reduction(reduction)
-    validate_params(params)
-    cost = _check_cost(params, cost)
-    X = check_inputs(params, X, "X", batched=True)
-    Y = check_targets(params, Y, "Y", batch=X.shape[0])
+    cost, X, Y = check_batch(params, X, Y, cost)
     per_example = jax.vmap(lambda x, y: example_loss(params, x, y, cost))(X, Y)  # (B,)
-    return jnp.mean(per_example) if reduction == "mean" else jnp.sum(per_example)
+    return reduce(per_example, reduction)

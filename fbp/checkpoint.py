@@ -24,7 +24,11 @@ PATTERN = re.compile(r"^ckpt-(\d{6})\.npz$")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be restored into the requested structure."""
+    """A checkpoint that cannot be read."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """A readable checkpoint written for another network or optimizer."""
 
 
 def _path(directory: str, epoch: int) -> str:
@@ -106,7 +110,7 @@ def restore(path: str, template: Any):
     except (OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: not a readable fbp checkpoint ({e})") from None
     if header["treedef"] != str(treedef) or len(stored) != len(leaves_t):
-        raise CheckpointError(
+        raise CheckpointMismatch(
             f"{path} was written for a different network or optimizer:\n  saved:    {header['treedef']}\n"
             f"  expected: {treedef}\nresume with the same --sizes/--activation/--optimizer flags, "
             f"or start a fresh --checkpoint-dir."
@@ -117,7 +121,7 @@ def restore(path: str, template: Any):
             leaves.append(jax.random.wrap_key_data(arr))
             continue
         if np.shape(arr) != np.shape(t):
-            raise CheckpointError(f"{path}: leaf {i} has shape {np.shape(arr)}, expected {np.shape(t)}")
+            raise CheckpointMismatch(f"{path}: leaf {i} has shape {np.shape(arr)}, expected {np.shape(t)}")
         leaves.append(jax.numpy.asarray(arr, dtype=getattr(t, "dtype", arr.dtype)))
     return jax.tree.unflatten(treedef, leaves), header
 
@@ -127,8 +131,8 @@ def latest(directory: str, template: Any):
     for path in reversed(list_checkpoints(directory)):
         try:
             return restore(path, template)
-        except CheckpointError as e:
-            if "different network" in str(e):
-                raise
+        except CheckpointMismatch:
+            raise
+        except CheckpointError:
             continue  # unreadable: fall back to the one before
     return None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 from typing import Optional, Sequence
 
 
@@ -17,42 +19,31 @@ def _sizes(text: str) -> list:
     return sizes
 
 
-def _positive_int(text: str) -> int:
+def _number(text: str, kind, ok, what: str):
+    """Parse ``text`` as ``kind`` (int or float) and check it, or say what was expected."""
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    if not ok(value) or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
 def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _float(text: str, ok, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-    if not ok(value) or value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-    return value
+    return _number(text, int, lambda v: v >= 0, "a non-negative integer")
 
 
 def _positive_float(text: str) -> float:
-    return _float(text, lambda v: v > 0, "a positive number")
+    return _number(text, float, lambda v: v > 0, "a positive number")
 
 
 def _nonneg_float(text: str) -> float:
-    return _float(text, lambda v: v >= 0, "a number ≥ 0")
+    return _number(text, float, lambda v: v >= 0, "a number ≥ 0")
 
 
 def _choices(names):
@@ -233,7 +224,7 @@ def cmd_train(args) -> int:
     try:
         params = fbp.init_mlp(k_init, sizes, activation=args.activation,
                               output_activation=args.output_activation, init=args.init, dtype=dtype)
-        fbp.backprop._check_cost(params, args.cost)
+        fbp.backprop.check_cost(params, args.cost)
         optimizer = ftrain.make_optimizer(args.optimizer, args.lr, l2=args.l2, n_train=len(ds.train))
         grad = "hand"
         if args.dp_clip is not None:
@@ -289,13 +280,13 @@ def cmd_train(args) -> int:
             metrics.write(json.dumps(r) + "\n")
             metrics.flush()
 
-    t0 = __import__("time").perf_counter()
+    t0 = time.perf_counter()
     result = ftrain.fit(
         params, train_xy, optimizer=optimizer, cost=args.cost, epochs=args.epochs,
         batch_size=args.batch_size, key=k_train, evaluation=eval_xy, patience=args.patience,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad, mesh=mesh,
     )
-    seconds = __import__("time").perf_counter() - t0
+    seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
     test = ftrain.evaluate(result.params, *as_dtype(ds.test), args.cost)

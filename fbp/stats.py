@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fbp.backprop import _check_cost, _check_reduction, _deltas_and_inputs, batch_deltas, propagate
-from fbp.network import Dense, check_inputs, check_targets, forward_trace, validate_params
+from fbp.backprop import _check_reduction, _deltas_and_inputs, batch_deltas, batch_trace, check_batch, propagate, reduce
+from fbp.network import Dense, forward_trace
 
 Array = jax.Array
 
@@ -36,10 +36,7 @@ def per_example_grads(params: list, X: Array, Y: Array, cost, chunk_size: Option
     them ``chunk_size`` examples at a time under ``lax.map``, so the working
     set stays chunk × parameters (the result itself is B × parameters).
     """
-    validate_params(params)
-    cost = _check_cost(params, cost)
-    X = check_inputs(params, X, "X", batched=True)
-    Y = check_targets(params, Y, "Y", batch=X.shape[0])
+    cost, X, Y = check_batch(params, X, Y, cost)
 
     def one(xy):
         ds, a_prev = _deltas_and_inputs(params, xy[0], xy[1], cost)
@@ -78,9 +75,13 @@ def clipped_grad(params: list, X: Array, Y: Array, cost, clip_norm, reduction: s
     """
     _check_reduction(reduction)
     ds, a_prev = batch_deltas(params, X, Y, cost)
+    return _clipped_sum(params, ds, a_prev, clip_norm, reduction)
+
+
+def _clipped_sum(params, ds, a_prev, clip_norm, reduction):
     c, _ = _clip_factors(ds, a_prev, clip_norm)  # (B,)
     if reduction == "mean":
-        c = c / X.shape[0]
+        c = c / ds[0].shape[0]
     return [layer.batch_grads(d * c[:, None], a) for layer, d, a in zip(params, ds, a_prev)]
 
 
@@ -168,10 +169,7 @@ def diag_ggn(params: list, X: Array, Y: Array, cost, reduction: str = "mean") ->
     a δ, then diag = Σ_n Σ_c (δ_{n,c} ⊙ δ_{n,c}) (a_n ⊙ a_n)ᵀ (÷ B for ``mean``).
     """
     _check_reduction(reduction)
-    validate_params(params)
-    cost = _check_cost(params, cost)
-    X = check_inputs(params, X, "X", batched=True)
-    Y = check_targets(params, Y, "Y", batch=X.shape[0])
+    cost, X, Y = check_batch(params, X, Y, cost)
 
     def one(x, y):
         zs, activations = forward_trace(params, x)
@@ -187,14 +185,14 @@ def diag_ggn(params: list, X: Array, Y: Array, cost, reduction: str = "mean") ->
 
 # --- DP-SGD -----------------------------------------------------------------
 def dp_value_and_grad(cost, clip_norm: float):
-    """``(params, X, Y) -> (loss, clipped mean gradient)`` for ``fbp.train.make_train_step(grad=...)``."""
-    from fbp.backprop import loss as fbp_loss
-
+    """``(params, X, Y) -> (loss, clipped mean gradient)`` for ``fbp.train.make_train_step(grad=...)``;
+    the loss comes from the same forward pass as the δ's."""
     if not clip_norm > 0:
         raise ValueError(f"clip norm must be > 0, got {clip_norm!r}.")
 
     def value_and_grad(params, X, Y):
-        return fbp_loss(params, X, Y, cost, "mean"), clipped_grad(params, X, Y, cost, clip_norm, "mean")
+        losses, ds, a_prev = batch_trace(params, X, Y, cost)
+        return reduce(losses, "mean"), _clipped_sum(params, ds, a_prev, clip_norm, "mean")
 
     return value_and_grad
 

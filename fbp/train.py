@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Callable, NamedTuple, Optional, Union
+from typing import Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp

@@ -2,7 +2,6 @@
 hypothesis-drawn architectures: every activation × cost × init, depths 1–6,
 widths 1–64, batches 1–32, both reductions."""
 
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -1,7 +1,6 @@
 """Training: the step, the epoch, fit, determinism, non-finite stops, checkpoints."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

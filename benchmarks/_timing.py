@@ -1,0 +1,14 @@
+"""Timing shared by the benchmark scripts (run as `python benchmarks/NAME.py`)."""
+
+import time
+
+import jax
+
+
+def per_call(fn, args, inner):
+    """Seconds per call of ``fn(*args)`` over ``inner`` back-to-back calls, waiting for the last result."""
+    t = time.perf_counter()
+    for _ in range(inner):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t) / inner
