@@ -21,6 +21,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from fbp.train import shuffle
+
 AXIS = "batch"
 
 
@@ -92,7 +94,7 @@ def _global_array(host_array: np.ndarray, sharding: NamedSharding):
 def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unroll: int = 8) -> Callable:
     """The data-parallel epoch, with the signature of ``fbp.train.make_epoch``'s.
 
-    The shuffle is the same one ``make_epoch`` draws (``permutation(key, n)``),
+    The shuffle is the same one ``make_epoch`` draws (``fbp.train.shuffle(key, n)``),
     applied on the host; the (n_batches, batch, ...) arrays are put on the mesh
     split along the batch axis, and one jitted ``lax.scan`` runs the steps.
     """
@@ -117,7 +119,7 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
         n_batches = n // batch_size
         if n_batches == 0:
             raise ValueError(f"batch size {batch_size} is larger than the training set ({n} examples).")
-        order = np.asarray(jax.random.permutation(key, n))[: n_batches * batch_size].reshape(n_batches, batch_size)
+        order = np.asarray(shuffle(key, n))[: n_batches * batch_size].reshape(n_batches, batch_size)
         Xb = _global_array(X[order], data)  # (n_batches, batch, n_in), batch split over devices
         Yb = _global_array(Y[order], data)
         return scan_jit(params, opt_state, Xb, Yb)

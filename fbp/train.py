@@ -26,6 +26,7 @@ from fbp.network import Dense, forward
 
 Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
+_IN_PLACE_BATCH_BYTES = 64 << 10  # see make_epoch
 
 
 # --- optimizers -------------------------------------------------------------
@@ -62,6 +63,47 @@ def make_optimizer(
     return optax.chain(optax.add_decayed_weights(l2 / n_train, mask=weight_mask), step)
 
 
+# --- the shuffle ------------------------------------------------------------
+def _mix32(x: Array) -> Array:
+    """A 32-bit integer hash with full avalanche: the "lowbias32" xorshift-
+    multiply constants from C. Wellons' hash-prospector search."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def shuffle(key: Array, n: int, *, rounds: int = 8) -> Array:
+    """A random permutation of ``range(n)`` drawn from ``key`` (int32, shape (n,)).
+
+    A keyed bijection computed elementwise: a balanced Feistel network on the
+    smallest power of 4 that holds n, with ``rounds`` rounds keyed by
+    ``jax.random.bits(key)``, and cycle-walking (re-encrypt until the value
+    falls below n) to stay inside ``range(n)``; the same construction as the
+    "index shuffle" of Grain and TensorFlow. It costs O(n) and no sort: on a
+    2-core CPU 1 ms for n = 60,000, where ``jax.random.permutation`` (two
+    rounds of a key-value sort) takes 25 ms, which at mini-batch 10 is 4 µs of
+    every 25 µs step. The same key gives the same order on every backend.
+    """
+    n = int(n)
+    if not 0 <= n < 2**31:
+        raise ValueError(f"shuffle needs 0 <= n < 2**31, got {n}.")
+    half = (max(1, (n - 1).bit_length()) + 1) // 2  # the domain 4**half >= n
+    mask = jnp.uint32((1 << half) - 1)
+    round_keys = jax.random.bits(key, (rounds,), jnp.uint32)
+
+    def encrypt(x):
+        left, right = x >> half, x & mask
+        for k in range(rounds):
+            left, right = right, left ^ (_mix32(right ^ round_keys[k]) & mask)
+        return (left << half) | right
+
+    walk = lambda x: jnp.where(x >= n, encrypt(x), x)  # noqa: E731
+    x = encrypt(jnp.arange(n, dtype=jnp.uint32))
+    return jax.lax.while_loop(lambda x: jnp.any(x >= n), walk, x).astype(jnp.int32)
+
+
 # --- the step ---------------------------------------------------------------
 def make_train_step(
     optimizer: optax.GradientTransformation, cost, *, reduction: str = "mean", grad: Union[str, Callable] = "hand"
@@ -89,15 +131,16 @@ def make_train_step(
     return train_step
 
 
-def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 8) -> Callable:
+def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Callable:
     """One epoch as a single jitted call: shuffle with a key, cut into
     mini-batches, ``lax.scan`` the steps. The data stays on the device.
 
     ``epoch(params, opt_state, key, X, Y) -> (params, opt_state, losses)``,
     losses of shape (n // batch_size,). The last n mod batch_size examples of
     each shuffle are left out of that epoch (a different few each epoch).
-    ``unroll`` steps are unrolled per loop iteration: on the CPU this saves
-    about 15% at mini-batch 10, where the loop's own overhead shows.
+    The shuffle is ``shuffle(key, n)``. ``unroll`` steps are unrolled per
+    loop iteration; with the in-place mini-batch copy below, 1, 4 and 8 run
+    at the same speed on the CPU (8 was 15% faster when each step gathered).
     """
 
     @jax.jit
@@ -106,14 +149,33 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 8) -> Cal
         n_batches = n // batch_size
         if n_batches == 0:
             raise ValueError(f"batch size {batch_size} is larger than the training set ({n} examples).")
-        order = jax.random.permutation(key, n)[: n_batches * batch_size].reshape(n_batches, batch_size)
+        order = shuffle(key, n)[: n_batches * batch_size].reshape(n_batches, batch_size)
+        # Small mini-batches are copied into a carried buffer (one row longer
+        # than the batch, so that XLA keeps it an in-place update) instead of
+        # being gathered into a fresh array. XLA's CPU cost model prices a
+        # gather by the whole array it reads from and splits it over the
+        # intra-op threads; for a few rows the hand-off between threads costs
+        # more than the copy (27.4 → 24.7 µs per step for [784, 30, 10] at
+        # mini-batch 10 on 2 cores; even at 16-20 rows; at 32 rows of 784 the
+        # split gather wins, 110 against 127 µs).
+        row_bytes = sum(A.dtype.itemsize * math.prod(A.shape[1:]) for A in (X, Y))
+        in_place = batch_size * row_bytes <= _IN_PLACE_BATCH_BYTES
+
+        def take(idx, bufs):
+            if not in_place:
+                return (X[idx], Y[idx]), bufs
+            bufs = tuple(jax.lax.dynamic_update_slice_in_dim(b, A[idx], 0, axis=0) for b, A in zip(bufs, (X, Y)))
+            return tuple(b[:batch_size] for b in bufs), bufs
+
+        bufs = tuple(jnp.zeros((batch_size + 1,) + A.shape[1:], A.dtype) for A in (X, Y)) if in_place else ()
 
         def body(carry, idx):
-            params, opt_state = carry
-            params, opt_state, value = train_step(params, opt_state, X[idx], Y[idx])
-            return (params, opt_state), value
+            params, opt_state, bufs = carry
+            (xb, yb), bufs = take(idx, bufs)
+            params, opt_state, value = train_step(params, opt_state, xb, yb)
+            return (params, opt_state, bufs), value
 
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), order, unroll=unroll)
+        (params, opt_state, _), losses = jax.lax.scan(body, (params, opt_state, bufs), order, unroll=unroll)
         return params, opt_state, losses
 
     return epoch

@@ -68,8 +68,11 @@ def test_books_plain_sgd_eta_3(trees_close):
     trees_close(new, jax.tree.map(lambda p, d: p - 3.0 * d, params, g), 1e-13)
 
 
-def test_epoch_is_the_scan_of_steps(trees_close):
-    """One jitted epoch equals the same mini-batches stepped one by one in Python."""
+@pytest.mark.parametrize("in_place", [True, False])
+def test_epoch_is_the_scan_of_steps(trees_close, monkeypatch, in_place):
+    """One jitted epoch equals the same mini-batches stepped one by one in Python,
+    whether the epoch copies each mini-batch into a buffer or gathers it."""
+    monkeypatch.setattr(ftrain, "_IN_PLACE_BATCH_BYTES", 1 << 30 if in_place else 0)
     params, X, Y = small_problem()
     opt = optax.sgd(0.5)
     step = ftrain.make_train_step(opt, "log_likelihood")
@@ -77,12 +80,50 @@ def test_epoch_is_the_scan_of_steps(trees_close):
     key = jax.random.key(3)
     p_e, s_e, losses = epoch(params, opt.init(params), key, X, Y)
     assert losses.shape == (6,)
-    order = np.asarray(jax.random.permutation(key, 64))[:60].reshape(6, 10)
+    order = np.asarray(ftrain.shuffle(key, 64))[:60].reshape(6, 10)
     p, s = params, opt.init(params)
     for n, idx in enumerate(order):
         p, s, loss = step(p, s, X[idx], Y[idx])
         np.testing.assert_allclose(loss, losses[n], rtol=1e-12)
     trees_close(p_e, p, 1e-12)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 16, 17, 1000, 4097])
+def test_shuffle_is_a_permutation(n):
+    key = jax.random.key(n)
+    order = np.asarray(ftrain.shuffle(key, n))
+    assert order.dtype == np.int32 and order.shape == (n,)
+    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+    np.testing.assert_array_equal(order, np.asarray(jax.jit(ftrain.shuffle, static_argnums=1)(key, n)))
+
+
+def test_shuffle_depends_on_the_key_and_is_not_the_identity():
+    a, b = (np.asarray(ftrain.shuffle(jax.random.key(s), 1000)) for s in (0, 1))
+    assert not np.array_equal(a, b)
+    assert np.mean(a == np.arange(1000)) < 0.01  # about 1/n fixed points expected
+    # neighbours do not stay neighbours: |π(i+1) − π(i)| is spread like that of a random permutation
+    assert np.median(np.abs(np.diff(a))) > 200
+
+
+def test_shuffle_is_uniform_on_small_n():
+    """Every permutation of 4 items appears equally often over many keys (χ², 23
+    degrees of freedom), and each item lands in each position of 10 equally often."""
+    keys = jax.random.split(jax.random.key(7), 24_000)
+    perms = np.asarray(jax.vmap(lambda k: ftrain.shuffle(k, 4))(keys))
+    _, counts = np.unique(perms, axis=0, return_counts=True)
+    assert len(counts) == 24
+    chi2 = ((counts - 1000.0) ** 2 / 1000.0).sum()
+    assert chi2 < 49.7  # the 0.999 quantile of χ²(23)
+    keys = jax.random.split(jax.random.key(8), 20_000)
+    perms = np.asarray(jax.vmap(lambda k: ftrain.shuffle(k, 10))(keys))
+    table = np.stack([np.bincount(perms[:, i], minlength=10) for i in range(10)])
+    chi2 = ((table - 2000.0) ** 2 / 2000.0).sum()
+    assert chi2 < 128.0  # above the 0.999 quantile of χ²(81), 124.8
+
+
+def test_shuffle_rejects_a_negative_size():
+    with pytest.raises(ValueError, match="0 <= n"):
+        ftrain.shuffle(jax.random.key(0), -1)
 
 
 def test_one_epoch_of_fit_lowers_the_cost():
