@@ -13,7 +13,11 @@ Data: Fashion-MNIST's 60,000 training images when Debian's
 Each figure is the median over ``--repeats`` timed epochs after a warm-up; the
 NumPy loop, being slow, is timed on the first ``--numpy-examples`` examples.
 
-    python benchmarks/train_throughput.py [--repeats 3] [--json out.json]
+    python benchmarks/train_throughput.py [--repeats 3] [--json out.json] [--breakdown]
+
+``--breakdown`` also times the pieces of one [784, 30, 10] mini-batch-10 step
+(each in a ``lax.scan`` of 6,000 steps, chained so none can be skipped) and the
+same forward product in NumPy, to show where the step's time goes.
 """
 
 import argparse
@@ -24,6 +28,7 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -91,21 +96,32 @@ def time_torch(case, X, Y, repeats):
     return n / statistics.median(times)
 
 
-# --- the book's network.py, in NumPy: one Python backprop per example -------
-def _sigmoid(z):
+# --- the book's network, in NumPy: one Python backprop per example ---------
+# Transcribed from network.py / network2.py (ch. 1-3) line for line, np.dot,
+# sigmoid_prime recomputing σ, the zero arrays backprop allocates, float32
+# inputs as the book's mnist_loader gives them, with the softmax output and
+# log-likelihood cost of ch. 3 (δ^L = a − y) so that all three run the same net.
+# An earlier version used `@` and computed σ once; it was slower (17k against
+# 22k examples/s at mini-batch 10), so the ratio against it flattered fbp.
+def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def _softmax(z):
-    e = np.exp(z - z.max())
-    return e / e.sum()
+def sigmoid_prime(z):
+    return sigmoid(z) * (1 - sigmoid(z))
+
+
+def softmax(z):
+    e = np.exp(z - np.max(z))
+    return e / np.sum(e)
 
 
 class BookNetwork:
     def __init__(self, sizes, seed=0):
-        rng = np.random.default_rng(seed)
-        self.weights = [rng.standard_normal((y, x)) / np.sqrt(x) for x, y in zip(sizes[:-1], sizes[1:])]
-        self.biases = [rng.standard_normal((y, 1)) for y in sizes[1:]]
+        rng = np.random.RandomState(seed)
+        self.num_layers = len(sizes)
+        self.biases = [rng.randn(y, 1) for y in sizes[1:]]
+        self.weights = [rng.randn(y, x) / np.sqrt(x) for x, y in zip(sizes[:-1], sizes[1:])]
 
     def update_mini_batch(self, mini_batch, eta):
         nabla_b = [np.zeros(b.shape) for b in self.biases]
@@ -118,27 +134,31 @@ class BookNetwork:
         self.biases = [b - (eta / len(mini_batch)) * nb for b, nb in zip(self.biases, nabla_b)]
 
     def backprop(self, x, y):
-        activation, activations, zs = x, [x], []
+        nabla_b = [np.zeros(b.shape) for b in self.biases]
+        nabla_w = [np.zeros(w.shape) for w in self.weights]
+        activation = x
+        activations = [x]
+        zs = []
         for i, (b, w) in enumerate(zip(self.biases, self.weights)):
-            z = w @ activation + b
+            z = np.dot(w, activation) + b
             zs.append(z)
-            activation = _softmax(z) if i == len(self.weights) - 1 else _sigmoid(z)
+            activation = softmax(z) if i == len(self.weights) - 1 else sigmoid(z)
             activations.append(activation)
         delta = activations[-1] - y  # softmax + log-likelihood
-        nabla_b = [None] * len(self.biases)
-        nabla_w = [None] * len(self.weights)
-        nabla_b[-1], nabla_w[-1] = delta, delta @ activations[-2].T
-        for l in range(2, len(self.weights) + 1):
-            s = _sigmoid(zs[-l])
-            delta = (self.weights[-l + 1].T @ delta) * s * (1 - s)
-            nabla_b[-l], nabla_w[-l] = delta, delta @ activations[-l - 1].T
-        return nabla_b, nabla_w
+        nabla_b[-1] = delta
+        nabla_w[-1] = np.dot(delta, activations[-2].transpose())
+        for l in range(2, self.num_layers):
+            z = zs[-l]
+            sp = sigmoid_prime(z)
+            delta = np.dot(self.weights[-l + 1].transpose(), delta) * sp
+            nabla_b[-l] = delta
+            nabla_w[-l] = np.dot(delta, activations[-l - 1].transpose())
+        return (nabla_b, nabla_w)
 
 
 def time_numpy(case, X, Y, n_examples):
     net = BookNetwork(case["sizes"])
-    data = [(x.reshape(-1, 1).astype(np.float64), y.reshape(-1, 1).astype(np.float64))
-            for x, y in zip(X[:n_examples], Y[:n_examples])]
+    data = [(x.reshape(-1, 1), y.reshape(-1, 1).astype(np.float64)) for x, y in zip(X[:n_examples], Y[:n_examples])]
     bs = case["batch"]
     batches = [data[k:k + bs] for k in range(0, (len(data) // bs) * bs, bs)]
     net.update_mini_batch(batches[0], case["lr"])  # warm up
@@ -148,11 +168,51 @@ def time_numpy(case, X, Y, n_examples):
     return len(batches) * bs / (time.perf_counter() - t)
 
 
+def breakdown(X, Y, repeats):
+    """Microseconds per step of the pieces of the [784, 30, 10] mini-batch-10 step."""
+    bs, steps = 10, len(X) // 10
+    params = fbp.init_mlp(jax.random.key(0), [784, 30, 10], output_activation="softmax")
+    opt = optax.sgd(0.5)
+    step = ftrain.make_train_step(opt, "log_likelihood")
+    Xd, Yd = jax.device_put(X[: steps * bs]), jax.device_put(Y[: steps * bs])
+    Xb, Yb = Xd.reshape(steps, bs, -1), Yd.reshape(steps, bs, -1)
+    W = params[0].w  # (30, 784)
+    D = jnp.full((bs, 30), 1e-3, W.dtype)
+
+    def scan(body, carry, xs):
+        return jax.jit(lambda c, xs: jax.lax.scan(lambda c, x: (body(c, x), None), c, xs)[0]), (carry, xs)
+
+    pieces = {
+        "whole epoch (shuffle, copy, step)": (ftrain.make_epoch(step, bs), (params, opt.init(params), jax.random.key(0), Xd, Yd)),
+        "step on batches already in order": scan(lambda c, xy: step(*c, *xy)[:2], (params, opt.init(params)), (Xb, Yb)),
+        "forward product A·Wᵀ (10×784·784×30)": scan(lambda w, a: w * (1 + 1e-9 * (a @ w.T)[0, 0]), W, Xb),
+        "weight gradient and update w − η·ΔᵀA": scan(lambda w, a: w - 1e-9 * (D.T @ a), W, Xb),
+    }
+    out = {}
+    for name, (fn, args) in pieces.items():
+        jax.block_until_ready(fn(*args))
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times.append(time.perf_counter() - t)
+        out[name] = statistics.median(times) / steps * 1e6
+    a, w = np.asarray(Xb[0]), np.asarray(W)
+    t = time.perf_counter()
+    for _ in range(20_000):
+        np.dot(a, w.T)
+    out["the same forward product in NumPy (from Python)"] = (time.perf_counter() - t) / 20_000 * 1e6
+    for name, us in out.items():
+        print(f"  {name:<48} {us:7.1f} µs")
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--numpy-examples", type=int, default=10_000)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--breakdown", action="store_true", help="also time the pieces of the mini-batch-10 step")
     args = parser.parse_args()
     name, X, Y = load_data()
     device = jax.devices()[0]
@@ -176,9 +236,13 @@ def main():
         rt = f"{f / t:9.2f}" if t else f"{'-':>9}"
         print(f"{r['case']:<28} {f:11.0f} {ts} {n:11.0f} {rt} {f / n:9.1f}")
     print("targets: fbp/torch ≥ 4 at mini-batch 10, ≥ 1 at 128; fbp/numpy ≥ 30")
+    pieces = None
+    if args.breakdown:
+        print("per step of [784, 30, 10], mini-batch 10 (median of the repeats):")
+        pieces = breakdown(X, Y, args.repeats)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(dict(data=name, device=str(device), results=results), fh, indent=2)
+            json.dump(dict(data=name, device=str(device), results=results, breakdown_us=pieces), fh, indent=2)
 
 
 if __name__ == "__main__":
