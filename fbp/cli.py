@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dp-noise", type=_nonneg_float, default=None,
                        help="DP-SGD: Gaussian noise multiplier σ; noise std σ·C/batch on the mean gradient")
     train.add_argument("--devices", type=_positive_int, default=None,
-                       help="data-parallel over this many devices (default: all local devices); the batch size must divide evenly")
+                       help="data-parallel over this many devices; the batch size must divide evenly (default: all local devices, or the most that divide the batch size)")
     train.add_argument("--coordinator", default=None,
                        help="multi-host: host:port of process 0; with --num-processes and --process-id calls jax.distributed.initialize")
     train.add_argument("--num-processes", type=_positive_int, default=None)
@@ -207,6 +207,13 @@ def cmd_train(args) -> int:
         return fail(f"--batch-size {args.batch_size} is larger than the training set ({len(ds.train)} examples)")
     mesh = None
     n_devices = args.devices if args.devices is not None else jax.device_count()
+    if args.devices is None and jax.process_count() == 1 and args.batch_size % n_devices:
+        # The default is every local device, but the main job has to run as
+        # it is on any machine: with a batch the devices do not divide (the
+        # default 10 on 4 GPUs), use the most devices that do divide it.
+        n_devices = max(d for d in range(1, n_devices + 1) if args.batch_size % d == 0)
+        print(f"fbp train: batch size {args.batch_size} is not divisible by the {jax.device_count()} devices; "
+              f"using {n_devices} (pass --devices and a divisible --batch-size to use them all)", file=sys.stderr)
     if n_devices > 1 or args.devices is not None:
         from fbp import parallel
 

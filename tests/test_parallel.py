@@ -54,7 +54,9 @@ def test_clear_errors():
 @pytest.mark.parametrize("argv,rc,needle", [
     (["--devices", "8", "--batch-size", "16", "--epochs", "2", "--quiet"], 0, "devices=8"),
     (["--devices", "9"], 2, "--devices: asked for 9 devices but only 8 exist"),
-    (["--batch-size", "10"], 2, "--batch-size: batch size 10 is not divisible by the 8 devices"),
+    (["--devices", "8", "--batch-size", "10"], 2, "--batch-size: batch size 10 is not divisible by the 8 devices"),
+    # no --devices: the defaults must run anywhere, so batch 10 on 8 devices uses 5
+    (["--epochs", "1", "--quiet"], 0, "using 5 (pass --devices"),
 ])
 def test_cli_devices(argv, rc, needle):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
