@@ -89,6 +89,8 @@ def shuffle(key: Array, n: int, *, rounds: int = 8) -> Array:
     n = int(n)
     if not 0 <= n < 2**31:
         raise ValueError(f"shuffle needs 0 <= n < 2**31, got {n}.")
+    if rounds < 4:
+        raise ValueError(f"shuffle needs rounds >= 4 (fewer Feistel rounds leave visible structure), got {rounds!r}.")
     half = (max(1, (n - 1).bit_length()) + 1) // 2  # the domain 4**half >= n
     mask = jnp.uint32((1 << half) - 1)
     round_keys = jax.random.bits(key, (rounds,), jnp.uint32)

@@ -121,9 +121,11 @@ def test_shuffle_is_uniform_on_small_n():
     assert chi2 < 128.0  # above the 0.999 quantile of χ²(81), 124.8
 
 
-def test_shuffle_rejects_a_negative_size():
+def test_shuffle_rejects_bad_arguments():
     with pytest.raises(ValueError, match="0 <= n"):
         ftrain.shuffle(jax.random.key(0), -1)
+    with pytest.raises(ValueError, match="rounds >= 4"):
+        ftrain.shuffle(jax.random.key(0), 10, rounds=2)
 
 
 def test_one_epoch_of_fit_lowers_the_cost():
