@@ -1,5 +1,6 @@
 """Timing shared by the benchmark scripts (run as `python benchmarks/NAME.py`)."""
 
+import statistics
 import time
 
 import jax
@@ -12,3 +13,14 @@ def per_call(fn, args, inner):
         out = fn(*args)
     jax.block_until_ready(out)
     return (time.perf_counter() - t) / inner
+
+
+def median_seconds(fn, args, repeats):
+    """Median wall time of ``fn(*args)`` over ``repeats`` calls after one warm-up call."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 import fbp
+from _timing import median_seconds
 from fbp import data as fdata
 from fbp import train as ftrain
 
@@ -188,15 +189,7 @@ def breakdown(X, Y, repeats):
         "forward product A·Wᵀ (10×784·784×30)": scan(lambda w, a: w * (1 + 1e-9 * (a @ w.T)[0, 0]), W, Xb),
         "weight gradient and update w − η·ΔᵀA": scan(lambda w, a: w - 1e-9 * (D.T @ a), W, Xb),
     }
-    out = {}
-    for name, (fn, args) in pieces.items():
-        jax.block_until_ready(fn(*args))
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times.append(time.perf_counter() - t)
-        out[name] = statistics.median(times) / steps * 1e6
+    out = {name: median_seconds(fn, args, repeats) / steps * 1e6 for name, (fn, args) in pieces.items()}
     a, w = np.asarray(Xb[0]), np.asarray(W)
     t = time.perf_counter()
     for _ in range(20_000):
