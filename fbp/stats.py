@@ -28,6 +28,11 @@ def _sq(x):  # row-wise squared norm: (B, n) -> (B,)
     return jnp.sum(x * x, axis=1)
 
 
+def _layer_sq_norms(ds, a_prev) -> list:
+    """‖g_n^l‖² per layer, each (B,): ‖δ_n a_nᵀ‖²_F + ‖δ_n‖² = ‖δ_n‖² (‖a_n‖² + 1)."""
+    return [_sq(d) * (_sq(a) + 1.0) for d, a in zip(ds, a_prev)]
+
+
 @functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
 def per_example_grads(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] = None) -> list:
     """The materialised per-example gradients: leaves with a leading batch axis.
@@ -56,12 +61,12 @@ def per_example_grad_norms(params: list, X: Array, Y: Array, cost, per_layer: bo
     Identity: ‖δ aᵀ‖²_F = ‖δ‖² ‖a‖², and ‖∂C_n/∂b‖² = ‖δ‖²; no outer product is formed.
     """
     ds, a_prev = batch_deltas(params, X, Y, cost)
-    sq = jnp.stack([_sq(d) * (_sq(a) + 1.0) for d, a in zip(ds, a_prev)], axis=1)  # (B, L)
+    sq = jnp.stack(_layer_sq_norms(ds, a_prev), axis=1)  # (B, L)
     return jnp.sqrt(sq) if per_layer else jnp.sqrt(jnp.sum(sq, axis=1))
 
 
 def _clip_factors(ds, a_prev, clip_norm):
-    sq = sum(_sq(d) * (_sq(a) + 1.0) for d, a in zip(ds, a_prev))  # (B,)
+    sq = sum(_layer_sq_norms(ds, a_prev))  # (B,)
     norms = jnp.sqrt(sq)
     # min(1, C/‖g‖), with ‖g‖ = 0 giving 1 (nothing to clip)
     return jnp.where(norms > clip_norm, clip_norm / jnp.where(norms > 0, norms, 1.0), 1.0), norms
