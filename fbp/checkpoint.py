@@ -15,7 +15,7 @@ import glob
 import json
 import os
 import re
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -91,24 +91,34 @@ def list_checkpoints(directory: str) -> list:
     return [os.path.join(directory, n) for n in names]
 
 
-def read_header(path: str) -> dict:
-    with np.load(path) as z:
-        return json.loads(bytes(z["header"]).decode())
-
-
-def restore(path: str, template: Any):
-    """Load a checkpoint into the structure of ``template``; returns (tree, header).
-
-    The template fixes the pytree structure (``Dense`` layers, the optimizer's
-    state NamedTuples); the checkpoint must hold the same structure and shapes.
-    """
-    leaves_t, treedef = jax.tree.flatten(template)
+def _load(path: str, with_leaves: bool = True):
+    """(header, stored leaves) of one checkpoint file; CheckpointError if unreadable."""
     try:
         with np.load(path) as z:
             header = json.loads(bytes(z["header"]).decode())
-            stored = [z[f"leaf_{i:05d}"] for i in range(len(header["kinds"]))]
+            stored = [z[f"leaf_{i:05d}"] for i in range(len(header["kinds"]))] if with_leaves else None
     except (OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: not a readable fbp checkpoint ({e})") from None
+    return header, stored
+
+
+def read_header(path: str) -> dict:
+    """The JSON header of a checkpoint (epoch, meta, tree structure), without its arrays."""
+    return _load(path, with_leaves=False)[0]
+
+
+def restore(path: str, template: Any, check_header: Optional[Callable[[str, dict], None]] = None):
+    """Load a checkpoint into the structure of ``template``; returns (tree, header).
+
+    The template fixes the pytree structure (``Dense`` layers, the optimizer's
+    state NamedTuples); the checkpoint must hold the same structure, shapes and
+    dtypes. ``check_header(path, header)``, if given, runs first and may raise
+    ``CheckpointMismatch`` (``fit`` uses it to compare the run's settings).
+    """
+    leaves_t, treedef = jax.tree.flatten(template)
+    header, stored = _load(path)
+    if check_header is not None:
+        check_header(path, header)
     if header["treedef"] != str(treedef) or len(stored) != len(leaves_t):
         raise CheckpointMismatch(
             f"{path} was written for a different network or optimizer:\n  saved:    {header['treedef']}\n"
@@ -121,16 +131,25 @@ def restore(path: str, template: Any):
             leaves.append(jax.random.wrap_key_data(arr))
             continue
         if np.shape(arr) != np.shape(t):
-            raise CheckpointMismatch(f"{path}: leaf {i} has shape {np.shape(arr)}, expected {np.shape(t)}")
-        leaves.append(jax.numpy.asarray(arr, dtype=getattr(t, "dtype", arr.dtype)))
+            raise CheckpointMismatch(
+                f"{path}: leaf {i} has shape {np.shape(arr)}, expected {np.shape(t)}; resume with the "
+                f"same --sizes, or start a fresh --checkpoint-dir."
+            )
+        want = np.dtype(getattr(t, "dtype", arr.dtype))
+        if arr.dtype != want:  # a silent cast would break bitwise resumption
+            raise CheckpointMismatch(
+                f"{path}: leaf {i} is {arr.dtype}, expected {want}; resume with the same --dtype, "
+                f"or start a fresh --checkpoint-dir."
+            )
+        leaves.append(jax.numpy.asarray(arr))
     return jax.tree.unflatten(treedef, leaves), header
 
 
-def latest(directory: str, template: Any):
+def latest(directory: str, template: Any, check_header: Optional[Callable[[str, dict], None]] = None):
     """Restore the newest complete checkpoint in ``directory``; None if there is none."""
     for path in reversed(list_checkpoints(directory)):
         try:
-            return restore(path, template)
+            return restore(path, template, check_header)
         except CheckpointMismatch:
             raise
         except CheckpointError:

@@ -181,6 +181,7 @@ def cmd_train(args) -> int:
     import fbp
     from fbp import data as fdata
     from fbp import train as ftrain
+    from fbp.checkpoint import CheckpointMismatch
 
     def fail(msg: str) -> int:
         print(f"fbp train: error: {msg}", file=sys.stderr)
@@ -287,12 +288,36 @@ def cmd_train(args) -> int:
             metrics.write(json.dumps(r) + "\n")
             metrics.flush()
 
+    # What a checkpoint's tree does not show; --resume refuses checkpoints
+    # written with other values (--epochs may grow, --init and the devices
+    # do not change what is being trained).
+    config = {
+        "--data": args.data, "--validation": len(ds.validation), "--sizes": sizes,
+        "--activation": args.activation, "--output-activation": args.output_activation, "--cost": args.cost,
+        "--optimizer": args.optimizer, "--lr": args.lr, "--l2": args.l2, "--batch-size": args.batch_size,
+        "--seed": args.seed, "--dtype": args.dtype, "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
+    }
+    def on_resume(history):
+        # The metrics file restarts from the checkpoint's history: a run killed
+        # between its save and its metrics line loses no epoch, and repeats none.
+        if metrics is not None:
+            metrics.truncate(0)
+            metrics.writelines(json.dumps(r) + "\n" for r in history)
+            metrics.flush()
+
     t0 = time.perf_counter()
-    result = ftrain.fit(
-        params, train_xy, optimizer=optimizer, cost=args.cost, epochs=args.epochs,
-        batch_size=args.batch_size, key=k_train, evaluation=eval_xy, patience=args.patience,
-        checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad, mesh=mesh,
-    )
+    try:
+        result = ftrain.fit(
+            params, train_xy, optimizer=optimizer, cost=args.cost, epochs=args.epochs,
+            batch_size=args.batch_size, key=k_train, evaluation=eval_xy, patience=args.patience,
+            checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad, mesh=mesh,
+            config=config, on_resume=on_resume,
+        )
+    except CheckpointMismatch as e:
+        for f in (bar, metrics):
+            if f is not None:
+                f.close()
+        return fail(f"--resume: {' '.join(str(e).split())}")
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import time
 from typing import Callable, Optional, Union
@@ -209,6 +210,30 @@ class NonFiniteLoss(RuntimeError):
         )
 
 
+def _another_run(where: str, differ: list):
+    return ckpt.CheckpointMismatch(
+        f"{where} was written by a different run (" + "; ".join(differ)
+        + "). Resume with the same settings, or start a fresh --checkpoint-dir."
+    )
+
+
+def _same_config(config: Optional[dict]) -> Callable[[str, dict], None]:
+    """A header check refusing checkpoints whose saved run settings differ:
+    resuming one would train on with other settings, not finish its run."""
+    now = json.loads(json.dumps(config or {}))  # as it reads back from a header
+
+    def check(path: str, header: dict) -> None:
+        if "config" not in header["meta"]:
+            return  # written before runs recorded their settings
+        saved = header["meta"]["config"] or {}
+        differ = [f"{name}: saved {saved.get(name)!r}, now {now.get(name)!r}"
+                  for name in sorted(set(saved) | set(now)) if saved.get(name) != now.get(name)]
+        if differ:
+            raise _another_run(path, differ)
+
+    return check
+
+
 @dataclasses.dataclass
 class FitResult:
     params: list
@@ -238,8 +263,10 @@ def fit(
     checkpoint_dir: Optional[str] = None,
     resume: bool = False,
     on_epoch: Optional[Callable[[dict], None]] = None,
+    on_resume: Optional[Callable[[list], None]] = None,
     opt_state=None,
     mesh=None,
+    config: Optional[dict] = None,
 ) -> FitResult:
     """Train for ``epochs`` epochs; return params, optimizer state and history.
 
@@ -258,7 +285,15 @@ def fit(
       patience: stop when evaluation accuracy has not improved for this many epochs.
       checkpoint_dir: save (params, optimizer state, key, epoch, history) atomically every epoch.
       resume: continue from the newest complete checkpoint in ``checkpoint_dir``.
+        It must have been written with the same ``key`` and ``config`` (and a
+        network and optimizer of the same structure, shapes and dtypes), or
+        resuming raises ``fbp.checkpoint.CheckpointMismatch`` naming what differs.
+      config: a JSON-able description of the run (learning rate, batch size,
+        data: whatever the params' structure does not show), saved with each
+        checkpoint and checked on resume. The epoch count is not part of it:
+        a run can be resumed with more epochs.
       on_epoch: called with each epoch's record (for printing, logging).
+      on_resume: called with the restored history when ``resume`` finds a checkpoint.
       mesh: a ``jax.sharding.Mesh`` from ``fbp.parallel.make_mesh`` for
         data-parallel training (params replicated, mini-batches split over the
         devices); None runs on the default device.
@@ -274,6 +309,10 @@ def fit(
         raise ValueError(f"patience must be ≥ 1 epoch, got {patience}.")
     if resume and not checkpoint_dir:
         raise ValueError("resume needs a checkpoint directory (--checkpoint-dir).")
+    try:
+        json.dumps(config)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"config must be JSON-able (it is saved with each checkpoint): {e}") from None
     if mesh is None:
         X, Y = (jnp.asarray(a) for a in train[:2])
     else:
@@ -293,14 +332,20 @@ def fit(
     best_acc, best_epoch, since_best = -1.0, None, 0
 
     if resume:
-        restored = ckpt.latest(checkpoint_dir, dict(params=params, opt_state=opt_state, key=key))
+        template = dict(params=params, opt_state=opt_state, key=key)
+        restored = ckpt.latest(checkpoint_dir, template, check_header=_same_config(config))
         if restored is not None:
             tree, header = restored
+            if not np.array_equal(jax.random.key_data(tree["key"]), jax.random.key_data(key)):
+                where = f"the checkpoint of epoch {header['epoch']} in {checkpoint_dir}"
+                raise _another_run(where, ["key: it shuffled with another PRNG key (another --seed)"])
+            meta = header["meta"]
             params, opt_state = tree["params"], tree["opt_state"]
             start = header["epoch"]
-            meta = header["meta"]
             history = meta.get("history", [])
             best_acc, best_epoch, since_best = meta.get("best_acc", -1.0), meta.get("best_epoch"), meta.get("since_best", 0)
+            if on_resume is not None:
+                on_resume(history)
 
     step = make_train_step(optimizer, cost, reduction=reduction, grad=grad)
     if mesh is None:
@@ -332,7 +377,8 @@ def fit(
                 since_best += 1
         history.append(record)
         if checkpoint_dir:
-            meta = dict(history=history, best_acc=best_acc, best_epoch=best_epoch, since_best=since_best)
+            meta = dict(history=history, best_acc=best_acc, best_epoch=best_epoch, since_best=since_best,
+                        config=config)
             ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta)
         if on_epoch is not None:
             on_epoch(record)

@@ -204,6 +204,30 @@ def test_checkpoint_roundtrip_and_atomic_leftovers(tmp_path):
         ckpt.latest(str(tmp_path), other)
 
 
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    params, X, Y = small_problem(jnp.float32)
+    d = str(tmp_path)
+
+    def run(key=0, lr=0.1, config=None, params=params, epochs=2):
+        return ftrain.fit(params, (X, Y), optimizer=optax.sgd(lr), cost="log_likelihood", epochs=epochs,
+                          batch_size=8, key=jax.random.key(key), checkpoint_dir=d, resume=True,
+                          config=config if config is not None else dict(lr=lr))
+
+    first = run()
+    assert first.epochs_run == 2
+    with pytest.raises(ckpt.CheckpointMismatch, match=r"lr: saved 0\.1, now 0\.5"):
+        run(lr=0.5, epochs=3)
+    with pytest.raises(ckpt.CheckpointMismatch, match="another PRNG key"):
+        run(key=1, epochs=3)
+    params64 = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    with pytest.raises(ckpt.CheckpointMismatch, match="is float32, expected float64"):
+        run(params=params64, epochs=3)
+    more = run(epochs=3)  # same run, more epochs: resumes
+    assert [h["epoch"] for h in more.history] == [1, 2, 3]
+    with pytest.raises(TypeError, match="JSON-able"):
+        run(config=dict(lr=object()))
+
+
 def _cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "fbp", *args], capture_output=True, text=True, **kw)
 
@@ -245,6 +269,21 @@ def test_cli_train_default_digits_and_metrics(tmp_path):
     assert [l["epoch"] for l in lines[:-1]] == list(range(1, 31))
     assert lines[-1]["final"] and lines[-1]["test_accuracy"] >= 0.95
     assert "test accuracy" in proc.stdout
+
+
+def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_checkpoint(tmp_path):
+    run, out = str(tmp_path / "run"), tmp_path / "m.jsonl"
+    flags = ["train", "--epochs", "2", "--quiet", "--checkpoint-dir", run, "--metrics-out", str(out)]
+    assert _cli(*flags).returncode == 0
+    proc = _cli(*flags, "--resume", "--lr", "0.1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--lr: saved 0.5, now 0.1" in proc.stderr.strip().splitlines()[-1]
+    # a run killed after its epoch-2 checkpoint but before its metrics line:
+    out.write_text(out.read_text().splitlines()[0] + "\n")
+    proc = _cli(*[f if f != "2" else "3" for f in flags], "--resume")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [l.get("epoch") for l in lines] == [1, 2, 3, None] and lines[-1]["final"]
 
 
 @pytest.mark.parametrize("argv,needle", [
