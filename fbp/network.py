@@ -67,8 +67,15 @@ class Dense:
 
     # BP3 and BP4 summed over a batch: Σ_n δ_n = 1ᵀΔ, Σ_n δ_n a_nᵀ = Δᵀ A (one matmul)
     def batch_grads(self, deltas: Array, a_prev: Array) -> "Dense":
-        # deltas: (B, n_out), a_prev: (B, n_in)
-        return Dense(deltas.T @ a_prev, jnp.sum(deltas, axis=0), self.activation)
+        # deltas: (B, n_out), a_prev: (B, n_in). BP4 summed over the batch: Δᵀ A.
+        # Δᵀ is formed as an array of its own (B × n_out numbers, small beside
+        # the product) rather than folded into the product's dimension numbers:
+        # XLA's CPU backend hands a product contracting both operands' leading
+        # axis to Eigen, and a plain one to YNNPACK, which is faster here
+        # (a [784, 30, 10] mini-batch-10 step 24.6 → 22.6 µs, [784, 100, 10]
+        # mini-batch 128 360 → 321 µs; the same at batch 256 of 512 wide).
+        dT = jax.lax.optimization_barrier(deltas.T)
+        return Dense(dT @ a_prev, jnp.sum(deltas, axis=0), self.activation)
 
     def __repr__(self) -> str:
         def desc(x):
