@@ -91,7 +91,7 @@ def _global_array(host_array: np.ndarray, sharding: NamedSharding):
     return jax.make_array_from_callback(host_array.shape, sharding, lambda index: host_array[index])
 
 
-def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unroll: int = 8) -> Callable:
+def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unroll: int = 1) -> Callable:
     """The data-parallel epoch, with the signature of ``fbp.train.make_epoch``'s.
 
     The shuffle is the same one ``make_epoch`` draws (``fbp.train.shuffle(key, n)``),
