@@ -244,7 +244,10 @@ def cmd_train(args) -> int:
             optimizer = optax.chain(stats.dp_noise(args.dp_noise, args.dp_clip, args.batch_size, args.seed), optimizer)
     except (ValueError, TypeError) as e:
         return fail(str(e))
-    as_dtype = lambda s: (jnp.asarray(s.X, dtype), jnp.asarray(s.Y, dtype))  # noqa: E731
+
+    def as_dtype(split):
+        return jnp.asarray(split.X, dtype), jnp.asarray(split.Y, dtype)
+
     train_xy = as_dtype(ds.train)
     eval_split = "validation" if len(ds.validation) else "test"
     eval_xy = as_dtype(ds.validation if len(ds.validation) else ds.test)

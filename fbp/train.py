@@ -123,9 +123,11 @@ def make_train_step(
     ``(params, X, Y) -> (loss, grads)``.
     """
     if grad == "hand":
-        value_and_grad = lambda p, X, Y: value_and_batch_backward(p, X, Y, cost, reduction)  # noqa: E731
+        def value_and_grad(p, X, Y):
+            return value_and_batch_backward(p, X, Y, cost, reduction)
     elif grad == "autodiff":
-        value_and_grad = lambda p, X, Y: jax.value_and_grad(fbp_loss)(p, X, Y, cost, reduction)  # noqa: E731
+        def value_and_grad(p, X, Y):
+            return jax.value_and_grad(fbp_loss)(p, X, Y, cost, reduction)
     elif callable(grad):
         value_and_grad = grad
     else:
