@@ -189,8 +189,10 @@ def cmd_train(args) -> int:
 
     if args.data == "idx" and not args.data_dir:
         return fail("--data idx needs --data-dir, the directory holding the four IDX files")
-    if args.resume and not args.checkpoint_dir:
-        return fail("--resume needs --checkpoint-dir")
+    try:
+        ftrain.check_checkpoint_dir(args.checkpoint_dir, args.resume)
+    except ValueError as e:
+        return fail(str(e) if args.checkpoint_dir else "--resume needs --checkpoint-dir")
     if (args.dp_clip is None) != (args.dp_noise is None):
         return fail("--dp-clip and --dp-noise go together: give both for DP-SGD, or neither")
     try:
@@ -316,7 +318,7 @@ def cmd_train(args) -> int:
             checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad, mesh=mesh,
             config=config, on_resume=on_resume,
         )
-    except CheckpointMismatch as e:
+    except CheckpointMismatch as e:  # found before any training
         for f in (bar, metrics):
             if f is not None:
                 f.close()

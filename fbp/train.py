@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import time
 from typing import Callable, Optional, Union
 
@@ -212,6 +213,21 @@ class NonFiniteLoss(RuntimeError):
         )
 
 
+def check_checkpoint_dir(checkpoint_dir: Optional[str], resume: bool) -> None:
+    """ValueError unless ``checkpoint_dir`` suits ``resume``: resuming needs a
+    directory, and a fresh run needs one without checkpoints in it (its epochs
+    would interleave with the old run's, and pruning to the newest few would
+    delete the fresh ones first)."""
+    if resume and not checkpoint_dir:
+        raise ValueError("resume needs a checkpoint directory (--checkpoint-dir).")
+    if checkpoint_dir and not resume and ckpt.list_checkpoints(checkpoint_dir):
+        newest = os.path.basename(ckpt.list_checkpoints(checkpoint_dir)[-1])
+        raise ValueError(
+            f"checkpoint directory {checkpoint_dir} already holds another run's checkpoints (newest: "
+            f"{newest}); resume that run (--resume), or give an empty or new --checkpoint-dir."
+        )
+
+
 def _another_run(where: str, differ: list):
     return ckpt.CheckpointMismatch(
         f"{where} was written by a different run (" + "; ".join(differ)
@@ -286,6 +302,7 @@ def fit(
         training / evaluation data after each epoch (the book's ``monitor_*``).
       patience: stop when evaluation accuracy has not improved for this many epochs.
       checkpoint_dir: save (params, optimizer state, key, epoch, history) atomically every epoch.
+        Unless resuming, it must not hold checkpoints already (ValueError).
       resume: continue from the newest complete checkpoint in ``checkpoint_dir``.
         It must have been written with the same ``key`` and ``config`` (and a
         network and optimizer of the same structure, shapes and dtypes), or
@@ -309,8 +326,7 @@ def fit(
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be ≥ 1 epoch, got {patience}.")
-    if resume and not checkpoint_dir:
-        raise ValueError("resume needs a checkpoint directory (--checkpoint-dir).")
+    check_checkpoint_dir(checkpoint_dir, resume)
     try:
         json.dumps(config)
     except (TypeError, ValueError) as e:

@@ -215,6 +215,11 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
 
     first = run()
     assert first.epochs_run == 2
+    saved = ckpt.list_checkpoints(d)
+    with pytest.raises(ValueError, match="already holds another run's checkpoints"):
+        ftrain.fit(params, (X, Y), optimizer=optax.sgd(0.1), cost="log_likelihood", epochs=1, batch_size=8,
+                   key=jax.random.key(0), checkpoint_dir=d)  # a fresh run, not resume
+    assert ckpt.list_checkpoints(d) == saved
     with pytest.raises(ckpt.CheckpointMismatch, match=r"lr: saved 0\.1, now 0\.5"):
         run(lr=0.5, epochs=3)
     with pytest.raises(ckpt.CheckpointMismatch, match="another PRNG key"):
@@ -275,6 +280,10 @@ def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_
     run, out = str(tmp_path / "run"), tmp_path / "m.jsonl"
     flags = ["train", "--epochs", "2", "--quiet", "--checkpoint-dir", run, "--metrics-out", str(out)]
     assert _cli(*flags).returncode == 0
+    saved = ckpt.list_checkpoints(run)
+    proc = _cli(*flags)  # a fresh run into a used directory would have pruned its own checkpoints
+    assert proc.returncode == 2 and "--resume" in proc.stderr.strip().splitlines()[-1]
+    assert ckpt.list_checkpoints(run) == saved
     proc = _cli(*flags, "--resume", "--lr", "0.1")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--lr: saved 0.5, now 0.1" in proc.stderr.strip().splitlines()[-1]
