@@ -150,13 +150,23 @@ def _find(directory: str, stem: str) -> str:
 def idx(directory: str, n_validation: int = 0, name: Optional[str] = None) -> Dataset:
     """MNIST-format data from a directory holding the four IDX files.
 
-    Images are scaled from 0..255 to [0, 1] and flattened; labels one-hot.
-    ``n_validation`` examples are taken from the end of the training set
-    (10,000 gives the book's 50,000/10,000 split).
+    Images (unsigned bytes) are scaled from 0..255 to [0, 1] and flattened;
+    labels are one-hot over 1 + the largest label in the training and test
+    files (10 for MNIST and Fashion-MNIST; 27 for EMNIST letters, labelled
+    1..26). ``n_validation`` examples are taken from the end of the training
+    set (10,000 gives the book's 50,000/10,000 split).
     """
     if not os.path.isdir(directory):
         raise DataError(f"{directory}: no such directory (pass --data-dir pointing at the IDX files)")
     arrays = {key: read_idx(_find(directory, stem)) for key, stem in IDX_FILES.items()}
+    for key in ("train_images", "test_images"):
+        if arrays[key].dtype != np.uint8:
+            raise DataError(f"{directory}: {key} holds {arrays[key].dtype.name} values; fbp reads MNIST-style "
+                            f"images of unsigned bytes (0..255), which it scales to [0, 1]")
+    for key in ("train_labels", "test_labels"):
+        if arrays[key].dtype.kind not in "iu" or (arrays[key].size and arrays[key].min() < 0):
+            raise DataError(f"{directory}: {key} must hold non-negative integer class labels")
+    n_classes = 1 + max(int(arrays[k].max()) if arrays[k].size else 0 for k in ("train_labels", "test_labels"))
 
     def split(images_key, labels_key):
         images, labels = arrays[images_key], arrays[labels_key]
@@ -166,7 +176,7 @@ def idx(directory: str, n_validation: int = 0, name: Optional[str] = None) -> Da
         if len(images) != len(labels):
             raise DataError(f"{directory}: {len(images)} {images_key} but {len(labels)} {labels_key}; wrong count")
         X = images.reshape(len(images), -1).astype(np.float32) / 255.0
-        return Split(X, one_hot(labels.astype(np.int64), 10))
+        return Split(X, one_hot(labels.astype(np.int64), n_classes))
 
     train, test = split("train_images", "train_labels"), split("test_images", "test_labels")
     if train.X.shape[1] != test.X.shape[1]:

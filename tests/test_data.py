@@ -41,6 +41,20 @@ def test_idx_roundtrip(tmp_path, gz):
     np.testing.assert_array_equal(ds.validation.Y.argmax(1), arrays["train-labels-idx1-ubyte"][25:])
 
 
+def test_idx_classes_follow_the_labels_and_images_must_be_bytes(tmp_path):
+    write_set(tmp_path)
+    fdata.write_idx(str(tmp_path / "train-labels-idx1-ubyte"), np.arange(30) % 26 + 1)  # EMNIST letters: 1..26
+    ds = fdata.idx(str(tmp_path))
+    assert ds.n_classes == 27 and ds.test.Y.shape == (10, 27)
+    np.testing.assert_array_equal(ds.train.Y.argmax(1), np.arange(30) % 26 + 1)
+    # float images (type code 0x0D) are not MNIST-style bytes: refused, not scaled wrongly
+    floats = np.zeros((30, 4, 5), ">f4")
+    header = bytes([0, 0, 0x0D, 3]) + b"".join(int(d).to_bytes(4, "big") for d in floats.shape)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(header + floats.tobytes())
+    with pytest.raises(fdata.DataError, match="train_images holds float32 values"):
+        fdata.idx(str(tmp_path))
+
+
 def test_bad_magic(tmp_path):
     write_set(tmp_path)
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\x12\x34\x08\x01" + b"\x00" * 40)
