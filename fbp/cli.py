@@ -336,7 +336,8 @@ def cmd_train(args) -> int:
         metrics.write(json.dumps(final) + "\n")
         metrics.close()
     if result.stopped_early:
-        print(f"early stop: no better {eval_split} accuracy in {args.patience} epochs (best at epoch {result.best_epoch})")
+        print(f"early stop: no better {eval_split} accuracy in {args.patience} epochs (best at epoch "
+              f"{result.best_epoch}); the test figures below are for the last epoch's params")
     print(
         f"done: {len(result.history)} epochs in {seconds:.1f} s; test accuracy {final['test_accuracy']:.4f}, "
         f"test cost {final['test_cost']:.4f}" + (f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir else "")
