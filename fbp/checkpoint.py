@@ -15,7 +15,7 @@ import glob
 import json
 import os
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -31,7 +31,8 @@ class CheckpointMismatch(CheckpointError):
     """A readable checkpoint written for another network or optimizer."""
 
 
-def _path(directory: str, epoch: int) -> str:
+def path_of(directory: str, epoch: int) -> str:
+    """Where the checkpoint of ``epoch`` lives in ``directory``."""
     return os.path.join(directory, f"ckpt-{epoch:06d}.npz")
 
 
@@ -46,10 +47,12 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def save(directory: str, epoch: int, tree: Any, meta: Optional[dict] = None, keep: int = 3) -> str:
+def save(directory: str, epoch: int, tree: Any, meta: Optional[dict] = None, keep: int = 3,
+         protect: Sequence[int] = ()) -> str:
     """Atomically write ``tree`` (arrays and PRNG keys) and ``meta`` as epoch ``epoch``.
 
-    Keeps the newest ``keep`` checkpoints. Returns the final path.
+    Keeps the newest ``keep`` checkpoints and those of the epochs in
+    ``protect`` (fit protects the best one). Returns the final path.
     """
     os.makedirs(directory, exist_ok=True)
     leaves, treedef = jax.tree.flatten(tree)
@@ -64,7 +67,7 @@ def save(directory: str, epoch: int, tree: Any, meta: Optional[dict] = None, kee
             kinds.append("array")
     header = dict(epoch=epoch, treedef=str(treedef), kinds=kinds, meta=meta or {})
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-    final = _path(directory, epoch)
+    final = path_of(directory, epoch)
     tmp = os.path.join(directory, f".tmp-ckpt-{epoch:06d}-{os.getpid()}.npz")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
@@ -72,8 +75,10 @@ def save(directory: str, epoch: int, tree: Any, meta: Optional[dict] = None, kee
         os.fsync(f.fileno())
     os.replace(tmp, final)
     _fsync_dir(directory)
+    kept = {path_of(directory, e) for e in protect}
     for old in list_checkpoints(directory)[:-keep] if keep else []:
-        os.remove(old)
+        if old not in kept:
+            os.remove(old)
     for stray in glob.glob(os.path.join(directory, ".tmp-ckpt-*")):
         if not stray.endswith(f"-{os.getpid()}.npz"):
             try:

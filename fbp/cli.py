@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--patience", type=_positive_int, default=None,
                        help="stop after this many epochs without a better evaluation accuracy")
+    train.add_argument("--restore-best", action="store_true",
+                       help="test (and report) the params of the epoch with the best validation accuracy, "
+                            "not the last epoch's")
     train.add_argument("--checkpoint-dir", default=None, help="save a checkpoint here every epoch (atomic)")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
     train.add_argument("--metrics-out", default=None, help="write one JSON object per epoch (and a final one) to this .jsonl file")
@@ -206,6 +209,9 @@ def cmd_train(args) -> int:
             f"--sizes {','.join(map(str, sizes))} does not fit {ds.name}: it has {ds.n_in} inputs and "
             f"{ds.n_classes} classes, so --sizes must start with {ds.n_in} and end with {ds.n_classes}"
         )
+    if args.restore_best and len(ds.validation) == 0:
+        return fail("--restore-best picks the epoch by validation accuracy; with --validation 0 it would "
+                    "pick it on the test set: give --validation N > 0")
     if args.batch_size > len(ds.train):
         return fail(f"--batch-size {args.batch_size} is larger than the training set ({len(ds.train)} examples)")
     mesh = None
@@ -326,10 +332,17 @@ def cmd_train(args) -> int:
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
-    test = ftrain.evaluate(result.params, *as_dtype(ds.test), args.cost)
+    tested, tested_epoch = result.params, len(result.history)
+    if args.restore_best and result.best_params is not None:
+        tested, tested_epoch = result.best_params, result.best_epoch
+    elif args.restore_best:
+        print(f"fbp train: the best epoch's params ({result.best_epoch}) are no longer in {args.checkpoint_dir}; "
+              f"testing the last epoch's", file=sys.stderr)
+    test = ftrain.evaluate(tested, *as_dtype(ds.test), args.cost)
     final = dict(
         final=True, data=ds.name, epochs_run=len(result.history), stopped_early=result.stopped_early,
-        best_epoch=result.best_epoch, test_cost=float(test["cost"]), test_accuracy=float(test["accuracy"]),
+        best_epoch=result.best_epoch, tested_epoch=tested_epoch,
+        test_cost=float(test["cost"]), test_accuracy=float(test["accuracy"]),
         seconds=seconds, error=str(result.error) if result.error else None,
     )
     if metrics is not None:
@@ -337,9 +350,10 @@ def cmd_train(args) -> int:
         metrics.close()
     if result.stopped_early:
         print(f"early stop: no better {eval_split} accuracy in {args.patience} epochs (best at epoch "
-              f"{result.best_epoch}); the test figures below are for the last epoch's params")
+              f"{result.best_epoch})")
     print(
-        f"done: {len(result.history)} epochs in {seconds:.1f} s; test accuracy {final['test_accuracy']:.4f}, "
+        f"done: {len(result.history)} epochs in {seconds:.1f} s; test accuracy {final['test_accuracy']:.4f} "
+        f"(params of epoch {tested_epoch}{', the best' if tested_epoch == result.best_epoch else ''}), "
         f"test cost {final['test_cost']:.4f}" + (f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir else "")
     )
     if result.error is not None:

@@ -228,6 +228,18 @@ def check_checkpoint_dir(checkpoint_dir: Optional[str], resume: bool) -> None:
         )
 
 
+def _best_params_on_disk(checkpoint_dir: str, epoch: Optional[int], template: dict):
+    """The params saved at ``epoch`` (pruning keeps the best epoch's checkpoint);
+    None if there is no such epoch or its file is gone."""
+    if epoch is None:
+        return None
+    path = ckpt.path_of(checkpoint_dir, epoch)
+    try:
+        return ckpt.restore(path, template)[0]["params"]
+    except ckpt.CheckpointError:
+        return None
+
+
 def _another_run(where: str, differ: list):
     return ckpt.CheckpointMismatch(
         f"{where} was written by a different run (" + "; ".join(differ)
@@ -261,6 +273,7 @@ class FitResult:
     stopped_early: bool = False
     error: Optional[NonFiniteLoss] = None
     best_epoch: Optional[int] = None
+    best_params: Optional[list] = None  # the params of best_epoch (None without evaluation data)
 
 
 def fit(
@@ -301,6 +314,9 @@ def fit(
       monitor_training / monitor_evaluation: evaluate cost and accuracy on the
         training / evaluation data after each epoch (the book's ``monitor_*``).
       patience: stop when evaluation accuracy has not improved for this many epochs.
+        Either way the result's ``best_params`` are those of ``best_epoch``, the
+        epoch of the best evaluation accuracy; with a ``checkpoint_dir`` its
+        checkpoint is kept beside the newest ones, so a resumed run has them too.
       checkpoint_dir: save (params, optimizer state, key, epoch, history) atomically every epoch.
         Unless resuming, it must not hold checkpoints already (ValueError).
       resume: continue from the newest complete checkpoint in ``checkpoint_dir``.
@@ -347,7 +363,7 @@ def fit(
     if opt_state is None:
         opt_state = optimizer.init(params)
     history, start = [], 0
-    best_acc, best_epoch, since_best = -1.0, None, 0
+    best_acc, best_epoch, since_best, best_params = -1.0, None, 0, None
 
     if resume:
         template = dict(params=params, opt_state=opt_state, key=key)
@@ -362,6 +378,7 @@ def fit(
             start = header["epoch"]
             history = meta.get("history", [])
             best_acc, best_epoch, since_best = meta.get("best_acc", -1.0), meta.get("best_epoch"), meta.get("since_best", 0)
+            best_params = _best_params_on_disk(checkpoint_dir, best_epoch, template)
             if on_resume is not None:
                 on_resume(history)
 
@@ -390,17 +407,18 @@ def fit(
             m = evaluate(params, Xe, Ye, cost)
             record.update(evaluation_cost=float(m["cost"]), evaluation_accuracy=float(m["accuracy"]))
             if record["evaluation_accuracy"] > best_acc:
-                best_acc, best_epoch, since_best = record["evaluation_accuracy"], e, 0
+                best_acc, best_epoch, since_best, best_params = record["evaluation_accuracy"], e, 0, params
             else:
                 since_best += 1
         history.append(record)
         if checkpoint_dir:
             meta = dict(history=history, best_acc=best_acc, best_epoch=best_epoch, since_best=since_best,
                         config=config)
-            ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta)
+            ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta,
+                      protect=() if best_epoch is None else (best_epoch,))
         if on_epoch is not None:
             on_epoch(record)
         if patience is not None and has_eval and since_best >= patience:
             stopped = True
             break
-    return FitResult(params, opt_state, history, len(history), stopped, error, best_epoch)
+    return FitResult(params, opt_state, history, len(history), stopped, error, best_epoch, best_params)

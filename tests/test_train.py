@@ -1,6 +1,7 @@
 """Training: the step, the epoch, fit, determinism, non-finite stops, checkpoints."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -169,6 +170,26 @@ def test_early_stopping(digits):
     assert max(accs[-2:]) <= max(accs[:-2])
 
 
+def test_best_params_are_the_best_epochs_and_survive_pruning_and_resume(digits, tmp_path):
+    def run(epochs, **kw):
+        params = fbp.init_mlp(jax.random.key(3), [64, 10, 10], output_activation="softmax")
+        return ftrain.fit(params, digits.train, optimizer=optax.sgd(2.0), cost="log_likelihood", epochs=epochs,
+                          batch_size=10, key=jax.random.key(4), evaluation=digits.validation, **kw)
+
+    d = str(tmp_path)
+    full = run(12, checkpoint_dir=d)
+    accs = [h["evaluation_accuracy"] for h in full.history]
+    assert full.best_epoch == 1 + int(np.argmax(accs)) and full.best_epoch < 12  # else nothing is tested
+    for a, b in zip(jax.tree.leaves(full.best_params), jax.tree.leaves(run(full.best_epoch).params)):
+        np.testing.assert_array_equal(a, b)  # the same seed retrained to the best epoch
+    assert os.path.exists(ckpt.path_of(d, full.best_epoch))  # kept beside the newest three
+    assert len(ckpt.list_checkpoints(d)) == 3 + (full.best_epoch < 10)
+    again = run(12, checkpoint_dir=d, resume=True)  # nothing left to train: best params from disk
+    assert again.best_epoch == full.best_epoch
+    for a, b in zip(jax.tree.leaves(again.best_params), jax.tree.leaves(full.best_params)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_non_finite_cost_stops_with_epoch_and_step(tmp_path):
     params, X, Y = small_problem(jnp.float32, n=40)
     # a linear network with quadratic cost and a far too large step diverges: each
@@ -185,6 +206,17 @@ def test_non_finite_cost_stops_with_epoch_and_step(tmp_path):
         assert saved[-1].endswith(f"ckpt-{r.error.epoch - 1:06d}.npz")
     else:
         assert saved == []
+
+
+def test_pruning_keeps_the_newest_and_the_protected(tmp_path):
+    tree = dict(w=jnp.ones(3))
+    for e in range(1, 7):
+        ckpt.save(str(tmp_path), e, tree, keep=3, protect=(2,))
+    assert [os.path.basename(p) for p in ckpt.list_checkpoints(str(tmp_path))] == [
+        "ckpt-000002.npz", "ckpt-000004.npz", "ckpt-000005.npz", "ckpt-000006.npz"]
+    ckpt.save(str(tmp_path), 7, tree, keep=3, protect=(6,))  # the best moved on: 2 goes
+    assert [os.path.basename(p) for p in ckpt.list_checkpoints(str(tmp_path))] == [
+        "ckpt-000005.npz", "ckpt-000006.npz", "ckpt-000007.npz"]
 
 
 def test_checkpoint_roundtrip_and_atomic_leftovers(tmp_path):
@@ -295,6 +327,16 @@ def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_
     assert [l.get("epoch") for l in lines] == [1, 2, 3, None] and lines[-1]["final"]
 
 
+def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
+    out = tmp_path / "m.jsonl"
+    proc = _cli("train", "--epochs", "6", "--lr", "3", "--quiet", "--restore-best", "--metrics-out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    best = 1 + int(np.argmax([l["evaluation_accuracy"] for l in lines[:-1]]))
+    assert lines[-1]["best_epoch"] == lines[-1]["tested_epoch"] == best
+    assert f"params of epoch {best}, the best" in proc.stdout
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--sizes", "63,30,10"], "--sizes"),
     (["--lr", "-1"], "--lr"),
@@ -305,6 +347,7 @@ def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_
     (["--data", "fashion-mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
     (["--resume"], "--checkpoint-dir"),
     (["--batch-size", "5000"], "--batch-size"),
+    (["--restore-best", "--validation", "0"], "--validation"),
     (["--cost", "cross_entropy", "--output-activation", "relu"], "cross_entropy"),
 ])
 def test_bad_train_flags_are_one_line_errors(argv, needle):
