@@ -388,8 +388,10 @@ def fit(
     else:
         epoch_fn = parallel.make_sharded_epoch(step, batch_size, mesh)
         params, opt_state = parallel.replicate(mesh, params), parallel.replicate(mesh, opt_state)
-    stopped, error = False, None
-    for e in range(start + 1, epochs + 1):
+    error = None
+    # a resumed run that had already stopped early stays stopped
+    stopped = patience is not None and has_eval and since_best >= patience
+    for e in range(start + 1, epochs + 1 if not stopped else 0):
         t0 = time.perf_counter()
         new_params, new_opt_state, losses = epoch_fn(params, opt_state, jax.random.fold_in(key, e), X, Y)
         losses = np.asarray(losses)

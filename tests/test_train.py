@@ -161,13 +161,22 @@ def test_same_seed_same_params_bitwise(digits):
     assert not np.array_equal(a[0].w, c[0].w)  # another shuffle key, other params
 
 
-def test_early_stopping(digits):
+def test_early_stopping(digits, tmp_path):
     params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
-    r = ftrain.fit(params, digits.train, optimizer=optax.sgd(1e-6), cost="log_likelihood", epochs=50,
-                   batch_size=50, key=jax.random.key(0), evaluation=digits.validation, patience=2)
+
+    def run(**kw):
+        return ftrain.fit(params, digits.train, optimizer=optax.sgd(1e-6), cost="log_likelihood", epochs=50,
+                          batch_size=50, key=jax.random.key(0), evaluation=digits.validation, patience=2,
+                          checkpoint_dir=str(tmp_path), **kw)
+
+    r = run()
     assert r.stopped_early and r.epochs_run < 50
     accs = [h["evaluation_accuracy"] for h in r.history]
     assert max(accs[-2:]) <= max(accs[:-2])
+    saved = ckpt.list_checkpoints(str(tmp_path))
+    again = run(resume=True)  # a run that stopped stays stopped: no more epochs, no new checkpoint
+    assert again.stopped_early and again.epochs_run == r.epochs_run
+    assert ckpt.list_checkpoints(str(tmp_path)) == saved
 
 
 def test_best_params_are_the_best_epochs_and_survive_pruning_and_resume(digits, tmp_path):
