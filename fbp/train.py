@@ -220,8 +220,9 @@ def check_checkpoint_dir(checkpoint_dir: Optional[str], resume: bool) -> None:
     delete the fresh ones first)."""
     if resume and not checkpoint_dir:
         raise ValueError("resume needs a checkpoint directory (--checkpoint-dir).")
-    if checkpoint_dir and not resume and ckpt.list_checkpoints(checkpoint_dir):
-        newest = os.path.basename(ckpt.list_checkpoints(checkpoint_dir)[-1])
+    existing = ckpt.list_checkpoints(checkpoint_dir) if checkpoint_dir and not resume else []
+    if existing:
+        newest = os.path.basename(existing[-1])
         raise ValueError(
             f"checkpoint directory {checkpoint_dir} already holds another run's checkpoints (newest: "
             f"{newest}); resume that run (--resume), or give an empty or new --checkpoint-dir."
@@ -388,10 +389,14 @@ def fit(
     else:
         epoch_fn = parallel.make_sharded_epoch(step, batch_size, mesh)
         params, opt_state = parallel.replicate(mesh, params), parallel.replicate(mesh, opt_state)
+    def out_of_patience():
+        return patience is not None and has_eval and since_best >= patience
+
     error = None
-    # a resumed run that had already stopped early stays stopped
-    stopped = patience is not None and has_eval and since_best >= patience
-    for e in range(start + 1, epochs + 1 if not stopped else 0):
+    stopped = out_of_patience()  # a resumed run that had already stopped early stays stopped
+    for e in range(start + 1, epochs + 1):
+        if stopped:
+            break
         t0 = time.perf_counter()
         new_params, new_opt_state, losses = epoch_fn(params, opt_state, jax.random.fold_in(key, e), X, Y)
         losses = np.asarray(losses)
@@ -420,7 +425,5 @@ def fit(
                       protect=() if best_epoch is None else (best_epoch,))
         if on_epoch is not None:
             on_epoch(record)
-        if patience is not None and has_eval and since_best >= patience:
-            stopped = True
-            break
+        stopped = out_of_patience()
     return FitResult(params, opt_state, history, len(history), stopped, error, best_epoch, best_params)
