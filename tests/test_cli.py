@@ -1,9 +1,10 @@
+import argparse
 import subprocess
 import sys
 
 import pytest
 
-from fbp.cli import main
+from fbp.cli import build_parser, main
 
 
 def test_check_prints_a_passing_table(capsys):
@@ -33,3 +34,19 @@ def test_bad_flags_are_one_line_errors(argv, needle):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert needle in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", ["train", "check"])
+def test_help_documents_every_flag_and_its_default(capsys, command):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    assert "%%" not in text
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    for action in sub._actions:
+        assert action.help, f"{command} {action.option_strings} has no help text"
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in action.help:
+            shown = ",".join(map(str, action.default)) if isinstance(action.default, list) else str(action.default)
+            assert f"(default: {shown})" in text, f"{command} {action.option_strings[0]}: default not shown"

@@ -344,6 +344,10 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
     best = 1 + int(np.argmax([l["evaluation_accuracy"] for l in lines[:-1]]))
     assert lines[-1]["best_epoch"] == lines[-1]["tested_epoch"] == best
     assert f"params of epoch {best}, the best" in proc.stdout
+    proc = _cli("train", "--epochs", "0", "--quiet", "--restore-best")  # nothing trained: the initial params
+    assert proc.returncode == 0, proc.stderr
+    assert "--restore-best: no epoch was trained and evaluated; testing the params of epoch 0" in proc.stderr
+    assert "None" not in proc.stderr and "params of epoch 0" in proc.stdout
 
 
 @pytest.mark.parametrize("argv,needle", [
