@@ -343,6 +343,11 @@ def fit(
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be ≥ 1 epoch, got {patience}.")
+    if patience is not None and (evaluation is None or len(evaluation[0]) == 0 or not monitor_evaluation):
+        raise ValueError(  # it would never stop early, silently
+            "patience stops on evaluation accuracy: give evaluation data and keep monitor_evaluation=True, "
+            "or leave patience=None."
+        )
     check_checkpoint_dir(checkpoint_dir, resume)
     try:
         json.dumps(config)

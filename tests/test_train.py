@@ -177,6 +177,10 @@ def test_early_stopping(digits, tmp_path):
     again = run(resume=True)  # a run that stopped stays stopped: no more epochs, no new checkpoint
     assert again.stopped_early and again.epochs_run == r.epochs_run
     assert ckpt.list_checkpoints(str(tmp_path)) == saved
+    for kw in (dict(evaluation=None), dict(evaluation=(digits.validation.X[:0], digits.validation.Y[:0])), dict(monitor_evaluation=False)):
+        with pytest.raises(ValueError, match="patience stops on evaluation accuracy"):  # would never stop
+            ftrain.fit(params, digits.train, optimizer=optax.sgd(0.1), cost="log_likelihood", epochs=1,
+                       batch_size=50, key=jax.random.key(0), patience=2, **{"evaluation": digits.validation, **kw})
 
 
 def test_best_params_are_the_best_epochs_and_survive_pruning_and_resume(digits, tmp_path):
