@@ -11,6 +11,7 @@ which is ignored and cleaned up by the next save.
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -29,6 +30,11 @@ class CheckpointError(ValueError):
 
 class CheckpointMismatch(CheckpointError):
     """A readable checkpoint written for another network or optimizer."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (a full disk, say); the ones
+    written before it are intact."""
 
 
 def path_of(directory: str, epoch: int) -> str:
@@ -69,11 +75,18 @@ def save(directory: str, epoch: int, tree: Any, meta: Optional[dict] = None, kee
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     final = path_of(directory, epoch)
     tmp = os.path.join(directory, f".tmp-ckpt-{epoch:06d}-{os.getpid()}.npz")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:  # a full disk, say: leave no partial file to fill it further
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
     _fsync_dir(directory)
     kept = {path_of(directory, e) for e in protect}
     for old in list_checkpoints(directory)[:-keep] if keep else []:
@@ -86,6 +99,18 @@ def save(directory: str, epoch: int, tree: Any, meta: Optional[dict] = None, kee
             except OSError:
                 pass
     return final
+
+
+def check_writable(directory: str) -> None:
+    """Create ``directory`` if needed and write (then remove) a small file
+    there: OSError now, before training, rather than at the first save."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotADirectoryError(errno.ENOTDIR, "a file, not a directory", directory)
+    os.makedirs(directory, exist_ok=True)
+    probe = os.path.join(directory, f".tmp-ckpt-probe-{os.getpid()}")
+    with open(probe, "wb") as f:
+        f.write(b"fbp")
+    os.remove(probe)
 
 
 def list_checkpoints(directory: str) -> list:

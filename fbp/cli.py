@@ -200,7 +200,7 @@ def cmd_train(args) -> int:
     import fbp
     from fbp import data as fdata
     from fbp import train as ftrain
-    from fbp.checkpoint import CheckpointMismatch
+    from fbp.checkpoint import CheckpointMismatch, CheckpointWriteError
 
     def fail(msg: str) -> int:
         print(f"fbp train: error: {msg}", file=sys.stderr)
@@ -278,8 +278,11 @@ def cmd_train(args) -> int:
 
     metrics = None
     if args.metrics_out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.metrics_out)), exist_ok=True)
-        metrics = open(args.metrics_out, "a" if args.resume else "w")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(args.metrics_out)), exist_ok=True)
+            metrics = open(args.metrics_out, "a" if args.resume else "w")
+        except OSError as e:
+            return fail(f"--metrics-out {args.metrics_out} cannot be written ({e.strerror or e}); give a writable path")
 
     print(
         f"fbp train: {ds.name} ({len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test), "
@@ -345,6 +348,12 @@ def cmd_train(args) -> int:
             if f is not None:
                 f.close()
         return fail(f"--resume: {' '.join(str(e).split())}")
+    except CheckpointWriteError as e:  # mid-run: the earlier checkpoints are intact
+        for f in (bar, metrics):
+            if f is not None:
+                f.close()
+        print(f"fbp train: error: {e.strerror}", file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()

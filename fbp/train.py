@@ -217,7 +217,8 @@ def check_checkpoint_dir(checkpoint_dir: Optional[str], resume: bool) -> None:
     """ValueError unless ``checkpoint_dir`` suits ``resume``: resuming needs a
     directory, and a fresh run needs one without checkpoints in it (its epochs
     would interleave with the old run's, and pruning to the newest few would
-    delete the fresh ones first)."""
+    delete the fresh ones first). The directory is created if missing and
+    must be writable: better refused now than at the end of the first epoch."""
     if resume and not checkpoint_dir:
         raise ValueError("resume needs a checkpoint directory (--checkpoint-dir).")
     existing = ckpt.list_checkpoints(checkpoint_dir) if checkpoint_dir and not resume else []
@@ -227,6 +228,14 @@ def check_checkpoint_dir(checkpoint_dir: Optional[str], resume: bool) -> None:
             f"checkpoint directory {checkpoint_dir} already holds another run's checkpoints (newest: "
             f"{newest}); resume that run (--resume), or give an empty or new --checkpoint-dir."
         )
+    if checkpoint_dir:
+        try:
+            ckpt.check_writable(checkpoint_dir)
+        except OSError as e:
+            raise ValueError(
+                f"checkpoint directory {checkpoint_dir} cannot be written ({e.strerror or e}); "
+                f"give a writable --checkpoint-dir."
+            ) from None
 
 
 def _best_params_on_disk(checkpoint_dir: str, epoch: Optional[int], template: dict):
@@ -319,7 +328,10 @@ def fit(
         epoch of the best evaluation accuracy; with a ``checkpoint_dir`` its
         checkpoint is kept beside the newest ones, so a resumed run has them too.
       checkpoint_dir: save (params, optimizer state, key, epoch, history) atomically every epoch.
-        Unless resuming, it must not hold checkpoints already (ValueError).
+        Unless resuming, it must not hold checkpoints already (ValueError). A
+        checkpoint that cannot be written (a full disk) raises
+        ``fbp.checkpoint.CheckpointWriteError`` naming its epoch; the earlier
+        ones are intact, so the run can be resumed.
       resume: continue from the newest complete checkpoint in ``checkpoint_dir``.
         It must have been written with the same ``key`` and ``config`` (and a
         network and optimizer of the same structure, shapes and dtypes), or
@@ -368,7 +380,7 @@ def fit(
         Xe, Ye = (jnp.asarray(a) for a in evaluation[:2])
     if opt_state is None:
         opt_state = optimizer.init(params)
-    history, start = [], 0
+    history, start, saved = [], 0, None  # saved: the newest checkpoint's epoch
     best_acc, best_epoch, since_best, best_params = -1.0, None, 0, None
 
     if resume:
@@ -381,7 +393,7 @@ def fit(
                 raise _another_run(where, ["key: it shuffled with another PRNG key (another --seed)"])
             meta = header["meta"]
             params, opt_state = tree["params"], tree["opt_state"]
-            start = header["epoch"]
+            start = saved = header["epoch"]
             history = meta.get("history", [])
             best_acc, best_epoch, since_best = meta.get("best_acc", -1.0), meta.get("best_epoch"), meta.get("since_best", 0)
             best_params = _best_params_on_disk(checkpoint_dir, best_epoch, template)
@@ -426,8 +438,16 @@ def fit(
         if checkpoint_dir:
             meta = dict(history=history, best_acc=best_acc, best_epoch=best_epoch, since_best=since_best,
                         config=config)
-            ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta,
-                      protect=() if best_epoch is None else (best_epoch,))
+            try:
+                ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta,
+                          protect=() if best_epoch is None else (best_epoch,))
+            except OSError as err:
+                intact = f"the checkpoint of epoch {saved} is intact" if saved else "no checkpoint was written yet"
+                raise ckpt.CheckpointWriteError(
+                    err.errno, f"could not write the checkpoint of epoch {e} in {checkpoint_dir} "
+                    f"({err.strerror or err}); {intact}. Make room (or fix the directory), then resume."
+                ) from err
+            saved = e
         if on_epoch is not None:
             on_epoch(record)
         stopped = out_of_patience()

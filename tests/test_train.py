@@ -249,6 +249,51 @@ def test_checkpoint_roundtrip_and_atomic_leftovers(tmp_path):
         ckpt.latest(str(tmp_path), other)
 
 
+def test_a_full_disk_mid_run_keeps_the_earlier_checkpoints_and_says_so(tmp_path, monkeypatch, capsys):
+    params, X, Y = small_problem(jnp.float32)
+    d, real_savez, calls = str(tmp_path / "run"), np.savez, []
+
+    def savez_until_full(f, **arrays):  # the third save finds the disk full halfway
+        calls.append(1)
+        if len(calls) == 3:
+            f.write(b"half a checkpoint")
+            raise OSError(28, "No space left on device")
+        real_savez(f, **arrays)
+
+    monkeypatch.setattr(ckpt.np, "savez", savez_until_full)
+
+    def run(**kw):
+        return ftrain.fit(params, (X, Y), optimizer=optax.sgd(0.1), cost="log_likelihood", epochs=5,
+                          batch_size=8, key=jax.random.key(0), checkpoint_dir=d, **kw)
+
+    with pytest.raises(ckpt.CheckpointWriteError, match="epoch 3 .*No space left.*epoch 2 is intact"):
+        run()
+    assert sorted(os.listdir(d)) == ["ckpt-000001.npz", "ckpt-000002.npz"]  # no partial file left
+    assert run(resume=True).epochs_run == 5
+    # The CLI says the same in one line, before anything else is lost.
+    from fbp.cli import main
+
+    calls.clear()
+    rc = main(["train", "--epochs", "4", "--quiet", "--checkpoint-dir", str(tmp_path / "cli")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and "Traceback" not in "".join(err)
+    assert err[-1].startswith("fbp train: error: could not write the checkpoint of epoch 3")
+    assert [os.path.basename(p) for p in ckpt.list_checkpoints(str(tmp_path / "cli"))] == [
+        "ckpt-000001.npz", "ckpt-000002.npz"]
+
+
+def test_an_unwritable_checkpoint_dir_or_metrics_file_is_refused_before_training(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match="a-file cannot be written .*a file, not a directory"):
+        ftrain.check_checkpoint_dir(str(a_file), resume=False)
+    for flag, path in (("--checkpoint-dir", a_file), ("--metrics-out", tmp_path)):
+        proc = _cli("train", "--quiet", flag, str(path))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert str(path) in last and "cannot be written" in last and "epoch" not in proc.stdout
+
+
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     params, X, Y = small_problem(jnp.float32)
     d = str(tmp_path)
