@@ -200,6 +200,7 @@ def cmd_train(args) -> int:
     import fbp
     from fbp import data as fdata
     from fbp import train as ftrain
+    from fbp import checkpoint as fckpt
     from fbp.checkpoint import CheckpointMismatch, CheckpointWriteError
 
     def fail(msg: str) -> int:
@@ -348,6 +349,16 @@ def cmd_train(args) -> int:
             if f is not None:
                 f.close()
         return fail(f"--resume: {' '.join(str(e).split())}")
+    except KeyboardInterrupt:  # Ctrl-C: say what is kept, without a traceback
+        for f in (bar, metrics):
+            if f is not None:
+                f.close()
+        done = fckpt.list_checkpoints(args.checkpoint_dir) if args.checkpoint_dir else []
+        kept = (f"; the checkpoint of epoch {fckpt.read_header(done[-1])['epoch']} is in "
+                f"{args.checkpoint_dir}: add --resume to the same command to go on" if done
+                else "; nothing was saved (give --checkpoint-dir to be able to resume)")
+        print(f"\nfbp train: interrupted{kept}", file=sys.stderr)
+        return 130
     except CheckpointWriteError as e:  # mid-run: the earlier checkpoints are intact
         for f in (bar, metrics):
             if f is not None:

@@ -356,6 +356,23 @@ def test_kill_9_and_resume_gives_bitwise_the_same_params(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_ctrl_c_says_what_is_kept_and_how_to_go_on(tmp_path):
+    run_dir = str(tmp_path / "run")
+    flags = ["train", "--epochs", "500", "--quiet", "--checkpoint-dir", run_dir]
+    proc = subprocess.Popen([sys.executable, "-m", "fbp", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ckpt.list_checkpoints(run_dir):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    newest = ckpt.read_header(ckpt.list_checkpoints(run_dir)[-1])["epoch"]
+    assert newest < 500, "the run finished before it was interrupted; nothing was tested"
+    assert err.strip().splitlines()[-1] == (f"fbp train: interrupted; the checkpoint of epoch {newest} is in "
+                                            f"{run_dir}: add --resume to the same command to go on")
+
+
 def test_cli_train_default_digits_and_metrics(tmp_path):
     out = tmp_path / "m.jsonl"
     proc = _cli("train", "--epochs", "30", "--metrics-out", str(out), "--quiet")
