@@ -16,6 +16,7 @@ from fbp.backprop import (
     value_and_batch_backward,
 )
 from fbp.check import GradReport, autodiff_grad, compare_grads, finite_differences, relative_error
+from fbp.checkpoint import load_params, save_params
 from fbp.costs import COSTS, Cost, get_cost
 from fbp.network import INITS, Dense, forward, forward_trace, init_mlp
 from fbp import stats  # noqa: E402  (fbp.stats.per_example_grad_norms, …)
@@ -43,8 +44,10 @@ __all__ = [
     "get_activation",
     "get_cost",
     "init_mlp",
+    "load_params",
     "loss",
     "relative_error",
+    "save_params",
     "stats",
     "value_and_batch_backward",
 ]

@@ -53,6 +53,24 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _write_atomic(final: str, tmp: str, arrays: dict) -> None:
+    """``np.savez`` to ``tmp`` (same directory), fsync, rename over ``final``,
+    fsync the directory. On any failure the partial ``tmp`` is removed."""
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:  # a full disk, say: leave no partial file to fill it further
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(os.path.dirname(os.path.abspath(final)))
+
+
 def save(directory: str, epoch: int, tree: Any, meta: Optional[dict] = None, keep: int = 3,
          protect: Sequence[int] = ()) -> str:
     """Atomically write ``tree`` (arrays and PRNG keys) and ``meta`` as epoch ``epoch``.
@@ -74,20 +92,7 @@ def save(directory: str, epoch: int, tree: Any, meta: Optional[dict] = None, kee
     header = dict(epoch=epoch, treedef=str(treedef), kinds=kinds, meta=meta or {})
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     final = path_of(directory, epoch)
-    tmp = os.path.join(directory, f".tmp-ckpt-{epoch:06d}-{os.getpid()}.npz")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:  # a full disk, say: leave no partial file to fill it further
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
+    _write_atomic(final, os.path.join(directory, f".tmp-ckpt-{epoch:06d}-{os.getpid()}.npz"), arrays)
     kept = {path_of(directory, e) for e in protect}
     for old in list_checkpoints(directory)[:-keep] if keep else []:
         if old not in kept:
@@ -185,3 +190,81 @@ def latest(directory: str, template: Any, check_header: Optional[Callable[[str, 
         except CheckpointError:
             continue  # unreadable: fall back to the one before
     return None
+
+
+# --- a trained network on its own (the book's network2 save/load) -----------
+PARAMS_FORMAT = "fbp-params"
+
+
+def _activation_name(activation) -> tuple:
+    """(name, custom): custom unless the name is a built-in that is this very activation."""
+    from fbp.activations import ACTIVATIONS
+
+    if isinstance(activation, str):
+        return activation, activation not in ACTIVATIONS
+    return activation.name, ACTIVATIONS.get(activation.name) is not activation
+
+
+def save_params(path: str, params: list, meta: Optional[dict] = None) -> str:
+    """Atomically write a network, ``list[Dense]``, to one ``.npz`` file.
+
+    Holds each layer's ``w`` and ``b`` (dtype kept) and a JSON header with the
+    activations by name and ``meta`` (anything JSON-able: the data set, the
+    test accuracy). ``load_params`` reads it back without a template, as the
+    book's ``network2.load`` does. Returns the path.
+    """
+    from fbp.network import Dense
+
+    if not isinstance(params, (list, tuple)) or not params or not all(isinstance(p, Dense) for p in params):
+        raise TypeError(f"save_params takes a network, a non-empty list of fbp.Dense; got {type(params).__name__}.")
+    arrays, layers = {}, []
+    for i, layer in enumerate(params):
+        arrays[f"w_{i}"], arrays[f"b_{i}"] = np.asarray(layer.w), np.asarray(layer.b)
+        name, custom = _activation_name(layer.activation)
+        layers.append(dict(activation=name, custom=custom))
+    try:
+        header = json.dumps(dict(format=PARAMS_FORMAT, version=1, layers=layers, meta=meta or {}))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"meta must be JSON-able: {e}") from None
+    arrays["header"] = np.frombuffer(header.encode(), np.uint8)
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    _write_atomic(path, os.path.join(directory, f".tmp-params-{os.getpid()}.npz"), arrays)
+    return path
+
+
+def load_params(path: str, activations: Optional[dict] = None, with_meta: bool = False):
+    """Read a network written by ``save_params``: ``list[Dense]`` (and its
+    ``meta`` dict if ``with_meta``). Built-in activations come back by name; a
+    custom one must be passed in ``activations`` as ``{name: fbp.Activation}``.
+    CheckpointError if the file is not such a network."""
+    import jax.numpy as jnp
+
+    from fbp.network import Dense
+
+    try:
+        with np.load(path) as z:
+            header = json.loads(bytes(z["header"]).decode())
+            if header.get("format") != PARAMS_FORMAT:
+                raise ValueError(f"its header says format {header.get('format')!r}, not {PARAMS_FORMAT!r}")
+            ws = [z[f"w_{i}"] for i in range(len(header["layers"]))]
+            bs = [z[f"b_{i}"] for i in range(len(header["layers"]))]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a network written by fbp.save_params ({e})") from None
+    params = []
+    for i, (w, b, layer) in enumerate(zip(ws, bs, header["layers"])):
+        name = layer["activation"]
+        if layer["custom"]:
+            if not activations or name not in activations:
+                raise CheckpointError(
+                    f"{path}: layer {i} uses the custom activation {name!r}; pass it as "
+                    f"load_params(path, activations={{{name!r}: your fbp.Activation}})."
+                )
+            act = activations[name]
+        else:
+            act = name
+        if w.ndim != 2 or b.shape != (w.shape[0],) or (params and params[-1].w.shape[0] != w.shape[1]):
+            raise CheckpointError(f"{path}: layer {i} has w {w.shape} and b {b.shape}, which do not chain.")
+        params.append(Dense(jnp.asarray(w), jnp.asarray(b), act))
+    return (params, header["meta"]) if with_meta else params

@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "not the last epoch's")
     train.add_argument("--checkpoint-dir", default=None, help="save a checkpoint here every epoch (atomic)")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
+    train.add_argument("--save-params", default=None,
+                       help="write the tested network (the last epoch's, or the best with --restore-best) to this "
+                            ".npz file; fbp.load_params reads it back")
     train.add_argument("--metrics-out", default=None, help="write one JSON object per epoch (and a final one) to this .jsonl file")
     train.add_argument("--dp-clip", type=_positive_float, default=None,
                        help="DP-SGD: clip each example's gradient to this L2 norm (needs --dp-noise)")
@@ -277,6 +280,13 @@ def cmd_train(args) -> int:
     eval_split = "validation" if len(ds.validation) else "test"
     eval_xy = as_dtype(ds.validation if len(ds.validation) else ds.test)
 
+    if args.save_params:
+        try:  # refused now rather than after training
+            if os.path.isdir(args.save_params):
+                raise IsADirectoryError(21, "a directory, not a file")
+            fckpt.check_writable(os.path.dirname(os.path.abspath(args.save_params)))
+        except OSError as e:
+            return fail(f"--save-params {args.save_params} cannot be written ({e.strerror or e}); give a writable .npz path")
     metrics = None
     if args.metrics_out:
         try:
@@ -385,6 +395,10 @@ def cmd_train(args) -> int:
     if metrics is not None:
         metrics.write(json.dumps(final) + "\n")
         metrics.close()
+    if args.save_params:
+        fckpt.save_params(args.save_params, tested, dict(
+            data=ds.name, sizes=sizes, cost=args.cost, dtype=args.dtype, tested_epoch=tested_epoch,
+            test_accuracy=final["test_accuracy"], test_cost=final["test_cost"]))
     if result.stopped_early:
         print(f"early stop: no better {eval_split} accuracy in {args.patience} epochs (best at epoch "
               f"{result.best_epoch})")
@@ -392,6 +406,7 @@ def cmd_train(args) -> int:
         f"done: {len(result.history)} epochs in {seconds:.1f} s; test accuracy {final['test_accuracy']:.4f} "
         f"(params of epoch {tested_epoch}{', the best' if tested_epoch == result.best_epoch else ''}), "
         f"test cost {final['test_cost']:.4f}" + (f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir else "")
+        + (f"; network in {args.save_params}" if args.save_params else "")
     )
     if result.error is not None:
         print(f"fbp train: error: {result.error}", file=sys.stderr)

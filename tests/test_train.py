@@ -294,6 +294,41 @@ def test_an_unwritable_checkpoint_dir_or_metrics_file_is_refused_before_training
         assert str(path) in last and "cannot be written" in last and "epoch" not in proc.stdout
 
 
+def test_save_params_and_load_params_round_trip_without_a_template(tmp_path):
+    twice = fbp.Activation("twice", lambda z: 2 * z, lambda z: 2 * jnp.ones_like(z))
+    net = fbp.init_mlp(jax.random.key(3), [5, 4, 3, 2], activation="tanh", output_activation="softmax",
+                       dtype=jnp.float64)
+    net[0] = fbp.Dense(net[0].w, net[0].b, twice)
+    path = str(tmp_path / "sub" / "net.npz")
+    assert fbp.save_params(path, net, dict(note="for the test")) == path
+    assert not [n for n in os.listdir(tmp_path / "sub") if n != "net.npz"]  # no temporary file left
+    with pytest.raises(ckpt.CheckpointError, match="custom activation 'twice'.*activations="):
+        fbp.load_params(path)
+    back, meta = fbp.load_params(path, activations={"twice": twice}, with_meta=True)
+    assert meta == dict(note="for the test")
+    assert [layer.activation for layer in back] == [twice, "tanh", "softmax"]
+    for a, b in zip(jax.tree.leaves(net), jax.tree.leaves(back)):
+        assert a.dtype == b.dtype == jnp.float64
+        np.testing.assert_array_equal(a, b)
+    x = np.linspace(0, 1, 5)
+    np.testing.assert_array_equal(fbp.forward(net, x), fbp.forward(back, x))
+    # A built-in name shadowed by another function is saved as custom, not confused with the built-in.
+    fake = fbp.Activation("sigmoid", jnp.tanh, lambda z: 1 - jnp.tanh(z) ** 2)
+    fbp.save_params(path, [fbp.Dense(net[0].w, net[0].b, fake)])
+    with pytest.raises(ckpt.CheckpointError, match="custom activation 'sigmoid'"):
+        fbp.load_params(path)
+    # Files that are not a saved network: a training checkpoint, garbage; and inputs that are not a network.
+    ckpt.save(str(tmp_path / "ck"), 1, dict(params=net[1:]))
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    for bad in (ckpt.list_checkpoints(str(tmp_path / "ck"))[0], str(tmp_path / "junk.npz"), str(tmp_path / "none")):
+        with pytest.raises(ckpt.CheckpointError, match="not a network written by fbp.save_params"):
+            fbp.load_params(bad)
+    with pytest.raises(TypeError, match="list of fbp.Dense"):
+        fbp.save_params(path, dict(w=1))
+    with pytest.raises(TypeError, match="JSON-able"):
+        fbp.save_params(path, net[1:], dict(x=object()))
+
+
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     params, X, Y = small_problem(jnp.float32)
     d = str(tmp_path)
@@ -404,12 +439,19 @@ def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_
 
 def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
     out = tmp_path / "m.jsonl"
-    proc = _cli("train", "--epochs", "6", "--lr", "3", "--quiet", "--restore-best", "--metrics-out", str(out))
+    net = tmp_path / "net.npz"
+    proc = _cli("train", "--epochs", "6", "--lr", "3", "--quiet", "--restore-best", "--metrics-out", str(out),
+                "--save-params", str(net))
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(l) for l in out.read_text().splitlines()]
     best = 1 + int(np.argmax([l["evaluation_accuracy"] for l in lines[:-1]]))
     assert lines[-1]["best_epoch"] == lines[-1]["tested_epoch"] == best
     assert f"params of epoch {best}, the best" in proc.stdout
+    # --save-params wrote the network that was tested: it scores the reported test accuracy.
+    params, meta = fbp.load_params(str(net), with_meta=True)
+    assert meta["tested_epoch"] == best and meta["sizes"] == [64, 100, 10]
+    test = fdata.load("digits", None, None).test
+    assert float(ftrain.evaluate(params, test.X, test.Y, "log_likelihood")["accuracy"]) == lines[-1]["test_accuracy"]
     proc = _cli("train", "--epochs", "0", "--quiet", "--restore-best")  # nothing trained: the initial params
     assert proc.returncode == 0, proc.stderr
     assert "--restore-best: no epoch was trained and evaluated; testing the params of epoch 0" in proc.stderr
@@ -427,6 +469,7 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
     (["--resume"], "--checkpoint-dir"),
     (["--batch-size", "5000"], "--batch-size"),
     (["--restore-best", "--validation", "0"], "--validation"),
+    (["--save-params", "/"], "--save-params"),
     (["--cost", "cross_entropy", "--output-activation", "relu"], "cross_entropy"),
 ])
 def test_bad_train_flags_are_one_line_errors(argv, needle):
