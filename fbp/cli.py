@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="PRNG seed of the initial params, the shuffles and the DP noise")
     train.add_argument("--patience", type=_positive_int, default=None,
                        help="stop after this many epochs without a better evaluation accuracy")
+    train.add_argument("--lr-halving", type=_positive_int, default=None, metavar="N",
+                       help="the book's learning schedule: halve η after N epochs without a better evaluation "
+                            "accuracy, and stop when it is down to 1/128 of --lr")
     train.add_argument("--restore-best", action="store_true",
                        help="test (and report) the params of the epoch with the best validation accuracy, "
                             "not the last epoch's")
@@ -318,6 +321,8 @@ def cmd_train(args) -> int:
             line += f"  train acc {r['training_accuracy']:.4f}"
         if "evaluation_accuracy" in r:
             line += f"  {eval_split} cost {r['evaluation_cost']:.4f} acc {r['evaluation_accuracy']:.4f}"
+        if r.get("lr_factor", 1) != 1:
+            line += f"  η {args.lr * r['lr_factor']:.4g}"
         line += f"  ({r['seconds'] * 1000:.0f} ms)"
         if bar is not None:
             bar.n = r["epoch"]
@@ -335,7 +340,7 @@ def cmd_train(args) -> int:
     config = {
         "--data": args.data, "--validation": len(ds.validation), "--sizes": sizes,
         "--activation": args.activation, "--output-activation": args.output_activation, "--cost": args.cost,
-        "--optimizer": args.optimizer, "--lr": args.lr, "--l2": args.l2, "--batch-size": args.batch_size,
+        "--optimizer": args.optimizer, "--lr": args.lr, "--lr-halving": args.lr_halving, "--l2": args.l2, "--batch-size": args.batch_size,
         "--seed": args.seed, "--dtype": args.dtype, "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
     }
     def on_resume(history):
@@ -351,6 +356,7 @@ def cmd_train(args) -> int:
         result = ftrain.fit(
             params, train_xy, optimizer=optimizer, cost=args.cost, epochs=args.epochs,
             batch_size=args.batch_size, key=k_train, evaluation=eval_xy, patience=args.patience,
+            lr_halving=args.lr_halving,
             checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad, mesh=mesh,
             config=config, on_resume=on_resume,
         )
@@ -399,9 +405,11 @@ def cmd_train(args) -> int:
         fckpt.save_params(args.save_params, tested, dict(
             data=ds.name, sizes=sizes, cost=args.cost, dtype=args.dtype, tested_epoch=tested_epoch,
             test_accuracy=final["test_accuracy"], test_cost=final["test_cost"]))
-    if result.stopped_early:
+    if result.stop_reason == "patience":
         print(f"early stop: no better {eval_split} accuracy in {args.patience} epochs (best at epoch "
               f"{result.best_epoch})")
+    elif result.stop_reason == "lr_floor":
+        print(f"stop: η halved down to 1/128 of {args.lr} (best {eval_split} accuracy at epoch {result.best_epoch})")
     print(
         f"done: {len(result.history)} epochs in {seconds:.1f} s; test accuracy {final['test_accuracy']:.4f} "
         f"(params of epoch {tested_epoch}{', the best' if tested_epoch == result.best_epoch else ''}), "

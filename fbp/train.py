@@ -284,6 +284,26 @@ class FitResult:
     error: Optional[NonFiniteLoss] = None
     best_epoch: Optional[int] = None
     best_params: Optional[list] = None  # the params of best_epoch (None without evaluation data)
+    stop_reason: Optional[str] = None  # "patience" or "lr_floor" when stopped_early
+
+
+# --- the book's learning schedule (ch. 3) ------------------------------------
+def _with_lr_schedule(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``optimizer`` followed by a step-size factor that lives in the optimizer
+    state (1.0 at the start), so that fit can halve it between epochs and a
+    checkpoint carries it."""
+    return optax.chain(optimizer, optax.inject_hyperparams(optax.scale)(step_size=1.0))
+
+
+def lr_factor(opt_state) -> float:
+    """The step-size factor of a state made with fit's ``lr_halving``."""
+    return float(np.asarray(opt_state[1].hyperparams["step_size"]))
+
+
+def _halve_lr(opt_state):
+    inner, schedule = opt_state
+    hyper = dict(schedule.hyperparams, step_size=schedule.hyperparams["step_size"] * 0.5)
+    return (inner, schedule._replace(hyperparams=hyper))
 
 
 def fit(
@@ -301,6 +321,8 @@ def fit(
     monitor_training: bool = True,
     monitor_evaluation: bool = True,
     patience: Optional[int] = None,
+    lr_halving: Optional[int] = None,
+    lr_floor: float = 1 / 128,
     checkpoint_dir: Optional[str] = None,
     resume: bool = False,
     on_epoch: Optional[Callable[[dict], None]] = None,
@@ -327,6 +349,13 @@ def fit(
         Either way the result's ``best_params`` are those of ``best_epoch``, the
         epoch of the best evaluation accuracy; with a ``checkpoint_dir`` its
         checkpoint is kept beside the newest ones, so a resumed run has them too.
+      lr_halving: the book's learning schedule (ch. 3): halve the step size each
+        time evaluation accuracy has not improved for this many epochs (since
+        the last improvement or halving), and stop once it has come down to
+        ``lr_floor`` (1/128) of the start. Each epoch's record gets
+        ``lr_factor``, the factor it trained with. The factor lives in the
+        optimizer state (``optimizer`` is chained with an
+        ``optax.inject_hyperparams(optax.scale)``), so checkpoints carry it.
       checkpoint_dir: save (params, optimizer state, key, epoch, history) atomically every epoch.
         Unless resuming, it must not hold checkpoints already (ValueError). A
         checkpoint that cannot be written (a full disk) raises
@@ -355,11 +384,16 @@ def fit(
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be ≥ 1 epoch, got {patience}.")
-    if patience is not None and (evaluation is None or len(evaluation[0]) == 0 or not monitor_evaluation):
-        raise ValueError(  # it would never stop early, silently
-            "patience stops on evaluation accuracy: give evaluation data and keep monitor_evaluation=True, "
-            "or leave patience=None."
-        )
+    if lr_halving is not None and lr_halving < 1:
+        raise ValueError(f"lr_halving must be ≥ 1 epoch, got {lr_halving}.")
+    if not 0 < lr_floor < 1:
+        raise ValueError(f"lr_floor must be between 0 and 1 (a fraction of the starting step), got {lr_floor}.")
+    for name, value in (("patience", patience), ("lr_halving", lr_halving)):
+        if value is not None and (evaluation is None or len(evaluation[0]) == 0 or not monitor_evaluation):
+            raise ValueError(  # it would never act, silently
+                f"{name} acts on evaluation accuracy: give evaluation data and keep monitor_evaluation=True, "
+                f"or leave {name}=None."
+            )
     check_checkpoint_dir(checkpoint_dir, resume)
     try:
         json.dumps(config)
@@ -378,10 +412,21 @@ def fit(
     has_eval = evaluation is not None and len(evaluation[0]) > 0
     if has_eval:
         Xe, Ye = (jnp.asarray(a) for a in evaluation[:2])
+    if lr_halving is not None:
+        optimizer = _with_lr_schedule(optimizer)
+    fresh = optimizer.init(params)
     if opt_state is None:
-        opt_state = optimizer.init(params)
+        opt_state = fresh
+    elif jax.tree.structure(opt_state) != jax.tree.structure(fresh):
+        raise ValueError(
+            "opt_state does not fit the optimizer" + (" chained with lr_halving's step-size factor (pass the "
+            "opt_state of a fit run with lr_halving, or None)" if lr_halving is not None else " (pass the "
+            "optimizer's own init(params), or None)") + f":\n  got:      {jax.tree.structure(opt_state)}\n"
+            f"  expected: {jax.tree.structure(fresh)}"
+        )
     history, start, saved = [], 0, None  # saved: the newest checkpoint's epoch
     best_acc, best_epoch, since_best, best_params = -1.0, None, 0, None
+    since_change = 0  # epochs without a better evaluation accuracy or a halving (lr_halving)
 
     if resume:
         template = dict(params=params, opt_state=opt_state, key=key)
@@ -396,6 +441,7 @@ def fit(
             start = saved = header["epoch"]
             history = meta.get("history", [])
             best_acc, best_epoch, since_best = meta.get("best_acc", -1.0), meta.get("best_epoch"), meta.get("since_best", 0)
+            since_change = meta.get("since_change", 0)
             best_params = _best_params_on_disk(checkpoint_dir, best_epoch, template)
             if on_resume is not None:
                 on_resume(history)
@@ -406,13 +452,17 @@ def fit(
     else:
         epoch_fn = parallel.make_sharded_epoch(step, batch_size, mesh)
         params, opt_state = parallel.replicate(mesh, params), parallel.replicate(mesh, opt_state)
-    def out_of_patience():
-        return patience is not None and has_eval and since_best >= patience
+    def why_stop():
+        if patience is not None and since_best >= patience:
+            return "patience"
+        if lr_halving is not None and lr_factor(opt_state) <= lr_floor:
+            return "lr_floor"
+        return None
 
     error = None
-    stopped = out_of_patience()  # a resumed run that had already stopped early stays stopped
+    stop_reason = why_stop()  # a resumed run that had already stopped early stays stopped
     for e in range(start + 1, epochs + 1):
-        if stopped:
+        if stop_reason is not None:
             break
         t0 = time.perf_counter()
         new_params, new_opt_state, losses = epoch_fn(params, opt_state, jax.random.fold_in(key, e), X, Y)
@@ -424,6 +474,8 @@ def fit(
             break
         params, opt_state = new_params, new_opt_state
         record = dict(epoch=e, train_step_cost=float(np.mean(losses)), seconds=seconds)
+        if lr_halving is not None:
+            record["lr_factor"] = lr_factor(new_opt_state)
         if monitor_training:
             m = evaluate(params, Xm, Ym, cost)
             record.update(training_cost=float(m["cost"]), training_accuracy=float(m["accuracy"]))
@@ -432,12 +484,16 @@ def fit(
             record.update(evaluation_cost=float(m["cost"]), evaluation_accuracy=float(m["accuracy"]))
             if record["evaluation_accuracy"] > best_acc:
                 best_acc, best_epoch, since_best, best_params = record["evaluation_accuracy"], e, 0, params
+                since_change = 0
             else:
                 since_best += 1
+                since_change += 1
+        if lr_halving is not None and since_change >= lr_halving:
+            opt_state, since_change = _halve_lr(opt_state), 0  # the next epoch trains at half the step
         history.append(record)
         if checkpoint_dir:
             meta = dict(history=history, best_acc=best_acc, best_epoch=best_epoch, since_best=since_best,
-                        config=config)
+                        since_change=since_change, config=config)
             try:
                 ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta,
                           protect=() if best_epoch is None else (best_epoch,))
@@ -450,5 +506,6 @@ def fit(
             saved = e
         if on_epoch is not None:
             on_epoch(record)
-        stopped = out_of_patience()
-    return FitResult(params, opt_state, history, len(history), stopped, error, best_epoch, best_params)
+        stop_reason = why_stop()
+    return FitResult(params, opt_state, history, len(history), stop_reason is not None, error, best_epoch,
+                     best_params, stop_reason)

@@ -178,9 +178,46 @@ def test_early_stopping(digits, tmp_path):
     assert again.stopped_early and again.epochs_run == r.epochs_run
     assert ckpt.list_checkpoints(str(tmp_path)) == saved
     for kw in (dict(evaluation=None), dict(evaluation=(digits.validation.X[:0], digits.validation.Y[:0])), dict(monitor_evaluation=False)):
-        with pytest.raises(ValueError, match="patience stops on evaluation accuracy"):  # would never stop
+        with pytest.raises(ValueError, match="patience acts on evaluation accuracy"):  # would never stop
             ftrain.fit(params, digits.train, optimizer=optax.sgd(0.1), cost="log_likelihood", epochs=1,
                        batch_size=50, key=jax.random.key(0), patience=2, **{"evaluation": digits.validation, **kw})
+
+
+def test_lr_halving_is_the_books_learning_schedule(digits, tmp_path, trees_close):
+    params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
+
+    def run(opt, **kw):
+        return ftrain.fit(params, digits.train, optimizer=opt, cost="log_likelihood", epochs=50, batch_size=50,
+                          key=jax.random.key(0), **{"evaluation": digits.validation, **kw})
+
+    # η = 0: the accuracy never improves after epoch 1, so every epoch halves the step, down to 1/128.
+    r = run(optax.sgd(0.0), lr_halving=1)
+    assert [h["lr_factor"] for h in r.history] == [1, 1, 1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32, 1 / 64]
+    assert r.stopped_early and r.stop_reason == "lr_floor" and ftrain.lr_factor(r.opt_state) == 1 / 128
+    r = run(optax.sgd(0.0), lr_halving=3, lr_floor=1 / 4)  # every 3rd epoch without improvement
+    assert [h["lr_factor"] for h in r.history] == [1, 1, 1, 1, 1 / 2, 1 / 2, 1 / 2]
+    # The factor scales the optimizer's step: half the factor is half of η.
+    p64, X, Y = small_problem(jnp.float64)
+    halved = ftrain._with_lr_schedule(optax.sgd(0.5))
+    a = ftrain.make_train_step(halved, "log_likelihood")(p64, ftrain._halve_lr(halved.init(p64)), X, Y)[0]
+    b = ftrain.make_train_step(optax.sgd(0.25), "log_likelihood")(p64, optax.sgd(0.25).init(p64), X, Y)[0]
+    trees_close(a, b, rtol=1e-12)
+    # Stopped and resumed mid-schedule: bitwise the run that was never stopped.
+    whole = run(optax.sgd(1e-4), lr_halving=2)
+    d = str(tmp_path / "run")
+    run(optax.sgd(1e-4), lr_halving=2, checkpoint_dir=d)
+    for path in ckpt.list_checkpoints(d):
+        if ckpt.read_header(path)["epoch"] > 4:
+            os.remove(path)  # as if killed after epoch 4
+    resumed = run(optax.sgd(1e-4), lr_halving=2, checkpoint_dir=d, resume=True)
+    assert [h["lr_factor"] for h in resumed.history] == [h["lr_factor"] for h in whole.history]
+    assert resumed.stop_reason == whole.stop_reason and resumed.epochs_run == whole.epochs_run
+    for x, y in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(whole.params)):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="lr_halving acts on evaluation accuracy"):
+        run(optax.sgd(0.1), lr_halving=2, evaluation=None)
+    with pytest.raises(ValueError, match="opt_state does not fit the optimizer chained with lr_halving"):
+        run(optax.sgd(0.1), lr_halving=2, opt_state=optax.sgd(0.1).init(params))
 
 
 def test_best_params_are_the_best_epochs_and_survive_pruning_and_resume(digits, tmp_path):
@@ -458,7 +495,22 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
     assert "None" not in proc.stderr and "params of epoch 0" in proc.stdout
 
 
+def test_cli_lr_halving_halves_eta_and_stops_at_one_128th(tmp_path):
+    out = tmp_path / "m.jsonl"
+    proc = _cli("train", "--epochs", "40", "--quiet", "--lr-halving", "1", "--metrics-out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(l) for l in out.read_text().splitlines()[:-1]]
+    factors = [r["lr_factor"] for r in records]
+    assert factors[0] == 1 and all(b in (a, a / 2) for a, b in zip(factors, factors[1:]))
+    accs = [r["evaluation_accuracy"] for r in records]
+    for e in range(1, len(records)):  # halved after exactly the epochs that did not beat the best so far
+        assert (factors[e] < factors[e - 1]) == (accs[e - 1] <= max(accs[:e - 1], default=-1))
+    stopped = "stop: η halved down to 1/128 of 0.5" in proc.stdout
+    assert stopped == (len(records) < 40) and (not stopped or factors[-1] == 1 / 64)
+
+
 @pytest.mark.parametrize("argv,needle", [
+    (["--lr-halving", "0"], "--lr-halving"),
     (["--sizes", "63,30,10"], "--sizes"),
     (["--lr", "-1"], "--lr"),
     (["--lr", "abc"], "--lr"),
