@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr-halving", type=_positive_int, default=None, metavar="N",
                        help="the book's learning schedule: halve η after N epochs without a better evaluation "
                             "accuracy, and stop when it is down to 1/128 of --lr")
+    train.add_argument("--monitor-training", action=argparse.BooleanOptionalAction, default=True,
+                       help="evaluate cost and accuracy on the whole training set after each epoch (the book's "
+                            "monitor_training_*); --no-monitor-training saves that pass")
     train.add_argument("--restore-best", action="store_true",
                        help="test (and report) the params of the epoch with the best validation accuracy, "
                             "not the last epoch's")
@@ -316,9 +319,11 @@ def cmd_train(args) -> int:
             bar = None
 
     def on_epoch(r):
-        line = f"epoch {r['epoch']:3d}  train cost {r['train_step_cost']:.4f}"
-        if "training_accuracy" in r:
-            line += f"  train acc {r['training_accuracy']:.4f}"
+        line = f"epoch {r['epoch']:3d}"
+        if "training_accuracy" in r:  # the end-of-epoch params, as for the evaluation set
+            line += f"  train cost {r['training_cost']:.4f} acc {r['training_accuracy']:.4f}"
+        else:  # only the mean over the epoch's mini-batch steps is known
+            line += f"  mean step cost {r['train_step_cost']:.4f}"
         if "evaluation_accuracy" in r:
             line += f"  {eval_split} cost {r['evaluation_cost']:.4f} acc {r['evaluation_accuracy']:.4f}"
         if r.get("lr_factor", 1) != 1:
@@ -356,7 +361,7 @@ def cmd_train(args) -> int:
         result = ftrain.fit(
             params, train_xy, optimizer=optimizer, cost=args.cost, epochs=args.epochs,
             batch_size=args.batch_size, key=k_train, evaluation=eval_xy, patience=args.patience,
-            lr_halving=args.lr_halving,
+            lr_halving=args.lr_halving, monitor_training=args.monitor_training,
             checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad, mesh=mesh,
             config=config, on_resume=on_resume,
         )

@@ -453,6 +453,12 @@ def test_cli_train_default_digits_and_metrics(tmp_path):
     assert [l["epoch"] for l in lines[:-1]] == list(range(1, 31))
     assert lines[-1]["final"] and lines[-1]["test_accuracy"] >= 0.95
     assert "test accuracy" in proc.stdout
+    assert all("training_accuracy" in l for l in lines[:-1]) and "train cost" in proc.stdout
+    proc = _cli("train", "--epochs", "2", "--metrics-out", str(out), "--quiet", "--no-monitor-training")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert not any(k.startswith("training_") for l in lines for k in l) and "evaluation_accuracy" in lines[0]
+    assert "mean step cost" in proc.stdout and "train cost" not in proc.stdout
 
 
 def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_checkpoint(tmp_path):
