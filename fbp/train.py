@@ -371,6 +371,8 @@ def fit(
         a run can be resumed with more epochs.
       on_epoch: called with each epoch's record (for printing, logging).
       on_resume: called with the restored history when ``resume`` finds a checkpoint.
+      opt_state: start from this optimizer state (a previous ``FitResult.opt_state``)
+        instead of ``optimizer.init(params)``; its tree must fit the optimizer.
       mesh: a ``jax.sharding.Mesh`` from ``fbp.parallel.make_mesh`` for
         data-parallel training (params replicated, mini-batches split over the
         devices); None runs on the default device.
