@@ -345,8 +345,8 @@ def cmd_train(args) -> int:
     config = {
         "--data": args.data, "--validation": len(ds.validation), "--sizes": sizes,
         "--activation": args.activation, "--output-activation": args.output_activation, "--cost": args.cost,
-        "--optimizer": args.optimizer, "--lr": args.lr, "--lr-halving": args.lr_halving, "--l2": args.l2, "--batch-size": args.batch_size,
-        "--seed": args.seed, "--dtype": args.dtype, "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
+        "--optimizer": args.optimizer, "--lr": args.lr, "--lr-halving": args.lr_halving, "--l2": args.l2,
+        "--batch-size": args.batch_size, "--seed": args.seed, "--dtype": args.dtype, "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
     }
     def on_resume(history):
         # The metrics file restarts from the checkpoint's history: a run killed
@@ -355,6 +355,11 @@ def cmd_train(args) -> int:
             metrics.truncate(0)
             metrics.writelines(json.dumps(r) + "\n" for r in history)
             metrics.flush()
+
+    def close_outputs():
+        for f in (bar, metrics):
+            if f is not None:
+                f.close()
 
     t0 = time.perf_counter()
     try:
@@ -366,14 +371,10 @@ def cmd_train(args) -> int:
             config=config, on_resume=on_resume,
         )
     except CheckpointMismatch as e:  # found before any training
-        for f in (bar, metrics):
-            if f is not None:
-                f.close()
+        close_outputs()
         return fail(f"--resume: {' '.join(str(e).split())}")
     except KeyboardInterrupt:  # Ctrl-C: say what is kept, without a traceback
-        for f in (bar, metrics):
-            if f is not None:
-                f.close()
+        close_outputs()
         done = fckpt.list_checkpoints(args.checkpoint_dir) if args.checkpoint_dir else []
         kept = (f"; the checkpoint of epoch {fckpt.read_header(done[-1])['epoch']} is in "
                 f"{args.checkpoint_dir}: add --resume to the same command to go on" if done
@@ -381,9 +382,7 @@ def cmd_train(args) -> int:
         print(f"\nfbp train: interrupted{kept}", file=sys.stderr)
         return 130
     except CheckpointWriteError as e:  # mid-run: the earlier checkpoints are intact
-        for f in (bar, metrics):
-            if f is not None:
-                f.close()
+        close_outputs()
         print(f"fbp train: error: {e.strerror}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - t0
