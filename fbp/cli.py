@@ -346,7 +346,8 @@ def cmd_train(args) -> int:
         "--data": args.data, "--validation": len(ds.validation), "--sizes": sizes,
         "--activation": args.activation, "--output-activation": args.output_activation, "--cost": args.cost,
         "--optimizer": args.optimizer, "--lr": args.lr, "--lr-halving": args.lr_halving, "--l2": args.l2,
-        "--batch-size": args.batch_size, "--seed": args.seed, "--dtype": args.dtype, "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
+        "--batch-size": args.batch_size, "--seed": args.seed, "--dtype": args.dtype,
+        "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
     }
     def on_resume(history):
         # The metrics file restarts from the checkpoint's history: a run killed
