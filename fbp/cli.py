@@ -1,4 +1,4 @@
-"""The command line: ``fbp check`` (and ``python -m fbp``)."""
+"""The command line: ``fbp check``, ``fbp train``, ``fbp evaluate`` (also ``python -m fbp``)."""
 
 from __future__ import annotations
 
@@ -148,7 +148,81 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="floating-point type")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        formatter_class=_DefaultsFormatter,
+        help="test a network saved by fbp train --save-params",
+        description="Load a network written by `fbp train --save-params` (or fbp.save_params) and report its "
+        "cost, accuracy and per-class accuracy on a split of a data set; by default the test split of the data "
+        "it was trained on.",
+    )
+    evaluate.add_argument("params", help="the .npz file written by --save-params")
+    evaluate.add_argument("--data", choices=["digits", "fashion-mnist", "idx"], default=None,
+                          help="data set (default: the one it was trained on)")
+    evaluate.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files "
+                          "(default: the one it was trained on)")
+    evaluate.add_argument("--split", choices=["test", "validation", "train"], default="test", help="which split")
+    evaluate.add_argument("--validation", type=_nonneg_int, default=None,
+                          help="validation examples taken from the training set (default: as it was trained)")
+    evaluate.add_argument("--cost", choices=_choices(COSTS), default=None,
+                          help="cost function C (default: the one it was trained with)")
+    evaluate.set_defaults(func=cmd_evaluate)
     return parser
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from fbp import checkpoint as fckpt
+    from fbp import data as fdata
+    from fbp import train as ftrain
+    from fbp.network import forward
+
+    def fail(msg: str) -> int:
+        print(f"fbp evaluate: error: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        params, meta = fckpt.load_params(args.params, with_meta=True)
+    except fckpt.CheckpointError as e:
+        return fail(str(e))
+    data = args.data or meta.get("data_flag") or "digits"
+    data_dir = args.data_dir if args.data_dir is not None else (meta.get("data_dir") if not args.data else None)
+    validation = args.validation if args.validation is not None else meta.get("validation")
+    cost = args.cost or meta.get("cost") or "log_likelihood"
+    try:
+        ds = fdata.load(data, data_dir, validation)
+    except (fdata.DataError, ValueError) as e:
+        return fail(f"--data {data}: {e}")
+    split = getattr(ds, args.split)
+    sizes = [params[0].n_in] + [p.n_out for p in params]
+    if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
+        return fail(f"the network ({','.join(map(str, sizes))}) does not fit {ds.name} ({ds.n_in} inputs, "
+                    f"{ds.n_classes} classes); give the --data it was trained on")
+    if len(split) == 0:
+        return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
+    X = np.asarray(split.X, params[0].w.dtype)
+    m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost)
+    predicted = np.argmax(np.asarray(forward(params, X)), axis=1)
+    truth = np.argmax(split.Y, axis=1)
+    trained = f", trained to epoch {meta['tested_epoch']}" if "tested_epoch" in meta else ""
+    print(f"fbp evaluate: {args.params} ({','.join(map(str, sizes))}{trained}) on {ds.name} {args.split} "
+          f"({len(split)} examples)")
+    print(f"cost {float(m['cost']):.4f}  accuracy {float(m['accuracy']):.4f}  ({cost})")
+    per_class = []
+    for c in range(ds.n_classes):
+        n_c = int(np.sum(truth == c))
+        if n_c:
+            per_class.append(f"{c}: {np.mean(predicted[truth == c] == c):.3f} ({n_c})")
+    print("accuracy per class: " + "  ".join(per_class))
+    wrong = np.flatnonzero(predicted != truth)
+    if wrong.size:
+        pairs, counts = np.unique(np.stack([truth[wrong], predicted[wrong]], 1), axis=0, return_counts=True)
+        top = np.argsort(-counts, kind="stable")[:5]
+        print("most confused (true → predicted): " + ", ".join(
+            f"{pairs[i][0]} → {pairs[i][1]} ×{counts[i]}" for i in top))
+    return 0
 
 
 def cmd_check(args) -> int:
@@ -408,7 +482,8 @@ def cmd_train(args) -> int:
         metrics.close()
     if args.save_params:
         fckpt.save_params(args.save_params, tested, dict(
-            data=ds.name, sizes=sizes, cost=args.cost, dtype=args.dtype, tested_epoch=tested_epoch,
+            data=ds.name, data_flag=args.data, data_dir=args.data_dir, validation=len(ds.validation),
+            sizes=sizes, cost=args.cost, dtype=args.dtype, tested_epoch=tested_epoch,
             test_accuracy=final["test_accuracy"], test_cost=final["test_cost"]))
     if result.stop_reason == "patience":
         print(f"early stop: no better {eval_split} accuracy in {args.patience} epochs (best at epoch "

@@ -36,7 +36,7 @@ def test_bad_flags_are_one_line_errors(argv, needle):
     assert needle in proc.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("command", ["train", "check"])
+@pytest.mark.parametrize("command", ["train", "check", "evaluate"])
 def test_help_documents_every_flag_and_its_default(capsys, command):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])

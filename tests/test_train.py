@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -495,6 +496,17 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
     assert meta["tested_epoch"] == best and meta["sizes"] == [64, 100, 10]
     test = fdata.load("digits", None, None).test
     assert float(ftrain.evaluate(params, test.X, test.Y, "log_likelihood")["accuracy"]) == lines[-1]["test_accuracy"]
+    # fbp evaluate reads it back and tests it on the data it was trained on, by default its test split.
+    proc = _cli("evaluate", str(net))
+    assert proc.returncode == 0, proc.stderr
+    assert f"accuracy {lines[-1]['test_accuracy']:.4f}" in proc.stdout and "digits test (360 examples)" in proc.stdout
+    n_by_class = [int(n) for n in re.findall(r"\d: [01]\.\d{3} \((\d+)\)", proc.stdout)]
+    assert len(n_by_class) == 10 and sum(n_by_class) == 360
+    for argv, needle in (([str(tmp_path / "none.npz")], "not a network"), ([str(net), "--data", "fashion-mnist",
+                         "--data-dir", str(tmp_path)], "--data"), ([str(out)], "not a network")):
+        proc = _cli("evaluate", *argv)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert needle in proc.stderr.strip().splitlines()[-1]
     proc = _cli("train", "--epochs", "0", "--quiet", "--restore-best")  # nothing trained: the initial params
     assert proc.returncode == 0, proc.stderr
     assert "--restore-best: no epoch was trained and evaluated; testing the params of epoch 0" in proc.stderr
