@@ -1,0 +1,23 @@
+"""The README's Python examples marked as tested run as written."""
+
+import os
+import re
+import subprocess
+import sys
+
+README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+MARK = "<!-- tested: tests/test_readme.py runs this block -->"
+
+
+def marked_blocks():
+    text = open(README, encoding="utf-8").read()
+    return re.findall(re.escape(MARK) + r"\s*```python\n(.*?)```", text, flags=re.S)
+
+
+def test_the_marked_readme_examples_run(tmp_path):
+    blocks = marked_blocks()
+    assert blocks, f"no block marked {MARK!r} in the README"
+    for code in blocks:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, f"README example failed:\n{code}\n{proc.stderr}"
+    assert (tmp_path / "runs" / "digits.npz").exists()
