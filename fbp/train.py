@@ -192,12 +192,37 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
     return epoch
 
 
-@functools.partial(jax.jit, static_argnames=("cost",))
-def evaluate(params: list, X: Array, Y: Array, cost) -> dict:
-    """Mean cost and accuracy (argmax of the output against argmax of Y)."""
-    out = forward(params, X)  # (n, n_out)
-    accuracy = jnp.mean(jnp.argmax(out, axis=1) == jnp.argmax(Y, axis=1))
-    return dict(cost=fbp_loss(params, X, Y, cost, "mean"), accuracy=accuracy)
+@functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
+def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] = 10_000) -> dict:
+    """Mean cost and accuracy (argmax of the output against argmax of Y).
+
+    ``chunk_size`` bounds the memory of the forward pass: the examples go
+    through ``chunk_size`` at a time (``lax.map``) and the sums are combined,
+    so that a wide network on a large set needs chunk_size × width floats per
+    layer, not n × width (None: all at once). The accuracy is the same; the
+    cost differs only in rounding. On the CPU, 50,000 Fashion-MNIST examples
+    through [784, 100, 10] take the same time either way (about 60 ms).
+    """
+    n = X.shape[0]
+
+    def sums(Xc, Yc):
+        correct = jnp.sum(jnp.argmax(forward(params, Xc), axis=1) == jnp.argmax(Yc, axis=1))
+        return fbp_loss(params, Xc, Yc, cost, "sum"), correct
+
+    if chunk_size is None or n <= chunk_size:
+        out = forward(params, X)  # (n, n_out)
+        accuracy = jnp.mean(jnp.argmax(out, axis=1) == jnp.argmax(Y, axis=1))
+        return dict(cost=fbp_loss(params, X, Y, cost, "mean"), accuracy=accuracy)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be ≥ 1 (or None), got {chunk_size}.")
+    full = n // chunk_size * chunk_size
+    costs, corrects = jax.lax.map(lambda xy: sums(*xy), (X[:full].reshape(-1, chunk_size, *X.shape[1:]),
+                                                          Y[:full].reshape(-1, chunk_size, *Y.shape[1:])))
+    total, correct = jnp.sum(costs), jnp.sum(corrects)
+    if full < n:
+        rest_cost, rest_correct = sums(X[full:], Y[full:])
+        total, correct = total + rest_cost, correct + rest_correct
+    return dict(cost=total / n, accuracy=correct.astype(jnp.float32) / n)  # as jnp.mean of the hits
 
 
 # --- the fit loop -----------------------------------------------------------

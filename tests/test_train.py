@@ -130,6 +130,18 @@ def test_shuffle_rejects_bad_arguments():
         ftrain.shuffle(jax.random.key(0), 10, rounds=2)
 
 
+def test_evaluate_in_chunks_equals_all_at_once():
+    params, X, Y = small_problem(jnp.float64, n=1037)
+    whole = ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=None)
+    for chunk in (1, 100, 1036, 1037):  # with and without a remainder, and one chunk
+        part = ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=chunk)
+        assert float(part["accuracy"]) == float(whole["accuracy"])
+        np.testing.assert_allclose(float(part["cost"]), float(whole["cost"]), rtol=1e-12)
+    assert 0.0 < float(whole["accuracy"]) < 1.0  # a test that could tell them apart
+    with pytest.raises(ValueError, match="chunk_size"):
+        ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=0)
+
+
 def test_one_epoch_of_fit_lowers_the_cost():
     params, X, Y = small_problem(jnp.float32, n=256)
     before = float(fbp.loss(params, X, Y, "log_likelihood"))
