@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--sizes", type=_sizes, default=[784, 30, 10], help="layer widths, input first")
     check.add_argument("--activation", choices=_choices(ACTIVATIONS), default="sigmoid", help="hidden activation")
-    check.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default=None, help="output activation (default: --activation)")
+    check.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default=None,
+                       help="output activation (default: --activation)")
     check.add_argument("--cost", choices=_choices(COSTS), default="quadratic", help="cost function C")
     check.add_argument("--init", choices=_choices(INITS), default="normalized", help="weight initialization")
     check.add_argument("--batch-size", type=_positive_int, default=16, help="random examples in the batch")
@@ -91,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dtype", choices=["float32", "float64"], default="float64", help="floating-point type")
     check.add_argument("--fd-samples", type=int, default=24, help="finite-difference entries to check (0: none)")
     check.add_argument("--seed", type=int, default=0, help="PRNG seed of params and data")
-    check.add_argument("--tol", type=float, default=None, help="fail (exit 1) above this relative difference from jax.grad (default 1e-10 in float64, 1e-4 in float32)")
+    check.add_argument("--tol", type=float, default=None,
+                       help="fail (exit 1) above this relative difference from jax.grad (default 1e-10 in float64, "
+                            "1e-4 in float32)")
     check.set_defaults(func=cmd_check)
 
     train = sub.add_parser(
@@ -102,14 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
         "The defaults reach about 97% test accuracy on the bundled digits in seconds.",
     )
     train.add_argument("--data", choices=["digits", "fashion-mnist", "idx"], default="digits",
-                       help="digits (bundled, default), fashion-mnist (Debian's dataset-fashion-mnist) or idx (--data-dir)")
+                       help="digits (bundled, default), fashion-mnist (Debian's dataset-fashion-mnist) or idx "
+                            "(--data-dir)")
     train.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files")
     train.add_argument("--validation", type=_nonneg_int, default=None,
-                       help="validation examples taken from the training set (default: 180 on digits, 10000 on IDX data)")
+                       help="validation examples taken from the training set (default: 180 on digits, 10000 on IDX "
+                            "data)")
     train.add_argument("--sizes", type=_sizes, default=None,
-                       help="layer widths, input first; input and output must match the data (default: n_in,100,n_classes)")
+                       help="layer widths, input first; input and output must match the data (default: "
+                            "n_in,100,n_classes)")
     train.add_argument("--activation", choices=_choices(ACTIVATIONS), default="sigmoid", help="hidden activation σ")
-    train.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default="softmax", help="output activation")
+    train.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default="softmax",
+                       help="output activation")
     train.add_argument("--cost", choices=_choices(COSTS), default="log_likelihood", help="cost function C")
     train.add_argument("--init", choices=_choices(INITS), default="normalized", help="weight initialization")
     train.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd", help="optax update rule")
@@ -117,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--l2", type=_nonneg_float, default=0.0, help="the book's λ: L2 weight decay λ/n on the weights")
     train.add_argument("--batch-size", type=_positive_int, default=10, help="mini-batch size m")
     train.add_argument("--epochs", type=_nonneg_int, default=30, help="epochs to train (more may be given on --resume)")
-    train.add_argument("--seed", type=int, default=0, help="PRNG seed of the initial params, the shuffles and the DP noise")
+    train.add_argument("--seed", type=int, default=0,
+                       help="PRNG seed of the initial params, the shuffles and the DP noise")
     train.add_argument("--patience", type=_positive_int, default=None,
                        help="stop after this many epochs without a better evaluation accuracy")
     train.add_argument("--lr-halving", type=_positive_int, default=None, metavar="N",
@@ -134,15 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save-params", default=None,
                        help="write the tested network (the last epoch's, or the best with --restore-best) to this "
                             ".npz file; fbp.load_params reads it back")
-    train.add_argument("--metrics-out", default=None, help="write one JSON object per epoch (and a final one) to this .jsonl file")
+    train.add_argument("--metrics-out", default=None,
+                       help="write one JSON object per epoch (and a final one) to this .jsonl file")
     train.add_argument("--dp-clip", type=_positive_float, default=None,
                        help="DP-SGD: clip each example's gradient to this L2 norm (needs --dp-noise)")
     train.add_argument("--dp-noise", type=_nonneg_float, default=None,
                        help="DP-SGD: Gaussian noise multiplier σ; noise std σ·C/batch on the mean gradient")
     train.add_argument("--devices", type=_positive_int, default=None,
-                       help="data-parallel over this many devices; the batch size must divide evenly (default: all local devices, or the most that divide the batch size)")
+                       help="data-parallel over this many devices; the batch size must divide evenly (default: all "
+                            "local devices, or the most that divide the batch size)")
     train.add_argument("--coordinator", default=None,
-                       help="multi-host: host:port of process 0; with --num-processes and --process-id calls jax.distributed.initialize")
+                       help="multi-host: host:port of process 0; with --num-processes and --process-id calls "
+                            "jax.distributed.initialize")
     train.add_argument("--num-processes", type=_positive_int, default=None, help="multi-host: number of processes")
     train.add_argument("--process-id", type=_nonneg_int, default=None, help="multi-host: this process's index")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="floating-point type")
@@ -260,7 +271,8 @@ def cmd_check(args) -> int:
     print("and vs central finite differences (fd rel = max|diff| / max|gradient| over all leaves)\n")
     print(report.table())
     ok = report.max_rel <= tol
-    print(f"\n{'OK' if ok else 'FAIL'}: worst relative difference from jax.grad {report.max_rel:.2e} (tolerance {tol:.0e})")
+    print(f"\n{'OK' if ok else 'FAIL'}: worst relative difference from jax.grad {report.max_rel:.2e} "
+          f"(tolerance {tol:.0e})")
     return 0 if ok else 1
 
 
@@ -366,7 +378,8 @@ def cmd_train(args) -> int:
                 raise IsADirectoryError(21, "a directory, not a file")
             fckpt.check_writable(os.path.dirname(os.path.abspath(args.save_params)))
         except OSError as e:
-            return fail(f"--save-params {args.save_params} cannot be written ({e.strerror or e}); give a writable .npz path")
+            return fail(f"--save-params {args.save_params} cannot be written ({e.strerror or e}); "
+                        f"give a writable .npz path")
     metrics = None
     if args.metrics_out:
         try:
@@ -493,7 +506,8 @@ def cmd_train(args) -> int:
     print(
         f"done: {len(result.history)} epochs in {seconds:.1f} s; test accuracy {final['test_accuracy']:.4f} "
         f"(params of epoch {tested_epoch}{', the best' if tested_epoch == result.best_epoch else ''}), "
-        f"test cost {final['test_cost']:.4f}" + (f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir else "")
+        f"test cost {final['test_cost']:.4f}"
+        + (f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir else "")
         + (f"; network in {args.save_params}" if args.save_params else "")
     )
     if result.error is not None:
