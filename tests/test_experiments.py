@@ -78,3 +78,14 @@ def test_per_example_norms_and_dp(out):
     q = r["norm_quantiles"]
     assert q["2"][1] < q["0"][1]  # the median example's gradient shrinks as the net learns
     assert r["dp"]["no DP"] >= r["dp"]["sigma=1.0"] > 0.2  # noise costs accuracy, but it still learns
+
+
+def test_the_learning_schedule_halves_eta_down_to_the_floor(out):
+    r = run("learning_schedule", out)
+    [fixed] = [runs[0] for name, runs in r["runs"].items() if name.startswith("fixed")]  # --quick: one seed
+    [schedule] = [runs[0] for name, runs in r["runs"].items() if name.startswith("schedule")]
+    assert set(fixed["lr_factor"]) == {1.0} and fixed["stop_reason"] is None
+    factors = schedule["lr_factor"]
+    assert schedule["stop_reason"] == "lr_floor" and factors[-1] == 1 / 64  # halved once more, to 1/128: stop
+    assert all(b in (a, a / 2) for a, b in zip(factors, factors[1:]))
+    assert min(schedule["test_last"], schedule["test_best"], fixed["test_last"]) > 0.9
