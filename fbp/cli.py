@@ -63,6 +63,14 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
         return f"{text} (default: {shown.replace('%', '%%')})".lstrip()
 
+    def _fill_text(self, text, width, indent):
+        # Paragraphs are re-wrapped, except indented ones (examples), kept line for line.
+        return "\n\n".join(
+            "\n".join(indent + line for line in para.splitlines()) if para.startswith("  ")
+            else super(_DefaultsFormatter, self)._fill_text(para, width, indent)
+            for para in text.split("\n\n")
+        )
+
 
 def build_parser() -> argparse.ArgumentParser:
     from fbp.activations import ACTIVATIONS
@@ -103,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a network with the hand-written gradient",
         description="Train an MLP with the hand-written backward and an optax optimizer. "
         "The defaults reach about 97% test accuracy on the bundled digits in seconds.",
+        epilog="examples:\n\n"
+        "  fbp train                                             # digits: about 97% in seconds\n"
+        "  fbp train --data fashion-mnist --lr-halving 5 --epochs 80 --save-params net.npz\n"
+        "  fbp evaluate net.npz                                  # its accuracy per class\n"
+        "  fbp train --checkpoint-dir run --epochs 60            # a checkpoint every epoch\n"
+        "  fbp train --checkpoint-dir run --epochs 60 --resume   # after a crash or Ctrl-C: goes on",
     )
     train.add_argument("--data", choices=["digits", "fashion-mnist", "idx"], default="digits",
                        help="digits (bundled, default), fashion-mnist (Debian's dataset-fashion-mnist) or idx "

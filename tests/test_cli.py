@@ -50,3 +50,12 @@ def test_help_documents_every_flag_and_its_default(capsys, command):
         if action.default not in (None, False, argparse.SUPPRESS) and "default" not in action.help:
             shown = ",".join(map(str, action.default)) if isinstance(action.default, list) else str(action.default)
             assert f"(default: {shown})" in text, f"{command} {action.option_strings[0]}: default not shown"
+
+
+def test_the_help_examples_are_valid_command_lines():
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    examples = [line.split("#")[0].split()[1:] for line in sub.epilog.splitlines() if line.startswith("  fbp ")]
+    assert len(examples) >= 4
+    for argv in examples:
+        args = build_parser().parse_args(argv)  # an unknown flag or bad value exits here
+        assert args.command == argv[0]
