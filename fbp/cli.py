@@ -202,7 +202,6 @@ def cmd_evaluate(args) -> int:
     from fbp import checkpoint as fckpt
     from fbp import data as fdata
     from fbp import train as ftrain
-    from fbp.network import forward
 
     def fail(msg: str) -> int:
         print(f"fbp evaluate: error: {msg}", file=sys.stderr)
@@ -229,7 +228,7 @@ def cmd_evaluate(args) -> int:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
     X = np.asarray(split.X, params[0].w.dtype)
     m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost)
-    predicted = np.argmax(np.asarray(forward(params, X)), axis=1)
+    predicted = np.asarray(ftrain.predict(params, X))
     truth = np.argmax(split.Y, axis=1)
     trained = f", trained to epoch {meta['tested_epoch']}" if "tested_epoch" in meta else ""
     print(f"fbp evaluate: {args.params} ({','.join(map(str, sizes))}{trained}) on {ds.name} {args.split} "

@@ -22,9 +22,9 @@ import numpy as np
 import optax
 
 from fbp import checkpoint as ckpt
+from fbp.backprop import check_batch, example_loss, value_and_batch_backward
 from fbp.backprop import loss as fbp_loss
-from fbp.backprop import value_and_batch_backward
-from fbp.network import Dense, forward
+from fbp.network import Dense, check_inputs, forward_trace, validate_params
 
 Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -192,37 +192,46 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
     return epoch
 
 
+def _chunked(one: Callable, xs, chunk_size: Optional[int]):
+    """``one`` (a function of one example) over the leading axis of ``xs``:
+    ``chunk_size`` examples at a time under ``lax.map`` (which vmaps each
+    chunk and the remainder), or all at once for None."""
+    if chunk_size is None:
+        return jax.vmap(one)(xs)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be ≥ 1 (or None), got {chunk_size}.")
+    return jax.lax.map(one, xs, batch_size=chunk_size)
+
+
 @functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
 def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] = 10_000) -> dict:
     """Mean cost and accuracy (argmax of the output against argmax of Y).
 
-    ``chunk_size`` bounds the memory of the forward pass: the examples go
-    through ``chunk_size`` at a time (``lax.map``) and the sums are combined,
-    so that a wide network on a large set needs chunk_size × width floats per
-    layer, not n × width (None: all at once). The accuracy is the same; the
-    cost differs only in rounding. On the CPU, 50,000 Fashion-MNIST examples
-    through [784, 100, 10] take the same time either way (about 60 ms).
+    ``chunk_size`` bounds the memory of that pass: the examples go through
+    ``chunk_size`` at a time (``lax.map``), so that a wide network on a large
+    set needs chunk_size × width floats per layer, not n × width (None: all at
+    once). The accuracy is the same; the cost differs only in rounding. On the
+    CPU, 50,000 Fashion-MNIST examples through [784, 100, 10] take the same
+    time either way (about 60 ms).
     """
-    n = X.shape[0]
+    cost, X, Y = check_batch(params, X, Y, cost)
 
-    def sums(Xc, Yc):
-        correct = jnp.sum(jnp.argmax(forward(params, Xc), axis=1) == jnp.argmax(Yc, axis=1))
-        return fbp_loss(params, Xc, Yc, cost, "sum"), correct
+    def one(xy):  # C_n and whether example n is classified right
+        x, y = xy
+        hit = jnp.argmax(forward_trace(params, x)[1][-1]) == jnp.argmax(y)
+        return example_loss(params, x, y, cost), hit
 
-    if chunk_size is None or n <= chunk_size:
-        out = forward(params, X)  # (n, n_out)
-        accuracy = jnp.mean(jnp.argmax(out, axis=1) == jnp.argmax(Y, axis=1))
-        return dict(cost=fbp_loss(params, X, Y, cost, "mean"), accuracy=accuracy)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be ≥ 1 (or None), got {chunk_size}.")
-    full = n // chunk_size * chunk_size
-    costs, corrects = jax.lax.map(lambda xy: sums(*xy), (X[:full].reshape(-1, chunk_size, *X.shape[1:]),
-                                                          Y[:full].reshape(-1, chunk_size, *Y.shape[1:])))
-    total, correct = jnp.sum(costs), jnp.sum(corrects)
-    if full < n:
-        rest_cost, rest_correct = sums(X[full:], Y[full:])
-        total, correct = total + rest_cost, correct + rest_correct
-    return dict(cost=total / n, accuracy=correct.astype(jnp.float32) / n)  # as jnp.mean of the hits
+    costs, hits = _chunked(one, (X, Y), chunk_size)  # (n,), (n,)
+    return dict(cost=jnp.mean(costs), accuracy=jnp.mean(hits))
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def predict(params: list, X: Array, chunk_size: Optional[int] = 10_000) -> Array:
+    """The class of each example, argmax of the network's output: (n,) ints,
+    ``chunk_size`` examples at a time as in ``evaluate``."""
+    validate_params(params)
+    X = check_inputs(params, X, "X", batched=True)
+    return _chunked(lambda x: jnp.argmax(forward_trace(params, x)[1][-1]), X, chunk_size)
 
 
 # --- the fit loop -----------------------------------------------------------

@@ -138,6 +138,9 @@ def test_evaluate_in_chunks_equals_all_at_once():
         assert float(part["accuracy"]) == float(whole["accuracy"])
         np.testing.assert_allclose(float(part["cost"]), float(whole["cost"]), rtol=1e-12)
     assert 0.0 < float(whole["accuracy"]) < 1.0  # a test that could tell them apart
+    labels = np.argmax(np.asarray(fbp.forward(params, X)), axis=1)
+    for chunk in (None, 100, 1037):
+        np.testing.assert_array_equal(ftrain.predict(params, X, chunk_size=chunk), labels)
     with pytest.raises(ValueError, match="chunk_size"):
         ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=0)
 
