@@ -192,6 +192,17 @@ def latest(directory: str, template: Any, check_header: Optional[Callable[[str, 
     return None
 
 
+def newest_epoch(directory: str) -> Optional[int]:
+    """The epoch that ``latest`` would resume from (the newest checkpoint whose
+    header reads; an unreadable one is skipped as ``latest`` skips it), or None."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            return int(read_header(path)["epoch"])
+        except CheckpointError:
+            continue
+    return None
+
+
 # --- a trained network on its own (the book's network2 save/load) -----------
 PARAMS_FORMAT = "fbp-params"
 

@@ -227,8 +227,8 @@ def cmd_evaluate(args) -> int:
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
     X = np.asarray(split.X, params[0].w.dtype)
-    m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost)
-    predicted = np.asarray(ftrain.predict(params, X))
+    m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True)
+    predicted = np.asarray(m["predicted"])
     truth = np.argmax(split.Y, axis=1)
     trained = f", trained to epoch {meta['tested_epoch']}" if "tested_epoch" in meta else ""
     print(f"fbp evaluate: {args.params} ({','.join(map(str, sizes))}{trained}) on {ds.name} {args.split} "
@@ -476,10 +476,11 @@ def cmd_train(args) -> int:
         return fail(f"--resume: {' '.join(str(e).split())}")
     except KeyboardInterrupt:  # Ctrl-C: say what is kept, without a traceback
         close_outputs()
-        done = fckpt.list_checkpoints(args.checkpoint_dir) if args.checkpoint_dir else []
-        kept = (f"; the checkpoint of epoch {fckpt.read_header(done[-1])['epoch']} is in "
-                f"{args.checkpoint_dir}: add --resume to the same command to go on" if done
-                else "; nothing was saved (give --checkpoint-dir to be able to resume)")
+        kept_epoch = fckpt.newest_epoch(args.checkpoint_dir) if args.checkpoint_dir else None
+        kept = (f"; the checkpoint of epoch {kept_epoch} is in "
+                f"{args.checkpoint_dir}: add --resume to the same command to go on" if kept_epoch is not None
+                else "; nothing was saved" + ("" if args.checkpoint_dir
+                                              else " (give --checkpoint-dir to be able to resume)"))
         print(f"\nfbp train: interrupted{kept}", file=sys.stderr)
         return 130
     except CheckpointWriteError as e:  # mid-run: the earlier checkpoints are intact

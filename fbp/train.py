@@ -203,9 +203,12 @@ def _chunked(one: Callable, xs, chunk_size: Optional[int]):
     return jax.lax.map(one, xs, batch_size=chunk_size)
 
 
-@functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
-def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] = 10_000) -> dict:
-    """Mean cost and accuracy (argmax of the output against argmax of Y).
+@functools.partial(jax.jit, static_argnames=("cost", "chunk_size", "predictions"))
+def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] = 10_000,
+             predictions: bool = False) -> dict:
+    """Mean cost and accuracy (argmax of the output against argmax of Y);
+    with ``predictions=True`` also each example's predicted class, (n,) ints,
+    from the same pass (what ``predict`` gives).
 
     ``chunk_size`` bounds the memory of that pass: the examples go through
     ``chunk_size`` at a time (``lax.map``), so that a wide network on a large
@@ -216,13 +219,15 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
     """
     cost, X, Y = check_batch(params, X, Y, cost)
 
-    def one(xy):  # C_n and whether example n is classified right
-        x, y = xy
-        hit = jnp.argmax(forward_trace(params, x)[1][-1]) == jnp.argmax(y)
-        return example_loss(params, x, y, cost), hit
+    def one(x):  # C_n and the class predicted for example n
+        x, y = x
+        return example_loss(params, x, y, cost), jnp.argmax(forward_trace(params, x)[1][-1])
 
-    costs, hits = _chunked(one, (X, Y), chunk_size)  # (n,), (n,)
-    return dict(cost=jnp.mean(costs), accuracy=jnp.mean(hits))
+    costs, predicted = _chunked(one, (X, Y), chunk_size)  # (n,), (n,)
+    out = dict(cost=jnp.mean(costs), accuracy=jnp.mean(predicted == jnp.argmax(Y, axis=1)))
+    if predictions:
+        out["predicted"] = predicted
+    return out
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size",))

@@ -141,6 +141,9 @@ def test_evaluate_in_chunks_equals_all_at_once():
     labels = np.argmax(np.asarray(fbp.forward(params, X)), axis=1)
     for chunk in (None, 100, 1037):
         np.testing.assert_array_equal(ftrain.predict(params, X, chunk_size=chunk), labels)
+        m = ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=chunk, predictions=True)
+        np.testing.assert_array_equal(m["predicted"], labels)  # the same pass as the cost
+        assert round(float(m["accuracy"]) * len(X)) == np.sum(labels == np.argmax(np.asarray(Y), axis=1))
     with pytest.raises(ValueError, match="chunk_size"):
         ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=0)
 
@@ -294,6 +297,8 @@ def test_checkpoint_roundtrip_and_atomic_leftovers(tmp_path):
     (tmp_path / "ckpt-000003.npz").write_bytes(b"garbage")  # unreadable: skipped
     restored, header = ckpt.latest(str(tmp_path), tree)
     assert header["epoch"] == 1 and header["meta"]["history"] == [{"epoch": 1}]
+    assert ckpt.newest_epoch(str(tmp_path)) == 1  # what Ctrl-C reports: the one resume will use
+    assert ckpt.newest_epoch(str(tmp_path / "missing")) is None
     for a, b in zip(jax.tree.leaves(restored["params"]), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(jax.random.key_data(restored["key"]), jax.random.key_data(tree["key"]))
