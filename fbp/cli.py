@@ -334,9 +334,12 @@ def cmd_train(args) -> int:
             f"--sizes {','.join(map(str, sizes))} does not fit {ds.name}: it has {ds.n_in} inputs and "
             f"{ds.n_classes} classes, so --sizes must start with {ds.n_in} and end with {ds.n_classes}"
         )
-    if args.restore_best and len(ds.validation) == 0:
-        return fail("--restore-best picks the epoch by validation accuracy; with --validation 0 it would "
-                    "pick it on the test set: give --validation N > 0")
+    if len(ds.validation) == 0:  # the test set would then steer training
+        for flag, does in (("--restore-best", "picks the epoch"), ("--patience", "stops training"),
+                           ("--lr-halving", "halves η")):
+            if getattr(args, flag[2:].replace("-", "_")) not in (None, False):
+                return fail(f"{flag} {does} by validation accuracy; with --validation 0 it would do so on the "
+                            f"test set: give --validation N > 0")
     if args.batch_size > len(ds.train):
         return fail(f"--batch-size {args.batch_size} is larger than the training set ({len(ds.train)} examples)")
     mesh = None
@@ -517,9 +520,10 @@ def cmd_train(args) -> int:
               f"{result.best_epoch})")
     elif result.stop_reason == "lr_floor":
         print(f"stop: η halved down to 1/128 of {args.lr} (best {eval_split} accuracy at epoch {result.best_epoch})")
+    best_note = ", the best" if tested_epoch == result.best_epoch and len(ds.validation) else ""  # on validation
     print(
         f"done: {len(result.history)} epochs in {seconds:.1f} s; test accuracy {final['test_accuracy']:.4f} "
-        f"(params of epoch {tested_epoch}{', the best' if tested_epoch == result.best_epoch else ''}), "
+        f"(params of epoch {tested_epoch}{best_note}), "
         f"test cost {final['test_cost']:.4f}"
         + (f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir else "")
         + (f"; network in {args.save_params}" if args.save_params else "")
