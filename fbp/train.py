@@ -481,7 +481,8 @@ def fit(
             params, opt_state = tree["params"], tree["opt_state"]
             start = saved = header["epoch"]
             history = meta.get("history", [])
-            best_acc, best_epoch, since_best = meta.get("best_acc", -1.0), meta.get("best_epoch"), meta.get("since_best", 0)
+            best_acc, best_epoch = meta.get("best_acc", -1.0), meta.get("best_epoch")
+            since_best = meta.get("since_best", 0)
             since_change = meta.get("since_change", 0)
             best_params = _best_params_on_disk(checkpoint_dir, best_epoch, template)
             if on_resume is not None:
