@@ -453,6 +453,13 @@ def cmd_train(args) -> int:
         "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
     }
     def on_resume(history):
+        done = len(history)
+        print(f"resuming from the checkpoint of epoch {done} in {args.checkpoint_dir}"
+              + (f"; it has reached --epochs {args.epochs}: nothing to train (give a larger --epochs to go on)"
+                 if done >= args.epochs else ""), flush=True)
+        if bar is not None:
+            bar.n = min(done, args.epochs)
+            bar.refresh()
         # The metrics file restarts from the checkpoint's history: a run killed
         # between its save and its metrics line loses no epoch, and repeats none.
         if metrics is not None:
@@ -465,6 +472,8 @@ def cmd_train(args) -> int:
             if f is not None:
                 f.close()
 
+    if args.resume and fckpt.newest_epoch(args.checkpoint_dir) is None:
+        print(f"--resume: no checkpoint in {args.checkpoint_dir} yet; starting at epoch 1", flush=True)
     t0 = time.perf_counter()
     try:
         result = ftrain.fit(

@@ -497,8 +497,16 @@ def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_
     out.write_text(out.read_text().splitlines()[0] + "\n")
     proc = _cli(*[f if f != "2" else "3" for f in flags], "--resume")
     assert proc.returncode == 0, proc.stderr
+    assert f"resuming from the checkpoint of epoch 2 in {run}\n" in proc.stdout
     lines = [json.loads(l) for l in out.read_text().splitlines()]
     assert [l.get("epoch") for l in lines] == [1, 2, 3, None] and lines[-1]["final"]
+    proc = _cli(*flags, "--resume")  # already past --epochs 2: says so, trains nothing
+    assert proc.returncode == 0 and "it has reached --epochs 2: nothing to train" in proc.stdout
+    assert "epoch   " not in proc.stdout and ckpt.newest_epoch(run) == 3
+    other = str(tmp_path / "empty")
+    proc = _cli("train", "--epochs", "1", "--quiet", "--checkpoint-dir", other, "--resume")
+    assert proc.returncode == 0 and f"--resume: no checkpoint in {other} yet; starting at epoch 1" in proc.stdout
+    assert ckpt.newest_epoch(other) == 1
 
 
 def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
