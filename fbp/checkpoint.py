@@ -126,15 +126,25 @@ def list_checkpoints(directory: str) -> list:
     return [os.path.join(directory, n) for n in names]
 
 
-def _load(path: str, with_leaves: bool = True):
-    """(header, stored leaves) of one checkpoint file; CheckpointError if unreadable."""
+def _read_npz(path: str, keys: Callable[[dict], list], what: str):
+    """(JSON header, the arrays named by ``keys(header)``) of an ``.npz``
+    written here; CheckpointError "``path``: not ``what``" if it cannot be
+    read as one (``keys`` may raise ValueError to refuse a header)."""
     try:
         with np.load(path) as z:
             header = json.loads(bytes(z["header"]).decode())
-            stored = [z[f"leaf_{i:05d}"] for i in range(len(header["kinds"]))] if with_leaves else None
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: not a readable fbp checkpoint ({e})") from None
-    return header, stored
+            return header, [z[k] for k in keys(header)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not {what} ({e})") from None
+
+
+def _load(path: str, with_leaves: bool = True):
+    """(header, stored leaves) of one checkpoint file; CheckpointError if unreadable."""
+    def keys(header):
+        return [f"leaf_{i:05d}" for i in range(len(header["kinds"]))] if with_leaves else []
+
+    header, stored = _read_npz(path, keys, "a readable fbp checkpoint")
+    return header, stored if with_leaves else None
 
 
 def read_header(path: str) -> dict:
@@ -254,15 +264,14 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
 
     from fbp.network import Dense
 
-    try:
-        with np.load(path) as z:
-            header = json.loads(bytes(z["header"]).decode())
-            if header.get("format") != PARAMS_FORMAT:
-                raise ValueError(f"its header says format {header.get('format')!r}, not {PARAMS_FORMAT!r}")
-            ws = [z[f"w_{i}"] for i in range(len(header["layers"]))]
-            bs = [z[f"b_{i}"] for i in range(len(header["layers"]))]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{path}: not a network written by fbp.save_params ({e})") from None
+    def keys(header):  # w_0 … w_{L-1}, then b_0 … b_{L-1}
+        if header.get("format") != PARAMS_FORMAT:
+            raise ValueError(f"its header says format {header.get('format')!r}, not {PARAMS_FORMAT!r}")
+        return [f"{name}_{i}" for name in "wb" for i in range(len(header["layers"]))]
+
+    header, arrays = _read_npz(path, keys, "a network written by fbp.save_params")
+    n = len(header["layers"])
+    ws, bs = arrays[:n], arrays[n:]
     params = []
     for i, (w, b, layer) in enumerate(zip(ws, bs, header["layers"])):
         name = layer["activation"]

@@ -75,6 +75,7 @@ class _DefaultsFormatter(argparse.HelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     from fbp.activations import ACTIVATIONS
     from fbp.costs import COSTS
+    from fbp.data import DATASETS
     from fbp.network import INITS
 
     parser = argparse.ArgumentParser(
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp train --checkpoint-dir run --epochs 60            # a checkpoint every epoch\n"
         "  fbp train --checkpoint-dir run --epochs 60 --resume   # after a crash or Ctrl-C: goes on",
     )
-    train.add_argument("--data", choices=["digits", "fashion-mnist", "idx"], default="digits",
+    train.add_argument("--data", choices=DATASETS, default="digits",
                        help="digits (bundled, default), fashion-mnist (Debian's dataset-fashion-mnist) or idx "
                             "(--data-dir)")
     train.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files")
@@ -183,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "it was trained on.",
     )
     evaluate.add_argument("params", help="the .npz file written by --save-params")
-    evaluate.add_argument("--data", choices=["digits", "fashion-mnist", "idx"], default=None,
+    evaluate.add_argument("--data", choices=DATASETS, default=None,
                           help="data set (default: the one it was trained on)")
     evaluate.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files "
                           "(default: the one it was trained on)")

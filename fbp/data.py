@@ -19,6 +19,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+DATASETS = ("digits", "fashion-mnist", "idx")  # the names load() takes (fbp train --data)
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -217,4 +218,4 @@ def load(name: str, data_dir: Optional[str] = None, n_validation: Optional[int] 
         if data_dir is None:
             raise DataError(f"--data {name} needs --data-dir, the directory holding the four IDX files")
         return idx(data_dir, 10_000 if n_validation is None else n_validation)
-    raise DataError(f"unknown data set {name!r}; choose digits, fashion-mnist or idx")
+    raise DataError(f"unknown data set {name!r}; choose {', '.join(DATASETS[:-1])} or {DATASETS[-1]}")

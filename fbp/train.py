@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from fbp import checkpoint as ckpt
-from fbp.backprop import check_batch, example_loss, value_and_batch_backward
+from fbp.backprop import _example_loss_from, check_batch, value_and_batch_backward
 from fbp.backprop import loss as fbp_loss
 from fbp.network import Dense, check_inputs, forward_trace, validate_params
 
@@ -219,9 +219,10 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
     """
     cost, X, Y = check_batch(params, X, Y, cost)
 
-    def one(x):  # C_n and the class predicted for example n
-        x, y = x
-        return example_loss(params, x, y, cost), jnp.argmax(forward_trace(params, x)[1][-1])
+    def one(xy):  # C_n and the class predicted for example n, from one forward pass
+        x, y = xy
+        zs, activations = forward_trace(params, x)
+        return _example_loss_from(params, zs, activations, y, cost), jnp.argmax(activations[-1])
 
     costs, predicted = _chunked(one, (X, Y), chunk_size)  # (n,), (n,)
     out = dict(cost=jnp.mean(costs), accuracy=jnp.mean(predicted == jnp.argmax(Y, axis=1)))

@@ -36,6 +36,10 @@ def test_bad_flags_are_one_line_errors(argv, needle):
     assert needle in proc.stderr.strip().splitlines()[-1]
 
 
+def _subparser(command):
+    return next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+
+
 @pytest.mark.parametrize("command", ["train", "check", "evaluate"])
 def test_help_documents_every_flag_and_its_default(capsys, command):
     with pytest.raises(SystemExit) as exit_:
@@ -43,9 +47,7 @@ def test_help_documents_every_flag_and_its_default(capsys, command):
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
     assert "%%" not in text
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
-    for action in sub._actions:
+    for action in _subparser(command)._actions:
         assert action.help, f"{command} {action.option_strings} has no help text"
         if action.default not in (None, False, argparse.SUPPRESS) and "default" not in action.help:
             shown = ",".join(map(str, action.default)) if isinstance(action.default, list) else str(action.default)
@@ -53,8 +55,8 @@ def test_help_documents_every_flag_and_its_default(capsys, command):
 
 
 def test_the_help_examples_are_valid_command_lines():
-    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
-    examples = [line.split("#")[0].split()[1:] for line in sub.epilog.splitlines() if line.startswith("  fbp ")]
+    epilog = _subparser("train").epilog
+    examples = [line.split("#")[0].split()[1:] for line in epilog.splitlines() if line.startswith("  fbp ")]
     assert len(examples) >= 4
     for argv in examples:
         args = build_parser().parse_args(argv)  # an unknown flag or bad value exits here
