@@ -397,11 +397,14 @@ def cmd_train(args) -> int:
         except OSError as e:
             return fail(f"--save-params {args.save_params} cannot be written ({e.strerror or e}); "
                         f"give a writable .npz path")
+    # --resume keeps the metrics file until the checkpoint's history rewrites
+    # it (on_resume); with no checkpoint to go on from, the run starts afresh.
+    resuming = args.resume and fckpt.newest_epoch(args.checkpoint_dir) is not None
     metrics = None
     if args.metrics_out:
         try:
             os.makedirs(os.path.dirname(os.path.abspath(args.metrics_out)), exist_ok=True)
-            metrics = open(args.metrics_out, "a" if args.resume else "w")
+            metrics = open(args.metrics_out, "a" if resuming else "w")
         except OSError as e:
             return fail(f"--metrics-out {args.metrics_out} cannot be written ({e.strerror or e}); give a writable path")
 
@@ -473,7 +476,7 @@ def cmd_train(args) -> int:
             if f is not None:
                 f.close()
 
-    if args.resume and fckpt.newest_epoch(args.checkpoint_dir) is None:
+    if args.resume and not resuming:
         print(f"--resume: no checkpoint in {args.checkpoint_dir} yet; starting at epoch 1", flush=True)
     t0 = time.perf_counter()
     try:

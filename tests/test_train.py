@@ -504,9 +504,11 @@ def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_
     assert proc.returncode == 0 and "it has reached --epochs 2: nothing to train" in proc.stdout
     assert "epoch   " not in proc.stdout and ckpt.newest_epoch(run) == 3
     other = str(tmp_path / "empty")
-    proc = _cli("train", "--epochs", "1", "--quiet", "--checkpoint-dir", other, "--resume")
+    # the metrics of an older run are replaced, not appended to, when no checkpoint is resumed
+    proc = _cli("train", "--epochs", "1", "--quiet", "--checkpoint-dir", other, "--resume", "--metrics-out", str(out))
     assert proc.returncode == 0 and f"--resume: no checkpoint in {other} yet; starting at epoch 1" in proc.stdout
     assert ckpt.newest_epoch(other) == 1
+    assert [json.loads(l).get("epoch") for l in out.read_text().splitlines()] == [1, None]
 
 
 def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
