@@ -134,6 +134,10 @@ def _read_npz(path: str, keys: Callable[[dict], list], what: str):
         with np.load(path) as z:
             header = json.loads(bytes(z["header"]).decode())
             return header, [z[k] for k in keys(header)]
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: a directory, not {what}") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: not {what} ({e})") from None
 

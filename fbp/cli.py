@@ -213,8 +213,11 @@ def cmd_evaluate(args) -> int:
     except fckpt.CheckpointError as e:
         return fail(str(e))
     data = args.data or meta.get("data_flag") or "digits"
-    data_dir = args.data_dir if args.data_dir is not None else (meta.get("data_dir") if not args.data else None)
-    validation = args.validation if args.validation is not None else meta.get("validation")
+    # The directory and validation split the network was trained with hold
+    # only for its own data; other data gets that data's defaults.
+    same_data = data == meta.get("data_flag")
+    data_dir = args.data_dir if args.data_dir is not None else (meta.get("data_dir") if same_data else None)
+    validation = args.validation if args.validation is not None else (meta.get("validation") if same_data else None)
     cost = args.cost or meta.get("cost") or "log_likelihood"
     try:
         ds = fdata.load(data, data_dir, validation)

@@ -378,7 +378,9 @@ def test_save_params_and_load_params_round_trip_without_a_template(tmp_path):
     # Files that are not a saved network: a training checkpoint, garbage; and inputs that are not a network.
     ckpt.save(str(tmp_path / "ck"), 1, dict(params=net[1:]))
     (tmp_path / "junk.npz").write_bytes(b"junk")
-    for bad in (ckpt.list_checkpoints(str(tmp_path / "ck"))[0], str(tmp_path / "junk.npz"), str(tmp_path / "none")):
+    with pytest.raises(ckpt.CheckpointError, match="none: no such file"):
+        fbp.load_params(str(tmp_path / "none"))
+    for bad in (ckpt.list_checkpoints(str(tmp_path / "ck"))[0], str(tmp_path / "junk.npz"), str(tmp_path)):
         with pytest.raises(ckpt.CheckpointError, match="not a network written by fbp.save_params"):
             fbp.load_params(bad)
     with pytest.raises(TypeError, match="list of fbp.Dense"):
@@ -532,8 +534,15 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
     assert f"accuracy {lines[-1]['test_accuracy']:.4f}" in proc.stdout and "digits test (360 examples)" in proc.stdout
     n_by_class = [int(n) for n in re.findall(r"\d: [01]\.\d{3} \((\d+)\)", proc.stdout)]
     assert len(n_by_class) == 10 and sum(n_by_class) == 360
-    for argv, needle in (([str(tmp_path / "none.npz")], "not a network"), ([str(net), "--data", "fashion-mnist",
-                         "--data-dir", str(tmp_path)], "--data"), ([str(out)], "not a network")):
+    # a network of other data, evaluated on digits: its --validation 10000 is that data's, not digits'
+    other = str(tmp_path / "fashion.npz")
+    fbp.save_params(other, fbp.init_mlp(jax.random.key(0), [784, 5, 10]),
+                    dict(data="fashion-mnist", data_flag="fashion-mnist", data_dir=None, validation=10_000))
+    for argv, needle in (([str(tmp_path / "none.npz")], "none.npz: no such file"),
+                         ([str(tmp_path)], "a directory, not a network"),
+                         ([str(net), "--data", "fashion-mnist", "--data-dir", str(tmp_path)], "--data"),
+                         ([str(out)], "not a network"),
+                         ([other, "--data", "digits"], "(784,5,10) does not fit digits (64 inputs, 10 classes)")):
         proc = _cli("evaluate", *argv)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert needle in proc.stderr.strip().splitlines()[-1]
