@@ -222,7 +222,7 @@ def cmd_evaluate(args) -> int:
     try:
         ds = fdata.load(data, data_dir, validation)
     except (fdata.DataError, ValueError) as e:
-        return fail(f"--data {data}: {e}")
+        return fail(f"{'--validation' if 'validation size' in str(e) else '--data ' + data}: {e}")
     split = getattr(ds, args.split)
     sizes = [params[0].n_in] + [p.n_out for p in params]
     if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:

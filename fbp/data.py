@@ -90,8 +90,8 @@ def digits(n_validation: int = 180, n_test: int = 360, seed: int = 0) -> Dataset
     Y = one_hot(d.target, 10)
     order = np.random.default_rng(seed).permutation(len(X))
     X, Y = X[order], Y[order]
-    if n_test + n_validation >= len(X):
-        raise ValueError(f"n_test + n_validation must leave training data, got {n_test} + {n_validation}.")
+    if not 0 <= n_test < len(X):  # split_validation checks n_validation against what is left
+        raise ValueError(f"n_test must be in [0, {len(X)}) for {len(X)} examples, got {n_test}.")
     test = Split(X[:n_test], Y[:n_test])
     train, validation = split_validation(Split(X[n_test:], Y[n_test:]), n_validation)
     return Dataset("digits", train, validation, test)

@@ -578,6 +578,7 @@ def test_cli_lr_halving_halves_eta_and_stops_at_one_128th(tmp_path):
     (["--resume"], "--checkpoint-dir"),
     (["--batch-size", "5000"], "--batch-size"),
     (["--restore-best", "--validation", "0"], "--validation"),
+    (["--validation", "2000"], "--validation: validation size must be in [0, 1437) for 1437 training examples"),
     (["--patience", "3", "--validation", "0"], "--patience stops training by validation accuracy"),
     (["--lr-halving", "5", "--validation", "0"], "--lr-halving"),
     (["--save-params", "/"], "--save-params"),
