@@ -118,6 +118,19 @@ def check_writable(directory: str) -> None:
     os.remove(probe)
 
 
+def check_params_path(path: str, probe: bool = True) -> None:
+    """OSError unless ``path`` can take a network file: not a directory, not
+    a device or pipe (the atomic rename would replace it, /dev/null
+    included), and with ``probe`` in a directory that can be written."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "a directory, not a file", path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise OSError(errno.EINVAL, "a device or a pipe, not a regular file: the atomic write would replace it",
+                      path)
+    if probe:
+        check_writable(os.path.dirname(os.path.abspath(path)))
+
+
 def list_checkpoints(directory: str) -> list:
     """Complete checkpoints in ``directory``, oldest first."""
     if not os.path.isdir(directory):
@@ -253,6 +266,7 @@ def save_params(path: str, params: list, meta: Optional[dict] = None) -> str:
         raise TypeError(f"meta must be JSON-able: {e}") from None
     arrays["header"] = np.frombuffer(header.encode(), np.uint8)
     path = os.fspath(path)
+    check_params_path(path, probe=False)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     _write_atomic(path, os.path.join(directory, f".tmp-params-{os.getpid()}.npz"), arrays)

@@ -293,6 +293,10 @@ def cmd_check(args) -> int:
     return 0 if ok else 1
 
 
+class MetricsWriteError(Exception):
+    """A --metrics-out line could not be written (a full disk, say)."""
+
+
 def cmd_train(args) -> int:
     import json
     import os
@@ -394,9 +398,7 @@ def cmd_train(args) -> int:
 
     if args.save_params:
         try:  # refused now rather than after training
-            if os.path.isdir(args.save_params):
-                raise IsADirectoryError(21, "a directory, not a file")
-            fckpt.check_writable(os.path.dirname(os.path.abspath(args.save_params)))
+            fckpt.check_params_path(args.save_params)
         except OSError as e:
             return fail(f"--save-params {args.save_params} cannot be written ({e.strerror or e}); "
                         f"give a writable .npz path")
@@ -410,6 +412,18 @@ def cmd_train(args) -> int:
             metrics = open(args.metrics_out, "a" if resuming else "w")
         except OSError as e:
             return fail(f"--metrics-out {args.metrics_out} cannot be written ({e.strerror or e}); give a writable path")
+
+    def write_metrics(records, restart=False):
+        if metrics is None:
+            return
+        try:
+            if restart:
+                metrics.truncate(0)
+            metrics.writelines(json.dumps(r) + "\n" for r in records)
+            metrics.flush()
+        except OSError as e:
+            raise MetricsWriteError(f"could not write to --metrics-out {args.metrics_out} "
+                                    f"({e.strerror or e})") from e
 
     print(
         f"fbp train: {ds.name} ({len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test), "
@@ -445,9 +459,7 @@ def cmd_train(args) -> int:
             bar.write(line)
         else:
             print(line, flush=True)
-        if metrics is not None:
-            metrics.write(json.dumps(r) + "\n")
-            metrics.flush()
+        write_metrics([r])
 
     # What a checkpoint's tree does not show; --resume refuses checkpoints
     # written with other values (--epochs may grow, --init and the devices
@@ -469,15 +481,23 @@ def cmd_train(args) -> int:
             bar.refresh()
         # The metrics file restarts from the checkpoint's history: a run killed
         # between its save and its metrics line loses no epoch, and repeats none.
-        if metrics is not None:
-            metrics.truncate(0)
-            metrics.writelines(json.dumps(r) + "\n" for r in history)
-            metrics.flush()
+        write_metrics(history, restart=True)
 
     def close_outputs():
         for f in (bar, metrics):
             if f is not None:
-                f.close()
+                try:
+                    f.close()
+                except OSError:  # a failed metrics write; it has been reported
+                    pass
+
+    def kept() -> str:
+        """What a stopped run leaves to go on from."""
+        epoch = fckpt.newest_epoch(args.checkpoint_dir) if args.checkpoint_dir else None
+        if epoch is not None:
+            return (f"the checkpoint of epoch {epoch} is in {args.checkpoint_dir}: "
+                    f"add --resume to the same command to go on")
+        return "nothing was saved" + ("" if args.checkpoint_dir else " (give --checkpoint-dir to be able to resume)")
 
     if args.resume and not resuming:
         print(f"--resume: no checkpoint in {args.checkpoint_dir} yet; starting at epoch 1", flush=True)
@@ -495,13 +515,12 @@ def cmd_train(args) -> int:
         return fail(f"--resume: {' '.join(str(e).split())}")
     except KeyboardInterrupt:  # Ctrl-C: say what is kept, without a traceback
         close_outputs()
-        kept_epoch = fckpt.newest_epoch(args.checkpoint_dir) if args.checkpoint_dir else None
-        kept = (f"; the checkpoint of epoch {kept_epoch} is in "
-                f"{args.checkpoint_dir}: add --resume to the same command to go on" if kept_epoch is not None
-                else "; nothing was saved" + ("" if args.checkpoint_dir
-                                              else " (give --checkpoint-dir to be able to resume)"))
-        print(f"\nfbp train: interrupted{kept}", file=sys.stderr)
+        print(f"\nfbp train: interrupted; {kept()}", file=sys.stderr)
         return 130
+    except MetricsWriteError as e:  # a full disk, say: the checkpoints written so far are intact
+        close_outputs()
+        print(f"fbp train: error: {e}; {kept()}", file=sys.stderr)
+        return 1
     except CheckpointWriteError as e:  # mid-run: the earlier checkpoints are intact
         close_outputs()
         print(f"fbp train: error: {e.strerror}", file=sys.stderr)
@@ -523,14 +542,22 @@ def cmd_train(args) -> int:
         test_cost=float(test["cost"]), test_accuracy=float(test["accuracy"]),
         seconds=seconds, error=str(result.error) if result.error else None,
     )
-    if metrics is not None:
-        metrics.write(json.dumps(final) + "\n")
-        metrics.close()
+    errors = []  # reported after the summary; neither write keeps the other from being tried
+    try:
+        write_metrics([final])
+    except MetricsWriteError as e:
+        errors.append(f"{e}; {kept()}")
+    close_outputs()
+    network_saved = False
     if args.save_params:
-        fckpt.save_params(args.save_params, tested, dict(
-            data=ds.name, data_flag=args.data, data_dir=args.data_dir, validation=len(ds.validation),
-            sizes=sizes, cost=args.cost, dtype=args.dtype, tested_epoch=tested_epoch,
-            test_accuracy=final["test_accuracy"], test_cost=final["test_cost"]))
+        try:
+            fckpt.save_params(args.save_params, tested, dict(
+                data=ds.name, data_flag=args.data, data_dir=args.data_dir, validation=len(ds.validation),
+                sizes=sizes, cost=args.cost, dtype=args.dtype, tested_epoch=tested_epoch,
+                test_accuracy=final["test_accuracy"], test_cost=final["test_cost"]))
+            network_saved = True
+        except OSError as e:
+            errors.append(f"could not write --save-params {args.save_params} ({e.strerror or e}); {kept()}")
     if result.stop_reason == "patience":
         print(f"early stop: no better {eval_split} accuracy in {args.patience} epochs (best at epoch "
               f"{result.best_epoch})")
@@ -542,12 +569,13 @@ def cmd_train(args) -> int:
         f"(params of epoch {tested_epoch}{best_note}), "
         f"test cost {final['test_cost']:.4f}"
         + (f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir else "")
-        + (f"; network in {args.save_params}" if args.save_params else "")
+        + (f"; network in {args.save_params}" if network_saved else "")
     )
     if result.error is not None:
-        print(f"fbp train: error: {result.error}", file=sys.stderr)
-        return 1
-    return 0
+        errors.insert(0, str(result.error))
+    for e in errors:
+        print(f"fbp train: error: {e}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,9 +1,11 @@
 """Training: the step, the epoch, fit, determinism, non-finite stops, checkpoints."""
 
+import errno
 import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -564,6 +566,37 @@ def test_cli_lr_halving_halves_eta_and_stops_at_one_128th(tmp_path):
         assert (factors[e] < factors[e - 1]) == (accs[e - 1] <= max(accs[:e - 1], default=-1))
     stopped = "stop: η halved down to 1/128 of 0.5" in proc.stdout
     assert stopped == (len(records) < 40) and (not stopped or factors[-1] == 1 / 64)
+
+
+def test_cli_failed_writes_are_one_line_errors_that_say_what_is_kept(tmp_path, capsys, monkeypatch):
+    from fbp.cli import main
+
+    # a pipe (or a device: /dev/null) is refused, not replaced by the atomic rename
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    assert main(["train", "--epochs", "1", "--quiet", "--save-params", fifo]) == 2
+    assert f"--save-params {fifo} cannot be written (a device or a pipe" in capsys.readouterr().err
+    with pytest.raises(OSError, match="a device or a pipe, not a regular file"):
+        fbp.save_params(fifo, fbp.init_mlp(jax.random.key(0), [2, 2]))
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    # a full disk under --metrics-out (every write to /dev/full fails) stops the run after epoch 1's checkpoint
+    run = str(tmp_path / "run")
+    assert main(["train", "--epochs", "3", "--quiet", "--metrics-out", "/dev/full", "--checkpoint-dir", run]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "fbp train: error: could not write to --metrics-out /dev/full (No space left on device); "
+        f"the checkpoint of epoch 1 is in {run}: add --resume to the same command to go on")
+    # a failed save of the network at the end: the summary is printed and the checkpoint named
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_params", disk_full)
+    net = str(tmp_path / "net.npz")
+    assert main(["train", "--epochs", "2", "--quiet", "--checkpoint-dir", run, "--resume", "--save-params", net]) == 1
+    out, err = capsys.readouterr()
+    assert "done: 2 epochs" in out and "network in" not in out and not os.path.exists(net)
+    assert err.strip().splitlines()[-1] == (
+        f"fbp train: error: could not write --save-params {net} (No space left on device); "
+        f"the checkpoint of epoch 2 is in {run}: add --resume to the same command to go on")
 
 
 @pytest.mark.parametrize("argv,needle", [
