@@ -293,6 +293,10 @@ def cmd_check(args) -> int:
     return 0 if ok else 1
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
 class MetricsWriteError(Exception):
     """A --metrics-out line could not be written (a full disk, say)."""
 
@@ -559,13 +563,13 @@ def cmd_train(args) -> int:
         except OSError as e:
             errors.append(f"could not write --save-params {args.save_params} ({e.strerror or e}); {kept()}")
     if result.stop_reason == "patience":
-        print(f"early stop: no better {eval_split} accuracy in {args.patience} epochs (best at epoch "
+        print(f"early stop: no better {eval_split} accuracy in {_epochs(args.patience)} (best at epoch "
               f"{result.best_epoch})")
     elif result.stop_reason == "lr_floor":
         print(f"stop: η halved down to 1/128 of {args.lr} (best {eval_split} accuracy at epoch {result.best_epoch})")
     best_note = ", the best" if tested_epoch == result.best_epoch and len(ds.validation) else ""  # on validation
     print(
-        f"done: {len(result.history)} epochs in {seconds:.1f} s; test accuracy {final['test_accuracy']:.4f} "
+        f"done: {_epochs(len(result.history))} in {seconds:.1f} s; test accuracy {final['test_accuracy']:.4f} "
         f"(params of epoch {tested_epoch}{best_note}), "
         f"test cost {final['test_cost']:.4f}"
         + (f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir else "")

@@ -511,6 +511,7 @@ def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_
     # the metrics of an older run are replaced, not appended to, when no checkpoint is resumed
     proc = _cli("train", "--epochs", "1", "--quiet", "--checkpoint-dir", other, "--resume", "--metrics-out", str(out))
     assert proc.returncode == 0 and f"--resume: no checkpoint in {other} yet; starting at epoch 1" in proc.stdout
+    assert "done: 1 epoch in " in proc.stdout
     assert ckpt.newest_epoch(other) == 1
     assert [json.loads(l).get("epoch") for l in out.read_text().splitlines()] == [1, None]
 
