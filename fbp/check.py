@@ -152,6 +152,8 @@ def compare_grads(
     from ``jax.grad``, and the relative difference from central finite
     differences at ``fd_samples`` random entries (spread over all leaves).
     """
+    if not isinstance(fd_samples, (int, np.integer)) or fd_samples < 0:
+        raise ValueError(f"fd_samples must be an integer ≥ 0 (0: no finite differences), got {fd_samples!r}.")
     hand = batch_backward(params, X, Y, cost, reduction)
     ref = autodiff_grad(params, X, Y, cost, reduction)
     paths_hand, _ = jax.tree_util.tree_flatten_with_path(hand)

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--batch-size", type=_positive_int, default=16, help="random examples in the batch")
     check.add_argument("--reduction", choices=["mean", "sum"], default="mean", help="cost over the batch")
     check.add_argument("--dtype", choices=["float32", "float64"], default="float64", help="floating-point type")
-    check.add_argument("--fd-samples", type=int, default=24, help="finite-difference entries to check (0: none)")
+    check.add_argument("--fd-samples", type=_nonneg_int, default=24, help="finite-difference entries to check (0: none)")
     check.add_argument("--seed", type=int, default=0, help="PRNG seed of params and data")
     check.add_argument("--tol", type=float, default=None,
                        help="fail (exit 1) above this relative difference from jax.grad (default 1e-10 in float64, "

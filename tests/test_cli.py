@@ -27,6 +27,7 @@ def test_check_exits_1_above_tolerance(capsys):
     (["check", "--sizes", "3,x"], "--sizes"),
     (["check", "--cost", "nope"], "--cost"),
     (["check", "--batch-size", "0"], "--batch-size"),
+    (["check", "--fd-samples", "-1"], "--fd-samples"),
     (["check", "--activation", "softmax"], "softmax"),
 ])
 def test_bad_flags_are_one_line_errors(argv, needle):

@@ -141,3 +141,12 @@ def test_objects_are_accepted_as_well_as_names(net):
         np.testing.assert_array_equal(u, v)
     p2 = fbp.init_mlp(jax.random.key(0), [4, 3, 2], activation=fbp.ACTIVATIONS["tanh"])
     assert p2[0].activation == "tanh"
+
+
+def test_compare_grads_refuses_a_negative_sample_count(net):
+    params, X, Y = net
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="fd_samples must be an integer ≥ 0"):
+            fbp.compare_grads(params, X, Y, "log_likelihood", fd_samples=bad)
+    report = fbp.compare_grads(params, X, Y, "log_likelihood", fd_samples=0)
+    assert len(report.leaves) == 4 and not any(r.fd_count for r in report.leaves)
