@@ -16,6 +16,7 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from fbp.backprop import _check_reduction, _deltas_and_inputs, batch_deltas, batch_trace, check_batch, propagate, reduce
@@ -72,15 +73,32 @@ def _clip_factors(ds, a_prev, clip_norm):
     return jnp.where(norms > clip_norm, clip_norm / jnp.where(norms > 0, norms, 1.0), 1.0), norms
 
 
-@functools.partial(jax.jit, static_argnames=("cost", "reduction"))
 def clipped_grad(params: list, X: Array, Y: Array, cost, clip_norm, reduction: str = "mean") -> list:
     """Σ_n min(1, C/‖g_n‖) g_n (÷ B for ``mean``): each example's gradient clipped to norm C.
 
     Identity: Σ_n c_n δ_n a_nᵀ = (c ⊙ Δ)ᵀ A, with ‖g_n‖ from ‖δ‖ and ‖a‖.
+    C must be > 0 (checked here unless it is traced).
     """
+    _check_clip_norm(clip_norm)
+    return _clipped_grad(params, X, Y, cost, clip_norm, reduction)
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "reduction"))
+def _clipped_grad(params, X, Y, cost, clip_norm, reduction):
     _check_reduction(reduction)
     ds, a_prev = batch_deltas(params, X, Y, cost)
     return _clipped_sum(params, ds, a_prev, clip_norm, reduction)
+
+
+def _check_clip_norm(clip_norm) -> None:
+    """ValueError for a clip norm known now (not traced) that is not > 0: with
+    C ≤ 0 or NaN every clipped gradient would be zero or NaN, silently."""
+    try:
+        positive = bool(clip_norm > 0)
+    except jax.errors.ConcretizationTypeError:  # traced under jit: not known yet
+        return
+    if not positive:
+        raise ValueError(f"clip norm must be > 0, got {clip_norm!r}.")
 
 
 def _clipped_sum(params, ds, a_prev, clip_norm, reduction):
@@ -192,8 +210,7 @@ def diag_ggn(params: list, X: Array, Y: Array, cost, reduction: str = "mean") ->
 def dp_value_and_grad(cost, clip_norm: float):
     """``(params, X, Y) -> (loss, clipped mean gradient)`` for ``fbp.train.make_train_step(grad=...)``;
     the loss comes from the same forward pass as the δ's."""
-    if not clip_norm > 0:
-        raise ValueError(f"clip norm must be > 0, got {clip_norm!r}.")
+    _check_clip_norm(clip_norm)
 
     def value_and_grad(params, X, Y):
         losses, ds, a_prev = batch_trace(params, X, Y, cost)
@@ -213,8 +230,11 @@ def dp_noise(noise_multiplier: float, clip_norm: float, batch_size: int, seed: i
     with the gradient from ``dp_value_and_grad(cost, C)`` (Abadi et al. 2016's
     DP-SGD). The PRNG key lives in the state, so the same seed gives the same noise.
     """
-    if noise_multiplier < 0:
+    if not noise_multiplier >= 0:
         raise ValueError(f"noise multiplier must be ≥ 0, got {noise_multiplier!r}.")
+    _check_clip_norm(clip_norm)
+    if not (isinstance(batch_size, (int, np.integer)) and batch_size > 0):
+        raise ValueError(f"batch size must be a positive integer, got {batch_size!r}.")
     std = noise_multiplier * clip_norm / batch_size
 
     def init(params):

@@ -124,6 +124,26 @@ def test_clipping_limits():
     np.testing.assert_allclose(total, contrib.sum(0), rtol=1e-10)
 
 
+def test_clip_norm_noise_and_batch_size_are_checked_when_known():
+    params = fbp.init_mlp(jax.random.key(0), [3, 2], output_activation="softmax")
+    X, Y = jax.random.uniform(jax.random.key(1), (4, 3)), jax.nn.one_hot(jnp.arange(4) % 2, 2)
+    for bad in (0.0, -1.0, float("nan"), jnp.float32(-1)):
+        with pytest.raises(ValueError, match="clip norm must be > 0"):
+            stats.clipped_grad(params, X, Y, "log_likelihood", bad)
+        with pytest.raises(ValueError, match="clip norm must be > 0"):
+            stats.dp_value_and_grad("log_likelihood", bad)
+        with pytest.raises(ValueError, match="clip norm must be > 0"):
+            stats.dp_noise(1.0, bad, 10)
+    for noise, batch, needle in ((float("nan"), 10, "noise multiplier"), (1.0, 0, "batch size"),
+                                 (1.0, 2.5, "batch size")):
+        with pytest.raises(ValueError, match=needle):
+            stats.dp_noise(noise, 1.0, batch)
+    # a clip norm traced under jit is not known until it runs: no check, the same clipping
+    traced = jax.jit(lambda c: stats.clipped_grad(params, X, Y, "log_likelihood", c))(0.5)
+    for a, b in zip(jax.tree.leaves(traced), jax.tree.leaves(stats.clipped_grad(params, X, Y, "log_likelihood", 0.5))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_dp_noise_is_seeded_and_scaled():
     g = [fbp.Dense(jnp.zeros((400, 50)), jnp.zeros(400), "sigmoid")]
     t1, t2, t3 = stats.dp_noise(2.0, 1.5, 10, seed=3), stats.dp_noise(2.0, 1.5, 10, seed=3), stats.dp_noise(2.0, 1.5, 10, seed=4)
