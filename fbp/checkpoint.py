@@ -16,6 +16,7 @@ import glob
 import json
 import os
 import re
+import warnings
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -305,4 +306,8 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
         if w.ndim != 2 or b.shape != (w.shape[0],) or (params and params[-1].w.shape[0] != w.shape[1]):
             raise CheckpointError(f"{path}: layer {i} has w {w.shape} and b {b.shape}, which do not chain.")
         params.append(Dense(jnp.asarray(w), jnp.asarray(b), act))
+    if params[0].w.dtype != ws[0].dtype:
+        warnings.warn(f"{path} holds {ws[0].dtype} params, loaded as {params[0].w.dtype} because JAX's 64-bit "
+                      f"mode is off; call jax.config.update('jax_enable_x64', True) before load_params to keep "
+                      f"{ws[0].dtype}.", stacklevel=2)
     return (params, header["meta"]) if with_meta else params

@@ -198,8 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_evaluate(args) -> int:
+    import jax
     import numpy as np
 
+    jax.config.update("jax_enable_x64", True)  # a float64 network is tested in float64, as it was trained
     from fbp import checkpoint as fckpt
     from fbp import data as fdata
     from fbp import train as ftrain
@@ -585,7 +587,15 @@ def cmd_train(args) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        rc = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return rc
+    except BrokenPipeError:  # `fbp evaluate net.npz | head -2`: the reader has gone, as with any Unix tool
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
 
 
 if __name__ == "__main__":

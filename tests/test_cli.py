@@ -37,6 +37,19 @@ def test_bad_flags_are_one_line_errors(argv, needle):
     assert needle in proc.stderr.strip().splitlines()[-1]
 
 
+def test_a_closed_stdout_ends_quietly_as_with_any_unix_tool():
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # `fbp check | head -0`: the reader is gone before the first line
+    try:
+        proc = subprocess.run([sys.executable, "-m", "fbp", "check", "--sizes", "4,3,2", "--fd-samples", "0"],
+                              stdout=write, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
 def _subparser(command):
     return next(a for a in build_parser()._actions if a.dest == "command").choices[command]
 

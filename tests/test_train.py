@@ -372,6 +372,11 @@ def test_save_params_and_load_params_round_trip_without_a_template(tmp_path):
         np.testing.assert_array_equal(a, b)
     x = np.linspace(0, 1, 5)
     np.testing.assert_array_equal(fbp.forward(net, x), fbp.forward(back, x))
+    # float64 params where JAX's 64-bit mode is off come back as float32, with a warning saying how to keep them
+    with jax.enable_x64(False):
+        with pytest.warns(UserWarning, match=r"holds float64 params, loaded as float32 because .*jax_enable_x64"):
+            narrowed = fbp.load_params(path, activations={"twice": twice})
+        assert narrowed[0].w.dtype == jnp.float32
     # A built-in name shadowed by another function is saved as custom, not confused with the built-in.
     fake = fbp.Activation("sigmoid", jnp.tanh, lambda z: 1 - jnp.tanh(z) ** 2)
     fbp.save_params(path, [fbp.Dense(net[0].w, net[0].b, fake)])
@@ -537,6 +542,11 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
     assert f"accuracy {lines[-1]['test_accuracy']:.4f}" in proc.stdout and "digits test (360 examples)" in proc.stdout
     n_by_class = [int(n) for n in re.findall(r"\d: [01]\.\d{3} \((\d+)\)", proc.stdout)]
     assert len(n_by_class) == 10 and sum(n_by_class) == 360
+    # a float64 network is tested in float64, not narrowed to float32 on loading
+    net64 = str(tmp_path / "net64.npz")
+    fbp.save_params(net64, fbp.init_mlp(jax.random.key(0), [64, 5, 10], dtype=jnp.float64), dict(data_flag="digits"))
+    proc = _cli("evaluate", net64)
+    assert proc.returncode == 0 and "64-bit mode is off" not in proc.stderr, proc.stderr
     # a network of other data, evaluated on digits: its --validation 10000 is that data's, not digits'
     other = str(tmp_path / "fashion.npz")
     fbp.save_params(other, fbp.init_mlp(jax.random.key(0), [784, 5, 10]),
