@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import signal
 import sys
 import time
 from typing import Optional, Sequence
@@ -299,6 +301,29 @@ def _epochs(n: int) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a cluster scheduler's notice): training stops as on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM raises ``Terminated`` (at the end of the
+    running epoch's jitted call, as Ctrl-C does), so a run stopped by its
+    scheduler says which checkpoint to resume from."""
+    def on_term(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread: signals stay as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class MetricsWriteError(Exception):
     """A --metrics-out line could not be written (a full disk, say)."""
 
@@ -509,20 +534,22 @@ def cmd_train(args) -> int:
         print(f"--resume: no checkpoint in {args.checkpoint_dir} yet; starting at epoch 1", flush=True)
     t0 = time.perf_counter()
     try:
-        result = ftrain.fit(
-            params, train_xy, optimizer=optimizer, cost=args.cost, epochs=args.epochs,
-            batch_size=args.batch_size, key=k_train, evaluation=eval_xy, patience=args.patience,
-            lr_halving=args.lr_halving, monitor_training=args.monitor_training,
-            checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad, mesh=mesh,
-            config=config, on_resume=on_resume,
-        )
+        with _sigterm_as_interrupt():
+            result = ftrain.fit(
+                params, train_xy, optimizer=optimizer, cost=args.cost, epochs=args.epochs,
+                batch_size=args.batch_size, key=k_train, evaluation=eval_xy, patience=args.patience,
+                lr_halving=args.lr_halving, monitor_training=args.monitor_training,
+                checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad, mesh=mesh,
+                config=config, on_resume=on_resume,
+            )
     except CheckpointMismatch as e:  # found before any training
         close_outputs()
         return fail(f"--resume: {' '.join(str(e).split())}")
-    except KeyboardInterrupt:  # Ctrl-C: say what is kept, without a traceback
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: say what is kept, without a traceback
         close_outputs()
-        print(f"\nfbp train: interrupted; {kept()}", file=sys.stderr)
-        return 130
+        terminated = isinstance(e, Terminated)
+        print(f"\nfbp train: {'terminated' if terminated else 'interrupted'}; {kept()}", file=sys.stderr)
+        return 143 if terminated else 130
     except MetricsWriteError as e:  # a full disk, say: the checkpoints written so far are intact
         close_outputs()
         print(f"fbp train: error: {e}; {kept()}", file=sys.stderr)

@@ -458,7 +458,9 @@ def test_kill_9_and_resume_gives_bitwise_the_same_params(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_ctrl_c_says_what_is_kept_and_how_to_go_on(tmp_path):
+@pytest.mark.parametrize("sig,rc,what", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_say_what_is_kept_and_how_to_go_on(tmp_path, sig, rc, what):
     run_dir = str(tmp_path / "run")
     flags = ["train", "--epochs", "500", "--quiet", "--checkpoint-dir", run_dir]
     proc = subprocess.Popen([sys.executable, "-m", "fbp", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -466,12 +468,12 @@ def test_ctrl_c_says_what_is_kept_and_how_to_go_on(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not ckpt.list_checkpoints(run_dir):
         time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate()
-    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert proc.returncode == rc and "Traceback" not in err, err
     newest = ckpt.read_header(ckpt.list_checkpoints(run_dir)[-1])["epoch"]
     assert newest < 500, "the run finished before it was interrupted; nothing was tested"
-    assert err.strip().splitlines()[-1] == (f"fbp train: interrupted; the checkpoint of epoch {newest} is in "
+    assert err.strip().splitlines()[-1] == (f"fbp train: {what}; the checkpoint of epoch {newest} is in "
                                             f"{run_dir}: add --resume to the same command to go on")
 
 
