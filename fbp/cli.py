@@ -324,6 +324,20 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _multi_host_problem(coordinator, num_processes, process_id) -> Optional[str]:
+    """What is wrong with the multi-host flags, or None."""
+    if None in (coordinator, num_processes, process_id):
+        return ("--coordinator, --num-processes and --process-id go together: give all three for a multi-host "
+                "run, or none")
+    host, colon, port = coordinator.rpartition(":")
+    if not (colon and host and port.isdigit()):
+        return f"--coordinator: expected HOST:PORT of process 0, like host0:1234; got {coordinator!r}"
+    if process_id >= num_processes:
+        return (f"--process-id {process_id} is not below --num-processes {num_processes}: the processes are "
+                f"numbered 0 to {num_processes - 1}")
+    return None
+
+
 class MetricsWriteError(Exception):
     """A --metrics-out line could not be written (a full disk, say)."""
 
@@ -334,12 +348,20 @@ def cmd_train(args) -> int:
 
     import jax
 
-    if args.coordinator is not None:
-        if args.num_processes is None or args.process_id is None:
-            print("fbp train: error: --coordinator needs --num-processes and --process-id", file=sys.stderr)
+    multi_host = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in multi_host):
+        problem = _multi_host_problem(*multi_host)
+        if problem:
+            print(f"fbp train: error: {problem}", file=sys.stderr)
             return 2
-        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
-                                   process_id=args.process_id)
+        try:
+            jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                       process_id=args.process_id)
+        except (RuntimeError, ValueError) as e:  # the coordinator cannot be reached, say
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            print(f"fbp train: error: --coordinator {args.coordinator}: could not join the run ({first})",
+                  file=sys.stderr)
+            return 1
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
