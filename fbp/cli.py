@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--batch-size", type=_positive_int, default=16, help="random examples in the batch")
     check.add_argument("--reduction", choices=["mean", "sum"], default="mean", help="cost over the batch")
     check.add_argument("--dtype", choices=["float32", "float64"], default="float64", help="floating-point type")
-    check.add_argument("--fd-samples", type=_nonneg_int, default=24, help="finite-difference entries to check (0: none)")
+    check.add_argument("--fd-samples", type=_nonneg_int, default=24,
+                       help="finite-difference entries to check (0: none)")
     check.add_argument("--seed", type=int, default=0, help="PRNG seed of params and data")
     check.add_argument("--tol", type=float, default=None,
                        help="fail (exit 1) above this relative difference from jax.grad (default 1e-10 in float64, "
@@ -449,6 +450,9 @@ def cmd_train(args) -> int:
     eval_split = "validation" if len(ds.validation) else "test"
     eval_xy = as_dtype(ds.validation if len(ds.validation) else ds.test)
 
+    if args.save_params and args.metrics_out and os.path.abspath(args.save_params) == os.path.abspath(args.metrics_out):
+        return fail(f"--save-params and --metrics-out both name {args.save_params}: the network would replace the "
+                    f"metrics; give two files")
     if args.save_params:
         try:  # refused now rather than after training
             fckpt.check_params_path(args.save_params)
