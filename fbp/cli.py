@@ -649,6 +649,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE
+    except KeyboardInterrupt:  # Ctrl-C outside training (fbp train says what is kept when it is inside)
+        print(f"\nfbp {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

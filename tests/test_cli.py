@@ -50,6 +50,17 @@ def test_a_closed_stdout_ends_quietly_as_with_any_unix_tool():
     assert proc.returncode == 141 and proc.stderr == "", proc.stderr
 
 
+def test_ctrl_c_outside_training_is_one_line(capsys, monkeypatch):
+    import fbp
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fbp, "compare_grads", interrupted)
+    assert main(["check", "--sizes", "4,3,2"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["fbp check: interrupted"]
+
+
 def _subparser(command):
     return next(a for a in build_parser()._actions if a.dest == "command").choices[command]
 
