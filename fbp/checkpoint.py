@@ -208,11 +208,13 @@ def restore(path: str, template: Any, check_header: Optional[Callable[[str, dict
     return jax.tree.unflatten(treedef, leaves), header
 
 
-def latest(directory: str, template: Any, check_header: Optional[Callable[[str, dict], None]] = None):
-    """Restore the newest complete checkpoint in ``directory``; None if there is none."""
+def _newest_readable(directory: str, read: Callable[[str], Any]):
+    """``read(path)`` of the newest checkpoint in ``directory`` it succeeds on,
+    falling back past unreadable ones (CheckpointError, not a mismatch); None
+    if there is none."""
     for path in reversed(list_checkpoints(directory)):
         try:
-            return restore(path, template, check_header)
+            return read(path)
         except CheckpointMismatch:
             raise
         except CheckpointError:
@@ -220,15 +222,15 @@ def latest(directory: str, template: Any, check_header: Optional[Callable[[str, 
     return None
 
 
+def latest(directory: str, template: Any, check_header: Optional[Callable[[str, dict], None]] = None):
+    """Restore the newest complete checkpoint in ``directory``; None if there is none."""
+    return _newest_readable(directory, lambda path: restore(path, template, check_header))
+
+
 def newest_epoch(directory: str) -> Optional[int]:
     """The epoch that ``latest`` would resume from (the newest checkpoint whose
-    header reads; an unreadable one is skipped as ``latest`` skips it), or None."""
-    for path in reversed(list_checkpoints(directory)):
-        try:
-            return int(read_header(path)["epoch"])
-        except CheckpointError:
-            continue
-    return None
+    header reads, skipping unreadable ones as ``latest`` does), or None."""
+    return _newest_readable(directory, lambda path: int(read_header(path)["epoch"]))
 
 
 # --- a trained network on its own (the book's network2 save/load) -----------

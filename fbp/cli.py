@@ -227,7 +227,7 @@ def cmd_evaluate(args) -> int:
     try:
         ds = fdata.load(data, data_dir, validation)
     except (fdata.DataError, ValueError) as e:
-        return fail(f"{'--validation' if 'validation size' in str(e) else '--data ' + data}: {e}")
+        return fail(f"{'--validation' if isinstance(e, fdata.ValidationSizeError) else '--data ' + data}: {e}")
     split = getattr(ds, args.split)
     sizes = [params[0].n_in] + [p.n_out for p in params]
     if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
@@ -349,19 +349,21 @@ def cmd_train(args) -> int:
 
     import jax
 
+    def fail(msg: str) -> int:
+        print(f"fbp train: error: {msg}", file=sys.stderr)
+        return 2
+
     multi_host = (args.coordinator, args.num_processes, args.process_id)
     if any(v is not None for v in multi_host):
         problem = _multi_host_problem(*multi_host)
         if problem:
-            print(f"fbp train: error: {problem}", file=sys.stderr)
-            return 2
+            return fail(problem)
         try:
             jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
                                        process_id=args.process_id)
         except (RuntimeError, ValueError) as e:  # the coordinator cannot be reached, say
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            print(f"fbp train: error: --coordinator {args.coordinator}: could not join the run ({first})",
-                  file=sys.stderr)
+            fail(f"--coordinator {args.coordinator}: could not join the run ({first})")
             return 1
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
@@ -372,10 +374,6 @@ def cmd_train(args) -> int:
     from fbp import train as ftrain
     from fbp import checkpoint as fckpt
     from fbp.checkpoint import CheckpointMismatch, CheckpointWriteError
-
-    def fail(msg: str) -> int:
-        print(f"fbp train: error: {msg}", file=sys.stderr)
-        return 2
 
     if args.data == "idx" and not args.data_dir:
         return fail("--data idx needs --data-dir, the directory holding the four IDX files")
@@ -388,7 +386,8 @@ def cmd_train(args) -> int:
     try:
         ds = fdata.load(args.data, args.data_dir, args.validation)
     except (fdata.DataError, ValueError) as e:
-        flag = "--validation" if "validation size" in str(e) else ("--data-dir" if args.data_dir else "--data")
+        flag = ("--validation" if isinstance(e, fdata.ValidationSizeError)
+                else "--data-dir" if args.data_dir else "--data")
         return fail(f"{flag}: {e}")
     sizes = args.sizes or [ds.n_in, 100, ds.n_classes]
     if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:

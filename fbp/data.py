@@ -34,6 +34,10 @@ class DataError(ValueError):
     """A data set that is missing, truncated or malformed."""
 
 
+class ValidationSizeError(ValueError):
+    """A validation split that would leave no training data (``--validation``)."""
+
+
 class Split(NamedTuple):
     X: np.ndarray  # (n, n_in) float32 in [0, 1]
     Y: np.ndarray  # (n, n_classes) float32 one-hot
@@ -69,7 +73,8 @@ def split_validation(train: Split, n_validation: int) -> tuple:
     (the book's 50,000/10,000 split of MNIST's 60,000)."""
     n = len(train)
     if not 0 <= n_validation < n:
-        raise ValueError(f"validation size must be in [0, {n}) for {n} training examples, got {n_validation}.")
+        raise ValidationSizeError(f"validation size must be in [0, {n}) for {n} training examples, "
+                                  f"got {n_validation}.")
     cut = n - n_validation
     return Split(train.X[:cut], train.Y[:cut]), Split(train.X[cut:], train.Y[cut:])
 
