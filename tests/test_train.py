@@ -242,15 +242,23 @@ def test_lr_halving_is_the_books_learning_schedule(digits, tmp_path, trees_close
 
 
 def test_best_params_are_the_best_epochs_and_survive_pruning_and_resume(digits, tmp_path):
+    # Three epochs of descent, then gradient ascent (a negative step), so that the
+    # best epoch comes early and the params move on after it whatever the rounding
+    # of the products (jax 0.4.38 and 0.10.2 take different paths at η = 2).
+    steps = len(digits.train.X) // 10
+
+    def lr(count):
+        return jnp.where(count < 3 * steps, 2.0, -0.05)
+
     def run(epochs, **kw):
         params = fbp.init_mlp(jax.random.key(3), [64, 10, 10], output_activation="softmax")
-        return ftrain.fit(params, digits.train, optimizer=optax.sgd(2.0), cost="log_likelihood", epochs=epochs,
+        return ftrain.fit(params, digits.train, optimizer=optax.sgd(lr), cost="log_likelihood", epochs=epochs,
                           batch_size=10, key=jax.random.key(4), evaluation=digits.validation, **kw)
 
     d = str(tmp_path)
     full = run(12, checkpoint_dir=d)
     accs = [h["evaluation_accuracy"] for h in full.history]
-    assert full.best_epoch == 1 + int(np.argmax(accs)) and full.best_epoch < 12  # else nothing is tested
+    assert full.best_epoch == 1 + int(np.argmax(accs)) and full.best_epoch <= 4  # else nothing is tested
     for a, b in zip(jax.tree.leaves(full.best_params), jax.tree.leaves(run(full.best_epoch).params)):
         np.testing.assert_array_equal(a, b)  # the same seed retrained to the best epoch
     assert os.path.exists(ckpt.path_of(d, full.best_epoch))  # kept beside the newest three
