@@ -48,6 +48,10 @@ def _nonneg_float(text: str) -> float:
     return _number(text, float, lambda v: v >= 0, "a number ≥ 0")
 
 
+def _momentum(text: str) -> float:
+    return _number(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
 def _choices(names):
     return sorted(names)
 
@@ -139,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", choices=_choices(INITS), default="normalized", help="weight initialization")
     train.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd", help="optax update rule")
     train.add_argument("--lr", type=_positive_float, default=0.5, help="learning rate η")
+    train.add_argument("--momentum", type=_momentum, default=None, metavar="μ",
+                       help="the book's momentum coefficient μ, for --optimizer momentum (default: 0.9)")
     train.add_argument("--l2", type=_nonneg_float, default=0.0, help="the book's λ: L2 weight decay λ/n on the weights")
     train.add_argument("--batch-size", type=_positive_int, default=10, help="mini-batch size m")
     train.add_argument("--epochs", type=_nonneg_int, default=30, help="epochs to train (more may be given on --resume)")
@@ -381,6 +387,10 @@ def cmd_train(args) -> int:
         ftrain.check_checkpoint_dir(args.checkpoint_dir, args.resume)
     except ValueError as e:
         return fail(str(e) if args.checkpoint_dir else "--resume needs --checkpoint-dir")
+    if args.momentum is not None and args.optimizer != "momentum":
+        return fail(f"--momentum is the coefficient of --optimizer momentum; it does nothing with --optimizer "
+                    f"{args.optimizer} (drop it, or add --optimizer momentum)")
+    momentum = (0.9 if args.momentum is None else args.momentum) if args.optimizer == "momentum" else None
     if (args.dp_clip is None) != (args.dp_noise is None):
         return fail("--dp-clip and --dp-noise go together: give both for DP-SGD, or neither")
     try:
@@ -430,7 +440,8 @@ def cmd_train(args) -> int:
         params = fbp.init_mlp(k_init, sizes, activation=args.activation,
                               output_activation=args.output_activation, init=args.init, dtype=dtype)
         fbp.backprop.check_cost(params, args.cost)
-        optimizer = ftrain.make_optimizer(args.optimizer, args.lr, l2=args.l2, n_train=len(ds.train))
+        optimizer = ftrain.make_optimizer(args.optimizer, args.lr, l2=args.l2, n_train=len(ds.train),
+                                          **({} if momentum is None else {"momentum": momentum}))
         grad = "hand"
         if args.dp_clip is not None:
             import optax
@@ -484,7 +495,8 @@ def cmd_train(args) -> int:
     print(
         f"fbp train: {ds.name} ({len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test), "
         f"sizes={','.join(map(str, sizes))} {args.activation}/{args.output_activation} {args.cost} "
-        f"init={args.init} {args.optimizer} lr={args.lr} l2={args.l2} batch={args.batch_size} "
+        f"init={args.init} {args.optimizer}{'' if momentum is None else f' μ={momentum}'} lr={args.lr} "
+        f"l2={args.l2} batch={args.batch_size} "
         f"epochs={args.epochs} seed={args.seed} devices={n_devices}"
         + (f" DP-SGD clip={args.dp_clip} noise={args.dp_noise}" if args.dp_clip is not None else ""),
         flush=True,
@@ -523,7 +535,8 @@ def cmd_train(args) -> int:
     config = {
         "--data": args.data, "--validation": len(ds.validation), "--sizes": sizes,
         "--activation": args.activation, "--output-activation": args.output_activation, "--cost": args.cost,
-        "--optimizer": args.optimizer, "--lr": args.lr, "--lr-halving": args.lr_halving, "--l2": args.l2,
+        "--optimizer": args.optimizer, "--momentum": momentum, "--lr": args.lr, "--lr-halving": args.lr_halving,
+        "--l2": args.l2,
         "--batch-size": args.batch_size, "--seed": args.seed, "--dtype": args.dtype,
         "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
     }

@@ -45,6 +45,9 @@ def make_optimizer(
     ``sgd`` is w → w − η ∇C (η = 3.0 is the book's chapter-1 setting).
     ``l2`` is the book's λ in network2: w → (1 − ηλ/n) w − η ∇C, i.e. optax's
     ``add_decayed_weights(λ/n)`` on the weights (not the biases) before the step.
+    ``momentum`` is the book's μ (ch. 3, for ``name="momentum"``): v → μv − η∇C,
+    w → w + v. optax's ``sgd(η, momentum=μ)`` keeps t → ∇C + μt and steps −ηt,
+    the same thing (v = −ηt) while η is constant.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
@@ -52,6 +55,8 @@ def make_optimizer(
         raise ValueError(f"learning rate must be a positive number, got {lr!r}.")
     if l2 < 0:
         raise ValueError(f"l2 (λ) must be ≥ 0, got {l2!r}.")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum (μ) must be in [0, 1), got {momentum!r}; at 1 and above the velocity never decays.")
     if name == "sgd":
         step = optax.sgd(lr)
     elif name == "momentum":

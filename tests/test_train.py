@@ -64,6 +64,26 @@ def test_l2_is_the_books_weight_decay(trees_close):
     trees_close(new, expect, 1e-13)
 
 
+def test_momentum_is_the_books_velocity(trees_close):
+    """ch. 3: v → μv − η∇C, w → w + v (biases too), over three steps from v = 0."""
+    params, X, Y = small_problem()
+    eta, mu = 0.5, 0.3
+    opt = ftrain.make_optimizer("momentum", eta, momentum=mu)
+    step = ftrain.make_train_step(opt, "quadratic")
+    new, state = params, opt.init(params)
+    expect, v = params, jax.tree.map(jnp.zeros_like, params)
+    for k in range(3):
+        rows = slice(16 * k, 16 * (k + 1))
+        new, state, _ = step(new, state, X[rows], Y[rows])
+        g = fbp.batch_backward(expect, X[rows], Y[rows], "quadratic")
+        v = jax.tree.map(lambda vi, gi: mu * vi - eta * gi, v, g)
+        expect = jax.tree.map(lambda p, vi: p + vi, expect, v)
+    trees_close(new, expect, 1e-12)
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"momentum \(μ\) must be in \[0, 1\)"):
+            ftrain.make_optimizer("momentum", eta, momentum=bad)
+
+
 def test_books_plain_sgd_eta_3(trees_close):
     params, X, Y = small_problem()
     opt = ftrain.make_optimizer("sgd", 3.0)
@@ -534,6 +554,18 @@ def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_
     assert [json.loads(l).get("epoch") for l in out.read_text().splitlines()] == [1, None]
 
 
+def test_cli_momentum_coefficient_is_used_and_kept_with_the_checkpoint(tmp_path):
+    run = str(tmp_path / "run")
+    flags = ["train", "--optimizer", "momentum", "--sizes", "64,10,10", "--quiet", "--checkpoint-dir", run]
+    proc = _cli(*flags, "--momentum", "0.3", "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert " momentum μ=0.3 lr=0.5 " in proc.stdout
+    proc = _cli(*flags, "--epochs", "2", "--resume")  # the default μ is 0.9, not what the run trained with
+    assert proc.returncode == 2 and "--momentum: saved 0.3, now 0.9" in proc.stderr.strip().splitlines()[-1]
+    proc = _cli(*flags, "--momentum", "0.3", "--epochs", "2", "--resume")
+    assert proc.returncode == 0 and ckpt.newest_epoch(run) == 2, proc.stderr
+
+
 def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
     out = tmp_path / "m.jsonl"
     net = tmp_path / "net.npz"
@@ -644,6 +676,8 @@ def test_cli_failed_writes_are_one_line_errors_that_say_what_is_kept(tmp_path, c
     (["--coordinator", "host0", "--num-processes", "2", "--process-id", "0"], "expected HOST:PORT"),
     (["--coordinator", "host0:1234", "--num-processes", "2", "--process-id", "2"], "--process-id 2 is not below"),
     (["--cost", "cross_entropy", "--output-activation", "relu"], "cross_entropy"),
+    (["--momentum", "0.5"], "--momentum is the coefficient of --optimizer momentum; it does nothing with --optimizer sgd"),
+    (["--optimizer", "momentum", "--momentum", "1"], "argument --momentum: expected a number in [0, 1), got '1'"),
 ])
 def test_bad_train_flags_are_one_line_errors(argv, needle):
     proc = _cli("train", *argv)
