@@ -566,6 +566,14 @@ def test_cli_momentum_coefficient_is_used_and_kept_with_the_checkpoint(tmp_path)
     assert proc.returncode == 0 and ckpt.newest_epoch(run) == 2, proc.stderr
 
 
+def test_cli_adam_gets_adams_own_learning_rate_by_default(tmp_path):
+    out = tmp_path / "m.jsonl"
+    proc = _cli("train", "--optimizer", "adam", "--quiet", "--metrics-out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert " adam lr=0.001 " in proc.stdout  # the SGD default 0.5 left Adam at chance (9%)
+    assert json.loads(out.read_text().splitlines()[-1])["test_accuracy"] >= 0.9
+
+
 def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
     out = tmp_path / "m.jsonl"
     net = tmp_path / "net.npz"
