@@ -185,8 +185,8 @@ def restore(path: str, template: Any, check_header: Optional[Callable[[str, dict
     if header["treedef"] != str(treedef) or len(stored) != len(leaves_t):
         raise CheckpointMismatch(
             f"{path} was written for a different network or optimizer:\n  saved:    {header['treedef']}\n"
-            f"  expected: {treedef}\nresume with the same --sizes/--activation/--optimizer flags, "
-            f"or start a fresh --checkpoint-dir."
+            f"  expected: {treedef}\nresume with the same network and optimizer "
+            f"(sizes, activations, optimizer), or start in a fresh checkpoint directory."
         )
     leaves = []
     for i, (kind, arr, t) in enumerate(zip(header["kinds"], stored, leaves_t)):
@@ -196,13 +196,13 @@ def restore(path: str, template: Any, check_header: Optional[Callable[[str, dict
         if np.shape(arr) != np.shape(t):
             raise CheckpointMismatch(
                 f"{path}: leaf {i} has shape {np.shape(arr)}, expected {np.shape(t)}; resume with the "
-                f"same --sizes, or start a fresh --checkpoint-dir."
+                f"same sizes, or start in a fresh checkpoint directory."
             )
         want = np.dtype(getattr(t, "dtype", arr.dtype))
         if arr.dtype != want:  # a silent cast would break bitwise resumption
             raise CheckpointMismatch(
-                f"{path}: leaf {i} is {arr.dtype}, expected {want}; resume with the same --dtype, "
-                f"or start a fresh --checkpoint-dir."
+                f"{path}: leaf {i} is {arr.dtype}, expected {want}; resume with the same dtype, "
+                f"or start in a fresh checkpoint directory."
             )
         leaves.append(jax.numpy.asarray(arr))
     return jax.tree.unflatten(treedef, leaves), header

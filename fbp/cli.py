@@ -385,7 +385,7 @@ def cmd_train(args) -> int:
     if args.data == "idx" and not args.data_dir:
         return fail("--data idx needs --data-dir, the directory holding the four IDX files")
     try:
-        ftrain.check_checkpoint_dir(args.checkpoint_dir, args.resume)
+        ftrain.check_checkpoint_dir(args.checkpoint_dir, args.resume, flags=True)
     except ValueError as e:
         return fail(str(e) if args.checkpoint_dir else "--resume needs --checkpoint-dir")
     if args.momentum is not None and args.optimizer != "momentum":

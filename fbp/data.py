@@ -163,7 +163,7 @@ def idx(directory: str, n_validation: int = 0, name: Optional[str] = None) -> Da
     set (10,000 gives the book's 50,000/10,000 split).
     """
     if not os.path.isdir(directory):
-        raise DataError(f"{directory}: no such directory (pass --data-dir pointing at the IDX files)")
+        raise DataError(f"{directory}: no such directory; give the one that holds the four IDX files")
     arrays = {key: read_idx(_find(directory, stem)) for key, stem in IDX_FILES.items()}
     for key in ("train_images", "test_images"):
         if arrays[key].dtype != np.uint8:
@@ -198,7 +198,8 @@ def fashion_mnist(directory: Optional[str] = None, n_validation: int = 10_000) -
         raise DataError(
             f"{directory}: Fashion-MNIST is not installed. On Debian: "
             f"`sudo apt-get install dataset-fashion-mnist` (then `dpkg -L dataset-fashion-mnist` "
-            f"shows its files), or pass --data-dir pointing at the four IDX files."
+            f"shows its files), or give the directory that holds its four IDX files (fbp train --data-dir, "
+            f"fbp.data.fashion_mnist(directory))."
         )
     return idx(directory, n_validation, name="fashion-mnist")
 

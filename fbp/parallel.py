@@ -35,7 +35,7 @@ def make_mesh(n_devices: Optional[int] = None, devices=None) -> Mesh:
     if n > len(available):
         raise ValueError(
             f"asked for {n} devices but only {len(available)} exist ({available[0].platform}); "
-            f"use --devices {len(available)} or fewer. (On a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N "
+            f"use {len(available)} or fewer. (On a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N "
             f"makes N host devices for testing.)"
         )
     return Mesh(np.array(available[:n]), (AXIS,))

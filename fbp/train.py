@@ -258,20 +258,22 @@ class NonFiniteLoss(RuntimeError):
         )
 
 
-def check_checkpoint_dir(checkpoint_dir: Optional[str], resume: bool) -> None:
+def check_checkpoint_dir(checkpoint_dir: Optional[str], resume: bool, *, flags: bool = False) -> None:
     """ValueError unless ``checkpoint_dir`` suits ``resume``: resuming needs a
     directory, and a fresh run needs one without checkpoints in it (its epochs
     would interleave with the old run's, and pruning to the newest few would
     delete the fresh ones first). The directory is created if missing and
-    must be writable: better refused now than at the end of the first epoch."""
+    must be writable: better refused now than at the end of the first epoch.
+    The messages name ``fit``'s arguments, or with ``flags`` fbp train's."""
+    resume_name, dir_name = ("--resume", "--checkpoint-dir") if flags else ("resume=True", "checkpoint_dir")
     if resume and not checkpoint_dir:
-        raise ValueError("resume needs a checkpoint directory (--checkpoint-dir).")
+        raise ValueError(f"{resume_name} needs a checkpoint directory ({dir_name}).")
     existing = ckpt.list_checkpoints(checkpoint_dir) if checkpoint_dir and not resume else []
     if existing:
         newest = os.path.basename(existing[-1])
         raise ValueError(
             f"checkpoint directory {checkpoint_dir} already holds another run's checkpoints (newest: "
-            f"{newest}); resume that run (--resume), or give an empty or new --checkpoint-dir."
+            f"{newest}); resume that run ({resume_name}), or give an empty or new {dir_name}."
         )
     if checkpoint_dir:
         try:
@@ -279,7 +281,7 @@ def check_checkpoint_dir(checkpoint_dir: Optional[str], resume: bool) -> None:
         except OSError as e:
             raise ValueError(
                 f"checkpoint directory {checkpoint_dir} cannot be written ({e.strerror or e}); "
-                f"give a writable --checkpoint-dir."
+                f"give a writable {dir_name}."
             ) from None
 
 
@@ -298,7 +300,7 @@ def _best_params_on_disk(checkpoint_dir: str, epoch: Optional[int], template: di
 def _another_run(where: str, differ: list):
     return ckpt.CheckpointMismatch(
         f"{where} was written by a different run (" + "; ".join(differ)
-        + "). Resume with the same settings, or start a fresh --checkpoint-dir."
+        + "). Resume with the same settings, or start in a fresh checkpoint directory."
     )
 
 
@@ -482,7 +484,7 @@ def fit(
             tree, header = restored
             if not np.array_equal(jax.random.key_data(tree["key"]), jax.random.key_data(key)):
                 where = f"the checkpoint of epoch {header['epoch']} in {checkpoint_dir}"
-                raise _another_run(where, ["key: it shuffled with another PRNG key (another --seed)"])
+                raise _another_run(where, ["key: it shuffled with another PRNG key (another seed)"])
             meta = header["meta"]
             params, opt_state = tree["params"], tree["opt_state"]
             start = saved = header["epoch"]

@@ -439,17 +439,21 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     first = run()
     assert first.epochs_run == 2
     saved = ckpt.list_checkpoints(d)
-    with pytest.raises(ValueError, match="already holds another run's checkpoints"):
+    # fit's own words (its arguments), not the command line's flags
+    with pytest.raises(ValueError, match=r"already holds another run's checkpoints .*; resume that run "
+                                         r"\(resume=True\), or give an empty or new checkpoint_dir\.$"):
         ftrain.fit(params, (X, Y), optimizer=optax.sgd(0.1), cost="log_likelihood", epochs=1, batch_size=8,
                    key=jax.random.key(0), checkpoint_dir=d)  # a fresh run, not resume
     assert ckpt.list_checkpoints(d) == saved
-    with pytest.raises(ckpt.CheckpointMismatch, match=r"lr: saved 0\.1, now 0\.5"):
-        run(lr=0.5, epochs=3)
-    with pytest.raises(ckpt.CheckpointMismatch, match="another PRNG key"):
-        run(key=1, epochs=3)
+    with pytest.raises(ValueError, match=r"^resume=True needs a checkpoint directory \(checkpoint_dir\)\.$"):
+        ftrain.fit(params, (X, Y), optimizer=optax.sgd(0.1), cost="log_likelihood", epochs=1, batch_size=8,
+                   key=jax.random.key(0), resume=True)
     params64 = jax.tree.map(lambda a: a.astype(jnp.float64), params)
-    with pytest.raises(ckpt.CheckpointMismatch, match="is float32, expected float64"):
-        run(params=params64, epochs=3)
+    for kw, needle in ((dict(lr=0.5), r"lr: saved 0\.1, now 0\.5"), (dict(key=1), "another PRNG key"),
+                       (dict(params=params64), "is float32, expected float64")):
+        with pytest.raises(ckpt.CheckpointMismatch, match=needle) as e:
+            run(epochs=3, **kw)
+        assert "--" not in str(e.value) and "fresh checkpoint directory" in str(e.value)
     more = run(epochs=3)  # same run, more epochs: resumes
     assert [h["epoch"] for h in more.history] == [1, 2, 3]
     with pytest.raises(TypeError, match="JSON-able"):
