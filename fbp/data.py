@@ -193,13 +193,16 @@ def idx(directory: str, n_validation: int = 0, name: Optional[str] = None) -> Da
 
 def fashion_mnist(directory: Optional[str] = None, n_validation: int = 10_000) -> Dataset:
     """Fashion-MNIST (60,000 + 10,000 images of 28×28), from Debian's package by default."""
+    if directory and not os.path.isdir(directory):  # given, so not a matter of installing the package
+        raise DataError(f"{directory}: no such directory; give the one that holds Fashion-MNIST's four IDX files "
+                        f"(Debian's dataset-fashion-mnist puts them in {FASHION_MNIST_DIR})")
     directory = directory or FASHION_MNIST_DIR
     if not os.path.isdir(directory):
         raise DataError(
             f"{directory}: Fashion-MNIST is not installed. On Debian: "
             f"`sudo apt-get install dataset-fashion-mnist` (then `dpkg -L dataset-fashion-mnist` "
-            f"shows its files), or give the directory that holds its four IDX files (fbp train --data-dir, "
-            f"fbp.data.fashion_mnist(directory))."
+            f"shows its files), or give the directory that holds its four IDX files elsewhere (fbp train "
+            f"--data-dir, fbp.data.fashion_mnist(directory))."
         )
     return idx(directory, n_validation, name="fashion-mnist")
 

@@ -92,8 +92,15 @@ def test_missing_directory_and_file(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(fdata.DataError, match=r"no t10k-labels-idx1-ubyte"):
         fdata.idx(str(tmp_path))
-    with pytest.raises(fdata.DataError, match="apt-get install dataset-fashion-mnist"):
-        fdata.fashion_mnist(str(tmp_path / "absent"))
+    with pytest.raises(fdata.DataError, match=f"absent: no such directory; .* puts them in {fdata.FASHION_MNIST_DIR}"):
+        fdata.fashion_mnist(str(tmp_path / "absent"))  # a directory given: nothing to install
+
+
+def test_fashion_mnist_not_installed_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(fdata, "FASHION_MNIST_DIR", str(tmp_path / "not-installed"))
+    with pytest.raises(fdata.DataError, match="not-installed: Fashion-MNIST is not installed. On Debian: "
+                                              "`sudo apt-get install dataset-fashion-mnist`"):
+        fdata.fashion_mnist()
 
 
 def test_cli_trains_on_idx_and_reports_corrupt_files(tmp_path):

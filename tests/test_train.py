@@ -688,7 +688,8 @@ def test_cli_failed_writes_are_one_line_errors_that_say_what_is_kept(tmp_path, c
     (["--coordinator", "host0", "--num-processes", "2", "--process-id", "0"], "expected HOST:PORT"),
     (["--coordinator", "host0:1234", "--num-processes", "2", "--process-id", "2"], "--process-id 2 is not below"),
     (["--cost", "cross_entropy", "--output-activation", "relu"], "cross_entropy"),
-    (["--momentum", "0.5"], "--momentum is the coefficient of --optimizer momentum; it does nothing with --optimizer sgd"),
+    (["--momentum", "0.5"], "--momentum is the coefficient of --optimizer momentum; it does nothing with "
+                            "--optimizer sgd"),
     (["--optimizer", "momentum", "--momentum", "1"], "argument --momentum: expected a number in [0, 1), got '1'"),
 ])
 def test_bad_train_flags_are_one_line_errors(argv, needle):
