@@ -24,7 +24,7 @@ import optax
 from fbp import checkpoint as ckpt
 from fbp.backprop import _example_loss_from, check_batch, value_and_batch_backward
 from fbp.backprop import loss as fbp_loss
-from fbp.network import Dense, check_inputs, forward_trace, validate_params
+from fbp.network import Dense, check_inputs, check_targets, forward_trace, validate_params
 
 Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -304,6 +304,19 @@ def _another_run(where: str, differ: list):
     )
 
 
+def _check_key(key) -> None:
+    """TypeError unless ``key`` is one PRNG key: a typed ``jax.random.key`` or
+    a raw uint32[2] ``jax.random.PRNGKey``."""
+    if isinstance(key, (jax.Array, np.ndarray)):
+        typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        if (typed and key.shape == ()) or (not typed and key.dtype == np.uint32 and key.shape == (2,)):
+            return
+        got = f"an array of shape {key.shape} and dtype {key.dtype}"
+    else:
+        got = f"{type(key).__name__} {key!r}"
+    raise TypeError(f"key must be one PRNG key, such as jax.random.key(0); got {got}.")
+
+
 def _same_config(config: Optional[dict]) -> Callable[[str, dict], None]:
     """A header check refusing checkpoints whose saved run settings differ:
     resuming one would train on with other settings, not finish its run."""
@@ -431,6 +444,10 @@ def fit(
         raise ValueError(f"epochs must be ≥ 0, got {epochs}.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, such as optax.sgd(0.5) or "
+                        f"fbp.train.make_optimizer('sgd', 0.5); got {optimizer!r}.")
+    _check_key(key)
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be ≥ 1 epoch, got {patience}.")
     if lr_halving is not None and lr_halving < 1:
@@ -456,11 +473,17 @@ def fit(
         parallel.check_batch(mesh, batch_size)
         X, Y = (np.asarray(a) for a in train[:2])  # the sharded epoch batches on the host
     Xm, Ym = (jnp.asarray(a) for a in (X, Y))  # monitoring: on the device once, not every epoch
+    # Checked whole and by name here; inside the epoch only a mini-batch's shape would show.
+    validate_params(params)
+    check_inputs(params, Xm, "train X", batched=True)
+    check_targets(params, Ym, "train Y", batch=len(Xm))
     if len(X) < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the training set ({len(X)} examples).")
     has_eval = evaluation is not None and len(evaluation[0]) > 0
     if has_eval:
         Xe, Ye = (jnp.asarray(a) for a in evaluation[:2])
+        check_inputs(params, Xe, "evaluation X", batched=True)
+        check_targets(params, Ye, "evaluation Y", batch=len(Xe))
     if lr_halving is not None:
         optimizer = _with_lr_schedule(optimizer)
     fresh = optimizer.init(params)

@@ -180,6 +180,31 @@ def test_one_epoch_of_fit_lowers_the_cost():
     assert set(r.history[0]) >= {"epoch", "train_step_cost", "training_accuracy", "evaluation_accuracy"}
 
 
+def test_fit_refuses_bad_arguments_by_name_before_training(digits):
+    params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
+    kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=1, batch_size=10, key=jax.random.key(1))
+    seen = []
+    cases = [
+        (dict(train=(digits.train.X, digits.train.Y[:, :5])), ValueError,
+         r"^train Y has shape \(1257, 5\) but the output layer has 10 units"),  # the whole array, not a batch
+        (dict(train=(digits.train.X, digits.train.Y.argmax(1))), TypeError, r"^train Y has dtype int"),
+        (dict(evaluation=(digits.validation.X[:, :8], digits.validation.Y)), ValueError,
+         r"^evaluation X has shape \(180, 8\) but the first layer takes 64 inputs"),
+        (dict(evaluation=(digits.validation.X, digits.validation.Y[:9])), ValueError,
+         r"^evaluation Y has 9 rows but X has 180"),
+        (dict(optimizer="sgd"), TypeError, r"^optimizer must be an optax.GradientTransformation.*got 'sgd'"),
+        (dict(key=1), TypeError, r"^key must be one PRNG key, such as jax.random.key\(0\); got int 1"),
+        (dict(key=jax.random.split(jax.random.key(0))), TypeError, r"got an array of shape \(2,\)"),
+    ]
+    for change, error, needle in cases:
+        args = {**kw, "train": digits.train, "on_epoch": seen.append, **change}
+        with pytest.raises(error, match=needle):
+            ftrain.fit(params, args.pop("train"), **args)
+    assert seen == []  # refused before the first epoch
+    raw = ftrain.fit(params, digits.train, **{**kw, "key": jax.random.PRNGKey(1)})  # a raw uint32[2] key is one key
+    assert raw.epochs_run == 1
+
+
 def test_fit_learns_digits(digits):
     params = fbp.init_mlp(jax.random.key(0), [64, 30, 10], output_activation="softmax")
     r = ftrain.fit(params, digits.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=10,
@@ -218,7 +243,8 @@ def test_early_stopping(digits, tmp_path):
     again = run(resume=True)  # a run that stopped stays stopped: no more epochs, no new checkpoint
     assert again.stopped_early and again.epochs_run == r.epochs_run
     assert ckpt.list_checkpoints(str(tmp_path)) == saved
-    for kw in (dict(evaluation=None), dict(evaluation=(digits.validation.X[:0], digits.validation.Y[:0])), dict(monitor_evaluation=False)):
+    no_rows = (digits.validation.X[:0], digits.validation.Y[:0])
+    for kw in (dict(evaluation=None), dict(evaluation=no_rows), dict(monitor_evaluation=False)):
         with pytest.raises(ValueError, match="patience acts on evaluation accuracy"):  # would never stop
             ftrain.fit(params, digits.train, optimizer=optax.sgd(0.1), cost="log_likelihood", epochs=1,
                        batch_size=50, key=jax.random.key(0), patience=2, **{"evaluation": digits.validation, **kw})
