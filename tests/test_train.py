@@ -589,7 +589,7 @@ def test_cli_momentum_coefficient_is_used_and_kept_with_the_checkpoint(tmp_path)
     flags = ["train", "--optimizer", "momentum", "--sizes", "64,10,10", "--quiet", "--checkpoint-dir", run]
     proc = _cli(*flags, "--momentum", "0.3", "--epochs", "1")
     assert proc.returncode == 0, proc.stderr
-    assert " momentum μ=0.3 lr=0.5 " in proc.stdout
+    assert " momentum μ=0.3 lr=0.35 " in proc.stdout  # the default η = 0.5(1 − μ): SGD's long-run step
     proc = _cli(*flags, "--epochs", "2", "--resume")  # the default μ is 0.9, not what the run trained with
     assert proc.returncode == 2 and "--momentum: saved 0.3, now 0.9" in proc.stderr.strip().splitlines()[-1]
     proc = _cli(*flags, "--momentum", "0.3", "--epochs", "2", "--resume")
