@@ -188,6 +188,8 @@ def test_fit_refuses_bad_arguments_by_name_before_training(digits):
         (dict(train=(digits.train.X, digits.train.Y[:, :5])), ValueError,
          r"^train Y has shape \(1257, 5\) but the output layer has 10 units"),  # the whole array, not a batch
         (dict(train=(digits.train.X, digits.train.Y.argmax(1))), TypeError, r"^train Y has dtype int"),
+        (dict(train=((digits.train.X * 16).astype(np.int32), digits.train.Y)), TypeError,
+         r"^train X has dtype int32, .*convert it first, e\.g\. with \.astype\(jnp\.float32\)\.$"),
         (dict(evaluation=(digits.validation.X[:, :8], digits.validation.Y)), ValueError,
          r"^evaluation X has shape \(180, 8\) but the first layer takes 64 inputs"),
         (dict(evaluation=(digits.validation.X, digits.validation.Y[:9])), ValueError,
