@@ -125,13 +125,14 @@ def backward(params: list, x: Array, y: Array, cost) -> list:
     return [layer.grads(d, a) for layer, d, a in zip(params, ds, a_prev)]  # BP3, BP4
 
 
-def check_batch(params: list, X, Y, cost):
+def check_batch(params: list, X, Y, cost, names: tuple = ("X", "Y")):
     """Validate params, a batch and a cost together; returns ``(cost, X, Y)`` as
-    a ``Cost`` and arrays. Shapes and dtypes only, so it runs at trace time."""
+    a ``Cost`` and arrays. Shapes and dtypes only, so it runs at trace time.
+    ``names`` are what the messages call X and Y."""
     validate_params(params)
     cost = check_cost(params, cost)
-    X = check_inputs(params, X, "X", batched=True)
-    Y = check_targets(params, Y, "Y", batch=X.shape[0])
+    X = check_inputs(params, X, names[0], batched=True)
+    Y = check_targets(params, Y, names[1], batch=X.shape[0])
     return cost, X, Y
 
 

@@ -392,12 +392,14 @@ def cmd_train(args) -> int:
     if args.momentum is not None and args.optimizer != "momentum":
         return fail(f"--momentum is the coefficient of --optimizer momentum; it does nothing with --optimizer "
                     f"{args.optimizer} (drop it, or add --optimizer momentum)")
-    momentum = (0.9 if args.momentum is None else args.momentum) if args.optimizer == "momentum" else None
+    momentum = None  # μ, for --optimizer momentum only
+    if args.optimizer == "momentum":
+        momentum = ftrain.DEFAULT_MOMENTUM if args.momentum is None else args.momentum
     if args.lr is None:
         # Adam's step is its own scale: SGD's 0.5 left it at chance. Momentum's
         # long-run step is η/(1 − μ), so η = 0.5(1 − μ) keeps SGD's 0.5 (the
         # plain 0.5 diverged on Fashion-MNIST at μ = 0.9: 59%).
-        args.lr = {"adam": 0.001, "momentum": round(0.5 * (1 - (momentum or 0)), 12)}.get(args.optimizer, 0.5)
+        args.lr = 0.001 if args.optimizer == "adam" else round(0.5 * (1 - (momentum or 0.0)), 12)
     if (args.dp_clip is None) != (args.dp_noise is None):
         return fail("--dp-clip and --dp-noise go together: give both for DP-SGD, or neither")
     try:
@@ -448,7 +450,7 @@ def cmd_train(args) -> int:
                               output_activation=args.output_activation, init=args.init, dtype=dtype)
         fbp.backprop.check_cost(params, args.cost)
         optimizer = ftrain.make_optimizer(args.optimizer, args.lr, l2=args.l2, n_train=len(ds.train),
-                                          **({} if momentum is None else {"momentum": momentum}))
+                                          momentum=ftrain.DEFAULT_MOMENTUM if momentum is None else momentum)
         grad = "hand"
         if args.dp_clip is not None:
             import optax

@@ -24,10 +24,11 @@ import optax
 from fbp import checkpoint as ckpt
 from fbp.backprop import _example_loss_from, check_batch, value_and_batch_backward
 from fbp.backprop import loss as fbp_loss
-from fbp.network import Dense, check_inputs, check_targets, forward_trace, validate_params
+from fbp.network import Dense, check_inputs, forward_trace, validate_params
 
 Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
+DEFAULT_MOMENTUM = 0.9  # μ of make_optimizer("momentum") and fbp train --optimizer momentum
 _IN_PLACE_BATCH_BYTES = 64 << 10  # see make_epoch
 
 
@@ -38,7 +39,7 @@ def weight_mask(params: list) -> list:
 
 
 def make_optimizer(
-    name: str = "sgd", lr: float = 3.0, *, l2: float = 0.0, n_train: Optional[int] = None, momentum: float = 0.9
+    name: str = "sgd", lr: float = 3.0, *, l2: float = 0.0, n_train: Optional[int] = None, momentum: float = DEFAULT_MOMENTUM
 ) -> optax.GradientTransformation:
     """The book's optimizers through optax's own transforms.
 
@@ -474,16 +475,13 @@ def fit(
         X, Y = (np.asarray(a) for a in train[:2])  # the sharded epoch batches on the host
     Xm, Ym = (jnp.asarray(a) for a in (X, Y))  # monitoring: on the device once, not every epoch
     # Checked whole and by name here; inside the epoch only a mini-batch's shape would show.
-    validate_params(params)
-    check_inputs(params, Xm, "train X", batched=True)
-    check_targets(params, Ym, "train Y", batch=len(Xm))
+    check_batch(params, Xm, Ym, cost, names=("train X", "train Y"))
     if len(X) < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the training set ({len(X)} examples).")
     has_eval = evaluation is not None and len(evaluation[0]) > 0
     if has_eval:
         Xe, Ye = (jnp.asarray(a) for a in evaluation[:2])
-        check_inputs(params, Xe, "evaluation X", batched=True)
-        check_targets(params, Ye, "evaluation Y", batch=len(Xe))
+        check_batch(params, Xe, Ye, cost, names=("evaluation X", "evaluation Y"))
     if lr_halving is not None:
         optimizer = _with_lr_schedule(optimizer)
     fresh = optimizer.init(params)
