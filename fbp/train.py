@@ -30,6 +30,9 @@ Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DEFAULT_MOMENTUM = 0.9  # μ of make_optimizer("momentum") and fbp train --optimizer momentum
 _IN_PLACE_BATCH_BYTES = 64 << 10  # see make_epoch
+# Byte k of an image read as NumPy's float32(k) / 255, the scaling of fbp.data
+# (and the usual one); make_epoch decodes uint8 inputs through this table.
+BYTE_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
 
 
 # --- optimizers -------------------------------------------------------------
@@ -158,6 +161,12 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
     The shuffle is ``shuffle(key, n)``. ``unroll`` steps are unrolled per
     loop iteration; with the in-place mini-batch copy below, 1, 4 and 8 run
     at the same speed on the CPU (8 was 15% faster when each step gathered).
+
+    X may be float, or the bytes (uint8) of byte images: byte k then reads as
+    ``BYTE_VALUES[k]`` = float32(k)/255, decoded one mini-batch at a time,
+    so the steps see bitwise the floats ``fbp.data`` would give while the
+    epoch reads a quarter of the memory (``byte_codes`` turns such floats
+    back into bytes; ``fit`` does so by itself).
     """
 
     @jax.jit
@@ -189,6 +198,8 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
         def body(carry, idx):
             params, opt_state, bufs = carry
             (xb, yb), bufs = take(idx, bufs)
+            if xb.dtype == jnp.uint8:
+                xb = jnp.asarray(BYTE_VALUES)[xb]
             params, opt_state, value = train_step(params, opt_state, xb, yb)
             return (params, opt_state, bufs), value
 
@@ -196,6 +207,27 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
         return params, opt_state, losses
 
     return epoch
+
+
+@jax.jit
+def _to_bytes(X):
+    codes = jnp.clip(jnp.round(X * 255), 0, 255).astype(jnp.uint8)
+    return codes, jnp.all(jnp.asarray(BYTE_VALUES)[codes] == X)
+
+
+def byte_codes(X) -> Optional[Array]:
+    """X as bytes (uint8, on the device) if every value of the float32 array X
+    is exactly k/255 for a byte k (``BYTE_VALUES[k]``, as ``fbp.data`` scales
+    MNIST-style images); None otherwise. ``make_epoch`` decodes the bytes
+    back to bitwise the same floats, reading a quarter of the memory: at
+    mini-batch 10 on Fashion-MNIST the gather from a 188 MB array is the
+    slow part of a step, and from 47 MB it is about 10% faster in all.
+    """
+    X = jnp.asarray(X)
+    if X.dtype != jnp.float32 or X.size == 0:
+        return None
+    codes, exact = _to_bytes(X)
+    return codes if bool(exact) else None
 
 
 def _chunked(one: Callable, xs, chunk_size: Optional[int]):
@@ -478,6 +510,12 @@ def fit(
     check_batch(params, Xm, Ym, cost, names=("train X", "train Y"))
     if len(X) < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the training set ({len(X)} examples).")
+    if mesh is None:  # images of bytes scaled to [0, 1]: the epoch reads the bytes (bitwise the same steps)
+        codes = byte_codes(Xm)
+        if codes is not None:
+            X = codes
+            if not monitor_training:
+                Xm = Ym = None  # nothing else reads the float copy
     has_eval = evaluation is not None and len(evaluation[0]) > 0
     if has_eval:
         Xe, Ye = (jnp.asarray(a) for a in evaluation[:2])

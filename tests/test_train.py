@@ -112,6 +112,74 @@ def test_epoch_is_the_scan_of_steps(trees_close, monkeypatch, in_place):
     trees_close(p_e, p, 1e-12)
 
 
+def byte_images(n=60, n_in=12, n_out=3, seed=0):
+    """Random byte images scaled as fbp.data scales them (float32(k) / 255), one-hot targets."""
+    rng = np.random.default_rng(seed)
+    B = rng.integers(0, 256, (n, n_in), dtype=np.uint8)
+    X = B.astype(np.float32) / 255.0
+    Y = np.eye(n_out, dtype=np.float32)[rng.integers(0, n_out, n)]
+    return B, X, Y
+
+
+def test_byte_codes_only_where_the_floats_are_exactly_bytes():
+    B, X, _ = byte_images()
+    np.testing.assert_array_equal(ftrain.byte_codes(X), B)
+    assert ftrain.byte_codes(np.zeros((0, 12), np.float32)) is None
+    assert ftrain.byte_codes(fdata.digits().train.X) is None  # k/16, not k/255
+    assert ftrain.byte_codes(X.astype(np.float64)) is None  # the epoch would have to decode to float64
+    for k, bad in [(0, np.nextafter(X[0, 0], np.float32(1))), (1, np.float32(2.0)), (2, np.float32(-1 / 255)),
+                   (3, np.float32(np.nan)), (4, X[4, 4] * np.float32(1 + 2 ** -20))]:
+        Xk = X.copy()
+        Xk[k, k] = bad
+        assert ftrain.byte_codes(Xk) is None, (k, bad)
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_an_epoch_on_bytes_is_bitwise_the_epoch_on_their_floats(monkeypatch, in_place):
+    """Byte inputs are decoded a mini-batch at a time to the very floats fbp.data gives."""
+    monkeypatch.setattr(ftrain, "_IN_PLACE_BATCH_BYTES", 1 << 30 if in_place else 0)
+    B, X, Y = byte_images()
+    params = fbp.init_mlp(jax.random.key(2), [12, 8, 3], output_activation="softmax")
+    opt = optax.sgd(0.5)
+    epoch = ftrain.make_epoch(ftrain.make_train_step(opt, "log_likelihood"), batch_size=10)
+    key = jax.random.key(5)
+    p_f, _, losses_f = epoch(params, opt.init(params), key, jnp.asarray(X), jnp.asarray(Y))
+    p_b, _, losses_b = epoch(params, opt.init(params), key, jnp.asarray(B), jnp.asarray(Y))
+    np.testing.assert_array_equal(losses_b, losses_f)
+    for a, b in zip(jax.tree.leaves(p_b), jax.tree.leaves(p_f)):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p_f), jax.tree.leaves(params)))
+
+
+@pytest.mark.parametrize("monitor_training", [True, False])
+def test_fit_trains_on_the_bytes_of_byte_images_and_on_floats_otherwise(monkeypatch, digits, monitor_training):
+    seen = []
+    make_epoch = ftrain.make_epoch
+
+    def spy(step, batch_size, **kw):
+        epoch = make_epoch(step, batch_size, **kw)
+        return lambda params, opt_state, key, X, Y: (seen.append(X.dtype), epoch(params, opt_state, key, X, Y))[1]
+
+    monkeypatch.setattr(ftrain, "make_epoch", spy)
+    B, X, Y = byte_images(n=40)
+    params = fbp.init_mlp(jax.random.key(2), [12, 8, 3], output_activation="softmax")
+    kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=2, batch_size=10, key=jax.random.key(1),
+              monitor_training=monitor_training)
+    result = ftrain.fit(params, (X, Y), **kw)
+    assert seen == [np.uint8, np.uint8]
+    assert ("training_accuracy" in result.history[-1]) == monitor_training
+    epoch = make_epoch(ftrain.make_train_step(kw["optimizer"], "log_likelihood"), 10)
+    p, s = params, kw["optimizer"].init(params)
+    for e in (1, 2):
+        p, s, _ = epoch(p, s, jax.random.fold_in(kw["key"], e), jnp.asarray(X), jnp.asarray(Y))
+    for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(p)):
+        np.testing.assert_array_equal(a, b)
+    seen.clear()
+    d_params = fbp.init_mlp(jax.random.key(2), [64, 8, 10], output_activation="softmax")
+    ftrain.fit(d_params, digits.train, **dict(kw, epochs=1))
+    assert seen == [np.float32]
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 16, 17, 1000, 4097])
 def test_shuffle_is_a_permutation(n):
     key = jax.random.key(n)
