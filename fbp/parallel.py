@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fbp.train import shuffle
+from fbp.train import decode_inputs, shuffle
 
 AXIS = "batch"
 
@@ -97,6 +97,8 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
     The shuffle is the same one ``make_epoch`` draws (``fbp.train.shuffle(key, n)``),
     applied on the host; the (n_batches, batch, ...) arrays are put on the mesh
     split along the batch axis, and one jitted ``lax.scan`` runs the steps.
+    X may be the bytes of byte images, as in ``make_epoch``: each device
+    decodes its part of a mini-batch.
     """
     check_batch(mesh, batch_size)
     rep = replicated(mesh)
@@ -105,7 +107,8 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
     def scan(params, opt_state, Xb, Yb):
         def body(carry, xy):
             params, opt_state = carry
-            params, opt_state, value = train_step(params, opt_state, *xy)
+            xb, yb = xy
+            params, opt_state, value = train_step(params, opt_state, decode_inputs(xb), yb)
             return (params, opt_state), value
 
         (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (Xb, Yb), unroll=unroll)

@@ -166,7 +166,8 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
     ``BYTE_VALUES[k]`` = float32(k)/255, decoded one mini-batch at a time,
     so the steps see bitwise the floats ``fbp.data`` would give while the
     epoch reads a quarter of the memory (``byte_codes`` turns such floats
-    back into bytes; ``fit`` does so by itself).
+    back into bytes; ``fit`` does so by itself, and so does the sharded epoch
+    of ``fbp.parallel``, which then gathers and sends a quarter of the bytes).
     """
 
     @jax.jit
@@ -198,8 +199,7 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
         def body(carry, idx):
             params, opt_state, bufs = carry
             (xb, yb), bufs = take(idx, bufs)
-            if xb.dtype == jnp.uint8:
-                xb = jnp.asarray(BYTE_VALUES)[xb]
+            xb = decode_inputs(xb)
             params, opt_state, value = train_step(params, opt_state, xb, yb)
             return (params, opt_state, bufs), value
 
@@ -207,6 +207,12 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
         return params, opt_state, losses
 
     return epoch
+
+
+def decode_inputs(X):
+    """Byte inputs (uint8) as the floats they stand for, ``BYTE_VALUES[X]``;
+    float inputs as they are. The epochs call it on each mini-batch."""
+    return jnp.asarray(BYTE_VALUES)[X] if X.dtype == jnp.uint8 else X
 
 
 @jax.jit
@@ -510,12 +516,11 @@ def fit(
     check_batch(params, Xm, Ym, cost, names=("train X", "train Y"))
     if len(X) < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the training set ({len(X)} examples).")
-    if mesh is None:  # images of bytes scaled to [0, 1]: the epoch reads the bytes (bitwise the same steps)
-        codes = byte_codes(Xm)
-        if codes is not None:
-            X = codes
-            if not monitor_training:
-                Xm = Ym = None  # nothing else reads the float copy
+    codes = byte_codes(Xm)  # images of bytes scaled to [0, 1]: the epoch reads the bytes (bitwise the same steps)
+    if codes is not None:
+        X = codes if mesh is None else np.asarray(codes)  # the sharded epoch shuffles on the host
+        if not monitor_training:
+            Xm = Ym = None  # nothing else reads the float copy
     has_eval = evaluation is not None and len(evaluation[0]) > 0
     if has_eval:
         Xe, Ye = (jnp.asarray(a) for a in evaluation[:2])

@@ -56,6 +56,41 @@ def train():
     return out
 
 
+def byte_inputs():
+    """Byte inputs on 8 devices: the sharded epoch and fit give bitwise what the float inputs give."""
+    jax.config.update("jax_enable_x64", False)
+    rng = np.random.default_rng(0)
+    B = rng.integers(0, 256, (96, 12), dtype=np.uint8)
+    X = B.astype(np.float32) / 255.0
+    Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 96)]
+    mesh = parallel.make_mesh(8)
+    params = fbp.init_mlp(jax.random.key(0), [12, 8, 3], output_activation="softmax")
+    opt = optax.sgd(0.5)
+    epoch = parallel.make_sharded_epoch(ftrain.make_train_step(opt, "log_likelihood"), 16, mesh)
+
+    def run(inputs, epochs):
+        p, s = parallel.replicate(mesh, params), parallel.replicate(mesh, opt.init(params))
+        for e in range(1, epochs + 1):
+            p, s, _ = epoch(p, s, jax.random.fold_in(jax.random.key(1), e), inputs, Y)
+        return [np.asarray(leaf) for leaf in jax.tree.leaves(p)]
+
+    floats, from_bytes = run(X, 2), run(B, 2)
+    seen, make = [], parallel.make_sharded_epoch
+
+    def spy(*args, **kw):  # the dtype fit hands the sharded epoch
+        inner = make(*args, **kw)
+        return lambda p, s, key, X, Y: (seen.append(str(X.dtype)), inner(p, s, key, X, Y))[1]
+
+    parallel.make_sharded_epoch = spy
+    r = ftrain.fit(params, (X, Y), optimizer=opt, cost="log_likelihood", epochs=2, batch_size=16,
+                   key=jax.random.key(1), mesh=mesh)
+    parallel.make_sharded_epoch = make
+    fitted = [np.asarray(leaf) for leaf in jax.tree.leaves(r.params)]
+    return dict(fit_read=seen, epoch_same=all(np.array_equal(a, b) for a, b in zip(floats, from_bytes)),
+                fit_same=all(np.array_equal(a, b) for a, b in zip(floats, fitted)),
+                trained=not all(np.array_equal(a, np.asarray(b)) for a, b in zip(floats, jax.tree.leaves(params))))
+
+
 def hlo():
     jax.config.update("jax_enable_x64", False)
     mesh = parallel.make_mesh(8)

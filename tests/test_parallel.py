@@ -39,6 +39,10 @@ def test_eight_devices_train_like_one():
     assert one["accuracy"] == pytest.approx(eight["accuracy"], abs=1e-6)
 
 
+def test_byte_inputs_train_bitwise_like_their_floats_on_eight_devices():
+    assert run("byte_inputs") == dict(fit_read=["uint8", "uint8"], epoch_same=True, fit_same=True, trained=True)
+
+
 def test_compiled_step_all_reduces_and_never_gathers_the_batch():
     out = run("hlo")
     assert out["collectives"] == ["all-reduce"], out
