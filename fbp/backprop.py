@@ -132,7 +132,7 @@ def check_batch(params: list, X, Y, cost, names: tuple = ("X", "Y")):
     validate_params(params)
     cost = check_cost(params, cost)
     X = check_inputs(params, X, names[0], batched=True)
-    Y = check_targets(params, Y, names[1], batch=X.shape[0])
+    Y = check_targets(params, Y, names[1], batch=X.shape[0], inputs=names[0])
     return cost, X, Y
 
 

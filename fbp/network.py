@@ -270,8 +270,9 @@ def check_inputs(params: list, x, what: str = "X", batched: Union[bool, None] = 
     return x
 
 
-def check_targets(params: list, y, what: str = "Y", batch: Union[int, None] = None) -> Array:
-    """Check targets against the output layer: floating, width n_out (one-hot labels)."""
+def check_targets(params: list, y, what: str = "Y", batch: Union[int, None] = None, inputs: str = "X") -> Array:
+    """Check targets against the output layer: floating, width n_out (one-hot labels);
+    with ``batch``, also one row per row of the inputs (called ``inputs`` in the message)."""
     y = jnp.asarray(y)
     n_out = params[-1].w.shape[0]
     if not jnp.issubdtype(y.dtype, jnp.floating):
@@ -288,6 +289,6 @@ def check_targets(params: list, y, what: str = "Y", batch: Union[int, None] = No
         )
     if batch is not None and y.shape[0] != batch:
         raise ValueError(
-            f"{what} has {y.shape[0]} rows but X has {batch}; inputs and targets must pair up."
+            f"{what} has {y.shape[0]} rows but {inputs} has {batch}; inputs and targets must pair up."
         )
     return y

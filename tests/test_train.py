@@ -261,7 +261,7 @@ def test_fit_refuses_bad_arguments_by_name_before_training(digits):
         (dict(evaluation=(digits.validation.X[:, :8], digits.validation.Y)), ValueError,
          r"^evaluation X has shape \(180, 8\) but the first layer takes 64 inputs"),
         (dict(evaluation=(digits.validation.X, digits.validation.Y[:9])), ValueError,
-         r"^evaluation Y has 9 rows but X has 180"),
+         r"^evaluation Y has 9 rows but evaluation X has 180"),
         (dict(optimizer="sgd"), TypeError, r"^optimizer must be an optax.GradientTransformation.*got 'sgd'"),
         (dict(key=1), TypeError, r"^key must be one PRNG key, such as jax.random.key\(0\); got int 1"),
         (dict(key=jax.random.split(jax.random.key(0))), TypeError, r"got an array of shape \(2,\)"),
