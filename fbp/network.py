@@ -256,9 +256,10 @@ def check_inputs(params: list, x, what: str = "X", batched: Union[bool, None] = 
     x = jnp.asarray(x)
     n_in = params[0].w.shape[1]
     if not jnp.issubdtype(x.dtype, jnp.floating):
+        scale = " / 255 for the bytes of images" if x.dtype == jnp.uint8 else ""
         raise TypeError(
             f"{what} has dtype {x.dtype.name}, but backpropagation needs floating inputs; "
-            f"convert it first, e.g. {what if what.isidentifier() else 'with '}.astype(jnp.float32)."
+            f"convert it first, e.g. {what if what.isidentifier() else 'with '}.astype(jnp.float32){scale}."
         )
     allowed = {None: (1, 2), True: (2,), False: (1,)}[batched]
     want = {None: f"({n_in},) or (batch, {n_in})", True: f"(batch, {n_in})", False: f"({n_in},)"}[batched]

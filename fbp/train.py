@@ -259,12 +259,15 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
     set needs chunk_size × width floats per layer, not n × width (None: all at
     once). The accuracy is the same; the cost differs only in rounding. On the
     CPU, 50,000 Fashion-MNIST examples through [784, 100, 10] take the same
-    time either way (about 60 ms).
+    time either way (about 60 ms). X may be the bytes of byte images, as in
+    ``make_epoch``; each chunk is decoded as it goes through.
     """
-    cost, X, Y = check_batch(params, X, Y, cost)
+    X = jnp.asarray(X)
+    cost, _, Y = check_batch(params, decode_inputs(X), Y, cost)  # bytes are checked as the floats they stand for
 
     def one(xy):  # C_n and the class predicted for example n, from one forward pass
         x, y = xy
+        x = decode_inputs(x)
         zs, activations = forward_trace(params, x)
         return _example_loss_from(params, zs, activations, y, cost), jnp.argmax(activations[-1])
 
@@ -278,10 +281,11 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
 def predict(params: list, X: Array, chunk_size: Optional[int] = 10_000) -> Array:
     """The class of each example, argmax of the network's output: (n,) ints,
-    ``chunk_size`` examples at a time as in ``evaluate``."""
+    ``chunk_size`` examples at a time as in ``evaluate`` (X float, or bytes)."""
     validate_params(params)
-    X = check_inputs(params, X, "X", batched=True)
-    return _chunked(lambda x: jnp.argmax(forward_trace(params, x)[1][-1]), X, chunk_size)
+    X = jnp.asarray(X)
+    check_inputs(params, decode_inputs(X), "X", batched=True)
+    return _chunked(lambda x: jnp.argmax(forward_trace(params, decode_inputs(x))[1][-1]), X, chunk_size)
 
 
 # --- the fit loop -----------------------------------------------------------
@@ -516,15 +520,16 @@ def fit(
     check_batch(params, Xm, Ym, cost, names=("train X", "train Y"))
     if len(X) < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the training set ({len(X)} examples).")
-    codes = byte_codes(Xm)  # images of bytes scaled to [0, 1]: the epoch reads the bytes (bitwise the same steps)
-    if codes is not None:
+    codes = byte_codes(Xm)  # images of bytes scaled to [0, 1]: train and monitor on the bytes
+    if codes is not None:  # (bitwise the same steps), and drop the float copy from the device
         X = codes if mesh is None else np.asarray(codes)  # the sharded epoch shuffles on the host
-        if not monitor_training:
-            Xm = Ym = None  # nothing else reads the float copy
+        Xm = codes
     has_eval = evaluation is not None and len(evaluation[0]) > 0
     if has_eval:
         Xe, Ye = (jnp.asarray(a) for a in evaluation[:2])
         check_batch(params, Xe, Ye, cost, names=("evaluation X", "evaluation Y"))
+        codes = byte_codes(Xe)
+        Xe = Xe if codes is None else codes
     if lr_halving is not None:
         optimizer = _with_lr_schedule(optimizer)
     fresh = optimizer.init(params)

@@ -151,10 +151,30 @@ def test_an_epoch_on_bytes_is_bitwise_the_epoch_on_their_floats(monkeypatch, in_
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p_f), jax.tree.leaves(params)))
 
 
+def test_evaluate_and_predict_on_bytes_are_bitwise_those_on_their_floats():
+    B, X, Y = byte_images(n=50)
+    params = fbp.init_mlp(jax.random.key(4), [12, 8, 3], output_activation="softmax")
+    on_floats = ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=16, predictions=True)
+    on_bytes = ftrain.evaluate(params, B, Y, "log_likelihood", chunk_size=16, predictions=True)
+    for k in ("cost", "accuracy", "predicted"):
+        np.testing.assert_array_equal(on_bytes[k], on_floats[k])
+    np.testing.assert_array_equal(ftrain.predict(params, B, chunk_size=16), on_floats["predicted"])
+    with pytest.raises(ValueError, match=r"X has shape \(50, 11\) but the first layer takes 12 inputs"):
+        ftrain.evaluate(params, B[:, :11], Y, "log_likelihood")
+    # fit and the gradients take floats: bytes are scaled explicitly, as fbp.data does
+    with pytest.raises(TypeError, match=r"^train X has dtype uint8, .*e\.g\. with \.astype\(jnp\.float32\) / 255 for "
+                                        r"the bytes of images\.$"):
+        ftrain.fit(params, (B, Y), optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=1, batch_size=10,
+                   key=jax.random.key(0))
+    with pytest.raises(TypeError, match=r"X has dtype uint8"):
+        fbp.batch_backward(params, B, Y, "log_likelihood")
+
+
 @pytest.mark.parametrize("monitor_training", [True, False])
 def test_fit_trains_on_the_bytes_of_byte_images_and_on_floats_otherwise(monkeypatch, digits, monitor_training):
-    seen = []
-    make_epoch = ftrain.make_epoch
+    seen, evaluated = [], []
+    make_epoch, evaluate = ftrain.make_epoch, ftrain.evaluate
+    monkeypatch.setattr(ftrain, "evaluate", lambda p, X, *a, **kw: (evaluated.append(X.dtype), evaluate(p, X, *a, **kw))[1])
 
     def spy(step, batch_size, **kw):
         epoch = make_epoch(step, batch_size, **kw)
@@ -165,19 +185,23 @@ def test_fit_trains_on_the_bytes_of_byte_images_and_on_floats_otherwise(monkeypa
     params = fbp.init_mlp(jax.random.key(2), [12, 8, 3], output_activation="softmax")
     kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=2, batch_size=10, key=jax.random.key(1),
               monitor_training=monitor_training)
-    result = ftrain.fit(params, (X, Y), **kw)
+    result = ftrain.fit(params, (X[:30], Y[:30]), evaluation=(X[30:], Y[30:]), **kw)
     assert seen == [np.uint8, np.uint8]
+    assert evaluated == [np.uint8] * (4 if monitor_training else 2)  # the training and evaluation bytes
     assert ("training_accuracy" in result.history[-1]) == monitor_training
     epoch = make_epoch(ftrain.make_train_step(kw["optimizer"], "log_likelihood"), 10)
     p, s = params, kw["optimizer"].init(params)
     for e in (1, 2):
-        p, s, _ = epoch(p, s, jax.random.fold_in(kw["key"], e), jnp.asarray(X), jnp.asarray(Y))
+        p, s, _ = epoch(p, s, jax.random.fold_in(kw["key"], e), jnp.asarray(X[:30]), jnp.asarray(Y[:30]))
     for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(p)):
         np.testing.assert_array_equal(a, b)
+    m = evaluate(p, X[30:], Y[30:], "log_likelihood")
+    assert result.history[-1]["evaluation_cost"] == float(m["cost"])
+    assert result.history[-1]["evaluation_accuracy"] == float(m["accuracy"])
     seen.clear()
     d_params = fbp.init_mlp(jax.random.key(2), [64, 8, 10], output_activation="softmax")
     ftrain.fit(d_params, digits.train, **dict(kw, epochs=1))
-    assert seen == [np.float32]
+    assert seen == [np.float32]  # digits are k/16, not bytes
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 16, 17, 1000, 4097])
