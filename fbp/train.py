@@ -438,7 +438,11 @@ def fit(
 
     Args:
       params: ``list[Dense]``.
-      train: ``(X, Y)`` (a ``fbp.data.Split`` works).
+      train: ``(X, Y)`` (a ``fbp.data.Split`` works). Float32 X whose every
+        value is k/255 for a byte k (images as ``fbp.data`` scales them) is
+        kept on the device as its bytes (``byte_codes``), and so is the
+        evaluation X: the steps and the monitoring decode them to bitwise the
+        same floats, from a quarter of the memory.
       optimizer: any ``optax.GradientTransformation``.
       cost: a cost name or ``fbp.Cost``.
       epochs, batch_size: as in the book's ``SGD(training_data, epochs, mini_batch_size, eta)``.
