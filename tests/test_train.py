@@ -170,6 +170,20 @@ def test_evaluate_and_predict_on_bytes_are_bitwise_those_on_their_floats():
         fbp.batch_backward(params, B, Y, "log_likelihood")
 
 
+@pytest.mark.parametrize("batch_size,in_place", [(10, True), (32, False)])
+def test_byte_mini_batches_are_copied_in_place_where_their_floats_would_be(batch_size, in_place):
+    """The in-place copy beats XLA's split gather up to about 20 rows of 784
+    floats, and for bytes too (measured: 94 against 100 µs per step at 16
+    rows, 186 against 150 at 32), so bytes count as their decoded size."""
+    params = fbp.init_mlp(jax.random.key(0), [784, 8, 10], output_activation="softmax")
+    opt = optax.sgd(0.5)
+    epoch = ftrain.make_epoch(ftrain.make_train_step(opt, "log_likelihood"), batch_size)
+    B = jnp.zeros((4 * batch_size, 784), jnp.uint8)
+    Y = jnp.zeros((4 * batch_size, 10), jnp.float32)
+    hlo = epoch.lower(params, opt.init(params), jax.random.key(0), B, Y).as_text()
+    assert (f"{batch_size + 1}x784xui8" in hlo) == in_place
+
+
 @pytest.mark.parametrize("monitor_training", [True, False])
 def test_fit_trains_on_the_bytes_of_byte_images_and_on_floats_otherwise(monkeypatch, digits, monitor_training):
     seen, evaluated = [], []
