@@ -219,7 +219,8 @@ def decode_inputs(X):
 @jax.jit
 def _to_bytes(X):
     codes = jnp.clip(jnp.round(X * 255), 0, 255).astype(jnp.uint8)
-    return codes, jnp.all(jnp.asarray(BYTE_VALUES)[codes] == X)
+    bits = functools.partial(jax.lax.bitcast_convert_type, new_dtype=jnp.uint32)  # -0.0 is not byte 0
+    return codes, jnp.all(bits(jnp.asarray(BYTE_VALUES)[codes]) == bits(X))
 
 
 def byte_codes(X) -> Optional[Array]:

@@ -128,7 +128,7 @@ def test_byte_codes_only_where_the_floats_are_exactly_bytes():
     assert ftrain.byte_codes(fdata.digits().train.X) is None  # k/16, not k/255
     assert ftrain.byte_codes(X.astype(np.float64)) is None  # the epoch would have to decode to float64
     for k, bad in [(0, np.nextafter(X[0, 0], np.float32(1))), (1, np.float32(2.0)), (2, np.float32(-1 / 255)),
-                   (3, np.float32(np.nan)), (4, X[4, 4] * np.float32(1 + 2 ** -20))]:
+                   (3, np.float32(np.nan)), (4, X[4, 4] * np.float32(1 + 2 ** -20)), (5, np.float32(-0.0))]:
         Xk = X.copy()
         Xk[k, k] = bad
         assert ftrain.byte_codes(Xk) is None, (k, bad)
