@@ -68,8 +68,8 @@ def time_fbp(case, X, Y, repeats):
     opt = optax.sgd(case["lr"])
     epoch = ftrain.make_epoch(ftrain.make_train_step(opt, "log_likelihood"), case["batch"])
     Xf, Yd = jax.device_put(X), jax.device_put(Y)
-    codes = ftrain.byte_codes(Xf)  # what fit does
-    inputs = {"floats": Xf} if codes is None else {"bytes": codes, "floats": Xf}
+    Xfit = ftrain.compact_inputs(Xf)  # what fit trains on
+    inputs = {"bytes": Xfit, "floats": Xf} if Xfit.dtype == np.uint8 else {"floats": Xf}
     state, times = opt.init(params), {k: [] for k in inputs}
     for Xd in inputs.values():
         jax.block_until_ready(epoch(params, state, jax.random.key(0), Xd, Yd))  # compile
@@ -217,10 +217,10 @@ def breakdown(X, Y, repeats):
     pieces = {
         "whole epoch, float32 inputs (shuffle, copy, step)": (ftrain.make_epoch(step, bs), (params, opt.init(params), jax.random.key(0), Xd, Yd)),
     }
-    codes = ftrain.byte_codes(Xd)
-    if codes is not None:
+    Xfit = ftrain.compact_inputs(Xd)
+    if Xfit.dtype == np.uint8:
         pieces["whole epoch on the bytes (what fit runs)"] = (
-            ftrain.make_epoch(step, bs), (params, opt.init(params), jax.random.key(0), codes, Yd))
+            ftrain.make_epoch(step, bs), (params, opt.init(params), jax.random.key(0), Xfit, Yd))
     pieces |= {
         "step on batches already in order": scan(lambda c, xy: step(*c, *xy)[:2], (params, opt.init(params)), (Xb, Yb)),
         "forward product A·Wᵀ (10×784·784×30)": scan(lambda w, a: w * (1 + 1e-9 * (a @ w.T)[0, 0]), W, Xb),
@@ -247,8 +247,7 @@ def operation_trace(X, Y, steps=3000, top=12):
     opt = optax.sgd(0.5)
     epoch = ftrain.make_epoch(ftrain.make_train_step(opt, "log_likelihood"), bs)
     Xd, Yd = jax.device_put(X[: steps * bs]), jax.device_put(Y[: steps * bs])
-    codes = ftrain.byte_codes(Xd)
-    args = (params, opt.init(params), jax.random.key(0), Xd if codes is None else codes, Yd)
+    args = (params, opt.init(params), jax.random.key(0), ftrain.compact_inputs(Xd), Yd)
     jax.block_until_ready(epoch(*args))  # compile outside the trace
     hlo = epoch.lower(*args).compile().as_text()
     shapes = dict(re.findall(r"%([\w.-]+) = (\w+\[[\d,]*\])", hlo))  # each operation's result, to tell them apart

@@ -186,7 +186,8 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
         # mini-batch 10 on 2 cores, about even at 16-20 rows). From 32 rows of
         # 784 on, the split gather wins (110 against 127 µs per step).
         # Counted as decoded: bytes cross over where their floats do (about 20 rows of 784).
-        row_bytes = sum((4 if A.dtype == jnp.uint8 else A.dtype.itemsize) * math.prod(A.shape[1:]) for A in (X, Y))
+        itemsize = [BYTE_VALUES.itemsize if A.dtype == jnp.uint8 else A.dtype.itemsize for A in (X, Y)]
+        row_bytes = sum(size * math.prod(A.shape[1:]) for size, A in zip(itemsize, (X, Y)))
         in_place = batch_size * row_bytes <= _IN_PLACE_BATCH_BYTES
 
         def take(idx, bufs):
@@ -236,6 +237,14 @@ def byte_codes(X) -> Optional[Array]:
         return None
     codes, exact = _to_bytes(X)
     return codes if bool(exact) else None
+
+
+def compact_inputs(X) -> Array:
+    """The inputs as ``fit`` keeps them on the device: their bytes where
+    ``byte_codes`` finds them, else X itself (as a device array)."""
+    X = jnp.asarray(X)
+    codes = byte_codes(X)
+    return X if codes is None else codes
 
 
 def _chunked(one: Callable, xs, chunk_size: Optional[int]):
@@ -442,7 +451,7 @@ def fit(
       params: ``list[Dense]``.
       train: ``(X, Y)`` (a ``fbp.data.Split`` works). Float32 X whose every
         value is k/255 for a byte k (images as ``fbp.data`` scales them) is
-        kept on the device as its bytes (``byte_codes``), and so is the
+        kept on the device as its bytes (``compact_inputs``), and so is the
         evaluation X: the steps and the monitoring decode them to bitwise the
         same floats, from a quarter of the memory.
       optimizer: any ``optax.GradientTransformation``.
@@ -526,16 +535,14 @@ def fit(
     check_batch(params, Xm, Ym, cost, names=("train X", "train Y"))
     if len(X) < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the training set ({len(X)} examples).")
-    codes = byte_codes(Xm)  # images of bytes scaled to [0, 1]: train and monitor on the bytes
-    if codes is not None:  # (bitwise the same steps), and drop the float copy from the device
-        X = codes if mesh is None else np.asarray(codes)  # the sharded epoch shuffles on the host
-        Xm = codes
+    Xm = compact_inputs(Xm)  # images of bytes scaled to [0, 1]: train and monitor on the bytes
+    if Xm.dtype == jnp.uint8:  # (bitwise the same steps), and drop the float copy from the device
+        X = Xm if mesh is None else np.asarray(Xm)  # the sharded epoch shuffles on the host
     has_eval = evaluation is not None and len(evaluation[0]) > 0
     if has_eval:
         Xe, Ye = (jnp.asarray(a) for a in evaluation[:2])
         check_batch(params, Xe, Ye, cost, names=("evaluation X", "evaluation Y"))
-        codes = byte_codes(Xe)
-        Xe = Xe if codes is None else codes
+        Xe = compact_inputs(Xe)
     if lr_halving is not None:
         optimizer = _with_lr_schedule(optimizer)
     fresh = optimizer.init(params)
