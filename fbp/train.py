@@ -31,7 +31,7 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 DEFAULT_MOMENTUM = 0.9  # μ of make_optimizer("momentum") and fbp train --optimizer momentum
 _IN_PLACE_BATCH_BYTES = 64 << 10  # see make_epoch
 # Byte k of an image read as NumPy's float32(k) / 255, the scaling of fbp.data
-# (and the usual one); make_epoch decodes uint8 inputs through this table.
+# (and the usual one); decode_inputs gives these floats for uint8 inputs.
 BYTE_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
 
 
@@ -212,16 +212,30 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
 
 
 def decode_inputs(X):
-    """Byte inputs (uint8) as the floats they stand for, ``BYTE_VALUES[X]``;
-    float inputs as they are. The epochs call it on each mini-batch."""
-    return jnp.asarray(BYTE_VALUES)[X] if X.dtype == jnp.uint8 else X
+    """Byte inputs (uint8) as the floats they stand for, bitwise
+    ``BYTE_VALUES[X]``; float inputs as they are. The epochs call it on each
+    mini-batch.
+
+    In binary, k/255 is 0.kkk…, the byte's 8 bits repeated, so k/255 =
+    k·65793/2^24 + k/(255·2^24). The first term (k three times) is exact in
+    float32, since k·65793 < 2^24, and adding the second (below 2^-24) rounds
+    the sum to NumPy's float32(k)/255, for every k (the tests check all 256).
+    A plain ``X / 255`` would not do: XLA computes it as X·float32(1/255),
+    1 ulp off for 126 of the 256 bytes. A lookup in ``BYTE_VALUES`` is exact
+    but is a gather: 1.9 µs for a 10×784 mini-batch, against 0.8 µs for these
+    two products and a sum (1.2 µs of a 20 µs step, 6% of it).
+    """
+    if X.dtype != jnp.uint8:
+        return X
+    k = X.astype(jnp.float32)
+    return k * jnp.float32(65793 / 2**24) + k * jnp.float32(1 / (255 * 2**24))
 
 
 @jax.jit
 def _to_bytes(X):
     codes = jnp.clip(jnp.round(X * 255), 0, 255).astype(jnp.uint8)
     bits = functools.partial(jax.lax.bitcast_convert_type, new_dtype=jnp.uint32)  # -0.0 is not byte 0
-    return codes, jnp.all(bits(jnp.asarray(BYTE_VALUES)[codes]) == bits(X))
+    return codes, jnp.all(bits(decode_inputs(codes)) == bits(X))
 
 
 def byte_codes(X) -> Optional[Array]:

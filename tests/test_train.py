@@ -116,6 +116,7 @@ def byte_images(n=60, n_in=12, n_out=3, seed=0):
     """Random byte images scaled as fbp.data scales them (float32(k) / 255), one-hot targets."""
     rng = np.random.default_rng(seed)
     B = rng.integers(0, 256, (n, n_in), dtype=np.uint8)
+    B.flat[: min(256, B.size)] = rng.permutation(256)[: B.size]  # every byte value, where there is room
     X = B.astype(np.float32) / 255.0
     Y = np.eye(n_out, dtype=np.float32)[rng.integers(0, n_out, n)]
     return B, X, Y
@@ -132,6 +133,25 @@ def test_byte_codes_only_where_the_floats_are_exactly_bytes():
         Xk = X.copy()
         Xk[k, k] = bad
         assert ftrain.byte_codes(Xk) is None, (k, bad)
+
+
+def test_every_byte_decodes_to_numpys_float32_k_over_255():
+    """The decode the epochs use gives bitwise float32(k) / 255 for all 256
+    bytes: eagerly, jitted, and fused into the operations around it."""
+    codes = np.arange(256, dtype=np.uint8)
+    want = (codes.astype(np.float32) / np.float32(255)).view(np.uint32)
+    decoded = {
+        "eager": ftrain.decode_inputs(jnp.asarray(codes)),
+        "jit": jax.jit(ftrain.decode_inputs)(codes),
+        "reshaped, reversed": jax.jit(lambda c: ftrain.decode_inputs(c.reshape(16, 16)[::-1])[::-1].reshape(-1))(codes),
+        "into a product": jax.jit(lambda c: ftrain.decode_inputs(c.reshape(16, 16)) @ jnp.eye(16, dtype=jnp.float32))(codes).reshape(-1),
+    }
+    for where, got in decoded.items():
+        got = np.asarray(got)
+        assert got.dtype == np.float32, where
+        np.testing.assert_array_equal(got.view(np.uint32), want, err_msg=where)
+    X = jnp.asarray(np.float32([[0.5, 1.0]]))
+    assert ftrain.decode_inputs(X) is X  # floats pass through
 
 
 @pytest.mark.parametrize("in_place", [True, False])
