@@ -56,6 +56,22 @@ def _choices(names):
     return sorted(names)
 
 
+def _hidden_choices(activations):
+    """The elementwise activations: softmax couples a layer's units, so fbp takes it on the output layer only."""
+    return sorted(name for name, act in activations.items() if act.prime is not None)
+
+
+def _cost_pairing(params, cost) -> Optional[str]:
+    """The library's check of --cost against --output-activation, with the two flags named."""
+    import fbp
+
+    try:
+        fbp.backprop.check_cost(params, cost)
+    except ValueError as e:
+        return f"--cost {cost} with --output-activation {params[-1].act.name}: {e}"
+    return None
+
+
 class _DefaultsFormatter(argparse.HelpFormatter):
     """Shows each flag's default in ``--help``, unless its help already says
     it or there is none to show (None, or False for a switch)."""
@@ -97,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         "central finite differences on random data, and print a per-leaf table.",
     )
     check.add_argument("--sizes", type=_sizes, default=[784, 30, 10], help="layer widths, input first")
-    check.add_argument("--activation", choices=_choices(ACTIVATIONS), default="sigmoid", help="hidden activation")
+    check.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default="sigmoid",
+                       help="hidden activation (softmax is for --output-activation)")
     check.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default=None,
                        help="output activation (default: --activation)")
     check.add_argument("--cost", choices=_choices(COSTS), default="quadratic", help="cost function C")
@@ -136,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sizes", type=_sizes, default=None,
                        help="layer widths, input first; input and output must match the data (default: "
                             "n_in,100,n_classes)")
-    train.add_argument("--activation", choices=_choices(ACTIVATIONS), default="sigmoid", help="hidden activation σ")
+    train.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default="sigmoid",
+                       help="hidden activation σ (softmax is for --output-activation)")
     train.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default="softmax",
                        help="output activation")
     train.add_argument("--cost", choices=_choices(COSTS), default="log_likelihood", help="cost function C")
@@ -282,6 +300,9 @@ def cmd_check(args) -> int:
             k_params, args.sizes, activation=args.activation,
             output_activation=args.output_activation, init=args.init, dtype=dtype,
         )
+        mismatch = _cost_pairing(params, args.cost)
+        if mismatch:
+            raise ValueError(mismatch)
         n_in, n_out = args.sizes[0], args.sizes[-1]
         X = jax.random.uniform(k_x, (args.batch_size, n_in), dtype)
         labels = jax.random.randint(k_y, (args.batch_size,), 0, n_out)
@@ -448,7 +469,9 @@ def cmd_train(args) -> int:
     try:
         params = fbp.init_mlp(k_init, sizes, activation=args.activation,
                               output_activation=args.output_activation, init=args.init, dtype=dtype)
-        fbp.backprop.check_cost(params, args.cost)
+        mismatch = _cost_pairing(params, args.cost)
+        if mismatch:
+            return fail(mismatch)
         optimizer = ftrain.make_optimizer(args.optimizer, args.lr, l2=args.l2, n_train=len(ds.train),
                                           momentum=ftrain.DEFAULT_MOMENTUM if momentum is None else momentum)
         grad = "hand"

@@ -28,7 +28,9 @@ def test_check_exits_1_above_tolerance(capsys):
     (["check", "--cost", "nope"], "--cost"),
     (["check", "--batch-size", "0"], "--batch-size"),
     (["check", "--fd-samples", "-1"], "--fd-samples"),
-    (["check", "--activation", "softmax"], "softmax"),
+    (["check", "--activation", "softmax"], "argument --activation: invalid choice: 'softmax'"),
+    (["check", "--cost", "log_likelihood", "--output-activation", "tanh"],
+     "--cost log_likelihood with --output-activation tanh: cost 'log_likelihood' takes logarithms"),
 ])
 def test_bad_flags_are_one_line_errors(argv, needle):
     proc = subprocess.run([sys.executable, "-m", "fbp", *argv], capture_output=True, text=True)

@@ -841,7 +841,8 @@ def test_cli_failed_writes_are_one_line_errors_that_say_what_is_kept(tmp_path, c
     (["--num-processes", "2"], "--coordinator, --num-processes and --process-id go together"),
     (["--coordinator", "host0", "--num-processes", "2", "--process-id", "0"], "expected HOST:PORT"),
     (["--coordinator", "host0:1234", "--num-processes", "2", "--process-id", "2"], "--process-id 2 is not below"),
-    (["--cost", "cross_entropy", "--output-activation", "relu"], "cross_entropy"),
+    (["--cost", "cross_entropy", "--output-activation", "relu"], "--cost cross_entropy with --output-activation relu"),
+    (["--activation", "softmax"], "argument --activation: invalid choice: 'softmax'"),
     (["--momentum", "0.5"], "--momentum is the coefficient of --optimizer momentum; it does nothing with "
                             "--optimizer sgd"),
     (["--optimizer", "momentum", "--momentum", "1"], "argument --momentum: expected a number in [0, 1), got '1'"),
