@@ -829,6 +829,9 @@ def test_cli_failed_writes_are_one_line_errors_that_say_what_is_kept(tmp_path, c
     (["--optimizer", "rmsprop"], "--optimizer"),
     (["--epochs", "-3"], "--epochs"),
     (["--data", "idx"], "--data-dir"),
+    (["--data-dir", "/some/mnist"], "--data-dir: digits are bundled with scikit-learn and read no directory, "
+                                    "but a data directory was given (/some/mnist); for the IDX files there use "
+                                    "--data idx"),
     (["--data", "fashion-mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
     (["--resume"], "--checkpoint-dir"),
     (["--batch-size", "5000"], "--batch-size"),
