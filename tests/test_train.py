@@ -652,11 +652,15 @@ def test_kill_9_and_resume_gives_bitwise_the_same_params(tmp_path):
 def test_ctrl_c_and_sigterm_say_what_is_kept_and_how_to_go_on(tmp_path, sig, rc, what):
     run_dir = str(tmp_path / "run")
     flags = ["train", "--epochs", "500", "--quiet", "--checkpoint-dir", run_dir]
-    # Started as a terminal starts it: a test runner launched as a background
-    # job (`cmd &` in a script) ignores SIGINT, and the child would inherit that
-    # and train on to the end, which is POSIX's rule, not fbp's behaviour.
-    proc = subprocess.Popen([sys.executable, "-m", "fbp", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # Ctrl-C as a terminal delivers it: a test runner launched as a background
+    # job (`cmd &` in a script) ignores SIGINT, and `python -m fbp` would
+    # inherit that and train on to the end (POSIX's rule, not fbp's), so the
+    # child puts Python's own handler back first. (Not preexec_fn: it runs
+    # Python between fork and exec, which can deadlock with JAX's threads.)
+    as_from_a_terminal = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                          "runpy.run_module('fbp', run_name='__main__', alter_sys=True)")
+    proc = subprocess.Popen([sys.executable, "-c", as_from_a_terminal, *flags], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not ckpt.list_checkpoints(run_dir):
         time.sleep(0.005)
