@@ -647,6 +647,75 @@ def test_kill_9_and_resume_gives_bitwise_the_same_params(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+# `fbp train` whose save of epoch 3 stops at a chosen point and waits to be
+# killed: inside the library's own write, half of the file written
+# ("mid-write"), or the file complete and renamed into place but the directory
+# not yet synced, the older checkpoints not pruned, the metrics line not
+# written ("renamed").
+_STALLED_SAVE = """
+import io, os, sys, time
+import numpy as np
+from fbp import checkpoint, cli
+marker, stage = sys.argv[1:3]
+savez, fsync_dir = np.savez, checkpoint._fsync_dir
+def stall():
+    open(marker, "w").close()
+    time.sleep(300)
+def half_savez(f, **arrays):
+    if stage != "mid-write" or "ckpt-000003" not in getattr(f, "name", ""):
+        return savez(f, **arrays)
+    buf = io.BytesIO()
+    savez(buf, **arrays)
+    f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+    f.flush()
+    os.fsync(f.fileno())
+    stall()
+def fsync_then_stall(directory):
+    if stage == "renamed" and os.path.exists(os.path.join(directory, "ckpt-000003.npz")):
+        stall()
+    fsync_dir(directory)
+np.savez, checkpoint._fsync_dir = half_savez, fsync_then_stall
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("stage", ["mid-write", "renamed"])
+def test_kill_9_during_a_save_keeps_a_loadable_checkpoint_and_resume_is_bitwise(tmp_path, stage):
+    flags = ["train", "--sizes", "64,20,10", "--epochs", "5", "--batch-size", "10", "--quiet",
+             "--optimizer", "adam", "--lr", "0.01"]
+    ref_dir, run_dir, marker = str(tmp_path / "ref"), str(tmp_path / "run"), str(tmp_path / "stalled")
+    metrics = str(tmp_path / "m.jsonl")
+    ref = _cli(*flags, "--checkpoint-dir", ref_dir)
+    assert ref.returncode == 0, ref.stderr
+    proc = subprocess.Popen([sys.executable, "-c", _STALLED_SAVE, marker, stage, *flags, "--checkpoint-dir", run_dir,
+                             "--metrics-out", metrics], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(marker) and proc.poll() is None:
+        time.sleep(0.005)
+    assert os.path.exists(marker), proc.communicate()[1]
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    left = sorted(os.listdir(run_dir))
+    if stage == "mid-write":  # the half-written file is a temporary one; epoch 3 never appeared
+        assert any(n.startswith(".tmp-ckpt-000003-") for n in left), left
+        assert not os.path.exists(ckpt.path_of(run_dir, 3)) and ckpt.newest_epoch(run_dir) == 2
+    else:
+        assert ckpt.newest_epoch(run_dir) == 3
+    template = fbp.init_mlp(jax.random.key(0), [64, 20, 10], output_activation="softmax")
+    newest = ckpt.list_checkpoints(run_dir)[-1]
+    with np.load(newest) as z:  # a complete, readable file
+        assert len([k for k in z.files if k.startswith("leaf_")]) >= len(jax.tree.leaves(template))
+    resumed = _cli(*flags, "--checkpoint-dir", run_dir, "--metrics-out", metrics, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from the checkpoint of epoch {2 if stage == 'mid-write' else 3}" in resumed.stdout
+    assert not [n for n in os.listdir(run_dir) if n.startswith(".tmp-ckpt-")]  # the dead run's leftover is gone
+    assert ckpt.newest_epoch(run_dir) == 5
+    for a, b in zip(_params_of(ref_dir), _params_of(run_dir), strict=True):
+        np.testing.assert_array_equal(a, b)
+    lines = [json.loads(line) for line in open(metrics)]
+    assert [line["epoch"] for line in lines[:-1]] == [1, 2, 3, 4, 5] and lines[-1]["final"]
+
+
 @pytest.mark.parametrize("sig,rc,what", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
                          ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_and_sigterm_say_what_is_kept_and_how_to_go_on(tmp_path, sig, rc, what):
