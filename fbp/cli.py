@@ -48,6 +48,17 @@ def _nonneg_float(text: str) -> float:
     return _number(text, float, lambda v: v >= 0, "a number ≥ 0")
 
 
+def _seed(text: str) -> int:
+    # jax.random.key keeps 32 bits of the seed when x64 is off (2**32 would be
+    # seed 0 again) and 64 with it on (--dtype float64), so only [0, 2**32)
+    # names one key, the same in both.
+    return _number(text, int, lambda v: 0 <= v < 2**32, "an integer from 0 to 4294967295 (2**32 − 1)")
+
+
+def _tolerance(text: str) -> float:
+    return _number(text, float, lambda v: True, "a finite number")
+
+
 def _momentum(text: str) -> float:
     return _number(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
@@ -124,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dtype", choices=["float32", "float64"], default="float64", help="floating-point type")
     check.add_argument("--fd-samples", type=_nonneg_int, default=24,
                        help="finite-difference entries to check (0: none)")
-    check.add_argument("--seed", type=int, default=0, help="PRNG seed of params and data")
-    check.add_argument("--tol", type=float, default=None,
+    check.add_argument("--seed", type=_seed, default=0, help="PRNG seed of params and data")
+    check.add_argument("--tol", type=_tolerance, default=None,
                        help="fail (exit 1) above this relative difference from jax.grad (default 1e-10 in float64, "
                             "1e-4 in float32)")
     check.set_defaults(func=cmd_check)
@@ -168,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--l2", type=_nonneg_float, default=0.0, help="the book's λ: L2 weight decay λ/n on the weights")
     train.add_argument("--batch-size", type=_positive_int, default=10, help="mini-batch size m")
     train.add_argument("--epochs", type=_nonneg_int, default=30, help="epochs to train (more may be given on --resume)")
-    train.add_argument("--seed", type=int, default=0,
+    train.add_argument("--seed", type=_seed, default=0,
                        help="PRNG seed of the initial params, the shuffles and the DP noise")
     train.add_argument("--patience", type=_positive_int, default=None,
                        help="stop after this many epochs without a better evaluation accuracy")

@@ -903,6 +903,9 @@ def test_cli_failed_writes_are_one_line_errors_that_say_what_is_kept(tmp_path, c
     (["--lr", "abc"], "--lr"),
     (["--optimizer", "rmsprop"], "--optimizer"),
     (["--epochs", "-3"], "--epochs"),
+    # Past 32 bits jax.random.key wraps around without x64 (2**32 was seed 0) and then a traceback.
+    (["--seed", "4294967296"], "argument --seed: expected an integer from 0 to 4294967295 (2**32 − 1), got"),
+    (["--seed", "99999999999999999999"], "argument --seed: expected an integer from 0 to 4294967295"),
     (["--data", "idx"], "--data-dir"),
     (["--data-dir", "/some/mnist"], "--data-dir: digits are bundled with scikit-learn and read no directory, "
                                     "but a data directory was given (/some/mnist); for the IDX files there use "
