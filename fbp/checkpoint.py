@@ -17,6 +17,8 @@ import json
 import os
 import re
 import warnings
+import zipfile
+import zlib
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -31,6 +33,10 @@ class CheckpointError(ValueError):
 
 class CheckpointMismatch(CheckpointError):
     """A readable checkpoint written for another network or optimizer."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint passed over when resuming because it cannot be read."""
 
 
 class CheckpointWriteError(OSError):
@@ -144,15 +150,21 @@ def _read_npz(path: str, keys: Callable[[dict], list], what: str):
     """(JSON header, the arrays named by ``keys(header)``) of an ``.npz``
     written here; CheckpointError "``path``: not ``what``" if it cannot be
     read as one (``keys`` may raise ValueError to refuse a header)."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: a directory, not {what}")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):  # else np.load would try it as a pickle, and say that
+        raise CheckpointError(f"{path}: not {what}: not an .npz (zip) archive; cut short (a partial copy, a "
+                              f"damaged disk), or another kind of file")
     try:
         with np.load(path) as z:
             header = json.loads(bytes(z["header"]).decode())
             return header, [z[k] for k in keys(header)]
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: a directory, not {what}") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile,
+            zlib.error) as e:  # BadZipFile: a damaged member (its CRC) in an intact directory
         raise CheckpointError(f"{path}: not {what} ({e})") from None
 
 
@@ -208,23 +220,25 @@ def restore(path: str, template: Any, check_header: Optional[Callable[[str, dict
     return jax.tree.unflatten(treedef, leaves), header
 
 
-def _newest_readable(directory: str, read: Callable[[str], Any]):
+def _newest_readable(directory: str, read: Callable[[str], Any], say_skipped: bool = False):
     """``read(path)`` of the newest checkpoint in ``directory`` it succeeds on,
-    falling back past unreadable ones (CheckpointError, not a mismatch); None
-    if there is none."""
+    falling back past unreadable ones (CheckpointError, not a mismatch), each
+    named in a CheckpointWarning if ``say_skipped``; None if there is none."""
     for path in reversed(list_checkpoints(directory)):
         try:
             return read(path)
         except CheckpointMismatch:
             raise
-        except CheckpointError:
-            continue  # unreadable: fall back to the one before
+        except CheckpointError as e:  # unreadable: fall back to the one before
+            if say_skipped:
+                warnings.warn(f"skipped an unreadable checkpoint: {e}", CheckpointWarning, stacklevel=3)
     return None
 
 
 def latest(directory: str, template: Any, check_header: Optional[Callable[[str, dict], None]] = None):
-    """Restore the newest complete checkpoint in ``directory``; None if there is none."""
-    return _newest_readable(directory, lambda path: restore(path, template, check_header))
+    """Restore the newest complete checkpoint in ``directory``; None if there
+    is none. Unreadable newer ones are passed over, each with a CheckpointWarning."""
+    return _newest_readable(directory, lambda path: restore(path, template, check_header), say_skipped=True)
 
 
 def newest_epoch(directory: str) -> Optional[int]:

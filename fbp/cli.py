@@ -612,7 +612,8 @@ def cmd_train(args) -> int:
         return "nothing was saved" + ("" if args.checkpoint_dir else " (give --checkpoint-dir to be able to resume)")
 
     if args.resume and not resuming:
-        print(f"--resume: no checkpoint in {args.checkpoint_dir} yet; starting at epoch 1", flush=True)
+        what = "readable checkpoint" if fckpt.list_checkpoints(args.checkpoint_dir) else "checkpoint"
+        print(f"--resume: no {what} in {args.checkpoint_dir} yet; starting at epoch 1", flush=True)
     t0 = time.perf_counter()
     try:
         with _sigterm_as_interrupt():
@@ -692,11 +693,33 @@ def cmd_train(args) -> int:
     return 1 if errors else 0
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """fbp's own warnings (a checkpoint passed over on --resume) as one line
+    on stderr, like the errors; any other warning as Python shows it."""
+    import warnings
+
+    from fbp.checkpoint import CheckpointWarning
+
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, CheckpointWarning):
+                print(f"fbp {command}: warning: {message}", file=sys.stderr, flush=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        rc = args.func(args)
+        with _one_line_warnings(args.command):
+            rc = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return rc
     except BrokenPipeError:  # `fbp evaluate net.npz | head -2`: the reader has gone, as with any Unix tool

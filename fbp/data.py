@@ -153,6 +153,11 @@ def _find(directory: str, stem: str) -> str:
     raise DataError(f"{directory}: no {stem} (or {stem}.gz) in this directory")
 
 
+def _not_a_dir(path: str) -> str:
+    """What is wrong with a path that is not a directory."""
+    return "a file, not a directory" if os.path.exists(path) else "no such directory"
+
+
 def idx(directory: str, n_validation: int = 0, name: Optional[str] = None) -> Dataset:
     """MNIST-format data from a directory holding the four IDX files.
 
@@ -163,7 +168,7 @@ def idx(directory: str, n_validation: int = 0, name: Optional[str] = None) -> Da
     set (10,000 gives the book's 50,000/10,000 split).
     """
     if not os.path.isdir(directory):
-        raise DataError(f"{directory}: no such directory; give the one that holds the four IDX files")
+        raise DataError(f"{directory}: {_not_a_dir(directory)}; give the one that holds the four IDX files")
     arrays = {key: read_idx(_find(directory, stem)) for key, stem in IDX_FILES.items()}
     for key in ("train_images", "test_images"):
         if arrays[key].dtype != np.uint8:
@@ -194,7 +199,7 @@ def idx(directory: str, n_validation: int = 0, name: Optional[str] = None) -> Da
 def fashion_mnist(directory: Optional[str] = None, n_validation: int = 10_000) -> Dataset:
     """Fashion-MNIST (60,000 + 10,000 images of 28×28), from Debian's package by default."""
     if directory and not os.path.isdir(directory):  # given, so not a matter of installing the package
-        raise DataError(f"{directory}: no such directory; give the one that holds Fashion-MNIST's four IDX files "
+        raise DataError(f"{directory}: {_not_a_dir(directory)}; give the one that holds Fashion-MNIST's four IDX files "
                         f"(Debian's dataset-fashion-mnist puts them in {FASHION_MNIST_DIR})")
     directory = directory or FASHION_MNIST_DIR
     if not os.path.isdir(directory):

@@ -493,7 +493,9 @@ def fit(
         checkpoint that cannot be written (a full disk) raises
         ``fbp.checkpoint.CheckpointWriteError`` naming its epoch; the earlier
         ones are intact, so the run can be resumed.
-      resume: continue from the newest complete checkpoint in ``checkpoint_dir``.
+      resume: continue from the newest complete checkpoint in ``checkpoint_dir``;
+        a newer one that cannot be read (cut short, damaged) is passed over
+        with a ``fbp.checkpoint.CheckpointWarning`` naming it.
         It must have been written with the same ``key`` and ``config`` (and a
         network and optimizer of the same structure, shapes and dtypes), or
         resuming raises ``fbp.checkpoint.CheckpointMismatch`` naming what differs.

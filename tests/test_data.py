@@ -94,6 +94,9 @@ def test_missing_directory_and_file(tmp_path):
         fdata.idx(str(tmp_path))
     with pytest.raises(fdata.DataError, match=f"absent: no such directory; .* puts them in {fdata.FASHION_MNIST_DIR}"):
         fdata.fashion_mnist(str(tmp_path / "absent"))  # a directory given: nothing to install
+    for read in (fdata.idx, fdata.fashion_mnist):  # one of the files given for its directory
+        with pytest.raises(fdata.DataError, match="train-images-idx3-ubyte: a file, not a directory; give the one"):
+            read(str(tmp_path / "train-images-idx3-ubyte"))
 
 
 def test_fashion_mnist_not_installed_says_how_to_install(tmp_path, monkeypatch):

@@ -479,7 +479,17 @@ def test_checkpoint_roundtrip_and_atomic_leftovers(tmp_path):
     ckpt.save(str(tmp_path), 1, tree, dict(history=[{"epoch": 1}]))
     (tmp_path / ".tmp-ckpt-000002-99999.npz").write_bytes(b"half a file")  # a save killed midway
     (tmp_path / "ckpt-000003.npz").write_bytes(b"garbage")  # unreadable: skipped
-    restored, header = ckpt.latest(str(tmp_path), tree)
+    whole = open(ckpt.list_checkpoints(str(tmp_path))[0], "rb").read()
+    (tmp_path / "ckpt-000004.npz").write_bytes(whole[: len(whole) * 2 // 3])  # cut short (a partial copy)
+    damaged = bytearray(whole)  # zip directory intact, the last data byte flipped: the member's CRC catches it
+    damaged[whole.index(b"PK\x01\x02") - 1] ^= 0xFF
+    (tmp_path / "ckpt-000005.npz").write_bytes(bytes(damaged))
+    with pytest.warns(ckpt.CheckpointWarning) as skipped:
+        restored, header = ckpt.latest(str(tmp_path), tree)
+    assert [str(w.message).split(": ")[1] for w in skipped] == [
+        str(tmp_path / f"ckpt-00000{e}.npz") for e in (5, 4, 3)]
+    assert "not an .npz (zip) archive; cut short" in str(skipped[1].message)
+    assert "CRC" in str(skipped[0].message)
     assert header["epoch"] == 1 and header["meta"]["history"] == [{"epoch": 1}]
     assert ckpt.newest_epoch(str(tmp_path)) == 1  # what Ctrl-C reports: the one resume will use
     assert ckpt.newest_epoch(str(tmp_path / "missing")) is None
@@ -487,7 +497,8 @@ def test_checkpoint_roundtrip_and_atomic_leftovers(tmp_path):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(jax.random.key_data(restored["key"]), jax.random.key_data(tree["key"]))
     other = dict(params=fbp.init_mlp(jax.random.key(0), [6, 5, 3]), opt_state=None, key=tree["key"])
-    with pytest.raises(ckpt.CheckpointError, match="different network or optimizer"):
+    with pytest.raises(ckpt.CheckpointError, match="different network or optimizer"), \
+            pytest.warns(ckpt.CheckpointWarning):  # the three unreadable ones, passed over again
         ckpt.latest(str(tmp_path), other)
 
 
@@ -570,9 +581,12 @@ def test_save_params_and_load_params_round_trip_without_a_template(tmp_path):
     # Files that are not a saved network: a training checkpoint, garbage; and inputs that are not a network.
     ckpt.save(str(tmp_path / "ck"), 1, dict(params=net[1:]))
     (tmp_path / "junk.npz").write_bytes(b"junk")
+    whole = open(path, "rb").read()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])  # zipfile's BadZipFile escaped here before
     with pytest.raises(ckpt.CheckpointError, match="none: no such file"):
         fbp.load_params(str(tmp_path / "none"))
-    for bad in (ckpt.list_checkpoints(str(tmp_path / "ck"))[0], str(tmp_path / "junk.npz"), str(tmp_path)):
+    for bad in (ckpt.list_checkpoints(str(tmp_path / "ck"))[0], str(tmp_path / "junk.npz"), str(tmp_path / "cut.npz"),
+                str(tmp_path)):
         with pytest.raises(ckpt.CheckpointError, match="not a network written by fbp.save_params"):
             fbp.load_params(bad)
     with pytest.raises(TypeError, match="list of fbp.Dense"):
@@ -644,6 +658,31 @@ def test_kill_9_and_resume_gives_bitwise_the_same_params(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert ckpt.read_header(ckpt.list_checkpoints(run_dir)[-1])["epoch"] == 12
     for a, b in zip(_params_of(ref_dir), _params_of(run_dir)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_passes_over_a_damaged_newest_checkpoint_says_so_and_ends_bitwise(tmp_path):
+    # The newest checkpoint cut short after the run (a partial copy, a damaged
+    # disk): --resume says which file it passed over, goes on from the one
+    # before, and ends where the undamaged run ended. Before, zipfile's
+    # BadZipFile escaped as a traceback.
+    flags = ["train", "--sizes", "64,20,10", "--epochs", "3", "--batch-size", "10", "--quiet",
+             "--optimizer", "adam", "--checkpoint-dir", str(tmp_path)]
+    first = _cli(*flags)
+    assert first.returncode == 0, first.stderr
+    want = _params_of(str(tmp_path))
+    newest = ckpt.list_checkpoints(str(tmp_path))[-1]
+    whole = open(newest, "rb").read()
+    with open(newest, "wb") as fh:
+        fh.write(whole[: len(whole) // 2])
+    resumed = _cli(*flags, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    assert resumed.stderr.strip().splitlines() == [
+        f"fbp train: warning: skipped an unreadable checkpoint: {newest}: not a readable fbp checkpoint: not an "
+        f".npz (zip) archive; cut short (a partial copy, a damaged disk), or another kind of file"]
+    assert f"resuming from the checkpoint of epoch 2 in {tmp_path}" in resumed.stdout
+    for a, b in zip(want, _params_of(str(tmp_path)), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
