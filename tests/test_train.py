@@ -1,6 +1,7 @@
 """Training: the step, the epoch, fit, determinism, non-finite stops, checkpoints."""
 
 import errno
+import functools
 import json
 import os
 import re
@@ -441,6 +442,20 @@ def test_best_params_are_the_best_epochs_and_survive_pruning_and_resume(digits, 
     assert again.best_epoch == full.best_epoch
     for a, b in zip(jax.tree.leaves(again.best_params), jax.tree.leaves(full.best_params)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fit_refuses_non_finite_data_naming_the_first_bad_row():
+    # Before, a NaN pixel ran into the non-finite-cost stop at some step, with
+    # advice to lower the learning rate.
+    params, X, Y = small_problem(jnp.float32, n=40)
+    run = functools.partial(ftrain.fit, params, optimizer=optax.sgd(0.1), cost="log_likelihood", epochs=1,
+                            batch_size=4, key=jax.random.key(0))
+    for what, bad in [("train X", "X"), ("train Y", "Y"), ("evaluation X", "Xe")]:
+        Xb, Yb, Xe = np.array(X), np.array(Y), np.array(X[:10])
+        {"X": Xb, "Y": Yb, "Xe": Xe}[bad][7, 1] = np.inf if bad == "Y" else np.nan
+        with pytest.raises(ValueError, match=f"{what} holds NaN or infinite values \\(the first in row 7\\)"):
+            run((Xb, Yb), evaluation=(Xe, Y[:10]))
+    assert run((X, Y), evaluation=(X[:10], Y[:10])).error is None
 
 
 def test_non_finite_cost_stops_with_epoch_and_step(tmp_path):
