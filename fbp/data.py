@@ -177,7 +177,14 @@ def idx(directory: str, n_validation: int = 0, name: Optional[str] = None) -> Da
     for key in ("train_labels", "test_labels"):
         if arrays[key].dtype.kind not in "iu" or (arrays[key].size and arrays[key].min() < 0):
             raise DataError(f"{directory}: {key} must hold non-negative integer class labels")
+    for key in ("train_images", "test_images"):
+        if len(arrays[key]) == 0:  # else NumPy's "cannot reshape array of size 0" further on
+            raise DataError(f"{directory}: {IDX_FILES[key]} holds no images; fbp needs at least one to train "
+                            f"on and one to test on")
     n_classes = 1 + max(int(arrays[k].max()) if arrays[k].size else 0 for k in ("train_labels", "test_labels"))
+    if n_classes < 2:
+        raise DataError(f"{directory}: every label is 0, so there is one class only; a classifier needs two or "
+                        f"more")
 
     def split(images_key, labels_key):
         images, labels = arrays[images_key], arrays[labels_key]

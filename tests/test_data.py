@@ -99,6 +99,20 @@ def test_missing_directory_and_file(tmp_path):
             read(str(tmp_path / "train-images-idx3-ubyte"))
 
 
+def test_a_set_with_no_images_or_one_class_is_named(tmp_path):
+    # Before: NumPy's "cannot reshape array of size 0", and a complaint about a
+    # softmax over params[1] that a user of --data-dir never wrote.
+    for n_train, n_test, stem in [(0, 10, "train-images-idx3-ubyte"), (30, 0, "t10k-images-idx3-ubyte")]:
+        write_set(tmp_path, n_train=n_train, n_test=n_test)
+        with pytest.raises(fdata.DataError, match=f"{stem} holds no images; fbp needs at least one"):
+            fdata.idx(str(tmp_path))
+    write_set(tmp_path)
+    for name in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
+        fdata.write_idx(str(tmp_path / name), np.zeros(30 if name.startswith("train") else 10, np.uint8))
+    with pytest.raises(fdata.DataError, match="every label is 0, so there is one class only"):
+        fdata.idx(str(tmp_path))
+
+
 def test_fashion_mnist_not_installed_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(fdata, "FASHION_MNIST_DIR", str(tmp_path / "not-installed"))
     with pytest.raises(fdata.DataError, match="not-installed: Fashion-MNIST is not installed. On Debian: "
