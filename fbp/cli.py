@@ -264,7 +264,8 @@ def cmd_evaluate(args) -> int:
     try:
         ds = fdata.load(data, data_dir, validation)
     except (fdata.DataError, ValueError) as e:
-        return fail(f"{'--validation' if isinstance(e, fdata.ValidationSizeError) else '--data ' + data}: {e}")
+        flag = "--validation" if isinstance(e, fdata.ValidationSizeError) else f"--data {data}"
+        return fail(str(e) if str(e).startswith("--") else f"{flag}: {e}")  # one that names its flag already
     split = getattr(ds, args.split)
     sizes = [params[0].n_in] + [p.n_out for p in params]
     if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
@@ -306,6 +307,12 @@ def cmd_check(args) -> int:
 
     dtype = jnp.float64 if args.dtype == "float64" else jnp.float32
     k_params, k_x, k_y, k_fd = jax.random.split(jax.random.key(args.seed), 4)
+    output = args.output_activation or args.activation
+    if output == "softmax" and args.sizes[-1] == 1:  # the library's message names params[i] and its keywords
+        print(f"fbp check: error: --output-activation softmax over the one output unit of --sizes "
+              f"{','.join(map(str, args.sizes))} is always 1 and learns nothing; use --output-activation sigmoid, "
+              f"or end --sizes with 2 or more", file=sys.stderr)
+        return 2
     try:
         params = fbp.init_mlp(
             k_params, args.sizes, activation=args.activation,

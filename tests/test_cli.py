@@ -31,6 +31,8 @@ def test_check_exits_1_above_tolerance(capsys):
     (["check", "--seed", "4294967296"], "argument --seed: expected an integer from 0 to 4294967295"),
     (["check", "--seed", "-1"], "argument --seed: expected an integer from 0 to 4294967295"),
     (["check", "--tol", "nan"], "argument --tol: expected a finite number, got 'nan'"),
+    (["check", "--sizes", "3,1", "--output-activation", "softmax"],
+     "--output-activation softmax over the one output unit of --sizes 3,1 is always 1"),
     (["check", "--activation", "softmax"], "argument --activation: invalid choice: 'softmax'"),
     (["check", "--cost", "log_likelihood", "--output-activation", "tanh"],
      "--cost log_likelihood with --output-activation tanh: cost 'log_likelihood' takes logarithms"),

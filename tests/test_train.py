@@ -895,7 +895,9 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
                          ([str(tmp_path)], "a directory, not a network"),
                          ([str(net), "--data", "fashion-mnist", "--data-dir", str(tmp_path)], "--data"),
                          ([str(out)], "not a network"),
-                         ([other, "--data", "digits"], "(784,5,10) does not fit digits (64 inputs, 10 classes)")):
+                         ([other, "--data", "digits"], "(784,5,10) does not fit digits (64 inputs, 10 classes)"),
+                         ([str(net), "--data", "idx"],  # the message names its flag once
+                          "fbp evaluate: error: --data idx needs --data-dir, the directory holding the four")):
         proc = _cli("evaluate", *argv)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert needle in proc.stderr.strip().splitlines()[-1]
