@@ -693,7 +693,8 @@ def test_resume_passes_over_a_damaged_newest_checkpoint_says_so_and_ends_bitwise
     resumed = _cli(*flags, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "Traceback" not in resumed.stderr
-    assert resumed.stderr.strip().splitlines() == [
+    ours = [line for line in resumed.stderr.splitlines() if line.startswith("fbp train:")]  # not JAX's own
+    assert ours == [
         f"fbp train: warning: skipped an unreadable checkpoint: {newest}: not a readable fbp checkpoint: not an "
         f".npz (zip) archive; cut short (a partial copy, a damaged disk), or another kind of file"]
     assert f"resuming from the checkpoint of epoch 2 in {tmp_path}" in resumed.stdout
