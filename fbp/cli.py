@@ -111,9 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     from fbp.data import DATASETS
     from fbp.network import INITS
 
+    import jax
+
+    import fbp
+
     parser = argparse.ArgumentParser(
         prog="fbp", description="Backpropagation written by hand, checked against jax.grad."
     )
+    parser.add_argument("--version", action="version",
+                        version=f"fbp {fbp.__version__} (jax {jax.__version__}, jaxlib {jax.lib.__version__})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser(

@@ -1,4 +1,5 @@
 import argparse
+import os
 import subprocess
 import sys
 
@@ -42,6 +43,18 @@ def test_bad_flags_are_one_line_errors(argv, needle):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert needle in proc.stderr.strip().splitlines()[-1]
+
+
+def test_version_names_fbp_and_the_jax_it_runs_on():
+    import re
+
+    import jax
+
+    proc = subprocess.run([sys.executable, "-m", "fbp", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml")) as fh:  # no tomllib on 3.10
+        packaged = re.search(r'(?m)^version = "([^"]+)"', fh.read()).group(1)  # the two places agree
+    assert proc.stdout.strip() == f"fbp {packaged} (jax {jax.__version__}, jaxlib {jax.lib.__version__})"
 
 
 def test_a_closed_stdout_ends_quietly_as_with_any_unix_tool():
