@@ -106,14 +106,13 @@ class _DefaultsFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import jax
+
+    import fbp
     from fbp.activations import ACTIVATIONS
     from fbp.costs import COSTS
     from fbp.data import DATASETS
     from fbp.network import INITS
-
-    import jax
-
-    import fbp
 
     parser = argparse.ArgumentParser(
         prog="fbp", description="Backpropagation written by hand, checked against jax.grad."

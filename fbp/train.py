@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -378,14 +378,16 @@ def _first_non_finite_row(A):
     return jnp.where(finite.all(), -1, jnp.argmin(finite))
 
 
-def _check_finite(A, what: str) -> None:
-    """ValueError naming the first row of A that holds a NaN or an infinity:
-    without this, such data surfaces as a non-finite cost at some step, with
-    advice about the learning rate that does not apply."""
-    row = int(_first_non_finite_row(A)) if len(A) else -1
-    if row >= 0:
-        raise ValueError(f"{what} holds NaN or infinite values (the first in row {row}); every step that drew "
-                         f"such a row would make the params NaN. Fix or drop those rows first.")
+def _check_finite(arrays: Sequence, names: Sequence[str]) -> None:
+    """ValueError naming the first row that holds a NaN or an infinity, in the
+    first of ``arrays`` that has one: without this, such data surfaces as a
+    non-finite cost at some step, with advice about the learning rate that
+    does not apply."""
+    for A, what in zip(arrays, names):
+        row = int(_first_non_finite_row(A)) if len(A) else -1
+        if row >= 0:
+            raise ValueError(f"{what} holds NaN or infinite values (the first in row {row}); every step that drew "
+                             f"such a row would make the params NaN. Fix or drop those rows first.")
 
 
 def _check_key(key) -> None:
@@ -565,7 +567,7 @@ def fit(
     Xm, Ym = (jnp.asarray(a) for a in (X, Y))  # monitoring: on the device once, not every epoch
     # Checked whole and by name here; inside the epoch only a mini-batch's shape would show.
     check_batch(params, Xm, Ym, cost, names=("train X", "train Y"))
-    _check_finite(Xm, "train X"), _check_finite(Ym, "train Y")
+    _check_finite((Xm, Ym), names=("train X", "train Y"))
     if len(X) < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the training set ({len(X)} examples).")
     Xm = compact_inputs(Xm)  # images of bytes scaled to [0, 1]: train and monitor on the bytes
@@ -575,7 +577,7 @@ def fit(
     if has_eval:
         Xe, Ye = (jnp.asarray(a) for a in evaluation[:2])
         check_batch(params, Xe, Ye, cost, names=("evaluation X", "evaluation Y"))
-        _check_finite(Xe, "evaluation X"), _check_finite(Ye, "evaluation Y")
+        _check_finite((Xe, Ye), names=("evaluation X", "evaluation Y"))
         Xe = compact_inputs(Xe)
     if lr_halving is not None:
         optimizer = _with_lr_schedule(optimizer)

@@ -1,5 +1,6 @@
 import argparse
 import os
+import re
 import subprocess
 import sys
 
@@ -46,8 +47,6 @@ def test_bad_flags_are_one_line_errors(argv, needle):
 
 
 def test_version_names_fbp_and_the_jax_it_runs_on():
-    import re
-
     import jax
 
     proc = subprocess.run([sys.executable, "-m", "fbp", "--version"], capture_output=True, text=True)
@@ -58,8 +57,6 @@ def test_version_names_fbp_and_the_jax_it_runs_on():
 
 
 def test_a_closed_stdout_ends_quietly_as_with_any_unix_tool():
-    import os
-
     read, write = os.pipe()
     os.close(read)  # `fbp check | head -0`: the reader is gone before the first line
     try:
