@@ -395,8 +395,26 @@ class MetricsWriteError(Exception):
     """A --metrics-out line could not be written (a full disk, say)."""
 
 
-def cmd_train(args) -> int:
+def _metrics_line(record) -> str:
+    """One --metrics-out line: the record as strict JSON (RFC 8259), a
+    non-finite number (an evaluation cost that overflowed, say) written as
+    null. Python's json would write the bare words Infinity and NaN, which
+    jq and most JSON readers outside Python refuse."""
     import json
+
+    def strict(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: strict(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [strict(x) for x in v]
+        return v
+
+    return json.dumps(strict(record), allow_nan=False) + "\n"
+
+
+def cmd_train(args) -> int:
     import os
 
     import jax
@@ -541,7 +559,7 @@ def cmd_train(args) -> int:
         try:
             if restart:
                 metrics.truncate(0)
-            metrics.writelines(json.dumps(r) + "\n" for r in records)
+            metrics.writelines(_metrics_line(r) for r in records)
             metrics.flush()
         except OSError as e:
             raise MetricsWriteError(f"could not write to --metrics-out {args.metrics_out} "

@@ -103,3 +103,25 @@ def test_the_help_examples_are_valid_command_lines():
     for argv in examples:
         args = build_parser().parse_args(argv)  # an unknown flag or bad value exits here
         assert args.command == argv[0]
+
+
+def test_metrics_lines_are_strict_json_with_non_finite_numbers_as_null():
+    import json
+    import math
+
+    import numpy as np
+
+    from fbp.cli import _metrics_line
+
+    record = {"epoch": 3, "evaluation_cost": math.inf, "training_cost": np.float64("nan"), "final": False,
+              "per_class": [0.5, -math.inf], "nested": {"cost": math.nan, "accuracy": 0.75}}
+    line = _metrics_line(record)
+    assert line.endswith("\n") and line.count("\n") == 1
+
+    def refuse(word):
+        raise ValueError(f"not strict JSON: {word}")
+
+    back = json.loads(line, parse_constant=refuse)  # Python would otherwise accept Infinity and NaN
+    assert back == {"epoch": 3, "evaluation_cost": None, "training_cost": None, "final": False,
+                    "per_class": [0.5, None], "nested": {"cost": None, "accuracy": 0.75}}
+    assert json.loads(_metrics_line({"cost": 0.25})) == {"cost": 0.25}
