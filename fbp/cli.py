@@ -269,8 +269,9 @@ def cmd_evaluate(args) -> int:
     try:
         ds = fdata.load(data, data_dir, validation)
     except (fdata.DataError, ValueError) as e:
-        flag = "--validation" if isinstance(e, fdata.ValidationSizeError) else f"--data {data}"
-        return fail(str(e) if str(e).startswith("--") else f"{flag}: {e}")  # one that names its flag already
+        if isinstance(e, fdata.ValidationSizeError):
+            return fail(_validation_size_problem(e, given=validation is not None))
+        return fail(str(e) if str(e).startswith("--") else f"--data {data}: {e}")  # one that names its flag already
     split = getattr(ds, args.split)
     sizes = [params[0].n_in] + [p.n_out for p in params]
     if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
@@ -391,6 +392,17 @@ def _multi_host_problem(coordinator, num_processes, process_id) -> Optional[str]
     return None
 
 
+def _validation_size_problem(e, given: bool) -> str:
+    """The one-line error for a validation split that leaves no training
+    data: when --validation was not given, the default is what failed, and
+    the user needs to hear that rather than "got 10000"."""
+    if given:
+        return f"--validation: {e}"
+    return (f"--validation: the default of {e.n_validation} validation examples (MNIST's 50,000/10,000 split) "
+            f"leaves no training data from the {e.n_train} training examples here; give --validation N "
+            f"below {e.n_train} (0 for none)")
+
+
 class MetricsWriteError(Exception):
     """A --metrics-out line could not be written (a full disk, say)."""
 
@@ -467,9 +479,9 @@ def cmd_train(args) -> int:
     try:
         ds = fdata.load(args.data, args.data_dir, args.validation)
     except (fdata.DataError, ValueError) as e:
-        flag = ("--validation" if isinstance(e, fdata.ValidationSizeError)
-                else "--data-dir" if args.data_dir else "--data")
-        return fail(f"{flag}: {e}")
+        if isinstance(e, fdata.ValidationSizeError):
+            return fail(_validation_size_problem(e, given=args.validation is not None))
+        return fail(f"{'--data-dir' if args.data_dir else '--data'}: {e}")
     sizes = args.sizes or [ds.n_in, 100, ds.n_classes]
     if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
         return fail(

@@ -35,7 +35,12 @@ class DataError(ValueError):
 
 
 class ValidationSizeError(ValueError):
-    """A validation split that would leave no training data (``--validation``)."""
+    """A validation split that would leave no training data (``--validation``).
+    ``n_train`` and ``n_validation`` are the sizes asked for."""
+
+    def __init__(self, message: str, n_train: int, n_validation: int):
+        super().__init__(message)
+        self.n_train, self.n_validation = n_train, n_validation
 
 
 class Split(NamedTuple):
@@ -74,7 +79,7 @@ def split_validation(train: Split, n_validation: int) -> tuple:
     n = len(train)
     if not 0 <= n_validation < n:
         raise ValidationSizeError(f"validation size must be in [0, {n}) for {n} training examples, "
-                                  f"got {n_validation}.")
+                                  f"got {n_validation}.", n, n_validation)
     cut = n - n_validation
     return Split(train.X[:cut], train.Y[:cut]), Split(train.X[cut:], train.Y[cut:])
 

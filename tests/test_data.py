@@ -126,6 +126,18 @@ def test_cli_trains_on_idx_and_reports_corrupt_files(tmp_path):
                          "--validation", "10", "--epochs", "2", "--quiet", "--sizes", "6,5,10"],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
+    # Without --validation the default (MNIST's 10,000) is what leaves no training data, and the error says so.
+    for command in (["train"], ["evaluate", str(tmp_path / "net.npz")]):
+        if command[0] == "evaluate":
+            saved = subprocess.run([sys.executable, "-m", "fbp", "train", "--epochs", "0", "--quiet", "--sizes",
+                                        "64,5,10", "--save-params", command[1]], capture_output=True, text=True)
+            assert saved.returncode == 0, saved.stderr  # a digits network, so idx gets idx's defaults
+        small = subprocess.run([sys.executable, "-m", "fbp", *command, "--data", "idx", "--data-dir", str(tmp_path)],
+                               capture_output=True, text=True)
+        assert small.returncode == 2 and "Traceback" not in small.stderr, small.stderr
+        assert small.stderr.strip().splitlines()[-1].endswith(
+            "error: --validation: the default of 10000 validation examples (MNIST's 50,000/10,000 split) leaves no "
+            "training data from the 60 training examples here; give --validation N below 60 (0 for none)")
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 5))
     bad = subprocess.run([sys.executable, "-m", "fbp", "train", "--data", "idx", "--data-dir", str(tmp_path),
                           "--validation", "10"], capture_output=True, text=True)
