@@ -7,10 +7,16 @@ its final name with ``os.replace`` (atomic on POSIX), and the directory is
 fsynced. A process killed at any moment, mid-save included, leaves the
 previous complete checkpoints untouched and at worst a stray ``.tmp`` file,
 which is ignored and cleaned up by the next save.
+
+A run holds its directory with ``lock_dir`` (an exclusive ``flock`` on
+``DIR/.lock``): a second run in the same directory, a ``--resume`` typed
+while the first is still going say, is refused at once instead of writing
+the same epochs' files and deleting the other run's half-written ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import json
@@ -19,7 +25,12 @@ import re
 import warnings
 import zipfile
 import zlib
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, and lock_dir locks nothing
+    fcntl = None
 
 import jax
 import numpy as np
@@ -37,6 +48,10 @@ class CheckpointMismatch(CheckpointError):
 
 class CheckpointWarning(UserWarning):
     """A checkpoint passed over when resuming because it cannot be read."""
+
+
+class CheckpointDirInUse(RuntimeError):
+    """A checkpoint directory that another live run holds (``lock_dir``)."""
 
 
 class CheckpointWriteError(OSError):
@@ -123,6 +138,55 @@ def check_writable(directory: str) -> None:
     with open(probe, "wb") as f:
         f.write(b"fbp")
     os.remove(probe)
+
+
+LOCK_NAME = ".lock"
+_held: dict = {}  # real path of a directory this process holds -> [lock file, depth]
+
+
+@contextlib.contextmanager
+def lock_dir(directory: str) -> Iterator[None]:
+    """Hold ``directory`` (which must exist) for one run: an exclusive,
+    non-blocking ``flock`` on ``DIR/.lock``, which records the holder's pid.
+    Another process that asks for it meanwhile gets ``CheckpointDirInUse``
+    naming that pid. Re-entrant within a process, so the CLI can take it
+    before ``fit`` does. The kernel drops the lock when the holder ends, kill
+    -9 included, so a crash leaves no stale lock to clear by hand; the file
+    itself stays (removing it would race with the next run opening it)."""
+    key = os.path.realpath(directory)
+    if fcntl is None or key in _held:
+        if key in _held:
+            _held[key][1] += 1
+        try:
+            yield
+        finally:
+            if key in _held:
+                _held[key][1] -= 1
+        return
+    f = open(os.path.join(directory, LOCK_NAME), "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        raise CheckpointDirInUse(
+            f"checkpoint directory {directory} is in use by another run ({who}); wait for it to end, "
+            f"or give another directory"
+        ) from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        _held[key] = [f, 1]
+        yield
+    finally:
+        _held.pop(key, None)
+        f.close()  # drops the flock
 
 
 def check_params_path(path: str, probe: bool = True) -> None:

@@ -427,6 +427,28 @@ def _metrics_line(record) -> str:
 
 
 def cmd_train(args) -> int:
+    """fbp train, holding --checkpoint-dir (when it exists) from the start:
+    a second run there is refused before it opens --metrics-out, which a
+    --resume would otherwise truncate under the first run. A directory made
+    by this run is held by fit from its first read."""
+    import os
+
+    from fbp import checkpoint as fckpt
+
+    held = contextlib.ExitStack()
+    if args.checkpoint_dir and os.path.isdir(args.checkpoint_dir):
+        try:
+            held.enter_context(fckpt.lock_dir(args.checkpoint_dir))
+        except fckpt.CheckpointDirInUse as e:
+            print(f"fbp train: error: --checkpoint-dir: {e}", file=sys.stderr)
+            return 2
+        except OSError:  # a directory that cannot be written: _train says so, naming the flag
+            pass
+    with held:
+        return _train(args)
+
+
+def _train(args) -> int:
     import os
 
     import jax
@@ -669,6 +691,9 @@ def cmd_train(args) -> int:
     except CheckpointMismatch as e:  # found before any training
         close_outputs()
         return fail(f"--resume: {' '.join(str(e).split())}")
+    except fckpt.CheckpointDirInUse as e:  # a directory this run made, taken by another since
+        close_outputs()
+        return fail(f"--checkpoint-dir: {e}")
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: say what is kept, without a traceback
         close_outputs()
         terminated = isinstance(e, Terminated)

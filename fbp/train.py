@@ -8,6 +8,7 @@ default, or ``jax.grad`` of the same loss for comparison.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -507,7 +508,9 @@ def fit(
         optimizer state (``optimizer`` is chained with an
         ``optax.inject_hyperparams(optax.scale)``), so checkpoints carry it.
       checkpoint_dir: save (params, optimizer state, key, epoch, history) atomically every epoch.
-        Unless resuming, it must not hold checkpoints already (ValueError). A
+        Unless resuming, it must not hold checkpoints already (ValueError).
+        The run holds it (``fbp.checkpoint.lock_dir``): while another live run does,
+        ``fbp.checkpoint.CheckpointDirInUse`` is raised before anything is read. A
         checkpoint that cannot be written (a full disk) raises
         ``fbp.checkpoint.CheckpointWriteError`` naming its epoch; the earlier
         ones are intact, so the run can be resumed.
@@ -595,85 +598,88 @@ def fit(
     best_acc, best_epoch, since_best, best_params = -1.0, None, 0, None
     since_change = 0  # epochs without a better evaluation accuracy or a halving (lr_halving)
 
-    if resume:
-        template = dict(params=params, opt_state=opt_state, key=key)
-        restored = ckpt.latest(checkpoint_dir, template, check_header=_same_config(config))
-        if restored is not None:
-            tree, header = restored
-            if not np.array_equal(jax.random.key_data(tree["key"]), jax.random.key_data(key)):
-                where = f"the checkpoint of epoch {header['epoch']} in {checkpoint_dir}"
-                raise _another_run(where, ["key: it shuffled with another PRNG key (another seed)"])
-            meta = header["meta"]
-            params, opt_state = tree["params"], tree["opt_state"]
-            start = saved = header["epoch"]
-            history = meta.get("history", [])
-            best_acc, best_epoch = meta.get("best_acc", -1.0), meta.get("best_epoch")
-            since_best = meta.get("since_best", 0)
-            since_change = meta.get("since_change", 0)
-            best_params = _best_params_on_disk(checkpoint_dir, best_epoch, template)
-            if on_resume is not None:
-                on_resume(history)
+    # Held from the first read of the directory to the last write: another run
+    # there meanwhile would write the same epochs' files and prune this one's.
+    with ckpt.lock_dir(checkpoint_dir) if checkpoint_dir else contextlib.nullcontext():
+        if resume:
+            template = dict(params=params, opt_state=opt_state, key=key)
+            restored = ckpt.latest(checkpoint_dir, template, check_header=_same_config(config))
+            if restored is not None:
+                tree, header = restored
+                if not np.array_equal(jax.random.key_data(tree["key"]), jax.random.key_data(key)):
+                    where = f"the checkpoint of epoch {header['epoch']} in {checkpoint_dir}"
+                    raise _another_run(where, ["key: it shuffled with another PRNG key (another seed)"])
+                meta = header["meta"]
+                params, opt_state = tree["params"], tree["opt_state"]
+                start = saved = header["epoch"]
+                history = meta.get("history", [])
+                best_acc, best_epoch = meta.get("best_acc", -1.0), meta.get("best_epoch")
+                since_best = meta.get("since_best", 0)
+                since_change = meta.get("since_change", 0)
+                best_params = _best_params_on_disk(checkpoint_dir, best_epoch, template)
+                if on_resume is not None:
+                    on_resume(history)
 
-    step = make_train_step(optimizer, cost, reduction=reduction, grad=grad)
-    if mesh is None:
-        epoch_fn = make_epoch(step, batch_size)
-    else:
-        epoch_fn = parallel.make_sharded_epoch(step, batch_size, mesh)
-        params, opt_state = parallel.replicate(mesh, params), parallel.replicate(mesh, opt_state)
-    def why_stop():
-        if patience is not None and since_best >= patience:
-            return "patience"
-        if lr_halving is not None and lr_factor(opt_state) <= lr_floor:
-            return "lr_floor"
-        return None
+        step = make_train_step(optimizer, cost, reduction=reduction, grad=grad)
+        if mesh is None:
+            epoch_fn = make_epoch(step, batch_size)
+        else:
+            epoch_fn = parallel.make_sharded_epoch(step, batch_size, mesh)
+            params, opt_state = parallel.replicate(mesh, params), parallel.replicate(mesh, opt_state)
+        def why_stop():
+            if patience is not None and since_best >= patience:
+                return "patience"
+            if lr_halving is not None and lr_factor(opt_state) <= lr_floor:
+                return "lr_floor"
+            return None
 
-    error = None
-    stop_reason = why_stop()  # a resumed run that had already stopped early stays stopped
-    for e in range(start + 1, epochs + 1):
-        if stop_reason is not None:
-            break
-        t0 = time.perf_counter()
-        new_params, new_opt_state, losses = epoch_fn(params, opt_state, jax.random.fold_in(key, e), X, Y)
-        losses = np.asarray(losses)
-        seconds = time.perf_counter() - t0
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if bad.size:
-            error = NonFiniteLoss(e, int(bad[0]) + 1, e - 1)
-            break
-        params, opt_state = new_params, new_opt_state
-        record = dict(epoch=e, train_step_cost=float(np.mean(losses)), seconds=seconds)
-        if lr_halving is not None:
-            record["lr_factor"] = lr_factor(new_opt_state)
-        if monitor_training:
-            m = evaluate(params, Xm, Ym, cost)
-            record.update(training_cost=float(m["cost"]), training_accuracy=float(m["accuracy"]))
-        if has_eval and monitor_evaluation:
-            m = evaluate(params, Xe, Ye, cost)
-            record.update(evaluation_cost=float(m["cost"]), evaluation_accuracy=float(m["accuracy"]))
-            if record["evaluation_accuracy"] > best_acc:
-                best_acc, best_epoch, since_best, best_params = record["evaluation_accuracy"], e, 0, params
-                since_change = 0
-            else:
-                since_best += 1
-                since_change += 1
-        if lr_halving is not None and since_change >= lr_halving:
-            opt_state, since_change = _halve_lr(opt_state), 0  # the next epoch trains at half the step
-        history.append(record)
-        if checkpoint_dir:
-            meta = dict(history=history, best_acc=best_acc, best_epoch=best_epoch, since_best=since_best,
-                        since_change=since_change, config=config)
-            try:
-                ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta,
-                          protect=() if best_epoch is None else (best_epoch,))
-            except OSError as err:
-                intact = f"the checkpoint of epoch {saved} is intact" if saved else "no checkpoint was written yet"
-                raise ckpt.CheckpointWriteError(
-                    err.errno, f"could not write the checkpoint of epoch {e} in {checkpoint_dir} "
-                    f"({err.strerror or err}); {intact}. Make room (or fix the directory), then resume."
-                ) from err
-            saved = e
-        if on_epoch is not None:
-            on_epoch(record)
-        stop_reason = why_stop()
-    return FitResult(params, opt_state, history, len(history), stop_reason is not None, error, best_epoch,
-                     best_params, stop_reason)
+        error = None
+        stop_reason = why_stop()  # a resumed run that had already stopped early stays stopped
+        for e in range(start + 1, epochs + 1):
+            if stop_reason is not None:
+                break
+            t0 = time.perf_counter()
+            new_params, new_opt_state, losses = epoch_fn(params, opt_state, jax.random.fold_in(key, e), X, Y)
+            losses = np.asarray(losses)
+            seconds = time.perf_counter() - t0
+            bad = np.flatnonzero(~np.isfinite(losses))
+            if bad.size:
+                error = NonFiniteLoss(e, int(bad[0]) + 1, e - 1)
+                break
+            params, opt_state = new_params, new_opt_state
+            record = dict(epoch=e, train_step_cost=float(np.mean(losses)), seconds=seconds)
+            if lr_halving is not None:
+                record["lr_factor"] = lr_factor(new_opt_state)
+            if monitor_training:
+                m = evaluate(params, Xm, Ym, cost)
+                record.update(training_cost=float(m["cost"]), training_accuracy=float(m["accuracy"]))
+            if has_eval and monitor_evaluation:
+                m = evaluate(params, Xe, Ye, cost)
+                record.update(evaluation_cost=float(m["cost"]), evaluation_accuracy=float(m["accuracy"]))
+                if record["evaluation_accuracy"] > best_acc:
+                    best_acc, best_epoch, since_best, best_params = record["evaluation_accuracy"], e, 0, params
+                    since_change = 0
+                else:
+                    since_best += 1
+                    since_change += 1
+            if lr_halving is not None and since_change >= lr_halving:
+                opt_state, since_change = _halve_lr(opt_state), 0  # the next epoch trains at half the step
+            history.append(record)
+            if checkpoint_dir:
+                meta = dict(history=history, best_acc=best_acc, best_epoch=best_epoch, since_best=since_best,
+                            since_change=since_change, config=config)
+                try:
+                    ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta,
+                              protect=() if best_epoch is None else (best_epoch,))
+                except OSError as err:
+                    intact = f"the checkpoint of epoch {saved} is intact" if saved else "no checkpoint was written yet"
+                    raise ckpt.CheckpointWriteError(
+                        err.errno, f"could not write the checkpoint of epoch {e} in {checkpoint_dir} "
+                        f"({err.strerror or err}); {intact}. Make room (or fix the directory), then resume."
+                    ) from err
+                saved = e
+            if on_epoch is not None:
+                on_epoch(record)
+            stop_reason = why_stop()
+        return FitResult(params, opt_state, history, len(history), stop_reason is not None, error, best_epoch,
+                         best_params, stop_reason)

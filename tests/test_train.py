@@ -536,7 +536,7 @@ def test_a_full_disk_mid_run_keeps_the_earlier_checkpoints_and_says_so(tmp_path,
 
     with pytest.raises(ckpt.CheckpointWriteError, match="epoch 3 .*No space left.*epoch 2 is intact"):
         run()
-    assert sorted(os.listdir(d)) == ["ckpt-000001.npz", "ckpt-000002.npz"]  # no partial file left
+    assert sorted(os.listdir(d)) == [ckpt.LOCK_NAME, "ckpt-000001.npz", "ckpt-000002.npz"]  # no partial file left
     assert run(resume=True).epochs_run == 5
     # The CLI says the same in one line, before anything else is lost.
     from fbp.cli import main
@@ -674,6 +674,73 @@ def test_kill_9_and_resume_gives_bitwise_the_same_params(tmp_path):
     assert ckpt.read_header(ckpt.list_checkpoints(run_dir)[-1])["epoch"] == 12
     for a, b in zip(_params_of(ref_dir), _params_of(run_dir)):
         np.testing.assert_array_equal(a, b)
+
+
+_HOLD_DIR = """
+import sys, time
+from fbp import checkpoint as ckpt
+with ckpt.lock_dir(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _hold(directory):
+    """A process that holds ``directory`` with lock_dir until it is killed."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_DIR, directory], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_checkpoint_dir_is_held_by_one_run_and_freed_by_its_death_even_kill_9(tmp_path, digits):
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    holder = _hold(run_dir)
+    try:
+        with pytest.raises(ckpt.CheckpointDirInUse, match=rf"checkpoint directory {re.escape(run_dir)} is in use "
+                                                         rf"by another run \(process {holder.pid}\)"):
+            with ckpt.lock_dir(run_dir):
+                pass
+        params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
+        with pytest.raises(ckpt.CheckpointDirInUse):  # fit holds the directory it writes
+            ftrain.fit(params, digits.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=1,
+                       batch_size=10, key=jax.random.key(1), checkpoint_dir=run_dir, resume=True)
+        assert ckpt.list_checkpoints(run_dir) == []
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # The kernel dropped the dead holder's lock: no stale lock to clear by hand.
+    with ckpt.lock_dir(run_dir):
+        with ckpt.lock_dir(run_dir):  # re-entrant in one process (the CLI holds it, then fit)
+            pass
+        with open(os.path.join(run_dir, ckpt.LOCK_NAME)) as f:
+            assert f.read() == str(os.getpid())
+    result = ftrain.fit(params, digits.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=1,
+                        batch_size=10, key=jax.random.key(1), checkpoint_dir=run_dir)
+    assert len(result.history) == 1 and len(ckpt.list_checkpoints(run_dir)) == 1
+
+
+def test_cli_refuses_a_checkpoint_dir_in_use_before_touching_its_metrics(tmp_path):
+    # Before the lock, a --resume typed while the first run went on wrote the
+    # same epochs and deleted the other's half-written file ("could not write
+    # the checkpoint ... No such file or directory"), and truncated a shared
+    # --metrics-out.
+    run_dir, metrics = str(tmp_path / "run"), tmp_path / "m.jsonl"
+    os.makedirs(run_dir)
+    metrics.write_text('{"epoch": 1}\n')
+    holder = _hold(run_dir)
+    try:
+        for extra in ([], ["--resume"]):
+            proc = _cli("train", "--epochs", "1", "--quiet", "--checkpoint-dir", run_dir, "--metrics-out",
+                        str(metrics), *extra)
+            assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+            assert proc.stderr.strip().splitlines()[-1] == (
+                f"fbp train: error: --checkpoint-dir: checkpoint directory {run_dir} is in use by another run "
+                f"(process {holder.pid}); wait for it to end, or give another directory")
+            assert metrics.read_text() == '{"epoch": 1}\n' and ckpt.list_checkpoints(run_dir) == []
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
 
 
 def test_resume_passes_over_a_damaged_newest_checkpoint_says_so_and_ends_bitwise(tmp_path):
