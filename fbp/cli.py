@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the one it was trained on)")
     evaluate.add_argument("--split", choices=["test", "validation", "train"], default="test", help="which split")
     evaluate.add_argument("--validation", type=_nonneg_int, default=None,
-                          help="validation examples taken from the training set (default: as it was trained)")
+                          help="validation examples taken from the training set, for --split validation "
+                               "or train (default: as it was trained)")
     evaluate.add_argument("--cost", choices=_choices(COSTS), default=None,
                           help="cost function C (default: the one it was trained with)")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -265,6 +266,8 @@ def cmd_evaluate(args) -> int:
     same_data = data == meta.get("data_flag")
     data_dir = args.data_dir if args.data_dir is not None else (meta.get("data_dir") if same_data else None)
     validation = args.validation if args.validation is not None else (meta.get("validation") if same_data else None)
+    if validation is None and args.split == "test":
+        validation = 0  # the test set is the same whatever the split, and a small IDX set then needs no flag
     cost = args.cost or meta.get("cost") or "log_likelihood"
     try:
         ds = fdata.load(data, data_dir, validation)
