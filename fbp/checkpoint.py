@@ -47,7 +47,9 @@ class CheckpointMismatch(CheckpointError):
 
 
 class CheckpointWarning(UserWarning):
-    """A checkpoint passed over when resuming because it cannot be read."""
+    """Something about checkpoints worth knowing that does not stop the run: a
+    checkpoint passed over when resuming because it cannot be read, or a
+    directory on a file system without locks (``lock_dir``)."""
 
 
 class CheckpointDirInUse(RuntimeError):
@@ -141,7 +143,7 @@ def check_writable(directory: str) -> None:
 
 
 LOCK_NAME = ".lock"
-_held: dict = {}  # real path of a directory this process holds -> [lock file, depth]
+_held: dict = {}  # real path of a directory this process holds -> its lock file (None: not lockable)
 
 
 @contextlib.contextmanager
@@ -154,39 +156,44 @@ def lock_dir(directory: str) -> Iterator[None]:
     -9 included, so a crash leaves no stale lock to clear by hand; the file
     itself stays (removing it would race with the next run opening it)."""
     key = os.path.realpath(directory)
-    if fcntl is None or key in _held:
-        if key in _held:
-            _held[key][1] += 1
-        try:
-            yield
-        finally:
-            if key in _held:
-                _held[key][1] -= 1
+    if key in _held:  # this process holds it already
+        yield
         return
-    f = open(os.path.join(directory, LOCK_NAME), "a+")
+    f = None
+    if fcntl is not None:
+        f = open(os.path.join(directory, LOCK_NAME), "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            f = None
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                who = f"process {holder}" if holder.isdigit() else "another process"
+                raise CheckpointDirInUse(
+                    f"checkpoint directory {directory} is in use by another run ({who}); wait for it to end, "
+                    f"or give another directory"
+                ) from None
+            # ENOLCK, say: some network and FUSE file systems have no flock.
+            # Run as before the lock existed, and say so once.
+            warnings.warn(f"cannot lock checkpoint directory {directory} ({e.strerror or e}): another run "
+                          f"there would not be refused", CheckpointWarning, stacklevel=3)
+        else:
+            try:
+                f.seek(0)
+                f.truncate()
+                f.write(str(os.getpid()))
+                f.flush()
+            except OSError:  # a full disk, say: the pid is only for the message, and the lock holds without it
+                pass
+    _held[key] = f
     try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        f.seek(0)
-        holder = f.read().strip()
-        f.close()
-        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise
-        who = f"process {holder}" if holder.isdigit() else "another process"
-        raise CheckpointDirInUse(
-            f"checkpoint directory {directory} is in use by another run ({who}); wait for it to end, "
-            f"or give another directory"
-        ) from None
-    try:
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        _held[key] = [f, 1]
         yield
     finally:
-        _held.pop(key, None)
-        f.close()  # drops the flock
+        del _held[key]
+        if f is not None:
+            f.close()  # drops the flock
 
 
 def check_params_path(path: str, probe: bool = True) -> None:

@@ -720,6 +720,28 @@ def test_a_checkpoint_dir_is_held_by_one_run_and_freed_by_its_death_even_kill_9(
     assert len(result.history) == 1 and len(ckpt.list_checkpoints(run_dir)) == 1
 
 
+def test_a_file_system_without_flock_runs_unlocked_with_one_warning(tmp_path, monkeypatch, digits):
+    class NoFlock:  # some network and FUSE file systems answer flock with ENOLCK
+        LOCK_EX, LOCK_NB = 2, 4
+
+        @staticmethod
+        def flock(fd, op):
+            raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(ckpt, "fcntl", NoFlock)
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
+    with pytest.warns(ckpt.CheckpointWarning) as caught:
+        with ckpt.lock_dir(run_dir):  # as the CLI holds it, then fit inside
+            result = ftrain.fit(params, digits.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=1,
+                                batch_size=10, key=jax.random.key(1), checkpoint_dir=run_dir)
+    assert [str(w.message) for w in caught] == [
+        f"cannot lock checkpoint directory {run_dir} (No locks available): another run there would not be refused"]
+    assert len(result.history) == 1 and len(ckpt.list_checkpoints(run_dir)) == 1
+    assert ckpt._held == {}  # let go of at the end, as a held directory is
+
+
 def test_cli_refuses_a_checkpoint_dir_in_use_before_touching_its_metrics(tmp_path):
     # Before the lock, a --resume typed while the first run went on wrote the
     # same epochs and deleted the other's half-written file ("could not write
