@@ -34,6 +34,24 @@ def test_labels_of_wrong_width(net, fn):
         fn(params, X, jnp.ones((5, 3), jnp.float32), "log_likelihood")
 
 
+@pytest.mark.parametrize("fn", GRAD_FNS[:3], ids=["batch_backward", "loss", "autodiff_grad"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_an_empty_batch_is_named_not_a_division_by_zero(net, fn, reduction):
+    # The mean over no examples is 0/0: batch_backward raised ZeroDivisionError and loss returned NaN.
+    params, X, Y = net
+    with pytest.raises(ValueError, match=r"^X holds no examples \(shape \(0, 4\)\); a batch needs at least one"):
+        fn(params, X[:0], Y[:0], "log_likelihood", reduction=reduction)
+
+
+def test_an_empty_batch_is_refused_by_every_batch_function(net):
+    from fbp import stats, train
+
+    params, X, Y = net
+    for fn in (fbp.value_and_batch_backward, fbp.batch_deltas, stats.grad_second_moment, train.evaluate):
+        with pytest.raises(ValueError, match="X holds no examples"):
+            fn(params, X[:0], Y[:0], "log_likelihood")
+
+
 def test_integer_labels_say_one_hot(net):
     params, X, _ = net
     with pytest.raises(TypeError, match=r"Y has dtype int.*one_hot\(labels, 2\)"):
