@@ -136,6 +136,7 @@ def init_mlp(
       >>> [p.w.shape for p in params]
       [(3, 4), (2, 3)]
     """
+    check_key(key)
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ValueError(
@@ -245,6 +246,19 @@ def validate_params(params) -> None:
                 f"params[{l}] expects {w_shape[1]} inputs (w.shape={tuple(w_shape)}) but params[{l - 1}] "
                 f"gives {params[l - 1].w.shape[0]} outputs; the layer widths must chain."
             )
+
+
+def check_key(key) -> None:
+    """TypeError unless ``key`` is one PRNG key: a typed ``jax.random.key`` or
+    a raw uint32[2] ``jax.random.PRNGKey``."""
+    if isinstance(key, (jax.Array, np.ndarray)):
+        typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        if (typed and key.shape == ()) or (not typed and key.dtype == np.uint32 and key.shape == (2,)):
+            return
+        got = f"an array of shape {key.shape} and dtype {key.dtype}"
+    else:
+        got = f"{type(key).__name__} {key!r}"
+    raise TypeError(f"key must be one PRNG key, such as jax.random.key(0); got {got}.")
 
 
 def check_inputs(params: list, x, what: str = "X", batched: Union[bool, None] = None) -> Array:

@@ -25,7 +25,7 @@ import optax
 from fbp import checkpoint as ckpt
 from fbp.backprop import _example_loss_from, check_batch, value_and_batch_backward
 from fbp.backprop import loss as fbp_loss
-from fbp.network import Dense, check_inputs, forward_trace, validate_params
+from fbp.network import Dense, check_inputs, check_key, forward_trace, validate_params
 
 Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -391,19 +391,6 @@ def _check_finite(arrays: Sequence, names: Sequence[str]) -> None:
                              f"such a row would make the params NaN. Fix or drop those rows first.")
 
 
-def _check_key(key) -> None:
-    """TypeError unless ``key`` is one PRNG key: a typed ``jax.random.key`` or
-    a raw uint32[2] ``jax.random.PRNGKey``."""
-    if isinstance(key, (jax.Array, np.ndarray)):
-        typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-        if (typed and key.shape == ()) or (not typed and key.dtype == np.uint32 and key.shape == (2,)):
-            return
-        got = f"an array of shape {key.shape} and dtype {key.dtype}"
-    else:
-        got = f"{type(key).__name__} {key!r}"
-    raise TypeError(f"key must be one PRNG key, such as jax.random.key(0); got {got}.")
-
-
 def _same_config(config: Optional[dict]) -> Callable[[str, dict], None]:
     """A header check refusing checkpoints whose saved run settings differ:
     resuming one would train on with other settings, not finish its run."""
@@ -542,7 +529,7 @@ def fit(
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"optimizer must be an optax.GradientTransformation, such as optax.sgd(0.5) or "
                         f"fbp.train.make_optimizer('sgd', 0.5); got {optimizer!r}.")
-    _check_key(key)
+    check_key(key)
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be ≥ 1 epoch, got {patience}.")
     if lr_halving is not None and lr_halving < 1:

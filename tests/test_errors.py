@@ -127,6 +127,12 @@ def test_bad_sizes_and_dtype():
         fbp.init_mlp(key, [3, 0, 2])
     with pytest.raises(TypeError, match=r"floating dtype.*int32"):
         fbp.init_mlp(key, [3, 2], dtype=jnp.int32)
+    # A seed where the key goes: JAX's own "invalid PRNG key data … Got 0" named neither the argument nor the fix.
+    with pytest.raises(TypeError, match=r"^key must be one PRNG key, such as jax.random.key\(0\); got int 0\.$"):
+        fbp.init_mlp(0, [3, 2])
+    with pytest.raises(TypeError, match=r"key must be one PRNG key.*shape \(2,\)"):  # split, not one
+        fbp.init_mlp(jax.random.split(key), [3, 2])
+    assert fbp.init_mlp(jax.random.PRNGKey(0), [3, 2])[0].w.shape == (2, 3)  # a raw uint32[2] key still works
 
 
 def test_softmax_only_on_the_output_layer():
