@@ -11,6 +11,7 @@ denominator is the largest entry of the whole gradient (see compare_grads).
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple, Optional
 
 import jax
@@ -62,10 +63,23 @@ def finite_differences(
     default (≈ 6e-6 in float64), which balances truncation and rounding error.
     """
     flat, unravel = ravel_pytree(params)
+    if eps is not None and not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a positive finite relative step, got {eps!r}.")
     if key is None:
         key = jax.random.key(0)
     if indices is None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive int (entries to check), got {n!r}.")
         indices = _stratified_indices(params, n, key)
+    else:
+        given = np.asarray(indices)
+        if given.ndim != 1 or (given.size and not np.issubdtype(given.dtype, np.integer)):
+            raise TypeError(f"indices must be a 1-D sequence of ints (flat indices into ravel_pytree(params)), "
+                            f"got {given.dtype} of shape {given.shape}.")
+        outside = given[(given < 0) | (given >= flat.size)]
+        if outside.size:  # JAX would clamp it to the last entry and report a quotient under a wrong index
+            raise ValueError(f"indices must lie in [0, {flat.size}): ravel_pytree(params) has {flat.size} "
+                             f"entries; got {outside[0]}.")
     idx = jnp.asarray(indices, dtype=jnp.int32)
     if eps is None:
         eps = float(jnp.finfo(flat.dtype).eps) ** (1.0 / 3.0)

@@ -1,6 +1,8 @@
 """Bad input: a ValueError/TypeError at trace time whose message names the
 offending thing and the fix; never a silent broadcast or a NaN."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -174,3 +176,27 @@ def test_compare_grads_refuses_a_negative_sample_count(net):
             fbp.compare_grads(params, X, Y, "log_likelihood", fd_samples=bad)
     report = fbp.compare_grads(params, X, Y, "log_likelihood", fd_samples=0)
     assert len(report.leaves) == 4 and not any(r.fd_count for r in report.leaves)
+
+
+def test_finite_differences_refuses_a_step_or_entries_it_cannot_use(net):
+    params, X, Y = net  # 23 entries in ravel_pytree(params)
+    fd = functools.partial(fbp.finite_differences, params, X, Y, "log_likelihood")
+    for eps in (0.0, -1e-3, float("nan"), float("inf")):  # 0 gave NaN quotients, silently
+        with pytest.raises(ValueError, match="eps must be a positive finite relative step"):
+            fd(eps=eps)
+    for n in (0, -3, 2.5):  # 0 still checked one entry per leaf
+        with pytest.raises(ValueError, match="n must be a positive int"):
+            fd(n=n)
+    # JAX clamps an index past the end: the last entry's quotient came back labelled 1000000.
+    for bad in ([0, 1_000_000], [23], [-1]):
+        with pytest.raises(ValueError, match=r"indices must lie in \[0, 23\): ravel_pytree\(params\) has 23 entries; "
+                                             rf"got {bad[-1]}\."):
+            fd(indices=bad)
+    for bad in ([[1]], [0.5]):
+        with pytest.raises(TypeError, match="indices must be a 1-D sequence of ints"):
+            fd(indices=bad)
+    idx, q = fd(indices=[0, 22])
+    assert idx.tolist() == [0, 22] and q.shape == (2,) and np.all(np.isfinite(q))
+    idx, q = fd(indices=[])
+    assert idx.shape == q.shape == (0,)
+
