@@ -50,7 +50,7 @@ def per_example_grads(params: list, X: Array, Y: Array, cost, chunk_size: Option
 
     if chunk_size is None:
         return jax.vmap(one)((X, Y))
-    if chunk_size < 1:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}.")
     return jax.lax.map(one, (X, Y), batch_size=chunk_size)
 

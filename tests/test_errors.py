@@ -200,3 +200,11 @@ def test_finite_differences_refuses_a_step_or_entries_it_cannot_use(net):
     idx, q = fd(indices=[])
     assert idx.shape == q.shape == (0,)
 
+
+def test_per_example_grads_chunk_size_must_be_a_positive_int(net):
+    from fbp import stats
+
+    params, X, Y = net
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="chunk_size must be a positive int or None"):
+            stats.per_example_grads(params, X, Y, "log_likelihood", chunk_size=bad)
