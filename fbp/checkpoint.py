@@ -331,6 +331,25 @@ def _activation_name(activation) -> tuple:
     return activation.name, ACTIVATIONS.get(activation.name) is not activation
 
 
+def _layers(params: list) -> list:
+    """Each layer's activation by name, as the headers record it."""
+    layers = []
+    for layer in params:
+        name, custom = _activation_name(layer.activation)
+        layers.append(dict(activation=name, custom=custom))
+    return layers
+
+
+def network_meta(tree: dict) -> dict:
+    """What a training checkpoint of ``tree`` (a dict holding the network
+    under ``"params"``) records so that ``load_params`` can read the network
+    alone, without a template: the layers' activations and where the params'
+    leaves begin among the tree's (``fit`` puts it in each checkpoint's meta)."""
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    first = next(i for i, path in enumerate(paths) if path[0] == jax.tree_util.DictKey("params"))
+    return dict(layers=_layers(tree["params"]), first_leaf=first)
+
+
 def save_params(path: str, params: list, meta: Optional[dict] = None) -> str:
     """Atomically write a network, ``list[Dense]``, to one ``.npz`` file.
 
@@ -343,11 +362,9 @@ def save_params(path: str, params: list, meta: Optional[dict] = None) -> str:
 
     if not isinstance(params, (list, tuple)) or not params or not all(isinstance(p, Dense) for p in params):
         raise TypeError(f"save_params takes a network, a non-empty list of fbp.Dense; got {type(params).__name__}.")
-    arrays, layers = {}, []
+    arrays, layers = {}, _layers(params)
     for i, layer in enumerate(params):
         arrays[f"w_{i}"], arrays[f"b_{i}"] = np.asarray(layer.w), np.asarray(layer.b)
-        name, custom = _activation_name(layer.activation)
-        layers.append(dict(activation=name, custom=custom))
     try:
         header = json.dumps(dict(format=PARAMS_FORMAT, version=1, layers=layers, meta=meta or {}))
     except (TypeError, ValueError) as e:
@@ -362,24 +379,34 @@ def save_params(path: str, params: list, meta: Optional[dict] = None) -> str:
 
 
 def load_params(path: str, activations: Optional[dict] = None, with_meta: bool = False):
-    """Read a network written by ``save_params``: ``list[Dense]`` (and its
-    ``meta`` dict if ``with_meta``). Built-in activations come back by name; a
-    custom one must be passed in ``activations`` as ``{name: fbp.Activation}``.
-    CheckpointError if the file is not such a network."""
+    """Read a network written by ``save_params``, or the network of a training
+    checkpoint written by ``fit`` (its params alone, at that epoch):
+    ``list[Dense]`` (and the file's ``meta`` dict if ``with_meta``; a
+    checkpoint's has its ``epoch`` added). Built-in activations come back by
+    name; a custom one must be passed in ``activations`` as
+    ``{name: fbp.Activation}``. CheckpointError if the file is neither."""
     import jax.numpy as jnp
 
     from fbp.network import Dense
 
-    def keys(header):  # w_0 … w_{L-1}, then b_0 … b_{L-1}
-        if header.get("format") != PARAMS_FORMAT:
+    def keys(header):
+        if header.get("format") == PARAMS_FORMAT:  # w_0 … w_{L-1}, then b_0 … b_{L-1}
+            return [f"{name}_{i}" for name in "wb" for i in range(len(header["layers"]))]
+        network = (header.get("meta") or {}).get("network") if "treedef" in header else None
+        if network is None:
             raise ValueError(f"its header says format {header.get('format')!r}, not {PARAMS_FORMAT!r}")
-        return [f"{name}_{i}" for name in "wb" for i in range(len(header["layers"]))]
+        first = network["first_leaf"]  # w_0, b_0, w_1, b_1, … among the checkpoint's leaves
+        return [f"leaf_{first + j:05d}" for j in range(2 * len(network["layers"]))]
 
-    header, arrays = _read_npz(path, keys, "a network written by fbp.save_params")
-    n = len(header["layers"])
-    ws, bs = arrays[:n], arrays[n:]
+    header, arrays = _read_npz(path, keys, "a network written by fbp.save_params or a checkpoint written by fit")
+    if header.get("format") == PARAMS_FORMAT:
+        layers, meta = header["layers"], header["meta"]
+        ws, bs = arrays[:len(layers)], arrays[len(layers):]
+    else:
+        layers, meta = header["meta"]["network"]["layers"], dict(header["meta"], epoch=header["epoch"])
+        ws, bs = arrays[0::2], arrays[1::2]
     params = []
-    for i, (w, b, layer) in enumerate(zip(ws, bs, header["layers"])):
+    for i, (w, b, layer) in enumerate(zip(ws, bs, layers)):
         name = layer["activation"]
         if layer["custom"]:
             if not activations or name not in activations:
@@ -397,4 +424,4 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
         warnings.warn(f"{path} holds {ws[0].dtype} params, loaded as {params[0].w.dtype} because JAX's 64-bit "
                       f"mode is off; call jax.config.update('jax_enable_x64', True) before load_params to keep "
                       f"{ws[0].dtype}.", stacklevel=2)
-    return (params, header["meta"]) if with_meta else params
+    return (params, meta) if with_meta else params

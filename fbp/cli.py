@@ -260,6 +260,10 @@ def cmd_evaluate(args) -> int:
         params, meta = fckpt.load_params(args.params, with_meta=True)
     except fckpt.CheckpointError as e:
         return fail(str(e))
+    if "network" in meta:  # a training checkpoint: what it was trained with is in fbp train's flags
+        config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        meta = dict(data_flag=config.get("--data"), validation=config.get("--validation"),
+                    cost=config.get("--cost"), tested_epoch=meta["epoch"])
     data = args.data or meta.get("data_flag") or "digits"
     # The directory and validation split the network was trained with hold
     # only for its own data; other data gets that data's defaults.

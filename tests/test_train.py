@@ -550,6 +550,35 @@ def test_a_full_disk_mid_run_keeps_the_earlier_checkpoints_and_says_so(tmp_path,
         "ckpt-000001.npz", "ckpt-000002.npz"]
 
 
+def test_load_params_reads_the_network_of_a_training_checkpoint(tmp_path, digits):
+    # With momentum the optimizer state holds leaves of its own, ahead of the params among the checkpoint's.
+    params = fbp.init_mlp(jax.random.key(0), [64, 12, 10], activation="tanh", output_activation="softmax")
+    run_dir = str(tmp_path / "run")
+    result = ftrain.fit(params, digits.train, optimizer=ftrain.make_optimizer("momentum", 0.05), cost="log_likelihood",
+                        epochs=3, batch_size=10, key=jax.random.key(1), checkpoint_dir=run_dir, config=dict(note=1))
+    back, meta = fbp.load_params(ckpt.path_of(run_dir, 3), with_meta=True)
+    assert [layer.activation for layer in back] == ["tanh", "softmax"]
+    for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(back)):
+        np.testing.assert_array_equal(a, b)
+    assert meta["epoch"] == 3 and meta["config"] == dict(note=1) and len(meta["history"]) == 3
+    earlier = fbp.load_params(ckpt.path_of(run_dir, 2))  # an earlier epoch's network, not the last one's
+    assert not np.array_equal(earlier[0].w, back[0].w)
+
+
+def test_cli_evaluate_takes_a_training_checkpoint_as_it_takes_a_saved_network(tmp_path):
+    run_dir, net = str(tmp_path / "run"), str(tmp_path / "net.npz")
+    proc = _cli("train", "--epochs", "2", "--quiet", "--sizes", "64,20,10", "--optimizer", "adam",
+                "--checkpoint-dir", run_dir, "--save-params", net)
+    assert proc.returncode == 0, proc.stderr
+    from_ckpt, from_net = (_cli("evaluate", path) for path in (ckpt.path_of(run_dir, 2), net))
+    assert from_ckpt.returncode == from_net.returncode == 0, from_ckpt.stderr + from_net.stderr
+    first, *rest = from_ckpt.stdout.splitlines()
+    assert first.startswith(f"fbp evaluate: {ckpt.path_of(run_dir, 2)} (64,20,10, trained to epoch 2) on digits test")
+    assert rest == from_net.stdout.splitlines()[1:]  # the same network, cost, accuracy and confusions
+    proc = _cli("evaluate", ckpt.path_of(run_dir, 1), "--split", "validation")  # its --validation: digits' 180
+    assert proc.returncode == 0 and "trained to epoch 1) on digits validation (180 examples)" in proc.stdout
+
+
 def test_an_unwritable_checkpoint_dir_or_metrics_file_is_refused_before_training(tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("")
