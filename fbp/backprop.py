@@ -48,14 +48,8 @@ def _scale(X, reduction: str):
     _check_reduction(reduction)
     if reduction == "sum":
         return None
-    n = jnp.shape(X)[0] if jnp.ndim(X) else 1  # a 0-d X fails validation next
-    if n == 0:
-        _empty(X, "X")
-    return 1.0 / n
-
-
-def _empty(X, name: str):
-    raise ValueError(f"{name} holds no examples (shape {tuple(jnp.shape(X))}); a batch needs at least one.")
+    n = jnp.shape(X)[0] if jnp.ndim(X) else 1
+    return 1.0 / n if n else None  # a 0-d or empty X fails check_batch next, with a message
 
 
 def reduce(per_example: Array, reduction: str) -> Array:
@@ -140,7 +134,7 @@ def check_batch(params: list, X, Y, cost, names: tuple = ("X", "Y")):
     cost = check_cost(params, cost)
     X = check_inputs(params, X, names[0], batched=True)
     if X.shape[0] == 0:  # the mean over it is 0/0, and every per-example quantity is empty
-        _empty(X, names[0])
+        raise ValueError(f"{names[0]} holds no examples (shape {X.shape}); a batch needs at least one.")
     Y = check_targets(params, Y, names[1], batch=X.shape[0], inputs=names[0])
     return cost, X, Y
 

@@ -620,6 +620,8 @@ def fit(
                 return "lr_floor"
             return None
 
+        # The tree's structure is the same every epoch, so its record for load_params is too.
+        network = ckpt.network_meta(dict(params=params, opt_state=opt_state, key=key)) if checkpoint_dir else None
         error = None
         stop_reason = why_stop()  # a resumed run that had already stopped early stays stopped
         for e in range(start + 1, epochs + 1):
@@ -653,11 +655,11 @@ def fit(
                 opt_state, since_change = _halve_lr(opt_state), 0  # the next epoch trains at half the step
             history.append(record)
             if checkpoint_dir:
-                tree = dict(params=params, opt_state=opt_state, key=key)
                 meta = dict(history=history, best_acc=best_acc, best_epoch=best_epoch, since_best=since_best,
-                            since_change=since_change, config=config, network=ckpt.network_meta(tree))
+                            since_change=since_change, config=config, network=network)
                 try:
-                    ckpt.save(checkpoint_dir, e, tree, meta, protect=() if best_epoch is None else (best_epoch,))
+                    ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta,
+                              protect=() if best_epoch is None else (best_epoch,))
                 except OSError as err:
                     intact = f"the checkpoint of epoch {saved} is intact" if saved else "no checkpoint was written yet"
                     raise ckpt.CheckpointWriteError(
