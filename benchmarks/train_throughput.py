@@ -14,8 +14,13 @@ SGD), same mini-batch size, same data, in one run:
 
 Data: Fashion-MNIST's 60,000 training images when Debian's
 ``dataset-fashion-mnist`` is installed, else random inputs of the same shape.
-Each figure is the median over ``--repeats`` timed epochs after a warm-up; the
-NumPy loop, being slow, is timed on the first ``--numpy-examples`` examples.
+Each figure is the median of ``--repeats`` rounds after a warm-up; a round
+times one epoch of each contender (fbp on bytes and on floats, torch at each
+thread count, the NumPy loop), in an order rotated from round to round, so
+that another job on a shared machine slows all of them rather than whichever
+happened to be running; the lowest and highest round-by-round ratios are
+printed beside the medians. The NumPy loop, being slow, is timed on the first
+``--numpy-examples`` examples.
 
     python benchmarks/train_throughput.py [--repeats 3] [--json out.json] [--breakdown] [--trace]
 
@@ -60,49 +65,45 @@ def load_data():
         return "random (Fashion-MNIST not installed)", X, np.eye(10, dtype=np.float32)[rng.integers(0, 10, 60_000)]
 
 
-def time_fbp(case, X, Y, repeats):
-    """Examples/s of fbp's epoch on the inputs fit trains on (the bytes of byte
+def fbp_epochs(case, X, Y):
+    """fbp's epoch as timers: on the inputs fit trains on (the bytes of byte
     images, else the floats) and, when those are bytes, on the float32 inputs
-    too; the two are timed in alternation. Returns (fit's, floats', route)."""
+    too. Returns ({route: timer}, fit's route); each timer runs one epoch
+    (compiled here) and returns (examples, seconds)."""
     params = fbp.init_mlp(jax.random.key(0), case["sizes"], output_activation="softmax")
     opt = optax.sgd(case["lr"])
     epoch = ftrain.make_epoch(ftrain.make_train_step(opt, "log_likelihood"), case["batch"])
     Xf, Yd = jax.device_put(X), jax.device_put(Y)
     Xfit = ftrain.compact_inputs(Xf)  # what fit trains on
     inputs = {"bytes": Xfit, "floats": Xf} if Xfit.dtype == np.uint8 else {"floats": Xf}
-    state, times = opt.init(params), {k: [] for k in inputs}
+    state = opt.init(params)
+    n = (len(X) // case["batch"]) * case["batch"]
+
+    def timer(Xd):
+        keys = iter(range(1, 1 << 30))
+
+        def run():
+            key = jax.random.key(next(keys))
+            t = time.perf_counter()
+            jax.block_until_ready(epoch(params, state, key, Xd, Yd)[2])
+            return n, time.perf_counter() - t
+        return run
+
+    timers = {route: timer(Xd) for route, Xd in inputs.items()}
     for Xd in inputs.values():
         jax.block_until_ready(epoch(params, state, jax.random.key(0), Xd, Yd))  # compile
-    for r in range(repeats):
-        for route, Xd in inputs.items():
-            t = time.perf_counter()
-            _, _, losses = epoch(params, state, jax.random.key(r + 1), Xd, Yd)
-            jax.block_until_ready(losses)
-            times[route].append(time.perf_counter() - t)
-    n = (len(X) // case["batch"]) * case["batch"]
-    rate = {route: n / statistics.median(ts) for route, ts in times.items()}
-    route = next(iter(inputs))
-    return rate[route], rate["floats"], route
+    return timers, next(iter(inputs))
 
 
-def time_torch(case, X, Y, repeats):
-    """Best of PyTorch's default intra-op thread count and one thread: on 2
-    cores one thread is faster at mini-batch 10 (53k against 47k examples/s)
-    and slower at 128. Returns (examples/s, threads), or (None, None)."""
+def torch_epochs(case, X, Y):
+    """PyTorch eager's epoch as timers, one per thread count: its default
+    intra-op count and one (on 2 cores one thread is faster at mini-batch 10,
+    53k against 47k examples/s, and slower at 128). {} without torch."""
     try:
         import torch
     except ImportError:
-        return None, None
+        return {}
     default = torch.get_num_threads()
-    best = (0.0, None)
-    for threads in sorted({default, 1}):
-        torch.set_num_threads(threads)
-        best = max(best, (_time_torch_threads(torch, case, X, Y, repeats), threads))
-    torch.set_num_threads(default)
-    return best
-
-
-def _time_torch_threads(torch, case, X, Y, repeats):
     torch.manual_seed(0)
     n_in, n_hidden, n_out = case["sizes"]
     net = torch.nn.Sequential(torch.nn.Linear(n_in, n_hidden), torch.nn.Sigmoid(), torch.nn.Linear(n_hidden, n_out))
@@ -111,21 +112,52 @@ def _time_torch_threads(torch, case, X, Y, repeats):
     bs = case["batch"]
     n = (len(X) // bs) * bs
 
-    def epoch():
-        order = torch.randperm(len(X))[:n].view(-1, bs)
-        for idx in order:
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
+    def timer(threads):
+        def run():
+            torch.set_num_threads(threads)
+            t = time.perf_counter()
+            order = torch.randperm(len(X))[:n].view(-1, bs)
+            for idx in order:
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+            seconds = time.perf_counter() - t
+            torch.set_num_threads(default)
+            return n, seconds
+        return run
 
-    epoch()  # warm up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        epoch()
-        times.append(time.perf_counter() - t)
-    return n / statistics.median(times)
+    timers = {threads: timer(threads) for threads in sorted({default, 1})}
+    timers[1]()  # warm up
+    return timers
+
+
+def interleaved(timers, rounds):
+    """Examples/s of each timer over ``rounds`` rounds, each round running
+    every timer once, in an order rotated from round to round. A machine
+    shared with other jobs slows whatever runs while they do; taking turns
+    spreads that over all the contenders instead of one.
+
+    Each timed run follows an untimed one of the same contender, as an epoch
+    of training follows the previous epoch. Without it, whichever fbp epoch
+    came right after the NumPy loop ran about 10% slower at mini-batch 128
+    (2 cores, AMD EPYC: 320k against 360k examples/s, round after round),
+    so that the order of the turns decided which of fbp's two routes looked
+    faster."""
+    names = list(timers)
+    rates = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            timers[name]()  # settle: see below
+            n, seconds = timers[name]()
+            rates[name].append(n / seconds)
+    return rates
+
+
+def ratio_spread(a, b):
+    """The smallest and largest round-by-round ratio a/b."""
+    ratios = [x / y for x, y in zip(a, b)]
+    return min(ratios), max(ratios)
 
 
 # --- the book's network, in NumPy: one Python backprop per example ---------
@@ -188,16 +220,22 @@ class BookNetwork:
         return (nabla_b, nabla_w)
 
 
-def time_numpy(case, X, Y, n_examples):
+def numpy_epochs(case, X, Y, n_examples):
+    """The book's loop as a timer: ``update_mini_batch`` over the mini-batches
+    of the first ``n_examples`` examples (the same ones each round; the
+    network goes on training from round to round)."""
     net = BookNetwork(case["sizes"])
     data = [(x.reshape(-1, 1), y.reshape(-1, 1).astype(np.float64)) for x, y in zip(X[:n_examples], Y[:n_examples])]
     bs = case["batch"]
     batches = [data[k:k + bs] for k in range(0, (len(data) // bs) * bs, bs)]
     net.update_mini_batch(batches[0], case["lr"])  # warm up
-    t = time.perf_counter()
-    for mb in batches:
-        net.update_mini_batch(mb, case["lr"])
-    return len(batches) * bs / (time.perf_counter() - t)
+
+    def run():
+        t = time.perf_counter()
+        for mb in batches:
+            net.update_mini_batch(mb, case["lr"])
+        return len(batches) * bs, time.perf_counter() - t
+    return run
 
 
 def breakdown(X, Y, repeats):
@@ -271,9 +309,20 @@ def operation_trace(X, Y, steps=3000, top=12):
     return {name: us for us, name in per_step}
 
 
+def cpu_model():
+    """The processor's name (figures differ between machines of one kind), else its architecture."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else (platform.processor() or platform.machine())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="rounds (each times every contender once) and, for --breakdown, timed repeats")
     parser.add_argument("--numpy-examples", type=int, default=10_000)
     parser.add_argument("--json", default=None)
     parser.add_argument("--breakdown", action="store_true", help="also time the pieces of the mini-batch-10 step")
@@ -287,23 +336,38 @@ def main():
         torch_desc = f"torch {torch.__version__}, best of 1 and {torch.get_num_threads()} threads"
     except ImportError:
         torch_desc = "torch not installed"
+    cpu = cpu_model()
     print(f"data: {name}, {len(X)} examples; jax {jax.__version__} on {device.platform}; {torch_desc}; "
-          f"{os.cpu_count()} CPUs, {platform.machine()}")
+          f"{os.cpu_count()} CPUs, {cpu}")
+    print(f"each figure: the median of {args.repeats} rounds, each round timing every contender once, in turn")
     print(f"{'case':<28} {'fbp ex/s':>11} {'torch ex/s':>11} {'numpy ex/s':>11} {'fbp/torch':>9} {'fbp/numpy':>9}")
     results = []
     for case in CASES:
-        f, f_floats, route = time_fbp(case, X, Y, args.repeats)
-        t, t_threads = time_torch(case, X, Y, args.repeats)
-        n = time_numpy(case, X, Y, args.numpy_examples)
+        fbp_timers, route = fbp_epochs(case, X, Y)
+        torch_timers = torch_epochs(case, X, Y)
+        timers = {("fbp", k): v for k, v in fbp_timers.items()} | {("torch", k): v for k, v in torch_timers.items()}
+        timers[("numpy", None)] = numpy_epochs(case, X, Y, args.numpy_examples)
+        rates = interleaved(timers, args.repeats)
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        f, f_floats, n = med[("fbp", route)], med[("fbp", "floats")], med[("numpy", None)]
+        t_threads = max(torch_timers, key=lambda k: med[("torch", k)], default=None)
+        t = med[("torch", t_threads)] if torch_timers else None
+        fbp_rounds = rates[("fbp", route)]
+        over_numpy = ratio_spread(fbp_rounds, rates[("numpy", None)])
+        over_torch = ratio_spread(fbp_rounds, rates[("torch", t_threads)]) if t else None
         r = dict(case=f"{case['sizes']} mini-batch {case['batch']}", fbp=f, fbp_inputs=route,
                  fbp_float_inputs=f_floats, torch=t, torch_threads=t_threads, numpy=n,
-                 fbp_over_torch=(f / t) if t else None, fbp_over_numpy=f / n)
+                 fbp_over_torch=(f / t) if t else None, fbp_over_numpy=f / n,
+                 fbp_over_torch_rounds=over_torch, fbp_over_numpy_rounds=over_numpy,
+                 rounds={'/'.join(str(p) for p in k if p is not None): v for k, v in rates.items()})
         results.append(r)
         ts = f"{t:11.0f}" if t else f"{'-':>11}"
         rt = f"{f / t:9.2f}" if t else f"{'-':>9}"
         notes = [f"fbp on {route}" + (f"; {f_floats:.0f} ex/s on float32 inputs" if route == "bytes" else "")]
         if t:
             notes.append(f"torch best with {t_threads} thread{'s' if t_threads > 1 else ''}")
+            notes.append(f"round by round fbp/torch {over_torch[0]:.2f}–{over_torch[1]:.2f}")
+        notes.append(f"fbp/numpy {over_numpy[0]:.1f}–{over_numpy[1]:.1f}")
         print(f"{r['case']:<28} {f:11.0f} {ts} {n:11.0f} {rt} {f / n:9.1f}   ({'; '.join(notes)})")
     print("targets: fbp/torch ≥ 4 at mini-batch 10, ≥ 1 at 128; fbp/numpy ≥ 30")
     pieces = None
@@ -316,7 +380,7 @@ def main():
         traced = operation_trace(X, Y)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(dict(data=name, device=str(device), results=results, breakdown_us=pieces,
+            json.dump(dict(data=name, device=str(device), cpu=cpu, cpus=os.cpu_count(), jax=jax.__version__, results=results, breakdown_us=pieces,
                            traced_operations_us=traced), fh, indent=2)
 
 
