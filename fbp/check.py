@@ -20,6 +20,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from fbp.backprop import batch_backward, loss
+from fbp.network import check_int
 
 Array = jax.Array
 
@@ -68,8 +69,7 @@ def finite_differences(
     if key is None:
         key = jax.random.key(0)
     if indices is None:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive int (entries to check), got {n!r}.")
+        check_int("n", n, 1, " (entries to check)")
         indices = _stratified_indices(params, n, key)
     else:
         given = np.asarray(indices)

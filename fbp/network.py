@@ -248,6 +248,16 @@ def validate_params(params) -> None:
             )
 
 
+def check_int(name: str, value, minimum: int, note: str = "") -> int:
+    """``value`` as a Python int, or a ValueError that names ``name``: a bool,
+    a float (even 3.0) or an int below ``minimum`` is refused, where Python
+    and JAX would fail later with a TypeError of their own or go on with it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int ≥ {minimum}"
+        raise ValueError(f"{name} must be {kind}{note}, got {value!r}.")
+    return int(value)
+
+
 def check_key(key) -> None:
     """TypeError unless ``key`` is one PRNG key: a typed ``jax.random.key`` or
     a raw uint32[2] ``jax.random.PRNGKey``."""

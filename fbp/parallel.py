@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from fbp.network import check_int
 from fbp.train import decode_inputs, shuffle
 
 AXIS = "batch"
@@ -51,6 +52,7 @@ def batch_sharded(mesh: Mesh, axis: int = 0) -> NamedSharding:
 
 
 def check_batch(mesh: Mesh, batch_size: int) -> None:
+    check_int("batch_size", batch_size, 1)
     n = mesh.devices.size
     if batch_size % n:
         raise ValueError(
@@ -101,6 +103,7 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
     decodes its part of a mini-batch.
     """
     check_batch(mesh, batch_size)
+    check_int("unroll", unroll, 1)
     rep = replicated(mesh)
     data = batch_sharded(mesh, axis=1)
 

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from fbp.backprop import _check_reduction, _deltas_and_inputs, batch_deltas, batch_trace, check_batch, propagate, reduce
-from fbp.network import Dense, forward_trace
+from fbp.network import Dense, check_int, forward_trace
 
 Array = jax.Array
 
@@ -50,8 +50,7 @@ def per_example_grads(params: list, X: Array, Y: Array, cost, chunk_size: Option
 
     if chunk_size is None:
         return jax.vmap(one)((X, Y))
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}.")
+    check_int("chunk_size", chunk_size, 1, " or None")
     return jax.lax.map(one, (X, Y), batch_size=chunk_size)
 
 

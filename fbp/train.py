@@ -25,7 +25,7 @@ import optax
 from fbp import checkpoint as ckpt
 from fbp.backprop import _example_loss_from, check_batch, value_and_batch_backward
 from fbp.backprop import loss as fbp_loss
-from fbp.network import Dense, check_inputs, check_key, forward_trace, validate_params
+from fbp.network import Dense, check_inputs, check_int, check_key, forward_trace, validate_params
 
 Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -170,6 +170,7 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
     back into bytes; ``fit`` does so by itself, and so does the sharded epoch
     of ``fbp.parallel``, which then gathers and sends a quarter of the bytes).
     """
+    batch_size, unroll = check_int("batch_size", batch_size, 1), check_int("unroll", unroll, 1)
 
     @jax.jit
     def epoch(params, opt_state, key, X, Y):
@@ -268,8 +269,7 @@ def _chunked(one: Callable, xs, chunk_size: Optional[int]):
     chunk and the remainder), or all at once for None."""
     if chunk_size is None:
         return jax.vmap(one)(xs)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be ≥ 1 (or None), got {chunk_size}.")
+    check_int("chunk_size", chunk_size, 1, " or None")
     return jax.lax.map(one, xs, batch_size=chunk_size)
 
 
@@ -522,18 +522,14 @@ def fit(
     A non-finite cost stops training: the result holds the last good params
     (the previous epoch's) and ``error`` says at which epoch and step.
     """
-    if epochs < 0:
-        raise ValueError(f"epochs must be ≥ 0, got {epochs}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
+    epochs, batch_size = check_int("epochs", epochs, 0), check_int("batch_size", batch_size, 1)
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"optimizer must be an optax.GradientTransformation, such as optax.sgd(0.5) or "
                         f"fbp.train.make_optimizer('sgd', 0.5); got {optimizer!r}.")
     check_key(key)
-    if patience is not None and patience < 1:
-        raise ValueError(f"patience must be ≥ 1 epoch, got {patience}.")
-    if lr_halving is not None and lr_halving < 1:
-        raise ValueError(f"lr_halving must be ≥ 1 epoch, got {lr_halving}.")
+    for name, value in (("patience", patience), ("lr_halving", lr_halving)):
+        if value is not None:
+            check_int(name, value, 1, " (epochs) or None")
     if not 0 < lr_floor < 1:
         raise ValueError(f"lr_floor must be between 0 and 1 (a fraction of the starting step), got {lr_floor}.")
     for name, value in (("patience", patience), ("lr_halving", lr_halving)):

@@ -208,3 +208,34 @@ def test_per_example_grads_chunk_size_must_be_a_positive_int(net):
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="chunk_size must be a positive int or None"):
             stats.per_example_grads(params, X, Y, "log_likelihood", chunk_size=bad)
+
+
+def test_counts_must_be_ints_where_training_takes_them(net):
+    """A float count (epochs=1.5, a batch size computed as n / 10) was a bare
+    TypeError from deep inside range() or a reshape; each is now refused up
+    front, naming the argument."""
+    import optax
+
+    from fbp import parallel, train
+
+    params, X, Y = net
+    fit = functools.partial(train.fit, params, (X, Y), optimizer=optax.sgd(0.1), cost="log_likelihood",
+                            key=jax.random.key(0), evaluation=(X, Y))
+    for kwargs, name in ((dict(epochs=1.5, batch_size=2), "epochs"), (dict(epochs=-1, batch_size=2), "epochs"),
+                         (dict(epochs=1, batch_size=2.0), "batch_size"), (dict(epochs=1, batch_size=True), "batch_size"),
+                         (dict(epochs=1, batch_size=2, patience=1.5), "patience"),
+                         (dict(epochs=1, batch_size=2, lr_halving=0), "lr_halving")):
+        with pytest.raises(ValueError, match=rf"^{name} must be (a positive int|an int ≥ 0)"):
+            fit(**kwargs)
+    step = train.make_train_step(optax.sgd(0.1), "log_likelihood")
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 2.5"):
+        train.make_epoch(step, 2.5)
+    with pytest.raises(ValueError, match="unroll must be a positive int, got 0"):
+        train.make_epoch(step, 2, unroll=0)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 2.0"):
+        parallel.make_sharded_epoch(step, 2.0, parallel.make_mesh(1))
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match=f"chunk_size must be a positive int or None, got {bad}"):
+            train.evaluate(params, X, Y, "log_likelihood", chunk_size=bad)
+    # np.int64 counts, as NumPy arithmetic gives them, are ints
+    assert len(fit(epochs=np.int64(2), batch_size=np.int64(2)).history) == 2
