@@ -382,12 +382,18 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
     """Read a network written by ``save_params``, or the network of a training
     checkpoint written by ``fit`` (its params alone, at that epoch):
     ``list[Dense]`` (and the file's ``meta`` dict if ``with_meta``; a
-    checkpoint's has its ``epoch`` added). Built-in activations come back by
-    name; a custom one must be passed in ``activations`` as
+    checkpoint's has its ``epoch`` added). ``path`` may also be a checkpoint
+    directory: its newest checkpoint that reads is taken (an unreadable newer
+    one is passed over with a CheckpointWarning, as ``fit(resume=True)``
+    does), and the meta names it under ``checkpoint``. Built-in activations
+    come back by name; a custom one must be passed in ``activations`` as
     ``{name: fbp.Activation}``. CheckpointError if the file is neither."""
     import jax.numpy as jnp
 
     from fbp.network import Dense
+
+    if os.path.isdir(path):
+        return _newest_params(path, activations, with_meta)
 
     def keys(header):
         if header.get("format") == PARAMS_FORMAT:  # w_0 … w_{L-1}, then b_0 … b_{L-1}
@@ -425,3 +431,23 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
                       f"mode is off; call jax.config.update('jax_enable_x64', True) before load_params to keep "
                       f"{ws[0].dtype}.", stacklevel=2)
     return (params, meta) if with_meta else params
+
+
+def _newest_params(directory: str, activations: Optional[dict], with_meta: bool):
+    """``load_params`` of the newest checkpoint in ``directory`` that reads."""
+    paths = list_checkpoints(directory)
+    if not paths:
+        raise CheckpointError(f"{directory}: a directory with no checkpoints in it, not a network written by "
+                              f"fbp.save_params or a checkpoint written by fit")
+    newest_error = None
+    for path in reversed(paths):
+        try:
+            params, meta = load_params(path, activations, with_meta=True)
+        except CheckpointError as e:
+            newest_error = newest_error or e
+            warnings.warn(f"skipped a checkpoint: {e}", CheckpointWarning, stacklevel=3)
+            continue
+        meta = dict(meta, checkpoint=path)
+        return (params, meta) if with_meta else params
+    raise CheckpointError(f"{directory}: none of its {len(paths)} checkpoints holds a network that can be read; "
+                          f"the newest: {newest_error}")

@@ -223,12 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "evaluate",
         formatter_class=_DefaultsFormatter,
-        help="test a network saved by fbp train --save-params",
-        description="Load a network written by `fbp train --save-params` (or fbp.save_params) and report its "
-        "cost, accuracy and per-class accuracy on a split of a data set; by default the test split of the data "
-        "it was trained on.",
+        help="test a network saved by fbp train --save-params, or one of its checkpoints",
+        description="Load a network written by `fbp train --save-params` (or fbp.save_params), or the network "
+        "of a training checkpoint, and report its cost, accuracy and per-class accuracy on a split of a data "
+        "set; by default the test split of the data it was trained on.",
     )
-    evaluate.add_argument("params", help="the .npz file written by --save-params")
+    evaluate.add_argument("params", help="the .npz file written by --save-params, a checkpoint file, or a "
+                          "--checkpoint-dir (its newest checkpoint)")
     evaluate.add_argument("--data", choices=DATASETS, default=None,
                           help="data set (default: the one it was trained on)")
     evaluate.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files "
@@ -263,7 +264,7 @@ def cmd_evaluate(args) -> int:
     if "network" in meta:  # a training checkpoint: what it was trained with is in fbp train's flags
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         meta = dict(data_flag=config.get("--data"), validation=config.get("--validation"),
-                    cost=config.get("--cost"), tested_epoch=meta["epoch"])
+                    cost=config.get("--cost"), tested_epoch=meta["epoch"], checkpoint=meta.get("checkpoint"))
     data = args.data or meta.get("data_flag") or "digits"
     # The directory and validation split the network was trained with hold
     # only for its own data; other data gets that data's defaults.
@@ -291,7 +292,8 @@ def cmd_evaluate(args) -> int:
     predicted = np.asarray(m["predicted"])
     truth = np.argmax(split.Y, axis=1)
     trained = f", trained to epoch {meta['tested_epoch']}" if "tested_epoch" in meta else ""
-    print(f"fbp evaluate: {args.params} ({','.join(map(str, sizes))}{trained}) on {ds.name} {args.split} "
+    print(f"fbp evaluate: {meta.get('checkpoint') or args.params} ({','.join(map(str, sizes))}{trained}) on "
+          f"{ds.name} {args.split} "
           f"({len(split)} examples)")
     print(f"cost {float(m['cost']):.4f}  accuracy {float(m['accuracy']):.4f}  ({cost})")
     per_class = []

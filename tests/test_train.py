@@ -563,6 +563,19 @@ def test_load_params_reads_the_network_of_a_training_checkpoint(tmp_path, digits
     assert meta["epoch"] == 3 and meta["config"] == dict(note=1) and len(meta["history"]) == 3
     earlier = fbp.load_params(ckpt.path_of(run_dir, 2))  # an earlier epoch's network, not the last one's
     assert not np.array_equal(earlier[0].w, back[0].w)
+    # The directory stands for its newest checkpoint that reads, as it does for resume=True.
+    newest, meta = fbp.load_params(run_dir, with_meta=True)
+    assert meta["checkpoint"] == ckpt.path_of(run_dir, 3) and meta["epoch"] == 3
+    np.testing.assert_array_equal(newest[0].w, back[0].w)
+    with open(ckpt.path_of(run_dir, 3), "r+b") as fh:
+        fh.truncate(100)  # cut short
+    with pytest.warns(ckpt.CheckpointWarning, match=r"skipped a checkpoint: .*ckpt-000003\.npz"):
+        fallback, meta = fbp.load_params(run_dir, with_meta=True)
+    assert meta["epoch"] == 2 and meta["checkpoint"] == ckpt.path_of(run_dir, 2)
+    np.testing.assert_array_equal(fallback[0].w, earlier[0].w)
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(ckpt.CheckpointError, match="empty: a directory with no checkpoints in it"):
+        fbp.load_params(str(tmp_path / "empty"))
 
 
 def test_cli_evaluate_takes_a_training_checkpoint_as_it_takes_a_saved_network(tmp_path):
@@ -575,6 +588,9 @@ def test_cli_evaluate_takes_a_training_checkpoint_as_it_takes_a_saved_network(tm
     first, *rest = from_ckpt.stdout.splitlines()
     assert first.startswith(f"fbp evaluate: {ckpt.path_of(run_dir, 2)} (64,20,10, trained to epoch 2) on digits test")
     assert rest == from_net.stdout.splitlines()[1:]  # the same network, cost, accuracy and confusions
+    from_dir = _cli("evaluate", run_dir)  # the directory: its newest checkpoint, named
+    assert from_dir.returncode == 0, from_dir.stderr
+    assert from_dir.stdout.splitlines()[0] == first and from_dir.stdout.splitlines()[1:] == rest
     proc = _cli("evaluate", ckpt.path_of(run_dir, 1), "--split", "validation")  # its --validation: digits' 180
     assert proc.returncode == 0 and "trained to epoch 1) on digits validation (180 examples)" in proc.stdout
 
@@ -1011,7 +1027,7 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
     fbp.save_params(other, fbp.init_mlp(jax.random.key(0), [784, 5, 10]),
                     dict(data="fashion-mnist", data_flag="fashion-mnist", data_dir=None, validation=10_000))
     for argv, needle in (([str(tmp_path / "none.npz")], "none.npz: no such file"),
-                         ([str(tmp_path)], "a directory, not a network"),
+                         ([str(tmp_path)], "a directory with no checkpoints in it, not a network"),
                          ([str(net), "--data", "fashion-mnist", "--data-dir", str(tmp_path)], "--data"),
                          ([str(out)], "not a network"),
                          ([other, "--data", "digits"], "(784,5,10) does not fit digits (64 inputs, 10 classes)"),
