@@ -34,6 +34,37 @@ def test_digits():
     assert ds.n_in == 64 and ds.n_classes == 10
 
 
+def test_digits_are_scikit_learns_without_importing_it(tmp_path, monkeypatch):
+    """fbp reads the CSV that scikit-learn ships (its import took most of a
+    short run's start-up); what it reads must be load_digits' arrays exactly,
+    and where the file is not found, load_digits itself answers."""
+    import importlib.util
+
+    from sklearn.datasets import load_digits
+
+    ref = load_digits()
+    pixels, labels = fdata._sklearn_digits()
+    assert pixels.dtype == ref.data.dtype and labels.dtype == ref.target.dtype
+    np.testing.assert_array_equal(pixels, ref.data)
+    np.testing.assert_array_equal(labels, ref.target)
+    code = "import sys, fbp.data; fbp.data.digits(); print('sklearn' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr
+    # scikit-learn laid out otherwise: no CSV where fbp looks
+    real = importlib.util.find_spec
+
+    def elsewhere(name, *args):
+        spec = real(name, *args)
+        if name == "sklearn":
+            spec = importlib.util.spec_from_file_location("sklearn", str(tmp_path / "__init__.py"))
+        return spec
+
+    monkeypatch.setattr(importlib.util, "find_spec", elsewhere)
+    again = fdata._sklearn_digits()
+    np.testing.assert_array_equal(again[0], ref.data)
+    np.testing.assert_array_equal(again[1], ref.target)
+
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_idx_roundtrip(tmp_path, gz):
     arrays = write_set(tmp_path, gz=gz)
