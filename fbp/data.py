@@ -88,11 +88,11 @@ def split_validation(train: Split, n_validation: int) -> tuple:
 def _sklearn_digits():
     """(pixels (1797, 64), labels (1797,)) as ``sklearn.datasets.load_digits``
     gives them, read from the ``digits.csv.gz`` that scikit-learn ships,
-    found without importing scikit-learn. The import is what took the time:
-    2.2 s of the 4.5 s that `fbp train --epochs 2` ran (it pulls in SciPy),
-    where the file reads in 0.05 s. Where the file is not where it has been
-    since scikit-learn 0.x, or does not hold 1,797 rows of 64 pixels and a
-    label, ``load_digits`` itself is called."""
+    found without importing scikit-learn. The import (which pulls in SciPy)
+    was about 0.8 s of the 4.5 s that `fbp train --epochs 2` took, where the
+    file reads in 0.05 s. Where the file is not where scikit-learn keeps it
+    (``sklearn/datasets/data/``, as ``load_digits`` reads it), or does not
+    hold 1,797 rows of 64 pixels and a label, ``load_digits`` is called."""
     import importlib.util
 
     spec = importlib.util.find_spec("sklearn")
