@@ -205,6 +205,28 @@ def test_byte_mini_batches_are_copied_in_place_where_their_floats_would_be(batch
     assert (f"{batch_size + 1}x784xui8" in hlo) == in_place
 
 
+def test_fit_again_with_the_same_optimizer_reuses_its_compiled_epoch(digits):
+    """Training on with the same optimizer object (more epochs, from the
+    result's params and state) compiled the epoch again each call; it is now
+    kept, and what it computes is bitwise what a fresh one computes."""
+    opt = optax.sgd(0.5)
+    params = fbp.init_mlp(jax.random.key(0), [64, 12, 10], output_activation="softmax")
+    kw = dict(cost="log_likelihood", epochs=1, batch_size=10, evaluation=digits.validation, lr_halving=2)
+    first = ftrain.fit(params, digits.train, optimizer=opt, key=jax.random.key(1), **kw)
+    before = ftrain._compiled_cache.cache_info()
+    again = ftrain.fit(first.params, digits.train, optimizer=opt, key=jax.random.key(2), opt_state=first.opt_state, **kw)
+    info = ftrain._compiled_cache.cache_info()
+    assert (info.hits - before.hits, info.misses - before.misses) == (2, 0)  # the schedule's chain and the epoch
+    epoch = ftrain._compiled_once(ftrain._epoch_for, ftrain._compiled_once(ftrain._with_lr_schedule, opt),
+                                  "log_likelihood", "mean", "hand", 10)
+    assert epoch._cache_size() == 1  # one compiled program for both calls
+    fresh = ftrain.fit(first.params, digits.train, optimizer=optax.sgd(0.5), key=jax.random.key(2),
+                       opt_state=first.opt_state, **kw)
+    for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(fresh.params)):
+        np.testing.assert_array_equal(a, b)
+    assert again.history == [dict(h, seconds=a["seconds"]) for h, a in zip(fresh.history, again.history)]
+
+
 @pytest.mark.parametrize("monitor_training", [True, False])
 def test_fit_trains_on_the_bytes_of_byte_images_and_on_floats_otherwise(monkeypatch, digits, monitor_training):
     seen, evaluated = [], []
