@@ -148,7 +148,7 @@ def interleaved(timers, rounds):
     rates = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            timers[name]()  # settle: see below
+            timers[name]()  # settle (see above)
             n, seconds = timers[name]()
             rates[name].append(n / seconds)
     return rates
@@ -380,8 +380,8 @@ def main():
         traced = operation_trace(X, Y)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(dict(data=name, device=str(device), cpu=cpu, cpus=os.cpu_count(), jax=jax.__version__, results=results, breakdown_us=pieces,
-                           traced_operations_us=traced), fh, indent=2)
+            json.dump(dict(data=name, device=str(device), cpu=cpu, cpus=os.cpu_count(), jax=jax.__version__,
+                           results=results, breakdown_us=pieces, traced_operations_us=traced), fh, indent=2)
 
 
 if __name__ == "__main__":
