@@ -435,35 +435,58 @@ def _metrics_line(record) -> str:
     return json.dumps(strict(record), allow_nan=False) + "\n"
 
 
+def _others_failed(failed: bool) -> list:
+    """Multi-host: every process says whether it failed before training, and
+    all learn which did (one all-gather, called once by each process)."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.int32(failed))
+    return [int(i) for i in np.flatnonzero(np.asarray(flags))]
+
+
 def cmd_train(args) -> int:
     """fbp train, holding --checkpoint-dir (when it exists) from the start:
     a second run there is refused before it opens --metrics-out, which a
     --resume would otherwise truncate under the first run. A directory made
-    by this run is held by fit from its first read."""
+    by this run is held by fit from its first read. In a multi-host run
+    process 0 alone holds it, once the processes have joined."""
+    held = contextlib.ExitStack()
+    if args.coordinator is None and _lock_checkpoint_dir(args, held):  # multi-host: _train, once joined
+        return 2
+    with held:
+        return _train(args, held)
+
+
+def _lock_checkpoint_dir(args, held: contextlib.ExitStack) -> bool:
+    """Hold an existing --checkpoint-dir in ``held``; True (having said so)
+    when another run holds it."""
     import os
 
     from fbp import checkpoint as fckpt
 
-    held = contextlib.ExitStack()
     if args.checkpoint_dir and os.path.isdir(args.checkpoint_dir):
         try:
             held.enter_context(fckpt.lock_dir(args.checkpoint_dir))
         except fckpt.CheckpointDirInUse as e:
             print(f"fbp train: error: --checkpoint-dir: {e}", file=sys.stderr)
-            return 2
+            return True
         except OSError:  # a directory that cannot be written: _train says so, naming the flag
             pass
-    with held:
-        return _train(args)
+    return False
 
 
-def _train(args) -> int:
+def _train(args, held: contextlib.ExitStack) -> int:
     import os
 
     import jax
 
+    processes = {"joined": False, "ready": False}  # of a multi-host run
+
     def fail(msg: str) -> int:
         print(f"fbp train: error: {msg}", file=sys.stderr)
+        if processes["joined"] and not processes["ready"]:
+            _others_failed(failed=True)  # the others stop at the same point rather than wait in a collective
         return 2
 
     multi_host = (args.coordinator, args.num_processes, args.process_id)
@@ -471,6 +494,9 @@ def _train(args) -> int:
         problem = _multi_host_problem(*multi_host)
         if problem:
             return fail(problem)
+        # CPU processes talk over gloo: jax 0.10's default; 0.4.36's is none, no collectives between them
+        if jax.config.values.get("jax_cpu_collectives_implementation", "gloo") in (None, "none"):
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
         try:
             jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
                                        process_id=args.process_id)
@@ -478,6 +504,13 @@ def _train(args) -> int:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             fail(f"--coordinator {args.coordinator}: could not join the run ({first})")
             return 1
+        processes["joined"] = True
+    writer = jax.process_index() == 0
+    if processes["joined"] and writer and _lock_checkpoint_dir(args, held):
+        _others_failed(failed=True)
+        return 2
+    if not writer:  # process 0 writes the run's files, the others train beside it
+        args.metrics_out = args.save_params = None
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
@@ -491,7 +524,10 @@ def _train(args) -> int:
     if args.data == "idx" and not args.data_dir:
         return fail("--data idx needs --data-dir, the directory holding the four IDX files")
     try:
-        ftrain.check_checkpoint_dir(args.checkpoint_dir, args.resume, flags=True)
+        if writer:
+            ftrain.check_checkpoint_dir(args.checkpoint_dir, args.resume, flags=True)
+        elif args.resume and not args.checkpoint_dir:
+            raise ValueError("--resume needs --checkpoint-dir")
     except ValueError as e:
         return fail(str(e) if args.checkpoint_dir else "--resume needs --checkpoint-dir")
     if args.momentum is not None and args.optimizer != "momentum":
@@ -587,7 +623,7 @@ def _train(args) -> int:
                         f"give a writable .npz path")
     # --resume keeps the metrics file until the checkpoint's history rewrites
     # it (on_resume); with no checkpoint to go on from, the run starts afresh.
-    resuming = args.resume and fckpt.newest_epoch(args.checkpoint_dir) is not None
+    resuming = writer and args.resume and fckpt.newest_epoch(args.checkpoint_dir) is not None
     metrics = None
     if args.metrics_out:
         try:
@@ -684,9 +720,17 @@ def _train(args) -> int:
                     f"add --resume to the same command to go on")
         return "nothing was saved" + ("" if args.checkpoint_dir else " (give --checkpoint-dir to be able to resume)")
 
-    if args.resume and not resuming:
+    if writer and args.resume and not resuming:
         what = "readable checkpoint" if fckpt.list_checkpoints(args.checkpoint_dir) else "checkpoint"
         print(f"--resume: no {what} in {args.checkpoint_dir} yet; starting at epoch 1", flush=True)
+    if processes["joined"]:
+        processes["ready"] = True
+        failed = _others_failed(failed=False)
+        if failed:
+            close_outputs()
+            print(f"fbp train: error: process {', '.join(map(str, failed))} of the run stopped with an error "
+                  f"(see its output); stopping too", file=sys.stderr)
+            return 2
     t0 = time.perf_counter()
     try:
         with _sigterm_as_interrupt():

@@ -366,6 +366,65 @@ def _best_params_on_disk(checkpoint_dir: str, epoch: Optional[int], template: di
         return None
 
 
+# --- several processes (multi-host): process 0 alone touches the checkpoints ---
+def _from_process_0(tree):
+    """``tree`` as process 0 holds it, on every process (as it is in a run of
+    one process). Every process calls it, with a tree of the same structure,
+    shapes and dtypes; PRNG keys go as their data."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = [jnp.issubdtype(jnp.asarray(x).dtype, jax.dtypes.prng_key) for x in leaves]
+    sent = [jax.random.key_data(x) if k else x for x, k in zip(leaves, keys)]
+    got = multihost_utils.broadcast_one_to_all([np.asarray(x) for x in sent])
+    out = [np.asarray(g).astype(np.asarray(x).dtype) for g, x in zip(got, sent)]
+    out = [jax.random.wrap_key_data(o, impl=jax.random.key_impl(x)) if k else o
+           for o, x, k in zip(out, leaves, keys)]
+    return jax.tree.unflatten(treedef, out)
+
+
+def _text_from_process_0(text: str) -> str:
+    data = np.frombuffer(text.encode(), np.uint8)
+    n = int(_from_process_0(np.array(len(data), np.int32)))
+    buf = data.copy() if jax.process_index() == 0 else np.zeros(n, np.uint8)
+    return bytes(np.asarray(_from_process_0(buf), np.uint8)).decode()
+
+
+_SHARED_ERRORS = {c.__name__: c for c in (ValueError, TypeError, ckpt.CheckpointError, ckpt.CheckpointMismatch,
+                                          ckpt.CheckpointDirInUse)}
+
+
+def _process_0_does(fn: Callable):
+    """``fn()`` on process 0 alone, its JSON-able result shared with every
+    process; in a run of one process, just ``fn()``. An error there is raised
+    on every process (process 0's own, the others a copy naming process 0), so
+    that none of them is left waiting for the others in the next collective.
+    Checkpoints are read and written this way: one writer, and a directory the
+    other hosts need not see."""
+    if jax.process_count() == 1:
+        return fn()
+    out, error = None, None
+    if jax.process_index() == 0:
+        try:
+            out = {"value": fn()}
+        except Exception as e:  # shared, then raised here as it was
+            error = e
+            errno_ = getattr(e, "errno", None) if isinstance(e, ckpt.CheckpointWriteError) else None
+            out = {"error": [type(e).__name__, e.strerror if errno_ is not None else str(e), errno_]}
+    shared = json.loads(_text_from_process_0(json.dumps(out)))
+    if error is not None:
+        raise error
+    if "error" in shared:
+        name, message, errno_ = shared["error"]
+        if name == "CheckpointWriteError":
+            raise ckpt.CheckpointWriteError(errno_, message)
+        raise _SHARED_ERRORS.get(name, RuntimeError)(message if name in _SHARED_ERRORS else
+                                                     f"process 0 failed: {name}: {message}")
+    return shared["value"]
+
+
 def _another_run(where: str, differ: list):
     return ckpt.CheckpointMismatch(
         f"{where} was written by a different run (" + "; ".join(differ)
@@ -529,7 +588,10 @@ def fit(
         ``fbp.checkpoint.CheckpointDirInUse`` is raised before anything is read. A
         checkpoint that cannot be written (a full disk) raises
         ``fbp.checkpoint.CheckpointWriteError`` naming its epoch; the earlier
-        ones are intact, so the run can be resumed.
+        ones are intact, so the run can be resumed. In a run of several
+        processes (multi-host), process 0 alone holds, reads and writes it and
+        sends what it read to the others, and an error there is raised in
+        every process.
       resume: continue from the newest complete checkpoint in ``checkpoint_dir``;
         a newer one that cannot be read (cut short, damaged) is passed over
         with a ``fbp.checkpoint.CheckpointWarning`` naming it.
@@ -567,7 +629,7 @@ def fit(
                 f"{name} acts on evaluation accuracy: give evaluation data and keep monitor_evaluation=True, "
                 f"or leave {name}=None."
             )
-    check_checkpoint_dir(checkpoint_dir, resume)
+    _process_0_does(lambda: check_checkpoint_dir(checkpoint_dir, resume))
     try:
         json.dumps(config)
     except (TypeError, ValueError) as e:
@@ -612,23 +674,37 @@ def fit(
 
     # Held from the first read of the directory to the last write: another run
     # there meanwhile would write the same epochs' files and prune this one's.
-    with ckpt.lock_dir(checkpoint_dir) if checkpoint_dir else contextlib.nullcontext():
+    # With several processes, process 0 alone holds, reads and writes it.
+    with contextlib.ExitStack() as held:
+        if checkpoint_dir:
+            _process_0_does(lambda: held.enter_context(ckpt.lock_dir(checkpoint_dir)))
         if resume:
             template = dict(params=params, opt_state=opt_state, key=key)
-            restored = ckpt.latest(checkpoint_dir, template, check_header=_same_config(config))
-            if restored is not None:
+            read = {}  # process 0's arrays
+
+            def read_newest():
+                restored = ckpt.latest(checkpoint_dir, template, check_header=_same_config(config))
+                if restored is None:
+                    return None
                 tree, header = restored
                 if not np.array_equal(jax.random.key_data(tree["key"]), jax.random.key_data(key)):
                     where = f"the checkpoint of epoch {header['epoch']} in {checkpoint_dir}"
                     raise _another_run(where, ["key: it shuffled with another PRNG key (another seed)"])
-                meta = header["meta"]
+                read["tree"] = tree
+                read["best"] = _best_params_on_disk(checkpoint_dir, header["meta"].get("best_epoch"), template)
+                return dict(epoch=header["epoch"], meta=header["meta"], best=read["best"] is not None)
+
+            found = _process_0_does(read_newest)
+            if found is not None:
+                tree = _from_process_0(read.get("tree", template))
+                meta = found["meta"]
                 params, opt_state = tree["params"], tree["opt_state"]
-                start = saved = header["epoch"]
+                start = saved = found["epoch"]
                 history = meta.get("history", [])
                 best_acc, best_epoch = meta.get("best_acc", -1.0), meta.get("best_epoch")
                 since_best = meta.get("since_best", 0)
                 since_change = meta.get("since_change", 0)
-                best_params = _best_params_on_disk(checkpoint_dir, best_epoch, template)
+                best_params = _from_process_0(read.get("best", params)) if found["best"] else None
                 if on_resume is not None:
                     on_resume(history)
 
@@ -679,15 +755,20 @@ def fit(
             if checkpoint_dir:
                 meta = dict(history=history, best_acc=best_acc, best_epoch=best_epoch, since_best=since_best,
                             since_change=since_change, config=config, network=network)
-                try:
-                    ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta,
-                              protect=() if best_epoch is None else (best_epoch,))
-                except OSError as err:
-                    intact = f"the checkpoint of epoch {saved} is intact" if saved else "no checkpoint was written yet"
-                    raise ckpt.CheckpointWriteError(
-                        err.errno, f"could not write the checkpoint of epoch {e} in {checkpoint_dir} "
-                        f"({err.strerror or err}); {intact}. Make room (or fix the directory), then resume."
-                    ) from err
+
+                def write(e=e, meta=meta):
+                    try:
+                        ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta,
+                                  protect=() if best_epoch is None else (best_epoch,))
+                    except OSError as err:
+                        intact = (f"the checkpoint of epoch {saved} is intact" if saved
+                                  else "no checkpoint was written yet")
+                        raise ckpt.CheckpointWriteError(
+                            err.errno, f"could not write the checkpoint of epoch {e} in {checkpoint_dir} "
+                            f"({err.strerror or err}); {intact}. Make room (or fix the directory), then resume."
+                        ) from err
+
+                _process_0_does(write)
                 saved = e
             if on_epoch is not None:
                 on_epoch(record)

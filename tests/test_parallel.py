@@ -1,6 +1,7 @@
 """Data-parallel training on 8 forced host devices (in a subprocess, since the
 device count is fixed when jax starts)."""
 
+import errno
 import json
 import os
 import subprocess
@@ -68,3 +69,87 @@ def test_cli_devices(argv, rc, needle):
     assert proc.returncode == rc, proc.stderr
     assert needle in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _two_processes(flags, cwd):
+    """fbp train as a run of two processes on this machine (one CPU device
+    each, gloo between them), the same flags for both; returns [(rc, output)]."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [subprocess.Popen([sys.executable, "-m", "fbp", "train", "--quiet", *flags, "--coordinator",
+                               f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
+                              cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    try:
+        return [(p.returncode, out) for p, out in ((p, p.communicate(timeout=300)[0]) for p in procs)]
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def test_two_processes_share_one_checkpoint_dir_resume_and_train_like_one(tmp_path):
+    """Multi-host, on one machine: process 0 alone locks, writes and reads the
+    checkpoints (the others take the state from it), and the files; 2 + 1
+    resumed epochs give bitwise the params of 3 uninterrupted epochs on two
+    devices in one process; an error on process 0 before training stops both."""
+    common = ["--epochs", "2", "--batch-size", "20", "--checkpoint-dir", "run", "--metrics-out", "m.jsonl",
+              "--save-params", "net.npz"]
+    for rc, out in _two_processes(common, tmp_path):
+        assert rc == 0, out
+        assert "devices=2" in out and "Traceback" not in out
+    assert sorted(os.listdir(tmp_path / "run")) == [".lock", "ckpt-000001.npz", "ckpt-000002.npz"]
+    assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 3  # written once, by process 0
+
+    common[1] = "3"
+    both = _two_processes(common + ["--resume"], tmp_path)
+    for rc, out in both:
+        assert rc == 0, out
+        assert "resuming from the checkpoint of epoch 2 in run" in out
+    assert "network in net.npz" in both[0][1] and "network in" not in both[1][1]
+    lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [r.get("epoch") for r in lines] == [1, 2, 3, None] and lines[-1]["final"]
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    one = subprocess.run([sys.executable, "-m", "fbp", "train", "--quiet", "--epochs", "3", "--batch-size", "20",
+                          "--devices", "2", "--save-params", "one.npz"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two, one = np.load(tmp_path / "net.npz"), np.load(tmp_path / "one.npz")
+    weights = [k for k in one.files if k != "header"]
+    assert weights and all(np.array_equal(two[k], one[k]) for k in weights)
+
+    (rc0, out0), (rc1, out1) = _two_processes(common, tmp_path)  # no --resume: the directory is taken
+    assert rc0 == rc1 == 2
+    assert "already holds another run's checkpoints" in out0
+    assert "process 0 of the run stopped with an error (see its output); stopping too" in out1
+    assert "Traceback" not in out0 + out1
+
+
+def test_a_checkpoint_that_process_0_cannot_write_stops_every_process_alike(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multihost_worker.py"), str(port), str(i),
+                               str(tmp_path / "run")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert [r["process"] for r in results] == [0, 1]
+    assert all(r["error"] == "CheckpointWriteError" and r["errno"] == errno.ENOSPC for r in results)
+    assert results[0]["message"] == results[1]["message"]
+    assert "could not write the checkpoint of epoch 2" in results[1]["message"]
+    assert "the checkpoint of epoch 1 is intact" in results[1]["message"]
+    assert sorted(os.listdir(tmp_path / "run")) == [".lock", "ckpt-000001.npz"]
