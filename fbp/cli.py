@@ -714,6 +714,8 @@ def _train(args, held: contextlib.ExitStack) -> int:
 
     def kept() -> str:
         """What a stopped run leaves to go on from."""
+        if not writer and args.checkpoint_dir:
+            return "process 0 of the run keeps its checkpoints"
         epoch = fckpt.newest_epoch(args.checkpoint_dir) if args.checkpoint_dir else None
         if epoch is not None:
             return (f"the checkpoint of epoch {epoch} is in {args.checkpoint_dir}: "
