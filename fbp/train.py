@@ -399,8 +399,9 @@ _SHARED_ERRORS = {c.__name__: c for c in (ValueError, TypeError, ckpt.Checkpoint
 def _process_0_does(fn: Callable):
     """``fn()`` on process 0 alone, its JSON-able result shared with every
     process; in a run of one process, just ``fn()``. An error there is raised
-    on every process (process 0's own, the others a copy naming process 0), so
-    that none of them is left waiting for the others in the next collective.
+    on every process (process 0's own; on the others a copy of its type and
+    message, or a RuntimeError naming it for types not in ``_SHARED_ERRORS``),
+    so that none of them is left waiting for the others in the next collective.
     Checkpoints are read and written this way: one writer, and a directory the
     other hosts need not see."""
     if jax.process_count() == 1:
