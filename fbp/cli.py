@@ -481,11 +481,11 @@ def _train(args, held: contextlib.ExitStack) -> int:
 
     import jax
 
-    processes = {"joined": False, "ready": False}  # of a multi-host run
+    joined = ready = False  # a multi-host run's processes: joined; past the last check before training
 
     def fail(msg: str) -> int:
         print(f"fbp train: error: {msg}", file=sys.stderr)
-        if processes["joined"] and not processes["ready"]:
+        if joined and not ready:
             _others_failed(failed=True)  # the others stop at the same point rather than wait in a collective
         return 2
 
@@ -504,9 +504,9 @@ def _train(args, held: contextlib.ExitStack) -> int:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             fail(f"--coordinator {args.coordinator}: could not join the run ({first})")
             return 1
-        processes["joined"] = True
+        joined = True
     writer = jax.process_index() == 0
-    if processes["joined"] and writer and _lock_checkpoint_dir(args, held):
+    if joined and writer and _lock_checkpoint_dir(args, held):
         _others_failed(failed=True)
         return 2
     if not writer:  # process 0 writes the run's files, the others train beside it
@@ -524,10 +524,8 @@ def _train(args, held: contextlib.ExitStack) -> int:
     if args.data == "idx" and not args.data_dir:
         return fail("--data idx needs --data-dir, the directory holding the four IDX files")
     try:
-        if writer:
+        if writer or not args.checkpoint_dir:  # the others never touch the directory
             ftrain.check_checkpoint_dir(args.checkpoint_dir, args.resume, flags=True)
-        elif args.resume and not args.checkpoint_dir:
-            raise ValueError("--resume needs --checkpoint-dir")
     except ValueError as e:
         return fail(str(e) if args.checkpoint_dir else "--resume needs --checkpoint-dir")
     if args.momentum is not None and args.optimizer != "momentum":
@@ -725,8 +723,8 @@ def _train(args, held: contextlib.ExitStack) -> int:
     if writer and args.resume and not resuming:
         what = "readable checkpoint" if fckpt.list_checkpoints(args.checkpoint_dir) else "checkpoint"
         print(f"--resume: no {what} in {args.checkpoint_dir} yet; starting at epoch 1", flush=True)
-    if processes["joined"]:
-        processes["ready"] = True
+    if joined:
+        ready = True
         failed = _others_failed(failed=False)
         if failed:
             close_outputs()

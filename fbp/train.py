@@ -411,9 +411,8 @@ def _process_0_does(fn: Callable):
         try:
             out = {"value": fn()}
         except Exception as e:  # shared, then raised here as it was
-            error = e
-            errno_ = getattr(e, "errno", None) if isinstance(e, ckpt.CheckpointWriteError) else None
-            out = {"error": [type(e).__name__, e.strerror if errno_ is not None else str(e), errno_]}
+            error, write = e, isinstance(e, ckpt.CheckpointWriteError)  # an OSError: its errno travels too
+            out = {"error": [type(e).__name__, e.strerror if write else str(e), e.errno if write else None]}
     shared = json.loads(_text_from_process_0(json.dumps(out)))
     if error is not None:
         raise error
@@ -757,7 +756,7 @@ def fit(
                 meta = dict(history=history, best_acc=best_acc, best_epoch=best_epoch, since_best=since_best,
                             since_change=since_change, config=config, network=network)
 
-                def write(e=e, meta=meta):
+                def write():
                     try:
                         ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta,
                                   protect=() if best_epoch is None else (best_epoch,))

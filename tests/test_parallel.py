@@ -79,20 +79,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_processes(flags, cwd):
-    """fbp train as a run of two processes on this machine (one CPU device
-    each, gloo between them), the same flags for both; returns [(rc, output)]."""
+def _run_two(argv, cwd=None):
+    """A run of two processes on this machine (one CPU device each, gloo
+    between them): ``argv(port, process_id)`` is each one's command line.
+    Returns [(rc, stdout, stderr)] of processes 0 and 1."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    procs = [subprocess.Popen([sys.executable, "-m", "fbp", "train", "--quiet", *flags, "--coordinator",
-                               f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
-                              cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, *argv(port, i)], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
     try:
-        return [(p.returncode, out) for p, out in ((p, p.communicate(timeout=300)[0]) for p in procs)]
+        return [(p.returncode, *out) for p, out in ((p, p.communicate(timeout=300)) for p in procs)]
     finally:
         for p in procs:
             p.kill()
+
+
+def _two_processes(flags, cwd):
+    """fbp train as a run of two processes, the same flags for both; returns
+    [(rc, its stdout and stderr)]."""
+    return [(rc, out + err) for rc, out, err in _run_two(
+        lambda port, i: ["-m", "fbp", "train", "--quiet", *flags, "--coordinator", f"localhost:{port}",
+                         "--num-processes", "2", "--process-id", str(i)], cwd)]
 
 
 def test_two_processes_share_one_checkpoint_dir_resume_and_train_like_one(tmp_path):
@@ -134,19 +141,11 @@ def test_two_processes_share_one_checkpoint_dir_resume_and_train_like_one(tmp_pa
 
 
 def test_a_checkpoint_that_process_0_cannot_write_stops_every_process_alike(tmp_path):
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multihost_worker.py"), str(port), str(i),
-                               str(tmp_path / "run")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    outs = _run_two(lambda port, i: [os.path.join(HERE, "multihost_worker.py"), str(port), str(i),
+                                     str(tmp_path / "run")])
+    for rc, _, err in outs:
+        assert rc == 0, err[-3000:]
+    results = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in outs]
     assert [r["process"] for r in results] == [0, 1]
     assert all(r["error"] == "CheckpointWriteError" and r["errno"] == errno.ENOSPC for r in results)
     assert results[0]["message"] == results[1]["message"]
