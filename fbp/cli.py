@@ -717,7 +717,7 @@ def _train(args, held: contextlib.ExitStack) -> int:
         epoch = fckpt.newest_epoch(args.checkpoint_dir) if args.checkpoint_dir else None
         if epoch is not None:
             return (f"the checkpoint of epoch {epoch} is in {args.checkpoint_dir}: "
-                    f"add --resume to the same command to go on")
+                    f"add --resume to the same command{' on every process' if joined else ''} to go on")
         return "nothing was saved" + ("" if args.checkpoint_dir else " (give --checkpoint-dir to be able to resume)")
 
     if writer and args.resume and not resuming:
@@ -760,6 +760,20 @@ def _train(args, held: contextlib.ExitStack) -> int:
         close_outputs()
         print(f"fbp train: error: {e.strerror}", file=sys.stderr)
         return 1
+    except jax.errors.JaxRuntimeError as e:
+        if not joined:
+            raise
+        # Multi-host, mid-run: a collective failed, because another process
+        # ended (killed, say) or cannot be reached. Say so and what is kept,
+        # then leave at once: jax.distributed's exit handler would wait at a
+        # barrier for every process, and with one gone it waits out the
+        # heartbeat timeout (100 s) before aborting with a stack trace.
+        close_outputs()
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"fbp train: error: lost another process of the run ({first}); {kept()}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()

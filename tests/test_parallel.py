@@ -79,14 +79,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_two(argv, cwd=None):
-    """A run of two processes on this machine (one CPU device each, gloo
-    between them): ``argv(port, process_id)`` is each one's command line.
-    Returns [(rc, stdout, stderr)] of processes 0 and 1."""
+def _start_two(argv, cwd=None) -> list:
+    """Two processes of one run on this machine (one CPU device each, gloo
+    between them): ``argv(port, process_id)`` is each one's command line."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    procs = [subprocess.Popen([sys.executable, *argv(port, i)], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    return [subprocess.Popen([sys.executable, *argv(port, i)], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+
+def _run_two(argv, cwd=None):
+    """``_start_two``'s processes run to their end: [(rc, stdout, stderr)] of
+    processes 0 and 1."""
+    procs = _start_two(argv, cwd)
     try:
         return [(p.returncode, *out) for p, out in ((p, p.communicate(timeout=300)) for p in procs)]
     finally:
@@ -94,12 +99,16 @@ def _run_two(argv, cwd=None):
             p.kill()
 
 
+def _fbp_train_as(flags):
+    """``argv(port, process_id)`` of fbp train as one of two processes, the same flags for both."""
+    return lambda port, i: ["-m", "fbp", "train", "--quiet", *flags, "--coordinator", f"localhost:{port}",
+                            "--num-processes", "2", "--process-id", str(i)]
+
+
 def _two_processes(flags, cwd):
     """fbp train as a run of two processes, the same flags for both; returns
     [(rc, its stdout and stderr)]."""
-    return [(rc, out + err) for rc, out, err in _run_two(
-        lambda port, i: ["-m", "fbp", "train", "--quiet", *flags, "--coordinator", f"localhost:{port}",
-                         "--num-processes", "2", "--process-id", str(i)], cwd)]
+    return [(rc, out + err) for rc, out, err in _run_two(_fbp_train_as(flags), cwd)]
 
 
 def test_two_processes_share_one_checkpoint_dir_resume_and_train_like_one(tmp_path):
@@ -152,3 +161,44 @@ def test_a_checkpoint_that_process_0_cannot_write_stops_every_process_alike(tmp_
     assert "could not write the checkpoint of epoch 2" in results[1]["message"]
     assert "the checkpoint of epoch 1 is intact" in results[1]["message"]
     assert sorted(os.listdir(tmp_path / "run")) == [".lock", "ckpt-000001.npz"]
+
+
+def test_a_process_killed_mid_run_stops_the_others_at_once_and_the_run_resumes(tmp_path):
+    """kill -9 of process 1 mid-run: process 0's next collective fails, and it
+    says so and what is kept in one line and leaves at once (jax's own exit
+    would wait out its 100 s heartbeat timeout, then abort with a stack
+    trace); the two resume from process 0's newest checkpoint."""
+    import time
+
+    from fbp import checkpoint as ckpt
+
+    flags = ["--epochs", "1000", "--batch-size", "20", "--checkpoint-dir", "run"]
+    procs = _start_two(_fbp_train_as(flags), tmp_path)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(ckpt.list_checkpoints(tmp_path / "run")) < 2:
+            assert procs[0].poll() is None and procs[1].poll() is None, procs[0].communicate()
+            time.sleep(0.05)
+        procs[1].kill()
+        killed = time.monotonic()
+        out, err = procs[0].communicate(timeout=90)
+        took = time.monotonic() - killed
+    finally:
+        for p in procs:
+            p.kill()
+            p.communicate()
+    assert procs[0].returncode == 1, err[-3000:]
+    assert took < 30, f"process 0 took {took:.0f} s to stop"
+    epoch = ckpt.newest_epoch(str(tmp_path / "run"))
+    assert epoch is not None and epoch < 1000
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("fbp train: error: lost another process of the run (")
+    assert line.endswith(f"the checkpoint of epoch {epoch} is in run: add --resume to the same command on "
+                         f"every process to go on")
+    assert "Traceback" not in err and "Check failure" not in err
+
+    flags[1] = str(epoch + 1)
+    for rc, out in _two_processes(flags + ["--resume"], tmp_path):
+        assert rc == 0, out
+        assert f"resuming from the checkpoint of epoch {epoch} in run" in out
+    assert ckpt.newest_epoch(str(tmp_path / "run")) == epoch + 1
