@@ -435,6 +435,20 @@ def _metrics_line(record) -> str:
     return json.dumps(strict(record), allow_nan=False) + "\n"
 
 
+def _xla_status(e: BaseException) -> Optional[str]:
+    """The first line of an error raised by the XLA runtime ("UNKNOWN: Gloo
+    all-reduce failed: ..."): a JaxRuntimeError, or a ValueError carrying the
+    runtime's status code first, as some jax calls raise it; else None."""
+    import re
+
+    import jax
+
+    first = (str(e).strip().splitlines() or [""])[0]
+    if isinstance(e, jax.errors.JaxRuntimeError) or (type(e) is ValueError and re.match(r"[A-Z_]+: ", first)):
+        return first or type(e).__name__
+    return None
+
+
 def _others_failed(failed: bool) -> list:
     """Multi-host: every process says whether it failed before training, and
     all learn which did (one all-gather, called once by each process)."""
@@ -760,17 +774,24 @@ def _train(args, held: contextlib.ExitStack) -> int:
         close_outputs()
         print(f"fbp train: error: {e.strerror}", file=sys.stderr)
         return 1
-    except jax.errors.JaxRuntimeError as e:
+    except Exception as e:
         if not joined:
             raise
-        # Multi-host, mid-run: a collective failed, because another process
-        # ended (killed, say) or cannot be reached. Say so and what is kept,
-        # then leave at once: jax.distributed's exit handler would wait at a
-        # barrier for every process, and with one gone it waits out the
-        # heartbeat timeout (100 s) before aborting with a stack trace.
+        # Multi-host, mid-run. Most often a collective failed because another
+        # process ended (killed, say): an error of the XLA runtime, raised as
+        # a JaxRuntimeError or, from some calls, a ValueError. Say so and what
+        # is kept, then leave at once, whatever the error: jax.distributed's
+        # exit handler waits at a barrier for every process, and with one
+        # gone it waits out the heartbeat timeout (100 s), then aborts with a
+        # stack trace.
         close_outputs()
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        print(f"fbp train: error: lost another process of the run ({first}); {kept()}", file=sys.stderr)
+        status = _xla_status(e)
+        if status is None:  # not the runtime's: a bug, say, whose traceback is wanted
+            import traceback
+
+            traceback.print_exc()
+        why = f"{status} (another process of the run has ended, or cannot be reached)" if status else type(e).__name__
+        print(f"fbp train: error: the run stopped: {why}; {kept()}", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)

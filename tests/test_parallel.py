@@ -164,8 +164,9 @@ def test_a_checkpoint_that_process_0_cannot_write_stops_every_process_alike(tmp_
 
 
 def test_a_process_killed_mid_run_stops_the_others_at_once_and_the_run_resumes(tmp_path):
-    """kill -9 of process 1 mid-run: process 0's next collective fails, and it
-    says so and what is kept in one line and leaves at once (jax's own exit
+    """kill -9 of process 1 mid-run: process 0's next collective fails (in a
+    step or in sending a checkpoint's result), and it says so and what is kept
+    in one line and leaves at once (jax's own exit
     would wait out its 100 s heartbeat timeout, then abort with a stack
     trace); the two resume from process 0's newest checkpoint."""
     import time
@@ -192,9 +193,9 @@ def test_a_process_killed_mid_run_stops_the_others_at_once_and_the_run_resumes(t
     epoch = ckpt.newest_epoch(str(tmp_path / "run"))
     assert epoch is not None and epoch < 1000
     line = err.strip().splitlines()[-1]
-    assert line.startswith("fbp train: error: lost another process of the run (")
-    assert line.endswith(f"the checkpoint of epoch {epoch} is in run: add --resume to the same command on "
-                         f"every process to go on")
+    assert line.startswith("fbp train: error: the run stopped: ")
+    assert line.endswith(f"(another process of the run has ended, or cannot be reached); the checkpoint of epoch "
+                         f"{epoch} is in run: add --resume to the same command on every process to go on")
     assert "Traceback" not in err and "Check failure" not in err
 
     flags[1] = str(epoch + 1)
