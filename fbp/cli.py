@@ -435,6 +435,11 @@ def _metrics_line(record) -> str:
     return json.dumps(strict(record), allow_nan=False) + "\n"
 
 
+def _first_line(e: BaseException) -> str:
+    """An error's message, first line only (its type's name when it has none)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def _xla_status(e: BaseException) -> Optional[str]:
     """The first line of an error raised by the XLA runtime ("UNKNOWN: Gloo
     all-reduce failed: ..."): a JaxRuntimeError, or a ValueError carrying the
@@ -443,9 +448,9 @@ def _xla_status(e: BaseException) -> Optional[str]:
 
     import jax
 
-    first = (str(e).strip().splitlines() or [""])[0]
+    first = _first_line(e)
     if isinstance(e, jax.errors.JaxRuntimeError) or (type(e) is ValueError and re.match(r"[A-Z_]+: ", first)):
-        return first or type(e).__name__
+        return first
     return None
 
 
@@ -515,8 +520,7 @@ def _train(args, held: contextlib.ExitStack) -> int:
             jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
                                        process_id=args.process_id)
         except (RuntimeError, ValueError) as e:  # the coordinator cannot be reached, say
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            fail(f"--coordinator {args.coordinator}: could not join the run ({first})")
+            fail(f"--coordinator {args.coordinator}: could not join the run ({_first_line(e)})")
             return 1
         joined = True
     writer = jax.process_index() == 0

@@ -166,9 +166,9 @@ def test_a_checkpoint_that_process_0_cannot_write_stops_every_process_alike(tmp_
 def test_a_process_killed_mid_run_stops_the_others_at_once_and_the_run_resumes(tmp_path):
     """kill -9 of process 1 mid-run: process 0's next collective fails (in a
     step or in sending a checkpoint's result), and it says so and what is kept
-    in one line and leaves at once (jax's own exit
-    would wait out its 100 s heartbeat timeout, then abort with a stack
-    trace); the two resume from process 0's newest checkpoint."""
+    in one line and leaves at once (jax's own exit would wait out its 100 s
+    heartbeat timeout, then abort with a stack trace); the two resume from
+    process 0's newest checkpoint."""
     import time
 
     from fbp import checkpoint as ckpt
