@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Optional, Sequence
 
+JOIN_TIMEOUT = 300.0  # s, the default of --join-timeout: jax's initialization_timeout
+
 
 def _sizes(text: str) -> list:
     try:
@@ -216,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "jax.distributed.initialize")
     train.add_argument("--num-processes", type=_positive_int, default=None, help="multi-host: number of processes")
     train.add_argument("--process-id", type=_nonneg_int, default=None, help="multi-host: this process's index")
+    train.add_argument("--join-timeout", type=_positive_float, default=None, metavar="SECONDS",
+                       help="multi-host: how long each process waits for all of them to join before it gives up "
+                            f"with an error (jax's initialization_timeout; default: {JOIN_TIMEOUT:g})")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="floating-point type")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
@@ -395,10 +400,118 @@ def _multi_host_problem(coordinator, num_processes, process_id) -> Optional[str]
     host, colon, port = coordinator.rpartition(":")
     if not (colon and host and port.isdigit()):
         return f"--coordinator: expected HOST:PORT of process 0, like host0:1234; got {coordinator!r}"
+    if not 0 < int(port) < 65536:
+        return f"--coordinator {coordinator}: the port must be 1 to 65535"
     if process_id >= num_processes:
         return (f"--process-id {process_id} is not below --num-processes {num_processes}: the processes are "
                 f"numbered 0 to {num_processes - 1}")
     return None
+
+
+# --- joining a multi-host run ------------------------------------------------
+# jax.distributed.initialize handles neither mistake below well (jax 0.10.2):
+# process 0 given a port that something else listens on dies of a
+# segmentation fault, and a process whose coordinator never answers (a wrong
+# host, process 0 not started) waits in silence for twice its
+# initialization_timeout (300 s by default), then aborts with a C++ stack
+# trace. So the address is checked first and the wait is bounded here.
+def _host_port(coordinator: str):
+    host, _, port = coordinator.rpartition(":")
+    return host.strip("[]"), int(port)  # [::1]:1234 names an IPv6 host
+
+
+def _port_in_use(port: int) -> bool:
+    """Whether something listens on ``port`` here, where process 0's
+    coordination service binds it (on every address, [::] then 0.0.0.0)."""
+    import errno
+    import socket
+
+    for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            s = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:  # no IPv6 on this machine
+            continue
+        with s:
+            # as gRPC binds: a port whose old connections linger in TIME_WAIT
+            # (a run that just ended) is free, one with a listener is not
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((address, port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return True
+                continue  # EADDRNOTAVAIL: IPv6 present but not configured
+            return False
+    return False
+
+
+def _answers(host: str, port: int) -> bool:
+    """Whether anything accepts a TCP connection at host:port."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def _address_problem(coordinator: str, process_id: int) -> Optional[str]:
+    """What would stop this process joining the run at ``coordinator``,
+    found before jax.distributed.initialize is called, or None."""
+    import socket
+
+    host, port = _host_port(coordinator)
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        return (f"--coordinator {coordinator}: the host name {host!r} does not resolve "
+                f"({getattr(e, 'strerror', None) or e}); give the host name or address of process 0's machine")
+    if process_id == 0 and _port_in_use(port):
+        return (f"--coordinator {coordinator}: port {port} is in use on this machine, where process 0 serves "
+                f"the run; give every process a free port, or end what holds it")
+    return None
+
+
+def _join(args) -> None:
+    """jax.distributed.initialize, with the wait bounded by --join-timeout.
+
+    After 10 s without the run gathering, one line says what this process
+    waits for; at the timeout, a one-line error says why (nothing answers at
+    the coordinator's address, or not every process came) and the process
+    exits with status 1, before jax's own abort (set later than ours)."""
+    import os
+    import threading
+
+    import jax
+
+    host, port = _host_port(args.coordinator)
+    timeout, n, i = args.join_timeout or JOIN_TIMEOUT, args.num_processes, args.process_id
+    joined = threading.Event()
+
+    def watch():
+        notice = min(10.0, timeout / 2)
+        if joined.wait(notice):
+            return
+        print(f"fbp train: process {i} of {n} waiting for the run to gather at {args.coordinator} (up to "
+              f"{timeout:g} s, --join-timeout)", file=sys.stderr, flush=True)
+        if joined.wait(timeout - notice):
+            return
+        if i != 0 and not _answers(host, port):
+            why = (f"nothing answered there in {timeout:g} s (--join-timeout): start process 0 (--process-id 0) "
+                   f"on that host with this --coordinator, or correct the address")
+        else:
+            why = (f"not all {n} processes of the run joined in {timeout:g} s (--join-timeout): start each of "
+                   f"--process-id 0 to {n - 1} with this --coordinator and --num-processes {n}")
+        print(f"fbp train: error: --coordinator {args.coordinator}: {why}", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="fbp-join-watch").start()
+    try:
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=n, process_id=i,
+                                   initialization_timeout=int(math.ceil(timeout)) + 60)
+    finally:
+        joined.set()
 
 
 def _validation_size_problem(e, given: bool) -> str:
@@ -509,6 +622,9 @@ def _train(args, held: contextlib.ExitStack) -> int:
         return 2
 
     multi_host = (args.coordinator, args.num_processes, args.process_id)
+    if args.join_timeout is not None and args.coordinator is None:
+        return fail("--join-timeout bounds the wait of a multi-host run; it does nothing without --coordinator "
+                    "(drop it, or add --coordinator, --num-processes and --process-id)")
     if any(v is not None for v in multi_host):
         problem = _multi_host_problem(*multi_host)
         if problem:
@@ -516,9 +632,11 @@ def _train(args, held: contextlib.ExitStack) -> int:
         # CPU processes talk over gloo: jax 0.10's default; 0.4.36's is none, no collectives between them
         if jax.config.values.get("jax_cpu_collectives_implementation", "gloo") in (None, "none"):
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        problem = _address_problem(args.coordinator, args.process_id)
+        if problem:
+            return fail(problem)
         try:
-            jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
-                                       process_id=args.process_id)
+            _join(args)
         except (RuntimeError, ValueError) as e:  # the coordinator cannot be reached, say
             fail(f"--coordinator {args.coordinator}: could not join the run ({_first_line(e)})")
             return 1

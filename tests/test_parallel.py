@@ -203,3 +203,58 @@ def test_a_process_killed_mid_run_stops_the_others_at_once_and_the_run_resumes(t
         assert rc == 0, out
         assert f"resuming from the checkpoint of epoch {epoch} in run" in out
     assert ckpt.newest_epoch(str(tmp_path / "run")) == epoch + 1
+
+
+def _fbp_train_alone(flags, process_id):
+    """One process of a two-process run, started alone: [rc, stderr, seconds]."""
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "fbp", "train", "--quiet", "--epochs", "1", *flags,
+                           "--num-processes", "2", "--process-id", str(process_id)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    return proc.returncode, proc.stderr, time.monotonic() - start
+
+
+def test_a_taken_port_or_an_unknown_host_is_a_one_line_error_before_joining():
+    """jax.distributed.initialize dies of a segmentation fault when process 0's
+    port is taken, and waits out its timeout for a host that does not
+    resolve; both are refused before it is called."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rc, err, _ = _fbp_train_alone(["--coordinator", f"localhost:{port}"], 0)
+    assert rc == 2, err[-3000:]
+    assert err.strip().splitlines() == [f"fbp train: error: --coordinator localhost:{port}: port {port} is in use "
+                                        f"on this machine, where process 0 serves the run; give every process a "
+                                        f"free port, or end what holds it"]
+
+    rc, err, _ = _fbp_train_alone(["--coordinator", "no-such-host.invalid:1234"], 1)
+    assert rc == 2, err[-3000:]
+    assert err.startswith("fbp train: error: --coordinator no-such-host.invalid:1234: the host name "
+                          "'no-such-host.invalid' does not resolve (") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("process_id,why", [
+    (1, "nothing answered there in 2 s (--join-timeout): start process 0 (--process-id 0) on that host with this "
+        "--coordinator, or correct the address"),
+    (0, "not all 2 processes of the run joined in 2 s (--join-timeout): start each of --process-id 0 to 1 with "
+        "this --coordinator and --num-processes 2"),
+])
+def test_a_run_that_never_gathers_ends_at_the_join_timeout_with_one_line(process_id, why):
+    """Process 1 with no process 0 to answer, and process 0 with no process 1
+    to join it: each waits --join-timeout, says what it waited for, and
+    exits with status 1 (jax's own wait is twice its timeout, then an abort
+    with a C++ stack trace)."""
+    port = _free_port()
+    rc, err, took = _fbp_train_alone(["--coordinator", f"localhost:{port}", "--join-timeout", "2"], process_id)
+    assert rc == 1, err[-3000:]
+    assert err.strip().splitlines() == [
+        f"fbp train: process {process_id} of 2 waiting for the run to gather at localhost:{port} (up to 2 s, "
+        f"--join-timeout)",
+        f"fbp train: error: --coordinator localhost:{port}: {why}"]
+    assert took < 60

@@ -1135,6 +1135,10 @@ def test_cli_failed_writes_are_one_line_errors_that_say_what_is_kept(tmp_path, c
     (["--num-processes", "2"], "--coordinator, --num-processes and --process-id go together"),
     (["--coordinator", "host0", "--num-processes", "2", "--process-id", "0"], "expected HOST:PORT"),
     (["--coordinator", "host0:1234", "--num-processes", "2", "--process-id", "2"], "--process-id 2 is not below"),
+    (["--coordinator", "host0:65536", "--num-processes", "2", "--process-id", "1"], "the port must be 1 to 65535"),
+    (["--join-timeout", "30"], "--join-timeout bounds the wait of a multi-host run; it does nothing without "
+                               "--coordinator"),
+    (["--join-timeout", "0"], "argument --join-timeout: expected a positive number, got '0'"),
     (["--cost", "cross_entropy", "--output-activation", "relu"], "--cost cross_entropy with --output-activation relu"),
     (["--activation", "softmax"], "argument --activation: invalid choice: 'softmax'"),
     (["--momentum", "0.5"], "--momentum is the coefficient of --optimizer momentum; it does nothing with "
