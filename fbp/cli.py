@@ -641,6 +641,10 @@ def _train(args, held: contextlib.ExitStack) -> int:
             fail(f"--coordinator {args.coordinator}: could not join the run ({_first_line(e)})")
             return 1
         joined = True
+        if jax.process_count() != args.num_processes:  # jax goes on with process 0's count
+            return fail(f"--num-processes {args.num_processes}, but the run that process 0 serves at "
+                        f"{args.coordinator} has {jax.process_count()} processes: give every process the same "
+                        f"--num-processes")
     writer = jax.process_index() == 0
     if joined and writer and _lock_checkpoint_dir(args, held):
         _others_failed(failed=True)

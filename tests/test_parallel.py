@@ -258,3 +258,22 @@ def test_a_run_that_never_gathers_ends_at_the_join_timeout_with_one_line(process
         f"--join-timeout)",
         f"fbp train: error: --coordinator localhost:{port}: {why}"]
     assert took < 60
+
+
+def test_a_process_given_another_num_processes_stops_the_run_with_one_line():
+    """jax joins a process to process 0's run whatever --num-processes it was
+    given; fbp refuses it, and process 0 stops with it before training."""
+    def argv(port, i):
+        n = "3" if i == 1 else "2"
+        return ["-m", "fbp", "train", "--quiet", "--epochs", "1", "--coordinator", f"localhost:{port}",
+                "--num-processes", n, "--process-id", str(i), "--join-timeout", "60"]
+
+    (rc0, out0, err0), (rc1, _, err1) = _run_two(argv)
+    assert rc1 == 2, err1[-3000:]
+    assert err1.strip().splitlines()[-1].startswith("fbp train: error: --num-processes 3, but the run that process "
+                                                    "0 serves at localhost:")
+    assert err1.strip().endswith("has 2 processes: give every process the same --num-processes")
+    assert rc0 == 2, err0[-3000:]
+    assert err0.strip().splitlines()[-1] == ("fbp train: error: process 1 of the run stopped with an error (see its "
+                                             "output); stopping too")
+    assert "epoch   1" not in out0 + err0
