@@ -277,3 +277,36 @@ def test_a_process_given_another_num_processes_stops_the_run_with_one_line():
     assert err0.strip().splitlines()[-1] == ("fbp train: error: process 1 of the run stopped with an error (see its "
                                              "output); stopping too")
     assert "epoch   1" not in out0 + err0
+
+
+def test_processes_started_with_other_settings_or_data_are_refused_before_training(tmp_path):
+    """Another --seed would train other params on each process without a
+    word, other data likewise; each process names what differs, and none
+    trains."""
+    from fbp import data as fdata
+
+    rng = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (60, 4, 4)),
+              "train-labels-idx1-ubyte": np.arange(60) % 3,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (12, 4, 4)),
+              "t10k-labels-idx1-ubyte": np.arange(12) % 3}
+    for d in "ab":
+        (tmp_path / d).mkdir()
+        for name, arr in arrays.items():
+            if d == "b" and name.startswith("t10k-images"):
+                arr = arr.copy()
+                arr[5, 1, 2] ^= 1  # one bit of one test image
+            fdata.write_idx(str(tmp_path / d / name), arr)
+
+    def argv(port, i):
+        return ["-m", "fbp", "train", "--quiet", "--data", "idx", "--data-dir", str(tmp_path / "ab"[i]),
+                "--validation", "10", "--epochs", "1", "--seed", str(i), "--coordinator", f"localhost:{port}",
+                "--num-processes", "2", "--process-id", str(i)]
+
+    for rc, out, err in _run_two(argv):
+        assert rc == 2, err[-3000:]
+        assert err.strip().splitlines()[-1] == (
+            "fbp train: error: the processes of the run were not started alike: --seed on process 1, the data on "
+            "process 1 differ from process 0's; give every process the same command (only --process-id differs) "
+            "and the same data")
+        assert "epoch   1" not in out + err
