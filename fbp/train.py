@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+import zlib
 from typing import Callable, Optional, Sequence, Union
 
 import jax
@@ -425,6 +426,56 @@ def _process_0_does(fn: Callable):
     return shared["value"]
 
 
+def _fingerprint(value) -> int:
+    """A CRC-32 of ``value`` that is the same in every process given the same
+    thing: a pytree by its structure and its arrays' dtypes, shapes and bytes
+    (PRNG keys by their data), anything else by its repr."""
+    try:
+        leaves, treedef = jax.tree.flatten(value)
+    except Exception:  # not a pytree; a bad argument that fit reports anyway
+        return zlib.crc32(type(value).__name__.encode())
+    code = zlib.crc32(str(treedef).encode())
+    for x in leaves:
+        if isinstance(x, (np.ndarray, np.generic, jax.Array)):
+            if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+                x = jax.random.key_data(x)
+            if isinstance(x, jax.Array) and not x.is_fully_addressable:  # spans the processes (a FitResult's)
+                if not x.is_fully_replicated:  # each process holds its own part: compare what all see
+                    code = zlib.crc32(f"{x.dtype.str}{x.shape}".encode(), code)
+                    continue
+                x = x.addressable_data(0)
+            a = np.ascontiguousarray(np.asarray(x))
+            code = zlib.crc32(f"{a.dtype.str}{a.shape}".encode(), code)
+            code = zlib.crc32(a.reshape(-1).view(np.uint8), code)
+        else:
+            code = zlib.crc32(repr(x).encode(), code)
+    return code
+
+
+def _same_on_every_process(arguments: dict) -> None:
+    """Multi-host: raise the same ValueError on every process when some
+    argument was given otherwise than on process 0 (one all-gather of a
+    CRC-32 of each). fit runs the same program on each process and all-reduces
+    their gradients, so other params or another key would train on without a
+    word, and another epoch count would leave the others waiting."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    names = list(arguments)
+    mine = np.array([_fingerprint(arguments[n]) for n in names], np.uint32).view(np.int32)
+    rows = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, len(names))
+    differ = []
+    for j, name in enumerate(names):
+        ids = [int(i) for i in np.flatnonzero(rows[:, j] != rows[0, j])]
+        if ids:
+            differ.append(f"{name} on process{'es' if len(ids) > 1 else ''} {', '.join(map(str, ids))}")
+    if differ:
+        raise ValueError(f"fit was called otherwise on the processes of the run: {', '.join(differ)} "
+                         f"differ{'s' if len(differ) == 1 else ''} from process 0's; every process must call fit "
+                         f"with the same arguments and data.")
+
+
 def _another_run(where: str, differ: list):
     return ckpt.CheckpointMismatch(
         f"{where} was written by a different run (" + "; ".join(differ)
@@ -612,7 +663,20 @@ def fit(
 
     A non-finite cost stops training: the result holds the last good params
     (the previous epoch's) and ``error`` says at which epoch and step.
+
+    In a run of several processes, each calls ``fit`` with the same arguments
+    and data; the first thing it does is compare them (a CRC-32 of each, in
+    one all-gather), and where some process's differ from process 0's (other
+    params, key, data, epochs, ...), every process raises the same ValueError
+    naming them.
     """
+    _same_on_every_process(dict(
+        params=params, train=tuple(train[:2]) if isinstance(train, Sequence) else train, cost=getattr(cost, "name", cost),
+        epochs=epochs, batch_size=batch_size, key=key,
+        evaluation=tuple(evaluation[:2]) if isinstance(evaluation, Sequence) else evaluation, reduction=reduction,
+        grad=grad if isinstance(grad, str) else "a function", monitor_training=monitor_training,
+        monitor_evaluation=monitor_evaluation, patience=patience, lr_halving=lr_halving, lr_floor=lr_floor,
+        checkpoint_dir=checkpoint_dir is not None, resume=resume, opt_state=opt_state, config=config))
     epochs, batch_size = check_int("epochs", epochs, 0), check_int("batch_size", batch_size, 1)
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"optimizer must be an optax.GradientTransformation, such as optax.sgd(0.5) or "

@@ -1,7 +1,10 @@
 """One process of a two-process run of ``fit`` on this machine (started by
-tests/test_parallel.py as ``multihost_worker.py PORT PROCESS_ID DIR``).
-Process 0's disk fills at epoch 2: every process must raise the same
-CheckpointWriteError, none wait for the others. Prints one JSON object."""
+tests/test_parallel.py as ``multihost_worker.py PORT PROCESS_ID DIR [CASE]``).
+CASE ``disk-full`` (the default): process 0's disk fills at epoch 2, and
+every process must raise the same CheckpointWriteError, none wait for the
+others. CASE ``differ``: process 1 calls fit with other params, key and
+epochs, and every process must raise the same ValueError before training.
+Prints one JSON object."""
 
 import errno
 import json
@@ -10,6 +13,7 @@ import sys
 import jax
 
 port, pid, run_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+case = sys.argv[4] if len(sys.argv) > 4 else "disk-full"
 if jax.config.values.get("jax_cpu_collectives_implementation", "gloo") in (None, "none"):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # jax 0.4.36: none by default
 jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
@@ -32,12 +36,16 @@ def full_at_epoch_2(directory, epoch, *args, **kw):
 
 ckpt.save = full_at_epoch_2 if pid == 0 else None  # the others must not write at all
 ds = fdata.digits()
-params = fbp.init_mlp(jax.random.key(0), [64, 16, 10], output_activation="softmax")
+other = case == "differ" and pid == 1
+params = fbp.init_mlp(jax.random.key(5 if other else 0), [64, 16, 10], output_activation="softmax")
 out = {"process": jax.process_index()}
 try:
-    ftrain.fit(params, (ds.train.X, ds.train.Y), optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=3,
-               batch_size=20, key=jax.random.key(1), evaluation=(ds.validation.X, ds.validation.Y),
-               checkpoint_dir=run_dir, mesh=parallel.make_mesh(2))
+    ftrain.fit(params, (ds.train.X, ds.train.Y), optimizer=optax.sgd(0.5), cost="log_likelihood",
+               epochs=4 if other else 3, batch_size=20, key=jax.random.key(2 if other else 1),
+               evaluation=(ds.validation.X, ds.validation.Y), checkpoint_dir=run_dir, mesh=parallel.make_mesh(2))
+    out.update(error=None)
 except ckpt.CheckpointWriteError as e:
     out.update(error=type(e).__name__, errno=e.errno, message=e.strerror)
+except ValueError as e:
+    out.update(error=type(e).__name__, message=str(e))
 print(json.dumps(out), flush=True)

@@ -163,6 +163,21 @@ def test_a_checkpoint_that_process_0_cannot_write_stops_every_process_alike(tmp_
     assert sorted(os.listdir(tmp_path / "run")) == [".lock", "ckpt-000001.npz"]
 
 
+def test_fit_called_otherwise_on_some_process_raises_the_same_error_on_every_process(tmp_path):
+    outs = _run_two(lambda port, i: [os.path.join(HERE, "multihost_worker.py"), str(port), str(i),
+                                     str(tmp_path / "run"), "differ"])
+    for rc, _, err in outs:
+        assert rc == 0, err[-3000:]
+    results = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in outs]
+    assert [r["process"] for r in results] == [0, 1]
+    for r in results:
+        assert r["error"] == "ValueError"
+        assert r["message"] == ("fit was called otherwise on the processes of the run: params on process 1, epochs "
+                                "on process 1, key on process 1 differ from process 0's; every process must call "
+                                "fit with the same arguments and data.")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
 def test_a_process_killed_mid_run_stops_the_others_at_once_and_the_run_resumes(tmp_path):
     """kill -9 of process 1 mid-run: process 0's next collective fails (in a
     step or in sending a checkpoint's result), and it says so and what is kept
