@@ -464,16 +464,30 @@ def _same_on_every_process(arguments: dict) -> None:
 
     names = list(arguments)
     mine = np.array([_fingerprint(arguments[n]) for n in names], np.uint32).view(np.int32)
-    rows = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, len(names))
-    differ = []
+    differ = _differing(multihost_utils.process_allgather(mine), names)
+    if differ:
+        raise ValueError(f"fit was called otherwise on the processes of the run: {_differ_text(differ)} from "
+                         f"process 0's; every process must call fit with the same arguments and data.")
+
+
+def _differing(rows, names: Sequence[str]) -> dict:
+    """Given every process's fingerprints of ``names`` (a row each, as an
+    all-gather returns them), each name whose fingerprint differs somewhere
+    from process 0's, with the processes where it does."""
+    rows = np.asarray(rows).reshape(-1, len(names))
+    differ = {}
     for j, name in enumerate(names):
         ids = [int(i) for i in np.flatnonzero(rows[:, j] != rows[0, j])]
         if ids:
-            differ.append(f"{name} on process{'es' if len(ids) > 1 else ''} {', '.join(map(str, ids))}")
-    if differ:
-        raise ValueError(f"fit was called otherwise on the processes of the run: {', '.join(differ)} "
-                         f"differ{'s' if len(differ) == 1 else ''} from process 0's; every process must call fit "
-                         f"with the same arguments and data.")
+            differ[name] = ids
+    return differ
+
+
+def _differ_text(differ: dict) -> str:
+    """``{"epochs": [1], "key": [1, 2]}`` as "epochs on process 1, key on processes 1, 2 differ"."""
+    parts = [f"{name} on process{'es' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
+             for name, ids in differ.items()]
+    return f"{', '.join(parts)} differ{'s' if len(parts) == 1 else ''}"
 
 
 def _another_run(where: str, differ: list):
