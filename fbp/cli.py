@@ -584,11 +584,11 @@ SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--activation", "--outpu
 
 def _others_failed(failed: bool, settings: Optional[dict] = None):
     """Multi-host: every process says whether it failed before training, and
-    all learn which did (one all-gather, called once by each process). With
+    all learn which did (one all-gather, called once by each process):
+    returns ``(failed, differ)``, the processes that failed, and with
     ``settings`` (every name of SHARED_SETTINGS, given by a process that did
-    not fail), the same all-gather carries a CRC-32 of each, and the result is
-    ``(failed, differ)``: ``differ`` maps each setting some process was given
-    otherwise than process 0 to those processes."""
+    not fail; the same all-gather carries a CRC-32 of each) each setting some
+    process was given otherwise than process 0, mapped to those processes."""
     import numpy as np
     from jax.experimental import multihost_utils
 
@@ -600,9 +600,7 @@ def _others_failed(failed: bool, settings: Optional[dict] = None):
     mine = np.array([int(failed), *codes], np.uint32).view(np.int32)
     rows = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, len(mine))
     failed_ids = [int(i) for i in np.flatnonzero(rows[:, 0])]
-    if settings is None:
-        return failed_ids
-    return failed_ids, ({} if failed_ids else _differing(rows[:, 1:], SHARED_SETTINGS))
+    return failed_ids, ({} if failed_ids or settings is None else _differing(rows[:, 1:], SHARED_SETTINGS))
 
 
 def _differ_message(differ: dict) -> str:

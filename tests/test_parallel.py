@@ -79,12 +79,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _one_device_env() -> dict:
+    """This environment without XLA_FLAGS: each process of a run gets one CPU device."""
+    return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+
+
 def _start_two(argv, cwd=None) -> list:
     """Two processes of one run on this machine (one CPU device each, gloo
     between them): ``argv(port, process_id)`` is each one's command line."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return [subprocess.Popen([sys.executable, *argv(port, i)], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    return [subprocess.Popen([sys.executable, *argv(port, i)], cwd=cwd, env=_one_device_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for i in range(2)]
 
 
@@ -224,11 +228,10 @@ def _fbp_train_alone(flags, process_id):
     """One process of a two-process run, started alone: [rc, stderr, seconds]."""
     import time
 
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "fbp", "train", "--quiet", "--epochs", "1", *flags,
                            "--num-processes", "2", "--process-id", str(process_id)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=_one_device_env(), timeout=120)
     return proc.returncode, proc.stderr, time.monotonic() - start
 
 
