@@ -196,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--monitor-training", action=argparse.BooleanOptionalAction, default=True,
                        help="evaluate cost and accuracy on the whole training set after each epoch (the book's "
                             "monitor_training_*); --no-monitor-training saves that pass")
+    train.add_argument("--monitor-deltas", action="store_true",
+                       help="after each epoch, show and record each layer's ‖∂C/∂b^l‖ = ‖mean of δ^l‖ over the "
+                            "training set, first layer to last: how fast it learns (the book's speed of learning, "
+                            "ch. 5); about one more pass over the training set")
     train.add_argument("--restore-best", action="store_true",
                        help="test (and report) the params of the epoch with the best validation accuracy, "
                             "not the last epoch's")
@@ -578,8 +582,8 @@ def _xla_status(e: BaseException) -> Optional[str]:
 # collective (another --epochs or --patience).
 SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--activation", "--output-activation", "--cost", "--init",
                    "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--batch-size", "--epochs", "--seed",
-                   "--patience", "--restore-best", "--monitor-training", "--checkpoint-dir", "--resume",
-                   "--dp-clip", "--dp-noise", "--devices", "--dtype", "data")
+                   "--patience", "--restore-best", "--monitor-training", "--monitor-deltas", "--checkpoint-dir",
+                   "--resume", "--dp-clip", "--dp-noise", "--devices", "--dtype", "data")
 
 
 def _others_failed(failed: bool, settings: Optional[dict] = None):
@@ -845,6 +849,8 @@ def _train(args, held: contextlib.ExitStack) -> int:
             line += f"  {eval_split} cost {r['evaluation_cost']:.4f} acc {r['evaluation_accuracy']:.4f}"
         if r.get("lr_factor", 1) != 1:
             line += f"  η {args.lr * r['lr_factor']:.4g}"
+        if "delta_norms" in r:
+            line += "  ‖δ‖ by layer " + " ".join(f"{v:.3g}" for v in r["delta_norms"])
         line += f"  ({r['seconds'] * 1000:.0f} ms)"
         if bar is not None:
             bar.n = r["epoch"]
@@ -902,6 +908,7 @@ def _train(args, held: contextlib.ExitStack) -> int:
         ready = True
         shared = {**config, "--init": args.init, "--epochs": args.epochs, "--patience": args.patience,
                   "--restore-best": args.restore_best, "--monitor-training": args.monitor_training,
+                  "--monitor-deltas": args.monitor_deltas,
                   "--checkpoint-dir": args.checkpoint_dir is not None, "--resume": args.resume,
                   "--devices": n_devices,
                   "data": (ds.train, ds.validation, ds.test)}
@@ -918,7 +925,7 @@ def _train(args, held: contextlib.ExitStack) -> int:
             result = ftrain.fit(
                 params, train_xy, optimizer=optimizer, cost=args.cost, epochs=args.epochs,
                 batch_size=args.batch_size, key=k_train, evaluation=eval_xy, patience=args.patience,
-                lr_halving=args.lr_halving, monitor_training=args.monitor_training,
+                lr_halving=args.lr_halving, monitor_training=args.monitor_training, monitor_deltas=args.monitor_deltas,
                 checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad, mesh=mesh,
                 config=config, on_resume=on_resume,
             )

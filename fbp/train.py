@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from fbp import checkpoint as ckpt
-from fbp.backprop import _example_loss_from, check_batch, value_and_batch_backward
+from fbp.backprop import _deltas_from, _example_loss_from, check_batch, value_and_batch_backward
 from fbp.backprop import loss as fbp_loss
 from fbp.network import Dense, check_inputs, check_int, check_key, forward_trace, validate_params
 
@@ -274,12 +274,48 @@ def _chunked(one: Callable, xs, chunk_size: Optional[int]):
     return jax.lax.map(one, xs, batch_size=chunk_size)
 
 
-@functools.partial(jax.jit, static_argnames=("cost", "chunk_size", "predictions"))
+def _chunked_sums(one: Callable, xs, chunk_size: Optional[int]):
+    """``_chunked`` for a ``one`` that returns ``(kept, summed)``: the kept
+    outputs stacked over the examples, the summed ones summed over them, so
+    that the sums take a chunk's memory, not the whole set's. A ``lax.scan``
+    over the full chunks carries the sums; the remainder goes through after."""
+    def run(chunk):
+        kept, summed = jax.vmap(one)(chunk)
+        return kept, jax.tree.map(lambda a: jnp.sum(a, axis=0), summed)
+
+    n = jax.tree.leaves(xs)[0].shape[0]
+    if chunk_size is None or n <= check_int("chunk_size", chunk_size, 1, " or None"):
+        return run(xs)
+    k = n // chunk_size
+    head = jax.tree.map(lambda a: a[: k * chunk_size].reshape((k, chunk_size) + a.shape[1:]), xs)
+    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                        jax.eval_shape(lambda c: run(c)[1], jax.tree.map(lambda a: a[0], head)))
+
+    def body(total, chunk):
+        kept, summed = run(chunk)
+        return jax.tree.map(jnp.add, total, summed), kept
+
+    total, kept = jax.lax.scan(body, zero, head)
+    kept = jax.tree.map(lambda a: a.reshape((k * chunk_size,) + a.shape[2:]), kept)
+    if n % chunk_size:
+        kept_r, summed_r = run(jax.tree.map(lambda a: a[k * chunk_size:], xs))
+        kept = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), kept, kept_r)
+        total = jax.tree.map(jnp.add, total, summed_r)
+    return kept, total
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "chunk_size", "predictions", "deltas"))
 def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] = 10_000,
-             predictions: bool = False) -> dict:
+             predictions: bool = False, deltas: bool = False) -> dict:
     """Mean cost and accuracy (argmax of the output against argmax of Y);
     with ``predictions=True`` also each example's predicted class, (n,) ints,
     from the same pass (what ``predict`` gives).
+
+    With ``deltas=True`` the same pass also runs the δ recursion (BP1, BP2)
+    for each example and gives ``delta_norms``, (L,): for each layer l,
+    ‖(1/n) Σ_n δ^l_n‖ = ‖∂C/∂b^l‖ of the mean cost over the set, the "speed
+    of learning" of layer l (NNDL ch. 5; ``fbp.stats.delta_norms``, here a
+    chunk at a time and on bytes too). It costs about one more pass.
 
     ``chunk_size`` bounds the memory of that pass: the examples go through
     ``chunk_size`` at a time (``lax.map``), so that a wide network on a large
@@ -296,12 +332,20 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
         x, y = xy
         x = decode_inputs(x)
         zs, activations = forward_trace(params, x)
-        return _example_loss_from(params, zs, activations, y, cost), jnp.argmax(activations[-1])
+        kept = _example_loss_from(params, zs, activations, y, cost), jnp.argmax(activations[-1])
+        if not deltas:
+            return kept
+        return kept, _deltas_from(params, zs, activations, y, cost)  # [δ^1_n, …, δ^L_n]
 
-    costs, predicted = _chunked(one, (X, Y), chunk_size)  # (n,), (n,)
+    if deltas:
+        (costs, predicted), delta_sums = _chunked_sums(one, (X, Y), chunk_size)
+    else:
+        costs, predicted = _chunked(one, (X, Y), chunk_size)  # (n,), (n,)
     out = dict(cost=jnp.mean(costs), accuracy=jnp.mean(predicted == jnp.argmax(Y, axis=1)))
     if predictions:
         out["predicted"] = predicted
+    if deltas:
+        out["delta_norms"] = jnp.stack([jnp.linalg.norm(d / X.shape[0]) for d in delta_sums])
     return out
 
 
@@ -607,6 +651,7 @@ def fit(
     grad: Union[str, Callable] = "hand",
     monitor_training: bool = True,
     monitor_evaluation: bool = True,
+    monitor_deltas: bool = False,
     patience: Optional[int] = None,
     lr_halving: Optional[int] = None,
     lr_floor: float = 1 / 128,
@@ -636,6 +681,12 @@ def fit(
         ``evaluation_data``).
       monitor_training / monitor_evaluation: evaluate cost and accuracy on the
         training / evaluation data after each epoch (the book's ``monitor_*``).
+      monitor_deltas: record each epoch's ``delta_norms``, the L numbers
+        ‖∂C/∂b^l‖ = ‖(1/n) Σ_n δ^l_n‖ over the training set, first layer to
+        last: how fast each layer learns (NNDL ch. 5; a deep sigmoid network's
+        first layers learn slowest). The δ's come from the pass that
+        monitors the training set (``evaluate(..., deltas=True)``), which is
+        made for them even with ``monitor_training=False``.
       patience: stop when evaluation accuracy has not improved for this many epochs.
         Either way the result's ``best_params`` are those of ``best_epoch``, the
         epoch of the best evaluation accuracy; with a ``checkpoint_dir`` its
@@ -689,7 +740,8 @@ def fit(
         epochs=epochs, batch_size=batch_size, key=key,
         evaluation=tuple(evaluation[:2]) if isinstance(evaluation, Sequence) else evaluation, reduction=reduction,
         grad=grad if isinstance(grad, str) else "a function", monitor_training=monitor_training,
-        monitor_evaluation=monitor_evaluation, patience=patience, lr_halving=lr_halving, lr_floor=lr_floor,
+        monitor_evaluation=monitor_evaluation, monitor_deltas=monitor_deltas, patience=patience,
+        lr_halving=lr_halving, lr_floor=lr_floor,
         checkpoint_dir=checkpoint_dir is not None, resume=resume, opt_state=opt_state, config=config))
     epochs, batch_size = check_int("epochs", epochs, 0), check_int("batch_size", batch_size, 1)
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
@@ -815,9 +867,12 @@ def fit(
             record = dict(epoch=e, train_step_cost=float(np.mean(losses)), seconds=seconds)
             if lr_halving is not None:
                 record["lr_factor"] = lr_factor(new_opt_state)
-            if monitor_training:
-                m = evaluate(params, Xm, Ym, cost)
-                record.update(training_cost=float(m["cost"]), training_accuracy=float(m["accuracy"]))
+            if monitor_training or monitor_deltas:
+                m = evaluate(params, Xm, Ym, cost, deltas=monitor_deltas)
+                if monitor_training:
+                    record.update(training_cost=float(m["cost"]), training_accuracy=float(m["accuracy"]))
+                if monitor_deltas:
+                    record["delta_norms"] = [float(v) for v in np.asarray(m["delta_norms"])]
             if has_eval and monitor_evaluation:
                 m = evaluate(params, Xe, Ye, cost)
                 record.update(evaluation_cost=float(m["cost"]), evaluation_accuracy=float(m["accuracy"]))

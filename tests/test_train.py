@@ -319,6 +319,51 @@ def test_evaluate_in_chunks_equals_all_at_once():
         ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=0)
 
 
+def _bias_grad_norms(params, X, Y, cost="log_likelihood"):
+    """‖∂C/∂b^l‖ of the mean cost for each layer, by jax.grad (the reference)."""
+    return [float(np.linalg.norm(np.asarray(g.b))) for g in jax.grad(fbp.loss)(params, X, Y, cost)]
+
+
+def test_evaluate_gives_each_layers_delta_norm_from_the_same_pass():
+    rng = np.random.default_rng(1)
+    X = jnp.asarray(rng.uniform(size=(1037, 6)))
+    Y = jnp.asarray(np.eye(3)[rng.integers(0, 3, 1037)])
+    params = fbp.init_mlp(jax.random.key(2), [6, 8, 5, 3], output_activation="softmax", dtype=jnp.float64)
+    want = _bias_grad_norms(params, X, Y)
+    assert want[0] < want[1] < want[2]  # sigmoid layers: each layer back learns slower, so order is checked too
+    plain = ftrain.evaluate(params, X, Y, "log_likelihood")
+    for chunk in (None, 1, 100, 1036, 1037):  # with and without a remainder, and one chunk
+        m = ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=chunk, deltas=True)
+        np.testing.assert_allclose(np.asarray(m["delta_norms"]), want, rtol=1e-10)
+        assert float(m["accuracy"]) == float(plain["accuracy"])  # the cost and accuracy of the same pass
+        np.testing.assert_allclose(float(m["cost"]), float(plain["cost"]), rtol=1e-12)
+    assert "delta_norms" not in plain
+    # On the bytes of byte images: the δ's of their floats, bitwise.
+    B = rng.integers(0, 256, (300, 6), dtype=np.uint8)
+    F = jnp.asarray(B.astype(np.float32) / 255)
+    Y32 = jnp.asarray(np.asarray(Y[:300]), jnp.float32)
+    p32 = fbp.init_mlp(jax.random.key(2), [6, 8, 5, 3], output_activation="softmax")
+    on_bytes = ftrain.evaluate(p32, jnp.asarray(B), Y32, "log_likelihood", chunk_size=64, deltas=True)
+    on_floats = ftrain.evaluate(p32, F, Y32, "log_likelihood", chunk_size=64, deltas=True)
+    np.testing.assert_array_equal(np.asarray(on_bytes["delta_norms"]), np.asarray(on_floats["delta_norms"]))
+
+
+@pytest.mark.parametrize("monitor_training", [True, False])
+def test_fit_records_each_layers_delta_norm_every_epoch(monitor_training):
+    params, X, Y = small_problem(jnp.float64, n=200)
+    kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=3, batch_size=10, key=jax.random.key(3))
+    r = ftrain.fit(params, (X, Y), monitor_deltas=True, monitor_training=monitor_training, **kw)
+    assert [len(h["delta_norms"]) for h in r.history] == [2, 2, 2]
+    # The last record is of the params fit returns: ‖∂C/∂b^l‖ over the training set, as jax.grad has it.
+    np.testing.assert_allclose(r.history[-1]["delta_norms"], _bias_grad_norms(r.params, X, Y), rtol=1e-10)
+    assert len({tuple(h["delta_norms"]) for h in r.history}) == 3  # measured each epoch, not once
+    assert ("training_accuracy" in r.history[-1]) == monitor_training
+    json.dumps(r.history)  # plain floats: the history goes into checkpoints and --metrics-out
+    plain = ftrain.fit(params, (X, Y), **kw)
+    assert "delta_norms" not in plain.history[-1]
+    np.testing.assert_array_equal(plain.params[0].w, r.params[0].w)  # watching does not change training
+
+
 def test_one_epoch_of_fit_lowers_the_cost():
     params, X, Y = small_problem(jnp.float32, n=256)
     before = float(fbp.loss(params, X, Y, "log_likelihood"))
@@ -966,6 +1011,21 @@ def test_cli_train_default_digits_and_metrics(tmp_path):
     lines = [json.loads(l) for l in out.read_text().splitlines()]
     assert not any(k.startswith("training_") for l in lines for k in l) and "evaluation_accuracy" in lines[0]
     assert "mean step cost" in proc.stdout and "train cost" not in proc.stdout
+
+
+def test_cli_monitor_deltas_shows_and_records_each_layers_speed_of_learning(tmp_path):
+    out = tmp_path / "m.jsonl"
+    proc = _cli("train", "--sizes", "64,20,20,10", "--epochs", "2", "--monitor-deltas", "--metrics-out", str(out),
+                "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(l) for l in out.read_text().splitlines()][:-1]
+    shown = [[float(v) for v in re.search(r"‖δ‖ by layer ([\d.e+-]+(?: [\d.e+-]+)*)", l).group(1).split()]
+             for l in proc.stdout.splitlines() if l.startswith("epoch")]
+    assert len(shown) == len(lines) == 2
+    for line, numbers in zip(lines, shown):
+        assert len(line["delta_norms"]) == 3 and all(v > 0 for v in line["delta_norms"])
+        np.testing.assert_allclose(numbers, line["delta_norms"], rtol=5e-3)  # printed to 3 digits
+    assert "‖δ‖" not in _cli("train", "--epochs", "1", "--quiet").stdout
 
 
 def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_checkpoint(tmp_path):
