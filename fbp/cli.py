@@ -234,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_DefaultsFormatter,
         help="test a network saved by fbp train --save-params, or one of its checkpoints",
         description="Load a network written by `fbp train --save-params` (or fbp.save_params), or the network "
-        "of a training checkpoint, and report its cost, accuracy and per-class accuracy on a split of a data "
-        "set; by default the test split of the data it was trained on.",
+        "of a training checkpoint, and report its cost, accuracy, each layer's ‖∂C/∂b^l‖ and per-class accuracy "
+        "on a split of a data set; by default the test split of the data it was trained on.",
     )
     evaluate.add_argument("params", help="the .npz file written by --save-params, a checkpoint file, or a "
                           "--checkpoint-dir (its newest checkpoint)")
@@ -297,7 +297,7 @@ def cmd_evaluate(args) -> int:
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
     X = np.asarray(split.X, params[0].w.dtype)
-    m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True)
+    m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True, deltas=True)
     predicted = np.asarray(m["predicted"])
     truth = np.argmax(split.Y, axis=1)
     trained = f", trained to epoch {meta['tested_epoch']}" if "tested_epoch" in meta else ""
@@ -305,6 +305,8 @@ def cmd_evaluate(args) -> int:
           f"{ds.name} {args.split} "
           f"({len(split)} examples)")
     print(f"cost {float(m['cost']):.4f}  accuracy {float(m['accuracy']):.4f}  ({cost})")
+    print("‖δ‖ by layer (‖∂C/∂b^l‖ of the mean cost here, first to last): "
+          + " ".join(f"{v:.3g}" for v in np.asarray(m["delta_norms"])))
     per_class = []
     for c in range(ds.n_classes):
         n_c = int(np.sum(truth == c))

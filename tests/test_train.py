@@ -647,8 +647,9 @@ def test_load_params_reads_the_network_of_a_training_checkpoint(tmp_path, digits
 
 def test_cli_evaluate_takes_a_training_checkpoint_as_it_takes_a_saved_network(tmp_path):
     run_dir, net = str(tmp_path / "run"), str(tmp_path / "net.npz")
+    metrics = tmp_path / "m.jsonl"
     proc = _cli("train", "--epochs", "2", "--quiet", "--sizes", "64,20,10", "--optimizer", "adam",
-                "--checkpoint-dir", run_dir, "--save-params", net)
+                "--checkpoint-dir", run_dir, "--save-params", net, "--monitor-deltas", "--metrics-out", str(metrics))
     assert proc.returncode == 0, proc.stderr
     from_ckpt, from_net = (_cli("evaluate", path) for path in (ckpt.path_of(run_dir, 2), net))
     assert from_ckpt.returncode == from_net.returncode == 0, from_ckpt.stderr + from_net.stderr
@@ -660,6 +661,11 @@ def test_cli_evaluate_takes_a_training_checkpoint_as_it_takes_a_saved_network(tm
     assert from_dir.stdout.splitlines()[0] == first and from_dir.stdout.splitlines()[1:] == rest
     proc = _cli("evaluate", ckpt.path_of(run_dir, 1), "--split", "validation")  # its --validation: digits' 180
     assert proc.returncode == 0 and "trained to epoch 1) on digits validation (180 examples)" in proc.stdout
+    # Each layer's ‖∂C/∂b^l‖, on the training split: what --monitor-deltas recorded for that epoch.
+    proc = _cli("evaluate", ckpt.path_of(run_dir, 2), "--split", "train")
+    shown = re.search(r"^‖δ‖ by layer .*: (\S+) (\S+)$", proc.stdout, re.M)
+    recorded = json.loads(metrics.read_text().splitlines()[1])["delta_norms"]
+    np.testing.assert_allclose([float(shown.group(1)), float(shown.group(2))], recorded, rtol=5e-3)
 
 
 def test_an_unwritable_checkpoint_dir_or_metrics_file_is_refused_before_training(tmp_path):
