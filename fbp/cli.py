@@ -200,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after each epoch, show and record each layer's ‖∂C/∂b^l‖ = ‖mean of δ^l‖ over the "
                             "training set, first layer to last: how fast it learns (the book's speed of learning, "
                             "ch. 5); about one more pass over the training set")
+    train.add_argument("--monitor-noise-scale", action="store_true",
+                       help="after each epoch, show and record the gradient noise scale tr Σ / ‖G‖² of the "
+                            "per-example gradients over the training set (McCandlish et al. 2018): about the "
+                            "--batch-size whose gradient noise equals its signal")
     train.add_argument("--restore-best", action="store_true",
                        help="test (and report) the params of the epoch with the best validation accuracy, "
                             "not the last epoch's")
@@ -584,8 +588,8 @@ def _xla_status(e: BaseException) -> Optional[str]:
 # collective (another --epochs or --patience).
 SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--activation", "--output-activation", "--cost", "--init",
                    "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--batch-size", "--epochs", "--seed",
-                   "--patience", "--restore-best", "--monitor-training", "--monitor-deltas", "--checkpoint-dir",
-                   "--resume", "--dp-clip", "--dp-noise", "--devices", "--dtype", "data")
+                   "--patience", "--restore-best", "--monitor-training", "--monitor-deltas",
+                   "--monitor-noise-scale", "--checkpoint-dir", "--resume", "--dp-clip", "--dp-noise", "--devices", "--dtype", "data")
 
 
 def _others_failed(failed: bool, settings: Optional[dict] = None):
@@ -853,6 +857,8 @@ def _train(args, held: contextlib.ExitStack) -> int:
             line += f"  η {args.lr * r['lr_factor']:.4g}"
         if "delta_norms" in r:
             line += "  ‖δ‖ by layer " + " ".join(f"{v:.3g}" for v in r["delta_norms"])
+        if "noise_scale" in r:
+            line += f"  noise scale {r['noise_scale']:.3g}"
         line += f"  ({r['seconds'] * 1000:.0f} ms)"
         if bar is not None:
             bar.n = r["epoch"]
@@ -910,7 +916,7 @@ def _train(args, held: contextlib.ExitStack) -> int:
         ready = True
         shared = {**config, "--init": args.init, "--epochs": args.epochs, "--patience": args.patience,
                   "--restore-best": args.restore_best, "--monitor-training": args.monitor_training,
-                  "--monitor-deltas": args.monitor_deltas,
+                  "--monitor-deltas": args.monitor_deltas, "--monitor-noise-scale": args.monitor_noise_scale,
                   "--checkpoint-dir": args.checkpoint_dir is not None, "--resume": args.resume,
                   "--devices": n_devices,
                   "data": (ds.train, ds.validation, ds.test)}
@@ -928,6 +934,7 @@ def _train(args, held: contextlib.ExitStack) -> int:
                 params, train_xy, optimizer=optimizer, cost=args.cost, epochs=args.epochs,
                 batch_size=args.batch_size, key=k_train, evaluation=eval_xy, patience=args.patience,
                 lr_halving=args.lr_halving, monitor_training=args.monitor_training, monitor_deltas=args.monitor_deltas,
+                monitor_noise_scale=args.monitor_noise_scale,
                 checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad, mesh=mesh,
                 config=config, on_resume=on_resume,
             )

@@ -138,6 +138,41 @@ def grad_variance(params: list, X: Array, Y: Array, cost, ddof: int = 0) -> list
     return out
 
 
+def _gradient_sums(params: list, ds, a_prev):
+    """From a batch's δ's and inputs, the two sums the gradient noise scale
+    needs: (Σ_n ‖g_n‖², Σ_n g_n), the second with the structure of params.
+    Sums add up over chunks of a larger set."""
+    return sum(jnp.sum(sq) for sq in _layer_sq_norms(ds, a_prev)), [
+        layer.batch_grads(d, a) for layer, d, a in zip(params, ds, a_prev)]
+
+
+def _noise_scale(sq_sum, grad_sum, n):
+    """B_simple = tr Σ / ‖G‖² from ``_gradient_sums`` over n examples."""
+    g2 = sum(jnp.sum(jnp.square(leaf / n)) for leaf in jax.tree.leaves(grad_sum))  # ‖G‖², G the mean gradient
+    return (sq_sum / n - g2) / g2  # tr Σ = E‖g_n‖² − ‖G‖²
+
+
+@functools.partial(jax.jit, static_argnames=("cost",))
+def gradient_noise_scale(params: list, X: Array, Y: Array, cost) -> Array:
+    """The gradient noise scale B_simple = tr Σ / ‖G‖² over the batch (a scalar).
+
+    G is the mean gradient and Σ the covariance of the per-example gradients
+    g_n (over the batch as a population): tr Σ = (1/B) Σ_n ‖g_n‖² − ‖G‖².
+    McCandlish et al. (2018, "An Empirical Model of Large-Batch Training")
+    show it predicts the critical batch size: a mini-batch of B_simple
+    examples has about as much noise in its gradient as signal; much smaller
+    ones spend steps on the noise, much larger ones buy little per step.
+
+    Identity: ‖g_n‖² = Σ_l ‖δ^l_n‖² (‖a^{l−1}_n‖² + 1), and Σ_n g_n = (Δᵀ A, 1ᵀΔ)
+    per layer, so no per-example gradient is formed. Being a difference of
+    sums, tr Σ loses relative accuracy where the noise is tiny next to ‖G‖²
+    (about ε · E‖g‖² / tr Σ). ``fbp.train.evaluate(..., noise_scale=True)``
+    gives the same a chunk at a time, on bytes too.
+    """
+    ds, a_prev = batch_deltas(params, X, Y, cost)
+    return _noise_scale(*_gradient_sums(params, ds, a_prev), X.shape[0])
+
+
 @functools.partial(jax.jit, static_argnames=("cost", "average"))
 def delta_norms(params: list, X: Array, Y: Array, cost, average: str = "deltas") -> Array:
     """‖δ^l‖ for each layer l = 1..L, (L,): the "speed of learning" of each layer (NNDL ch. 5).

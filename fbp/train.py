@@ -27,6 +27,7 @@ from fbp import checkpoint as ckpt
 from fbp.backprop import _deltas_from, _example_loss_from, check_batch, value_and_batch_backward
 from fbp.backprop import loss as fbp_loss
 from fbp.network import Dense, check_inputs, check_int, check_key, forward_trace, validate_params
+from fbp.stats import _gradient_sums, _noise_scale
 
 Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -274,14 +275,15 @@ def _chunked(one: Callable, xs, chunk_size: Optional[int]):
     return jax.lax.map(one, xs, batch_size=chunk_size)
 
 
-def _chunked_sums(one: Callable, xs, chunk_size: Optional[int]):
-    """``_chunked`` for a ``one`` that returns ``(kept, summed)``: the kept
-    outputs stacked over the examples, the summed ones summed over them, so
-    that the sums take a chunk's memory, not the whole set's. A ``lax.scan``
-    over the full chunks carries the sums; the remainder goes through after."""
+def _chunked_sums(one: Callable, xs, chunk_size: Optional[int], sums: Callable):
+    """``_chunked`` for a ``one`` that returns ``(kept, more)``: the kept
+    outputs stacked over the examples, and ``sums(more stacked over a chunk)``
+    added up over the chunks, so that what is summed takes a chunk's memory,
+    not the whole set's. A ``lax.scan`` over the full chunks carries the
+    sums; the remainder goes through after."""
     def run(chunk):
-        kept, summed = jax.vmap(one)(chunk)
-        return kept, jax.tree.map(lambda a: jnp.sum(a, axis=0), summed)
+        kept, more = jax.vmap(one)(chunk)
+        return kept, sums(more)
 
     n = jax.tree.leaves(xs)[0].shape[0]
     if chunk_size is None or n <= check_int("chunk_size", chunk_size, 1, " or None"):
@@ -304,9 +306,9 @@ def _chunked_sums(one: Callable, xs, chunk_size: Optional[int]):
     return kept, total
 
 
-@functools.partial(jax.jit, static_argnames=("cost", "chunk_size", "predictions", "deltas"))
+@functools.partial(jax.jit, static_argnames=("cost", "chunk_size", "predictions", "deltas", "noise_scale"))
 def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] = 10_000,
-             predictions: bool = False, deltas: bool = False) -> dict:
+             predictions: bool = False, deltas: bool = False, noise_scale: bool = False) -> dict:
     """Mean cost and accuracy (argmax of the output against argmax of Y);
     with ``predictions=True`` also each example's predicted class, (n,) ints,
     from the same pass (what ``predict`` gives).
@@ -315,7 +317,11 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
     for each example and gives ``delta_norms``, (L,): for each layer l,
     ‖(1/n) Σ_n δ^l_n‖ = ‖∂C/∂b^l‖ of the mean cost over the set, the "speed
     of learning" of layer l (NNDL ch. 5; ``fbp.stats.delta_norms``, here a
-    chunk at a time and on bytes too). It costs about one more pass.
+    chunk at a time and on bytes too). It costs about one more pass. With
+    ``noise_scale=True`` it also gives ``noise_scale``, the gradient noise
+    scale tr Σ / ‖G‖² of the set's per-example gradients
+    (``fbp.stats.gradient_noise_scale``), which adds one product Δᵀ A per
+    layer and chunk.
 
     ``chunk_size`` bounds the memory of that pass: the examples go through
     ``chunk_size`` at a time (``lax.map``), so that a wide network on a large
@@ -333,19 +339,30 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
         x = decode_inputs(x)
         zs, activations = forward_trace(params, x)
         kept = _example_loss_from(params, zs, activations, y, cost), jnp.argmax(activations[-1])
-        if not deltas:
+        if not (deltas or noise_scale):
             return kept
-        return kept, _deltas_from(params, zs, activations, y, cost)  # [δ^1_n, …, δ^L_n]
+        ds = _deltas_from(params, zs, activations, y, cost)  # [δ^1_n, …, δ^L_n]
+        return kept, (ds, activations[:-1] if noise_scale else None)  # the inputs a^{l−1}_n only where needed
 
-    if deltas:
-        (costs, predicted), delta_sums = _chunked_sums(one, (X, Y), chunk_size)
+    def sums(more):  # over a chunk: its stacked δ's Δ^l and inputs A^{l−1}
+        ds, a_prev = more
+        if noise_scale:  # Σ_n ‖g_n‖² and Σ_n g_n = (Δᵀ A, 1ᵀΔ), whose bias part is Σ_n δ_n
+            return _gradient_sums(params, ds, a_prev)
+        return None, [jnp.sum(d, axis=0) for d in ds]
+
+    n = X.shape[0]
+    if deltas or noise_scale:
+        (costs, predicted), (sq_sum, grad_sum) = _chunked_sums(one, (X, Y), chunk_size, sums)
     else:
         costs, predicted = _chunked(one, (X, Y), chunk_size)  # (n,), (n,)
     out = dict(cost=jnp.mean(costs), accuracy=jnp.mean(predicted == jnp.argmax(Y, axis=1)))
     if predictions:
         out["predicted"] = predicted
     if deltas:
-        out["delta_norms"] = jnp.stack([jnp.linalg.norm(d / X.shape[0]) for d in delta_sums])
+        delta_sums = [g.b for g in grad_sum] if noise_scale else grad_sum
+        out["delta_norms"] = jnp.stack([jnp.linalg.norm(d / n) for d in delta_sums])
+    if noise_scale:
+        out["noise_scale"] = _noise_scale(sq_sum, grad_sum, n)
     return out
 
 
@@ -652,6 +669,7 @@ def fit(
     monitor_training: bool = True,
     monitor_evaluation: bool = True,
     monitor_deltas: bool = False,
+    monitor_noise_scale: bool = False,
     patience: Optional[int] = None,
     lr_halving: Optional[int] = None,
     lr_floor: float = 1 / 128,
@@ -687,6 +705,11 @@ def fit(
         first layers learn slowest). The δ's come from the pass that
         monitors the training set (``evaluate(..., deltas=True)``), which is
         made for them even with ``monitor_training=False``.
+      monitor_noise_scale: record each epoch's ``noise_scale``, the gradient
+        noise scale tr Σ / ‖G‖² of the per-example gradients over the
+        training set (``fbp.stats.gradient_noise_scale``; McCandlish et al.
+        2018): about the mini-batch size whose gradient noise equals its
+        signal. From the same pass, plus one product Δᵀ A per layer.
       patience: stop when evaluation accuracy has not improved for this many epochs.
         Either way the result's ``best_params`` are those of ``best_epoch``, the
         epoch of the best evaluation accuracy; with a ``checkpoint_dir`` its
@@ -740,8 +763,8 @@ def fit(
         epochs=epochs, batch_size=batch_size, key=key,
         evaluation=tuple(evaluation[:2]) if isinstance(evaluation, Sequence) else evaluation, reduction=reduction,
         grad=grad if isinstance(grad, str) else "a function", monitor_training=monitor_training,
-        monitor_evaluation=monitor_evaluation, monitor_deltas=monitor_deltas, patience=patience,
-        lr_halving=lr_halving, lr_floor=lr_floor,
+        monitor_evaluation=monitor_evaluation, monitor_deltas=monitor_deltas,
+        monitor_noise_scale=monitor_noise_scale, patience=patience, lr_halving=lr_halving, lr_floor=lr_floor,
         checkpoint_dir=checkpoint_dir is not None, resume=resume, opt_state=opt_state, config=config))
     epochs, batch_size = check_int("epochs", epochs, 0), check_int("batch_size", batch_size, 1)
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
@@ -867,12 +890,14 @@ def fit(
             record = dict(epoch=e, train_step_cost=float(np.mean(losses)), seconds=seconds)
             if lr_halving is not None:
                 record["lr_factor"] = lr_factor(new_opt_state)
-            if monitor_training or monitor_deltas:
-                m = evaluate(params, Xm, Ym, cost, deltas=monitor_deltas)
+            if monitor_training or monitor_deltas or monitor_noise_scale:
+                m = evaluate(params, Xm, Ym, cost, deltas=monitor_deltas, noise_scale=monitor_noise_scale)
                 if monitor_training:
                     record.update(training_cost=float(m["cost"]), training_accuracy=float(m["accuracy"]))
                 if monitor_deltas:
                     record["delta_norms"] = [float(v) for v in np.asarray(m["delta_norms"])]
+                if monitor_noise_scale:
+                    record["noise_scale"] = float(m["noise_scale"])
             if has_eval and monitor_evaluation:
                 m = evaluate(params, Xe, Ye, cost)
                 record.update(evaluation_cost=float(m["cost"]), evaluation_accuracy=float(m["accuracy"]))

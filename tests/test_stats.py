@@ -61,6 +61,12 @@ def test_every_quantity_equals_the_vmap_grad_route(trees_close, p):
     mean_norm = [np.mean(np.linalg.norm(np.asarray(l.b), axis=1)) for l in ref]
     assert fbp.relative_error(stats.delta_norms(params, X, Y, cost, average="norms"), mean_norm) <= 1e-10
 
+    G = flat.mean(0)  # the mean gradient; the noise scale is tr Σ / ‖G‖²
+    g2, trace = float(np.sum(G * G)), float(np.mean(np.sum((flat - G) ** 2, 1)))
+    if g2 > 0:  # tr Σ is a difference of sums: compare it on the scale of E‖g‖², as the variance above
+        ns = float(stats.gradient_noise_scale(params, X, Y, cost))
+        assert abs(ns * g2 - trace) <= 1e-10 * float(np.mean(np.sum(flat * flat, 1)))
+
 
 def ggn_diag_ref(params, X, Y, cost_name, reduction):
     """diag(Σ_n J_nᵀ H_n J_n) from autodiff: J by jacfwd, H by jax.hessian."""

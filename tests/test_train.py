@@ -324,17 +324,30 @@ def _bias_grad_norms(params, X, Y, cost="log_likelihood"):
     return [float(np.linalg.norm(np.asarray(g.b))) for g in jax.grad(fbp.loss)(params, X, Y, cost)]
 
 
+def _noise_scale_by_autodiff(params, X, Y, cost="log_likelihood"):
+    """tr Σ / ‖G‖² from the per-example gradients of vmap(jax.grad)."""
+    g = jax.vmap(lambda x, y: jax.grad(fbp.example_loss)(params, x, y, fbp.get_cost(cost)))(X, Y)
+    flat = np.concatenate([np.asarray(leaf).reshape(len(X), -1) for leaf in jax.tree.leaves(g)], axis=1)
+    G = flat.mean(0)
+    return float(np.mean(np.sum((flat - G) ** 2, 1)) / np.sum(G * G))
+
+
 def test_evaluate_gives_each_layers_delta_norm_from_the_same_pass():
     rng = np.random.default_rng(1)
     X = jnp.asarray(rng.uniform(size=(1037, 6)))
     Y = jnp.asarray(np.eye(3)[rng.integers(0, 3, 1037)])
     params = fbp.init_mlp(jax.random.key(2), [6, 8, 5, 3], output_activation="softmax", dtype=jnp.float64)
-    want = _bias_grad_norms(params, X, Y)
+    want, noise = _bias_grad_norms(params, X, Y), _noise_scale_by_autodiff(params, X, Y)
     assert want[0] < want[1] < want[2]  # sigmoid layers: each layer back learns slower, so order is checked too
     plain = ftrain.evaluate(params, X, Y, "log_likelihood")
     for chunk in (None, 1, 100, 1036, 1037):  # with and without a remainder, and one chunk
         m = ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=chunk, deltas=True)
         np.testing.assert_allclose(np.asarray(m["delta_norms"]), want, rtol=1e-10)
+        both = ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=chunk, deltas=True, noise_scale=True)
+        np.testing.assert_allclose(float(both["noise_scale"]), noise, rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(both["delta_norms"]), want, rtol=1e-10)
+        assert "delta_norms" not in ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=chunk,
+                                                    noise_scale=True)
         assert float(m["accuracy"]) == float(plain["accuracy"])  # the cost and accuracy of the same pass
         np.testing.assert_allclose(float(m["cost"]), float(plain["cost"]), rtol=1e-12)
     assert "delta_norms" not in plain
@@ -343,24 +356,30 @@ def test_evaluate_gives_each_layers_delta_norm_from_the_same_pass():
     F = jnp.asarray(B.astype(np.float32) / 255)
     Y32 = jnp.asarray(np.asarray(Y[:300]), jnp.float32)
     p32 = fbp.init_mlp(jax.random.key(2), [6, 8, 5, 3], output_activation="softmax")
-    on_bytes = ftrain.evaluate(p32, jnp.asarray(B), Y32, "log_likelihood", chunk_size=64, deltas=True)
-    on_floats = ftrain.evaluate(p32, F, Y32, "log_likelihood", chunk_size=64, deltas=True)
+    kw = dict(chunk_size=64, deltas=True, noise_scale=True)
+    on_bytes = ftrain.evaluate(p32, jnp.asarray(B), Y32, "log_likelihood", **kw)
+    on_floats = ftrain.evaluate(p32, F, Y32, "log_likelihood", **kw)
     np.testing.assert_array_equal(np.asarray(on_bytes["delta_norms"]), np.asarray(on_floats["delta_norms"]))
+    assert float(on_bytes["noise_scale"]) == float(on_floats["noise_scale"])
 
 
 @pytest.mark.parametrize("monitor_training", [True, False])
 def test_fit_records_each_layers_delta_norm_every_epoch(monitor_training):
     params, X, Y = small_problem(jnp.float64, n=200)
     kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=3, batch_size=10, key=jax.random.key(3))
-    r = ftrain.fit(params, (X, Y), monitor_deltas=True, monitor_training=monitor_training, **kw)
+    r = ftrain.fit(params, (X, Y), monitor_deltas=True, monitor_noise_scale=True, monitor_training=monitor_training,
+                   **kw)
     assert [len(h["delta_norms"]) for h in r.history] == [2, 2, 2]
-    # The last record is of the params fit returns: ‖∂C/∂b^l‖ over the training set, as jax.grad has it.
+    # The last record is of the params fit returns: ‖∂C/∂b^l‖ over the training set, as jax.grad has it,
+    # and the noise scale of the per-example gradients there.
     np.testing.assert_allclose(r.history[-1]["delta_norms"], _bias_grad_norms(r.params, X, Y), rtol=1e-10)
+    np.testing.assert_allclose(r.history[-1]["noise_scale"], _noise_scale_by_autodiff(r.params, X, Y), rtol=1e-10)
+    assert len({h["noise_scale"] for h in r.history}) == 3
     assert len({tuple(h["delta_norms"]) for h in r.history}) == 3  # measured each epoch, not once
     assert ("training_accuracy" in r.history[-1]) == monitor_training
     json.dumps(r.history)  # plain floats: the history goes into checkpoints and --metrics-out
     plain = ftrain.fit(params, (X, Y), **kw)
-    assert "delta_norms" not in plain.history[-1]
+    assert "delta_norms" not in plain.history[-1] and "noise_scale" not in plain.history[-1]
     np.testing.assert_array_equal(plain.params[0].w, r.params[0].w)  # watching does not change training
 
 
@@ -1019,10 +1038,10 @@ def test_cli_train_default_digits_and_metrics(tmp_path):
     assert "mean step cost" in proc.stdout and "train cost" not in proc.stdout
 
 
-def test_cli_monitor_deltas_shows_and_records_each_layers_speed_of_learning(tmp_path):
+def test_cli_monitor_deltas_and_noise_scale_show_and_record_them(tmp_path):
     out = tmp_path / "m.jsonl"
     proc = _cli("train", "--sizes", "64,20,20,10", "--epochs", "2", "--monitor-deltas", "--metrics-out", str(out),
-                "--quiet")
+                "--quiet", "--monitor-noise-scale")
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(l) for l in out.read_text().splitlines()][:-1]
     shown = [[float(v) for v in re.search(r"‖δ‖ by layer ([\d.e+-]+(?: [\d.e+-]+)*)", l).group(1).split()]
@@ -1031,7 +1050,10 @@ def test_cli_monitor_deltas_shows_and_records_each_layers_speed_of_learning(tmp_
     for line, numbers in zip(lines, shown):
         assert len(line["delta_norms"]) == 3 and all(v > 0 for v in line["delta_norms"])
         np.testing.assert_allclose(numbers, line["delta_norms"], rtol=5e-3)  # printed to 3 digits
-    assert "‖δ‖" not in _cli("train", "--epochs", "1", "--quiet").stdout
+    noise = [float(m) for m in re.findall(r"noise scale (\S+)", proc.stdout)]
+    np.testing.assert_allclose(noise, [line["noise_scale"] for line in lines], rtol=5e-3)
+    plain = _cli("train", "--epochs", "1", "--quiet").stdout
+    assert "‖δ‖" not in plain and "noise scale" not in plain
 
 
 def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_checkpoint(tmp_path):
