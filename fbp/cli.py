@@ -588,8 +588,8 @@ def _xla_status(e: BaseException) -> Optional[str]:
 # collective (another --epochs or --patience).
 SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--activation", "--output-activation", "--cost", "--init",
                    "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--batch-size", "--epochs", "--seed",
-                   "--patience", "--restore-best", "--monitor-training", "--monitor-deltas",
-                   "--monitor-noise-scale", "--checkpoint-dir", "--resume", "--dp-clip", "--dp-noise", "--devices", "--dtype", "data")
+                   "--patience", "--restore-best", "--monitor-training", "--monitor-deltas", "--monitor-noise-scale",
+                   "--checkpoint-dir", "--resume", "--dp-clip", "--dp-noise", "--devices", "--dtype", "data")
 
 
 def _others_failed(failed: bool, settings: Optional[dict] = None):
@@ -933,8 +933,8 @@ def _train(args, held: contextlib.ExitStack) -> int:
             result = ftrain.fit(
                 params, train_xy, optimizer=optimizer, cost=args.cost, epochs=args.epochs,
                 batch_size=args.batch_size, key=k_train, evaluation=eval_xy, patience=args.patience,
-                lr_halving=args.lr_halving, monitor_training=args.monitor_training, monitor_deltas=args.monitor_deltas,
-                monitor_noise_scale=args.monitor_noise_scale,
+                lr_halving=args.lr_halving, monitor_training=args.monitor_training,
+                monitor_deltas=args.monitor_deltas, monitor_noise_scale=args.monitor_noise_scale,
                 checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=on_epoch, grad=grad, mesh=mesh,
                 config=config, on_resume=on_resume,
             )
