@@ -162,12 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp train --checkpoint-dir run --epochs 60 --resume   # after a crash or Ctrl-C: goes on",
     )
     train.add_argument("--data", choices=DATASETS, default="digits",
-                       help="digits (bundled, default), fashion-mnist (Debian's dataset-fashion-mnist) or idx "
-                            "(--data-dir)")
-    train.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files")
+                       help="digits (bundled, default), fashion-mnist (Debian's dataset-fashion-mnist), idx "
+                            "(--data-dir) or mnist-pkl (the book's mnist.pkl.gz, --data-dir)")
+    train.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files; for "
+                       "mnist-pkl the book's mnist.pkl.gz or the directory holding it")
     train.add_argument("--validation", type=_nonneg_int, default=None,
                        help="validation examples taken from the training set (default: 180 on digits, 10000 on IDX "
-                            "data)")
+                            "data and mnist-pkl, the book's split)")
     train.add_argument("--sizes", type=_sizes, default=None,
                        help="layer widths, input first; input and output must match the data (default: "
                             "n_in,100,n_classes)")
@@ -245,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "--checkpoint-dir (its newest checkpoint)")
     evaluate.add_argument("--data", choices=DATASETS, default=None,
                           help="data set (default: the one it was trained on)")
-    evaluate.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files "
-                          "(default: the one it was trained on)")
+    evaluate.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files, or "
+                          "the book's mnist.pkl.gz (default: the one it was trained on)")
     evaluate.add_argument("--split", choices=["test", "validation", "train"], default="test", help="which split")
     evaluate.add_argument("--validation", type=_nonneg_int, default=None,
                           help="validation examples taken from the training set, for --split validation "
@@ -708,6 +709,9 @@ def _train(args, held: contextlib.ExitStack) -> int:
 
     if args.data == "idx" and not args.data_dir:
         return fail("--data idx needs --data-dir, the directory holding the four IDX files")
+    if args.data == "mnist-pkl" and not args.data_dir:
+        return fail("--data mnist-pkl needs --data-dir, the book's mnist.pkl.gz (data/ of its repository) or the "
+                    "directory holding it")
     try:
         if writer or not args.checkpoint_dir:  # the others never touch the directory
             ftrain.check_checkpoint_dir(args.checkpoint_dir, args.resume, flags=True)

@@ -8,18 +8,23 @@ and test ``Split``s.
   download), the embedded default.
 - ``idx``: the IDX format of MNIST and Fashion-MNIST, gzipped or not.
 - ``fashion_mnist``: the IDX files Debian's ``dataset-fashion-mnist`` installs.
+- ``mnist_pkl``: the book's own ``mnist.pkl.gz`` (its repository's data/),
+  with the book's 50,000 / 10,000 / 10,000 split.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import os
+import pickle
 from typing import NamedTuple, Optional
 
 import numpy as np
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-DATASETS = ("digits", "fashion-mnist", "idx")  # the names load() takes (fbp train --data)
+DATASETS = ("digits", "fashion-mnist", "idx", "mnist-pkl")  # the names load() takes (fbp train --data)
+MNIST_PKL = "mnist.pkl.gz"  # the book's file, in data/ of github.com/mnielsen/neural-networks-and-deep-learning
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -257,8 +262,100 @@ def write_idx(path: str, array: np.ndarray, compress: Optional[bool] = None) -> 
         f.write(payload)
 
 
+# --- the book's mnist.pkl.gz ---------------------------------------------
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds NumPy arrays and nothing else. Unpickling may
+    call any function a file names, so a file from elsewhere is read with
+    only what pickled arrays need: ndarray, dtype, the functions that rebuild
+    an array (``numpy.core.multiarray._reconstruct`` in files written with
+    NumPy 1, as the book's was, ``numpy._core`` since NumPy 2;
+    ``_frombuffer`` for protocol 5), and ``_codecs.encode`` (Python 3's
+    protocol-2 pickles store bytes through it)."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")} | {
+        (f"numpy{core}.{module}", name) for core in (".core", "._core")
+        for module, name in (("multiarray", "_reconstruct"), ("numeric", "_frombuffer"))}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise DataError(f"{self.path}: it holds a pickled {module}.{name}, which fbp does not load (unpickling "
+                            f"can run code, so only NumPy arrays are read); it is not the book's mnist.pkl.gz")
+        if name == "_reconstruct":  # where this NumPy keeps them, whatever the file names
+            return np.empty(0).__reduce__()[0]
+        if name == "_frombuffer":
+            return np.empty(1).__reduce_ex__(5)[0]
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
+        return getattr(np, name)
+
+
+def mnist_pkl(path: str, n_validation: int = 10_000) -> Dataset:
+    """The book's ``mnist.pkl.gz``: a gzipped pickle of (training, validation,
+    test), each (images (n, 784) floats in [0, 1], labels (n,) ints), 50,000 /
+    10,000 / 10,000 (``mnist_loader.load_data`` of the book's code reads it).
+
+    ``path`` is the file or the directory holding it (the book repository's
+    ``data/``). Training and validation are joined in order and the last
+    ``n_validation`` taken as validation again, so the default 10,000 is the
+    book's split and other sizes split the same 60,000. Only NumPy arrays
+    are unpickled (``_ArraysOnly``); any other object in the file is a
+    ``DataError``, as are a missing or damaged file and a layout other than
+    the book's, each naming the file.
+    """
+    if os.path.isdir(path):
+        for name in (MNIST_PKL, "mnist.pkl"):
+            if os.path.exists(os.path.join(path, name)):
+                path = os.path.join(path, name)
+                break
+        else:
+            raise DataError(f"{path}: no {MNIST_PKL} in this directory; it is in data/ of the book's repository "
+                            f"(github.com/mnielsen/neural-networks-and-deep-learning), or give the file itself")
+    try:
+        with _open(path) as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file or directory") from None
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot be read ({e}); the file is truncated or corrupt") from None
+    unpickler = _ArraysOnly(io.BytesIO(raw), encoding="latin1")  # the book's file was written by Python 2
+    unpickler.path = path
+    try:
+        parts = unpickler.load()
+    except DataError:
+        raise
+    except Exception as e:  # a cut-short or foreign pickle fails in many ways
+        raise DataError(f"{path}: not a readable pickle ({type(e).__name__}: {e}); the file is truncated or "
+                        f"corrupt") from None
+
+    layout = "a pickle of (training, validation, test), each (images (n, pixels), labels (n,))"
+    if not (isinstance(parts, tuple) and len(parts) == 3 and all(isinstance(p, tuple) and len(p) == 2 and all(
+            isinstance(a, np.ndarray) for a in p) for p in parts)):
+        raise DataError(f"{path}: not the book's MNIST layout; expected {layout}")
+    for (images, labels), which in zip(parts, ("training", "validation", "test")):
+        if images.ndim != 2 or labels.ndim != 1 or len(images) != len(labels):
+            raise DataError(f"{path}: the {which} images are {images.shape} and labels {labels.shape}; expected "
+                            f"{layout}, as many labels as images")
+        if images.dtype.kind != "f" or (images.size and not (images.min() >= 0 and images.max() <= 1)):
+            raise DataError(f"{path}: the {which} images must be floats in [0, 1] (the book's scaling), got "
+                            f"{images.dtype.name}" + (f" in [{images.min()}, {images.max()}]" if images.size else ""))
+        if labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
+            raise DataError(f"{path}: the {which} labels must be non-negative integer classes")
+    if len({p[0].shape[1] for p in parts}) != 1:
+        raise DataError(f"{path}: the images of its three parts differ in size ({[p[0].shape[1] for p in parts]})")
+    if len(parts[0][0]) + len(parts[1][0]) == 0 or len(parts[2][0]) == 0:
+        raise DataError(f"{path}: it holds no training or no test images")
+    n_classes = max(2, 1 + max(int(p[1].max()) for p in parts if p[1].size))
+    X = np.concatenate([parts[0][0], parts[1][0]]).astype(np.float32)
+    Y = one_hot(np.concatenate([parts[0][1], parts[1][1]]).astype(np.int64), n_classes)
+    train, validation = split_validation(Split(X, Y), n_validation)
+    test = Split(parts[2][0].astype(np.float32), one_hot(parts[2][1].astype(np.int64), n_classes))
+    return Dataset("mnist", train, validation, test)
+
+
 def load(name: str, data_dir: Optional[str] = None, n_validation: Optional[int] = None) -> Dataset:
-    """Load a data set by name: ``digits``, ``fashion-mnist`` or ``idx`` (needs data_dir)."""
+    """Load a data set by name: ``digits``, ``fashion-mnist``, ``idx`` or ``mnist-pkl`` (these two need data_dir)."""
     if name == "digits":
         if data_dir is not None:  # most likely a forgotten --data idx: do not train on digits instead
             raise DataError(f"digits are bundled with scikit-learn and read no directory, but a data directory "
@@ -270,4 +367,8 @@ def load(name: str, data_dir: Optional[str] = None, n_validation: Optional[int] 
         if data_dir is None:
             raise DataError(f"--data {name} needs --data-dir, the directory holding the four IDX files")
         return idx(data_dir, 10_000 if n_validation is None else n_validation)
+    if name in ("mnist-pkl", "mnist_pkl"):
+        if data_dir is None:
+            raise DataError(f"--data {name} needs --data-dir, the book's {MNIST_PKL} or the directory holding it")
+        return mnist_pkl(data_dir, 10_000 if n_validation is None else n_validation)
     raise DataError(f"unknown data set {name!r}; choose {', '.join(DATASETS[:-1])} or {DATASETS[-1]}")

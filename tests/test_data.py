@@ -1,6 +1,11 @@
-"""Data: digits, and IDX files made here (valid, gzipped, truncated, corrupt)."""
+"""Data: digits, IDX files and the book's mnist.pkl.gz made here (valid, gzipped, truncated, corrupt)."""
 
 import gzip
+import io
+import os
+import pickle
+import pickletools
+import struct
 import subprocess
 import sys
 
@@ -178,3 +183,126 @@ def test_cli_trains_on_idx_and_reports_corrupt_files(tmp_path):
                           "--validation", "10"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "train-images-idx3-ubyte.gz" in bad.stderr and "truncated header" in bad.stderr
+
+
+# --- the book's mnist.pkl.gz ------------------------------------------------
+class _Py2Pickler(pickle._Pickler):
+    """Protocol 2 as Python 2 and NumPy 1 wrote the book's file: text and
+    bytes as Python 2 str (BINSTRING), arrays rebuilt by
+    numpy.core.multiarray._reconstruct."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _py2_str(self, raw, memo=True):
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        if memo:
+            self.memoize(raw)
+
+    dispatch[bytes] = _py2_str
+    dispatch[str] = lambda self, text: self._py2_str(text.encode("latin1"), memo=False)
+
+    def _numpy1_global(self, obj, name=None):
+        if getattr(obj, "__module__", "").startswith("numpy._core"):
+            self.write(pickle.GLOBAL + obj.__module__.replace("_core", "core").encode() + b"\n"
+                       + obj.__name__.encode() + b"\n")
+            self.memoize(obj)
+        else:
+            super().save_global(obj, name)
+
+    dispatch[type(np.empty(0).__reduce__()[0])] = _numpy1_global
+
+
+def book_parts(n=(50, 10, 10), pixels=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return tuple((rng.integers(0, 256, (k, pixels)).astype(np.float32) / 256, rng.integers(0, 10, k).astype(np.int64))
+                 for k in n)
+
+
+def write_book_pickle(path, parts):
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(parts)
+    raw = buf.getvalue()
+    ops = {op.name for op, _, _ in pickletools.genops(raw)}  # as in the book's file: Python 2 str, no unicode
+    assert {"BINSTRING", "SHORT_BINSTRING"} <= ops and "BINUNICODE" not in ops
+    assert b"cnumpy.core.multiarray\n_reconstruct\n" in raw
+    with (gzip.open(path, "wb") if str(path).endswith(".gz") else open(path, "wb")) as f:
+        f.write(raw)
+
+
+def test_the_books_mnist_pickle_loads_with_the_books_split(tmp_path):
+    parts = book_parts()
+    write_book_pickle(tmp_path / "mnist.pkl.gz", parts)
+    for path in (tmp_path, tmp_path / "mnist.pkl.gz"):  # the directory (the book's data/) or the file
+        ds = fdata.mnist_pkl(str(path), n_validation=10)
+        assert ds.name == "mnist" and (len(ds.train), len(ds.validation), len(ds.test)) == (50, 10, 10)
+        for split, (X, y) in zip((ds.train, ds.validation, ds.test), parts):  # the book's own split, in order
+            np.testing.assert_array_equal(split.X, X)
+            np.testing.assert_array_equal(split.Y, np.eye(10, dtype=np.float32)[y])
+    moved = fdata.mnist_pkl(str(tmp_path), n_validation=4)  # another size splits the same 60 anew
+    np.testing.assert_array_equal(moved.validation.X, parts[1][0][6:])
+    np.testing.assert_array_equal(moved.train.X[50:], parts[1][0][:6])
+    for protocol in (2, 4, 5):  # a copy written again by Python 3, plain
+        (tmp_path / "again.pkl").write_bytes(pickle.dumps(parts, protocol=protocol))
+        np.testing.assert_array_equal(fdata.mnist_pkl(str(tmp_path / "again.pkl"), 10).test.X, parts[2][0])
+    assert fdata.load("mnist-pkl", str(tmp_path), 10).n_in == 12
+    with pytest.raises(fdata.DataError, match="needs --data-dir"):
+        fdata.load("mnist-pkl")
+
+
+class _Trap:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):  # unpickling it would create a directory
+        return (os.mkdir, (self.path,))
+
+
+def test_a_pickle_is_read_for_arrays_only_and_bad_files_are_named(tmp_path):
+    trap = tmp_path / "created-by-unpickling"
+    bad = tmp_path / "evil.pkl"
+    bad.write_bytes(pickle.dumps(((np.zeros((2, 3)), np.zeros(2, int)), _Trap(str(trap)), None), protocol=2))
+    with pytest.raises(fdata.DataError, match=r"evil.pkl: it holds a pickled posix.mkdir, which fbp does not load"):
+        fdata.mnist_pkl(str(bad))
+    assert not trap.exists()  # refused, not run
+
+    cases = {
+        "two-parts.pkl": book_parts(n=(5, 5)),
+        "bytes.pkl": tuple((np.zeros((5, 4), np.uint8), np.zeros(5, np.int64)) for _ in range(3)),
+        "short-labels.pkl": tuple((np.zeros((5, 4), np.float32), np.zeros(4, np.int64)) for _ in range(3)),
+        "float-labels.pkl": tuple((np.zeros((5, 4), np.float32), np.zeros(5)) for _ in range(3)),
+    }
+    needles = {"two-parts.pkl": "not the book's MNIST layout", "bytes.pkl": r"floats in \[0, 1\]",
+               "short-labels.pkl": "as many labels as images", "float-labels.pkl": "integer classes"}
+    for name, obj in cases.items():
+        (tmp_path / name).write_bytes(pickle.dumps(obj, protocol=2))
+        with pytest.raises(fdata.DataError, match=f"{name}: .*{needles[name]}"):
+            fdata.mnist_pkl(str(tmp_path / name), 1)
+
+    write_book_pickle(tmp_path / "whole.pkl.gz", book_parts())
+    (tmp_path / "cut.pkl.gz").write_bytes((tmp_path / "whole.pkl.gz").read_bytes()[:200])
+    (tmp_path / "cut.pkl").write_bytes(gzip.decompress((tmp_path / "whole.pkl.gz").read_bytes())[:500])
+    for name in ("cut.pkl.gz", "cut.pkl"):
+        with pytest.raises(fdata.DataError, match=f"{name}: .*truncated or corrupt"):
+            fdata.mnist_pkl(str(tmp_path / name), 10)
+    (tmp_path / "empty-dir").mkdir()
+    with pytest.raises(fdata.DataError, match="no mnist.pkl.gz in this directory.*mnielsen"):
+        fdata.mnist_pkl(str(tmp_path / "empty-dir"))
+    with pytest.raises(fdata.DataError, match="no such file or directory"):
+        fdata.mnist_pkl(str(tmp_path / "nothing-here.pkl.gz"))
+
+
+def test_cli_trains_and_evaluates_on_the_books_pickle(tmp_path):
+    write_book_pickle(tmp_path / "mnist.pkl.gz", book_parts(n=(200, 40, 40)))
+    net = str(tmp_path / "net.npz")
+    proc = subprocess.run([sys.executable, "-m", "fbp", "train", "--data", "mnist-pkl", "--data-dir", str(tmp_path),
+                           "--validation", "40", "--epochs", "2", "--quiet", "--save-params", net],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "mnist (200 train / 40 validation / 40 test), sizes=12,100,10" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "fbp", "evaluate", net], capture_output=True, text=True)
+    assert proc.returncode == 0 and "on mnist test (40 examples)" in proc.stdout, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "fbp", "train", "--data", "mnist-pkl"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "needs --data-dir" in proc.stderr
