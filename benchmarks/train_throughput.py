@@ -8,7 +8,9 @@ SGD), same mini-batch size, same data, in one run:
   decoded one mini-batch at a time; the same epoch on float32 inputs is timed
   beside it;
 - PyTorch eager on the CPU (nn.Linear/Sigmoid, F.cross_entropy, optim.SGD), if
-  installed, with the faster of one thread and its default thread count;
+  installed, with the faster of one thread and its default thread count (the
+  targets' baseline); when jax runs on a GPU and torch sees one, also the same
+  eager loop on that GPU, for a comparison on the same device;
 - NumPy in the book's style: ``update_mini_batch`` loops over the examples of
   each mini-batch in Python and calls ``backprop`` for each (network.py, ch. 1).
 
@@ -22,7 +24,7 @@ happened to be running; the lowest and highest round-by-round ratios are
 printed beside the medians. The NumPy loop, being slow, is timed on the first
 ``--numpy-examples`` examples.
 
-    python benchmarks/train_throughput.py [--repeats 3] [--json out.json] [--breakdown] [--trace]
+    python benchmarks/train_throughput.py [--repeats 3] [--json out.json] [--breakdown] [--trace] [--data-dir DIR]
 
 ``--breakdown`` also times the pieces of one [784, 30, 10] mini-batch-10 step
 (each in a ``lax.scan`` of 6,000 steps, chained so none can be skipped) and the
@@ -55,9 +57,9 @@ from fbp import train as ftrain
 CASES = [dict(sizes=[784, 30, 10], batch=10, lr=0.5), dict(sizes=[784, 100, 10], batch=128, lr=0.5)]
 
 
-def load_data():
+def load_data(directory=None):
     try:
-        ds = fdata.fashion_mnist(n_validation=0)
+        ds = fdata.fashion_mnist(directory, n_validation=0)
         return "Fashion-MNIST", ds.train.X, ds.train.Y
     except fdata.DataError:
         rng = np.random.default_rng(0)
@@ -95,40 +97,51 @@ def fbp_epochs(case, X, Y):
     return timers, next(iter(inputs))
 
 
-def torch_epochs(case, X, Y):
+def torch_epochs(case, X, Y, cuda=False):
     """PyTorch eager's epoch as timers, one per thread count: its default
     intra-op count and one (on 2 cores one thread is faster at mini-batch 10,
-    53k against 47k examples/s, and slower at 128). {} without torch."""
+    53k against 47k examples/s, and slower at 128); with ``cuda`` and a GPU
+    torch can use, also the same loop on that GPU (key "cuda"), the data put
+    there once and the clock read after a synchronize. {} without torch."""
     try:
         import torch
     except ImportError:
         return {}
     default = torch.get_num_threads()
-    torch.manual_seed(0)
     n_in, n_hidden, n_out = case["sizes"]
-    net = torch.nn.Sequential(torch.nn.Linear(n_in, n_hidden), torch.nn.Sigmoid(), torch.nn.Linear(n_hidden, n_out))
-    opt = torch.optim.SGD(net.parameters(), lr=case["lr"])
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(Y.argmax(1))
     bs = case["batch"]
     n = (len(X) // bs) * bs
 
-    def timer(threads):
+    def timer(device, threads=None):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(n_in, n_hidden), torch.nn.Sigmoid(),
+                                  torch.nn.Linear(n_hidden, n_out)).to(device)
+        opt = torch.optim.SGD(net.parameters(), lr=case["lr"])
+        Xt, yt = torch.from_numpy(X).to(device), torch.from_numpy(Y.argmax(1)).to(device)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
         def run():
-            torch.set_num_threads(threads)
+            if threads:
+                torch.set_num_threads(threads)
+            sync()
             t = time.perf_counter()
-            order = torch.randperm(len(X))[:n].view(-1, bs)
+            order = torch.randperm(len(X), device=device)[:n].view(-1, bs)
             for idx in order:
                 opt.zero_grad()
                 loss = torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx])
                 loss.backward()
                 opt.step()
+            sync()
             seconds = time.perf_counter() - t
             torch.set_num_threads(default)
             return n, seconds
         return run
 
-    timers = {threads: timer(threads) for threads in sorted({default, 1})}
+    timers = {threads: timer("cpu", threads) for threads in sorted({default, 1})}
     timers[1]()  # warm up
+    if cuda and torch.cuda.is_available():
+        timers["cuda"] = timer("cuda")
+        timers["cuda"]()  # warm up: CUDA context, kernels
     return timers
 
 
@@ -330,8 +343,10 @@ def main():
     parser.add_argument("--breakdown", action="store_true", help="also time the pieces of the mini-batch-10 step")
     parser.add_argument("--trace", action="store_true",
                         help="also trace the mini-batch-10 epoch with jax.profiler and list its operations' times")
+    parser.add_argument("--data-dir", default=None,
+                        help="the directory of Fashion-MNIST's IDX files (default: where Debian's package puts them)")
     args = parser.parse_args()
-    name, X, Y = load_data()
+    name, X, Y = load_data(args.data_dir)
     device = jax.devices()[0]
     try:
         import torch
@@ -339,27 +354,32 @@ def main():
     except ImportError:
         torch_desc = "torch not installed"
     cpu = cpu_model()
-    print(f"data: {name}, {len(X)} examples; jax {jax.__version__} on {device.platform}; {torch_desc}; "
+    print(f"data: {name}, {len(X)} examples; jax {jax.__version__} on {device.platform} ({device.device_kind}); {torch_desc}; "
           f"{os.cpu_count()} CPUs, {cpu}")
     print(f"each figure: the median of {args.repeats} rounds, each round timing every contender once, in turn")
     print(f"{'case':<28} {'fbp ex/s':>11} {'torch ex/s':>11} {'numpy ex/s':>11} {'fbp/torch':>9} {'fbp/numpy':>9}")
     results = []
     for case in CASES:
         fbp_timers, route = fbp_epochs(case, X, Y)
-        torch_timers = torch_epochs(case, X, Y)
+        torch_timers = torch_epochs(case, X, Y, cuda=device.platform == "gpu")
         timers = {("fbp", k): v for k, v in fbp_timers.items()} | {("torch", k): v for k, v in torch_timers.items()}
         timers[("numpy", None)] = numpy_epochs(case, X, Y, args.numpy_examples)
         rates = interleaved(timers, args.repeats)
         med = {k: statistics.median(v) for k, v in rates.items()}
         f, f_floats, n = med[("fbp", route)], med[("fbp", "floats")], med[("numpy", None)]
-        t_threads = max(torch_timers, key=lambda k: med[("torch", k)], default=None)
-        t = med[("torch", t_threads)] if torch_timers else None
+        cpu_threads = [k for k in torch_timers if k != "cuda"]
+        t_threads = max(cpu_threads, key=lambda k: med[("torch", k)], default=None)
+        t = med[("torch", t_threads)] if cpu_threads else None
+        tc = med.get(("torch", "cuda"))
+        over_torch_cuda = ratio_spread(rates[("fbp", route)], rates[("torch", "cuda")]) if tc else None
         fbp_rounds = rates[("fbp", route)]
         over_numpy = ratio_spread(fbp_rounds, rates[("numpy", None)])
         over_torch = ratio_spread(fbp_rounds, rates[("torch", t_threads)]) if t else None
         r = dict(case=f"{case['sizes']} mini-batch {case['batch']}", fbp=f, fbp_inputs=route,
                  fbp_float_inputs=f_floats, torch=t, torch_threads=t_threads, numpy=n,
                  fbp_over_torch=(f / t) if t else None, fbp_over_numpy=f / n,
+                 torch_cuda=tc, fbp_over_torch_cuda=(f / tc) if tc else None,
+                 fbp_over_torch_cuda_rounds=over_torch_cuda,
                  fbp_over_torch_rounds=over_torch, fbp_over_numpy_rounds=over_numpy,
                  rounds={'/'.join(str(p) for p in k if p is not None): v for k, v in rates.items()})
         results.append(r)
@@ -370,6 +390,9 @@ def main():
             notes.append(f"torch best with {t_threads} thread{'s' if t_threads > 1 else ''}")
             notes.append(f"round by round fbp/torch {over_torch[0]:.2f}–{over_torch[1]:.2f}")
         notes.append(f"fbp/numpy {over_numpy[0]:.1f}–{over_numpy[1]:.1f}")
+        if tc:
+            notes.append(f"torch eager on the GPU {tc:.0f} ex/s, fbp/that {f / tc:.2f} "
+                         f"[{over_torch_cuda[0]:.2f}–{over_torch_cuda[1]:.2f}]")
         print(f"{r['case']:<28} {f:11.0f} {ts} {n:11.0f} {rt} {f / n:9.1f}   ({'; '.join(notes)})")
     print("targets: fbp/torch ≥ 4 at mini-batch 10, ≥ 1 at 128; fbp/numpy ≥ 30")
     pieces = None
