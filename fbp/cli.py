@@ -376,6 +376,14 @@ def cmd_check(args) -> int:
     return 0 if ok else 1
 
 
+def _device_kind() -> str:
+    """What the run trains on, for its first line: "cpu", or "gpu: NVIDIA H200" (the platform and its kind)."""
+    import jax
+
+    d = jax.devices()[0]
+    return d.platform if d.platform == "cpu" else f"{d.platform}: {d.device_kind}"
+
+
 def _epochs(n: int) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
@@ -836,7 +844,7 @@ def _train(args, held: contextlib.ExitStack) -> int:
         f"sizes={','.join(map(str, sizes))} {args.activation}/{args.output_activation} {args.cost} "
         f"init={args.init} {args.optimizer}{'' if momentum is None else f' μ={momentum}'} lr={args.lr} "
         f"l2={args.l2} batch={args.batch_size} "
-        f"epochs={args.epochs} seed={args.seed} devices={n_devices}"
+        f"epochs={args.epochs} seed={args.seed} devices={n_devices} ({_device_kind()})"
         + (f" DP-SGD clip={args.dp_clip} noise={args.dp_noise}" if args.dp_clip is not None else ""),
         flush=True,
     )

@@ -1030,6 +1030,7 @@ def test_cli_train_default_digits_and_metrics(tmp_path):
     assert [l["epoch"] for l in lines[:-1]] == list(range(1, 31))
     assert lines[-1]["final"] and lines[-1]["test_accuracy"] >= 0.95
     assert "test accuracy" in proc.stdout
+    assert re.search(r"^fbp train: digits .* devices=1 \((cpu|gpu: .+|tpu: .+)\)$", proc.stdout, re.M), proc.stdout
     assert all("training_accuracy" in l for l in lines[:-1]) and "train cost" in proc.stdout
     proc = _cli("train", "--epochs", "2", "--metrics-out", str(out), "--quiet", "--no-monitor-training")
     assert proc.returncode == 0, proc.stderr
