@@ -10,13 +10,14 @@ gradient and the norms by both routes, as a table and a plot. (XLA fuses the
 vmap route's norms into reductions without materialising the per-example
 gradients, so there only its time suffers; the clipped gradient needs them.)
 
-    python benchmarks/per_example.py [--rounds 15] [--out benchmarks/results]
+    python benchmarks/per_example.py [--rounds 15] [--out benchmarks/results] [--cases 0,1] [--no-memory]
 """
 
 import argparse
 import json
 import os
 import statistics
+import time
 
 import jax
 import jax.numpy as jnp
@@ -79,15 +80,23 @@ FUNCS = {
 
 
 def time_case(case, rounds):
+    """Median seconds per call of each of FUNCS, and the seconds of each one's
+    first call (its compilation included), printed as they come: on a GPU a
+    first call can take minutes (one [784, 1024×4, 10] run was stopped there
+    after 150 s), and this says which."""
     args = problem(case["sizes"], case["batch"])
-    for fn in FUNCS.values():
+    first = {}
+    for name, fn in FUNCS.items():
+        t = time.perf_counter()
         jax.block_until_ready(fn(*args))
+        first[name] = time.perf_counter() - t
+        print(f"  first call of {name} ({case['sizes']}): {first[name]:.1f} s", flush=True)
     times = {name: [] for name in FUNCS}
     for r in range(rounds):
         names = list(FUNCS) if r % 2 == 0 else list(FUNCS)[::-1]
         for name in names:
             times[name].append(per_call(FUNCS[name], args, 2))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: statistics.median(t) for name, t in times.items()}, first
 
 
 def memory(fn, args):
@@ -99,13 +108,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--cases", default=",".join(str(i) for i in range(len(CASES))),
+                        help="which networks to time, by index: " + "; ".join(
+                            f"{i}: {c['sizes']}" for i, c in enumerate(CASES)))
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory table and plot")
     args = parser.parse_args()
+    cases = [CASES[int(i)] for i in args.cases.split(",") if i.strip()]
+    path = os.path.join(args.out, "per_example.json")
     os.makedirs(args.out, exist_ok=True)
     device = jax.devices()[0]
     print(f"jax {jax.__version__} on {device.platform}; float32; median of {args.rounds} rounds")
     results = dict(device=str(device), jax=jax.__version__, timing=[], memory=[])
-    for case in CASES:
-        t = time_case(case, args.rounds)
+    for case in cases:
+        t, first = time_case(case, args.rounds)
         plain = t["plain gradient (batch_backward)"]
         n_params = sum(a * b + b for a, b in zip(case["sizes"][:-1], case["sizes"][1:]))
         print(f"\n{case['sizes']} batch {case['batch']} ({n_params:,} parameters)")
@@ -118,8 +133,13 @@ def main():
                 extra = f"{ref / sec:17.1f}"
                 rows[name[4:]] = dict(fbp_ms=sec * 1e3, vmap_ms=ref * 1e3, over_plain=sec / plain, speedup=ref / sec)
             print(f"{name:34} {sec * 1e3:9.2f} {sec / plain:8.2f} {extra}")
-        results["timing"].append(dict(sizes=case["sizes"], batch=case["batch"], plain_ms=plain * 1e3, quantities=rows))
+        results["timing"].append(dict(sizes=case["sizes"], batch=case["batch"], plain_ms=plain * 1e3, quantities=rows,
+                                      first_call_s=first))
+        with open(path, "w") as f:  # each network's figures as soon as they are in
+            json.dump(results, f, indent=2)
     print("targets: fbp quantity ≤ 1.5 × plain; vmap route / fbp ≥ 20")
+    if args.no_memory:
+        return
 
     sizes = CASES[0]["sizes"]
     print(f"\nmemory of the compiled programs, {sizes}, temporaries + outputs (MiB)")
@@ -143,7 +163,7 @@ def main():
         print(f"{B:6d} {mib(row['plain']):11.1f} {mib(row['fbp_clipped']):12.1f} {mib(row['vmap_clipped']):13.1f} "
               f"{mib(row['fbp_norms']):10.1f} {mib(row['vmap_norms']):11.1f} "
               f"{mib(row['b_params']):11.1f} {mib(row['b_widths']):12.1f}")
-    with open(os.path.join(args.out, "per_example.json"), "w") as f:
+    with open(path, "w") as f:
         json.dump(results, f, indent=2)
     try:
         import matplotlib

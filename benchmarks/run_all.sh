@@ -41,7 +41,6 @@ part check-float32 60 "$py" -m fbp check --sizes 784,512,512,10 --activation rel
 part train_throughput 240 "$py" "$here/train_throughput.py" --repeats "$r_tt" --numpy-examples "$np_ex" \
     --json "$out/train_throughput.json" ${fashion:+--data-dir "$fashion"}
 part grad_vs_autodiff 90 "$py" "$here/grad_vs_autodiff.py" --rounds "$r_grad" --json "$out/grad_vs_autodiff.json"
-part per_example 150 "$py" "$here/per_example.py" --rounds "$r_pe" --out "$out"
 part train-digits 60 "$py" -m fbp train --metrics-out "$out/train_digits.jsonl"
 if [[ -n $fashion ]]; then
     part train-fashion 90 "$py" -m fbp train --data fashion-mnist --data-dir "$fashion" --epochs "$epochs"
@@ -51,4 +50,6 @@ platform=$("$py" -c 'import jax; print(jax.devices()[0].platform)' 2>/dev/null)
 gpu_flag=()
 [[ $platform == gpu ]] && gpu_flag=(--gpu)
 part parallel 60 "$py" "$here/parallel.py" "${gpu_flag[@]}"
+# last: on a GPU its second network has run past 150 s (first calls print as they finish)
+part per_example 240 "$py" "$here/per_example.py" --rounds "$r_pe" --out "$out"
 echo "=== done" | tee -a "$log"
