@@ -149,7 +149,10 @@ def _gradient_sums(params: list, ds, a_prev):
 def _noise_scale(sq_sum, grad_sum, n):
     """B_simple = tr Σ / ‖G‖² from ``_gradient_sums`` over n examples."""
     g2 = sum(jnp.sum(jnp.square(leaf / n)) for leaf in jax.tree.leaves(grad_sum))  # ‖G‖², G the mean gradient
-    return (sq_sum / n - g2) / g2  # tr Σ = E‖g_n‖² − ‖G‖²
+    # tr Σ = E‖g_n‖² − ‖G‖², at least 0: where the examples' gradients agree
+    # (one example, or copies of one) the difference of sums is rounding, of
+    # either sign, and a negative noise scale would mean nothing.
+    return jnp.maximum(sq_sum / n - g2, 0) / g2
 
 
 @functools.partial(jax.jit, static_argnames=("cost",))
@@ -166,8 +169,10 @@ def gradient_noise_scale(params: list, X: Array, Y: Array, cost) -> Array:
     Identity: ‖g_n‖² = Σ_l ‖δ^l_n‖² (‖a^{l−1}_n‖² + 1), and Σ_n g_n = (Δᵀ A, 1ᵀΔ)
     per layer, so no per-example gradient is formed. Being a difference of
     sums, tr Σ loses relative accuracy where the noise is tiny next to ‖G‖²
-    (about ε · E‖g‖² / tr Σ). ``fbp.train.evaluate(..., noise_scale=True)``
-    gives the same a chunk at a time, on bytes too.
+    (about ε · E‖g‖² / tr Σ); it is kept from going below 0, so a batch of one
+    example gives 0 or a rounding error above it. ‖G‖² = 0 gives inf (or NaN
+    when every g_n is 0). ``fbp.train.evaluate(..., noise_scale=True)`` gives
+    the same a chunk at a time, on bytes too.
     """
     ds, a_prev = batch_deltas(params, X, Y, cost)
     return _noise_scale(*_gradient_sums(params, ds, a_prev), X.shape[0])

@@ -13,6 +13,7 @@ from test_backprop import SETTINGS, make, problems
 
 import fbp
 from fbp import stats
+from fbp import train as ftrain
 from fbp.costs import closed_form
 
 
@@ -66,6 +67,21 @@ def test_every_quantity_equals_the_vmap_grad_route(trees_close, p):
     if g2 > 0:  # tr Σ is a difference of sums: compare it on the scale of E‖g‖², as the variance above
         ns = float(stats.gradient_noise_scale(params, X, Y, cost))
         assert abs(ns * g2 - trace) <= 1e-10 * float(np.mean(np.sum(flat * flat, 1)))
+
+
+def test_noise_scale_of_examples_that_agree_is_zero_not_negative():
+    """One example, or eight copies of it: no noise, tr Σ = 0 up to rounding,
+    and a difference of sums in float32 rounds to either sign (10 of these 20
+    cases came out negative, down to −5e-7, before tr Σ was kept ≥ 0)."""
+    values = []
+    for seed in range(10):
+        params = fbp.init_mlp(jax.random.key(seed), [20, 16, 10], output_activation="softmax")
+        rng = np.random.default_rng(seed)
+        x, y = rng.uniform(size=(1, 20)).astype(np.float32), np.eye(10, dtype=np.float32)[[seed]]
+        for X, Y in ((x, y), (np.repeat(x, 8, 0), np.repeat(y, 8, 0))):
+            values.append(float(stats.gradient_noise_scale(params, X, Y, "log_likelihood")))
+            values.append(float(ftrain.evaluate(params, X, Y, "log_likelihood", noise_scale=True)["noise_scale"]))
+    assert min(values) >= 0 and max(values) <= 1e-5, values
 
 
 def ggn_diag_ref(params, X, Y, cost_name, reduction):
