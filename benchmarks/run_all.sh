@@ -45,8 +45,17 @@ part train-digits 60 "$py" -m fbp train --metrics-out "$out/train_digits.jsonl"
 if [[ -n $fashion ]]; then
     part train-fashion 90 "$py" -m fbp train --data fashion-mnist --data-dir "$fashion" --epochs "$epochs"
 fi
-# on a GPU machine the real devices; on a CPU, 8 forced host devices (parallel.py's default)
 platform=$("$py" -c 'import jax; print(jax.devices()[0].platform)' 2>/dev/null)
+if [[ $platform == gpu ]]; then
+    # fbp's epochs alone under XLA's command-buffer settings (CUDA graphs): its
+    # default, none, and the loop's own body captured too (WHILE, CONDITIONAL),
+    # against the launch cost of the small mini-batch-10 step
+    for cb in "" "=" "=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"; do
+        part "fbp-epochs command_buffer${cb:-(default)}" 90 env XLA_FLAGS="${cb:+--xla_gpu_enable_command_buffer$cb}" \
+            "$py" "$here/train_throughput.py" --fbp-only --repeats 3 ${fashion:+--data-dir "$fashion"}
+    done
+fi
+# on a GPU machine the real devices; on a CPU, 8 forced host devices (parallel.py's default)
 gpu_flag=()
 [[ $platform == gpu ]] && gpu_flag=(--gpu)
 part parallel 60 "$py" "$here/parallel.py" "${gpu_flag[@]}"

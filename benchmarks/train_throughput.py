@@ -25,6 +25,7 @@ printed beside the medians. The NumPy loop, being slow, is timed on the first
 ``--numpy-examples`` examples.
 
     python benchmarks/train_throughput.py [--repeats 3] [--json out.json] [--breakdown] [--trace] [--data-dir DIR]
+    XLA_FLAGS=... python benchmarks/train_throughput.py --fbp-only   # fbp alone, to compare settings
 
 ``--breakdown`` also times the pieces of one [784, 30, 10] mini-batch-10 step
 (each in a ``lax.scan`` of 6,000 steps, chained so none can be skipped) and the
@@ -324,6 +325,20 @@ def operation_trace(X, Y, steps=3000, top=12):
     return {name: us for us, name in per_step}
 
 
+def fbp_only(case, X, Y, rounds):
+    """fbp's epochs alone, on each of its inputs: examples/s (median of the
+    rounds) and µs per step, printed and returned."""
+    timers, route = fbp_epochs(case, X, Y)
+    rates = interleaved(timers, rounds)
+    out = dict(case=f"{case['sizes']} mini-batch {case['batch']}", fbp_inputs=route, rounds=rates)
+    for inputs, r in rates.items():
+        med = statistics.median(r)
+        out[inputs] = med
+        print(f"{out['case']:<32} on {inputs:<6} {med:12,.0f} ex/s  {case['batch'] / med * 1e6:6.1f} µs/step  "
+              f"(rounds {min(r):,.0f}–{max(r):,.0f})")
+    return out
+
+
 def cpu_model():
     """The processor's name (figures differ between machines of one kind), else its architecture."""
     try:
@@ -343,6 +358,9 @@ def main():
     parser.add_argument("--breakdown", action="store_true", help="also time the pieces of the mini-batch-10 step")
     parser.add_argument("--trace", action="store_true",
                         help="also trace the mini-batch-10 epoch with jax.profiler and list its operations' times")
+    parser.add_argument("--fbp-only", action="store_true",
+                        help="time fbp's epochs alone (no torch, no NumPy loop): to compare settings such as XLA_FLAGS "
+                             "run after run, on the same machine")
     parser.add_argument("--data-dir", default=None,
                         help="the directory of Fashion-MNIST's IDX files (default: where Debian's package puts them)")
     args = parser.parse_args()
@@ -357,6 +375,14 @@ def main():
     print(f"data: {name}, {len(X)} examples; jax {jax.__version__} on {device.platform} ({device.device_kind}); {torch_desc}; "
           f"{os.cpu_count()} CPUs, {cpu}")
     print(f"each figure: the median of {args.repeats} rounds, each round timing every contender once, in turn")
+    if args.fbp_only:
+        print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '(not set)')}")
+        results = [fbp_only(case, X, Y, args.repeats) for case in CASES]
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(dict(data=name, device=str(device), cpu=cpu, cpus=os.cpu_count(), jax=jax.__version__,
+                               xla_flags=os.environ.get("XLA_FLAGS"), results=results), fh, indent=2)
+        return
     print(f"{'case':<28} {'fbp ex/s':>11} {'torch ex/s':>11} {'numpy ex/s':>11} {'fbp/torch':>9} {'fbp/numpy':>9}")
     results = []
     for case in CASES:
