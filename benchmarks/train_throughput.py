@@ -396,9 +396,9 @@ def main():
         cpu_threads = [k for k in torch_timers if k != "cuda"]
         t_threads = max(cpu_threads, key=lambda k: med[("torch", k)], default=None)
         t = med[("torch", t_threads)] if cpu_threads else None
-        tc = med.get(("torch", "cuda"))
-        over_torch_cuda = ratio_spread(rates[("fbp", route)], rates[("torch", "cuda")]) if tc else None
         fbp_rounds = rates[("fbp", route)]
+        tc = med.get(("torch", "cuda"))
+        over_torch_cuda = ratio_spread(fbp_rounds, rates[("torch", "cuda")]) if tc else None
         over_numpy = ratio_spread(fbp_rounds, rates[("numpy", None)])
         over_torch = ratio_spread(fbp_rounds, rates[("torch", t_threads)]) if t else None
         r = dict(case=f"{case['sizes']} mini-batch {case['batch']}", fbp=f, fbp_inputs=route,
