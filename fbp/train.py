@@ -15,7 +15,6 @@ import json
 import math
 import os
 import time
-import zlib
 from typing import Callable, Optional, Sequence, Union
 
 import jax
@@ -24,6 +23,7 @@ import numpy as np
 import optax
 
 from fbp import checkpoint as ckpt
+from fbp import multihost
 from fbp.backprop import _deltas_from, _example_loss_from, check_batch, value_and_batch_backward
 from fbp.backprop import loss as fbp_loss
 from fbp.network import Dense, check_inputs, check_int, check_key, forward_trace, validate_params
@@ -428,129 +428,6 @@ def _best_params_on_disk(checkpoint_dir: str, epoch: Optional[int], template: di
         return None
 
 
-# --- several processes (multi-host): process 0 alone touches the checkpoints ---
-def _from_process_0(tree):
-    """``tree`` as process 0 holds it, on every process (as it is in a run of
-    one process). Every process calls it, with a tree of the same structure,
-    shapes and dtypes; PRNG keys go as their data."""
-    if jax.process_count() == 1:
-        return tree
-    from jax.experimental import multihost_utils
-
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = [jnp.issubdtype(jnp.asarray(x).dtype, jax.dtypes.prng_key) for x in leaves]
-    sent = [jax.random.key_data(x) if k else x for x, k in zip(leaves, keys)]
-    got = multihost_utils.broadcast_one_to_all([np.asarray(x) for x in sent])
-    out = [np.asarray(g).astype(np.asarray(x).dtype) for g, x in zip(got, sent)]
-    out = [jax.random.wrap_key_data(o, impl=jax.random.key_impl(x)) if k else o
-           for o, x, k in zip(out, leaves, keys)]
-    return jax.tree.unflatten(treedef, out)
-
-
-def _text_from_process_0(text: str) -> str:
-    data = np.frombuffer(text.encode(), np.uint8)
-    n = int(_from_process_0(np.array(len(data), np.int32)))
-    buf = data.copy() if jax.process_index() == 0 else np.zeros(n, np.uint8)
-    return bytes(np.asarray(_from_process_0(buf), np.uint8)).decode()
-
-
-_SHARED_ERRORS = {c.__name__: c for c in (ValueError, TypeError, ckpt.CheckpointError, ckpt.CheckpointMismatch,
-                                          ckpt.CheckpointDirInUse)}
-
-
-def _process_0_does(fn: Callable):
-    """``fn()`` on process 0 alone, its JSON-able result shared with every
-    process; in a run of one process, just ``fn()``. An error there is raised
-    on every process (process 0's own; on the others a copy of its type and
-    message, or a RuntimeError naming it for types not in ``_SHARED_ERRORS``),
-    so that none of them is left waiting for the others in the next collective.
-    Checkpoints are read and written this way: one writer, and a directory the
-    other hosts need not see."""
-    if jax.process_count() == 1:
-        return fn()
-    out, error = None, None
-    if jax.process_index() == 0:
-        try:
-            out = {"value": fn()}
-        except Exception as e:  # shared, then raised here as it was
-            error, write = e, isinstance(e, ckpt.CheckpointWriteError)  # an OSError: its errno travels too
-            out = {"error": [type(e).__name__, e.strerror if write else str(e), e.errno if write else None]}
-    shared = json.loads(_text_from_process_0(json.dumps(out)))
-    if error is not None:
-        raise error
-    if "error" in shared:
-        name, message, errno_ = shared["error"]
-        if name == "CheckpointWriteError":
-            raise ckpt.CheckpointWriteError(errno_, message)
-        raise _SHARED_ERRORS.get(name, RuntimeError)(message if name in _SHARED_ERRORS else
-                                                     f"process 0 failed: {name}: {message}")
-    return shared["value"]
-
-
-def _fingerprint(value) -> int:
-    """A CRC-32 of ``value`` that is the same in every process given the same
-    thing: a pytree by its structure and its arrays' dtypes, shapes and bytes
-    (PRNG keys by their data), anything else by its repr."""
-    try:
-        leaves, treedef = jax.tree.flatten(value)
-    except Exception:  # not a pytree; a bad argument that fit reports anyway
-        return zlib.crc32(type(value).__name__.encode())
-    code = zlib.crc32(str(treedef).encode())
-    for x in leaves:
-        if isinstance(x, (np.ndarray, np.generic, jax.Array)):
-            if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-                x = jax.random.key_data(x)
-            if isinstance(x, jax.Array) and not x.is_fully_addressable:  # spans the processes (a FitResult's)
-                if not x.is_fully_replicated:  # each process holds its own part: compare what all see
-                    code = zlib.crc32(f"{x.dtype.str}{x.shape}".encode(), code)
-                    continue
-                x = x.addressable_data(0)
-            a = np.ascontiguousarray(np.asarray(x))
-            code = zlib.crc32(f"{a.dtype.str}{a.shape}".encode(), code)
-            code = zlib.crc32(a.reshape(-1).view(np.uint8), code)
-        else:
-            code = zlib.crc32(repr(x).encode(), code)
-    return code
-
-
-def _same_on_every_process(arguments: dict) -> None:
-    """Multi-host: raise the same ValueError on every process when some
-    argument was given otherwise than on process 0 (one all-gather of a
-    CRC-32 of each). fit runs the same program on each process and all-reduces
-    their gradients, so other params or another key would train on without a
-    word, and another epoch count would leave the others waiting."""
-    if jax.process_count() == 1:
-        return
-    from jax.experimental import multihost_utils
-
-    names = list(arguments)
-    mine = np.array([_fingerprint(arguments[n]) for n in names], np.uint32).view(np.int32)
-    differ = _differing(multihost_utils.process_allgather(mine), names)
-    if differ:
-        raise ValueError(f"fit was called otherwise on the processes of the run: {_differ_text(differ)} from "
-                         f"process 0's; every process must call fit with the same arguments and data.")
-
-
-def _differing(rows, names: Sequence[str]) -> dict:
-    """Given every process's fingerprints of ``names`` (a row each, as an
-    all-gather returns them), each name whose fingerprint differs somewhere
-    from process 0's, with the processes where it does."""
-    rows = np.asarray(rows).reshape(-1, len(names))
-    differ = {}
-    for j, name in enumerate(names):
-        ids = [int(i) for i in np.flatnonzero(rows[:, j] != rows[0, j])]
-        if ids:
-            differ[name] = ids
-    return differ
-
-
-def _differ_text(differ: dict) -> str:
-    """``{"epochs": [1], "key": [1, 2]}`` as "epochs on process 1, key on processes 1, 2 differ"."""
-    parts = [f"{name} on process{'es' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
-             for name, ids in differ.items()]
-    return f"{', '.join(parts)} differ{'s' if len(parts) == 1 else ''}"
-
-
 def _another_run(where: str, differ: list):
     return ckpt.CheckpointMismatch(
         f"{where} was written by a different run (" + "; ".join(differ)
@@ -758,7 +635,7 @@ def fit(
     params, key, data, epochs, ...), every process raises the same ValueError
     naming them.
     """
-    _same_on_every_process(dict(
+    multihost.same_on_every_process(dict(
         params=params, train=tuple(train[:2]) if isinstance(train, Sequence) else train, cost=getattr(cost, "name", cost),
         epochs=epochs, batch_size=batch_size, key=key,
         evaluation=tuple(evaluation[:2]) if isinstance(evaluation, Sequence) else evaluation, reduction=reduction,
@@ -782,7 +659,7 @@ def fit(
                 f"{name} acts on evaluation accuracy: give evaluation data and keep monitor_evaluation=True, "
                 f"or leave {name}=None."
             )
-    _process_0_does(lambda: check_checkpoint_dir(checkpoint_dir, resume))
+    multihost.process_0_does(lambda: check_checkpoint_dir(checkpoint_dir, resume))
     try:
         json.dumps(config)
     except (TypeError, ValueError) as e:
@@ -830,7 +707,7 @@ def fit(
     # With several processes, process 0 alone holds, reads and writes it.
     with contextlib.ExitStack() as held:
         if checkpoint_dir:
-            _process_0_does(lambda: held.enter_context(ckpt.lock_dir(checkpoint_dir)))
+            multihost.process_0_does(lambda: held.enter_context(ckpt.lock_dir(checkpoint_dir)))
         if resume:
             template = dict(params=params, opt_state=opt_state, key=key)
             read = {}  # process 0's arrays
@@ -847,9 +724,9 @@ def fit(
                 read["best"] = _best_params_on_disk(checkpoint_dir, header["meta"].get("best_epoch"), template)
                 return dict(epoch=header["epoch"], meta=header["meta"], best=read["best"] is not None)
 
-            found = _process_0_does(read_newest)
+            found = multihost.process_0_does(read_newest)
             if found is not None:
-                tree = _from_process_0(read.get("tree", template))
+                tree = multihost.from_process_0(read.get("tree", template))
                 meta = found["meta"]
                 params, opt_state = tree["params"], tree["opt_state"]
                 start = saved = found["epoch"]
@@ -857,7 +734,7 @@ def fit(
                 best_acc, best_epoch = meta.get("best_acc", -1.0), meta.get("best_epoch")
                 since_best = meta.get("since_best", 0)
                 since_change = meta.get("since_change", 0)
-                best_params = _from_process_0(read.get("best", params)) if found["best"] else None
+                best_params = multihost.from_process_0(read.get("best", params)) if found["best"] else None
                 if on_resume is not None:
                     on_resume(history)
 
@@ -926,7 +803,7 @@ def fit(
                             f"({err.strerror or err}); {intact}. Make room (or fix the directory), then resume."
                         ) from err
 
-                _process_0_does(write)
+                multihost.process_0_does(write)
                 saved = e
             if on_epoch is not None:
                 on_epoch(record)
