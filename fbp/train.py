@@ -531,6 +531,167 @@ def _halve_lr(opt_state):
     return (inner, schedule._replace(hyperparams=hyper))
 
 
+# --- fit's pieces ------------------------------------------------------------
+@dataclasses.dataclass
+class _Progress:
+    """Where a fit run stands after ``epoch`` epochs: what a checkpoint's
+    meta keeps besides the arrays, so that a resumed run goes on exactly."""
+
+    epoch: int = 0
+    history: list = dataclasses.field(default_factory=list)  # one record per epoch
+    best_acc: float = -1.0  # the best evaluation accuracy so far
+    best_epoch: Optional[int] = None  # its epoch
+    since_best: int = 0  # epochs since it (patience)
+    since_change: int = 0  # epochs since it or the last halving of η (lr_halving)
+
+    @classmethod
+    def from_meta(cls, epoch: int, meta: dict) -> "_Progress":
+        return cls(epoch, meta.get("history", []), meta.get("best_acc", -1.0), meta.get("best_epoch"),
+                   meta.get("since_best", 0), meta.get("since_change", 0))
+
+    def meta(self, **more) -> dict:
+        return dict(history=self.history, best_acc=self.best_acc, best_epoch=self.best_epoch,
+                    since_best=self.since_best, since_change=self.since_change, **more)
+
+    def evaluated(self, epoch: int, accuracy: float) -> bool:
+        """Count epoch ``epoch``'s evaluation accuracy; True when it is the best so far."""
+        if accuracy > self.best_acc:
+            self.best_acc, self.best_epoch, self.since_best, self.since_change = accuracy, epoch, 0, 0
+            return True
+        self.since_best += 1
+        self.since_change += 1
+        return False
+
+
+def _check_fit_arguments(optimizer, key, epochs, batch_size, evaluation, monitor_evaluation, patience, lr_halving,
+                         lr_floor):
+    """fit's arguments that need no data, checked; (epochs, batch_size)."""
+    epochs, batch_size = check_int("epochs", epochs, 0), check_int("batch_size", batch_size, 1)
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, such as optax.sgd(0.5) or "
+                        f"fbp.train.make_optimizer('sgd', 0.5); got {optimizer!r}.")
+    check_key(key)
+    if not 0 < lr_floor < 1:
+        raise ValueError(f"lr_floor must be between 0 and 1 (a fraction of the starting step), got {lr_floor}.")
+    for name, value in (("patience", patience), ("lr_halving", lr_halving)):
+        if value is None:
+            continue
+        check_int(name, value, 1, " (epochs) or None")
+        if evaluation is None or len(evaluation[0]) == 0 or not monitor_evaluation:
+            raise ValueError(  # it would never act, silently
+                f"{name} acts on evaluation accuracy: give evaluation data and keep monitor_evaluation=True, "
+                f"or leave {name}=None."
+            )
+    return epochs, batch_size
+
+
+def _fit_data(params, train, evaluation, cost, batch_size: int, mesh):
+    """fit's data, checked whole and by name (inside the epoch only a
+    mini-batch's shape would show) and placed: ``(X, Y)`` the epochs draw
+    mini-batches from (on the host for a mesh, whose epoch shuffles there),
+    ``(Xm, Ym)`` on the device for monitoring, and the evaluation ``(Xe, Ye)``
+    or None. Images of bytes scaled to [0, 1] are kept as their bytes."""
+    if mesh is None:
+        X, Y = (jnp.asarray(a) for a in train[:2])
+    else:
+        from fbp import parallel
+
+        parallel.check_batch(mesh, batch_size)
+        X, Y = (np.asarray(a) for a in train[:2])
+    Xm, Ym = (jnp.asarray(a) for a in (X, Y))  # on the device once, not every epoch
+    check_batch(params, Xm, Ym, cost, names=("train X", "train Y"))
+    _check_finite((Xm, Ym), names=("train X", "train Y"))
+    if len(X) < batch_size:
+        raise ValueError(f"batch size {batch_size} is larger than the training set ({len(X)} examples).")
+    Xm = compact_inputs(Xm)  # train and monitor on the bytes (bitwise the same steps),
+    if Xm.dtype == jnp.uint8:  # and drop the float copy from the device
+        X = Xm if mesh is None else np.asarray(Xm)
+    if evaluation is None or len(evaluation[0]) == 0:
+        return (X, Y), (Xm, Ym), None
+    Xe, Ye = (jnp.asarray(a) for a in evaluation[:2])
+    check_batch(params, Xe, Ye, cost, names=("evaluation X", "evaluation Y"))
+    _check_finite((Xe, Ye), names=("evaluation X", "evaluation Y"))
+    return (X, Y), (Xm, Ym), (compact_inputs(Xe), Ye)
+
+
+def _first_opt_state(optimizer, params, opt_state, lr_halving):
+    """``opt_state``, checked against ``optimizer``; ``optimizer.init(params)`` when None."""
+    fresh = optimizer.init(params)
+    if opt_state is None:
+        return fresh
+    if jax.tree.structure(opt_state) != jax.tree.structure(fresh):
+        raise ValueError(
+            "opt_state does not fit the optimizer" + (" chained with lr_halving's step-size factor (pass the "
+            "opt_state of a fit run with lr_halving, or None)" if lr_halving is not None else " (pass the "
+            "optimizer's own init(params), or None)") + f":\n  got:      {jax.tree.structure(opt_state)}\n"
+            f"  expected: {jax.tree.structure(fresh)}"
+        )
+    return opt_state
+
+
+def _restore_newest(checkpoint_dir: str, params, opt_state, key, config):
+    """The newest checkpoint in ``checkpoint_dir`` written by this run (same
+    ``key`` and ``config``): ``(params, opt_state, progress, best_params)``,
+    best_params None when its best epoch's checkpoint is gone; None when
+    there is no checkpoint. Process 0 reads it, and every process gets it."""
+    template = dict(params=params, opt_state=opt_state, key=key)
+    read = {}  # process 0's arrays
+
+    def read_newest():
+        restored = ckpt.latest(checkpoint_dir, template, check_header=_same_config(config))
+        if restored is None:
+            return None
+        tree, header = restored
+        if not np.array_equal(jax.random.key_data(tree["key"]), jax.random.key_data(key)):
+            where = f"the checkpoint of epoch {header['epoch']} in {checkpoint_dir}"
+            raise _another_run(where, ["key: it shuffled with another PRNG key (another seed)"])
+        read["tree"] = tree
+        read["best"] = _best_params_on_disk(checkpoint_dir, header["meta"].get("best_epoch"), template)
+        return dict(epoch=header["epoch"], meta=header["meta"], best=read["best"] is not None)
+
+    found = multihost.process_0_does(read_newest)
+    if found is None:
+        return None
+    tree = multihost.from_process_0(read.get("tree", template))
+    best_params = multihost.from_process_0(read.get("best", tree["params"])) if found["best"] else None
+    return tree["params"], tree["opt_state"], _Progress.from_meta(found["epoch"], found["meta"]), best_params
+
+
+def _monitor(params, training, evaluation, cost, *, monitor_training, deltas, noise_scale) -> dict:
+    """An epoch's record of the training set (cost and accuracy, δ norms,
+    noise scale: those asked for, from one pass) and of ``evaluation`` (None: not monitored)."""
+    record = {}
+    if monitor_training or deltas or noise_scale:
+        m = evaluate(params, *training, cost, deltas=deltas, noise_scale=noise_scale)
+        if monitor_training:
+            record.update(training_cost=float(m["cost"]), training_accuracy=float(m["accuracy"]))
+        if deltas:
+            record["delta_norms"] = [float(v) for v in np.asarray(m["delta_norms"])]
+        if noise_scale:
+            record["noise_scale"] = float(m["noise_scale"])
+    if evaluation is not None:
+        m = evaluate(params, *evaluation, cost)
+        record.update(evaluation_cost=float(m["cost"]), evaluation_accuracy=float(m["accuracy"]))
+    return record
+
+
+def _save_epoch(checkpoint_dir: str, epoch: int, tree: dict, meta: dict, best_epoch: Optional[int],
+                saved: int) -> None:
+    """Epoch ``epoch``'s checkpoint (process 0 writes it); a failed write
+    raises ``CheckpointWriteError`` saying that epoch ``saved``'s is intact."""
+    def write():
+        try:
+            ckpt.save(checkpoint_dir, epoch, tree, meta, protect=() if best_epoch is None else (best_epoch,))
+        except OSError as err:
+            intact = f"the checkpoint of epoch {saved} is intact" if saved else "no checkpoint was written yet"
+            raise ckpt.CheckpointWriteError(
+                err.errno, f"could not write the checkpoint of epoch {epoch} in {checkpoint_dir} "
+                f"({err.strerror or err}); {intact}. Make room (or fix the directory), then resume."
+            ) from err
+
+    multihost.process_0_does(write)
+
+
 def fit(
     params: list,
     train,
@@ -643,64 +804,27 @@ def fit(
         monitor_evaluation=monitor_evaluation, monitor_deltas=monitor_deltas,
         monitor_noise_scale=monitor_noise_scale, patience=patience, lr_halving=lr_halving, lr_floor=lr_floor,
         checkpoint_dir=checkpoint_dir is not None, resume=resume, opt_state=opt_state, config=config))
-    epochs, batch_size = check_int("epochs", epochs, 0), check_int("batch_size", batch_size, 1)
-    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
-        raise TypeError(f"optimizer must be an optax.GradientTransformation, such as optax.sgd(0.5) or "
-                        f"fbp.train.make_optimizer('sgd', 0.5); got {optimizer!r}.")
-    check_key(key)
-    if not 0 < lr_floor < 1:
-        raise ValueError(f"lr_floor must be between 0 and 1 (a fraction of the starting step), got {lr_floor}.")
-    for name, value in (("patience", patience), ("lr_halving", lr_halving)):
-        if value is None:
-            continue
-        check_int(name, value, 1, " (epochs) or None")
-        if evaluation is None or len(evaluation[0]) == 0 or not monitor_evaluation:
-            raise ValueError(  # it would never act, silently
-                f"{name} acts on evaluation accuracy: give evaluation data and keep monitor_evaluation=True, "
-                f"or leave {name}=None."
-            )
+    epochs, batch_size = _check_fit_arguments(optimizer, key, epochs, batch_size, evaluation, monitor_evaluation,
+                                              patience, lr_halving, lr_floor)
     multihost.process_0_does(lambda: check_checkpoint_dir(checkpoint_dir, resume))
     try:
         json.dumps(config)
     except (TypeError, ValueError) as e:
         raise TypeError(f"config must be JSON-able (it is saved with each checkpoint): {e}") from None
-    if mesh is None:
-        X, Y = (jnp.asarray(a) for a in train[:2])
-    else:
-        from fbp import parallel
-
-        parallel.check_batch(mesh, batch_size)
-        X, Y = (np.asarray(a) for a in train[:2])  # the sharded epoch batches on the host
-    Xm, Ym = (jnp.asarray(a) for a in (X, Y))  # monitoring: on the device once, not every epoch
-    # Checked whole and by name here; inside the epoch only a mini-batch's shape would show.
-    check_batch(params, Xm, Ym, cost, names=("train X", "train Y"))
-    _check_finite((Xm, Ym), names=("train X", "train Y"))
-    if len(X) < batch_size:
-        raise ValueError(f"batch size {batch_size} is larger than the training set ({len(X)} examples).")
-    Xm = compact_inputs(Xm)  # images of bytes scaled to [0, 1]: train and monitor on the bytes
-    if Xm.dtype == jnp.uint8:  # (bitwise the same steps), and drop the float copy from the device
-        X = Xm if mesh is None else np.asarray(Xm)  # the sharded epoch shuffles on the host
-    has_eval = evaluation is not None and len(evaluation[0]) > 0
-    if has_eval:
-        Xe, Ye = (jnp.asarray(a) for a in evaluation[:2])
-        check_batch(params, Xe, Ye, cost, names=("evaluation X", "evaluation Y"))
-        _check_finite((Xe, Ye), names=("evaluation X", "evaluation Y"))
-        Xe = compact_inputs(Xe)
+    (X, Y), training, evaluated = _fit_data(params, train, evaluation, cost, batch_size, mesh)
+    if not monitor_evaluation:
+        evaluated = None
     if lr_halving is not None:
         optimizer = _compiled_once(_with_lr_schedule, optimizer)
-    fresh = optimizer.init(params)
-    if opt_state is None:
-        opt_state = fresh
-    elif jax.tree.structure(opt_state) != jax.tree.structure(fresh):
-        raise ValueError(
-            "opt_state does not fit the optimizer" + (" chained with lr_halving's step-size factor (pass the "
-            "opt_state of a fit run with lr_halving, or None)" if lr_halving is not None else " (pass the "
-            "optimizer's own init(params), or None)") + f":\n  got:      {jax.tree.structure(opt_state)}\n"
-            f"  expected: {jax.tree.structure(fresh)}"
-        )
-    history, start, saved = [], 0, None  # saved: the newest checkpoint's epoch
-    best_acc, best_epoch, since_best, best_params = -1.0, None, 0, None
-    since_change = 0  # epochs without a better evaluation accuracy or a halving (lr_halving)
+    opt_state = _first_opt_state(optimizer, params, opt_state, lr_halving)
+    progress, best_params = _Progress(), None
+
+    def why_stop():
+        if patience is not None and progress.since_best >= patience:
+            return "patience"
+        if lr_halving is not None and lr_factor(opt_state) <= lr_floor:
+            return "lr_floor"
+        return None
 
     # Held from the first read of the directory to the last write: another run
     # there meanwhile would write the same epochs' files and prune this one's.
@@ -708,51 +832,23 @@ def fit(
     with contextlib.ExitStack() as held:
         if checkpoint_dir:
             multihost.process_0_does(lambda: held.enter_context(ckpt.lock_dir(checkpoint_dir)))
-        if resume:
-            template = dict(params=params, opt_state=opt_state, key=key)
-            read = {}  # process 0's arrays
-
-            def read_newest():
-                restored = ckpt.latest(checkpoint_dir, template, check_header=_same_config(config))
-                if restored is None:
-                    return None
-                tree, header = restored
-                if not np.array_equal(jax.random.key_data(tree["key"]), jax.random.key_data(key)):
-                    where = f"the checkpoint of epoch {header['epoch']} in {checkpoint_dir}"
-                    raise _another_run(where, ["key: it shuffled with another PRNG key (another seed)"])
-                read["tree"] = tree
-                read["best"] = _best_params_on_disk(checkpoint_dir, header["meta"].get("best_epoch"), template)
-                return dict(epoch=header["epoch"], meta=header["meta"], best=read["best"] is not None)
-
-            found = multihost.process_0_does(read_newest)
-            if found is not None:
-                tree = multihost.from_process_0(read.get("tree", template))
-                meta = found["meta"]
-                params, opt_state = tree["params"], tree["opt_state"]
-                start = saved = found["epoch"]
-                history = meta.get("history", [])
-                best_acc, best_epoch = meta.get("best_acc", -1.0), meta.get("best_epoch")
-                since_best = meta.get("since_best", 0)
-                since_change = meta.get("since_change", 0)
-                best_params = multihost.from_process_0(read.get("best", params)) if found["best"] else None
-                if on_resume is not None:
-                    on_resume(history)
+        restored = _restore_newest(checkpoint_dir, params, opt_state, key, config) if resume else None
+        if restored is not None:
+            params, opt_state, progress, best_params = restored
+            if on_resume is not None:
+                on_resume(progress.history)
+        saved = progress.epoch  # the newest checkpoint's epoch
 
         epoch_fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, mesh)
         if mesh is not None:
-            params, opt_state = parallel.replicate(mesh, params), parallel.replicate(mesh, opt_state)
-        def why_stop():
-            if patience is not None and since_best >= patience:
-                return "patience"
-            if lr_halving is not None and lr_factor(opt_state) <= lr_floor:
-                return "lr_floor"
-            return None
+            from fbp import parallel
 
+            params, opt_state = parallel.replicate(mesh, params), parallel.replicate(mesh, opt_state)
         # The tree's structure is the same every epoch, so its record for load_params is too.
         network = ckpt.network_meta(dict(params=params, opt_state=opt_state, key=key)) if checkpoint_dir else None
         error = None
         stop_reason = why_stop()  # a resumed run that had already stopped early stays stopped
-        for e in range(start + 1, epochs + 1):
+        for e in range(progress.epoch + 1, epochs + 1):
             if stop_reason is not None:
                 break
             t0 = time.perf_counter()
@@ -766,47 +862,22 @@ def fit(
             params, opt_state = new_params, new_opt_state
             record = dict(epoch=e, train_step_cost=float(np.mean(losses)), seconds=seconds)
             if lr_halving is not None:
-                record["lr_factor"] = lr_factor(new_opt_state)
-            if monitor_training or monitor_deltas or monitor_noise_scale:
-                m = evaluate(params, Xm, Ym, cost, deltas=monitor_deltas, noise_scale=monitor_noise_scale)
-                if monitor_training:
-                    record.update(training_cost=float(m["cost"]), training_accuracy=float(m["accuracy"]))
-                if monitor_deltas:
-                    record["delta_norms"] = [float(v) for v in np.asarray(m["delta_norms"])]
-                if monitor_noise_scale:
-                    record["noise_scale"] = float(m["noise_scale"])
-            if has_eval and monitor_evaluation:
-                m = evaluate(params, Xe, Ye, cost)
-                record.update(evaluation_cost=float(m["cost"]), evaluation_accuracy=float(m["accuracy"]))
-                if record["evaluation_accuracy"] > best_acc:
-                    best_acc, best_epoch, since_best, best_params = record["evaluation_accuracy"], e, 0, params
-                    since_change = 0
-                else:
-                    since_best += 1
-                    since_change += 1
-            if lr_halving is not None and since_change >= lr_halving:
-                opt_state, since_change = _halve_lr(opt_state), 0  # the next epoch trains at half the step
-            history.append(record)
+                record["lr_factor"] = lr_factor(opt_state)
+            record.update(_monitor(params, training, evaluated, cost, monitor_training=monitor_training,
+                                   deltas=monitor_deltas, noise_scale=monitor_noise_scale))
+            if "evaluation_accuracy" in record and progress.evaluated(e, record["evaluation_accuracy"]):
+                best_params = params
+            if lr_halving is not None and progress.since_change >= lr_halving:
+                opt_state, progress.since_change = _halve_lr(opt_state), 0  # the next epoch trains at half the step
+            progress.epoch = e
+            progress.history.append(record)
             if checkpoint_dir:
-                meta = dict(history=history, best_acc=best_acc, best_epoch=best_epoch, since_best=since_best,
-                            since_change=since_change, config=config, network=network)
-
-                def write():
-                    try:
-                        ckpt.save(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key), meta,
-                                  protect=() if best_epoch is None else (best_epoch,))
-                    except OSError as err:
-                        intact = (f"the checkpoint of epoch {saved} is intact" if saved
-                                  else "no checkpoint was written yet")
-                        raise ckpt.CheckpointWriteError(
-                            err.errno, f"could not write the checkpoint of epoch {e} in {checkpoint_dir} "
-                            f"({err.strerror or err}); {intact}. Make room (or fix the directory), then resume."
-                        ) from err
-
-                multihost.process_0_does(write)
+                _save_epoch(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key),
+                            progress.meta(config=config, network=network), progress.best_epoch, saved)
                 saved = e
             if on_epoch is not None:
                 on_epoch(record)
             stop_reason = why_stop()
-        return FitResult(params, opt_state, history, len(history), stop_reason is not None, error, best_epoch,
-                         best_params, stop_reason)
+        history = progress.history
+        return FitResult(params, opt_state, history, len(history), stop_reason is not None, error,
+                         progress.best_epoch, best_params, stop_reason)
