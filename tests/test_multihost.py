@@ -1,0 +1,74 @@
+"""fbp.multihost's pieces that need no second process: the fingerprint by
+which the processes of a run compare their arguments, and how a difference
+is named. (The joined runs themselves are in test_parallel.py.)"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fbp
+from fbp import multihost
+
+
+@pytest.fixture
+def params():
+    return fbp.init_mlp(jax.random.key(0), [5, 4, 3], output_activation="softmax", dtype=jnp.float32)
+
+
+def test_the_same_thing_has_the_same_fingerprint(params):
+    copy = jax.tree.map(lambda x: jnp.array(np.asarray(x)), params)
+    assert multihost.fingerprint(params) == multihost.fingerprint(copy)
+    assert multihost.fingerprint(jax.random.key(3)) == multihost.fingerprint(jax.random.key(3))
+    assert multihost.fingerprint({"lr": 0.5, "sizes": [5, 4, 3]}) == multihost.fingerprint({"lr": 0.5, "sizes": [5, 4, 3]})
+    assert multihost.fingerprint(None) == multihost.fingerprint(None)
+
+
+def test_any_difference_changes_the_fingerprint(params):
+    """One value, the dtype of the same bytes, the shape of the same bytes,
+    the tree's structure, the activation (static metadata), a PRNG key's
+    seed, a plain setting: each is a different run."""
+    base = multihost.fingerprint(params)
+    one_value = [dataclasses.replace(params[0], w=params[0].w.at[1, 2].add(1e-6)), params[1]]
+    a = np.arange(6, dtype=np.float32)
+    variants = {
+        "one value": multihost.fingerprint(one_value),
+        "structure": multihost.fingerprint(tuple(params)),
+        "activation": multihost.fingerprint(
+            fbp.init_mlp(jax.random.key(0), [5, 4, 3], activation="tanh", output_activation="softmax",
+                         dtype=jnp.float32)),
+    }
+    assert all(code != base for code in variants.values()), variants
+    assert multihost.fingerprint(a) != multihost.fingerprint(a.view(np.int32))  # same bytes, another dtype
+    assert multihost.fingerprint(a) != multihost.fingerprint(a.reshape(2, 3))  # same bytes, another shape
+    assert multihost.fingerprint(jax.random.key(3)) != multihost.fingerprint(jax.random.key(4))
+    assert multihost.fingerprint({"lr": 0.5}) != multihost.fingerprint({"lr": 0.25})
+
+
+def test_differing_names_each_setting_and_the_processes_where_it_differs():
+    names = ["--lr", "--seed", "data"]
+    rows = np.array([[7, 8, 9],  # process 0: the reference
+                     [7, 1, 9],
+                     [7, 1, 2]], np.int32)
+    differ = multihost.differing(rows.reshape(-1), names)  # as an all-gather may return them, flat
+    assert differ == {"--seed": [1, 2], "data": [2]}
+    assert multihost.differing(np.tile(rows[0], 3), names) == {}
+    assert multihost.differ_text(differ) == "--seed on processes 1, 2, data on process 2 differ"
+    assert multihost.differ_text({"key": [1]}) == "key on process 1 differs"
+
+
+def test_in_a_run_of_one_process_process_0_does_and_sends_are_plain_calls(params):
+    assert jax.process_count() == 1
+    assert multihost.from_process_0(params) is params
+    assert multihost.process_0_does(lambda: {"epoch": 3}) == {"epoch": 3}
+    with pytest.raises(ZeroDivisionError):
+        multihost.process_0_does(lambda: 1 / 0)
+    multihost.same_on_every_process({"epochs": 3, "params": params})  # nothing to compare with: no error
+
+
+@pytest.mark.parametrize("coordinator, expected", [("host0:1234", ("host0", 1234)), ("[::1]:8476", ("::1", 8476)),
+                                                   ("10.0.0.2:80", ("10.0.0.2", 80))])
+def test_host_port_reads_ipv4_ipv6_and_names(coordinator, expected):
+    assert multihost.host_port(coordinator) == expected
