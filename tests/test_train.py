@@ -1220,6 +1220,8 @@ def test_cli_failed_writes_are_one_line_errors_that_say_what_is_kept(tmp_path, c
     (["--patience", "3", "--validation", "0"], "--patience stops training by validation accuracy"),
     (["--lr-halving", "5", "--validation", "0"], "--lr-halving"),
     (["--save-params", "/"], "--save-params"),
+    # a flag wrong whatever the data is refused before the data is read (here it could not be)
+    (["--data", "fashion-mnist", "--data-dir", "/nonexistent/dir", "--save-params", "/"], "--save-params / cannot"),
     (["--save-params", "out/run", "--metrics-out", "out/../out/run"], "both name out/run"),
     (["--num-processes", "2"], "--coordinator, --num-processes and --process-id go together"),
     (["--coordinator", "host0", "--num-processes", "2", "--process-id", "0"], "expected HOST:PORT"),
