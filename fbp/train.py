@@ -675,10 +675,12 @@ def _monitor(params, training, evaluation, cost, *, monitor_training, deltas, no
     return record
 
 
-def _save_epoch(checkpoint_dir: str, epoch: int, tree: dict, meta: dict, best_epoch: Optional[int],
-                saved: int) -> None:
-    """Epoch ``epoch``'s checkpoint (process 0 writes it); a failed write
-    raises ``CheckpointWriteError`` saying that epoch ``saved``'s is intact."""
+def _save_epoch(checkpoint_dir: str, epoch: int, tree: dict, meta: dict, best_epoch: Optional[int]) -> None:
+    """Epoch ``epoch``'s checkpoint (process 0 writes it). Every epoch is
+    saved (a failed save ends the run), so a failed write raises
+    ``CheckpointWriteError`` saying that the previous epoch's is intact."""
+    saved = epoch - 1
+
     def write():
         try:
             ckpt.save(checkpoint_dir, epoch, tree, meta, protect=() if best_epoch is None else (best_epoch,))
@@ -837,7 +839,6 @@ def fit(
             params, opt_state, progress, best_params = restored
             if on_resume is not None:
                 on_resume(progress.history)
-        saved = progress.epoch  # the newest checkpoint's epoch
 
         epoch_fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, mesh)
         if mesh is not None:
@@ -873,8 +874,7 @@ def fit(
             progress.history.append(record)
             if checkpoint_dir:
                 _save_epoch(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key),
-                            progress.meta(config=config, network=network), progress.best_epoch, saved)
-                saved = e
+                            progress.meta(config=config, network=network), progress.best_epoch)
             if on_epoch is not None:
                 on_epoch(record)
             stop_reason = why_stop()
