@@ -13,8 +13,19 @@ import pytest
 HERE = os.path.dirname(__file__)
 
 
+def _cpu_env(devices=None):
+    """This environment on the CPU (on a GPU machine too: these tests are of
+    the logic, on host devices), with ``devices`` forced host devices, or
+    without XLA_FLAGS, so that each process of a run gets one CPU device."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    if devices is not None:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
 def run(what):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = _cpu_env(8)
     proc = subprocess.run([sys.executable, os.path.join(HERE, "parallel_worker.py"), what],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -64,8 +75,7 @@ def test_clear_errors():
     (["--epochs", "1", "--quiet"], 0, "using 5 (pass --devices"),
 ])
 def test_cli_devices(argv, rc, needle):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    proc = subprocess.run([sys.executable, "-m", "fbp", "train", *argv], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-m", "fbp", "train", *argv], capture_output=True, text=True, env=_cpu_env(8))
     assert proc.returncode == rc, proc.stderr
     assert needle in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
@@ -79,16 +89,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _one_device_env() -> dict:
-    """This environment without XLA_FLAGS: each process of a run gets one CPU device."""
-    return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-
-
 def _start_two(argv, cwd=None) -> list:
     """Two processes of one run on this machine (one CPU device each, gloo
     between them): ``argv(port, process_id)`` is each one's command line."""
     port = _free_port()
-    return [subprocess.Popen([sys.executable, *argv(port, i)], cwd=cwd, env=_one_device_env(), stdout=subprocess.PIPE,
+    return [subprocess.Popen([sys.executable, *argv(port, i)], cwd=cwd, env=_cpu_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for i in range(2)]
 
 
@@ -137,7 +142,7 @@ def test_two_processes_share_one_checkpoint_dir_resume_and_train_like_one(tmp_pa
     lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [r.get("epoch") for r in lines] == [1, 2, 3, None] and lines[-1]["final"]
 
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = _cpu_env(2)
     one = subprocess.run([sys.executable, "-m", "fbp", "train", "--quiet", "--epochs", "3", "--batch-size", "20",
                           "--devices", "2", "--save-params", "one.npz"], cwd=tmp_path, env=env,
                          capture_output=True, text=True)
@@ -231,7 +236,7 @@ def _fbp_train_alone(flags, process_id):
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "fbp", "train", "--quiet", "--epochs", "1", *flags,
                            "--num-processes", "2", "--process-id", str(process_id)],
-                          capture_output=True, text=True, env=_one_device_env(), timeout=120)
+                          capture_output=True, text=True, env=_cpu_env(), timeout=120)
     return proc.returncode, proc.stderr, time.monotonic() - start
 
 
