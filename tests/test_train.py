@@ -145,7 +145,9 @@ def test_every_byte_decodes_to_numpys_float32_k_over_255():
         "eager": ftrain.decode_inputs(jnp.asarray(codes)),
         "jit": jax.jit(ftrain.decode_inputs)(codes),
         "reshaped, reversed": jax.jit(lambda c: ftrain.decode_inputs(c.reshape(16, 16)[::-1])[::-1].reshape(-1))(codes),
-        "into a product": jax.jit(lambda c: ftrain.decode_inputs(c.reshape(16, 16)) @ jnp.eye(16, dtype=jnp.float32))(codes).reshape(-1),
+        # at full float32 precision: a GPU's default rounds a product's inputs to TensorFloat-32
+        "into a product": jax.jit(lambda c: jnp.matmul(ftrain.decode_inputs(c.reshape(16, 16)), jnp.eye(16, dtype=jnp.float32),
+                                                       precision=jax.lax.Precision.HIGHEST))(codes).reshape(-1),
     }
     for where, got in decoded.items():
         got = np.asarray(got)
