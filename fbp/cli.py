@@ -502,7 +502,6 @@ def _others_failed(failed: bool, settings: Optional[dict] = None):
     not fail; the same all-gather carries a CRC-32 of each) each setting some
     process was given otherwise than process 0, mapped to those processes."""
     import numpy as np
-    from jax.experimental import multihost_utils
 
     from fbp import multihost
 
@@ -510,7 +509,10 @@ def _others_failed(failed: bool, settings: Optional[dict] = None):
     if settings is not None:
         codes = [multihost.fingerprint(settings[name]) for name in SHARED_SETTINGS]
     mine = np.array([int(failed), *codes], np.uint32).view(np.int32)
-    rows = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, len(mine))
+    try:
+        rows = np.asarray(multihost.allgather(mine)).reshape(-1, len(mine))
+    except multihost.SharedDeviceError as e:  # the run's first collective: no process can tell the others anything
+        raise _Exit(f"fbp train: error: {e}", 1) from None
     failed_ids = [int(i) for i in np.flatnonzero(rows[:, 0])]
     return failed_ids, ({} if failed_ids or settings is None else multihost.differing(rows[:, 1:], SHARED_SETTINGS))
 
@@ -583,7 +585,10 @@ def cmd_train(args) -> int:
                 report.close()
             print(e.line, file=sys.stderr)
             if joined and not agreed:
-                _others_failed(failed=True)
+                try:
+                    _others_failed(failed=True)
+                except _Exit as e2:
+                    print(e2.line, file=sys.stderr)
             return e.status
         return _finish(args, run, report, result, seconds, writer, joined)
 

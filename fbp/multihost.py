@@ -131,6 +131,36 @@ def join(coordinator: str, num_processes: int, process_id: int, timeout: float =
         joined.set()
 
 
+# --- collectives: a GPU driven by two processes of the run is named, not a NCCL trace ---
+class SharedDeviceError(RuntimeError):
+    """Two processes of the run drive the same GPU."""
+
+
+SHARED_GPU = ("two processes of this run drive the same GPU, and NCCL cannot join them: give each process a GPU of "
+              "its own (CUDA_VISIBLE_DEVICES=i for process i on a machine of several GPUs), or run the processes on "
+              "the CPU (JAX_PLATFORMS=cpu)")
+
+
+def _collective(fn, x):
+    """``fn(x)``, one of multihost_utils's collectives. Processes started on
+    one machine of one GPU all take that GPU, and their first collective then
+    fails inside NCCL ("Duplicate GPU detected", jax 0.11.2) with a C++
+    trace; that is raised as a ``SharedDeviceError`` saying what to do."""
+    try:
+        return fn(x)
+    except Exception as e:  # jax.errors.JaxRuntimeError; its name has changed across jax versions
+        if "Duplicate GPU detected" in str(e):
+            raise SharedDeviceError(SHARED_GPU) from None
+        raise
+
+
+def allgather(x):
+    """``multihost_utils.process_allgather(x)``: every process's ``x``, stacked."""
+    from jax.experimental import multihost_utils
+
+    return _collective(multihost_utils.process_allgather, x)
+
+
 # --- agreeing: process 0 alone touches the checkpoints; the others get what it read ---
 def from_process_0(tree):
     """``tree`` as process 0 holds it, on every process (as it is in a run of
@@ -143,7 +173,7 @@ def from_process_0(tree):
     leaves, treedef = jax.tree.flatten(tree)
     keys = [jnp.issubdtype(jnp.asarray(x).dtype, jax.dtypes.prng_key) for x in leaves]
     sent = [jax.random.key_data(x) if k else x for x, k in zip(leaves, keys)]
-    got = multihost_utils.broadcast_one_to_all([np.asarray(x) for x in sent])
+    got = _collective(multihost_utils.broadcast_one_to_all, [np.asarray(x) for x in sent])
     out = [np.asarray(g).astype(np.asarray(x).dtype) for g, x in zip(got, sent)]
     out = [jax.random.wrap_key_data(o, impl=jax.random.key_impl(x)) if k else o
            for o, x, k in zip(out, leaves, keys)]
@@ -224,11 +254,9 @@ def same_on_every_process(arguments: dict) -> None:
     word, and another epoch count would leave the others waiting."""
     if jax.process_count() == 1:
         return
-    from jax.experimental import multihost_utils
-
     names = list(arguments)
     mine = np.array([fingerprint(arguments[n]) for n in names], np.uint32).view(np.int32)
-    differ = differing(multihost_utils.process_allgather(mine), names)
+    differ = differing(allgather(mine), names)
     if differ:
         raise ValueError(f"fit was called otherwise on the processes of the run: {differ_text(differ)} from "
                          f"process 0's; every process must call fit with the same arguments and data.")

@@ -72,3 +72,42 @@ def test_in_a_run_of_one_process_process_0_does_and_sends_are_plain_calls(params
                                                    ("10.0.0.2:80", ("10.0.0.2", 80))])
 def test_host_port_reads_ipv4_ipv6_and_names(coordinator, expected):
     assert multihost.host_port(coordinator) == expected
+
+
+NCCL_SHARED_GPU = ("INTERNAL: NCCL operation ncclCommInitRankConfig(...) failed: invalid usage (run with "
+                   "NCCL_DEBUG=WARN for details). Last NCCL warning(error) log entry (may be unrelated) 'Duplicate "
+                   "GPU detected : rank 0 and rank 1 both on CUDA device 60'.")  # as jax 0.11.2 raised it on an H200
+
+
+def test_two_processes_on_one_gpu_are_told_so_in_one_line(monkeypatch):
+    """Two processes of a run started on a machine of one GPU both take it,
+    and their first collective fails in NCCL. fbp names that and the way out,
+    in the all-gather and the broadcast of fit and in fbp train's first
+    all-gather (a one-line error, status 1); other failures go through as
+    they were."""
+    from jax.experimental import multihost_utils
+
+    from fbp import cli
+
+    def nccl_refuses(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError(NCCL_SHARED_GPU)
+
+    monkeypatch.setattr(multihost_utils, "process_allgather", nccl_refuses)
+    monkeypatch.setattr(multihost_utils, "broadcast_one_to_all", nccl_refuses)
+    for call in (lambda: multihost.allgather(np.zeros(3, np.int32)),
+                 lambda: multihost._collective(multihost_utils.broadcast_one_to_all, [np.zeros(2)])):
+        with pytest.raises(multihost.SharedDeviceError, match="two processes of this run drive the same GPU") as e:
+            call()
+        assert "CUDA_VISIBLE_DEVICES" in str(e.value) and "JAX_PLATFORMS=cpu" in str(e.value)
+    with pytest.raises(cli._Exit) as e:
+        cli._others_failed(failed=False, settings={name: 0 for name in cli.SHARED_SETTINGS})
+    assert e.value.status == 1
+    assert e.value.line.startswith("fbp train: error: two processes of this run drive the same GPU")
+    assert "\n" not in e.value.line
+
+    def other_failure(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("UNAVAILABLE: the coordination service went away")
+
+    monkeypatch.setattr(multihost_utils, "process_allgather", other_failure)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="coordination service"):
+        multihost.allgather(np.zeros(3, np.int32))
