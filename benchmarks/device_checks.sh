@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# What a short lease of a GPU machine is for, in one run of about 9 minutes
+# (run_all.sh, the full set, takes longer than one lease allows):
+#
+#   1. the mini-batch-10 throughput target on two CPU cores under that
+#      machine's own (newer) jaxlib: train_throughput.py pinned to two cores
+#      (CPUs 0 and 1) and JAX_PLATFORMS=cpu, torch and the NumPy loop pinned
+#      with it, plus the step's breakdown. Does a later jaxlib close the gap?
+#   2. XLA's command buffers (CUDA graphs) for fbp's GPU epochs: its default,
+#      none, and the loop's own body captured too (WHILE, CONDITIONAL);
+#   3. the test suite on the GPU (XLA_PYTHON_CLIENT_PREALLOCATE=false, so the
+#      workers share the card);
+#   4. a resumed run against an uninterrupted one, bitwise, in separate
+#      processes: XLA's defaults, its autotuner off, its deterministic ops;
+#   5. two processes of one run started on the one GPU (fbp's one-line error).
+#
+#   benchmarks/device_checks.sh OUT_DIR [FASHION_MNIST_DIR]
+#
+# Each part has its own time limit; a failed part does not stop the rest.
+# Uses `python3` from PATH unless PYTHON is set.
+set -uo pipefail
+out=${1:?usage: benchmarks/device_checks.sh OUT_DIR [FASHION_MNIST_DIR]}
+fashion=${2:-}
+py=${PYTHON:-python3}
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$out"
+log="$out/device_checks.log"
+export PYTHONUNBUFFERED=1
+
+part() {  # part NAME SECONDS COMMAND...: run it under a time limit, log its output and how it ended
+    local name=$1 limit=$2 start=$SECONDS
+    shift 2
+    echo "=== $name (limit ${limit}s): $*" | tee -a "$log"
+    timeout -k 5 "$limit" "$@" 2>&1 | tee -a "$log"
+    local rc=${PIPESTATUS[0]}
+    echo "=== $name: exit $rc after $((SECONDS - start))s" | tee -a "$log"
+}
+
+: >"$log"
+part device 30 "$py" -c 'import jax, jaxlib, os; d = jax.devices()[0]; print(f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, {len(jax.devices())} x {d.platform} ({d.device_kind}), {os.cpu_count()} CPUs")'
+command -v nvidia-smi >/dev/null && part nvidia-smi 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv
+part lscpu 10 bash -c 'lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket|NUMA node|L2|L3"'
+
+# 1. two CPU cores, this machine's jaxlib
+# (the affinity is set from Python, so that no taskset is needed; XLA, torch and
+# OpenBLAS size their thread pools from it)
+pin2=("$py" -c 'import os, sys; os.sched_setaffinity(0, {0, 1}); os.execvp(sys.argv[1], sys.argv[1:])')
+part cpu2-throughput 150 env JAX_PLATFORMS=cpu "${pin2[@]}" "$py" "$here/train_throughput.py" --repeats 3 \
+    --numpy-examples 5000 --breakdown --json "$out/train_throughput_cpu2.json" ${fashion:+--data-dir "$fashion"}
+
+# 2. command buffers on the GPU, fbp's epochs alone
+for cb in "" "=" "=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"; do
+    part "gpu-epochs command_buffer${cb:-(default)}" 50 env XLA_FLAGS="${cb:+--xla_gpu_enable_command_buffer$cb}" \
+        "$py" "$here/train_throughput.py" --fbp-only --repeats 3 ${fashion:+--data-dir "$fashion"}
+done
+
+# 3. the test suite on the GPU
+part gpu-tests 290 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$py" -m pytest -q -n 12 -p no:cacheprovider \
+    --timeout 150 -o addopts= -rfE --tb=short --durations=25 tests
+
+# 4. a resumed run bitwise the uninterrupted one (separate processes) under
+#    XLA's GPU defaults, with autotuning off, and with deterministic ops; the
+#    three side by side
+det="tests/test_train.py::test_kill_9_and_resume_gives_bitwise_the_same_params
+tests/test_train.py::test_resume_passes_over_a_damaged_newest_checkpoint_says_so_and_ends_bitwise"
+part gpu-determinism 120 env XLA_PYTHON_CLIENT_PREALLOCATE=false DET="$det" PY="$py" bash -c '
+    for flags in "" --xla_gpu_autotune_level=0 --xla_gpu_deterministic_ops=true; do
+        (r=$(XLA_FLAGS=$flags "$PY" -m pytest -q -p no:cacheprovider -o addopts= $DET 2>&1 | tail -n 1)
+         echo "XLA_FLAGS=\"$flags\": $r") &
+    done; wait'
+
+# 5. two processes of one run on the one GPU: each should end with fbp's one-line error
+part gpu-shared 60 env XLA_PYTHON_CLIENT_PREALLOCATE=false PY="$py" bash -c '
+    port=$("$PY" -c "import socket; s = socket.socket(); s.bind((\"localhost\", 0)); print(s.getsockname()[1])")
+    for p in 0 1; do
+        ("$PY" -m fbp train --coordinator localhost:$port --num-processes 2 --process-id $p --epochs 1 \
+            --join-timeout 30 2>&1 | grep "^fbp train: error"; echo "process $p: exit ${PIPESTATUS[0]}") &
+    done; wait'
+echo "=== done" | tee -a "$log"
