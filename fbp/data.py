@@ -295,6 +295,9 @@ def mnist_pkl(path: str, n_validation: int = 10_000) -> Dataset:
     """The book's ``mnist.pkl.gz``: a gzipped pickle of (training, validation,
     test), each (images (n, 784) floats in [0, 1], labels (n,) ints), 50,000 /
     10,000 / 10,000 (``mnist_loader.load_data`` of the book's code reads it).
+    Its images are float32 k/256 for the bytes k of MNIST; they are returned
+    as they are, and ``fit`` keeps them as those bytes on the device
+    (``fbp.train.byte_codes``).
 
     ``path`` is the file or the directory holding it (the book repository's
     ``data/``). Training and validation are joined in order and the last

@@ -36,6 +36,14 @@ _IN_PLACE_BATCH_BYTES = 64 << 10  # see make_epoch
 # Byte k of an image read as NumPy's float32(k) / 255, the scaling of fbp.data
 # (and the usual one); decode_inputs gives these floats for uint8 inputs.
 BYTE_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
+# Byte k read as k / 256 (exact in float32), the scaling of the book's own
+# mnist.pkl.gz; decode_inputs gives these floats for int8 codes k − 128.
+BYTE_VALUES_256 = np.arange(256, dtype=np.float32) / np.float32(256)
+
+
+def _is_codes(X) -> bool:
+    """Whether X holds one-byte codes of inputs (uint8: k/255, int8: (c + 128)/256)."""
+    return X.dtype in (jnp.uint8, jnp.int8)
 
 
 # --- optimizers -------------------------------------------------------------
@@ -165,12 +173,13 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
     loop iteration; with the in-place mini-batch copy below, 1, 4 and 8 run
     at the same speed on the CPU (8 was 15% faster when each step gathered).
 
-    X may be float, or the bytes (uint8) of byte images: byte k then reads as
-    ``BYTE_VALUES[k]`` = float32(k)/255, decoded one mini-batch at a time,
-    so the steps see bitwise the floats ``fbp.data`` would give while the
-    epoch reads a quarter of the memory (``byte_codes`` turns such floats
-    back into bytes; ``fit`` does so by itself, and so does the sharded epoch
-    of ``fbp.parallel``, which then gathers and sends a quarter of the bytes).
+    X may be float, or one-byte codes of byte images (``decode_inputs``):
+    uint8 byte k reads as ``BYTE_VALUES[k]`` = float32(k)/255, int8 code c as
+    (c + 128)/256. They are decoded one mini-batch at a time, so the steps
+    see bitwise the floats the data set gives while the epoch reads a quarter
+    of the memory (``byte_codes`` turns such floats back into codes; ``fit``
+    does so by itself, and so does the sharded epoch of ``fbp.parallel``,
+    which then gathers and sends a quarter of the bytes).
     """
     batch_size, unroll = check_int("batch_size", batch_size, 1), check_int("unroll", unroll, 1)
 
@@ -190,7 +199,7 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
         # mini-batch 10 on 2 cores, about even at 16-20 rows). From 32 rows of
         # 784 on, the split gather wins (110 against 127 µs per step).
         # Counted as decoded: bytes cross over where their floats do (about 20 rows of 784).
-        itemsize = [BYTE_VALUES.itemsize if A.dtype == jnp.uint8 else A.dtype.itemsize for A in (X, Y)]
+        itemsize = [BYTE_VALUES.itemsize if _is_codes(A) else A.dtype.itemsize for A in (X, Y)]
         row_bytes = sum(size * math.prod(A.shape[1:]) for size, A in zip(itemsize, (X, Y)))
         in_place = batch_size * row_bytes <= _IN_PLACE_BATCH_BYTES
 
@@ -216,36 +225,46 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1) -> Cal
 
 
 def decode_inputs(X):
-    """Byte inputs (uint8) as the floats they stand for, bitwise
-    ``BYTE_VALUES[X]``; float inputs as they are. The epochs call it on each
-    mini-batch.
+    """One-byte codes of inputs as the floats they stand for; float inputs
+    as they are. The epochs call it on each mini-batch.
 
-    In binary, k/255 is 0.kkk…, the byte's 8 bits repeated, so k/255 =
-    k·65793/2^24 + k/(255·2^24). The first term (k three times) is exact in
-    float32, since k·65793 < 2^24, and adding the second (below 2^-24) rounds
-    the sum to NumPy's float32(k)/255, for every k (the tests check all 256).
-    A plain ``X / 255`` would not do: XLA computes it as X·float32(1/255),
-    1 ulp off for 126 of the 256 bytes. A lookup in ``BYTE_VALUES`` is exact
-    but is a gather: 1.9 µs for a 10×784 mini-batch, against 0.8 µs for these
-    two products and a sum (1.2 µs of a 20 µs step, 6% of it).
+    - uint8 byte k: bitwise ``BYTE_VALUES[k]`` = float32(k)/255, images as
+      ``fbp.data`` (and most loaders) scale them. In binary, k/255 is
+      0.kkk…, the byte's 8 bits repeated, so k/255 = k·65793/2^24 +
+      k/(255·2^24). The first term (k three times) is exact in float32,
+      since k·65793 < 2^24, and adding the second (below 2^-24) rounds the
+      sum to NumPy's float32(k)/255, for every k (the tests check all 256).
+      A plain ``X / 255`` would not do: XLA computes it as X·float32(1/255),
+      1 ulp off for 126 of the 256 bytes. A lookup in ``BYTE_VALUES`` is
+      exact but is a gather: 1.9 µs for a 10×784 mini-batch, against 0.8 µs
+      for these two products and a sum (1.2 µs of a 20 µs step, 6% of it).
+    - int8 code c: (c + 128)/256, exact, the scaling of the book's own
+      ``mnist.pkl.gz`` (its images hold k/256: its first training image
+      begins 3/256, 18/256, 18/256, 18/256, 126/256). The code is stored
+      128 below the byte so that the dtype says which scale it has.
     """
-    if X.dtype != jnp.uint8:
-        return X
-    k = X.astype(jnp.float32)
-    return k * jnp.float32(65793 / 2**24) + k * jnp.float32(1 / (255 * 2**24))
+    if X.dtype == jnp.uint8:
+        k = X.astype(jnp.float32)
+        return k * jnp.float32(65793 / 2**24) + k * jnp.float32(1 / (255 * 2**24))
+    if X.dtype == jnp.int8:  # the integer sum is exact, and so is the product by 2^-8
+        return (X.astype(jnp.int32) + 128).astype(jnp.float32) * jnp.float32(1 / 256)
+    return X
 
 
 @jax.jit
-def _to_bytes(X):
-    codes = jnp.clip(jnp.round(X * 255), 0, 255).astype(jnp.uint8)
+def _to_codes(X):
+    """X's codes at both scales, and whether each gives back bitwise X."""
     bits = functools.partial(jax.lax.bitcast_convert_type, new_dtype=jnp.uint32)  # -0.0 is not byte 0
-    return codes, jnp.all(bits(decode_inputs(codes)) == bits(X))
+    by_255 = jnp.clip(jnp.round(X * 255), 0, 255).astype(jnp.uint8)
+    by_256 = (jnp.clip(jnp.round(X * 256), 0, 255).astype(jnp.int32) - 128).astype(jnp.int8)
+    return [(c, jnp.all(bits(decode_inputs(c)) == bits(X))) for c in (by_255, by_256)]
 
 
 def byte_codes(X) -> Optional[Array]:
-    """X as bytes (uint8, on the device) if every value of the float32 array X
-    is exactly k/255 for a byte k (``BYTE_VALUES[k]``, as ``fbp.data`` scales
-    MNIST-style images); None otherwise. ``make_epoch`` decodes the bytes
+    """X as one-byte codes (on the device) if every value of the float32
+    array X is exactly k/255 for a byte k (then uint8 k: ``BYTE_VALUES[k]``,
+    as ``fbp.data`` scales images) or exactly k/256 (then int8 k − 128: the
+    book's ``mnist.pkl.gz``); None otherwise. ``make_epoch`` decodes them
     back to bitwise the same floats, reading a quarter of the memory: at
     mini-batch 10 on Fashion-MNIST the gather from a 188 MB array is the
     slow part of a step, and from 47 MB it is about 10% faster in all.
@@ -253,8 +272,10 @@ def byte_codes(X) -> Optional[Array]:
     X = jnp.asarray(X)
     if X.dtype != jnp.float32 or X.size == 0:
         return None
-    codes, exact = _to_bytes(X)
-    return codes if bool(exact) else None
+    for codes, exact in _to_codes(X):
+        if bool(exact):
+            return codes
+    return None
 
 
 def compact_inputs(X) -> Array:
@@ -604,7 +625,7 @@ def _fit_data(params, train, evaluation, cost, batch_size: int, mesh):
     if len(X) < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the training set ({len(X)} examples).")
     Xm = compact_inputs(Xm)  # train and monitor on the bytes (bitwise the same steps),
-    if Xm.dtype == jnp.uint8:  # and drop the float copy from the device
+    if _is_codes(Xm):  # and drop the float copy from the device
         X = Xm if mesh is None else np.asarray(Xm)
     if evaluation is None or len(evaluation[0]) == 0:
         return (X, Y), (Xm, Ym), None
@@ -726,10 +747,11 @@ def fit(
     Args:
       params: ``list[Dense]``.
       train: ``(X, Y)`` (a ``fbp.data.Split`` works). Float32 X whose every
-        value is k/255 for a byte k (images as ``fbp.data`` scales them) is
-        kept on the device as its bytes (``compact_inputs``), and so is the
-        evaluation X: the steps and the monitoring decode them to bitwise the
-        same floats, from a quarter of the memory.
+        value is k/255 for a byte k (images as ``fbp.data`` scales them), or
+        k/256 (the book's ``mnist.pkl.gz``), is kept on the device as its
+        bytes (``compact_inputs``), and so is the evaluation X: the steps and
+        the monitoring decode them to bitwise the same floats, from a quarter
+        of the memory.
       optimizer: any ``optax.GradientTransformation``.
       cost: a cost name or ``fbp.Cost``.
       epochs, batch_size: as in the book's ``SGD(training_data, epochs, mini_batch_size, eta)``.

@@ -56,12 +56,14 @@ def train():
     return out
 
 
-def byte_inputs():
-    """Byte inputs on 8 devices: the sharded epoch and fit give bitwise what the float inputs give."""
+def byte_inputs(scale=255):
+    """Byte inputs on 8 devices: the sharded epoch and fit give bitwise what
+    the float inputs give (k/255, uint8 codes; or k/256, int8 codes k − 128)."""
     jax.config.update("jax_enable_x64", False)
     rng = np.random.default_rng(0)
-    B = rng.integers(0, 256, (96, 12), dtype=np.uint8)
-    X = B.astype(np.float32) / 255.0
+    k = rng.integers(0, 256, (96, 12))
+    B = k.astype(np.uint8) if scale == 255 else (k - 128).astype(np.int8)
+    X = k.astype(np.float32) / np.float32(scale)
     Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 96)]
     mesh = parallel.make_mesh(8)
     params = fbp.init_mlp(jax.random.key(0), [12, 8, 3], output_activation="softmax")
@@ -89,6 +91,10 @@ def byte_inputs():
     return dict(fit_read=seen, epoch_same=all(np.array_equal(a, b) for a, b in zip(floats, from_bytes)),
                 fit_same=all(np.array_equal(a, b) for a, b in zip(floats, fitted)),
                 trained=not all(np.array_equal(a, np.asarray(b)) for a, b in zip(floats, jax.tree.leaves(params))))
+
+
+def byte_inputs_256():
+    return byte_inputs(scale=256)
 
 
 def hlo():

@@ -15,6 +15,7 @@ import pytest
 
 import fbp
 from fbp import data as fdata
+from fbp import train as ftrain
 
 
 def write_set(directory, n_train=30, n_test=10, gz=False, rows=4, cols=5):
@@ -241,6 +242,7 @@ def test_the_books_mnist_pickle_loads_with_the_books_split(tmp_path):
         for split, (X, y) in zip((ds.train, ds.validation, ds.test), parts):  # the book's own split, in order
             np.testing.assert_array_equal(split.X, X)
             np.testing.assert_array_equal(split.Y, np.eye(10, dtype=np.float32)[y])
+    assert ftrain.compact_inputs(ds.train.X).dtype == np.int8  # k/256: fit trains on the bytes
     moved = fdata.mnist_pkl(str(tmp_path), n_validation=4)  # another size splits the same 60 anew
     np.testing.assert_array_equal(moved.validation.X, parts[1][0][6:])
     np.testing.assert_array_equal(moved.train.X[50:], parts[1][0][:6])

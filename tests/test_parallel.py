@@ -51,8 +51,9 @@ def test_eight_devices_train_like_one():
     assert one["accuracy"] == pytest.approx(eight["accuracy"], abs=1e-6)
 
 
-def test_byte_inputs_train_bitwise_like_their_floats_on_eight_devices():
-    assert run("byte_inputs") == dict(fit_read=["uint8", "uint8"], epoch_same=True, fit_same=True, trained=True)
+@pytest.mark.parametrize("what,codes", [("byte_inputs", "uint8"), ("byte_inputs_256", "int8")])
+def test_byte_inputs_train_bitwise_like_their_floats_on_eight_devices(what, codes):
+    assert run(what) == dict(fit_read=[codes, codes], epoch_same=True, fit_same=True, trained=True)
 
 
 def test_compiled_step_all_reduces_and_never_gathers_the_batch():

@@ -113,34 +113,47 @@ def test_epoch_is_the_scan_of_steps(trees_close, monkeypatch, in_place):
     trees_close(p_e, p, 1e-12)
 
 
-def byte_images(n=60, n_in=12, n_out=3, seed=0):
-    """Random byte images scaled as fbp.data scales them (float32(k) / 255), one-hot targets."""
+def byte_images(n=60, n_in=12, n_out=3, seed=0, scale=255):
+    """Random byte images scaled as fbp.data scales them (float32(k) / 255),
+    or with ``scale=256`` as the book's mnist.pkl.gz holds them (k / 256),
+    one-hot targets; with the codes fit keeps for them (uint8 k, int8 k − 128)."""
     rng = np.random.default_rng(seed)
     B = rng.integers(0, 256, (n, n_in), dtype=np.uint8)
     B.flat[: min(256, B.size)] = rng.permutation(256)[: B.size]  # every byte value, where there is room
-    X = B.astype(np.float32) / 255.0
+    X = B.astype(np.float32) / np.float32(scale)
     Y = np.eye(n_out, dtype=np.float32)[rng.integers(0, n_out, n)]
-    return B, X, Y
+    return (B if scale == 255 else (B.astype(np.int16) - 128).astype(np.int8)), X, Y
 
 
-def test_byte_codes_only_where_the_floats_are_exactly_bytes():
-    B, X, _ = byte_images()
-    np.testing.assert_array_equal(ftrain.byte_codes(X), B)
+@pytest.mark.parametrize("scale", [255, 256])
+def test_byte_codes_only_where_the_floats_are_exactly_bytes(scale):
+    B, X, _ = byte_images(scale=scale)
+    codes = ftrain.byte_codes(X)
+    assert codes.dtype == B.dtype  # uint8 for k/255, int8 for k/256
+    np.testing.assert_array_equal(codes, B)
     assert ftrain.byte_codes(np.zeros((0, 12), np.float32)) is None
-    assert ftrain.byte_codes(fdata.digits().train.X) is None  # k/16, not k/255
+    assert ftrain.byte_codes(np.zeros((3, 12), np.float32)).dtype == np.uint8  # 0 is both: the first scale
+    assert ftrain.byte_codes(fdata.digits().train.X) is None  # k/16, with 16/16 = 1: neither scale's byte
     assert ftrain.byte_codes(X.astype(np.float64)) is None  # the epoch would have to decode to float64
-    for k, bad in [(0, np.nextafter(X[0, 0], np.float32(1))), (1, np.float32(2.0)), (2, np.float32(-1 / 255)),
-                   (3, np.float32(np.nan)), (4, X[4, 4] * np.float32(1 + 2 ** -20)), (5, np.float32(-0.0))]:
+    bad_values = [(0, np.nextafter(X[0, 0], np.float32(1))), (1, np.float32(2.0)), (2, np.float32(-1 / scale)),
+                  (3, np.float32(np.nan)), (4, X[4, 4] * np.float32(1 + 2 ** -20)), (5, np.float32(-0.0)),
+                  (6, np.float32(1 / (511 - scale)))]  # the other scale's byte 1, in data of this scale
+    if scale == 256:
+        bad_values.append((7, np.float32(1.0)))  # byte 255 of k/255, beyond the bytes of k/256
+    for k, bad in bad_values:
         Xk = X.copy()
         Xk[k, k] = bad
         assert ftrain.byte_codes(Xk) is None, (k, bad)
 
 
-def test_every_byte_decodes_to_numpys_float32_k_over_255():
+@pytest.mark.parametrize("scale", [255, 256])
+def test_every_byte_decodes_to_numpys_float32_k_over_255_or_256(scale):
     """The decode the epochs use gives bitwise float32(k) / 255 for all 256
-    bytes: eagerly, jitted, and fused into the operations around it."""
-    codes = np.arange(256, dtype=np.uint8)
-    want = (codes.astype(np.float32) / np.float32(255)).view(np.uint32)
+    bytes (uint8 codes), and k / 256 (int8 codes k − 128): eagerly, jitted,
+    and fused into the operations around it."""
+    k = np.arange(256)
+    codes = k.astype(np.uint8) if scale == 255 else (k - 128).astype(np.int8)
+    want = (k.astype(np.float32) / np.float32(scale)).view(np.uint32)
     decoded = {
         "eager": ftrain.decode_inputs(jnp.asarray(codes)),
         "jit": jax.jit(ftrain.decode_inputs)(codes),
@@ -157,11 +170,11 @@ def test_every_byte_decodes_to_numpys_float32_k_over_255():
     assert ftrain.decode_inputs(X) is X  # floats pass through
 
 
-@pytest.mark.parametrize("in_place", [True, False])
-def test_an_epoch_on_bytes_is_bitwise_the_epoch_on_their_floats(monkeypatch, in_place):
-    """Byte inputs are decoded a mini-batch at a time to the very floats fbp.data gives."""
+@pytest.mark.parametrize("in_place,scale", [(True, 255), (False, 255), (True, 256), (False, 256)])
+def test_an_epoch_on_bytes_is_bitwise_the_epoch_on_their_floats(monkeypatch, in_place, scale):
+    """Byte inputs are decoded a mini-batch at a time to the very floats the data set gives."""
     monkeypatch.setattr(ftrain, "_IN_PLACE_BATCH_BYTES", 1 << 30 if in_place else 0)
-    B, X, Y = byte_images()
+    B, X, Y = byte_images(scale=scale)
     params = fbp.init_mlp(jax.random.key(2), [12, 8, 3], output_activation="softmax")
     opt = optax.sgd(0.5)
     epoch = ftrain.make_epoch(ftrain.make_train_step(opt, "log_likelihood"), batch_size=10)
@@ -174,8 +187,9 @@ def test_an_epoch_on_bytes_is_bitwise_the_epoch_on_their_floats(monkeypatch, in_
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p_f), jax.tree.leaves(params)))
 
 
-def test_evaluate_and_predict_on_bytes_are_bitwise_those_on_their_floats():
-    B, X, Y = byte_images(n=50)
+@pytest.mark.parametrize("scale", [255, 256])
+def test_evaluate_and_predict_on_bytes_are_bitwise_those_on_their_floats(scale):
+    B, X, Y = byte_images(n=50, scale=scale)
     params = fbp.init_mlp(jax.random.key(4), [12, 8, 3], output_activation="softmax")
     on_floats = ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=16, predictions=True)
     on_bytes = ftrain.evaluate(params, B, Y, "log_likelihood", chunk_size=16, predictions=True)
@@ -185,11 +199,12 @@ def test_evaluate_and_predict_on_bytes_are_bitwise_those_on_their_floats():
     with pytest.raises(ValueError, match=r"X has shape \(50, 11\) but the first layer takes 12 inputs"):
         ftrain.evaluate(params, B[:, :11], Y, "log_likelihood")
     # fit and the gradients take floats: bytes are scaled explicitly, as fbp.data does
-    with pytest.raises(TypeError, match=r"^train X has dtype uint8, .*e\.g\. with \.astype\(jnp\.float32\) / 255 for "
-                                        r"the bytes of images\.$"):
+    hint = r" / 255 for the bytes of images" if scale == 255 else ""
+    with pytest.raises(TypeError, match=rf"^train X has dtype {B.dtype.name}, .*e\.g\. with \.astype\(jnp\.float32\)"
+                                        rf"{hint}\.$"):
         ftrain.fit(params, (B, Y), optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=1, batch_size=10,
                    key=jax.random.key(0))
-    with pytest.raises(TypeError, match=r"X has dtype uint8"):
+    with pytest.raises(TypeError, match=rf"X has dtype {B.dtype.name}"):
         fbp.batch_backward(params, B, Y, "log_likelihood")
 
 
@@ -229,8 +244,8 @@ def test_fit_again_with_the_same_optimizer_reuses_its_compiled_epoch(digits):
     assert again.history == [dict(h, seconds=a["seconds"]) for h, a in zip(fresh.history, again.history)]
 
 
-@pytest.mark.parametrize("monitor_training", [True, False])
-def test_fit_trains_on_the_bytes_of_byte_images_and_on_floats_otherwise(monkeypatch, digits, monitor_training):
+@pytest.mark.parametrize("monitor_training,scale", [(True, 255), (False, 255), (True, 256)])
+def test_fit_trains_on_the_bytes_of_byte_images_and_on_floats_otherwise(monkeypatch, digits, monitor_training, scale):
     seen, evaluated = [], []
     make_epoch, evaluate = ftrain.make_epoch, ftrain.evaluate
     monkeypatch.setattr(ftrain, "evaluate", lambda p, X, *a, **kw: (evaluated.append(X.dtype), evaluate(p, X, *a, **kw))[1])
@@ -240,13 +255,13 @@ def test_fit_trains_on_the_bytes_of_byte_images_and_on_floats_otherwise(monkeypa
         return lambda params, opt_state, key, X, Y: (seen.append(X.dtype), epoch(params, opt_state, key, X, Y))[1]
 
     monkeypatch.setattr(ftrain, "make_epoch", spy)
-    B, X, Y = byte_images(n=40)
+    B, X, Y = byte_images(n=40, scale=scale)
     params = fbp.init_mlp(jax.random.key(2), [12, 8, 3], output_activation="softmax")
     kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=2, batch_size=10, key=jax.random.key(1),
               monitor_training=monitor_training)
     result = ftrain.fit(params, (X[:30], Y[:30]), evaluation=(X[30:], Y[30:]), **kw)
-    assert seen == [np.uint8, np.uint8]
-    assert evaluated == [np.uint8] * (4 if monitor_training else 2)  # the training and evaluation bytes
+    assert seen == [B.dtype, B.dtype]
+    assert evaluated == [B.dtype] * (4 if monitor_training else 2)  # the training and evaluation bytes
     assert ("training_accuracy" in result.history[-1]) == monitor_training
     epoch = make_epoch(ftrain.make_train_step(kw["optimizer"], "log_likelihood"), 10)
     p, s = params, kw["optimizer"].init(params)
