@@ -27,14 +27,7 @@ mkdir -p "$out"
 log="$out/device_checks.log"
 export PYTHONUNBUFFERED=1
 
-part() {  # part NAME SECONDS COMMAND...: run it under a time limit, log its output and how it ended
-    local name=$1 limit=$2 start=$SECONDS
-    shift 2
-    echo "=== $name (limit ${limit}s): $*" | tee -a "$log"
-    timeout -k 5 "$limit" "$@" 2>&1 | tee -a "$log"
-    local rc=${PIPESTATUS[0]}
-    echo "=== $name: exit $rc after $((SECONDS - start))s" | tee -a "$log"
-}
+source "$here/_part.sh"
 
 : >"$log"
 part device 30 "$py" -c 'import jax, jaxlib, os; d = jax.devices()[0]; print(f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, {len(jax.devices())} x {d.platform} ({d.device_kind}), {os.cpu_count()} CPUs")'

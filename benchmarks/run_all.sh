@@ -21,14 +21,7 @@ log="$out/run_all.log"
 export PYTHONUNBUFFERED=1
 if [[ ${QUICK:-0} == 1 ]]; then r_tt=1 r_grad=2 r_pe=1 epochs=1 np_ex=500; else r_tt=5 r_grad=30 r_pe=7 epochs=10 np_ex=10000; fi
 
-part() {  # part NAME SECONDS COMMAND...: run it under a time limit, log its output and how it ended
-    local name=$1 limit=$2 start=$SECONDS
-    shift 2
-    echo "=== $name (limit ${limit}s): $*" | tee -a "$log"
-    timeout -k 5 "$limit" "$@" 2>&1 | tee -a "$log"
-    local rc=${PIPESTATUS[0]}
-    echo "=== $name: exit $rc after $((SECONDS - start))s" | tee -a "$log"
-}
+source "$here/_part.sh"
 
 : >"$log"
 part device 60 "$py" -c 'import jax, os; d = jax.devices()[0]; print(f"jax {jax.__version__}, {len(jax.devices())} x {d.platform} ({d.device_kind}), {os.cpu_count()} CPUs")'
