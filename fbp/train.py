@@ -36,9 +36,8 @@ _IN_PLACE_BATCH_BYTES = 64 << 10  # see make_epoch
 # Byte k of an image read as NumPy's float32(k) / 255, the scaling of fbp.data
 # (and the usual one); decode_inputs gives these floats for uint8 inputs.
 BYTE_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
-# Byte k read as k / 256 (exact in float32), the scaling of the book's own
-# mnist.pkl.gz; decode_inputs gives these floats for int8 codes k − 128.
-BYTE_VALUES_256 = np.arange(256, dtype=np.float32) / np.float32(256)
+# (Byte k read as k / 256, exact in float32, is the scaling of the book's own
+# mnist.pkl.gz; decode_inputs gives these floats for int8 codes k − 128.)
 
 
 def _is_codes(X) -> bool:
