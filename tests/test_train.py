@@ -801,6 +801,16 @@ def _cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "fbp", *args], capture_output=True, text=True, **kw)
 
 
+def _bitwise_env() -> dict:
+    """This environment with XLA's deterministic GPU ops, for runs compared
+    bitwise across processes. On a GPU, XLA's autotuner picks each product's
+    algorithm by timing, in each process anew, so a run resumed in a new
+    process did not always end bitwise where an uninterrupted one did (an
+    H200, jax 0.11.2; README). A CPU ignores the flag."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    return dict(os.environ, XLA_FLAGS=f"{flags} --xla_gpu_deterministic_ops=true".strip())
+
+
 def _params_of(directory):
     with np.load(ckpt.list_checkpoints(directory)[-1]) as z:
         return [z[k] for k in sorted(z.files) if k.startswith("leaf_")]
@@ -810,10 +820,10 @@ def test_kill_9_and_resume_gives_bitwise_the_same_params(tmp_path):
     flags = ["train", "--sizes", "64,40,10", "--epochs", "12", "--batch-size", "5", "--quiet",
              "--optimizer", "momentum", "--lr", "0.1"]
     ref_dir, run_dir = str(tmp_path / "ref"), str(tmp_path / "run")
-    ref = _cli(*flags, "--checkpoint-dir", ref_dir)
+    ref = _cli(*flags, "--checkpoint-dir", ref_dir, env=_bitwise_env())
     assert ref.returncode == 0, ref.stderr
     proc = subprocess.Popen([sys.executable, "-m", "fbp", *flags, "--checkpoint-dir", run_dir],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_bitwise_env())
     deadline = time.time() + 120
     while time.time() < deadline and len(ckpt.list_checkpoints(run_dir)) < 3:
         time.sleep(0.005)
@@ -823,7 +833,7 @@ def test_kill_9_and_resume_gives_bitwise_the_same_params(tmp_path):
     assert done, "the run was killed before its first checkpoint"
     killed_at = ckpt.read_header(done[-1])["epoch"]
     assert killed_at < 12, "the run finished before it was killed; nothing was tested"
-    resumed = _cli(*flags, "--checkpoint-dir", run_dir, "--resume")
+    resumed = _cli(*flags, "--checkpoint-dir", run_dir, "--resume", env=_bitwise_env())
     assert resumed.returncode == 0, resumed.stderr
     assert ckpt.read_header(ckpt.list_checkpoints(run_dir)[-1])["epoch"] == 12
     for a, b in zip(_params_of(ref_dir), _params_of(run_dir)):
@@ -926,14 +936,14 @@ def test_resume_passes_over_a_damaged_newest_checkpoint_says_so_and_ends_bitwise
     # BadZipFile escaped as a traceback.
     flags = ["train", "--sizes", "64,20,10", "--epochs", "3", "--batch-size", "10", "--quiet",
              "--optimizer", "adam", "--checkpoint-dir", str(tmp_path)]
-    first = _cli(*flags)
+    first = _cli(*flags, env=_bitwise_env())
     assert first.returncode == 0, first.stderr
     want = _params_of(str(tmp_path))
     newest = ckpt.list_checkpoints(str(tmp_path))[-1]
     whole = open(newest, "rb").read()
     with open(newest, "wb") as fh:
         fh.write(whole[: len(whole) // 2])
-    resumed = _cli(*flags, "--resume")
+    resumed = _cli(*flags, "--resume", env=_bitwise_env())
     assert resumed.returncode == 0, resumed.stderr
     assert "Traceback" not in resumed.stderr
     ours = [line for line in resumed.stderr.splitlines() if line.startswith("fbp train:")]  # not JAX's own
@@ -983,10 +993,11 @@ def test_kill_9_during_a_save_keeps_a_loadable_checkpoint_and_resume_is_bitwise(
              "--optimizer", "adam", "--lr", "0.01"]
     ref_dir, run_dir, marker = str(tmp_path / "ref"), str(tmp_path / "run"), str(tmp_path / "stalled")
     metrics = str(tmp_path / "m.jsonl")
-    ref = _cli(*flags, "--checkpoint-dir", ref_dir)
+    ref = _cli(*flags, "--checkpoint-dir", ref_dir, env=_bitwise_env())
     assert ref.returncode == 0, ref.stderr
     proc = subprocess.Popen([sys.executable, "-c", _STALLED_SAVE, marker, stage, *flags, "--checkpoint-dir", run_dir,
-                             "--metrics-out", metrics], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--metrics-out", metrics], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_bitwise_env())
     deadline = time.time() + 120
     while time.time() < deadline and not os.path.exists(marker) and proc.poll() is None:
         time.sleep(0.005)
@@ -1002,7 +1013,7 @@ def test_kill_9_during_a_save_keeps_a_loadable_checkpoint_and_resume_is_bitwise(
         assert ckpt.newest_epoch(run_dir) == 3
     with np.load(ckpt.list_checkpoints(run_dir)[-1]) as z:  # a complete file: every array reads back
         assert all(z[k].size >= 0 for k in z.files) and any(k.startswith("leaf_") for k in z.files)
-    resumed = _cli(*flags, "--checkpoint-dir", run_dir, "--metrics-out", metrics, "--resume")
+    resumed = _cli(*flags, "--checkpoint-dir", run_dir, "--metrics-out", metrics, "--resume", env=_bitwise_env())
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from the checkpoint of epoch {2 if stage == 'mid-write' else 3}" in resumed.stdout
     assert not [n for n in os.listdir(run_dir) if n.startswith(".tmp-ckpt-")]  # the dead run's leftover is gone
