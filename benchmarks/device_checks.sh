@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What a short lease of a GPU machine is for, in one run of about 9 minutes
-# (run_all.sh, the full set, takes longer than one lease allows):
+# What a short lease of a GPU machine is for, the parts chosen to fit it
+# (run_all.sh, the full set, takes longer than one lease allows; parts 1-5
+# took about 9 minutes on an H200 on 2026-12-04):
 #
 #   1. the mini-batch-10 throughput target on two CPU cores under that
 #      machine's own (newer) jaxlib: train_throughput.py pinned to two cores
@@ -10,14 +11,17 @@
 #      none, and the loop's own body captured too (WHILE, CONDITIONAL);
 #   3. the test suite on the GPU (XLA_PYTHON_CLIENT_PREALLOCATE=false, so the
 #      workers share the card);
-#   4. a resumed run against an uninterrupted one, bitwise, in separate
-#      processes: XLA's defaults, its autotuner off, its deterministic ops;
-#   5. two processes of one run started on the one GPU (fbp's one-line error).
+#   4. the tests of a resumed run against an uninterrupted one, bitwise, in
+#      separate processes (they ask for XLA's deterministic GPU ops);
+#   5. two processes of one run started on the one GPU (fbp's one-line error);
+#   6. per_example.py's second network alone ([784, 1024×4, 10]), which has
+#      run past 150 s on a GPU: its first calls print as they finish.
 #
-#   benchmarks/device_checks.sh OUT_DIR [FASHION_MNIST_DIR]
+#   [PARTS="1 2 6"] benchmarks/device_checks.sh OUT_DIR [FASHION_MNIST_DIR]
 #
-# Each part has its own time limit; a failed part does not stop the rest.
-# Uses `python3` from PATH unless PYTHON is set.
+# PARTS picks parts (default: 1 to 5). Each part has its own time limit; a
+# failed part does not stop the rest. Uses `python3` from PATH unless PYTHON
+# is set.
 set -uo pipefail
 out=${1:?usage: benchmarks/device_checks.sh OUT_DIR [FASHION_MNIST_DIR]}
 fashion=${2:-}
@@ -28,6 +32,8 @@ log="$out/device_checks.log"
 export PYTHONUNBUFFERED=1
 
 source "$here/_part.sh"
+parts=" ${PARTS:-1 2 3 4 5} "
+want() { [[ $parts == *" $1 "* ]]; }
 
 : >"$log"
 part device 30 "$py" -c 'import jax, jaxlib, os; d = jax.devices()[0]; print(f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, {len(jax.devices())} x {d.platform} ({d.device_kind}), {os.cpu_count()} CPUs")'
@@ -38,35 +44,32 @@ part lscpu 10 bash -c 'lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket|
 # (the affinity is set from Python, so that no taskset is needed; XLA, torch and
 # OpenBLAS size their thread pools from it)
 pin2=("$py" -c 'import os, sys; os.sched_setaffinity(0, {0, 1}); os.execvp(sys.argv[1], sys.argv[1:])')
-part cpu2-throughput 150 env JAX_PLATFORMS=cpu "${pin2[@]}" "$py" "$here/train_throughput.py" --repeats 3 \
+want 1 && part cpu2-throughput 150 env JAX_PLATFORMS=cpu "${pin2[@]}" "$py" "$here/train_throughput.py" --repeats 3 \
     --numpy-examples 5000 --breakdown --json "$out/train_throughput_cpu2.json" ${fashion:+--data-dir "$fashion"}
 
 # 2. command buffers on the GPU, fbp's epochs alone
-for cb in "" "=" "=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"; do
+want 2 && for cb in "" "=" "=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"; do
     part "gpu-epochs command_buffer${cb:-(default)}" 50 env XLA_FLAGS="${cb:+--xla_gpu_enable_command_buffer$cb}" \
         "$py" "$here/train_throughput.py" --fbp-only --repeats 3 ${fashion:+--data-dir "$fashion"}
 done
 
 # 3. the test suite on the GPU
-part gpu-tests 290 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$py" -m pytest -q -n 12 -p no:cacheprovider \
+want 3 && part gpu-tests 290 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$py" -m pytest -q -n 12 -p no:cacheprovider \
     --timeout 150 -o addopts= -rfE --tb=short --durations=25 tests
 
-# 4. a resumed run bitwise the uninterrupted one (separate processes) under
-#    XLA's GPU defaults, with autotuning off, and with deterministic ops; the
-#    three side by side
-det="tests/test_train.py::test_kill_9_and_resume_gives_bitwise_the_same_params
-tests/test_train.py::test_resume_passes_over_a_damaged_newest_checkpoint_says_so_and_ends_bitwise"
-part gpu-determinism 120 env XLA_PYTHON_CLIENT_PREALLOCATE=false DET="$det" PY="$py" bash -c '
-    for flags in "" --xla_gpu_autotune_level=0 --xla_gpu_deterministic_ops=true; do
-        (r=$(XLA_FLAGS=$flags "$PY" -m pytest -q -p no:cacheprovider -o addopts= $DET 2>&1 | tail -n 1)
-         echo "XLA_FLAGS=\"$flags\": $r") &
-    done; wait'
+# 4. resumed runs bitwise, across processes (on 2026-12-04, under XLA's
+#    defaults, 1 of 2 failed; with --xla_gpu_deterministic_ops=true or
+#    --xla_gpu_autotune_level=0, 2 of 2 passed: the tests now set the first)
+want 4 && part gpu-resume-bitwise 150 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$py" -m pytest -q -n 4 \
+    -p no:cacheprovider -o addopts= -rfE tests/test_train.py -k "bitwise and (kill or damaged)"
 
 # 5. two processes of one run on the one GPU: each should end with fbp's one-line error
-part gpu-shared 60 env XLA_PYTHON_CLIENT_PREALLOCATE=false PY="$py" bash -c '
+want 5 && part gpu-shared 60 env XLA_PYTHON_CLIENT_PREALLOCATE=false PY="$py" bash -c '
     port=$("$PY" -c "import socket; s = socket.socket(); s.bind((\"localhost\", 0)); print(s.getsockname()[1])")
     for p in 0 1; do
         ("$PY" -m fbp train --coordinator localhost:$port --num-processes 2 --process-id $p --epochs 1 \
             --join-timeout 30 2>&1 | grep "^fbp train: error"; echo "process $p: exit ${PIPESTATUS[0]}") &
     done; wait'
+# 6. per_example's second network, its first calls timed one by one
+want 6 && part per-example-second 240 "$py" "$here/per_example.py" --cases 1 --rounds 3 --no-memory --out "$out"
 echo "=== done" | tee -a "$log"
