@@ -822,15 +822,18 @@ class _Report:
                 raise _refuse(f"--metrics-out {args.metrics_out} cannot be written ({e.strerror or e}); give a "
                               f"writable path") from None
         ds = run.ds
-        print(
+        self.header = (
             f"fbp train: {ds.name} ({len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test), "
             f"sizes={','.join(map(str, run.sizes))} {args.activation}/{args.output_activation} {args.cost} "
             f"init={args.init} {args.optimizer}{'' if run.momentum is None else f' μ={run.momentum}'} lr={args.lr} "
             f"l2={args.l2} batch={args.batch_size} "
             f"epochs={args.epochs} seed={args.seed} devices={run.n_devices} ({_device_kind()})"
-            + (f" DP-SGD clip={args.dp_clip} noise={args.dp_noise}" if args.dp_clip is not None else ""),
-            flush=True,
-        )
+            + (f" DP-SGD clip={args.dp_clip} noise={args.dp_noise}" if args.dp_clip is not None else ""))
+        # Going on from a checkpoint, the first line waits for fit to accept
+        # it (resumed): a checkpoint of another run is then refused in one
+        # line, not under a header of settings that will not train.
+        if not run.resuming:
+            self.show_header()
         if not args.quiet:
             try:
                 from tqdm import tqdm
@@ -839,6 +842,12 @@ class _Report:
                                 leave=False)
             except ImportError:  # pragma: no cover - tqdm is a dependency
                 pass
+
+    def show_header(self) -> None:
+        """The run's first line, once."""
+        if self.header is not None:
+            print(self.header, flush=True)
+            self.header = None
 
     def write(self, records, restart=False) -> None:
         """Append ``records`` to --metrics-out (after emptying it, with ``restart``)."""
@@ -855,6 +864,7 @@ class _Report:
 
     def epoch(self, r: dict) -> None:
         """fit's on_epoch: the epoch's line, and its metrics record."""
+        self.show_header()  # a --resume whose checkpoints all proved unreadable starts afresh
         line = f"epoch {r['epoch']:3d}"
         if "training_accuracy" in r:  # the end-of-epoch params, as for the evaluation set
             line += f"  train cost {r['training_cost']:.4f} acc {r['training_accuracy']:.4f}"
@@ -879,6 +889,7 @@ class _Report:
 
     def resumed(self, history: list) -> None:
         """fit's on_resume."""
+        self.show_header()
         done, epochs = len(history), self.args.epochs
         print(f"resuming from the checkpoint of epoch {done} in {self.args.checkpoint_dir}"
               + (f"; it has reached --epochs {epochs}: nothing to train (give a larger --epochs to go on)"
@@ -993,6 +1004,7 @@ def _finish(args, run: _Run, report: _Report, result, seconds: float, writer: bo
     from fbp import train as ftrain
 
     ds, eval_split = run.ds, run.eval_split
+    report.show_header()  # not shown yet only where nothing was resumed nor trained
     if report.bar is not None:
         report.bar.close()
     tested, tested_epoch = result.params, len(result.history)

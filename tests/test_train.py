@@ -1096,10 +1096,12 @@ def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_
     proc = _cli(*flags, "--resume", "--lr", "0.1")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--lr: saved 0.5, now 0.1" in proc.stderr.strip().splitlines()[-1]
+    assert proc.stdout == ""  # no first line of settings that will not train
     # a run killed after its epoch-2 checkpoint but before its metrics line:
     out.write_text(out.read_text().splitlines()[0] + "\n")
     proc = _cli(*[f if f != "2" else "3" for f in flags], "--resume")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("fbp train: digits ")  # the first line, once the checkpoint is accepted
     assert f"resuming from the checkpoint of epoch 2 in {run}\n" in proc.stdout
     lines = [json.loads(l) for l in out.read_text().splitlines()]
     assert [l.get("epoch") for l in lines] == [1, 2, 3, None] and lines[-1]["final"]
