@@ -15,7 +15,8 @@
 #      separate processes (they ask for XLA's deterministic GPU ops);
 #   5. two processes of one run started on the one GPU (fbp's one-line error);
 #   6. per_example.py's second network alone ([784, 1024×4, 10]), which has
-#      run past 150 s on a GPU: its first calls print as they finish.
+#      run past 150 s on a GPU: its first calls print as they finish, under
+#      XLA's defaults and with its autotuner off.
 #
 #   [PARTS="1 2 6"] benchmarks/device_checks.sh OUT_DIR [FASHION_MNIST_DIR]
 #
@@ -70,6 +71,11 @@ want 5 && part gpu-shared 60 env XLA_PYTHON_CLIENT_PREALLOCATE=false PY="$py" ba
         ("$PY" -m fbp train --coordinator localhost:$port --num-processes 2 --process-id $p --epochs 1 \
             --join-timeout 30 2>&1 | grep "^fbp train: error"; echo "process $p: exit ${PIPESTATUS[0]}") &
     done; wait'
-# 6. per_example's second network, its first calls timed one by one
-want 6 && part per-example-second 240 "$py" "$here/per_example.py" --cases 1 --rounds 3 --no-memory --out "$out"
+# 6. per_example's second network, its first calls timed one by one: under
+#    XLA's defaults, then with its autotuner off (if the time goes to
+#    autotuning the vmap route's batched products, the second run says so)
+for at in "" "--xla_gpu_autotune_level=0"; do
+    want 6 && part "per-example-second ${at:-(defaults)}" 150 env XLA_FLAGS="$at" \
+        "$py" "$here/per_example.py" --cases 1 --rounds 3 --no-memory --out "$out"
+done
 echo "=== done" | tee -a "$log"
