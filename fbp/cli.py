@@ -864,7 +864,7 @@ class _Report:
 
     def epoch(self, r: dict) -> None:
         """fit's on_epoch: the epoch's line, and its metrics record."""
-        self.show_header()  # a --resume whose checkpoints all proved unreadable starts afresh
+        self.show_header()  # a --resume whose checkpoint's header read but its arrays did not starts afresh
         line = f"epoch {r['epoch']:3d}"
         if "training_accuracy" in r:  # the end-of-epoch params, as for the evaluation set
             line += f"  train cost {r['training_cost']:.4f} acc {r['training_accuracy']:.4f}"
