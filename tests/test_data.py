@@ -250,7 +250,7 @@ def test_the_books_mnist_pickle_loads_with_the_books_split(tmp_path):
         (tmp_path / "again.pkl").write_bytes(pickle.dumps(parts, protocol=protocol))
         np.testing.assert_array_equal(fdata.mnist_pkl(str(tmp_path / "again.pkl"), 10).test.X, parts[2][0])
     assert fdata.load("mnist-pkl", str(tmp_path), 10).n_in == 12
-    with pytest.raises(fdata.DataError, match="needs --data-dir"):
+    with pytest.raises(fdata.DataError, match=r"needs --data-dir \(data_dir= from Python\)"):
         fdata.load("mnist-pkl")
 
 
