@@ -111,7 +111,7 @@ def test_metrics_lines_are_strict_json_with_non_finite_numbers_as_null():
 
     import numpy as np
 
-    from fbp.cli import _metrics_line
+    from fbp.cli_train import _metrics_line
 
     record = {"epoch": 3, "evaluation_cost": math.inf, "training_cost": np.float64("nan"), "final": False,
               "per_class": [0.5, -math.inf], "nested": {"cost": math.nan, "accuracy": 0.75}}

@@ -87,7 +87,7 @@ def test_two_processes_on_one_gpu_are_told_so_in_one_line(monkeypatch):
     they were."""
     from jax.experimental import multihost_utils
 
-    from fbp import cli
+    from fbp import cli_train
 
     def nccl_refuses(*args, **kwargs):
         raise jax.errors.JaxRuntimeError(NCCL_SHARED_GPU)
@@ -99,8 +99,8 @@ def test_two_processes_on_one_gpu_are_told_so_in_one_line(monkeypatch):
         with pytest.raises(multihost.SharedDeviceError, match="two processes of this run drive the same GPU") as e:
             call()
         assert "CUDA_VISIBLE_DEVICES" in str(e.value) and "JAX_PLATFORMS=cpu" in str(e.value)
-    with pytest.raises(cli._Exit) as e:
-        cli._others_failed(failed=False, settings={name: 0 for name in cli.SHARED_SETTINGS})
+    with pytest.raises(cli_train._Exit) as e:
+        cli_train._others_failed(failed=False, settings={name: 0 for name in cli_train.SHARED_SETTINGS})
     assert e.value.status == 1
     assert e.value.line.startswith("fbp train: error: two processes of this run drive the same GPU")
     assert "\n" not in e.value.line

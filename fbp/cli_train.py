@@ -1,0 +1,687 @@
+"""``fbp train``: the flags checked, the data loaded, the network trained by
+``fbp.train.fit``, tested and reported (``fbp.cli`` parses the flags and
+calls ``cmd_train``)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import signal
+import sys
+import time
+from typing import Optional
+
+from fbp.cli import _cost_pairing, _validation_size_problem
+
+
+def _device_kind() -> str:
+    """What the run trains on, for its first line: "cpu", or "gpu: NVIDIA H200" (the platform and its kind)."""
+    import jax
+
+    d = jax.devices()[0]
+    return d.platform if d.platform == "cpu" else f"{d.platform}: {d.device_kind}"
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a cluster scheduler's notice): training stops as on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM raises ``Terminated`` (at the end of the
+    running epoch's jitted call, as Ctrl-C does), so a run stopped by its
+    scheduler says which checkpoint to resume from."""
+    def on_term(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread: signals stay as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _multi_host_problem(coordinator, num_processes, process_id) -> Optional[str]:
+    """What is wrong with the multi-host flags, or None."""
+    if None in (coordinator, num_processes, process_id):
+        return ("--coordinator, --num-processes and --process-id go together: give all three for a multi-host "
+                "run, or none")
+    host, colon, port = coordinator.rpartition(":")
+    if not (colon and host and port.isdigit()):
+        return f"--coordinator: expected HOST:PORT of process 0, like host0:1234; got {coordinator!r}"
+    if not 0 < int(port) < 65536:
+        return f"--coordinator {coordinator}: the port must be 1 to 65535"
+    if process_id >= num_processes:
+        return (f"--process-id {process_id} is not below --num-processes {num_processes}: the processes are "
+                f"numbered 0 to {num_processes - 1}")
+    return None
+
+
+class MetricsWriteError(Exception):
+    """A --metrics-out line could not be written (a full disk, say)."""
+
+
+def _metrics_line(record) -> str:
+    """One --metrics-out line: the record as strict JSON (RFC 8259), a
+    non-finite number (an evaluation cost that overflowed, say) written as
+    null. Python's json would write the bare words Infinity and NaN, which
+    jq and most JSON readers outside Python refuse."""
+    import json
+
+    def strict(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: strict(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [strict(x) for x in v]
+        return v
+
+    return json.dumps(strict(record), allow_nan=False) + "\n"
+
+
+def _first_line(e: BaseException) -> str:
+    """An error's message, first line only (its type's name when it has none)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _xla_status(e: BaseException) -> Optional[str]:
+    """The first line of an error raised by the XLA runtime ("UNKNOWN: Gloo
+    all-reduce failed: ..."): a JaxRuntimeError, or a ValueError carrying the
+    runtime's status code first, as some jax calls raise it; else None."""
+    import re
+
+    import jax
+
+    first = _first_line(e)
+    if isinstance(e, jax.errors.JaxRuntimeError) or (type(e) is ValueError and re.match(r"[A-Z_]+: ", first)):
+        return first
+    return None
+
+
+# What every process of a multi-host run must be given alike: all the flags
+# but --process-id, --join-timeout, --quiet and the files only process 0
+# writes (--checkpoint-dir counts only as given or not: the others never read
+# it), and the data itself (each host may keep it in its own --data-dir):
+# each compared by a CRC-32 (fbp.multihost.fingerprint; 0.1 s for the 220 MB of
+# Fashion-MNIST's floats).
+# Processes that differ would train different things without a word (another
+# --seed or --init: other params on each), or leave the others waiting in a
+# collective (another --epochs or --patience).
+SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--activation", "--output-activation", "--cost", "--init",
+                   "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--batch-size", "--epochs", "--seed",
+                   "--patience", "--restore-best", "--monitor-training", "--monitor-deltas", "--monitor-noise-scale",
+                   "--checkpoint-dir", "--resume", "--dp-clip", "--dp-noise", "--devices", "--dtype", "data")
+
+
+def _others_failed(failed: bool, settings: Optional[dict] = None):
+    """Multi-host: every process says whether it failed before training, and
+    all learn which did (one all-gather, called once by each process):
+    returns ``(failed, differ)``, the processes that failed, and with
+    ``settings`` (every name of SHARED_SETTINGS, given by a process that did
+    not fail; the same all-gather carries a CRC-32 of each) each setting some
+    process was given otherwise than process 0, mapped to those processes."""
+    import numpy as np
+
+    from fbp import multihost
+
+    codes = [0] * len(SHARED_SETTINGS)
+    if settings is not None:
+        codes = [multihost.fingerprint(settings[name]) for name in SHARED_SETTINGS]
+    mine = np.array([int(failed), *codes], np.uint32).view(np.int32)
+    try:
+        rows = np.asarray(multihost.allgather(mine)).reshape(-1, len(mine))
+    except multihost.SharedDeviceError as e:  # the run's first collective: no process can tell the others anything
+        raise _Exit(f"fbp train: error: {e}", 1) from None
+    failed_ids = [int(i) for i in np.flatnonzero(rows[:, 0])]
+    return failed_ids, ({} if failed_ids or settings is None else multihost.differing(rows[:, 1:], SHARED_SETTINGS))
+
+
+def _differ_message(differ: dict) -> str:
+    """The one-line error for processes given other settings than process 0."""
+    from fbp import multihost
+
+    named = {("the data" if name == "data" else name): ids for name, ids in differ.items()}
+    return (f"the processes of the run were not started alike: {multihost.differ_text(named)} from process 0's; give "
+            f"every process the same command (only --process-id differs) and the same data")
+
+
+class _Exit(Exception):
+    """fbp train ends before its summary: ``line`` goes to stderr, and the
+    exit status is ``status``."""
+
+    def __init__(self, line: str, status: int):
+        super().__init__(line)
+        self.line, self.status = line, status
+
+
+def _refuse(msg: str, status: int = 2) -> _Exit:
+    """The one-line error of fbp train (status 2: a flag or setting refused)."""
+    return _Exit(f"fbp train: error: {msg}", status)
+
+
+def cmd_train(args) -> int:
+    """fbp train: the flags checked, the data loaded, the network trained by
+    ``fbp.train.fit``, tested, and reported.
+
+    An existing --checkpoint-dir is held from the start: a second run there
+    is refused before it opens --metrics-out, which a --resume would
+    otherwise truncate under the first run. A directory made by this run is
+    held by fit from its first read. In a multi-host run process 0 alone
+    holds it, once the processes have joined; a process that refuses its
+    flags after joining tells the others, which stop at the same point
+    rather than wait in a collective."""
+    import jax
+
+    joined = agreed = False  # a multi-host run's processes: joined; agreed to train
+    report = None
+    with contextlib.ExitStack() as held:
+        try:
+            if args.coordinator is None:
+                _lock_checkpoint_dir(args, held)
+            joined = _join_if_asked(args)
+            if joined and jax.process_count() != args.num_processes:  # jax goes on with process 0's count
+                raise _refuse(f"--num-processes {args.num_processes}, but the run that process 0 serves at "
+                              f"{args.coordinator} has {jax.process_count()} processes: give every process the "
+                              f"same --num-processes")
+            writer = jax.process_index() == 0
+            if joined and writer:
+                _lock_checkpoint_dir(args, held)
+            if not writer:  # process 0 writes the run's files, the others train beside it
+                args.metrics_out = args.save_params = None
+            run = _setup(args, writer)
+            report = _Report(args, run)
+            if writer and args.resume and not run.resuming:
+                from fbp import checkpoint as fckpt
+
+                what = "readable checkpoint" if fckpt.list_checkpoints(args.checkpoint_dir) else "checkpoint"
+                print(f"--resume: no {what} in {args.checkpoint_dir} yet; starting at epoch 1", flush=True)
+            if joined:
+                agreed = True  # the all-gather below is the last one before training: no more to tell
+                _agree(args, run)
+            result, seconds = _fit(args, run, report, writer, joined)
+        except _Exit as e:
+            if report is not None:
+                report.close()
+            print(e.line, file=sys.stderr)
+            if joined and not agreed:
+                try:
+                    _others_failed(failed=True)
+                except _Exit as e2:
+                    print(e2.line, file=sys.stderr)
+            return e.status
+        return _finish(args, run, report, result, seconds, writer, joined)
+
+
+def _lock_checkpoint_dir(args, held: contextlib.ExitStack) -> None:
+    """Hold an existing --checkpoint-dir in ``held``; refused while another run holds it."""
+    import os
+
+    from fbp import checkpoint as fckpt
+
+    if args.checkpoint_dir and os.path.isdir(args.checkpoint_dir):
+        try:
+            held.enter_context(fckpt.lock_dir(args.checkpoint_dir))
+        except fckpt.CheckpointDirInUse as e:
+            raise _refuse(f"--checkpoint-dir: {e}") from None
+        except OSError:  # a directory that cannot be written: _setup says so, naming the flag
+            pass
+
+
+def _join_if_asked(args) -> bool:
+    """Join the multi-host run the flags name; False when they name none."""
+    from fbp import multihost
+
+    multi_host = (args.coordinator, args.num_processes, args.process_id)
+    if args.join_timeout is not None and args.coordinator is None:
+        raise _refuse("--join-timeout bounds the wait of a multi-host run; it does nothing without --coordinator "
+                      "(drop it, or add --coordinator, --num-processes and --process-id)")
+    if all(v is None for v in multi_host):
+        return False
+    problem = _multi_host_problem(*multi_host) or multihost.address_problem(args.coordinator, args.process_id)
+    if problem:
+        raise _refuse(problem)
+    try:
+        multihost.join(args.coordinator, args.num_processes, args.process_id,
+                       args.join_timeout or multihost.JOIN_TIMEOUT)
+    except (RuntimeError, ValueError) as e:  # the coordinator cannot be reached, say
+        raise _refuse(f"--coordinator {args.coordinator}: could not join the run ({_first_line(e)})", 1) from None
+    return True
+
+
+@dataclasses.dataclass
+class _Run:
+    """What fbp train made of its flags: everything ``fit`` is given."""
+
+    ds: object  # fbp.data.Dataset
+    sizes: list
+    momentum: Optional[float]  # μ of --optimizer momentum; None for the others
+    n_devices: int
+    mesh: object  # a jax.sharding.Mesh, or None on one device
+    dtype: object
+    params: list
+    optimizer: object  # an optax.GradientTransformation
+    grad: object  # "hand", or DP-SGD's clipped gradient
+    key: object  # the PRNG key fit shuffles with
+    config: dict  # what a checkpoint's tree does not show; --resume refuses other values
+    resuming: bool  # --resume, and there is a checkpoint to go on from
+
+    @property
+    def eval_split(self) -> str:
+        return "validation" if len(self.ds.validation) else "test"
+
+    def arrays(self, split):
+        import jax.numpy as jnp
+
+        return jnp.asarray(split.X, self.dtype), jnp.asarray(split.Y, self.dtype)
+
+
+def _setup(args, writer: bool) -> _Run:
+    """The flags checked (those wrong whatever the data first, before it is
+    loaded), the data loaded, the network and its optimizer made."""
+    import jax
+
+    if args.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from fbp import checkpoint as fckpt
+
+    momentum = _check_flags(args, writer)
+    ds, sizes = _load(args)
+    n_devices, mesh = _devices(args)
+    dtype = jnp.float64 if args.dtype == "float64" else jnp.float32
+    k_init, k_train = jax.random.split(jax.random.key(args.seed))
+    params, optimizer, grad = _network(args, k_init, sizes, dtype, momentum, n_train=len(ds.train))
+    config = {
+        "--data": args.data, "--validation": len(ds.validation), "--sizes": sizes,
+        "--activation": args.activation, "--output-activation": args.output_activation, "--cost": args.cost,
+        "--optimizer": args.optimizer, "--momentum": momentum, "--lr": args.lr, "--lr-halving": args.lr_halving,
+        "--l2": args.l2, "--batch-size": args.batch_size, "--seed": args.seed, "--dtype": args.dtype,
+        "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
+    }  # --epochs may grow; --init and the devices do not change what is being trained
+    resuming = writer and args.resume and fckpt.newest_epoch(args.checkpoint_dir) is not None
+    return _Run(ds, sizes, momentum, n_devices, mesh, dtype, params, optimizer, grad, k_train, config, resuming)
+
+
+def _check_flags(args, writer: bool) -> Optional[float]:
+    """Refuse the flags that are wrong whatever the data; fill in --lr's
+    default. Returns μ for --optimizer momentum, else None."""
+    import os
+
+    from fbp import checkpoint as fckpt
+    from fbp import train as ftrain
+
+    if args.data == "idx" and not args.data_dir:
+        raise _refuse("--data idx needs --data-dir, the directory holding the four IDX files")
+    if args.data == "mnist-pkl" and not args.data_dir:
+        raise _refuse("--data mnist-pkl needs --data-dir, the book's mnist.pkl.gz (data/ of its repository) or "
+                      "the directory holding it")
+    try:
+        if writer or not args.checkpoint_dir:  # the others never touch the directory
+            ftrain.check_checkpoint_dir(args.checkpoint_dir, args.resume, flags=True)
+    except ValueError as e:
+        raise _refuse(str(e) if args.checkpoint_dir else "--resume needs --checkpoint-dir") from None
+    if args.momentum is not None and args.optimizer != "momentum":
+        raise _refuse(f"--momentum is the coefficient of --optimizer momentum; it does nothing with --optimizer "
+                      f"{args.optimizer} (drop it, or add --optimizer momentum)")
+    momentum = None
+    if args.optimizer == "momentum":
+        momentum = ftrain.DEFAULT_MOMENTUM if args.momentum is None else args.momentum
+    if args.lr is None:
+        # Adam's step is its own scale: SGD's 0.5 left it at chance. Momentum's
+        # long-run step is η/(1 − μ), so η = 0.5(1 − μ) keeps SGD's 0.5 (the
+        # plain 0.5 diverged on Fashion-MNIST at μ = 0.9: 59%).
+        args.lr = 0.001 if args.optimizer == "adam" else round(0.5 * (1 - (momentum or 0.0)), 12)
+    if (args.dp_clip is None) != (args.dp_noise is None):
+        raise _refuse("--dp-clip and --dp-noise go together: give both for DP-SGD, or neither")
+    if args.save_params and args.metrics_out and os.path.abspath(args.save_params) == os.path.abspath(args.metrics_out):
+        raise _refuse(f"--save-params and --metrics-out both name {args.save_params}: the network would replace "
+                      f"the metrics; give two files")
+    if args.save_params:
+        try:  # refused now rather than after training
+            fckpt.check_params_path(args.save_params)
+        except OSError as e:
+            raise _refuse(f"--save-params {args.save_params} cannot be written ({e.strerror or e}); "
+                          f"give a writable .npz path") from None
+    return momentum
+
+
+def _load(args):
+    """The data set, and --sizes (its default, or the flag's checked against it)."""
+    from fbp import data as fdata
+
+    try:
+        ds = fdata.load(args.data, args.data_dir, args.validation)
+    except (fdata.DataError, ValueError) as e:
+        if isinstance(e, fdata.ValidationSizeError):
+            raise _refuse(_validation_size_problem(e, given=args.validation is not None)) from None
+        raise _refuse(f"{'--data-dir' if args.data_dir else '--data'}: {e}") from None
+    sizes = args.sizes or [ds.n_in, 100, ds.n_classes]
+    if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
+        raise _refuse(f"--sizes {','.join(map(str, sizes))} does not fit {ds.name}: it has {ds.n_in} inputs and "
+                      f"{ds.n_classes} classes, so --sizes must start with {ds.n_in} and end with {ds.n_classes}")
+    if len(ds.validation) == 0:  # the test set would then steer training
+        for flag, does in (("--restore-best", "picks the epoch"), ("--patience", "stops training"),
+                           ("--lr-halving", "halves η")):
+            if getattr(args, flag[2:].replace("-", "_")) not in (None, False):
+                raise _refuse(f"{flag} {does} by validation accuracy; with --validation 0 it would do so on the "
+                              f"test set: give --validation N > 0")
+    if args.batch_size > len(ds.train):
+        raise _refuse(f"--batch-size {args.batch_size} is larger than the training set ({len(ds.train)} examples)")
+    return ds, sizes
+
+
+def _devices(args):
+    """(how many devices train, their mesh or None for one device)."""
+    import jax
+
+    n_devices = args.devices if args.devices is not None else jax.device_count()
+    if args.devices is None and jax.process_count() == 1 and args.batch_size % n_devices:
+        # The default is every local device, but the main job has to run as
+        # it is on any machine: with a batch the devices do not divide (the
+        # default 10 on 4 GPUs), use the most devices that do divide it.
+        n_devices = max(d for d in range(1, n_devices + 1) if args.batch_size % d == 0)
+        print(f"fbp train: batch size {args.batch_size} is not divisible by the {jax.device_count()} devices; "
+              f"using {n_devices} (pass --devices and a divisible --batch-size to use them all)", file=sys.stderr)
+    if n_devices == 1 and args.devices is None:
+        return 1, None
+    from fbp import parallel
+
+    try:
+        mesh = parallel.make_mesh(n_devices)
+        parallel.check_batch(mesh, args.batch_size)
+    except ValueError as e:
+        raise _refuse(f"{'--batch-size' if 'divisible' in str(e) else '--devices'}: {e}") from None
+    return n_devices, (mesh if n_devices > 1 else None)
+
+
+def _network(args, key, sizes, dtype, momentum, n_train: int):
+    """(params, optimizer, gradient) as the flags name them."""
+    import fbp
+    from fbp import train as ftrain
+
+    try:
+        params = fbp.init_mlp(key, sizes, activation=args.activation, output_activation=args.output_activation,
+                              init=args.init, dtype=dtype)
+        mismatch = _cost_pairing(params, args.cost)
+        if mismatch:
+            raise _refuse(mismatch)
+        optimizer = ftrain.make_optimizer(args.optimizer, args.lr, l2=args.l2, n_train=n_train,
+                                          momentum=ftrain.DEFAULT_MOMENTUM if momentum is None else momentum)
+        grad = "hand"
+        if args.dp_clip is not None:
+            import optax
+
+            from fbp import stats
+
+            grad = stats.dp_value_and_grad(args.cost, args.dp_clip)
+            optimizer = optax.chain(stats.dp_noise(args.dp_noise, args.dp_clip, args.batch_size, args.seed), optimizer)
+    except (ValueError, TypeError) as e:
+        raise _refuse(str(e)) from None
+    return params, optimizer, grad
+
+
+class _Report:
+    """What fbp train shows and writes as it trains: the run's first line, a
+    progress bar, a line per epoch, and --metrics-out (one JSON object per
+    epoch, then a final one)."""
+
+    def __init__(self, args, run: _Run):
+        import os
+
+        self.args, self.eval_split = args, run.eval_split
+        self.metrics = self.bar = None
+        if args.metrics_out:
+            # --resume keeps the metrics file until the checkpoint's history
+            # rewrites it (resumed); with no checkpoint to go on from, the run starts afresh.
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(args.metrics_out)), exist_ok=True)
+                self.metrics = open(args.metrics_out, "a" if run.resuming else "w")
+            except OSError as e:
+                raise _refuse(f"--metrics-out {args.metrics_out} cannot be written ({e.strerror or e}); give a "
+                              f"writable path") from None
+        ds = run.ds
+        self.header = (
+            f"fbp train: {ds.name} ({len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test), "
+            f"sizes={','.join(map(str, run.sizes))} {args.activation}/{args.output_activation} {args.cost} "
+            f"init={args.init} {args.optimizer}{'' if run.momentum is None else f' μ={run.momentum}'} lr={args.lr} "
+            f"l2={args.l2} batch={args.batch_size} "
+            f"epochs={args.epochs} seed={args.seed} devices={run.n_devices} ({_device_kind()})"
+            + (f" DP-SGD clip={args.dp_clip} noise={args.dp_noise}" if args.dp_clip is not None else ""))
+        # Going on from a checkpoint, the first line waits for fit to accept
+        # it (resumed): a checkpoint of another run is then refused in one
+        # line, not under a header of settings that will not train.
+        if not run.resuming:
+            self.show_header()
+        if not args.quiet:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=args.epochs, unit="epoch", desc="training", file=sys.stderr, disable=None,
+                                leave=False)
+            except ImportError:  # pragma: no cover - tqdm is a dependency
+                pass
+
+    def show_header(self) -> None:
+        """The run's first line, once."""
+        if self.header is not None:
+            print(self.header, flush=True)
+            self.header = None
+
+    def write(self, records, restart=False) -> None:
+        """Append ``records`` to --metrics-out (after emptying it, with ``restart``)."""
+        if self.metrics is None:
+            return
+        try:
+            if restart:
+                self.metrics.truncate(0)
+            self.metrics.writelines(_metrics_line(r) for r in records)
+            self.metrics.flush()
+        except OSError as e:
+            raise MetricsWriteError(f"could not write to --metrics-out {self.args.metrics_out} "
+                                    f"({e.strerror or e})") from e
+
+    def epoch(self, r: dict) -> None:
+        """fit's on_epoch: the epoch's line, and its metrics record."""
+        self.show_header()  # a --resume whose checkpoint's header read but its arrays did not starts afresh
+        line = f"epoch {r['epoch']:3d}"
+        if "training_accuracy" in r:  # the end-of-epoch params, as for the evaluation set
+            line += f"  train cost {r['training_cost']:.4f} acc {r['training_accuracy']:.4f}"
+        else:  # only the mean over the epoch's mini-batch steps is known
+            line += f"  mean step cost {r['train_step_cost']:.4f}"
+        if "evaluation_accuracy" in r:
+            line += f"  {self.eval_split} cost {r['evaluation_cost']:.4f} acc {r['evaluation_accuracy']:.4f}"
+        if r.get("lr_factor", 1) != 1:
+            line += f"  η {self.args.lr * r['lr_factor']:.4g}"
+        if "delta_norms" in r:
+            line += "  ‖δ‖ by layer " + " ".join(f"{v:.3g}" for v in r["delta_norms"])
+        if "noise_scale" in r:
+            line += f"  noise scale {r['noise_scale']:.3g}"
+        line += f"  ({r['seconds'] * 1000:.0f} ms)"
+        if self.bar is not None:
+            self.bar.n = r["epoch"]
+            self.bar.set_postfix_str(f"{self.eval_split} acc {r.get('evaluation_accuracy', float('nan')):.4f}")
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+        self.write([r])
+
+    def resumed(self, history: list) -> None:
+        """fit's on_resume."""
+        self.show_header()
+        done, epochs = len(history), self.args.epochs
+        print(f"resuming from the checkpoint of epoch {done} in {self.args.checkpoint_dir}"
+              + (f"; it has reached --epochs {epochs}: nothing to train (give a larger --epochs to go on)"
+                 if done >= epochs else ""), flush=True)
+        if self.bar is not None:
+            self.bar.n = min(done, epochs)
+            self.bar.refresh()
+        # The metrics file restarts from the checkpoint's history: a run killed
+        # between its save and its metrics line loses no epoch, and repeats none.
+        self.write(history, restart=True)
+
+    def close(self) -> None:
+        for f in (self.bar, self.metrics):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:  # a failed metrics write; it has been reported
+                    pass
+
+
+def _kept(args, writer: bool, joined: bool) -> str:
+    """What a stopped run leaves to go on from."""
+    from fbp import checkpoint as fckpt
+
+    if not writer and args.checkpoint_dir:
+        return "process 0 of the run keeps its checkpoints"
+    epoch = fckpt.newest_epoch(args.checkpoint_dir) if args.checkpoint_dir else None
+    if epoch is not None:
+        return (f"the checkpoint of epoch {epoch} is in {args.checkpoint_dir}: "
+                f"add --resume to the same command{' on every process' if joined else ''} to go on")
+    return "nothing was saved" + ("" if args.checkpoint_dir else " (give --checkpoint-dir to be able to resume)")
+
+
+def _agree(args, run: _Run) -> None:
+    """Multi-host: refuse to train unless every process is ready, with the
+    same settings and data as process 0 (one all-gather)."""
+    ds = run.ds
+    shared = {**run.config, "--init": args.init, "--epochs": args.epochs, "--patience": args.patience,
+              "--restore-best": args.restore_best, "--monitor-training": args.monitor_training,
+              "--monitor-deltas": args.monitor_deltas, "--monitor-noise-scale": args.monitor_noise_scale,
+              "--checkpoint-dir": args.checkpoint_dir is not None, "--resume": args.resume,
+              "--devices": run.n_devices, "data": (ds.train, ds.validation, ds.test)}
+    failed, differ = _others_failed(failed=False, settings=shared)
+    if differ:
+        raise _refuse(_differ_message(differ))
+    if failed:
+        raise _refuse(f"process {', '.join(map(str, failed))} of the run stopped with an error (see its output); "
+                      f"stopping too")
+
+
+def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool):
+    """``fbp.train.fit`` as the flags ask; (its result, seconds). What stops
+    it is said in one line: Ctrl-C and SIGTERM, errors in its checks and
+    writes, and in a multi-host run an error of any process."""
+    import os
+
+    from fbp import checkpoint as fckpt
+    from fbp import train as ftrain
+
+    t0 = time.perf_counter()
+    try:
+        with _sigterm_as_interrupt():
+            result = ftrain.fit(
+                run.params, run.arrays(run.ds.train), optimizer=run.optimizer, cost=args.cost, epochs=args.epochs,
+                batch_size=args.batch_size, key=run.key,
+                evaluation=run.arrays(run.ds.validation if len(run.ds.validation) else run.ds.test),
+                patience=args.patience, lr_halving=args.lr_halving, monitor_training=args.monitor_training,
+                monitor_deltas=args.monitor_deltas, monitor_noise_scale=args.monitor_noise_scale,
+                checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=report.epoch, grad=run.grad,
+                mesh=run.mesh, config=run.config, on_resume=report.resumed,
+            )
+    except fckpt.CheckpointMismatch as e:  # found before any training
+        raise _refuse(f"--resume: {' '.join(str(e).split())}") from None
+    except fckpt.CheckpointDirInUse as e:  # a directory this run made, taken by another since
+        raise _refuse(f"--checkpoint-dir: {e}") from None
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: say what is kept, without a traceback
+        terminated = isinstance(e, Terminated)
+        raise _Exit(f"\nfbp train: {'terminated' if terminated else 'interrupted'}; {_kept(args, writer, joined)}",
+                    143 if terminated else 130) from None
+    except MetricsWriteError as e:  # a full disk, say: the checkpoints written so far are intact
+        raise _refuse(f"{e}; {_kept(args, writer, joined)}", 1) from None
+    except fckpt.CheckpointWriteError as e:  # mid-run: the earlier checkpoints are intact
+        raise _refuse(e.strerror, 1) from None
+    except Exception as e:
+        if not joined:
+            raise
+        # Multi-host, mid-run. Most often a collective failed because another
+        # process ended (killed, say): an error of the XLA runtime, raised as
+        # a JaxRuntimeError or, from some calls, a ValueError. Say so and what
+        # is kept, then leave at once, whatever the error: jax.distributed's
+        # exit handler waits at a barrier for every process, and with one
+        # gone it waits out the heartbeat timeout (100 s), then aborts with a
+        # stack trace.
+        report.close()
+        status = _xla_status(e)
+        if status is None:  # not the runtime's: a bug, say, whose traceback is wanted
+            import traceback
+
+            traceback.print_exc()
+        why = f"{status} (another process of the run has ended, or cannot be reached)" if status else type(e).__name__
+        print(f"fbp train: error: the run stopped: {why}; {_kept(args, writer, joined)}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    return result, time.perf_counter() - t0
+
+
+def _finish(args, run: _Run, report: _Report, result, seconds: float, writer: bool, joined: bool) -> int:
+    """Test the trained params (or --restore-best's), write the final
+    metrics record and --save-params, and print the summary."""
+    from fbp import checkpoint as fckpt
+    from fbp import train as ftrain
+
+    ds, eval_split = run.ds, run.eval_split
+    report.show_header()  # not shown yet only where nothing was resumed nor trained
+    if report.bar is not None:
+        report.bar.close()
+    tested, tested_epoch = result.params, len(result.history)
+    if args.restore_best and result.best_params is not None:
+        tested, tested_epoch = result.best_params, result.best_epoch
+    elif args.restore_best:
+        why = ("no epoch was trained and evaluated" if result.best_epoch is None
+               else f"the best epoch's ({result.best_epoch}) checkpoint is no longer in {args.checkpoint_dir}")
+        print(f"fbp train: --restore-best: {why}; testing the params of epoch {tested_epoch}", file=sys.stderr)
+    test = ftrain.evaluate(tested, *run.arrays(ds.test), args.cost)
+    final = dict(
+        final=True, data=ds.name, epochs_run=len(result.history), stopped_early=result.stopped_early,
+        best_epoch=result.best_epoch, tested_epoch=tested_epoch,
+        test_cost=float(test["cost"]), test_accuracy=float(test["accuracy"]),
+        seconds=seconds, error=str(result.error) if result.error else None,
+    )
+    errors = []  # reported after the summary; neither write keeps the other from being tried
+    try:
+        report.write([final])
+    except MetricsWriteError as e:
+        errors.append(f"{e}; {_kept(args, writer, joined)}")
+    report.close()
+    network_saved = False
+    if args.save_params:
+        try:
+            fckpt.save_params(args.save_params, tested, dict(
+                data=ds.name, data_flag=args.data, data_dir=args.data_dir, validation=len(ds.validation),
+                sizes=run.sizes, cost=args.cost, dtype=args.dtype, tested_epoch=tested_epoch,
+                test_accuracy=final["test_accuracy"], test_cost=final["test_cost"]))
+            network_saved = True
+        except OSError as e:
+            errors.append(f"could not write --save-params {args.save_params} ({e.strerror or e}); "
+                          f"{_kept(args, writer, joined)}")
+    if result.stop_reason == "patience":
+        print(f"early stop: no better {eval_split} accuracy in {_epochs(args.patience)} (best at epoch "
+              f"{result.best_epoch})")
+    elif result.stop_reason == "lr_floor":
+        print(f"stop: η halved down to 1/128 of {args.lr} (best {eval_split} accuracy at epoch {result.best_epoch})")
+    best_note = ", the best" if tested_epoch == result.best_epoch and len(ds.validation) else ""  # on validation
+    print(
+        f"done: {_epochs(len(result.history))} in {seconds:.1f} s; test accuracy {final['test_accuracy']:.4f} "
+        f"(params of epoch {tested_epoch}{best_note}), "
+        f"test cost {final['test_cost']:.4f}"
+        + (f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir else "")
+        + (f"; network in {args.save_params}" if network_saved else "")
+    )
+    if result.error is not None:
+        errors.insert(0, str(result.error))
+    for e in errors:
+        print(f"fbp train: error: {e}", file=sys.stderr)
+    return 1 if errors else 0
