@@ -269,6 +269,16 @@ def _validation_size_problem(e, given: bool) -> str:
             f"below {e.n_train} (0 for none)")
 
 
+def _data_dir_problem(data: str, data_dir: Optional[str]) -> Optional[str]:
+    """The one-line error for a --data that needs --data-dir given without it, or None."""
+    if data == "idx" and not data_dir:
+        return "--data idx needs --data-dir, the directory holding the four IDX files"
+    if data == "mnist-pkl" and not data_dir:
+        return ("--data mnist-pkl needs --data-dir, the book's mnist.pkl.gz (data/ of its repository) or the "
+                "directory holding it")
+    return None
+
+
 def cmd_train(args) -> int:
     """fbp train (``fbp.cli_train``, imported when it runs)."""
     from fbp import cli_train
@@ -306,6 +316,8 @@ def cmd_evaluate(args) -> int:
     if validation is None and args.split == "test":
         validation = 0  # the test set is the same whatever the split, and a small IDX set then needs no flag
     cost = args.cost or meta.get("cost") or "log_likelihood"
+    if _data_dir_problem(data, data_dir):
+        return fail(_data_dir_problem(data, data_dir))
     try:
         ds = fdata.load(data, data_dir, validation)
     except (fdata.DataError, ValueError) as e:

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Optional
 
-from fbp.cli import _cost_pairing, _validation_size_problem
+from fbp.cli import _cost_pairing, _data_dir_problem, _validation_size_problem
 
 
 def _device_kind() -> str:
@@ -321,11 +321,8 @@ def _check_flags(args, writer: bool) -> Optional[float]:
     from fbp import checkpoint as fckpt
     from fbp import train as ftrain
 
-    if args.data == "idx" and not args.data_dir:
-        raise _refuse("--data idx needs --data-dir, the directory holding the four IDX files")
-    if args.data == "mnist-pkl" and not args.data_dir:
-        raise _refuse("--data mnist-pkl needs --data-dir, the book's mnist.pkl.gz (data/ of its repository) or "
-                      "the directory holding it")
+    if _data_dir_problem(args.data, args.data_dir):
+        raise _refuse(_data_dir_problem(args.data, args.data_dir))
     try:
         if writer or not args.checkpoint_dir:  # the others never touch the directory
             ftrain.check_checkpoint_dir(args.checkpoint_dir, args.resume, flags=True)
