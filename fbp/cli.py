@@ -270,7 +270,11 @@ def _validation_size_problem(e, given: bool) -> str:
 
 
 def _data_dir_problem(data: str, data_dir: Optional[str]) -> Optional[str]:
-    """The one-line error for a --data that needs --data-dir given without it, or None."""
+    """The one-line error for a --data that needs --data-dir given without
+    it, or for --data-dir given to digits, which read none; or None."""
+    if data == "digits" and data_dir is not None:  # most likely a forgotten --data idx: do not train on digits
+        return (f"--data-dir: digits are bundled with scikit-learn and read no directory, but --data-dir was given "
+                f"({data_dir}); for the IDX files there use --data idx (or fashion-mnist)")
     if data == "idx" and not data_dir:
         return "--data idx needs --data-dir, the directory holding the four IDX files"
     if data == "mnist-pkl" and not data_dir:

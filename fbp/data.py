@@ -364,9 +364,8 @@ def load(name: str, data_dir: Optional[str] = None, n_validation: Optional[int] 
     name both the flags and the arguments (``data_dir``)."""
     if name == "digits":
         if data_dir is not None:  # most likely a forgotten --data idx: do not train on digits instead
-            raise DataError(f"digits are bundled with scikit-learn and read no directory, but a data directory "
-                            f"was given ({data_dir}); for the IDX files there use --data idx (or fashion-mnist; "
-                            f"load('idx', data_dir) from Python)")
+            raise DataError(f"digits are bundled with scikit-learn and read no directory, but data_dir was given "
+                            f"({data_dir}); for the IDX files there load 'idx' (or 'fashion-mnist')")
         return digits() if n_validation is None else digits(n_validation=n_validation)
     if name in ("fashion-mnist", "fashion_mnist"):
         return fashion_mnist(data_dir, 10_000 if n_validation is None else n_validation)

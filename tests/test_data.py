@@ -252,6 +252,8 @@ def test_the_books_mnist_pickle_loads_with_the_books_split(tmp_path):
     assert fdata.load("mnist-pkl", str(tmp_path), 10).n_in == 12
     with pytest.raises(fdata.DataError, match=r"needs --data-dir \(data_dir= from Python\)"):
         fdata.load("mnist-pkl")
+    with pytest.raises(fdata.DataError, match=r"read no directory, but data_dir was given \(/some/mnist\); .* load 'idx'"):
+        fdata.load("digits", "/some/mnist")
 
 
 class _Trap:

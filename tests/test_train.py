@@ -1173,7 +1173,9 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
                          ([str(out)], "not a network"),
                          ([other, "--data", "digits"], "(784,5,10) does not fit digits (64 inputs, 10 classes)"),
                          ([str(net), "--data", "idx"],  # the message names its flag once
-                          "fbp evaluate: error: --data idx needs --data-dir, the directory holding the four")):
+                          "fbp evaluate: error: --data idx needs --data-dir, the directory holding the four"),
+                         ([str(net), "--data-dir", str(tmp_path)],  # the flag's words, not load()'s data_dir
+                          "for the IDX files there use --data idx (or fashion-mnist)")):
         proc = _cli("evaluate", *argv)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert needle in proc.stderr.strip().splitlines()[-1]
@@ -1240,8 +1242,8 @@ def test_cli_failed_writes_are_one_line_errors_that_say_what_is_kept(tmp_path, c
     (["--seed", "99999999999999999999"], "argument --seed: expected an integer from 0 to 4294967295"),
     (["--data", "idx"], "--data-dir"),
     (["--data-dir", "/some/mnist"], "--data-dir: digits are bundled with scikit-learn and read no directory, "
-                                    "but a data directory was given (/some/mnist); for the IDX files there use "
-                                    "--data idx"),
+                                    "but --data-dir was given (/some/mnist); for the IDX files there use "
+                                    "--data idx (or fashion-mnist)"),
     (["--data", "fashion-mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
     (["--resume"], "--checkpoint-dir"),
     (["--batch-size", "5000"], "--batch-size"),
