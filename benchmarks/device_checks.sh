@@ -62,7 +62,7 @@ want 3 && part gpu-tests 290 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$py" -m py
 #    defaults, 1 of 2 failed; with --xla_gpu_deterministic_ops=true or
 #    --xla_gpu_autotune_level=0, 2 of 2 passed: the tests now set the first)
 want 4 && part gpu-resume-bitwise 150 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$py" -m pytest -q -n 4 \
-    -p no:cacheprovider -o addopts= -rfE tests/test_train.py -k "bitwise and (kill or damaged)"
+    -p no:cacheprovider -o addopts= -rfE tests/test_checkpoints.py -k "bitwise and (kill or damaged)"
 
 # 5. two processes of one run on the one GPU: each should end with fbp's one-line error
 want 5 && part gpu-shared 60 env XLA_PYTHON_CLIENT_PREALLOCATE=false PY="$py" bash -c '

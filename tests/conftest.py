@@ -33,3 +33,11 @@ def assert_trees_close(tree, ref, rtol: float, what: str = "") -> float:
 @pytest.fixture(scope="session")
 def trees_close():
     return assert_trees_close
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The bundled digits (fbp.data.digits()), read once per test module."""
+    from fbp import data
+
+    return data.digits()

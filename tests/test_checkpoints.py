@@ -1,0 +1,475 @@
+"""Checkpoints: atomic saves and pruning, saved networks, resuming bitwise
+after kill -9 (mid-run and mid-save), damaged checkpoints, the directory
+lock, Ctrl-C and SIGTERM."""
+
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import fbp
+from fbp import checkpoint as ckpt
+from fbp import train as ftrain
+
+from training_helpers import bitwise_env, fbp_cli, params_of, small_problem
+
+
+def test_pruning_keeps_the_newest_and_the_protected(tmp_path):
+    tree = dict(w=jnp.ones(3))
+    for e in range(1, 7):
+        ckpt.save(str(tmp_path), e, tree, keep=3, protect=(2,))
+    assert [os.path.basename(p) for p in ckpt.list_checkpoints(str(tmp_path))] == [
+        "ckpt-000002.npz", "ckpt-000004.npz", "ckpt-000005.npz", "ckpt-000006.npz"]
+    ckpt.save(str(tmp_path), 7, tree, keep=3, protect=(6,))  # the best moved on: 2 goes
+    assert [os.path.basename(p) for p in ckpt.list_checkpoints(str(tmp_path))] == [
+        "ckpt-000005.npz", "ckpt-000006.npz", "ckpt-000007.npz"]
+
+
+def test_checkpoint_roundtrip_and_atomic_leftovers(tmp_path):
+    params, X, Y = small_problem(jnp.float32)
+    opt = optax.adam(1e-3)
+    tree = dict(params=params, opt_state=opt.init(params), key=jax.random.key(5))
+    ckpt.save(str(tmp_path), 1, tree, dict(history=[{"epoch": 1}]))
+    (tmp_path / ".tmp-ckpt-000002-99999.npz").write_bytes(b"half a file")  # a save killed midway
+    (tmp_path / "ckpt-000003.npz").write_bytes(b"garbage")  # unreadable: skipped
+    whole = open(ckpt.list_checkpoints(str(tmp_path))[0], "rb").read()
+    (tmp_path / "ckpt-000004.npz").write_bytes(whole[: len(whole) * 2 // 3])  # cut short (a partial copy)
+    damaged = bytearray(whole)  # zip directory intact, the last data byte flipped: the member's CRC catches it
+    damaged[whole.index(b"PK\x01\x02") - 1] ^= 0xFF
+    (tmp_path / "ckpt-000005.npz").write_bytes(bytes(damaged))
+    with pytest.warns(ckpt.CheckpointWarning) as skipped:
+        restored, header = ckpt.latest(str(tmp_path), tree)
+    assert [str(w.message).split(": ")[1] for w in skipped] == [
+        str(tmp_path / f"ckpt-00000{e}.npz") for e in (5, 4, 3)]
+    assert "not an .npz (zip) archive; cut short" in str(skipped[1].message)
+    assert "CRC" in str(skipped[0].message)
+    assert header["epoch"] == 1 and header["meta"]["history"] == [{"epoch": 1}]
+    assert ckpt.newest_epoch(str(tmp_path)) == 1  # what Ctrl-C reports: the one resume will use
+    assert ckpt.newest_epoch(str(tmp_path / "missing")) is None
+    for a, b in zip(jax.tree.leaves(restored["params"]), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(jax.random.key_data(restored["key"]), jax.random.key_data(tree["key"]))
+    other = dict(params=fbp.init_mlp(jax.random.key(0), [6, 5, 3]), opt_state=None, key=tree["key"])
+    with pytest.raises(ckpt.CheckpointError, match="different network or optimizer"), \
+            pytest.warns(ckpt.CheckpointWarning):  # the three unreadable ones, passed over again
+        ckpt.latest(str(tmp_path), other)
+
+
+def test_a_full_disk_mid_run_keeps_the_earlier_checkpoints_and_says_so(tmp_path, monkeypatch, capsys):
+    params, X, Y = small_problem(jnp.float32)
+    d, real_savez, calls = str(tmp_path / "run"), np.savez, []
+
+    def savez_until_full(f, **arrays):  # the third save finds the disk full halfway
+        calls.append(1)
+        if len(calls) == 3:
+            f.write(b"half a checkpoint")
+            raise OSError(28, "No space left on device")
+        real_savez(f, **arrays)
+
+    monkeypatch.setattr(ckpt.np, "savez", savez_until_full)
+
+    def run(**kw):
+        return ftrain.fit(params, (X, Y), optimizer=optax.sgd(0.1), cost="log_likelihood", epochs=5,
+                          batch_size=8, key=jax.random.key(0), checkpoint_dir=d, **kw)
+
+    with pytest.raises(ckpt.CheckpointWriteError, match="epoch 3 .*No space left.*epoch 2 is intact"):
+        run()
+    assert sorted(os.listdir(d)) == [ckpt.LOCK_NAME, "ckpt-000001.npz", "ckpt-000002.npz"]  # no partial file left
+    assert run(resume=True).epochs_run == 5
+    # The CLI says the same in one line, before anything else is lost.
+    from fbp.cli import main
+
+    calls.clear()
+    rc = main(["train", "--epochs", "4", "--quiet", "--checkpoint-dir", str(tmp_path / "cli")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and "Traceback" not in "".join(err)
+    assert err[-1].startswith("fbp train: error: could not write the checkpoint of epoch 3")
+    assert [os.path.basename(p) for p in ckpt.list_checkpoints(str(tmp_path / "cli"))] == [
+        "ckpt-000001.npz", "ckpt-000002.npz"]
+
+
+def test_load_params_reads_the_network_of_a_training_checkpoint(tmp_path, digits):
+    # With momentum the optimizer state holds leaves of its own, ahead of the params among the checkpoint's.
+    params = fbp.init_mlp(jax.random.key(0), [64, 12, 10], activation="tanh", output_activation="softmax")
+    run_dir = str(tmp_path / "run")
+    result = ftrain.fit(params, digits.train, optimizer=ftrain.make_optimizer("momentum", 0.05), cost="log_likelihood",
+                        epochs=3, batch_size=10, key=jax.random.key(1), checkpoint_dir=run_dir, config=dict(note=1))
+    back, meta = fbp.load_params(ckpt.path_of(run_dir, 3), with_meta=True)
+    assert [layer.activation for layer in back] == ["tanh", "softmax"]
+    for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(back)):
+        np.testing.assert_array_equal(a, b)
+    assert meta["epoch"] == 3 and meta["config"] == dict(note=1) and len(meta["history"]) == 3
+    earlier = fbp.load_params(ckpt.path_of(run_dir, 2))  # an earlier epoch's network, not the last one's
+    assert not np.array_equal(earlier[0].w, back[0].w)
+    # The directory stands for its newest checkpoint that reads, as it does for resume=True.
+    newest, meta = fbp.load_params(run_dir, with_meta=True)
+    assert meta["checkpoint"] == ckpt.path_of(run_dir, 3) and meta["epoch"] == 3
+    np.testing.assert_array_equal(newest[0].w, back[0].w)
+    with open(ckpt.path_of(run_dir, 3), "r+b") as fh:
+        fh.truncate(100)  # cut short
+    with pytest.warns(ckpt.CheckpointWarning, match=r"skipped a checkpoint: .*ckpt-000003\.npz"):
+        fallback, meta = fbp.load_params(run_dir, with_meta=True)
+    assert meta["epoch"] == 2 and meta["checkpoint"] == ckpt.path_of(run_dir, 2)
+    np.testing.assert_array_equal(fallback[0].w, earlier[0].w)
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(ckpt.CheckpointError, match="empty: a directory with no checkpoints in it"):
+        fbp.load_params(str(tmp_path / "empty"))
+
+
+def test_cli_evaluate_takes_a_training_checkpoint_as_it_takes_a_saved_network(tmp_path):
+    run_dir, net = str(tmp_path / "run"), str(tmp_path / "net.npz")
+    metrics = tmp_path / "m.jsonl"
+    proc = fbp_cli("train", "--epochs", "2", "--quiet", "--sizes", "64,20,10", "--optimizer", "adam",
+                "--checkpoint-dir", run_dir, "--save-params", net, "--monitor-deltas", "--metrics-out", str(metrics))
+    assert proc.returncode == 0, proc.stderr
+    from_ckpt, from_net = (fbp_cli("evaluate", path) for path in (ckpt.path_of(run_dir, 2), net))
+    assert from_ckpt.returncode == from_net.returncode == 0, from_ckpt.stderr + from_net.stderr
+    first, *rest = from_ckpt.stdout.splitlines()
+    assert first.startswith(f"fbp evaluate: {ckpt.path_of(run_dir, 2)} (64,20,10, trained to epoch 2) on digits test")
+    assert rest == from_net.stdout.splitlines()[1:]  # the same network, cost, accuracy and confusions
+    from_dir = fbp_cli("evaluate", run_dir)  # the directory: its newest checkpoint, named
+    assert from_dir.returncode == 0, from_dir.stderr
+    assert from_dir.stdout.splitlines()[0] == first and from_dir.stdout.splitlines()[1:] == rest
+    proc = fbp_cli("evaluate", ckpt.path_of(run_dir, 1), "--split", "validation")  # its --validation: digits' 180
+    assert proc.returncode == 0 and "trained to epoch 1) on digits validation (180 examples)" in proc.stdout
+    # Each layer's ‖∂C/∂b^l‖, on the training split: what --monitor-deltas recorded for that epoch.
+    proc = fbp_cli("evaluate", ckpt.path_of(run_dir, 2), "--split", "train")
+    shown = re.search(r"^‖δ‖ by layer .*: (\S+) (\S+)$", proc.stdout, re.M)
+    recorded = json.loads(metrics.read_text().splitlines()[1])["delta_norms"]
+    np.testing.assert_allclose([float(shown.group(1)), float(shown.group(2))], recorded, rtol=5e-3)
+
+
+def test_an_unwritable_checkpoint_dir_or_metrics_file_is_refused_before_training(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match="a-file cannot be written .*a file, not a directory"):
+        ftrain.check_checkpoint_dir(str(a_file), resume=False)
+    for flag, path in (("--checkpoint-dir", a_file), ("--metrics-out", tmp_path)):
+        proc = fbp_cli("train", "--quiet", flag, str(path))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert str(path) in last and "cannot be written" in last and "epoch" not in proc.stdout
+
+
+def test_save_params_and_load_params_round_trip_without_a_template(tmp_path):
+    twice = fbp.Activation("twice", lambda z: 2 * z, lambda z: 2 * jnp.ones_like(z))
+    net = fbp.init_mlp(jax.random.key(3), [5, 4, 3, 2], activation="tanh", output_activation="softmax",
+                       dtype=jnp.float64)
+    net[0] = fbp.Dense(net[0].w, net[0].b, twice)
+    path = str(tmp_path / "sub" / "net.npz")
+    assert fbp.save_params(path, net, dict(note="for the test")) == path
+    assert not [n for n in os.listdir(tmp_path / "sub") if n != "net.npz"]  # no temporary file left
+    with pytest.raises(ckpt.CheckpointError, match="custom activation 'twice'.*activations="):
+        fbp.load_params(path)
+    back, meta = fbp.load_params(path, activations={"twice": twice}, with_meta=True)
+    assert meta == dict(note="for the test")
+    assert [layer.activation for layer in back] == [twice, "tanh", "softmax"]
+    for a, b in zip(jax.tree.leaves(net), jax.tree.leaves(back)):
+        assert a.dtype == b.dtype == jnp.float64
+        np.testing.assert_array_equal(a, b)
+    x = np.linspace(0, 1, 5)
+    np.testing.assert_array_equal(fbp.forward(net, x), fbp.forward(back, x))
+    # float64 params where JAX's 64-bit mode is off come back as float32, with a warning saying how to keep them
+    jax.config.update("jax_enable_x64", False)  # (jax.enable_x64 as a context is newer than our oldest jax)
+    try:
+        with pytest.warns(UserWarning, match=r"holds float64 params, loaded as float32 because .*jax_enable_x64"):
+            narrowed = fbp.load_params(path, activations={"twice": twice})
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    assert narrowed[0].w.dtype == jnp.float32
+    # A built-in name shadowed by another function is saved as custom, not confused with the built-in.
+    fake = fbp.Activation("sigmoid", jnp.tanh, lambda z: 1 - jnp.tanh(z) ** 2)
+    fbp.save_params(path, [fbp.Dense(net[0].w, net[0].b, fake)])
+    with pytest.raises(ckpt.CheckpointError, match="custom activation 'sigmoid'"):
+        fbp.load_params(path)
+    # Files that are not a saved network: a training checkpoint, garbage; and inputs that are not a network.
+    ckpt.save(str(tmp_path / "ck"), 1, dict(params=net[1:]))
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    whole = open(path, "rb").read()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])  # zipfile's BadZipFile escaped here before
+    with pytest.raises(ckpt.CheckpointError, match="none: no such file"):
+        fbp.load_params(str(tmp_path / "none"))
+    for bad in (ckpt.list_checkpoints(str(tmp_path / "ck"))[0], str(tmp_path / "junk.npz"), str(tmp_path / "cut.npz"),
+                str(tmp_path)):
+        with pytest.raises(ckpt.CheckpointError, match="not a network written by fbp.save_params"):
+            fbp.load_params(bad)
+    with pytest.raises(TypeError, match="list of fbp.Dense"):
+        fbp.save_params(path, dict(w=1))
+    with pytest.raises(TypeError, match="JSON-able"):
+        fbp.save_params(path, net[1:], dict(x=object()))
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    params, X, Y = small_problem(jnp.float32)
+    d = str(tmp_path)
+
+    def run(key=0, lr=0.1, config=None, params=params, epochs=2):
+        return ftrain.fit(params, (X, Y), optimizer=optax.sgd(lr), cost="log_likelihood", epochs=epochs,
+                          batch_size=8, key=jax.random.key(key), checkpoint_dir=d, resume=True,
+                          config=config if config is not None else dict(lr=lr))
+
+    first = run()
+    assert first.epochs_run == 2
+    saved = ckpt.list_checkpoints(d)
+    # fit's own words (its arguments), not the command line's flags
+    with pytest.raises(ValueError, match=r"already holds another run's checkpoints .*; resume that run "
+                                         r"\(resume=True\), or give an empty or new checkpoint_dir\.$"):
+        ftrain.fit(params, (X, Y), optimizer=optax.sgd(0.1), cost="log_likelihood", epochs=1, batch_size=8,
+                   key=jax.random.key(0), checkpoint_dir=d)  # a fresh run, not resume
+    assert ckpt.list_checkpoints(d) == saved
+    with pytest.raises(ValueError, match=r"^resume=True needs a checkpoint directory \(checkpoint_dir\)\.$"):
+        ftrain.fit(params, (X, Y), optimizer=optax.sgd(0.1), cost="log_likelihood", epochs=1, batch_size=8,
+                   key=jax.random.key(0), resume=True)
+    params64 = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    for kw, needle in ((dict(lr=0.5), r"lr: saved 0\.1, now 0\.5"), (dict(key=1), "another PRNG key"),
+                       (dict(params=params64), "is float32, expected float64")):
+        with pytest.raises(ckpt.CheckpointMismatch, match=needle) as e:
+            run(epochs=3, **kw)
+        assert "--" not in str(e.value) and "fresh checkpoint directory" in str(e.value)
+    more = run(epochs=3)  # same run, more epochs: resumes
+    assert [h["epoch"] for h in more.history] == [1, 2, 3]
+    with pytest.raises(TypeError, match="JSON-able"):
+        run(config=dict(lr=object()))
+
+def test_kill_9_and_resume_gives_bitwise_the_same_params(tmp_path):
+    flags = ["train", "--sizes", "64,40,10", "--epochs", "12", "--batch-size", "5", "--quiet",
+             "--optimizer", "momentum", "--lr", "0.1"]
+    ref_dir, run_dir = str(tmp_path / "ref"), str(tmp_path / "run")
+    ref = fbp_cli(*flags, "--checkpoint-dir", ref_dir, env=bitwise_env())
+    assert ref.returncode == 0, ref.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "fbp", *flags, "--checkpoint-dir", run_dir],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bitwise_env())
+    deadline = time.time() + 120
+    while time.time() < deadline and len(ckpt.list_checkpoints(run_dir)) < 3:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)  # mid-run, likely mid-save or mid-epoch
+    proc.wait()
+    done = ckpt.list_checkpoints(run_dir)
+    assert done, "the run was killed before its first checkpoint"
+    killed_at = ckpt.read_header(done[-1])["epoch"]
+    assert killed_at < 12, "the run finished before it was killed; nothing was tested"
+    resumed = fbp_cli(*flags, "--checkpoint-dir", run_dir, "--resume", env=bitwise_env())
+    assert resumed.returncode == 0, resumed.stderr
+    assert ckpt.read_header(ckpt.list_checkpoints(run_dir)[-1])["epoch"] == 12
+    for a, b in zip(params_of(ref_dir), params_of(run_dir)):
+        np.testing.assert_array_equal(a, b)
+
+
+_HOLD_DIR = """
+import sys, time
+from fbp import checkpoint as ckpt
+with ckpt.lock_dir(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _hold(directory):
+    """A process that holds ``directory`` with lock_dir until it is killed."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_DIR, directory], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_checkpoint_dir_is_held_by_one_run_and_freed_by_its_death_even_kill_9(tmp_path, digits):
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    holder = _hold(run_dir)
+    try:
+        with pytest.raises(ckpt.CheckpointDirInUse, match=rf"checkpoint directory {re.escape(run_dir)} is in use "
+                                                         rf"by another run \(process {holder.pid}\)"):
+            with ckpt.lock_dir(run_dir):
+                pass
+        params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
+        with pytest.raises(ckpt.CheckpointDirInUse):  # fit holds the directory it writes
+            ftrain.fit(params, digits.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=1,
+                       batch_size=10, key=jax.random.key(1), checkpoint_dir=run_dir, resume=True)
+        assert ckpt.list_checkpoints(run_dir) == []
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # The kernel dropped the dead holder's lock: no stale lock to clear by hand.
+    with ckpt.lock_dir(run_dir):
+        with ckpt.lock_dir(run_dir):  # re-entrant in one process (the CLI holds it, then fit)
+            pass
+        with open(os.path.join(run_dir, ckpt.LOCK_NAME)) as f:
+            assert f.read() == str(os.getpid())
+    result = ftrain.fit(params, digits.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=1,
+                        batch_size=10, key=jax.random.key(1), checkpoint_dir=run_dir)
+    assert len(result.history) == 1 and len(ckpt.list_checkpoints(run_dir)) == 1
+
+
+def test_a_file_system_without_flock_runs_unlocked_with_one_warning(tmp_path, monkeypatch, digits):
+    class NoFlock:  # some network and FUSE file systems answer flock with ENOLCK
+        LOCK_EX, LOCK_NB = 2, 4
+
+        @staticmethod
+        def flock(fd, op):
+            raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(ckpt, "fcntl", NoFlock)
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
+    with pytest.warns(ckpt.CheckpointWarning) as caught:
+        with ckpt.lock_dir(run_dir):  # as the CLI holds it, then fit inside
+            result = ftrain.fit(params, digits.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=1,
+                                batch_size=10, key=jax.random.key(1), checkpoint_dir=run_dir)
+    assert [str(w.message) for w in caught] == [
+        f"cannot lock checkpoint directory {run_dir} (No locks available): another run there would not be refused"]
+    assert len(result.history) == 1 and len(ckpt.list_checkpoints(run_dir)) == 1
+    assert ckpt._held == {}  # let go of at the end, as a held directory is
+
+
+def test_cli_refuses_a_checkpoint_dir_in_use_before_touching_its_metrics(tmp_path):
+    # Before the lock, a --resume typed while the first run went on wrote the
+    # same epochs and deleted the other's half-written file ("could not write
+    # the checkpoint ... No such file or directory"), and truncated a shared
+    # --metrics-out.
+    run_dir, metrics = str(tmp_path / "run"), tmp_path / "m.jsonl"
+    os.makedirs(run_dir)
+    metrics.write_text('{"epoch": 1}\n')
+    holder = _hold(run_dir)
+    try:
+        for extra in ([], ["--resume"]):
+            proc = fbp_cli("train", "--epochs", "1", "--quiet", "--checkpoint-dir", run_dir, "--metrics-out",
+                        str(metrics), *extra)
+            assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+            assert proc.stderr.strip().splitlines()[-1] == (
+                f"fbp train: error: --checkpoint-dir: checkpoint directory {run_dir} is in use by another run "
+                f"(process {holder.pid}); wait for it to end, or give another directory")
+            assert metrics.read_text() == '{"epoch": 1}\n' and ckpt.list_checkpoints(run_dir) == []
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def test_resume_passes_over_a_damaged_newest_checkpoint_says_so_and_ends_bitwise(tmp_path):
+    # The newest checkpoint cut short after the run (a partial copy, a damaged
+    # disk): --resume says which file it passed over, goes on from the one
+    # before, and ends where the undamaged run ended. Before, zipfile's
+    # BadZipFile escaped as a traceback.
+    flags = ["train", "--sizes", "64,20,10", "--epochs", "3", "--batch-size", "10", "--quiet",
+             "--optimizer", "adam", "--checkpoint-dir", str(tmp_path)]
+    first = fbp_cli(*flags, env=bitwise_env())
+    assert first.returncode == 0, first.stderr
+    want = params_of(str(tmp_path))
+    newest = ckpt.list_checkpoints(str(tmp_path))[-1]
+    whole = open(newest, "rb").read()
+    with open(newest, "wb") as fh:
+        fh.write(whole[: len(whole) // 2])
+    resumed = fbp_cli(*flags, "--resume", env=bitwise_env())
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    ours = [line for line in resumed.stderr.splitlines() if line.startswith("fbp train:")]  # not JAX's own
+    assert ours == [
+        f"fbp train: warning: skipped an unreadable checkpoint: {newest}: not a readable fbp checkpoint: not an "
+        f".npz (zip) archive; cut short (a partial copy, a damaged disk), or another kind of file"]
+    assert f"resuming from the checkpoint of epoch 2 in {tmp_path}" in resumed.stdout
+    for a, b in zip(want, params_of(str(tmp_path)), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# `fbp train` whose save of epoch 3 stops at a chosen point and waits to be
+# killed: inside the library's own write, half of the file written
+# ("mid-write"), or the file complete and renamed into place but the directory
+# not yet synced, the older checkpoints not pruned, the metrics line not
+# written ("renamed").
+_STALLED_SAVE = """
+import io, os, sys, time
+import numpy as np
+from fbp import checkpoint, cli
+marker, stage = sys.argv[1:3]
+savez, fsync_dir = np.savez, checkpoint._fsync_dir
+def stall():
+    open(marker, "w").close()
+    time.sleep(300)
+def half_savez(f, **arrays):
+    if stage != "mid-write" or "ckpt-000003" not in getattr(f, "name", ""):
+        return savez(f, **arrays)
+    buf = io.BytesIO()
+    savez(buf, **arrays)
+    f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+    f.flush()
+    os.fsync(f.fileno())
+    stall()
+def fsync_then_stall(directory):
+    if stage == "renamed" and os.path.exists(os.path.join(directory, "ckpt-000003.npz")):
+        stall()
+    fsync_dir(directory)
+np.savez, checkpoint._fsync_dir = half_savez, fsync_then_stall
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("stage", ["mid-write", "renamed"])
+def test_kill_9_during_a_save_keeps_a_loadable_checkpoint_and_resume_is_bitwise(tmp_path, stage):
+    flags = ["train", "--sizes", "64,20,10", "--epochs", "5", "--batch-size", "10", "--quiet",
+             "--optimizer", "adam", "--lr", "0.01"]
+    ref_dir, run_dir, marker = str(tmp_path / "ref"), str(tmp_path / "run"), str(tmp_path / "stalled")
+    metrics = str(tmp_path / "m.jsonl")
+    ref = fbp_cli(*flags, "--checkpoint-dir", ref_dir, env=bitwise_env())
+    assert ref.returncode == 0, ref.stderr
+    proc = subprocess.Popen([sys.executable, "-c", _STALLED_SAVE, marker, stage, *flags, "--checkpoint-dir", run_dir,
+                             "--metrics-out", metrics], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=bitwise_env())
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(marker) and proc.poll() is None:
+        time.sleep(0.005)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert os.path.exists(marker), f"the run never reached the save of epoch 3:\n{err}"
+    left = sorted(os.listdir(run_dir))
+    if stage == "mid-write":  # the half-written file is a temporary one; epoch 3 never appeared
+        assert any(n.startswith(".tmp-ckpt-000003-") for n in left), left
+        assert not os.path.exists(ckpt.path_of(run_dir, 3)) and ckpt.newest_epoch(run_dir) == 2
+    else:
+        assert ckpt.newest_epoch(run_dir) == 3
+    with np.load(ckpt.list_checkpoints(run_dir)[-1]) as z:  # a complete file: every array reads back
+        assert all(z[k].size >= 0 for k in z.files) and any(k.startswith("leaf_") for k in z.files)
+    resumed = fbp_cli(*flags, "--checkpoint-dir", run_dir, "--metrics-out", metrics, "--resume", env=bitwise_env())
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from the checkpoint of epoch {2 if stage == 'mid-write' else 3}" in resumed.stdout
+    assert not [n for n in os.listdir(run_dir) if n.startswith(".tmp-ckpt-")]  # the dead run's leftover is gone
+    assert ckpt.newest_epoch(run_dir) == 5
+    for a, b in zip(params_of(ref_dir), params_of(run_dir), strict=True):
+        np.testing.assert_array_equal(a, b)
+    lines = [json.loads(line) for line in open(metrics)]
+    assert [line["epoch"] for line in lines[:-1]] == [1, 2, 3, 4, 5] and lines[-1]["final"]
+
+
+@pytest.mark.parametrize("sig,rc,what", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_say_what_is_kept_and_how_to_go_on(tmp_path, sig, rc, what):
+    run_dir = str(tmp_path / "run")
+    flags = ["train", "--epochs", "500", "--quiet", "--checkpoint-dir", run_dir]
+    # Ctrl-C as a terminal delivers it: a test runner launched as a background
+    # job (`cmd &` in a script) ignores SIGINT, and `python -m fbp` would
+    # inherit that and train on to the end (POSIX's rule, not fbp's), so the
+    # child puts Python's own handler back first. (Not preexec_fn: it runs
+    # Python between fork and exec, which can deadlock with JAX's threads.)
+    as_from_a_terminal = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                          "runpy.run_module('fbp', run_name='__main__', alter_sys=True)")
+    proc = subprocess.Popen([sys.executable, "-c", as_from_a_terminal, *flags], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ckpt.list_checkpoints(run_dir):
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    _, err = proc.communicate()
+    assert proc.returncode == rc and "Traceback" not in err, err
+    newest = ckpt.read_header(ckpt.list_checkpoints(run_dir)[-1])["epoch"]
+    assert newest < 500, "the run finished before it was interrupted; nothing was tested"
+    assert err.strip().splitlines()[-1] == (f"fbp train: {what}; the checkpoint of epoch {newest} is in "
+                                            f"{run_dir}: add --resume to the same command to go on")

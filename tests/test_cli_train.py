@@ -1,0 +1,246 @@
+"""`fbp train` on the command line: the defaults on digits, monitoring,
+--resume with other flags, the optimizers, --restore-best, --lr-halving,
+writes that fail, bad flags."""
+
+import errno
+import json
+import os
+import re
+import stat
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fbp
+from fbp import checkpoint as ckpt
+from fbp import data as fdata
+from fbp import train as ftrain
+
+from training_helpers import fbp_cli
+
+
+def test_cli_train_default_digits_and_metrics(tmp_path):
+    out = tmp_path / "m.jsonl"
+    proc = fbp_cli("train", "--epochs", "30", "--metrics-out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [l["epoch"] for l in lines[:-1]] == list(range(1, 31))
+    assert lines[-1]["final"] and lines[-1]["test_accuracy"] >= 0.95
+    assert "test accuracy" in proc.stdout
+    assert re.search(r"^fbp train: digits .* devices=1 \((cpu|gpu: .+|tpu: .+)\)$", proc.stdout, re.M), proc.stdout
+    assert all("training_accuracy" in l for l in lines[:-1]) and "train cost" in proc.stdout
+    proc = fbp_cli("train", "--epochs", "2", "--metrics-out", str(out), "--quiet", "--no-monitor-training")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert not any(k.startswith("training_") for l in lines for k in l) and "evaluation_accuracy" in lines[0]
+    assert "mean step cost" in proc.stdout and "train cost" not in proc.stdout
+
+
+def test_cli_monitor_deltas_and_noise_scale_show_and_record_them(tmp_path):
+    out = tmp_path / "m.jsonl"
+    proc = fbp_cli("train", "--sizes", "64,20,20,10", "--epochs", "2", "--monitor-deltas", "--metrics-out", str(out),
+                "--quiet", "--monitor-noise-scale")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(l) for l in out.read_text().splitlines()][:-1]
+    shown = [[float(v) for v in re.search(r"‖δ‖ by layer ([\d.e+-]+(?: [\d.e+-]+)*)", l).group(1).split()]
+             for l in proc.stdout.splitlines() if l.startswith("epoch")]
+    assert len(shown) == len(lines) == 2
+    for line, numbers in zip(lines, shown):
+        assert len(line["delta_norms"]) == 3 and all(v > 0 for v in line["delta_norms"])
+        np.testing.assert_allclose(numbers, line["delta_norms"], rtol=5e-3)  # printed to 3 digits
+    noise = [float(m) for m in re.findall(r"noise scale (\S+)", proc.stdout)]
+    np.testing.assert_allclose(noise, [line["noise_scale"] for line in lines], rtol=5e-3)
+    plain = fbp_cli("train", "--epochs", "1", "--quiet").stdout
+    assert "‖δ‖" not in plain and "noise scale" not in plain
+
+
+def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_checkpoint(tmp_path):
+    run, out = str(tmp_path / "run"), tmp_path / "m.jsonl"
+    flags = ["train", "--epochs", "2", "--quiet", "--checkpoint-dir", run, "--metrics-out", str(out)]
+    assert fbp_cli(*flags).returncode == 0
+    saved = ckpt.list_checkpoints(run)
+    proc = fbp_cli(*flags)  # a fresh run into a used directory would have pruned its own checkpoints
+    assert proc.returncode == 2 and "--resume" in proc.stderr.strip().splitlines()[-1]
+    assert ckpt.list_checkpoints(run) == saved
+    proc = fbp_cli(*flags, "--resume", "--lr", "0.1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--lr: saved 0.5, now 0.1" in proc.stderr.strip().splitlines()[-1]
+    assert proc.stdout == ""  # no first line of settings that will not train
+    # a run killed after its epoch-2 checkpoint but before its metrics line:
+    out.write_text(out.read_text().splitlines()[0] + "\n")
+    proc = fbp_cli(*[f if f != "2" else "3" for f in flags], "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("fbp train: digits ")  # the first line, once the checkpoint is accepted
+    assert f"resuming from the checkpoint of epoch 2 in {run}\n" in proc.stdout
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [l.get("epoch") for l in lines] == [1, 2, 3, None] and lines[-1]["final"]
+    proc = fbp_cli(*flags, "--resume")  # already past --epochs 2: says so, trains nothing
+    assert proc.returncode == 0 and "it has reached --epochs 2: nothing to train" in proc.stdout
+    assert "epoch   " not in proc.stdout and ckpt.newest_epoch(run) == 3
+    other = str(tmp_path / "empty")
+    # the metrics of an older run are replaced, not appended to, when no checkpoint is resumed
+    proc = fbp_cli("train", "--epochs", "1", "--quiet", "--checkpoint-dir", other, "--resume", "--metrics-out", str(out))
+    assert proc.returncode == 0 and f"--resume: no checkpoint in {other} yet; starting at epoch 1" in proc.stdout
+    assert "done: 1 epoch in " in proc.stdout
+    assert ckpt.newest_epoch(other) == 1
+    assert [json.loads(l).get("epoch") for l in out.read_text().splitlines()] == [1, None]
+
+
+def test_cli_momentum_coefficient_is_used_and_kept_with_the_checkpoint(tmp_path):
+    run = str(tmp_path / "run")
+    flags = ["train", "--optimizer", "momentum", "--sizes", "64,10,10", "--quiet", "--checkpoint-dir", run]
+    proc = fbp_cli(*flags, "--momentum", "0.3", "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert " momentum μ=0.3 lr=0.35 " in proc.stdout  # the default η = 0.5(1 − μ): SGD's long-run step
+    proc = fbp_cli(*flags, "--epochs", "2", "--resume")  # the default μ is 0.9, not what the run trained with
+    assert proc.returncode == 2 and "--momentum: saved 0.3, now 0.9" in proc.stderr.strip().splitlines()[-1]
+    proc = fbp_cli(*flags, "--momentum", "0.3", "--epochs", "2", "--resume")
+    assert proc.returncode == 0 and ckpt.newest_epoch(run) == 2, proc.stderr
+
+
+def test_cli_adam_gets_adams_own_learning_rate_by_default(tmp_path):
+    out = tmp_path / "m.jsonl"
+    proc = fbp_cli("train", "--optimizer", "adam", "--quiet", "--metrics-out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert " adam lr=0.001 " in proc.stdout  # the SGD default 0.5 left Adam at chance (9%)
+    assert json.loads(out.read_text().splitlines()[-1])["test_accuracy"] >= 0.9
+
+
+def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
+    out = tmp_path / "m.jsonl"
+    net = tmp_path / "net.npz"
+    proc = fbp_cli("train", "--epochs", "6", "--lr", "3", "--quiet", "--restore-best", "--metrics-out", str(out),
+                "--save-params", str(net))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    best = 1 + int(np.argmax([l["evaluation_accuracy"] for l in lines[:-1]]))
+    assert lines[-1]["best_epoch"] == lines[-1]["tested_epoch"] == best
+    assert f"params of epoch {best}, the best" in proc.stdout
+    # --save-params wrote the network that was tested: it scores the reported test accuracy.
+    params, meta = fbp.load_params(str(net), with_meta=True)
+    assert meta["tested_epoch"] == best and meta["sizes"] == [64, 100, 10]
+    test = fdata.load("digits", None, None).test
+    assert float(ftrain.evaluate(params, test.X, test.Y, "log_likelihood")["accuracy"]) == lines[-1]["test_accuracy"]
+    # fbp evaluate reads it back and tests it on the data it was trained on, by default its test split.
+    proc = fbp_cli("evaluate", str(net))
+    assert proc.returncode == 0, proc.stderr
+    assert f"accuracy {lines[-1]['test_accuracy']:.4f}" in proc.stdout and "digits test (360 examples)" in proc.stdout
+    n_by_class = [int(n) for n in re.findall(r"\d: [01]\.\d{3} \((\d+)\)", proc.stdout)]
+    assert len(n_by_class) == 10 and sum(n_by_class) == 360
+    # a float64 network is tested in float64, not narrowed to float32 on loading
+    net64 = str(tmp_path / "net64.npz")
+    fbp.save_params(net64, fbp.init_mlp(jax.random.key(0), [64, 5, 10], dtype=jnp.float64), dict(data_flag="digits"))
+    proc = fbp_cli("evaluate", net64)
+    assert proc.returncode == 0 and "64-bit mode is off" not in proc.stderr, proc.stderr
+    # a network of other data, evaluated on digits: its --validation 10000 is that data's, not digits'
+    other = str(tmp_path / "fashion.npz")
+    fbp.save_params(other, fbp.init_mlp(jax.random.key(0), [784, 5, 10]),
+                    dict(data="fashion-mnist", data_flag="fashion-mnist", data_dir=None, validation=10_000))
+    for argv, needle in (([str(tmp_path / "none.npz")], "none.npz: no such file"),
+                         ([str(tmp_path)], "a directory with no checkpoints in it, not a network"),
+                         ([str(net), "--data", "fashion-mnist", "--data-dir", str(tmp_path)], "--data"),
+                         ([str(out)], "not a network"),
+                         ([other, "--data", "digits"], "(784,5,10) does not fit digits (64 inputs, 10 classes)"),
+                         ([str(net), "--data", "idx"],  # the message names its flag once
+                          "fbp evaluate: error: --data idx needs --data-dir, the directory holding the four"),
+                         ([str(net), "--data-dir", str(tmp_path)],  # the flag's words, not load()'s data_dir
+                          "for the IDX files there use --data idx (or fashion-mnist)")):
+        proc = fbp_cli("evaluate", *argv)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert needle in proc.stderr.strip().splitlines()[-1]
+    proc = fbp_cli("train", "--epochs", "0", "--quiet", "--restore-best")  # nothing trained: the initial params
+    assert proc.returncode == 0, proc.stderr
+    assert "--restore-best: no epoch was trained and evaluated; testing the params of epoch 0" in proc.stderr
+    assert "None" not in proc.stderr and "params of epoch 0" in proc.stdout
+
+
+def test_cli_lr_halving_halves_eta_and_stops_at_one_128th(tmp_path):
+    out = tmp_path / "m.jsonl"
+    proc = fbp_cli("train", "--epochs", "40", "--quiet", "--lr-halving", "1", "--metrics-out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(l) for l in out.read_text().splitlines()[:-1]]
+    factors = [r["lr_factor"] for r in records]
+    assert factors[0] == 1 and all(b in (a, a / 2) for a, b in zip(factors, factors[1:]))
+    accs = [r["evaluation_accuracy"] for r in records]
+    for e in range(1, len(records)):  # halved after exactly the epochs that did not beat the best so far
+        assert (factors[e] < factors[e - 1]) == (accs[e - 1] <= max(accs[:e - 1], default=-1))
+    stopped = "stop: η halved down to 1/128 of 0.5" in proc.stdout
+    assert stopped == (len(records) < 40) and (not stopped or factors[-1] == 1 / 64)
+
+
+def test_cli_failed_writes_are_one_line_errors_that_say_what_is_kept(tmp_path, capsys, monkeypatch):
+    from fbp.cli import main
+
+    # a pipe (or a device: /dev/null) is refused, not replaced by the atomic rename
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    assert main(["train", "--epochs", "1", "--quiet", "--save-params", fifo]) == 2
+    assert f"--save-params {fifo} cannot be written (a device or a pipe" in capsys.readouterr().err
+    with pytest.raises(OSError, match="a device or a pipe, not a regular file"):
+        fbp.save_params(fifo, fbp.init_mlp(jax.random.key(0), [2, 2]))
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    # a full disk under --metrics-out (every write to /dev/full fails) stops the run after epoch 1's checkpoint
+    run = str(tmp_path / "run")
+    assert main(["train", "--epochs", "3", "--quiet", "--metrics-out", "/dev/full", "--checkpoint-dir", run]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "fbp train: error: could not write to --metrics-out /dev/full (No space left on device); "
+        f"the checkpoint of epoch 1 is in {run}: add --resume to the same command to go on")
+    # a failed save of the network at the end: the summary is printed and the checkpoint named
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_params", disk_full)
+    net = str(tmp_path / "net.npz")
+    assert main(["train", "--epochs", "2", "--quiet", "--checkpoint-dir", run, "--resume", "--save-params", net]) == 1
+    out, err = capsys.readouterr()
+    assert "done: 2 epochs" in out and "network in" not in out and not os.path.exists(net)
+    assert err.strip().splitlines()[-1] == (
+        f"fbp train: error: could not write --save-params {net} (No space left on device); "
+        f"the checkpoint of epoch 2 is in {run}: add --resume to the same command to go on")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--lr-halving", "0"], "--lr-halving"),
+    (["--sizes", "63,30,10"], "--sizes"),
+    (["--lr", "-1"], "--lr"),
+    (["--lr", "abc"], "--lr"),
+    (["--optimizer", "rmsprop"], "--optimizer"),
+    (["--epochs", "-3"], "--epochs"),
+    # Past 32 bits jax.random.key wraps around without x64 (2**32 was seed 0) and then a traceback.
+    (["--seed", "4294967296"], "argument --seed: expected an integer from 0 to 4294967295 (2**32 − 1), got"),
+    (["--seed", "99999999999999999999"], "argument --seed: expected an integer from 0 to 4294967295"),
+    (["--data", "idx"], "--data-dir"),
+    (["--data-dir", "/some/mnist"], "--data-dir: digits are bundled with scikit-learn and read no directory, "
+                                    "but --data-dir was given (/some/mnist); for the IDX files there use "
+                                    "--data idx (or fashion-mnist)"),
+    (["--data", "fashion-mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
+    (["--resume"], "--checkpoint-dir"),
+    (["--batch-size", "5000"], "--batch-size"),
+    (["--restore-best", "--validation", "0"], "--validation"),
+    (["--validation", "2000"], "--validation: validation size must be in [0, 1437) for 1437 training examples"),
+    (["--patience", "3", "--validation", "0"], "--patience stops training by validation accuracy"),
+    (["--lr-halving", "5", "--validation", "0"], "--lr-halving"),
+    (["--save-params", "/"], "--save-params"),
+    # a flag wrong whatever the data is refused before the data is read (here it could not be)
+    (["--data", "fashion-mnist", "--data-dir", "/nonexistent/dir", "--save-params", "/"], "--save-params / cannot"),
+    (["--save-params", "out/run", "--metrics-out", "out/../out/run"], "both name out/run"),
+    (["--num-processes", "2"], "--coordinator, --num-processes and --process-id go together"),
+    (["--coordinator", "host0", "--num-processes", "2", "--process-id", "0"], "expected HOST:PORT"),
+    (["--coordinator", "host0:1234", "--num-processes", "2", "--process-id", "2"], "--process-id 2 is not below"),
+    (["--coordinator", "host0:65536", "--num-processes", "2", "--process-id", "1"], "the port must be 1 to 65535"),
+    (["--join-timeout", "30"], "--join-timeout bounds the wait of a multi-host run; it does nothing without "
+                               "--coordinator"),
+    (["--join-timeout", "0"], "argument --join-timeout: expected a positive number, got '0'"),
+    (["--cost", "cross_entropy", "--output-activation", "relu"], "--cost cross_entropy with --output-activation relu"),
+    (["--activation", "softmax"], "argument --activation: invalid choice: 'softmax'"),
+    (["--momentum", "0.5"], "--momentum is the coefficient of --optimizer momentum; it does nothing with "
+                            "--optimizer sgd"),
+    (["--optimizer", "momentum", "--momentum", "1"], "argument --momentum: expected a number in [0, 1), got '1'"),
+])
+def test_bad_train_flags_are_one_line_errors(argv, needle):
+    proc = fbp_cli("train", *argv)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert needle in proc.stderr.strip().splitlines()[-1]
