@@ -360,8 +360,9 @@ def mnist_pkl(path: str, n_validation: int = 10_000) -> Dataset:
 def load(name: str, data_dir: Optional[str] = None, n_validation: Optional[int] = None) -> Dataset:
     """Load a data set by name: ``digits``, ``fashion-mnist``, ``idx`` or ``mnist-pkl`` (these two need data_dir).
 
-    This is ``fbp train --data NAME --data-dir DIR``'s loader, so its errors
-    name both the flags and the arguments (``data_dir``)."""
+    The loader behind ``fbp train --data NAME --data-dir DIR`` and ``fbp
+    evaluate``, which check those flags themselves first; so its own errors
+    name its arguments."""
     if name == "digits":
         if data_dir is not None:  # most likely a forgotten --data idx: do not train on digits instead
             raise DataError(f"digits are bundled with scikit-learn and read no directory, but data_dir was given "
@@ -371,12 +372,10 @@ def load(name: str, data_dir: Optional[str] = None, n_validation: Optional[int] 
         return fashion_mnist(data_dir, 10_000 if n_validation is None else n_validation)
     if name in ("idx", "mnist"):
         if data_dir is None:
-            raise DataError(f"--data {name} needs --data-dir (data_dir= from Python), the directory holding the four "
-                            f"IDX files")
+            raise DataError(f"load({name!r}) needs data_dir, the directory holding the four IDX files")
         return idx(data_dir, 10_000 if n_validation is None else n_validation)
     if name in ("mnist-pkl", "mnist_pkl"):
         if data_dir is None:
-            raise DataError(f"--data {name} needs --data-dir (data_dir= from Python), the book's {MNIST_PKL} or the "
-                            f"directory holding it")
+            raise DataError(f"load({name!r}) needs data_dir, the book's {MNIST_PKL} or the directory holding it")
         return mnist_pkl(data_dir, 10_000 if n_validation is None else n_validation)
     raise DataError(f"unknown data set {name!r}; choose {', '.join(DATASETS[:-1])} or {DATASETS[-1]}")

@@ -250,7 +250,7 @@ def test_the_books_mnist_pickle_loads_with_the_books_split(tmp_path):
         (tmp_path / "again.pkl").write_bytes(pickle.dumps(parts, protocol=protocol))
         np.testing.assert_array_equal(fdata.mnist_pkl(str(tmp_path / "again.pkl"), 10).test.X, parts[2][0])
     assert fdata.load("mnist-pkl", str(tmp_path), 10).n_in == 12
-    with pytest.raises(fdata.DataError, match=r"needs --data-dir \(data_dir= from Python\)"):
+    with pytest.raises(fdata.DataError, match=r"load\('mnist-pkl'\) needs data_dir, the book's mnist.pkl.gz"):
         fdata.load("mnist-pkl")
     with pytest.raises(fdata.DataError, match=r"read no directory, but data_dir was given \(/some/mnist\); .* load 'idx'"):
         fdata.load("digits", "/some/mnist")
