@@ -12,7 +12,7 @@
 #   3. the test suite on the GPU (XLA_PYTHON_CLIENT_PREALLOCATE=false, so the
 #      workers share the card);
 #   4. the tests of a resumed run against an uninterrupted one, bitwise, in
-#      separate processes (they ask for XLA's deterministic GPU ops);
+#      separate processes (they pass fbp train --deterministic);
 #   5. two processes of one run started on the one GPU (fbp's one-line error);
 #   6. per_example.py's second network alone ([784, 1024×4, 10]), which has
 #      run past 150 s on a GPU: its first calls print as they finish, under
@@ -60,7 +60,8 @@ want 3 && part gpu-tests 290 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$py" -m py
 
 # 4. resumed runs bitwise, across processes (on 2026-12-04, under XLA's
 #    defaults, 1 of 2 failed; with --xla_gpu_deterministic_ops=true or
-#    --xla_gpu_autotune_level=0, 2 of 2 passed: the tests now set the first)
+#    --xla_gpu_autotune_level=0, 2 of 2 passed: the tests now set the first,
+#    through fbp train --deterministic, which this part is the first to try on a GPU)
 want 4 && part gpu-resume-bitwise 150 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$py" -m pytest -q -n 4 \
     -p no:cacheprovider -o addopts= -rfE tests/test_checkpoints.py -k "bitwise and (kill or damaged)"
 

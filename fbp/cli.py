@@ -231,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="multi-host: how long each process waits for all of them to join before it gives up "
                             f"with an error (jax's initialization_timeout; default: {multihost.JOIN_TIMEOUT:g})")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="floating-point type")
+    train.add_argument("--deterministic", action="store_true",
+                       help="make XLA's GPU operations deterministic (XLA_FLAGS=--xla_gpu_deterministic_ops=true), so "
+                            "that on a GPU, as on a CPU, a resumed run ends bitwise where an uninterrupted one does; "
+                            "a CPU is deterministic already")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
 

@@ -27,6 +27,34 @@ def _epochs(n: int) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
 
+DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"  # what --deterministic adds to XLA_FLAGS
+
+
+def _deterministic_xla() -> None:
+    """--deterministic: add XLA's flag for deterministic GPU operations to
+    XLA_FLAGS, which XLA reads when jax starts its backend in this process.
+
+    On a GPU, XLA's autotuner picks each matrix product's algorithm by
+    timing it, in each process anew, so a run resumed in a new process may
+    end off (by up to 3.7e-6) from an uninterrupted one: on an H200 (jax
+    0.11.2), one of two such tests failed under XLA's defaults and both
+    passed with this flag. A CPU is deterministic already and ignores it.
+    Refused when jax's backend has started in this process already (fbp's
+    ``main`` called from a script that has computed something), since XLA
+    would then ignore the flag without a word."""
+    import os
+
+    from jax._src import xla_bridge
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if DETERMINISTIC_XLA_FLAG in flags.split():
+        return
+    if getattr(xla_bridge, "backends_are_initialized", lambda: False)():
+        raise _refuse(f"--deterministic: jax has started its backend in this process already, so XLA would ignore "
+                      f"the flag; set XLA_FLAGS={DETERMINISTIC_XLA_FLAG} before Python starts instead")
+    os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_XLA_FLAG}".strip()
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a cluster scheduler's notice): training stops as on Ctrl-C."""
 
@@ -120,7 +148,8 @@ def _xla_status(e: BaseException) -> Optional[str]:
 SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--activation", "--output-activation", "--cost", "--init",
                    "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--batch-size", "--epochs", "--seed",
                    "--patience", "--restore-best", "--monitor-training", "--monitor-deltas", "--monitor-noise-scale",
-                   "--checkpoint-dir", "--resume", "--dp-clip", "--dp-noise", "--devices", "--dtype", "data")
+                   "--checkpoint-dir", "--resume", "--dp-clip", "--dp-noise", "--devices", "--dtype", "--deterministic",
+                   "data")
 
 
 def _others_failed(failed: bool, settings: Optional[dict] = None):
@@ -186,6 +215,8 @@ def cmd_train(args) -> int:
     report = None
     with contextlib.ExitStack() as held:
         try:
+            if args.deterministic:  # before anything starts jax's backend
+                _deterministic_xla()
             if args.coordinator is None:
                 _lock_checkpoint_dir(args, held)
             joined = _join_if_asked(args)
@@ -454,7 +485,8 @@ class _Report:
             f"init={args.init} {args.optimizer}{'' if run.momentum is None else f' μ={run.momentum}'} lr={args.lr} "
             f"l2={args.l2} batch={args.batch_size} "
             f"epochs={args.epochs} seed={args.seed} devices={run.n_devices} ({_device_kind()})"
-            + (f" DP-SGD clip={args.dp_clip} noise={args.dp_noise}" if args.dp_clip is not None else ""))
+            + (f" DP-SGD clip={args.dp_clip} noise={args.dp_noise}" if args.dp_clip is not None else "")
+            + (" deterministic" if args.deterministic else ""))
         # Going on from a checkpoint, the first line waits for fit to accept
         # it (resumed): a checkpoint of another run is then refused in one
         # line, not under a header of settings that will not train.
@@ -557,7 +589,8 @@ def _agree(args, run: _Run) -> None:
               "--restore-best": args.restore_best, "--monitor-training": args.monitor_training,
               "--monitor-deltas": args.monitor_deltas, "--monitor-noise-scale": args.monitor_noise_scale,
               "--checkpoint-dir": args.checkpoint_dir is not None, "--resume": args.resume,
-              "--devices": run.n_devices, "data": (ds.train, ds.validation, ds.test)}
+              "--devices": run.n_devices, "--deterministic": args.deterministic,
+              "data": (ds.train, ds.validation, ds.test)}
     failed, differ = _others_failed(failed=False, settings=shared)
     if differ:
         raise _refuse(_differ_message(differ))

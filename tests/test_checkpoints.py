@@ -21,7 +21,7 @@ import fbp
 from fbp import checkpoint as ckpt
 from fbp import train as ftrain
 
-from training_helpers import bitwise_env, fbp_cli, params_of, small_problem
+from training_helpers import fbp_cli, params_of, small_problem
 
 
 def test_pruning_keeps_the_newest_and_the_protected(tmp_path):
@@ -241,14 +241,18 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     with pytest.raises(TypeError, match="JSON-able"):
         run(config=dict(lr=object()))
 
+
+# The runs compared bitwise across processes below pass --deterministic: on a
+# GPU, XLA's autotuner may pick another algorithm for a product in each
+# process (fbp.cli_train._deterministic_xla); a CPU needs nothing.
 def test_kill_9_and_resume_gives_bitwise_the_same_params(tmp_path):
     flags = ["train", "--sizes", "64,40,10", "--epochs", "12", "--batch-size", "5", "--quiet",
-             "--optimizer", "momentum", "--lr", "0.1"]
+             "--optimizer", "momentum", "--lr", "0.1", "--deterministic"]
     ref_dir, run_dir = str(tmp_path / "ref"), str(tmp_path / "run")
-    ref = fbp_cli(*flags, "--checkpoint-dir", ref_dir, env=bitwise_env())
+    ref = fbp_cli(*flags, "--checkpoint-dir", ref_dir)
     assert ref.returncode == 0, ref.stderr
     proc = subprocess.Popen([sys.executable, "-m", "fbp", *flags, "--checkpoint-dir", run_dir],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bitwise_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(ckpt.list_checkpoints(run_dir)) < 3:
         time.sleep(0.005)
@@ -258,7 +262,7 @@ def test_kill_9_and_resume_gives_bitwise_the_same_params(tmp_path):
     assert done, "the run was killed before its first checkpoint"
     killed_at = ckpt.read_header(done[-1])["epoch"]
     assert killed_at < 12, "the run finished before it was killed; nothing was tested"
-    resumed = fbp_cli(*flags, "--checkpoint-dir", run_dir, "--resume", env=bitwise_env())
+    resumed = fbp_cli(*flags, "--checkpoint-dir", run_dir, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert ckpt.read_header(ckpt.list_checkpoints(run_dir)[-1])["epoch"] == 12
     for a, b in zip(params_of(ref_dir), params_of(run_dir)):
@@ -360,15 +364,15 @@ def test_resume_passes_over_a_damaged_newest_checkpoint_says_so_and_ends_bitwise
     # before, and ends where the undamaged run ended. Before, zipfile's
     # BadZipFile escaped as a traceback.
     flags = ["train", "--sizes", "64,20,10", "--epochs", "3", "--batch-size", "10", "--quiet",
-             "--optimizer", "adam", "--checkpoint-dir", str(tmp_path)]
-    first = fbp_cli(*flags, env=bitwise_env())
+             "--optimizer", "adam", "--checkpoint-dir", str(tmp_path), "--deterministic"]
+    first = fbp_cli(*flags)
     assert first.returncode == 0, first.stderr
     want = params_of(str(tmp_path))
     newest = ckpt.list_checkpoints(str(tmp_path))[-1]
     whole = open(newest, "rb").read()
     with open(newest, "wb") as fh:
         fh.write(whole[: len(whole) // 2])
-    resumed = fbp_cli(*flags, "--resume", env=bitwise_env())
+    resumed = fbp_cli(*flags, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "Traceback" not in resumed.stderr
     ours = [line for line in resumed.stderr.splitlines() if line.startswith("fbp train:")]  # not JAX's own
@@ -415,14 +419,13 @@ sys.exit(cli.main(sys.argv[3:]))
 @pytest.mark.parametrize("stage", ["mid-write", "renamed"])
 def test_kill_9_during_a_save_keeps_a_loadable_checkpoint_and_resume_is_bitwise(tmp_path, stage):
     flags = ["train", "--sizes", "64,20,10", "--epochs", "5", "--batch-size", "10", "--quiet",
-             "--optimizer", "adam", "--lr", "0.01"]
+             "--optimizer", "adam", "--lr", "0.01", "--deterministic"]
     ref_dir, run_dir, marker = str(tmp_path / "ref"), str(tmp_path / "run"), str(tmp_path / "stalled")
     metrics = str(tmp_path / "m.jsonl")
-    ref = fbp_cli(*flags, "--checkpoint-dir", ref_dir, env=bitwise_env())
+    ref = fbp_cli(*flags, "--checkpoint-dir", ref_dir)
     assert ref.returncode == 0, ref.stderr
     proc = subprocess.Popen([sys.executable, "-c", _STALLED_SAVE, marker, stage, *flags, "--checkpoint-dir", run_dir,
-                             "--metrics-out", metrics], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=bitwise_env())
+                             "--metrics-out", metrics], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not os.path.exists(marker) and proc.poll() is None:
         time.sleep(0.005)
@@ -438,7 +441,7 @@ def test_kill_9_during_a_save_keeps_a_loadable_checkpoint_and_resume_is_bitwise(
         assert ckpt.newest_epoch(run_dir) == 3
     with np.load(ckpt.list_checkpoints(run_dir)[-1]) as z:  # a complete file: every array reads back
         assert all(z[k].size >= 0 for k in z.files) and any(k.startswith("leaf_") for k in z.files)
-    resumed = fbp_cli(*flags, "--checkpoint-dir", run_dir, "--metrics-out", metrics, "--resume", env=bitwise_env())
+    resumed = fbp_cli(*flags, "--checkpoint-dir", run_dir, "--metrics-out", metrics, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from the checkpoint of epoch {2 if stage == 'mid-write' else 3}" in resumed.stdout
     assert not [n for n in os.listdir(run_dir) if n.startswith(".tmp-ckpt-")]  # the dead run's leftover is gone

@@ -7,6 +7,8 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -199,6 +201,44 @@ def test_cli_failed_writes_are_one_line_errors_that_say_what_is_kept(tmp_path, c
     assert err.strip().splitlines()[-1] == (
         f"fbp train: error: could not write --save-params {net} (No space left on device); "
         f"the checkpoint of epoch 2 is in {run}: add --resume to the same command to go on")
+
+
+# --deterministic's flag swapped for one whose effect a CPU shows: XLA writes
+# each program it compiles to the directory --xla_dump_to names.
+_FLAG_PROBE = """
+import sys
+from fbp import cli_train
+from fbp.cli import main
+cli_train.DETERMINISTIC_XLA_FLAG = "--xla_dump_to=" + sys.argv[1]
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_deterministic_puts_its_flag_where_xla_reads_it(tmp_path, deterministic):
+    dump = tmp_path / "xla"
+    argv = ["train", "--epochs", "1", "--quiet"] + (["--deterministic"] if deterministic else [])
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-c", _FLAG_PROBE, str(dump), *argv], capture_output=True, text=True,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].endswith(" deterministic") == deterministic
+    # XLA read the flag (set before jax started its backend): the run's programs are there
+    assert (dump.is_dir() and any(dump.iterdir())) == deterministic
+
+
+def test_deterministic_is_refused_once_jax_has_started_in_the_process(monkeypatch, capsys):
+    from fbp.cli import main
+
+    jnp.ones(1).block_until_ready()  # this process's backend has started: XLA has read XLA_FLAGS
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert main(["train", "--deterministic", "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fbp train: error: --deterministic: jax has started its backend in this process already, so XLA "
+                   "would ignore the flag; set XLA_FLAGS=--xla_gpu_deterministic_ops=true before Python starts "
+                   "instead"]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")  # as if set before it started
+    assert main(["train", "--deterministic", "--epochs", "1", "--quiet"]) == 0
 
 
 @pytest.mark.parametrize("argv,needle", [

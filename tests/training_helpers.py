@@ -1,7 +1,6 @@
 """What the training tests share: a small problem, and the command line run
 in a subprocess."""
 
-import os
 import subprocess
 import sys
 
@@ -23,16 +22,6 @@ def small_problem(dtype=jnp.float64, n=64, seed=0):
 
 def fbp_cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "fbp", *args], capture_output=True, text=True, **kw)
-
-
-def bitwise_env() -> dict:
-    """This environment with XLA's deterministic GPU ops, for runs compared
-    bitwise across processes. On a GPU, XLA's autotuner picks each product's
-    algorithm by timing, in each process anew, so a run resumed in a new
-    process did not always end bitwise where an uninterrupted one did (an
-    H200, jax 0.11.2; README). A CPU ignores the flag."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    return dict(os.environ, XLA_FLAGS=f"{flags} --xla_gpu_deterministic_ops=true".strip())
 
 
 def params_of(directory):
