@@ -813,6 +813,13 @@ def fit(
     A non-finite cost stops training: the result holds the last good params
     (the previous epoch's) and ``error`` says at which epoch and step.
 
+    The same arguments give bitwise the same params on a CPU, in one process
+    or resumed in another. On a GPU, XLA's autotuner may pick another
+    algorithm for a product in each process, so a run resumed in a new
+    process can end a few float32 ulps away; set
+    ``XLA_FLAGS=--xla_gpu_deterministic_ops=true`` before jax starts (``fbp
+    train --deterministic`` does) for bitwise resumes there too.
+
     In a run of several processes, each calls ``fit`` with the same arguments
     and data; the first thing it does is compare them (a CRC-32 of each, in
     one all-gather), and where some process's differ from process 0's (other
