@@ -1,6 +1,6 @@
-"""The command line: ``fbp check``, ``fbp train``, ``fbp evaluate`` (also ``python -m fbp``).
+"""The command line: ``fbp check``, ``fbp train``, ``fbp evaluate``, ``fbp plot`` (also ``python -m fbp``).
 
-The flags of all three and the two short commands are here; ``fbp train``
+The flags of all four and the three short commands are here; ``fbp train``
 itself is ``fbp.cli_train``."""
 
 from __future__ import annotations
@@ -259,6 +259,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cost", choices=_choices(COSTS), default=None,
                           help="cost function C (default: the one it was trained with)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    plot = sub.add_parser(
+        "plot",
+        formatter_class=_DefaultsFormatter,
+        help="draw the learning curves of one or more fbp train --metrics-out files",
+        description="Draw cost and accuracy on the training and evaluation data, epoch by epoch (the book's "
+        "chapter-3 figures), from the .jsonl files fbp train --metrics-out writes; several runs share the axes. "
+        "A run that recorded --monitor-deltas or --monitor-noise-scale gets a panel for each layer's ‖δ^l‖ or "
+        "for the noise scale. Dotted lines mark the epochs at which --lr-halving halved η; a ring marks the "
+        "best evaluation accuracy. Needs matplotlib.",
+    )
+    plot.add_argument("metrics", nargs="+", help=".jsonl files written by fbp train --metrics-out")
+    plot.add_argument("-o", "--out", default=None, help="the image to write, its format from its suffix "
+                      "(png, pdf, svg, …; default: the first file's name with .png)")
+    plot.add_argument("--labels", default=None, help="comma-separated names for the legend, one per file "
+                      "(default: the file names)")
+    plot.set_defaults(func=cmd_plot)
     return parser
 
 
@@ -362,6 +379,42 @@ def cmd_evaluate(args) -> int:
         top = np.argsort(-counts, kind="stable")[:5]
         print("most confused (true → predicted): " + ", ".join(
             f"{pairs[i][0]} → {pairs[i][1]} ×{counts[i]}" for i in top))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    import os
+
+    from fbp import plot
+
+    def fail(msg: str) -> int:
+        print(f"fbp plot: error: {msg}", file=sys.stderr)
+        return 2
+
+    labels = [None] * len(args.metrics)
+    if args.labels is not None:
+        labels = args.labels.split(",")
+        if len(labels) != len(args.metrics):
+            return fail(f"--labels: {len(labels)} names for {len(args.metrics)} files; give one name per file")
+    out = args.out if args.out is not None else os.path.splitext(args.metrics[0])[0] + ".png"
+    try:
+        suffix = os.path.splitext(out)[1].lstrip(".").lower()
+        known = plot.formats()
+        if suffix not in known:
+            return fail(f"--out {out}: the suffix names no image format matplotlib writes; end it with .png, .pdf "
+                        f"or .svg (or one of {', '.join('.' + f for f in known)})")
+        if os.path.isdir(out):
+            return fail(f"--out {out} is a directory; give the image's file name")
+        runs = [plot.read_metrics(path, label) for path, label in zip(args.metrics, labels)]
+        fig = plot.figure(runs)
+    except plot.MetricsError as e:
+        return fail(str(e))
+    try:
+        plot.save(fig, out)
+    except OSError as e:
+        return fail(f"--out {out} cannot be written ({e.strerror or e}); give a writable path")
+    epochs = ", ".join(str(len(run.epochs)) for run in runs)
+    print(f"wrote {out}: {len(runs)} run{'s' if len(runs) > 1 else ''} ({epochs} epochs)")
     return 0
 
 

@@ -82,7 +82,7 @@ def _subparser(command):
     return next(a for a in build_parser()._actions if a.dest == "command").choices[command]
 
 
-@pytest.mark.parametrize("command", ["train", "check", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "check", "evaluate", "plot"])
 def test_help_documents_every_flag_and_its_default(capsys, command):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])

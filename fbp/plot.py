@@ -1,0 +1,198 @@
+"""Learning curves from ``fbp train --metrics-out``: what ``fbp plot`` draws.
+
+The book's chapter-3 figures, cost and accuracy on the training and the
+evaluation data epoch by epoch, for one run or several on the same axes,
+and, when a run recorded them, each layer's ‖δ^l‖ (``--monitor-deltas``)
+and the gradient noise scale (``--monitor-noise-scale``). A dotted line
+marks each epoch at which ``--lr-halving`` halved η, a ring the epoch of the
+best evaluation accuracy. matplotlib is needed only here (``pip install
+matplotlib``); nothing else in fbp imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import NamedTuple, Optional, Sequence
+
+
+class MetricsError(ValueError):
+    """A --metrics-out file that cannot be plotted: the message names it."""
+
+
+class Run(NamedTuple):
+    label: str
+    epochs: list  # the per-epoch records, in order
+    final: Optional[dict]  # the closing record (absent while a run goes on, or if it was killed)
+
+
+def read_metrics(path: str, label: Optional[str] = None) -> Run:
+    """The records of one ``--metrics-out`` file (JSON lines: one object per
+    epoch, then ``{"final": true, ...}``). A line that is not such an object
+    is a ``MetricsError`` naming the file and the line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise MetricsError(f"{path}: no such file (the one fbp train --metrics-out wrote)") from None
+    except IsADirectoryError:
+        raise MetricsError(f"{path}: a directory, not the .jsonl file fbp train --metrics-out writes") from None
+    except UnicodeDecodeError:
+        raise MetricsError(f"{path}: not text; give the .jsonl file fbp train --metrics-out writes") from None
+    except OSError as e:
+        raise MetricsError(f"{path}: cannot be read ({e.strerror or e})") from None
+    epochs, final = [], None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise MetricsError(f"{path}, line {number}: not JSON ({e.msg}); is it fbp train's --metrics-out?") from None
+        if not isinstance(record, dict) or not ("epoch" in record or record.get("final") is True):
+            raise MetricsError(f"{path}, line {number}: not a record of fbp train's --metrics-out "
+                               f"(neither an epoch's, with \"epoch\", nor the final one)")
+        if record.get("final") is True:
+            final = record
+        else:
+            epochs.append(record)
+    if not epochs:
+        raise MetricsError(f"{path}: no epoch records to plot" + (" (the run ended before its first epoch)"
+                                                                   if final is not None else " (empty)"))
+    if label is None:
+        label = os.path.splitext(os.path.basename(path))[0]
+    return Run(label, epochs, final)
+
+
+def _series(run: Run, key: str) -> tuple:
+    """(epochs, values) of the records that hold ``key``; a null (a cost
+    that overflowed) reads as NaN, a gap in the line."""
+    xs, ys = [], []
+    for r in run.epochs:
+        if key in r:
+            xs.append(r["epoch"])
+            v = r[key]
+            ys.append(math.nan if v is None else v)
+    return xs, ys
+
+
+def _halvings(run: Run) -> list:
+    """The epochs that trained with a smaller η than the epoch before."""
+    out, last = [], 1.0
+    for r in run.epochs:
+        factor = r.get("lr_factor", 1.0)
+        if factor is not None and factor < last:
+            out.append(r["epoch"])
+        last = factor if factor is not None else last
+    return out
+
+
+def figure(runs: Sequence[Run]):
+    """A matplotlib ``Figure`` of ``runs`` (from ``read_metrics``): cost and
+    accuracy, then each layer's ‖δ^l‖ and the noise scale when any run has
+    them; one colour per run, the training data solid and the evaluation
+    data dashed. A run trained with ``--no-monitor-training`` shows the mean
+    of each epoch's step costs in place of the training set's cost. Save it
+    with ``save``, or ``fig.savefig``."""
+    matplotlib = _matplotlib()
+    from matplotlib.figure import Figure
+
+    has_deltas = any("delta_norms" in r for run in runs for r in run.epochs)
+    has_noise = any("noise_scale" in r for run in runs for r in run.epochs)
+    panels = 2 + has_deltas + has_noise
+    # A Figure of its own, not pyplot's: nothing is kept after it is returned,
+    # so a script can draw many.
+    rows, cols = (2, 2) if panels == 4 else (1, panels)
+    fig = Figure(figsize=(5.2 * cols, 4.0 * rows))
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    cost_ax, acc_ax = axes[0], axes[1]
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, run in enumerate(runs):
+        colour = colours[i % len(colours)]
+        tested = ""
+        if run.final is not None and run.final.get("test_accuracy") is not None:
+            tested = f" (test {run.final['test_accuracy']:.4f})"
+        # The training set's cost at the epoch's end, or, with --no-monitor-training,
+        # the mean of the epoch's step costs (a different quantity, named so).
+        train_key = "training_cost" if any("training_cost" in r for r in run.epochs) else "train_step_cost"
+        for ax, key, style, what in (
+                (cost_ax, train_key, "-", "training" if train_key == "training_cost" else "mean step cost"),
+                (cost_ax, "evaluation_cost", "--", "evaluation"),
+                (acc_ax, "training_accuracy", "-", "training"),
+                (acc_ax, "evaluation_accuracy", "--", "evaluation" + tested)):
+            xs, ys = _series(run, key)
+            if xs:
+                ax.plot(xs, ys, style, color=colour, label=f"{run.label}: {what}",
+                        marker="." if len(xs) <= 30 else None)
+        best = run.final.get("best_epoch") if run.final else None
+        for x, y in zip(*_series(run, "evaluation_accuracy")):
+            if x == best:
+                acc_ax.plot([x], [y], "o", color=colour, fillstyle="none", markersize=9)
+        for epoch in _halvings(run):
+            for ax in axes:
+                ax.axvline(epoch - 0.5, color=colour, linestyle=":", linewidth=1)
+        k = 2
+        if has_deltas:
+            xs, norms = _series(run, "delta_norms")
+            if xs:
+                layers = len(norms[0])
+                for layer in range(layers):
+                    # Layers first to last from faint to full: the vanishing gradient reads as a fan.
+                    # A norm of exactly 0 (no gradient reaches the layer) is a gap on the log scale.
+                    ys = [n[layer] if isinstance(n, list) and n[layer] else math.nan for n in norms]
+                    axes[k].plot(xs, ys, color=colour,
+                                 alpha=0.35 + 0.65 * (layer + 1) / layers, label=f"{run.label}: layer {layer + 1}")
+            k += 1
+        xs, scales = _series(run, "noise_scale")
+        if xs:
+            axes[k].plot(xs, scales, color=colour, label=run.label)
+    cost_ax.set(title="cost", xlabel="epoch")
+    acc_ax.set(title="accuracy", xlabel="epoch")
+    k = 2
+    if has_deltas:
+        axes[k].set(title="each layer's ‖δˡ‖ = ‖∂C/∂bˡ‖ (training set)", xlabel="epoch", yscale="log")
+        k += 1
+    if has_noise:
+        axes[k].set(title="gradient noise scale tr Σ / ‖G‖² (training set)", xlabel="epoch", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
+def formats() -> list:
+    """The file suffixes ``save`` can write (matplotlib's: png, pdf, svg, …)."""
+    _matplotlib()
+    from matplotlib.figure import Figure
+
+    return sorted(Figure().canvas.get_supported_filetypes())
+
+
+def save(fig, path: str) -> None:
+    """Write ``fig`` to ``path`` atomically (a file beside it, then a rename),
+    in the format its suffix names; its directory is made if missing."""
+    suffix = os.path.splitext(path)[1].lstrip(".").lower()
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-plot-{os.getpid()}.{suffix}")
+    try:
+        fig.savefig(tmp, format=suffix, dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _matplotlib():
+    try:
+        import matplotlib
+    except ImportError:
+        raise MetricsError("plotting needs matplotlib, which is not installed: pip install matplotlib "
+                           "(or pip install 'fbp[plot]')") from None
+    return matplotlib

@@ -1,0 +1,151 @@
+"""fbp plot: learning curves drawn from what --metrics-out wrote."""
+
+import json
+import math
+import os
+import sys
+
+import pytest
+
+from fbp import plot
+from fbp.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def _lines(ax):
+    """{label: (x, y)} of the labelled lines of an axis."""
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+            for line in ax.get_lines() if not line.get_label().startswith("_")}
+
+
+def test_a_real_runs_metrics_are_drawn_as_recorded(tmp_path, capsys):
+    metrics = tmp_path / "run.jsonl"
+    assert main(["train", "--epochs", "3", "--quiet", "--monitor-deltas", "--monitor-noise-scale",
+                 "--metrics-out", str(metrics)]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(metrics)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'run.png'}: 1 run (3 epochs)"
+    assert (tmp_path / "run.png").read_bytes()[:8] == PNG
+
+    run = plot.read_metrics(str(metrics))
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert run.label == "run" and run.final == records[-1] and run.epochs == records[:-1]
+    fig = plot.figure([run])
+    cost, accuracy, deltas, noise = fig.axes
+    final = records[-1]
+    drawn = _lines(accuracy)
+    assert drawn[f"run: evaluation (test {final['test_accuracy']:.4f})"] == (
+        [1, 2, 3], [r["evaluation_accuracy"] for r in records[:-1]])
+    assert drawn["run: training"][1] == [r["training_accuracy"] for r in records[:-1]]
+    assert _lines(cost)["run: evaluation"][1] == [r["evaluation_cost"] for r in records[:-1]]
+    layers = _lines(deltas)
+    assert sorted(layers) == ["run: layer 1", "run: layer 2"]
+    assert layers["run: layer 2"][1] == [r["delta_norms"][1] for r in records[:-1]]
+    assert deltas.get_yscale() == "log" and noise.get_yscale() == "log"
+    assert _lines(noise)["run"][1] == [r["noise_scale"] for r in records[:-1]]
+
+
+def test_several_runs_halvings_best_epoch_gaps_and_step_costs(tmp_path):
+    # One run with --lr-halving (η halved before epochs 3 and 5), an overflowed
+    # cost written as null, and a best epoch; one with --no-monitor-training.
+    a = _write(tmp_path / "a.jsonl", [
+        {"epoch": 1, "lr_factor": 1.0, "training_cost": 1.0, "training_accuracy": 0.5,
+         "evaluation_cost": 1.1, "evaluation_accuracy": 0.4, "delta_norms": [0.1, 0.2]},
+        {"epoch": 2, "lr_factor": 1.0, "training_cost": None, "training_accuracy": 0.6,
+         "evaluation_cost": 0.9, "evaluation_accuracy": 0.7, "delta_norms": [0.0, 0.3]},
+        {"epoch": 3, "lr_factor": 0.5, "training_cost": 0.7, "training_accuracy": 0.7,
+         "evaluation_cost": 0.8, "evaluation_accuracy": 0.6, "delta_norms": [0.05, 0.1]},
+        {"epoch": 4, "lr_factor": 0.5, "training_cost": 0.6, "training_accuracy": 0.8,
+         "evaluation_cost": 0.8, "evaluation_accuracy": 0.65, "delta_norms": [0.04, 0.1]},
+        {"epoch": 5, "lr_factor": 0.25, "training_cost": 0.5, "training_accuracy": 0.9,
+         "evaluation_cost": 0.7, "evaluation_accuracy": 0.66, "delta_norms": [0.03, 0.1]},
+        {"final": True, "best_epoch": 2, "test_accuracy": 0.69},
+    ])
+    b = _write(tmp_path / "b.jsonl", [
+        {"epoch": 1, "train_step_cost": 2.0, "evaluation_cost": 1.5, "evaluation_accuracy": 0.3},
+        {"epoch": 2, "train_step_cost": 1.0, "evaluation_cost": 1.2, "evaluation_accuracy": 0.5},
+    ])  # no final record: a run still going, or killed
+    fig = plot.figure([plot.read_metrics(a, "sgd"), plot.read_metrics(b)])
+    assert len(fig.axes) == 3  # cost, accuracy, ‖δ‖ (neither recorded the noise scale)
+    cost, accuracy, deltas = fig.axes
+    drawn = _lines(cost)
+    assert drawn["b: mean step cost"] == ([1, 2], [2.0, 1.0])
+    xs, ys = drawn["sgd: training"]
+    assert xs == [1, 2, 3, 4, 5] and math.isnan(ys[1]) and ys[2] == 0.7
+    assert "b: evaluation" in _lines(accuracy) and "sgd: evaluation (test 0.6900)" in _lines(accuracy)
+    assert math.isnan(_lines(deltas)["sgd: layer 1"][1][1])  # ‖δ‖ = 0 is a gap on the log scale
+    for ax in fig.axes:
+        marks = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
+        assert marks == [2.5, 4.5]
+    rings = [line for line in accuracy.get_lines() if line.get_marker() == "o"]
+    assert len(rings) == 1 and list(rings[0].get_xdata()) == [2] and list(rings[0].get_ydata()) == [0.7]
+
+    out = tmp_path / "figures" / "compare.svg"  # its directory is made; the suffix picks the format
+    assert main(["plot", a, b, "--labels", "sgd,adam", "-o", str(out)]) == 0
+    assert out.read_text().lstrip().startswith("<?xml") and "adam: mean step cost" in out.read_text()
+    assert os.listdir(out.parent) == ["compare.svg"]  # nothing left beside it
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("missing", "no such file"),
+    ("not_json", "line 2: not JSON"),
+    ("not_ours", "line 1: not a record of fbp train's --metrics-out"),
+    ("empty", "no epoch records to plot (empty)"),
+    ("final_only", "no epoch records to plot (the run ended before its first epoch)"),
+    ("directory", "a directory, not the .jsonl file"),
+    ("suffix", "--out"),
+    ("out_is_directory", "is a directory; give the image's file name"),
+    ("labels", "--labels: 1 names for 2 files"),
+    ("unwritable", "cannot be written"),
+])
+def test_bad_input_is_a_one_line_error(tmp_path, capsys, case, needle):
+    good = _write(tmp_path / "good.jsonl", [{"epoch": 1, "evaluation_accuracy": 0.5}])
+    argv = {
+        "missing": [str(tmp_path / "nope.jsonl")],
+        "not_json": [str(tmp_path / "bad.jsonl")],
+        "not_ours": [_write(tmp_path / "other.jsonl", [{"loss": 1.0}])],
+        "empty": [str(tmp_path / "empty.jsonl")],
+        "final_only": [_write(tmp_path / "final.jsonl", [{"final": True, "error": "x"}])],
+        "directory": [str(tmp_path)],
+        "suffix": [good, "-o", str(tmp_path / "curves.jsonl")],
+        "out_is_directory": [good, "-o", str(tmp_path / "d.png")],
+        "labels": [good, good, "--labels", "one"],
+        "unwritable": [good, "-o", "/proc/fbp-curves.png"],
+    }[case]
+    (tmp_path / "bad.jsonl").write_text('{"epoch": 1}\n{"epoch": 2,\n')
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "d.png").mkdir()
+    assert main(["plot", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fbp plot: error: ") and err.count("\n") == 1 and needle in err, err
+
+
+def test_without_matplotlib_it_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    good = _write(tmp_path / "good.jsonl", [{"epoch": 1, "evaluation_accuracy": 0.5}])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    assert main(["plot", good]) == 2
+    assert "plotting needs matplotlib, which is not installed: pip install matplotlib" in capsys.readouterr().err
+    assert not (tmp_path / "good.png").exists()
+
+
+def test_a_failed_save_keeps_the_old_image_and_leaves_no_partial_file(tmp_path):
+    out = tmp_path / "curves.png"
+    out.write_bytes(b"the old image")
+    fig = plot.figure([plot.read_metrics(_write(tmp_path / "m.jsonl", [{"epoch": 1, "evaluation_accuracy": 0.5}]))])
+
+    def half_then_fail(path, **kw):
+        with open(path, "wb") as f:
+            f.write(PNG[:4])
+        raise OSError(28, "No space left on device")
+
+    fig.savefig = half_then_fail
+    with pytest.raises(OSError):
+        plot.save(fig, str(out))
+    assert out.read_bytes() == b"the old image"
+    assert sorted(os.listdir(tmp_path)) == ["curves.png", "m.jsonl"]
