@@ -312,10 +312,16 @@ def latest(directory: str, template: Any, check_header: Optional[Callable[[str, 
     return _newest_readable(directory, lambda path: restore(path, template, check_header), say_skipped=True)
 
 
+def newest_header(directory: str) -> Optional[tuple]:
+    """``(path, read_header(path))`` of the newest checkpoint in ``directory``
+    whose header reads (unreadable ones passed over, as ``latest`` does), or None."""
+    return _newest_readable(directory, lambda path: (path, read_header(path)))
+
+
 def newest_epoch(directory: str) -> Optional[int]:
-    """The epoch that ``latest`` would resume from (the newest checkpoint whose
-    header reads, skipping unreadable ones as ``latest`` does), or None."""
-    return _newest_readable(directory, lambda path: int(read_header(path)["epoch"]))
+    """The epoch that ``latest`` would resume from, or None."""
+    newest = newest_header(directory)
+    return None if newest is None else int(newest[1]["epoch"])
 
 
 # --- a trained network on its own (the book's network2 save/load) -----------

@@ -270,9 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
         "for the noise scale. Dotted lines mark the epochs at which --lr-halving halved η; a ring marks the "
         "best evaluation accuracy. Needs matplotlib.",
     )
-    plot.add_argument("metrics", nargs="+", help=".jsonl files written by fbp train --metrics-out")
+    plot.add_argument("metrics", nargs="+", help=".jsonl files written by fbp train --metrics-out; a training "
+                      "checkpoint or a --checkpoint-dir (its newest checkpoint) serves too, for the epochs it holds")
     plot.add_argument("-o", "--out", default=None, help="the image to write, its format from its suffix "
-                      "(png, pdf, svg, …; default: the first file's name with .png)")
+                      "(png, pdf, svg, …; default: the first file's or directory's name with .png)")
     plot.add_argument("--labels", default=None, help="comma-separated names for the legend, one per file "
                       "(default: the file names)")
     plot.set_defaults(func=cmd_plot)
@@ -396,7 +397,7 @@ def cmd_plot(args) -> int:
         labels = args.labels.split(",")
         if len(labels) != len(args.metrics):
             return fail(f"--labels: {len(labels)} names for {len(args.metrics)} files; give one name per file")
-    out = args.out if args.out is not None else os.path.splitext(args.metrics[0])[0] + ".png"
+    out = args.out if args.out is not None else os.path.splitext(os.path.normpath(args.metrics[0]))[0] + ".png"
     try:
         suffix = os.path.splitext(out)[1].lstrip(".").lower()
         known = plot.formats()

@@ -30,14 +30,19 @@ class Run(NamedTuple):
 def read_metrics(path: str, label: Optional[str] = None) -> Run:
     """The records of one ``--metrics-out`` file (JSON lines: one object per
     epoch, then ``{"final": true, ...}``). A line that is not such an object
-    is a ``MetricsError`` naming the file and the line."""
+    is a ``MetricsError`` naming the file and the line.
+
+    ``path`` may also be a training checkpoint or a ``--checkpoint-dir`` (its
+    newest checkpoint that reads, as for ``fbp evaluate``): the history it
+    carries is the same records, up to its epoch, without the test result.
+    The label is the file's name without its suffix, or the directory's."""
+    if os.path.isdir(path) or path.endswith(".npz"):
+        return _read_checkpoint(path, label)
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
         raise MetricsError(f"{path}: no such file (the one fbp train --metrics-out wrote)") from None
-    except IsADirectoryError:
-        raise MetricsError(f"{path}: a directory, not the .jsonl file fbp train --metrics-out writes") from None
     except UnicodeDecodeError:
         raise MetricsError(f"{path}: not text; give the .jsonl file fbp train --metrics-out writes") from None
     except OSError as e:
@@ -63,6 +68,34 @@ def read_metrics(path: str, label: Optional[str] = None) -> Run:
     if label is None:
         label = os.path.splitext(os.path.basename(path))[0]
     return Run(label, epochs, final)
+
+
+def _read_checkpoint(path: str, label: Optional[str]) -> Run:
+    from fbp import checkpoint as ckpt
+
+    if label is None:
+        label = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+    try:
+        if os.path.isdir(path):
+            newest = ckpt.newest_header(path)
+            if newest is None:
+                raise MetricsError(f"{path}: a directory without a readable checkpoint of fbp train (a "
+                                   f"--checkpoint-dir holds ckpt-NNNNNN.npz files); give one, or the .jsonl file "
+                                   f"--metrics-out wrote")
+            header = newest[1]
+        else:
+            header = ckpt.read_header(path)
+    except ckpt.CheckpointError as e:
+        raise MetricsError(str(e)) from None
+    meta = header.get("meta") or {}
+    history = meta.get("history")
+    if not isinstance(history, list) or not all(isinstance(r, dict) and "epoch" in r for r in history):
+        raise MetricsError(f"{path}: holds no training history (a network saved by --save-params?); give the "
+                           f".jsonl file --metrics-out wrote, or a checkpoint of fbp train")
+    if not history:
+        raise MetricsError(f"{path}: no epoch records to plot")
+    best = meta.get("best_epoch")
+    return Run(label, history, None if best is None else {"best_epoch": best})
 
 
 def _series(run: Run, key: str) -> tuple:

@@ -5,8 +5,10 @@ import math
 import os
 import sys
 
+import jax
 import pytest
 
+import fbp
 from fbp import plot
 from fbp.cli import main
 
@@ -25,9 +27,9 @@ def _lines(ax):
 
 
 def test_a_real_runs_metrics_are_drawn_as_recorded(tmp_path, capsys):
-    metrics = tmp_path / "run.jsonl"
+    metrics, run_dir = tmp_path / "run.jsonl", tmp_path / "run"
     assert main(["train", "--epochs", "3", "--quiet", "--monitor-deltas", "--monitor-noise-scale",
-                 "--metrics-out", str(metrics)]) == 0
+                 "--metrics-out", str(metrics), "--checkpoint-dir", str(run_dir)]) == 0
     capsys.readouterr()
     assert main(["plot", str(metrics)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'run.png'}: 1 run (3 epochs)"
@@ -49,6 +51,18 @@ def test_a_real_runs_metrics_are_drawn_as_recorded(tmp_path, capsys):
     assert layers["run: layer 2"][1] == [r["delta_norms"][1] for r in records[:-1]]
     assert deltas.get_yscale() == "log" and noise.get_yscale() == "log"
     assert _lines(noise)["run"][1] == [r["noise_scale"] for r in records[:-1]]
+
+    # A checkpoint carries the same history up to its epoch, and the best epoch, not the test result.
+    def best_of(rs):  # the first epoch of the highest evaluation accuracy
+        return max(rs, key=lambda r: (r["evaluation_accuracy"], -r["epoch"]))["epoch"]
+
+    for where, epochs in ((str(run_dir) + os.sep, 3), (os.path.join(run_dir, "ckpt-000002.npz"), 2)):
+        from_checkpoint = plot.read_metrics(where)
+        assert from_checkpoint.epochs == records[:epochs]
+        assert from_checkpoint.final == {"best_epoch": best_of(records[:epochs])}
+    assert from_checkpoint.label == "ckpt-000002"
+    assert main(["plot", str(run_dir) + os.sep]) == 0  # beside the directory, not inside it as ".png"
+    assert capsys.readouterr().out.strip() == f"wrote {run_dir}.png: 1 run (3 epochs)"
 
 
 def test_several_runs_halvings_best_epoch_gaps_and_step_costs(tmp_path):
@@ -98,7 +112,9 @@ def test_several_runs_halvings_best_epoch_gaps_and_step_costs(tmp_path):
     ("not_ours", "line 1: not a record of fbp train's --metrics-out"),
     ("empty", "no epoch records to plot (empty)"),
     ("final_only", "no epoch records to plot (the run ended before its first epoch)"),
-    ("directory", "a directory, not the .jsonl file"),
+    ("directory", "a directory without a readable checkpoint of fbp train"),
+    ("saved_network", "holds no training history (a network saved by --save-params?)"),
+    ("not_a_checkpoint", "not a readable fbp checkpoint"),
     ("suffix", "--out"),
     ("out_is_directory", "is a directory; give the image's file name"),
     ("labels", "--labels: 1 names for 2 files"),
@@ -113,6 +129,8 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, case, needle):
         "empty": [str(tmp_path / "empty.jsonl")],
         "final_only": [_write(tmp_path / "final.jsonl", [{"final": True, "error": "x"}])],
         "directory": [str(tmp_path)],
+        "saved_network": [str(tmp_path / "net.npz")],
+        "not_a_checkpoint": [str(tmp_path / "good.npz")],
         "suffix": [good, "-o", str(tmp_path / "curves.jsonl")],
         "out_is_directory": [good, "-o", str(tmp_path / "d.png")],
         "labels": [good, good, "--labels", "one"],
@@ -121,6 +139,8 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, case, needle):
     (tmp_path / "bad.jsonl").write_text('{"epoch": 1}\n{"epoch": 2,\n')
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "d.png").mkdir()
+    (tmp_path / "good.npz").write_text(open(good).read())
+    fbp.save_params(str(tmp_path / "net.npz"), fbp.init_mlp(jax.random.key(0), [3, 2]))
     assert main(["plot", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fbp plot: error: ") and err.count("\n") == 1 and needle in err, err
