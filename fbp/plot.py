@@ -98,6 +98,14 @@ def _read_checkpoint(path: str, label: Optional[str]) -> Run:
     return Run(label, history, None if best is None else {"best_epoch": best})
 
 
+def _from_history(label: str, history) -> Run:
+    history = list(history)
+    if not history or not all(isinstance(r, dict) and "epoch" in r for r in history):
+        raise MetricsError(f"run {label!r}: a history is fit's list of per-epoch records (dicts with \"epoch\"), "
+                           f"at least one")
+    return Run(str(label), history, None)
+
+
 def _series(run: Run, key: str) -> tuple:
     """(epochs, values) of the records that hold ``key``; a null (a cost
     that overflowed) reads as NaN, a gap in the line."""
@@ -122,12 +130,20 @@ def _halvings(run: Run) -> list:
 
 
 def figure(runs: Sequence[Run]):
-    """A matplotlib ``Figure`` of ``runs`` (from ``read_metrics``): cost and
-    accuracy, then each layer's ‖δ^l‖ and the noise scale when any run has
-    them; one colour per run, the training data solid and the evaluation
-    data dashed. A run trained with ``--no-monitor-training`` shows the mean
-    of each epoch's step costs in place of the training set's cost. Save it
-    with ``save``, or ``fig.savefig``."""
+    """A matplotlib ``Figure`` of ``runs``: cost and accuracy, then each
+    layer's ‖δ^l‖ and the noise scale when any run has them; one colour per
+    run, the training data solid and the evaluation data dashed. A run
+    trained with ``--no-monitor-training`` shows the mean of each epoch's
+    step costs in place of the training set's cost. Save it with ``save``,
+    or ``fig.savefig``.
+
+    Each run is a ``Run`` (``read_metrics`` gives one) or a pair
+    ``(label, history)``, the history as ``fit`` returns it:
+    ``figure([("sgd", result.history)])``.
+    """
+    runs = [run if isinstance(run, Run) else _from_history(*run) for run in runs]
+    if not runs:
+        raise MetricsError("no runs to plot")
     matplotlib = _matplotlib()
     from matplotlib.figure import Figure
 

@@ -169,3 +169,19 @@ def test_a_failed_save_keeps_the_old_image_and_leaves_no_partial_file(tmp_path):
         plot.save(fig, str(out))
     assert out.read_bytes() == b"the old image"
     assert sorted(os.listdir(tmp_path)) == ["curves.png", "m.jsonl"]
+
+
+def test_a_scripts_fit_history_is_drawn_as_it_is():
+    import optax
+
+    from fbp import data, train
+
+    ds = data.digits()
+    params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
+    result = train.fit(params, ds.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=2,
+                       batch_size=10, key=jax.random.key(1), evaluation=ds.validation)
+    fig = plot.figure([("sgd", result.history)])
+    assert _lines(fig.axes[1])["sgd: evaluation"][1] == [r["evaluation_accuracy"] for r in result.history]
+    for bad in ([], [("sgd", [])], [("sgd", [{"loss": 1.0}])]):
+        with pytest.raises(plot.MetricsError, match="no runs|a history is fit's list"):
+            plot.figure(bad)
