@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp train --data fashion-mnist --lr-halving 5 --epochs 80 --save-params net.npz\n"
         "  fbp evaluate net.npz                                  # its accuracy per class\n"
         "  fbp train --checkpoint-dir run --epochs 60            # a checkpoint every epoch\n"
-        "  fbp train --checkpoint-dir run --epochs 60 --resume   # after a crash or Ctrl-C: goes on",
+        "  fbp train --checkpoint-dir run --epochs 60 --resume   # after a crash or Ctrl-C: goes on\n"
+        "  fbp plot run                                          # its learning curves, in run.png",
     )
     train.add_argument("--data", choices=DATASETS, default="digits",
                        help="digits (bundled, default), fashion-mnist (Debian's dataset-fashion-mnist), idx "
