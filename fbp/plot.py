@@ -55,11 +55,14 @@ def read_metrics(path: str, label: Optional[str] = None) -> Run:
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise MetricsError(f"{path}, line {number}: not JSON ({e.msg}); is it fbp train's --metrics-out?") from None
-        if not isinstance(record, dict) or not ("epoch" in record or record.get("final") is True):
+        if not isinstance(record, dict) or not (_is_epoch(record) or record.get("final") is True):
             raise MetricsError(f"{path}, line {number}: not a record of fbp train's --metrics-out "
                                f"(neither an epoch's, with \"epoch\", nor the final one)")
         if record.get("final") is True:
             final = record
+        elif epochs and not record["epoch"] > epochs[-1]["epoch"]:  # fbp train writes one run per file
+            raise MetricsError(f"{path}, line {number}: epoch {record['epoch']} after epoch "
+                               f"{epochs[-1]['epoch']}; the file holds more than one run (give each its own file)")
         else:
             epochs.append(record)
     if not epochs:
@@ -68,6 +71,11 @@ def read_metrics(path: str, label: Optional[str] = None) -> Run:
     if label is None:
         label = os.path.splitext(os.path.basename(path))[0]
     return Run(label, epochs, final)
+
+
+def _is_epoch(record) -> bool:
+    """Whether ``record`` is an epoch's record: a dict with an int ``epoch``."""
+    return isinstance(record, dict) and type(record.get("epoch")) is int
 
 
 def _read_checkpoint(path: str, label: Optional[str]) -> Run:
@@ -89,7 +97,7 @@ def _read_checkpoint(path: str, label: Optional[str]) -> Run:
         raise MetricsError(str(e)) from None
     meta = header.get("meta") or {}
     history = meta.get("history")
-    if not isinstance(history, list) or not all(isinstance(r, dict) and "epoch" in r for r in history):
+    if not isinstance(history, list) or not all(_is_epoch(r) for r in history):
         raise MetricsError(f"{path}: holds no training history (a network saved by --save-params?); give the "
                            f".jsonl file --metrics-out wrote, or a checkpoint of fbp train")
     if not history:
@@ -100,7 +108,7 @@ def _read_checkpoint(path: str, label: Optional[str]) -> Run:
 
 def _from_history(label: str, history) -> Run:
     history = list(history)
-    if not history or not all(isinstance(r, dict) and "epoch" in r for r in history):
+    if not history or not all(_is_epoch(r) for r in history):
         raise MetricsError(f"run {label!r}: a history is fit's list of per-epoch records (dicts with \"epoch\"), "
                            f"at least one")
     return Run(str(label), history, None)

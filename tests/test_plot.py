@@ -111,6 +111,7 @@ def test_several_runs_halvings_best_epoch_gaps_and_step_costs(tmp_path):
     ("not_json", "line 2: not JSON"),
     ("not_ours", "line 1: not a record of fbp train's --metrics-out"),
     ("empty", "no epoch records to plot (empty)"),
+    ("two_runs", "line 3: epoch 1 after epoch 2; the file holds more than one run"),
     ("final_only", "no epoch records to plot (the run ended before its first epoch)"),
     ("directory", "a directory without a readable checkpoint of fbp train"),
     ("saved_network", "holds no training history (a network saved by --save-params?)"),
@@ -125,8 +126,9 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, case, needle):
     argv = {
         "missing": [str(tmp_path / "nope.jsonl")],
         "not_json": [str(tmp_path / "bad.jsonl")],
-        "not_ours": [_write(tmp_path / "other.jsonl", [{"loss": 1.0}])],
+        "not_ours": [_write(tmp_path / "other.jsonl", [{"loss": 1.0, "epoch": "1"}])],
         "empty": [str(tmp_path / "empty.jsonl")],
+        "two_runs": [_write(tmp_path / "two.jsonl", [{"epoch": 1}, {"epoch": 2}, {"epoch": 1}])],
         "final_only": [_write(tmp_path / "final.jsonl", [{"final": True, "error": "x"}])],
         "directory": [str(tmp_path)],
         "saved_network": [str(tmp_path / "net.npz")],
