@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Union
 
 
 class MetricsError(ValueError):
@@ -22,6 +22,8 @@ class MetricsError(ValueError):
 
 
 class Run(NamedTuple):
+    """One run to draw: its legend name and its records."""
+
     label: str
     epochs: list  # the per-epoch records, in order
     final: Optional[dict]  # the closing record (absent while a run goes on, or if it was killed)
@@ -137,7 +139,7 @@ def _halvings(run: Run) -> list:
     return out
 
 
-def figure(runs: Sequence[Run]):
+def figure(runs: Sequence[Union[Run, tuple]]):
     """A matplotlib ``Figure`` of ``runs``: cost and accuracy, then each
     layer's ‖δ^l‖ and the noise scale when any run has them; one colour per
     run, the training data solid and the evaluation data dashed. A run
