@@ -23,6 +23,16 @@ def _device_kind() -> str:
     return d.platform if d.platform == "cpu" else f"{d.platform}: {d.device_kind}"
 
 
+def _versions() -> dict:
+    """fbp's version and those of what it computes with."""
+    import jax
+    import optax
+
+    import fbp
+
+    return {"fbp": fbp.__version__, "jax": jax.__version__, "jaxlib": jax.lib.__version__, "optax": optax.__version__}
+
+
 def _epochs(n: int) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
@@ -581,15 +591,21 @@ def _kept(args, writer: bool, joined: bool) -> str:
     return "nothing was saved" + ("" if args.checkpoint_dir else " (give --checkpoint-dir to be able to resume)")
 
 
+def _settings(args, run: _Run) -> dict:
+    """The flags that decide what a run computes, as it ran with them (the
+    defaults filled in): what the processes of a multi-host run must agree
+    on, and what the final --metrics-out record keeps."""
+    return {**run.config, "--init": args.init, "--epochs": args.epochs, "--patience": args.patience,
+            "--restore-best": args.restore_best, "--monitor-training": args.monitor_training,
+            "--monitor-deltas": args.monitor_deltas, "--monitor-noise-scale": args.monitor_noise_scale,
+            "--devices": run.n_devices, "--deterministic": args.deterministic}
+
+
 def _agree(args, run: _Run) -> None:
     """Multi-host: refuse to train unless every process is ready, with the
     same settings and data as process 0 (one all-gather)."""
     ds = run.ds
-    shared = {**run.config, "--init": args.init, "--epochs": args.epochs, "--patience": args.patience,
-              "--restore-best": args.restore_best, "--monitor-training": args.monitor_training,
-              "--monitor-deltas": args.monitor_deltas, "--monitor-noise-scale": args.monitor_noise_scale,
-              "--checkpoint-dir": args.checkpoint_dir is not None, "--resume": args.resume,
-              "--devices": run.n_devices, "--deterministic": args.deterministic,
+    shared = {**_settings(args, run), "--checkpoint-dir": args.checkpoint_dir is not None, "--resume": args.resume,
               "data": (ds.train, ds.validation, ds.test)}
     failed, differ = _others_failed(failed=False, settings=shared)
     if differ:
@@ -679,6 +695,8 @@ def _finish(args, run: _Run, report: _Report, result, seconds: float, writer: bo
         best_epoch=result.best_epoch, tested_epoch=tested_epoch,
         test_cost=float(test["cost"]), test_accuracy=float(test["accuracy"]),
         seconds=seconds, error=str(result.error) if result.error else None,
+        # What produced these numbers, for a reader of the file alone.
+        settings={**_settings(args, run), "--data-dir": args.data_dir}, device=_device_kind(), versions=_versions(),
     )
     errors = []  # reported after the summary; neither write keeps the other from being tried
     try:

@@ -30,6 +30,11 @@ def test_cli_train_default_digits_and_metrics(tmp_path):
     lines = [json.loads(l) for l in out.read_text().splitlines()]
     assert [l["epoch"] for l in lines[:-1]] == list(range(1, 31))
     assert lines[-1]["final"] and lines[-1]["test_accuracy"] >= 0.95
+    final = lines[-1]  # with what produced it: the flags as they ran, defaults filled in, and the versions
+    assert final["settings"]["--sizes"] == [64, 100, 10] and final["settings"]["--lr"] == 0.5
+    assert final["settings"]["--epochs"] == 30 and final["settings"]["--data-dir"] is None
+    assert final["versions"]["jax"] == jax.__version__ and final["versions"]["fbp"] == fbp.__version__
+    assert final["device"] in proc.stdout.splitlines()[0]
     assert "test accuracy" in proc.stdout
     assert re.search(r"^fbp train: digits .* devices=1 \((cpu|gpu: .+|tpu: .+)\)$", proc.stdout, re.M), proc.stdout
     assert all("training_accuracy" in l for l in lines[:-1]) and "train cost" in proc.stdout
