@@ -17,6 +17,19 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
+def fashion_mnist_or_digits(quick: bool):
+    """Fashion-MNIST when it is installed and the run is not ``--quick``,
+    else scikit-learn's bundled digits."""
+    from fbp import data as fdata
+
+    if not quick:
+        try:
+            return fdata.fashion_mnist()
+        except fdata.DataError:
+            pass
+    return fdata.digits()
+
+
 def _plain(x):
     if isinstance(x, dict):
         return {str(k): _plain(v) for k, v in x.items()}

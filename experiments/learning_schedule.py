@@ -19,20 +19,10 @@ import jax
 import optax
 
 import fbp
-from common import parser, pyplot, save
-from fbp import data as fdata
+from common import fashion_mnist_or_digits, parser, pyplot, save
 from fbp import train as ftrain
 
 COST = "log_likelihood"
-
-
-def load(quick):
-    if not quick:
-        try:
-            return fdata.fashion_mnist()
-        except fdata.DataError:
-            pass
-    return fdata.digits()
 
 
 def run(ds, seed, epochs, lr, lr_halving=None):
@@ -60,7 +50,7 @@ def main():
     p.add_argument("--halving", type=int, default=5, help="N of the no-improvement-in-N rule")
     p.add_argument("--lr", type=float, default=0.5)
     args = p.parse_args()
-    ds = load(args.quick)
+    ds = fashion_mnist_or_digits(args.quick)
     seeds = [args.seed] if args.quick else [args.seed + 10 * k for k in range(args.seeds)]
     fixed = (10,) if args.quick else (30, 60)
     halving = 2 if args.quick else args.halving

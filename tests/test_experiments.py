@@ -92,3 +92,17 @@ def test_the_learning_schedule_halves_eta_down_to_the_floor(out):
     assert schedule["stop_reason"] == "lr_floor" and factors[-1] == 1 / 64  # halved once more, to 1/128: stop
     assert all(b in (a, a / 2) for a, b in zip(factors, factors[1:]))
     assert min(schedule["test_last"], schedule["test_best"], fixed["test_last"]) > 0.9
+
+
+def test_overfitting_and_what_l2_does_about_it(out):
+    r = run("overfitting", out)
+    [plain] = r["runs"]["unregularized"]  # --quick: one seed
+    [l2] = r["runs"]["L2, λ = 0.1"]
+    assert len(plain["curves"]["evaluation_accuracy"]) == len(l2["curves"]["training_cost"]) == r["epochs"]
+    # it learns its few training images by heart, and does worse on the held-out ones
+    assert plain["final_training_accuracy"] == 1.0
+    assert plain["final_training_accuracy"] - plain["tail_validation_accuracy"] > 0.01
+    assert plain["final_training_cost"] < plain["curves"]["training_cost"][9] / 5
+    # the book's λ/n decay keeps the weights small: ‖w‖ well below the unregularized run's
+    assert l2["weight_norm"] < 0.8 * plain["weight_norm"]
+    assert l2["final_training_cost"] > plain["final_training_cost"]
