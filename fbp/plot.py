@@ -104,8 +104,10 @@ def _read_checkpoint(path: str, label: Optional[str]) -> Run:
                            f".jsonl file --metrics-out wrote, or a checkpoint of fbp train")
     if not history:
         raise MetricsError(f"{path}: no epoch records to plot")
-    best = meta.get("best_epoch")
-    return Run(label, history, None if best is None else {"best_epoch": best})
+    final = {"best_epoch": meta.get("best_epoch")}
+    if isinstance(meta.get("config"), dict):  # fbp train's flags (a script's fit keeps what it was given)
+        final["settings"] = meta["config"]
+    return Run(label, history, final)
 
 
 def _from_history(label: str, history) -> Run:
@@ -114,6 +116,15 @@ def _from_history(label: str, history) -> Run:
         raise MetricsError(f"run {label!r}: a history is fit's list of per-epoch records (dicts with \"epoch\"), "
                            f"at least one")
     return Run(str(label), history, None)
+
+
+def _held_out(run: Run) -> str:
+    """What a run's evaluation data was, as fbp train names it: the
+    validation split, or the test set under --validation 0; "evaluation"
+    where the run does not say."""
+    settings = (run.final or {}).get("settings") or {}
+    n = settings.get("--validation")
+    return "evaluation" if not isinstance(n, int) else ("validation" if n else "test")
 
 
 def _series(run: Run, key: str) -> tuple:
@@ -177,9 +188,9 @@ def figure(runs: Sequence[Union[Run, tuple]]):
         train_key = "training_cost" if any("training_cost" in r for r in run.epochs) else "train_step_cost"
         for ax, key, style, what in (
                 (cost_ax, train_key, "-", "training" if train_key == "training_cost" else "mean step cost"),
-                (cost_ax, "evaluation_cost", "--", "evaluation"),
+                (cost_ax, "evaluation_cost", "--", _held_out(run)),
                 (acc_ax, "training_accuracy", "-", "training"),
-                (acc_ax, "evaluation_accuracy", "--", "evaluation" + tested)):
+                (acc_ax, "evaluation_accuracy", "--", _held_out(run) + tested)):
             xs, ys = _series(run, key)
             if xs:
                 ax.plot(xs, ys, style, color=colour, label=f"{run.label}: {what}",

@@ -42,10 +42,10 @@ def test_a_real_runs_metrics_are_drawn_as_recorded(tmp_path, capsys):
     cost, accuracy, deltas, noise = fig.axes
     final = records[-1]
     drawn = _lines(accuracy)
-    assert drawn[f"run: evaluation (test {final['test_accuracy']:.4f})"] == (
+    assert drawn[f"run: validation (test {final['test_accuracy']:.4f})"] == (  # fbp train's own name for it
         [1, 2, 3], [r["evaluation_accuracy"] for r in records[:-1]])
     assert drawn["run: training"][1] == [r["training_accuracy"] for r in records[:-1]]
-    assert _lines(cost)["run: evaluation"][1] == [r["evaluation_cost"] for r in records[:-1]]
+    assert _lines(cost)["run: validation"][1] == [r["evaluation_cost"] for r in records[:-1]]
     layers = _lines(deltas)
     assert sorted(layers) == ["run: layer 1", "run: layer 2"]
     assert layers["run: layer 2"][1] == [r["delta_norms"][1] for r in records[:-1]]
@@ -59,7 +59,8 @@ def test_a_real_runs_metrics_are_drawn_as_recorded(tmp_path, capsys):
     for where, epochs in ((str(run_dir) + os.sep, 3), (os.path.join(run_dir, "ckpt-000002.npz"), 2)):
         from_checkpoint = plot.read_metrics(where)
         assert from_checkpoint.epochs == records[:epochs]
-        assert from_checkpoint.final == {"best_epoch": best_of(records[:epochs])}
+        assert from_checkpoint.final["best_epoch"] == best_of(records[:epochs])
+        assert from_checkpoint.final["settings"]["--validation"] == 180
     assert from_checkpoint.label == "ckpt-000002"
     assert main(["plot", str(run_dir) + os.sep]) == 0  # beside the directory, not inside it as ".png"
     assert capsys.readouterr().out.strip() == f"wrote {run_dir}.png: 1 run (3 epochs)"
@@ -84,7 +85,8 @@ def test_several_runs_halvings_best_epoch_gaps_and_step_costs(tmp_path):
     b = _write(tmp_path / "b.jsonl", [
         {"epoch": 1, "train_step_cost": 2.0, "evaluation_cost": 1.5, "evaluation_accuracy": 0.3},
         {"epoch": 2, "train_step_cost": 1.0, "evaluation_cost": 1.2, "evaluation_accuracy": 0.5},
-    ])  # no final record: a run still going, or killed
+        {"final": True, "settings": {"--validation": 0}},  # its held-out set was the test set
+    ])
     fig = plot.figure([plot.read_metrics(a, "sgd"), plot.read_metrics(b)])
     assert len(fig.axes) == 3  # cost, accuracy, ‖δ‖ (neither recorded the noise scale)
     cost, accuracy, deltas = fig.axes
@@ -92,7 +94,7 @@ def test_several_runs_halvings_best_epoch_gaps_and_step_costs(tmp_path):
     assert drawn["b: mean step cost"] == ([1, 2], [2.0, 1.0])
     xs, ys = drawn["sgd: training"]
     assert xs == [1, 2, 3, 4, 5] and math.isnan(ys[1]) and ys[2] == 0.7
-    assert "b: evaluation" in _lines(accuracy) and "sgd: evaluation (test 0.6900)" in _lines(accuracy)
+    assert "b: test" in _lines(accuracy) and "sgd: evaluation (test 0.6900)" in _lines(accuracy)
     assert math.isnan(_lines(deltas)["sgd: layer 1"][1][1])  # ‖δ‖ = 0 is a gap on the log scale
     for ax in fig.axes:
         marks = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
