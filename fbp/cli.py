@@ -106,10 +106,18 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def versions() -> dict:
+    """fbp's version and those of what it computes with (``fbp --version``;
+    the final --metrics-out record)."""
     import jax
+    import optax
 
     import fbp
+
+    return {"fbp": fbp.__version__, "jax": jax.__version__, "jaxlib": jax.lib.__version__, "optax": optax.__version__}
+
+
+def build_parser() -> argparse.ArgumentParser:
     from fbp import multihost
     from fbp.activations import ACTIVATIONS
     from fbp.costs import COSTS
@@ -119,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fbp", description="Backpropagation written by hand, checked against jax.grad."
     )
+    v = versions()
     parser.add_argument("--version", action="version",
-                        version=f"fbp {fbp.__version__} (jax {jax.__version__}, jaxlib {jax.lib.__version__})")
+                        version=f"fbp {v['fbp']} (jax {v['jax']}, jaxlib {v['jaxlib']}, optax {v['optax']})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser(

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Optional
 
-from fbp.cli import _cost_pairing, _data_dir_problem, _validation_size_problem
+from fbp.cli import _cost_pairing, _data_dir_problem, _validation_size_problem, versions
 
 
 def _device_kind() -> str:
@@ -21,16 +21,6 @@ def _device_kind() -> str:
 
     d = jax.devices()[0]
     return d.platform if d.platform == "cpu" else f"{d.platform}: {d.device_kind}"
-
-
-def _versions() -> dict:
-    """fbp's version and those of what it computes with."""
-    import jax
-    import optax
-
-    import fbp
-
-    return {"fbp": fbp.__version__, "jax": jax.__version__, "jaxlib": jax.lib.__version__, "optax": optax.__version__}
 
 
 def _epochs(n: int) -> str:
@@ -696,7 +686,7 @@ def _finish(args, run: _Run, report: _Report, result, seconds: float, writer: bo
         test_cost=float(test["cost"]), test_accuracy=float(test["accuracy"]),
         seconds=seconds, error=str(result.error) if result.error else None,
         # What produced these numbers, for a reader of the file alone.
-        settings={**_settings(args, run), "--data-dir": args.data_dir}, device=_device_kind(), versions=_versions(),
+        settings={**_settings(args, run), "--data-dir": args.data_dir}, device=_device_kind(), versions=versions(),
     )
     errors = []  # reported after the summary; neither write keeps the other from being tried
     try:

@@ -48,12 +48,14 @@ def test_bad_flags_are_one_line_errors(argv, needle):
 
 def test_version_names_fbp_and_the_jax_it_runs_on():
     import jax
+    import optax
 
     proc = subprocess.run([sys.executable, "-m", "fbp", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml")) as fh:  # no tomllib on 3.10
         packaged = re.search(r'(?m)^version = "([^"]+)"', fh.read()).group(1)  # the two places agree
-    assert proc.stdout.strip() == f"fbp {packaged} (jax {jax.__version__}, jaxlib {jax.lib.__version__})"
+    assert proc.stdout.strip() == (f"fbp {packaged} (jax {jax.__version__}, jaxlib {jax.lib.__version__}, "
+                                   f"optax {optax.__version__})")
 
 
 def test_a_closed_stdout_ends_quietly_as_with_any_unix_tool():
