@@ -178,6 +178,7 @@ def figure(runs: Sequence[Union[Run, tuple]]):
     axes = list(fig.subplots(rows, cols, squeeze=False).flat)
     cost_ax, acc_ax = axes[0], axes[1]
     colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    zeros = []  # (epoch, colour, alpha) of each ‖δ^l‖ that is exactly 0
     for i, run in enumerate(runs):
         colour = colours[i % len(colours)]
         tested = ""
@@ -209,10 +210,13 @@ def figure(runs: Sequence[Union[Run, tuple]]):
                 layers = len(norms[0])
                 for layer in range(layers):
                     # Layers first to last from faint to full: the vanishing gradient reads as a fan.
-                    # A norm of exactly 0 (no gradient reaches the layer) is a gap on the log scale.
-                    ys = [n[layer] if isinstance(n, list) and n[layer] else math.nan for n in norms]
-                    axes[k].plot(xs, ys, color=colour,
-                                 alpha=0.35 + 0.65 * (layer + 1) / layers, label=f"{run.label}: layer {layer + 1}")
+                    alpha = 0.35 + 0.65 * (layer + 1) / layers
+                    ys = [n[layer] if isinstance(n, list) and n[layer] is not None else math.nan for n in norms]
+                    # A norm of exactly 0 (no gradient reaches the layer: dead ReLUs, say) has no place on
+                    # the log scale; it is a gap in the line and a × on the axis's floor.
+                    zeros += [(x, colour, alpha) for x, y in zip(xs, ys) if y == 0]
+                    axes[k].plot(xs, [y if y != 0 else math.nan for y in ys], color=colour, alpha=alpha,
+                                 label=f"{run.label}: layer {layer + 1}")
             k += 1
         xs, scales = _series(run, "noise_scale")
         if xs:
@@ -221,7 +225,14 @@ def figure(runs: Sequence[Union[Run, tuple]]):
     acc_ax.set(title="accuracy", xlabel="epoch")
     k = 2
     if has_deltas:
-        axes[k].set(title="each layer's ‖δˡ‖ = ‖∂C/∂bˡ‖ (training set)", xlabel="epoch", yscale="log")
+        ax = axes[k]
+        ax.set(title="each layer's ‖δˡ‖ = ‖∂C/∂bˡ‖ (training set)" + ("; ×: exactly 0" if zeros else ""),
+               xlabel="epoch", yscale="log")
+        if zeros:
+            floor, top = ax.get_ylim()
+            for x, colour, alpha in zeros:
+                ax.plot([x], [floor], "x", color=colour, alpha=alpha, clip_on=False)
+            ax.set_ylim(floor, top)
         k += 1
     if has_noise:
         axes[k].set(title="gradient noise scale tr Σ / ‖G‖² (training set)", xlabel="epoch", yscale="log")

@@ -95,7 +95,10 @@ def test_several_runs_halvings_best_epoch_gaps_and_step_costs(tmp_path):
     xs, ys = drawn["sgd: training"]
     assert xs == [1, 2, 3, 4, 5] and math.isnan(ys[1]) and ys[2] == 0.7
     assert "b: test" in _lines(accuracy) and "sgd: evaluation (test 0.6900)" in _lines(accuracy)
-    assert math.isnan(_lines(deltas)["sgd: layer 1"][1][1])  # ‖δ‖ = 0 is a gap on the log scale
+    assert math.isnan(_lines(deltas)["sgd: layer 1"][1][1])  # ‖δ‖ = 0 is a gap on the log scale,
+    crosses = [line for line in deltas.get_lines() if line.get_marker() == "x"]  # and a × on its floor
+    assert [(list(c.get_xdata()), list(c.get_ydata())) for c in crosses] == [([2], [deltas.get_ylim()[0]])]
+    assert deltas.get_title().endswith("×: exactly 0")
     for ax in fig.axes:
         marks = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
         assert marks == [2.5, 4.5]
