@@ -21,3 +21,4 @@ def test_the_marked_readme_examples_run(tmp_path):
         proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
         assert proc.returncode == 0, f"README example failed:\n{code}\n{proc.stderr}"
     assert (tmp_path / "runs" / "digits.npz").exists()
+    assert (tmp_path / "runs" / "digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
