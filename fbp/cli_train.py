@@ -689,8 +689,10 @@ def _finish(args, run: _Run, report: _Report, result, seconds: float, writer: bo
         settings={**_settings(args, run), "--data-dir": args.data_dir}, device=_device_kind(), versions=versions(),
     )
     errors = []  # reported after the summary; neither write keeps the other from being tried
+    metrics_written = False
     try:
         report.write([final])
+        metrics_written = report.metrics is not None  # this process writes them (process 0 of several)
     except MetricsWriteError as e:
         errors.append(f"{e}; {_kept(args, writer, joined)}")
     report.close()
@@ -717,6 +719,7 @@ def _finish(args, run: _Run, report: _Report, result, seconds: float, writer: bo
         f"test cost {final['test_cost']:.4f}"
         + (f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir else "")
         + (f"; network in {args.save_params}" if network_saved else "")
+        + (f"; metrics in {args.metrics_out} (fbp plot draws them)" if metrics_written else "")
     )
     if result.error is not None:
         errors.insert(0, str(result.error))

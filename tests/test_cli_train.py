@@ -35,7 +35,7 @@ def test_cli_train_default_digits_and_metrics(tmp_path):
     assert final["settings"]["--epochs"] == 30 and final["settings"]["--data-dir"] is None
     assert final["versions"]["jax"] == jax.__version__ and final["versions"]["fbp"] == fbp.__version__
     assert final["device"] in proc.stdout.splitlines()[0]
-    assert "test accuracy" in proc.stdout
+    assert "test accuracy" in proc.stdout and f"; metrics in {out} (fbp plot draws them)" in proc.stdout
     assert re.search(r"^fbp train: digits .* devices=1 \((cpu|gpu: .+|tpu: .+)\)$", proc.stdout, re.M), proc.stdout
     assert all("training_accuracy" in l for l in lines[:-1]) and "train cost" in proc.stdout
     proc = fbp_cli("train", "--epochs", "2", "--metrics-out", str(out), "--quiet", "--no-monitor-training")
