@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import sys
 from typing import Optional, Sequence
@@ -315,6 +316,12 @@ def _data_dir_problem(data: str, data_dir: Optional[str]) -> Optional[str]:
     return None
 
 
+def _error(command: str, msg: str) -> int:
+    """A command's one-line error on stderr; its exit status, 2."""
+    print(f"fbp {command}: error: {msg}", file=sys.stderr)
+    return 2
+
+
 def cmd_train(args) -> int:
     """fbp train (``fbp.cli_train``, imported when it runs)."""
     from fbp import cli_train
@@ -331,9 +338,7 @@ def cmd_evaluate(args) -> int:
     from fbp import data as fdata
     from fbp import train as ftrain
 
-    def fail(msg: str) -> int:
-        print(f"fbp evaluate: error: {msg}", file=sys.stderr)
-        return 2
+    fail = functools.partial(_error, "evaluate")
 
     try:
         params, meta = fckpt.load_params(args.params, with_meta=True)
@@ -352,8 +357,9 @@ def cmd_evaluate(args) -> int:
     if validation is None and args.split == "test":
         validation = 0  # the test set is the same whatever the split, and a small IDX set then needs no flag
     cost = args.cost or meta.get("cost") or "log_likelihood"
-    if _data_dir_problem(data, data_dir):
-        return fail(_data_dir_problem(data, data_dir))
+    problem = _data_dir_problem(data, data_dir)
+    if problem:
+        return fail(problem)
     try:
         ds = fdata.load(data, data_dir, validation)
     except (fdata.DataError, ValueError) as e:
@@ -398,9 +404,7 @@ def cmd_plot(args) -> int:
 
     from fbp import plot
 
-    def fail(msg: str) -> int:
-        print(f"fbp plot: error: {msg}", file=sys.stderr)
-        return 2
+    fail = functools.partial(_error, "plot")
 
     labels = [None] * len(args.metrics)
     if args.labels is not None:

@@ -352,8 +352,9 @@ def _check_flags(args, writer: bool) -> Optional[float]:
     from fbp import checkpoint as fckpt
     from fbp import train as ftrain
 
-    if _data_dir_problem(args.data, args.data_dir):
-        raise _refuse(_data_dir_problem(args.data, args.data_dir))
+    problem = _data_dir_problem(args.data, args.data_dir)
+    if problem:
+        raise _refuse(problem)
     try:
         if writer or not args.checkpoint_dir:  # the others never touch the directory
             ftrain.check_checkpoint_dir(args.checkpoint_dir, args.resume, flags=True)
