@@ -174,12 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--data", choices=DATASETS, default="digits",
                        help="digits (bundled, default), fashion-mnist (Debian's dataset-fashion-mnist), idx "
-                            "(--data-dir) or mnist-pkl (the book's mnist.pkl.gz, --data-dir)")
+                            "(--data-dir), mnist-pkl (the book's mnist.pkl.gz, --data-dir) or npz (one .npz of "
+                            "x_train, y_train, x_test, y_test, as Keras's mnist.npz; --data-dir)")
     train.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files; for "
-                       "mnist-pkl the book's mnist.pkl.gz or the directory holding it")
+                       "mnist-pkl the book's mnist.pkl.gz or the directory holding it; for npz the .npz file")
     train.add_argument("--validation", type=_nonneg_int, default=None,
-                       help="validation examples taken from the training set (default: 180 on digits, 10000 on IDX "
-                            "data and mnist-pkl, the book's split)")
+                       help="validation examples taken from the training set (default: 180 on digits, 10000 on the "
+                            "others, MNIST's 50,000/10,000 split)")
     train.add_argument("--sizes", type=_sizes, default=None,
                        help="layer widths, input first; input and output must match the data (default: "
                             "n_in,100,n_classes)")
@@ -261,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "--checkpoint-dir (its newest checkpoint)")
     evaluate.add_argument("--data", choices=DATASETS, default=None,
                           help="data set (default: the one it was trained on)")
-    evaluate.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files, or "
-                          "the book's mnist.pkl.gz (default: the one it was trained on)")
+    evaluate.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files, "
+                          "the book's mnist.pkl.gz, or the .npz file (default: the one it was trained on)")
     evaluate.add_argument("--split", choices=["test", "validation", "train"], default="test", help="which split")
     evaluate.add_argument("--validation", type=_nonneg_int, default=None,
                           help="validation examples taken from the training set, for --split validation "
@@ -313,6 +314,8 @@ def _data_dir_problem(data: str, data_dir: Optional[str]) -> Optional[str]:
     if data == "mnist-pkl" and not data_dir:
         return ("--data mnist-pkl needs --data-dir, the book's mnist.pkl.gz (data/ of its repository) or the "
                 "directory holding it")
+    if data == "npz" and not data_dir:
+        return "--data npz needs --data-dir, the .npz file of x_train, y_train, x_test and y_test"
     return None
 
 

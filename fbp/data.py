@@ -10,6 +10,8 @@ and test ``Split``s.
 - ``fashion_mnist``: the IDX files Debian's ``dataset-fashion-mnist`` installs.
 - ``mnist_pkl``: the book's own ``mnist.pkl.gz`` (its repository's data/),
   with the book's 50,000 / 10,000 / 10,000 split.
+- ``npz``: one NumPy ``.npz`` of ``x_train, y_train, x_test, y_test``: the
+  one-file MNIST that Keras downloads (``mnist.npz``), or any data saved so.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-DATASETS = ("digits", "fashion-mnist", "idx", "mnist-pkl")  # the names load() takes (fbp train --data)
+DATASETS = ("digits", "fashion-mnist", "idx", "mnist-pkl", "npz")  # the names load() takes (fbp train --data)
 MNIST_PKL = "mnist.pkl.gz"  # the book's file, in data/ of github.com/mnielsen/neural-networks-and-deep-learning
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")  # the arrays of Keras's mnist.npz, in np.savez's names
+MNIST_NPZ = "mnist.npz"  # the file Keras's datasets.mnist.load_data() keeps in ~/.keras/datasets
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -357,8 +361,111 @@ def mnist_pkl(path: str, n_validation: int = 10_000) -> Dataset:
     return Dataset("mnist", train, validation, test)
 
 
+# --- one .npz file ----------------------------------------------------------
+def _npz_images(path: str, key: str, images: np.ndarray) -> np.ndarray:
+    """``images`` (n, ...) as float32 rows in [0, 1]: bytes scaled from
+    0..255 (as ``idx`` scales them, so ``fit`` keeps them as bytes on the
+    device), floats taken as they are once checked."""
+    if images.ndim < 2:
+        raise DataError(f"{path}: {key} is {images.shape}; expected (n, pixels) or (n, rows, cols), one image a row")
+    rows = images.reshape(len(images), int(np.prod(images.shape[1:])))  # not -1: there may be no images
+    if images.dtype == np.uint8:
+        return rows.astype(np.float32) / 255.0
+    if images.dtype.kind == "f":
+        X = rows.astype(np.float32)
+        if X.size and not np.isfinite(X).all():
+            raise DataError(f"{path}: {key} holds NaN or infinite values; fbp reads inputs in [0, 1]")
+        if X.size and not (X.min() >= 0 and X.max() <= 1):
+            raise DataError(f"{path}: {key} holds floats in [{X.min()}, {X.max()}], not in [0, 1]; fbp reads inputs "
+                            f"scaled to [0, 1]: save x / x.max(), or the raw bytes as uint8")
+        return X
+    raise DataError(f"{path}: {key} holds {images.dtype.name} values; fbp reads images of unsigned bytes (uint8, "
+                    f"0..255, which it scales to [0, 1]) or floats already in [0, 1]")
+
+
+def _npz_labels(path: str, key: str, labels: np.ndarray, n: int) -> np.ndarray:
+    """``labels`` as integer classes: given so (n,), or one-hot (n, classes)."""
+    if labels.ndim == 2 and labels.size and np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all():
+        labels = labels.argmax(axis=1)
+    elif labels.ndim != 1 or labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
+        raise DataError(f"{path}: {key} is {labels.dtype.name} {labels.shape}; expected non-negative integer class "
+                        f"labels (n,) or one-hot rows (n, classes)")
+    if len(labels) != n:
+        raise DataError(f"{path}: {n} images but {len(labels)} labels in {key}; wrong count")
+    return labels.astype(np.int64)
+
+
+def npz(path: str, n_validation: int = 0, name: Optional[str] = None) -> Dataset:
+    """Data from one NumPy ``.npz`` file holding ``x_train, y_train, x_test,
+    y_test``: the names of Keras's one-file MNIST (``mnist.npz``, which
+    ``keras.datasets.mnist.load_data()`` keeps in ``~/.keras/datasets``), and
+    what ``np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)``
+    writes from any data.
+
+    ``path`` is the file, or a directory holding ``mnist.npz``. Images are
+    (n, ...) unsigned bytes, scaled from 0..255 to [0, 1] as ``idx`` does, or
+    floats already in [0, 1]; each is flattened. Labels are integer classes
+    (n,) or one-hot rows (n, classes); there are 1 + the largest label
+    classes (at least 2), or the one-hot width. The last ``n_validation``
+    training examples are the validation set. Nothing pickled is loaded
+    (``allow_pickle=False``): a file of object arrays is a ``DataError``, as
+    are a missing or damaged file, a missing array and a bad shape or type,
+    each naming the file.
+    """
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, MNIST_NPZ)):
+            raise DataError(f"{path}: no {MNIST_NPZ} in this directory; give the .npz file itself")
+        path = os.path.join(path, MNIST_NPZ)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+        if head == b"\x93NUMPY":
+            raise DataError(f"{path}: one .npy array, not a .npz of the arrays {', '.join(NPZ_KEYS)}; write those "
+                            f"with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+        if head[:2] != b"PK":  # a .npz is a zip archive of .npy files
+            raise DataError(f"{path}: not a .npz file (not a zip archive of NumPy arrays); fbp reads the arrays "
+                            f"{', '.join(NPZ_KEYS)} from one, as np.savez writes it")
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in NPZ_KEYS if k not in f.files]
+            if missing:
+                raise DataError(f"{path}: no {', '.join(missing)} in it (it holds {', '.join(f.files) or 'nothing'}); "
+                                f"fbp reads the arrays {', '.join(NPZ_KEYS)}, as np.savez(path, x_train=..., "
+                                f"y_train=..., x_test=..., y_test=...) names them")
+            arrays = {k: f[k] for k in NPZ_KEYS}
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file or directory") from None
+    except ValueError as e:  # object arrays, which np.load reads only by unpickling
+        if "allow_pickle" in str(e):
+            raise DataError(f"{path}: it holds pickled objects, which fbp does not load (unpickling can run code); "
+                            f"save plain numeric arrays") from None
+        raise DataError(f"{path}: cannot be read ({e}); it is not a .npz file, or it is truncated or corrupt") from None
+    except Exception as e:  # zipfile.BadZipFile, EOFError, OSError, ...: a damaged or foreign file
+        raise DataError(f"{path}: cannot be read ({type(e).__name__}: {e}); it is not a .npz file, or it is "
+                        f"truncated or corrupt") from None
+    X_train = _npz_images(path, "x_train", arrays["x_train"])
+    X_test = _npz_images(path, "x_test", arrays["x_test"])
+    if len(X_train) == 0 or len(X_test) == 0:
+        raise DataError(f"{path}: it holds no training or no test images; fbp needs at least one of each")
+    if X_train.shape[1] != X_test.shape[1]:
+        raise DataError(f"{path}: training images have {X_train.shape[1]} pixels but test images {X_test.shape[1]}")
+    labels = {k: arrays[k] for k in ("y_train", "y_test")}
+    widths = {v.shape[1] for v in labels.values() if v.ndim == 2}
+    y_train = _npz_labels(path, "y_train", labels["y_train"], len(X_train))
+    y_test = _npz_labels(path, "y_test", labels["y_test"], len(X_test))
+    if len(widths) > 1:
+        raise DataError(f"{path}: y_train and y_test are one-hot over {' and '.join(map(str, sorted(widths)))} "
+                        f"classes; they must agree")
+    n_classes = max(2, 1 + int(max(y_train.max(), y_test.max())), *widths)
+    train, validation = split_validation(Split(X_train, one_hot(y_train, n_classes)), n_validation)
+    name = name or os.path.splitext(os.path.basename(path))[0]
+    return Dataset(name, train, validation, Split(X_test, one_hot(y_test, n_classes)))
+
+
 def load(name: str, data_dir: Optional[str] = None, n_validation: Optional[int] = None) -> Dataset:
-    """Load a data set by name: ``digits``, ``fashion-mnist``, ``idx`` or ``mnist-pkl`` (these two need data_dir).
+    """Load a data set by name: ``digits``, ``fashion-mnist``, ``idx``, ``mnist-pkl`` or ``npz`` (the last three
+    need data_dir).
 
     The loader behind ``fbp train --data NAME --data-dir DIR`` and ``fbp
     evaluate``, which check those flags themselves first; so its own errors
@@ -378,4 +485,8 @@ def load(name: str, data_dir: Optional[str] = None, n_validation: Optional[int] 
         if data_dir is None:
             raise DataError(f"load({name!r}) needs data_dir, the book's {MNIST_PKL} or the directory holding it")
         return mnist_pkl(data_dir, 10_000 if n_validation is None else n_validation)
+    if name == "npz":
+        if data_dir is None:
+            raise DataError(f"load('npz') needs data_dir, the .npz file of {', '.join(NPZ_KEYS)}")
+        return npz(data_dir, 10_000 if n_validation is None else n_validation)
     raise DataError(f"unknown data set {name!r}; choose {', '.join(DATASETS[:-1])} or {DATASETS[-1]}")

@@ -310,3 +310,111 @@ def test_cli_trains_and_evaluates_on_the_books_pickle(tmp_path):
     assert proc.returncode == 0 and "on mnist test (40 examples)" in proc.stdout, proc.stderr
     proc = subprocess.run([sys.executable, "-m", "fbp", "train", "--data", "mnist-pkl"], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "needs --data-dir" in proc.stderr
+
+
+# --- one .npz file (Keras's mnist.npz, or np.savez of any data) -------------
+def npz_arrays(n_train=40, n_test=12, shape=(4, 5), n_classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return dict(x_train=rng.integers(0, 256, (n_train, *shape), dtype=np.uint8),
+                y_train=rng.integers(0, n_classes, n_train).astype(np.uint8),  # Keras's mnist.npz: uint8 labels
+                x_test=rng.integers(0, 256, (n_test, *shape), dtype=np.uint8),
+                y_test=rng.integers(0, n_classes, n_test).astype(np.uint8))
+
+
+def test_npz_reads_kerass_layout_as_idx_reads_the_same_bytes(tmp_path):
+    arrays = npz_arrays()
+    np.savez_compressed(tmp_path / "mnist.npz", **arrays)
+    ds = fdata.npz(str(tmp_path), n_validation=8)  # the directory holding mnist.npz, as ~/.keras/datasets
+    assert (ds.name, len(ds.train), len(ds.validation), len(ds.test), ds.n_in) == ("mnist", 32, 8, 12, 20)
+    # The same bytes as IDX files give bitwise the same splits: one scaling, and fit keeps them as bytes.
+    for key, stem in (("x_train", "train-images-idx3-ubyte"), ("y_train", "train-labels-idx1-ubyte"),
+                      ("x_test", "t10k-images-idx3-ubyte"), ("y_test", "t10k-labels-idx1-ubyte")):
+        fdata.write_idx(str(tmp_path / stem), arrays[key])
+    same = fdata.idx(str(tmp_path), n_validation=8)
+    n_classes = 1 + int(max(arrays["y_train"].max(), arrays["y_test"].max()))
+    assert ds.n_classes == same.n_classes == n_classes
+    for a, b in zip(ds[1:], same[1:]):
+        np.testing.assert_array_equal(a.X, b.X)
+        np.testing.assert_array_equal(a.Y, b.Y)
+    assert ftrain.byte_codes(ds.train.X) is not None
+    np.testing.assert_array_equal(ds.test.Y.argmax(1), arrays["y_test"])
+    # Through load (fbp train --data npz): the default validation is MNIST's 10,000, too many here.
+    np.testing.assert_array_equal(fdata.load("npz", str(tmp_path / "mnist.npz"), 8).validation.X, ds.validation.X)
+    with pytest.raises(fdata.ValidationSizeError):
+        fdata.load("npz", str(tmp_path / "mnist.npz"))
+    with pytest.raises(fdata.DataError, match="needs data_dir"):
+        fdata.load("npz")
+
+
+def test_npz_takes_floats_in_0_1_and_one_hot_labels(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.random((30, 6)).astype(np.float64)
+    labels = rng.integers(0, 3, 30)
+    np.savez(tmp_path / "mine.npz", x_train=x[:20], y_train=np.eye(4)[labels[:20]], x_test=x[20:],
+             y_test=np.eye(4, dtype=np.int32)[labels[20:]])
+    ds = fdata.npz(str(tmp_path / "mine.npz"))
+    assert ds.name == "mine" and ds.n_classes == 4  # the one-hot width, though class 3 never occurs
+    np.testing.assert_array_equal(ds.train.X, x[:20].astype(np.float32))
+    np.testing.assert_array_equal(ds.test.Y.argmax(1), labels[20:])
+    assert len(ds.validation) == 0
+
+
+def test_a_bad_npz_is_named_with_what_is_wrong(tmp_path):
+    good = npz_arrays()
+
+    def refused(match, **changes):
+        path = tmp_path / "bad.npz"
+        np.savez(path, **{**good, **changes})
+        with pytest.raises(fdata.DataError, match=match) as e:
+            fdata.npz(str(path))
+        assert str(path) in str(e.value)
+
+    path = tmp_path / "two.npz"
+    np.savez(path, x_train=good["x_train"], y_train=good["y_train"])
+    with pytest.raises(fdata.DataError, match=r"no x_test, y_test in it \(it holds x_train, y_train\)"):
+        fdata.npz(str(path))
+    refused(r"floats in \[-1.0, 2.0\], not in \[0, 1\].*x / x.max\(\)",
+            x_train=np.linspace(-1, 2, 40 * 20).reshape(40, 20))
+    refused("NaN or infinite", x_test=np.full((12, 20), np.nan))
+    refused("x_train holds int64 values.*uint8", x_train=good["x_train"].astype(np.int64))
+    refused(r"x_test is \(12,\); expected \(n, pixels\)", x_test=np.zeros(12, np.uint8))
+    refused("training images have 20 pixels but test images 6", x_test=np.zeros((12, 6), np.uint8))
+    refused("40 images but 39 labels in y_train; wrong count", y_train=good["y_train"][:39])
+    refused("y_test is float64 .*non-negative integer class labels", y_test=good["y_test"] / 2)
+    refused("y_train is int64 .*non-negative integer", y_train=-good["y_train"].astype(np.int64) - 1)
+    refused("one-hot over 4 and 5 classes", y_train=np.eye(4)[good["y_train"] % 4], y_test=np.eye(5)[good["y_test"] % 5])
+    refused("no training or no test images", x_test=np.zeros((0, 4, 5), np.uint8), y_test=np.zeros(0, np.uint8))
+    np.savez(tmp_path / "obj.npz", **{**good, "y_train": np.array([1, "a"], dtype=object)})
+    with pytest.raises(fdata.DataError, match="pickled objects, which fbp does not load"):
+        fdata.npz(str(tmp_path / "obj.npz"))
+    np.save(tmp_path / "one.npy", good["x_train"])
+    with pytest.raises(fdata.DataError, match=r"one .npy array, not a .npz.*np.savez"):
+        fdata.npz(str(tmp_path / "one.npy"))
+    (tmp_path / "text.npz").write_text("x_train,y_train\n")
+    with pytest.raises(fdata.DataError, match="not a .npz file"):
+        fdata.npz(str(tmp_path / "text.npz"))
+    np.savez(tmp_path / "whole.npz", **good)
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "whole.npz").read_bytes()[:500])
+    with pytest.raises(fdata.DataError, match="cannot be read .*truncated or corrupt"):
+        fdata.npz(str(tmp_path / "cut.npz"))
+    with pytest.raises(fdata.DataError, match="no such file or directory"):
+        fdata.npz(str(tmp_path / "absent.npz"))
+    with pytest.raises(fdata.DataError, match="no mnist.npz in this directory"):
+        fdata.npz(str(tmp_path))
+
+
+def test_cli_trains_and_evaluates_on_an_npz(tmp_path):
+    np.savez(tmp_path / "mnist.npz", **npz_arrays(n_train=120, n_test=30, shape=(3, 4)))
+    net = str(tmp_path / "net.npz")
+    proc = subprocess.run([sys.executable, "-m", "fbp", "train", "--data", "npz", "--data-dir",
+                           str(tmp_path / "mnist.npz"), "--validation", "20", "--epochs", "2", "--quiet",
+                           "--save-params", net], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "mnist (100 train / 20 validation / 30 test), sizes=12,100,10" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "fbp", "evaluate", net], capture_output=True, text=True)
+    assert proc.returncode == 0 and "on mnist test (30 examples)" in proc.stdout, proc.stderr
+    for flags, message in ((["--data", "npz"], "error: --data npz needs --data-dir, the .npz file"),
+                           (["--data", "npz", "--data-dir", net, "--validation", "20"],
+                            "error: --data-dir: " + net + ": no x_train")):
+        proc = subprocess.run([sys.executable, "-m", "fbp", "train", *flags], capture_output=True, text=True)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
