@@ -270,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "or train (default: as it was trained)")
     evaluate.add_argument("--cost", choices=_choices(COSTS), default=None,
                           help="cost function C (default: the one it was trained with)")
+    evaluate.add_argument("--worst", type=_positive_int, default=None, metavar="N",
+                          help="also list the N examples whose own gradient ‖∇C_x‖ is largest (from their δ's by "
+                               "BP3 and BP4, in the same pass): those that pull hardest on the params; a mislabelled "
+                               "example is often among them")
     evaluate.set_defaults(func=cmd_evaluate)
 
     plot = sub.add_parser(
@@ -377,7 +381,8 @@ def cmd_evaluate(args) -> int:
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
     X = np.asarray(split.X, params[0].w.dtype)
-    m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True, deltas=True)
+    m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True, deltas=True,
+                        per_example=args.worst is not None)
     predicted = np.asarray(m["predicted"])
     truth = np.argmax(split.Y, axis=1)
     trained = f", trained to epoch {meta['tested_epoch']}" if "tested_epoch" in meta else ""
@@ -399,7 +404,23 @@ def cmd_evaluate(args) -> int:
         top = np.argsort(-counts, kind="stable")[:5]
         print("most confused (true → predicted): " + ", ".join(
             f"{pairs[i][0]} → {pairs[i][1]} ×{counts[i]}" for i in top))
+    if args.worst is not None:
+        _print_worst(args.worst, args.split, truth, predicted, np.asarray(m["costs"]), np.asarray(m["grad_norms"]))
     return 0
+
+
+def _print_worst(n: int, split: str, truth, predicted, costs, norms) -> None:
+    """fbp evaluate --worst: the n examples of the split whose own gradient
+    is largest, largest first, one line each."""
+    import numpy as np
+
+    rows = np.argsort(-norms, kind="stable")[:n]
+    print(f"largest gradients ‖∇C_x‖ of single examples (BP3, BP4 from each one's δ's), by row of the {split} split:")
+    width = len(str(len(norms) - 1))
+    for r in rows:
+        mark = "" if truth[r] == predicted[r] else "  (wrong)"
+        print(f"  row {r:>{width}}  true {truth[r]} → predicted {predicted[r]}  cost {costs[r]:7.4f}  "
+              f"‖∇C_x‖ {norms[r]:7.4f}{mark}")
 
 
 def cmd_plot(args) -> int:

@@ -25,12 +25,13 @@ from fbp.network import Dense, check_int, forward_trace
 Array = jax.Array
 
 
-def _sq(x):  # row-wise squared norm: (B, n) -> (B,)
-    return jnp.sum(x * x, axis=1)
+def _sq(x):  # row-wise squared norm: (B, n) -> (B,); one example's (n,) -> ()
+    return jnp.sum(x * x, axis=-1)
 
 
 def _layer_sq_norms(ds, a_prev) -> list:
-    """‖g_n^l‖² per layer, each (B,): ‖δ_n a_nᵀ‖²_F + ‖δ_n‖² = ‖δ_n‖² (‖a_n‖² + 1)."""
+    """‖g_n^l‖² per layer, each (B,) (or a scalar each for one example's
+    δ's and inputs): ‖δ_n a_nᵀ‖²_F + ‖δ_n‖² = ‖δ_n‖² (‖a_n‖² + 1)."""
     return [_sq(d) * (_sq(a) + 1.0) for d, a in zip(ds, a_prev)]
 
 

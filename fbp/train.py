@@ -27,7 +27,7 @@ from fbp import multihost
 from fbp.backprop import _deltas_from, _example_loss_from, check_batch, value_and_batch_backward
 from fbp.backprop import loss as fbp_loss
 from fbp.network import Dense, check_inputs, check_int, check_key, forward_trace, validate_params
-from fbp.stats import _gradient_sums, _noise_scale
+from fbp.stats import _gradient_sums, _layer_sq_norms, _noise_scale
 
 Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -326,9 +326,11 @@ def _chunked_sums(one: Callable, xs, chunk_size: Optional[int], sums: Callable):
     return kept, total
 
 
-@functools.partial(jax.jit, static_argnames=("cost", "chunk_size", "predictions", "deltas", "noise_scale"))
+@functools.partial(jax.jit, static_argnames=("cost", "chunk_size", "predictions", "deltas", "noise_scale",
+                                             "per_example"))
 def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] = 10_000,
-             predictions: bool = False, deltas: bool = False, noise_scale: bool = False) -> dict:
+             predictions: bool = False, deltas: bool = False, noise_scale: bool = False,
+             per_example: bool = False) -> dict:
     """Mean cost and accuracy (argmax of the output against argmax of Y);
     with ``predictions=True`` also each example's predicted class, (n,) ints,
     from the same pass (what ``predict`` gives).
@@ -341,7 +343,12 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
     ``noise_scale=True`` it also gives ``noise_scale``, the gradient noise
     scale tr Σ / ‖G‖² of the set's per-example gradients
     (``fbp.stats.gradient_noise_scale``), which adds one product Δᵀ A per
-    layer and chunk.
+    layer and chunk. With ``per_example=True`` it gives each example's cost
+    C_n, ``costs`` (n,), and the norm of its gradient over all the params,
+    ``grad_norms`` (n,): ‖g_n‖² = Σ_l ‖δ^l_n‖² (‖a^{l−1}_n‖² + 1) by BP3 and
+    BP4, no outer product formed (``fbp.stats.per_example_grad_norms``). The
+    examples that pull hardest on the params are those with the largest
+    norms; a mislabelled one is often among them.
 
     ``chunk_size`` bounds the memory of that pass: the examples go through
     ``chunk_size`` at a time (``lax.map``), so that a wide network on a large
@@ -359,9 +366,13 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
         x = decode_inputs(x)
         zs, activations = forward_trace(params, x)
         kept = _example_loss_from(params, zs, activations, y, cost), jnp.argmax(activations[-1])
-        if not (deltas or noise_scale):
+        if not (deltas or noise_scale or per_example):
             return kept
         ds = _deltas_from(params, zs, activations, y, cost)  # [δ^1_n, …, δ^L_n]
+        if per_example:  # ‖g_n‖, a number per example: kept, not summed
+            kept += (jnp.sqrt(sum(_layer_sq_norms(ds, activations[:-1]))),)
+        if not (deltas or noise_scale):
+            return kept
         return kept, (ds, activations[:-1] if noise_scale else None)  # the inputs a^{l−1}_n only where needed
 
     def sums(more):  # over a chunk: its stacked δ's Δ^l and inputs A^{l−1}
@@ -372,12 +383,14 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
 
     n = X.shape[0]
     if deltas or noise_scale:
-        (costs, predicted), (sq_sum, grad_sum) = _chunked_sums(one, (X, Y), chunk_size, sums)
+        (costs, predicted, *norms), (sq_sum, grad_sum) = _chunked_sums(one, (X, Y), chunk_size, sums)
     else:
-        costs, predicted = _chunked(one, (X, Y), chunk_size)  # (n,), (n,)
+        costs, predicted, *norms = _chunked(one, (X, Y), chunk_size)  # (n,) each
     out = dict(cost=jnp.mean(costs), accuracy=jnp.mean(predicted == jnp.argmax(Y, axis=1)))
     if predictions:
         out["predicted"] = predicted
+    if per_example:
+        out["costs"], out["grad_norms"] = costs, norms[0]
     if deltas:
         delta_sums = [g.b for g in grad_sum] if noise_scale else grad_sum
         out["delta_norms"] = jnp.stack([jnp.linalg.norm(d / n) for d in delta_sums])

@@ -364,6 +364,42 @@ def test_evaluate_gives_each_layers_delta_norm_from_the_same_pass():
     assert float(on_bytes["noise_scale"]) == float(on_floats["noise_scale"])
 
 
+def test_evaluate_gives_each_examples_cost_and_gradient_norm_from_the_same_pass():
+    rng = np.random.default_rng(3)
+    X = jnp.asarray(rng.uniform(size=(437, 6)))
+    Y = jnp.asarray(np.eye(3)[rng.integers(0, 3, 437)])
+    params = fbp.init_mlp(jax.random.key(5), [6, 8, 5, 3], output_activation="softmax", dtype=jnp.float64)
+    # The reference: each example's gradient by jax.grad, flattened; its norm and its cost.
+    cost = fbp.get_cost("log_likelihood")
+    g = jax.vmap(lambda x, y: jax.grad(fbp.example_loss)(params, x, y, cost))(X, Y)
+    want = np.linalg.norm(np.concatenate([np.asarray(leaf).reshape(len(X), -1) for leaf in jax.tree.leaves(g)], 1),
+                          axis=1)
+    costs = np.asarray(jax.vmap(lambda x, y: fbp.example_loss(params, x, y, cost))(X, Y))
+    assert want.std() > 0.1 * want.mean()  # they differ enough from example to example for the order to mean something
+    plain = ftrain.evaluate(params, X, Y, "log_likelihood")
+    assert "grad_norms" not in plain and "costs" not in plain
+    for chunk in (None, 1, 100, 437):
+        for deltas in (False, True):
+            m = ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=chunk, per_example=True, deltas=deltas)
+            np.testing.assert_allclose(np.asarray(m["grad_norms"]), want, rtol=1e-10)
+            np.testing.assert_allclose(np.asarray(m["costs"]), costs, rtol=1e-12)
+            np.testing.assert_allclose(float(m["cost"]), np.mean(np.asarray(m["costs"])), rtol=1e-14)
+            assert float(m["accuracy"]) == float(plain["accuracy"])
+            if deltas:
+                np.testing.assert_allclose(np.asarray(m["delta_norms"]), _bias_grad_norms(params, X, Y), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(m["grad_norms"]), np.asarray(fbp.stats.per_example_grad_norms(
+        params, X, Y, "log_likelihood")), rtol=1e-12)  # fbp.stats's, whose identity it shares
+    # On the bytes of byte images: bitwise those of their floats.
+    B = rng.integers(0, 256, (300, 6), dtype=np.uint8)
+    p32 = fbp.init_mlp(jax.random.key(5), [6, 8, 5, 3], output_activation="softmax")
+    Y32 = jnp.asarray(np.asarray(Y[:300]), jnp.float32)
+    on_bytes = ftrain.evaluate(p32, jnp.asarray(B), Y32, "log_likelihood", chunk_size=64, per_example=True)
+    on_floats = ftrain.evaluate(p32, jnp.asarray(B.astype(np.float32) / 255), Y32, "log_likelihood", chunk_size=64,
+                                per_example=True)
+    for k in ("costs", "grad_norms"):
+        np.testing.assert_array_equal(np.asarray(on_bytes[k]), np.asarray(on_floats[k]))
+
+
 @pytest.mark.parametrize("monitor_training", [True, False])
 def test_fit_records_each_layers_delta_norm_every_epoch(monitor_training):
     params, X, Y = small_problem(jnp.float64, n=200)
