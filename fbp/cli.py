@@ -271,9 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cost", choices=_choices(COSTS), default=None,
                           help="cost function C (default: the one it was trained with)")
     evaluate.add_argument("--worst", type=_positive_int, default=None, metavar="N",
-                          help="also list the N examples whose own gradient ‖∇C_x‖ is largest (from their δ's by "
-                               "BP3 and BP4, in the same pass): those that pull hardest on the params; a mislabelled "
-                               "example is often among them")
+                          help="also list the N examples of the split with the largest cost C_x, each with the "
+                               "norm of its own gradient ‖∇C_x‖ (from its δ's by BP3 and BP4, in the same pass); "
+                               "mislabelled examples gather there")
+    evaluate.add_argument("--worst-by", choices=["cost", "gradient"], default=None,
+                          help="rank --worst's examples by their cost C_x, or by ‖∇C_x‖: those that pull hardest "
+                               "on the params (default: cost)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     plot = sub.add_parser(
@@ -347,6 +350,8 @@ def cmd_evaluate(args) -> int:
 
     fail = functools.partial(_error, "evaluate")
 
+    if args.worst_by is not None and args.worst is None:
+        return fail(f"--worst-by {args.worst_by} ranks the list of --worst N; give --worst N too")
     try:
         params, meta = fckpt.load_params(args.params, with_meta=True)
     except fckpt.CheckpointError as e:
@@ -405,17 +410,20 @@ def cmd_evaluate(args) -> int:
         print("most confused (true → predicted): " + ", ".join(
             f"{pairs[i][0]} → {pairs[i][1]} ×{counts[i]}" for i in top))
     if args.worst is not None:
-        _print_worst(args.worst, args.split, truth, predicted, np.asarray(m["costs"]), np.asarray(m["grad_norms"]))
+        _print_worst(args.worst, args.worst_by or "cost", args.split, truth, predicted, np.asarray(m["costs"]),
+                     np.asarray(m["grad_norms"]))
     return 0
 
 
-def _print_worst(n: int, split: str, truth, predicted, costs, norms) -> None:
-    """fbp evaluate --worst: the n examples of the split whose own gradient
-    is largest, largest first, one line each."""
+def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms) -> None:
+    """fbp evaluate --worst: the n examples of the split with the largest
+    cost (or gradient norm, ``by``), largest first, one line each."""
     import numpy as np
 
-    rows = np.argsort(-norms, kind="stable")[:n]
-    print(f"largest gradients ‖∇C_x‖ of single examples (BP3, BP4 from each one's δ's), by row of the {split} split:")
+    rows = np.argsort(-(costs if by == "cost" else norms), kind="stable")[:n]
+    what = "costs C_x" if by == "cost" else "gradients ‖∇C_x‖"
+    print(f"the {len(rows)} largest {what} of single examples (‖∇C_x‖ by BP3 and BP4 from each one's δ's), by row "
+          f"of the {split} split:")
     width = len(str(len(norms) - 1))
     for r in rows:
         mark = "" if truth[r] == predicted[r] else "  (wrong)"

@@ -136,18 +136,26 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
     assert f"accuracy {lines[-1]['test_accuracy']:.4f}" in proc.stdout and "digits test (360 examples)" in proc.stdout
     n_by_class = [int(n) for n in re.findall(r"\d: [01]\.\d{3} \((\d+)\)", proc.stdout)]
     assert len(n_by_class) == 10 and sum(n_by_class) == 360
-    # --worst N: the N test examples with the largest gradient of their own, largest first, as evaluate gives them.
-    proc = fbp_cli("evaluate", str(net), "--worst", "4")
-    assert proc.returncode == 0, proc.stderr
-    rows = re.findall(r"row +(\d+)  true (\d) → predicted (\d)  cost +([\d.]+)  ‖∇C_x‖ +([\d.]+)", proc.stdout)
+    # --worst N: the N test examples with the largest cost (or gradient of their own), largest first, as
+    # evaluate gives them.
     m = ftrain.evaluate(params, test.X, test.Y, "log_likelihood", predictions=True, per_example=True)
-    norms = np.asarray(m["grad_norms"])
-    assert [int(r[0]) for r in rows] == list(np.argsort(-norms, kind="stable")[:4])
-    for row, true, predicted, cost, norm in rows:
-        i = int(row)
-        assert (int(true), int(predicted)) == (int(np.argmax(test.Y[i])), int(m["predicted"][i]))
-        np.testing.assert_allclose([float(cost), float(norm)], [m["costs"][i], norms[i]], atol=6e-5)
-    assert norms[int(rows[0][0])] > 3 * np.median(norms)  # the list picks out examples that stand apart
+    orders = []
+    for by, key in (("cost", "costs"), ("gradient", "grad_norms")):
+        proc = fbp_cli("evaluate", str(net), "--worst", "4", *(["--worst-by", by] if by != "cost" else []))
+        assert proc.returncode == 0, proc.stderr
+        rows = re.findall(r"row +(\d+)  true (\d) → predicted (\d)  cost +([\d.]+)  ‖∇C_x‖ +([\d.]+)", proc.stdout)
+        scores = np.asarray(m[key])
+        orders.append([int(r[0]) for r in rows])
+        assert orders[-1] == list(np.argsort(-scores, kind="stable")[:4])
+        for row, true, predicted, cost, norm in rows:
+            i = int(row)
+            assert (int(true), int(predicted)) == (int(np.argmax(test.Y[i])), int(m["predicted"][i]))
+            np.testing.assert_allclose([float(cost), float(norm)], [m["costs"][i], m["grad_norms"][i]], atol=6e-5)
+        assert scores[orders[-1][0]] > 3 * np.median(scores)  # the list picks out examples that stand apart
+    assert orders[0] != orders[1]
+    proc = fbp_cli("evaluate", str(net), "--worst-by", "gradient")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "fbp evaluate: error: --worst-by gradient ranks the list of --worst N; give --worst N too")
     # a float64 network is tested in float64, not narrowed to float32 on loading
     net64 = str(tmp_path / "net64.npz")
     fbp.save_params(net64, fbp.init_mlp(jax.random.key(0), [64, 5, 10], dtype=jnp.float64), dict(data_flag="digits"))

@@ -106,3 +106,18 @@ def test_overfitting_and_what_l2_does_about_it(out):
     # the book's λ/n decay keeps the weights small: ‖w‖ well below the unregularized run's
     assert l2["weight_norm"] < 0.8 * plain["weight_norm"]
     assert l2["final_training_cost"] > plain["final_training_cost"]
+
+
+def test_mislabelled_examples_stand_out_by_their_gradients_and_costs(out):
+    r = run("mislabelled", out)
+    [seed] = r["runs"]  # --quick: one seed, digits, 5% of the labels flipped
+    chance = r["fraction"]
+    assert seed["flipped"] == round(chance * r["n_train"])
+    for e in seed["by_epoch"]:
+        # both rankings put flipped examples on top far above chance, and the flipped ones pull harder
+        assert e["by_grad_norm"]["precision_at_k"] > 10 * chance and e["by_cost"]["precision_at_k"] > 10 * chance
+        assert e["median_norm_flipped"] > 5 * e["median_norm_others"]
+        assert e["median_cost_flipped"] > 5 * e["median_cost_others"]
+    assert seed["by_epoch"][-1]["by_grad_norm"]["recall_at_2k"] > 0.8
+    # dropping the top k removes mostly flipped examples
+    assert min(seed["dropped_that_were_flipped"].values()) > seed["flipped"] / 2

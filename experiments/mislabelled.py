@@ -1,0 +1,185 @@
+"""Finding mislabelled training examples by their own gradients.
+
+Each example's gradient g_x = ∂C_x/∂params comes from its δ's by BP3 and
+BP4, and its norm without forming g_x: ‖g_x‖² = Σ_l ‖δ^l‖² (‖a^{l−1}‖² + 1)
+(``fbp.train.evaluate(..., per_example=True)``, ``fbp evaluate --worst``).
+An example whose label is wrong disagrees with what the rest of the data
+teaches the network, so it should keep a large δ^L = a − y, and a large
+gradient, after the others have been learned.
+
+The test: flip the labels of 2% of the training set to another class drawn
+at random, train the default network of ``fbp train`` ([n_in, 100, 10],
+sigmoid, softmax and log-likelihood, SGD η = 0.5, mini-batch 10) on the
+noisy labels, and after epochs 1, 3, 10 and 30 rank the training examples by
+‖g_x‖. Reported: the precision of the top k (k = the number flipped: what
+fraction of them are flipped; 2% by chance), the recall in the top 2k, the
+same for ranking by cost C_x from the same pass, and how many flipped
+examples the network has come to predict as their wrong label (memorized).
+Then the effect on the test set: the network trained on clean labels, on the
+noisy ones, and on the noisy ones less the top k examples by ‖g_x‖ after 10
+epochs (dropped, and trained again from the same start).
+
+Data: Fashion-MNIST when installed, else digits; ``--quick`` runs digits
+([64, 30, 10], 5% flipped, 3 stages up to 30 epochs).
+"""
+
+import time
+
+import jax
+import numpy as np
+
+import fbp
+from common import fashion_mnist_or_digits, parser, pyplot, save
+from fbp import data as fdata
+from fbp import stats
+from fbp import train as ftrain
+
+COST = "log_likelihood"
+
+
+def flip_labels(Y, fraction, seed):
+    """Y with ``fraction`` of its rows relabelled to another class at random; and which rows."""
+    rng = np.random.default_rng(seed)
+    n, c = Y.shape
+    rows = rng.choice(n, int(round(fraction * n)), replace=False)
+    labels = Y.argmax(1)
+    labels[rows] = (labels[rows] + rng.integers(1, c, len(rows))) % c  # never the true class
+    flipped = np.zeros(n, bool)
+    flipped[rows] = True
+    return fdata.one_hot(labels, c), flipped
+
+
+def ranking(scores, flipped):
+    """Precision in the top k (k = number flipped) and recall in the top 2k, ranking by ``scores``, largest first."""
+    k = int(flipped.sum())
+    order = np.argsort(-scores, kind="stable")
+    return dict(precision_at_k=float(flipped[order[:k]].mean()), recall_at_2k=float(flipped[order[:2 * k]].sum() / k))
+
+
+def train(ds, X, Y, hidden, epochs, seed, stages=None):
+    """fit in stages; after each, the per-example costs and gradient norms on (X, Y)."""
+    params = fbp.init_mlp(jax.random.key(seed), [ds.n_in, hidden, ds.n_classes], output_activation="softmax")
+    optimizer = ftrain.make_optimizer("sgd", 0.5)
+    done, seen, seconds = 0, [], 0.0
+    for stop in stages or [epochs]:
+        t0 = time.perf_counter()
+        r = ftrain.fit(params, (X, Y), optimizer=optimizer, cost=COST, epochs=stop - done, batch_size=10,
+                       key=jax.random.key(seed + 1000 + stop), monitor_training=False)
+        seconds += time.perf_counter() - t0
+        params, done = r.params, stop
+        m = ftrain.evaluate(params, X, Y, COST, predictions=True, per_example=True)
+        last_layer = np.concatenate([  # the output layer's part of ‖g_x‖, ‖δ^L‖ (‖a^{L−1}‖² + 1)^½
+            np.asarray(stats.per_example_grad_norms(params, X[i:i + 10_000], Y[i:i + 10_000], COST,
+                                                    per_layer=True))[:, -1] for i in range(0, len(X), 10_000)])
+        seen.append(dict(epoch=stop, costs=np.asarray(m["costs"]), norms=np.asarray(m["grad_norms"]),
+                         last_layer=last_layer, predicted=np.asarray(m["predicted"])))
+    test = ftrain.evaluate(params, ds.test.X, ds.test.Y, COST)
+    return params, seen, float(test["accuracy"]), seconds
+
+
+def one_seed(ds, fraction, hidden, stages, drop_after, seed):
+    X, Y_true = ds.train.X, ds.train.Y
+    Y, flipped = flip_labels(Y_true, fraction, seed)
+    k = int(flipped.sum())
+    _, clean_seen, clean_test, _ = train(ds, X, Y_true, hidden, stages[-1], seed, stages=[stages[-1]])
+    _, seen, noisy_test, seconds = train(ds, X, Y, hidden, stages[-1], seed, stages=stages)
+    by_epoch = []
+    for s in seen:
+        by_epoch.append(dict(
+            epoch=s["epoch"], by_grad_norm=ranking(s["norms"], flipped), by_cost=ranking(s["costs"], flipped),
+            by_output_layer_grad_norm=ranking(s["last_layer"], flipped),
+            memorized=float(np.mean(s["predicted"][flipped] == Y[flipped].argmax(1))),
+            median_norm_flipped=float(np.median(s["norms"][flipped])),
+            median_norm_others=float(np.median(s["norms"][~flipped])),
+            median_cost_flipped=float(np.median(s["costs"][flipped])),
+            median_cost_others=float(np.median(s["costs"][~flipped])),
+        ))
+    after = next(s for s in seen if s["epoch"] == drop_after)
+    test, dropped_flipped = dict(clean=clean_test, noisy=noisy_test), {}
+    for by, scores in (("grad_norm", after["norms"]), ("cost", after["costs"])):
+        keep = np.ones(len(X), bool)
+        keep[np.argsort(-scores, kind="stable")[:k]] = False
+        test[f"less_top_k_by_{by}"] = train(ds, X[keep], Y[keep], hidden, stages[-1], seed, stages=[stages[-1]])[2]
+        dropped_flipped[by] = int(flipped[~keep].sum())
+    last = seen[-1]
+    return dict(seed=seed, flipped=k, by_epoch=by_epoch, seconds_noisy=seconds, test_accuracy=test,
+                dropped_that_were_flipped=dropped_flipped,
+                final_norms=dict(flipped=last["norms"][flipped], others=last["norms"][~flipped]),
+                clean_final_norm_median=float(np.median(clean_seen[-1]["norms"])))
+
+
+def main():
+    p = parser(__doc__)
+    p.add_argument("--fraction", type=float, default=None, help="fraction of training labels flipped "
+                   "(default 0.02; 0.05 with --quick)")
+    p.add_argument("--seeds", type=int, default=3, help="runs")
+    args = p.parse_args()
+    ds = fashion_mnist_or_digits(args.quick)
+    fraction = args.fraction if args.fraction is not None else (0.05 if args.quick else 0.02)
+    hidden, stages, drop_after = (30, [3, 10, 30], 10) if args.quick else (100, [1, 3, 10, 30], 10)
+    seeds = [args.seed] if args.quick else [args.seed + 10 * k for k in range(args.seeds)]
+    runs = [one_seed(ds, fraction, hidden, stages, drop_after, seed) for seed in seeds]
+    results = dict(data=ds.name, sizes=[ds.n_in, hidden, ds.n_classes], n_train=len(ds.train), fraction=fraction,
+                   flipped=runs[0]["flipped"], lr=0.5, batch_size=10, cost=COST, stages=stages,
+                   drop_after=drop_after, seeds=seeds, runs=runs, mean={})
+    mean = results["mean"]
+    for i, epoch in enumerate(stages):
+        rows = [r["by_epoch"][i] for r in runs]
+        mean[f"epoch {epoch}"] = {
+            "precision_at_k by ‖g‖": float(np.mean([e["by_grad_norm"]["precision_at_k"] for e in rows])),
+            "recall_at_2k by ‖g‖": float(np.mean([e["by_grad_norm"]["recall_at_2k"] for e in rows])),
+            "precision_at_k by cost": float(np.mean([e["by_cost"]["precision_at_k"] for e in rows])),
+            "recall_at_2k by cost": float(np.mean([e["by_cost"]["recall_at_2k"] for e in rows])),
+            "precision_at_k by output layer ‖g^L‖": float(np.mean([e["by_output_layer_grad_norm"]["precision_at_k"]
+                                                                   for e in rows])),
+            "memorized": float(np.mean([e["memorized"] for e in rows])),
+        }
+        m = mean[f"epoch {epoch}"]
+        print(f"{ds.name} epoch {epoch:2d}: top-{runs[0]['flipped']} by ‖g_x‖ {m['precision_at_k by ‖g‖']:.3f} "
+              f"flipped (chance {fraction:.3f}), top-2k recall {m['recall_at_2k by ‖g‖']:.3f}; by the output "
+              f"layer's ‖g^L‖ {m['precision_at_k by output layer ‖g^L‖']:.3f}; by cost "
+              f"{m['precision_at_k by cost']:.3f}, top-2k recall {m['recall_at_2k by cost']:.3f}; flipped ones "
+              f"predicted as their wrong label {m['memorized']:.3f}")
+    for name in runs[0]["test_accuracy"]:
+        mean[f"test accuracy, {name}"] = float(np.mean([r["test_accuracy"][name] for r in runs]))
+    for by in ("grad_norm", "cost"):
+        mean[f"dropped by {by} that were flipped"] = float(np.mean([r["dropped_that_were_flipped"][by] for r in runs]))
+    print(f"test accuracy (mean of {len(seeds)}): clean labels {mean['test accuracy, clean']:.4f}, "
+          f"{fraction:.0%} flipped {mean['test accuracy, noisy']:.4f}; less the top {runs[0]['flipped']} after epoch "
+          f"{drop_after} by ‖g_x‖ {mean['test accuracy, less_top_k_by_grad_norm']:.4f} "
+          f"({mean['dropped by grad_norm that were flipped']:.0f} of them flipped), by cost "
+          f"{mean['test accuracy, less_top_k_by_cost']:.4f} ({mean['dropped by cost that were flipped']:.0f})")
+
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    r0 = runs[0]
+    logs = {k: np.log10(np.maximum(v, 1e-12)) for k, v in r0["final_norms"].items()}
+    bins = np.linspace(min(v.min() for v in logs.values()), max(v.max() for v in logs.values()), 60)
+    for label, key in (("labels kept", "others"), ("labels flipped", "flipped")):
+        ax1.hist(logs[key], bins=bins, alpha=0.6, label=f"{label} ({len(logs[key])})", density=True)
+    ax1.set_xlabel("log10 ‖∂C_x/∂params‖ after the last epoch (from the δ's)")
+    ax1.set_ylabel("density (each group its own)")
+    ax1.set_title(f"seed {r0['seed']}, epoch {stages[-1]}")
+    ax1.legend()
+    for key, label in (("precision_at_k by ‖g‖", "top k by ‖g_x‖: flipped"),
+                       ("precision_at_k by output layer ‖g^L‖", "top k by the output layer's ‖g^L_x‖"),
+                       ("precision_at_k by cost", "top k by C_x: flipped"),
+                       ("memorized", "flipped, predicted as their wrong label")):
+        ax2.plot(stages, [mean[f"epoch {e}"][key] for e in stages], "o-", label=label)
+    ax2.axhline(fraction, color="grey", ls=":", label="chance")
+    ax2.set_xscale("log")
+    ax2.set_xticks(stages, [str(e) for e in stages])
+    ax2.minorticks_off()
+    ax2.set_xlabel("epoch")
+    ax2.set_ylim(0, 1)
+    ax2.set_title(f"mean of {len(seeds)} seeds, k = {runs[0]['flipped']}")
+    ax2.legend(fontsize=8, loc="center right")
+    fig.suptitle(f"{ds.name}: {fraction:.0%} of {len(ds.train)} training labels flipped, "
+                 f"[{ds.n_in}, {hidden}, {ds.n_classes}], η = 0.5, mini-batch 10", fontsize=10)
+    for r in runs:  # the histograms' numbers are in the figure; the JSON keeps their medians
+        r["final_norms"] = {k: float(np.median(v)) for k, v in r["final_norms"].items()}
+    save(args.out, "mislabelled", results, fig)
+
+
+if __name__ == "__main__":
+    main()
