@@ -77,7 +77,8 @@ def main():
               f"{mean['lowest_validation_cost']:.4f}, last {tail} epochs {mean['tail_validation_cost']:.4f} | "
               f"test acc {mean['test_accuracy']:.4f} | ‖w‖ {mean['weight_norm']:.1f} | "
               f"{sum(r['seconds'] for r in runs):.1f} s")
-    fig = fplot.figure([(f"{name} (seed {seeds[0]})", runs[0]["history"]) for name, runs in results["runs"].items()])
+    fig = fplot.figure([(f"{name} (seed {seeds[0]})", runs[0]["history"]) for name, runs in results["runs"].items()],
+                       held_out="validation")
     fig.suptitle(f"{ds.name}: [{ds.n_in}, 30, {ds.n_classes}] on {n_train} training images, η = 0.5, "
                  f"mini-batch 10 (solid: those {n_train}; dashed: the validation set)", fontsize=10)
     fig.tight_layout()

@@ -118,10 +118,12 @@ def _from_history(label: str, history) -> Run:
     return Run(str(label), history, None)
 
 
-def _held_out(run: Run) -> str:
-    """What a run's evaluation data was, as fbp train names it: the
-    validation split, or the test set under --validation 0; "evaluation"
-    where the run does not say."""
+def _held_out(run: Run, name: Optional[str] = None) -> str:
+    """What a run's evaluation data was: ``name`` where the caller says;
+    else as fbp train names it, the validation split or the test set under
+    --validation 0; "evaluation" where the run does not say."""
+    if name is not None:
+        return name
     settings = (run.final or {}).get("settings") or {}
     n = settings.get("--validation")
     return "evaluation" if not isinstance(n, int) else ("validation" if n else "test")
@@ -150,7 +152,7 @@ def _halvings(run: Run) -> list:
     return out
 
 
-def figure(runs: Sequence[Union[Run, tuple]]):
+def figure(runs: Sequence[Union[Run, tuple]], held_out: Optional[str] = None):
     """A matplotlib ``Figure`` of ``runs``: cost and accuracy, then each
     layer's ‖δ^l‖ and the noise scale when any run has them; one colour per
     run, the training data solid and the evaluation data dashed. A run
@@ -160,7 +162,10 @@ def figure(runs: Sequence[Union[Run, tuple]]):
 
     Each run is a ``Run`` (``read_metrics`` gives one) or a pair
     ``(label, history)``, the history as ``fit`` returns it:
-    ``figure([("sgd", result.history)])``.
+    ``figure([("sgd", result.history)])``. A history does not say what its
+    evaluation data was, so its dashed curves are named "evaluation" unless
+    ``held_out`` names it (``held_out="validation"``); fbp train's runs name
+    their own.
     """
     runs = [run if isinstance(run, Run) else _from_history(*run) for run in runs]
     if not runs:
@@ -189,9 +194,9 @@ def figure(runs: Sequence[Union[Run, tuple]]):
         train_key = "training_cost" if any("training_cost" in r for r in run.epochs) else "train_step_cost"
         for ax, key, style, what in (
                 (cost_ax, train_key, "-", "training" if train_key == "training_cost" else "mean step cost"),
-                (cost_ax, "evaluation_cost", "--", _held_out(run)),
+                (cost_ax, "evaluation_cost", "--", _held_out(run, held_out)),
                 (acc_ax, "training_accuracy", "-", "training"),
-                (acc_ax, "evaluation_accuracy", "--", _held_out(run) + tested)):
+                (acc_ax, "evaluation_accuracy", "--", _held_out(run, held_out) + tested)):
             xs, ys = _series(run, key)
             if xs:
                 ax.plot(xs, ys, style, color=colour, label=f"{run.label}: {what}",

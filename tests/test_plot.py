@@ -189,6 +189,9 @@ def test_a_scripts_fit_history_is_drawn_as_it_is():
                        batch_size=10, key=jax.random.key(1), evaluation=ds.validation)
     fig = plot.figure([("sgd", result.history)])
     assert _lines(fig.axes[1])["sgd: evaluation"][1] == [r["evaluation_accuracy"] for r in result.history]
+    named = plot.figure([("sgd", result.history)], held_out="validation")  # the script knows what it held out
+    assert set(_lines(named.axes[0])) == {"sgd: training", "sgd: validation"}
+    assert _lines(named.axes[1])["sgd: validation"] == _lines(fig.axes[1])["sgd: evaluation"]
     for bad in ([], [("sgd", [])], [("sgd", [{"loss": 1.0}])]):
         with pytest.raises(plot.MetricsError, match="no runs|a history is fit's list"):
             plot.figure(bad)
