@@ -274,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also list the N examples of the split with the largest cost C_x, each with the "
                                "norm of its own gradient ‖∇C_x‖ (from its δ's by BP3 and BP4, in the same pass); "
                                "mislabelled examples gather there")
+    evaluate.add_argument("--worst-images", default=None, metavar="FILE",
+                          help="draw --worst's examples as images into FILE (.png, .pdf, .svg), each titled with "
+                               "its row, true → predicted class and cost; needs square images and matplotlib")
     evaluate.add_argument("--worst-by", choices=["cost", "gradient"], default=None,
                           help="rank --worst's examples by their cost C_x, or by ‖∇C_x‖: those that pull hardest "
                                "on the params (default: cost)")
@@ -350,8 +353,23 @@ def cmd_evaluate(args) -> int:
 
     fail = functools.partial(_error, "evaluate")
 
-    if args.worst_by is not None and args.worst is None:
-        return fail(f"--worst-by {args.worst_by} ranks the list of --worst N; give --worst N too")
+    if args.worst is None and (args.worst_by is not None or args.worst_images is not None):
+        flag = (f"--worst-by {args.worst_by} ranks" if args.worst_by is not None else
+                f"--worst-images {args.worst_images} draws")
+        return fail(f"{flag} the list of --worst N; give --worst N too")
+    if args.worst_images is not None:
+        import os
+
+        from fbp import plot
+
+        suffix = os.path.splitext(args.worst_images)[1].lstrip(".").lower()
+        try:
+            known = plot.formats()
+        except plot.MetricsError as e:  # no matplotlib
+            return fail(f"--worst-images: {e}")
+        if suffix not in known:
+            return fail(f"--worst-images {args.worst_images}: give a file name ending in one of "
+                        f".{', .'.join(sorted(known))}")
     try:
         params, meta = fckpt.load_params(args.params, with_meta=True)
     except fckpt.CheckpointError as e:
@@ -385,6 +403,9 @@ def cmd_evaluate(args) -> int:
                     f"{ds.n_classes} classes); give the --data it was trained on")
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
+    if args.worst_images is not None and plot.image_side(ds.n_in) is None:
+        return fail(f"--worst-images: an example of {ds.name} is {ds.n_in} numbers, not a square image to draw; "
+                    f"drop --worst-images (--worst lists the examples)")
     X = np.asarray(split.X, params[0].w.dtype)
     m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True, deltas=True,
                         per_example=args.worst is not None)
@@ -410,14 +431,24 @@ def cmd_evaluate(args) -> int:
         print("most confused (true → predicted): " + ", ".join(
             f"{pairs[i][0]} → {pairs[i][1]} ×{counts[i]}" for i in top))
     if args.worst is not None:
-        _print_worst(args.worst, args.worst_by or "cost", args.split, truth, predicted, np.asarray(m["costs"]),
-                     np.asarray(m["grad_norms"]))
+        rows = _print_worst(args.worst, args.worst_by or "cost", args.split, truth, predicted, np.asarray(m["costs"]),
+                            np.asarray(m["grad_norms"]))
+        if args.worst_images is not None:
+            try:
+                titles = [f"row {r}: {truth[r]} → {predicted[r]}\ncost {m['costs'][r]:.2f}" for r in rows]
+                what = "cost" if (args.worst_by or "cost") == "cost" else "‖∇C_x‖"
+                plot.save(plot.images(split.X[rows], titles, title=f"{ds.name} {args.split}: the largest {what} "
+                                      f"of single examples (true → predicted class)"), args.worst_images)
+            except OSError as e:
+                return fail(f"--worst-images {args.worst_images} cannot be written ({e.strerror or e})")
+            print(f"wrote {args.worst_images}: {len(rows)} images")
     return 0
 
 
-def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms) -> None:
+def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms):
     """fbp evaluate --worst: the n examples of the split with the largest
-    cost (or gradient norm, ``by``), largest first, one line each."""
+    cost (or gradient norm, ``by``), largest first, one line each; returns
+    their rows."""
     import numpy as np
 
     rows = np.argsort(-(costs if by == "cost" else norms), kind="stable")[:n]
@@ -429,6 +460,7 @@ def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms) ->
         mark = "" if truth[r] == predicted[r] else "  (wrong)"
         print(f"  row {r:>{width}}  true {truth[r]} → predicted {predicted[r]}  cost {costs[r]:7.4f}  "
               f"‖∇C_x‖ {norms[r]:7.4f}{mark}")
+    return rows
 
 
 def cmd_plot(args) -> int:

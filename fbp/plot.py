@@ -249,6 +249,45 @@ def figure(runs: Sequence[Union[Run, tuple]], held_out: Optional[str] = None):
     return fig
 
 
+def image_side(n_in: int) -> Optional[int]:
+    """The side k of a k×k image of ``n_in`` pixels (28 for MNIST's 784), or None."""
+    k = math.isqrt(n_in)
+    return k if k * k == n_in and k > 1 else None
+
+
+def images(X, titles: Sequence[str], cols: int = 8, title: Optional[str] = None):
+    """A matplotlib ``Figure`` of the rows of ``X`` (n, k²) drawn as k×k
+    grey images (dark is 1, as MNIST's figures in the book), each with its
+    title, ``cols`` to a row, and ``title`` above them all. For ``fbp
+    evaluate --worst-images``."""
+    import numpy as np
+
+    X = np.asarray(X)
+    if X.ndim != 2 or not len(X) or image_side(X.shape[1]) is None:
+        raise MetricsError(f"images: X must be (n, k²) rows of square images, n ≥ 1, got shape {X.shape}")
+    if len(titles) != len(X):
+        raise MetricsError(f"images: {len(titles)} titles for {len(X)} images")
+    _matplotlib()
+    from matplotlib.figure import Figure
+
+    k = image_side(X.shape[1])
+    cols = min(cols, len(X))
+    rows = -(-len(X) // cols)
+    top = 0.5 if title else 0.0  # inches for the title above the grid
+    fig = Figure(figsize=(1.6 * cols, 2.0 * rows + top))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < len(X):
+            ax.imshow(X[i].reshape(k, k), cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_title(titles[i], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - (top + 0.15) / (2.0 * rows + top),
+                        wspace=0.15, hspace=0.45)
+    return fig
+
+
 def formats() -> list:
     """The file suffixes ``save`` can write (matplotlib's: png, pdf, svg, …)."""
     _matplotlib()

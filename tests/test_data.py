@@ -413,6 +413,11 @@ def test_cli_trains_and_evaluates_on_an_npz(tmp_path):
     assert "mnist (100 train / 20 validation / 30 test), sizes=12,100,10" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "fbp", "evaluate", net], capture_output=True, text=True)
     assert proc.returncode == 0 and "on mnist test (30 examples)" in proc.stdout, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "fbp", "evaluate", net, "--worst", "2", "--worst-images",
+                           str(tmp_path / "w.png")], capture_output=True, text=True)  # 3×4 images: not square
+    assert proc.returncode == 2 and proc.stderr.strip() == ("fbp evaluate: error: --worst-images: an example of "
+                                                             "mnist is 12 numbers, not a square image to draw; drop "
+                                                             "--worst-images (--worst lists the examples)")
     for flags, message in ((["--data", "npz"], "error: --data npz needs --data-dir, the .npz file"),
                            (["--data", "npz", "--data-dir", net, "--validation", "20"],
                             "error: --data-dir: " + net + ": no x_train")):

@@ -6,6 +6,7 @@ import os
 import sys
 
 import jax
+import numpy as np
 import pytest
 
 import fbp
@@ -195,3 +196,19 @@ def test_a_scripts_fit_history_is_drawn_as_it_is():
     for bad in ([], [("sgd", [])], [("sgd", [{"loss": 1.0}])]):
         with pytest.raises(plot.MetricsError, match="no runs|a history is fit's list"):
             plot.figure(bad)
+
+
+def test_images_draws_square_rows_with_their_titles():
+    X = np.random.default_rng(0).uniform(size=(10, 49))
+    fig = plot.images(X, [f"#{i}" for i in range(10)], cols=4, title="ten")
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 12 and len(drawn) == 10  # a 3 × 4 grid, the last two empty
+    for i, ax in enumerate(drawn):
+        np.testing.assert_array_equal(ax.images[0].get_array(), X[i].reshape(7, 7))
+        assert ax.get_title() == f"#{i}"
+    assert fig._suptitle.get_text() == "ten"
+    assert [plot.image_side(n) for n in (784, 64, 12, 1)] == [28, 8, None, None]
+    for bad, titles, needle in ((X[:, :48], ["a"] * 10, "square images"), (X[:0], [], "n ≥ 1"),
+                                (X, ["a"], "1 titles for 10 images")):
+        with pytest.raises(plot.MetricsError, match=needle):
+            plot.images(bad, titles)
