@@ -16,8 +16,10 @@ fraction of them are flipped; 2% by chance), the recall in the top 2k, the
 same for ranking by cost C_x from the same pass, and how many flipped
 examples the network has come to predict as their wrong label (memorized).
 Then the effect on the test set: the network trained on clean labels, on the
-noisy ones, and on the noisy ones less the top k examples by ‖g_x‖ after 10
-epochs (dropped, and trained again from the same start).
+noisy ones, and on the noisy ones less k examples (the top k by ‖g_x‖ after
+10 epochs, the top k by cost, or k at random; dropped, and trained again
+from the same start), with the gradient noise scale of the training set at
+epoch 10's params, whole and less each dropped set.
 
 Data: Fashion-MNIST when installed, else digits; ``--quick`` runs digits
 ([64, 30, 10], 5% flipped, 3 stages up to 30 epochs).
@@ -72,7 +74,7 @@ def train(ds, X, Y, hidden, epochs, seed, stages=None):
             np.asarray(stats.per_example_grad_norms(params, X[i:i + 10_000], Y[i:i + 10_000], COST,
                                                     per_layer=True))[:, -1] for i in range(0, len(X), 10_000)])
         seen.append(dict(epoch=stop, costs=np.asarray(m["costs"]), norms=np.asarray(m["grad_norms"]),
-                         last_layer=last_layer, predicted=np.asarray(m["predicted"])))
+                         last_layer=last_layer, predicted=np.asarray(m["predicted"]), params=params))
     test = ftrain.evaluate(params, ds.test.X, ds.test.Y, COST)
     return params, seen, float(test["accuracy"]), seconds
 
@@ -96,13 +98,21 @@ def one_seed(ds, fraction, hidden, stages, drop_after, seed):
         ))
     after = next(s for s in seen if s["epoch"] == drop_after)
     test, dropped_flipped = dict(clean=clean_test, noisy=noisy_test), {}
-    for by, scores in (("grad_norm", after["norms"]), ("cost", after["costs"])):
+    # The gradient noise scale tr Σ / ‖G‖² of the training set at epoch drop_after's params, whole and less
+    # each dropped set: how much of SGD's step-to-step noise the dropped examples made.
+    noise = dict(noisy=float(ftrain.evaluate(after["params"], X, Y, COST, noise_scale=True)["noise_scale"]))
+    random_order = np.random.default_rng(seed + 1).permutation(len(X))
+    for by, order in (("grad_norm", np.argsort(-after["norms"], kind="stable")),
+                      ("cost", np.argsort(-after["costs"], kind="stable")), ("random", random_order)):
         keep = np.ones(len(X), bool)
-        keep[np.argsort(-scores, kind="stable")[:k]] = False
+        keep[order[:k]] = False
         test[f"less_top_k_by_{by}"] = train(ds, X[keep], Y[keep], hidden, stages[-1], seed, stages=[stages[-1]])[2]
         dropped_flipped[by] = int(flipped[~keep].sum())
+        noise[f"less_top_k_by_{by}"] = float(
+            ftrain.evaluate(after["params"], X[keep], Y[keep], COST, noise_scale=True)["noise_scale"])
     last = seen[-1]
     return dict(seed=seed, flipped=k, by_epoch=by_epoch, seconds_noisy=seconds, test_accuracy=test,
+                noise_scale_at_drop=noise,
                 dropped_that_were_flipped=dropped_flipped,
                 final_norms=dict(flipped=last["norms"][flipped], others=last["norms"][~flipped]),
                 clean_final_norm_median=float(np.median(clean_seen[-1]["norms"])))
@@ -142,13 +152,22 @@ def main():
               f"predicted as their wrong label {m['memorized']:.3f}")
     for name in runs[0]["test_accuracy"]:
         mean[f"test accuracy, {name}"] = float(np.mean([r["test_accuracy"][name] for r in runs]))
-    for by in ("grad_norm", "cost"):
+    for by in ("grad_norm", "cost", "random"):
         mean[f"dropped by {by} that were flipped"] = float(np.mean([r["dropped_that_were_flipped"][by] for r in runs]))
+    for name in runs[0]["noise_scale_at_drop"]:
+        mean[f"noise scale at epoch {drop_after}, {name}"] = float(np.mean([r["noise_scale_at_drop"][name]
+                                                                             for r in runs]))
     print(f"test accuracy (mean of {len(seeds)}): clean labels {mean['test accuracy, clean']:.4f}, "
           f"{fraction:.0%} flipped {mean['test accuracy, noisy']:.4f}; less the top {runs[0]['flipped']} after epoch "
           f"{drop_after} by ‖g_x‖ {mean['test accuracy, less_top_k_by_grad_norm']:.4f} "
           f"({mean['dropped by grad_norm that were flipped']:.0f} of them flipped), by cost "
-          f"{mean['test accuracy, less_top_k_by_cost']:.4f} ({mean['dropped by cost that were flipped']:.0f})")
+          f"{mean['test accuracy, less_top_k_by_cost']:.4f} ({mean['dropped by cost that were flipped']:.0f}), at "
+          f"random {mean['test accuracy, less_top_k_by_random']:.4f} ({mean['dropped by random that were flipped']:.0f})")
+    print(f"gradient noise scale tr Σ / ‖G‖² at epoch {drop_after}'s params: all "
+          f"{mean[f'noise scale at epoch {drop_after}, noisy']:.0f}, less the top k by ‖g_x‖ "
+          f"{mean[f'noise scale at epoch {drop_after}, less_top_k_by_grad_norm']:.0f}, by cost "
+          f"{mean[f'noise scale at epoch {drop_after}, less_top_k_by_cost']:.0f}, at random "
+          f"{mean[f'noise scale at epoch {drop_after}, less_top_k_by_random']:.0f}")
 
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
