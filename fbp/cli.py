@@ -424,6 +424,11 @@ def cmd_evaluate(args) -> int:
         if n_c:
             per_class.append(f"{c}: {np.mean(predicted[truth == c] == c):.3f} ({n_c})")
     print("accuracy per class: " + "  ".join(per_class))
+    names = fdata.CLASS_NAMES.get(ds.name)
+    if names is not None and len(names) == ds.n_classes:
+        print("classes: " + ", ".join(f"{c} {name}" for c, name in enumerate(names)))
+    else:
+        names = None
     wrong = np.flatnonzero(predicted != truth)
     if wrong.size:
         pairs, counts = np.unique(np.stack([truth[wrong], predicted[wrong]], 1), axis=0, return_counts=True)
@@ -435,7 +440,10 @@ def cmd_evaluate(args) -> int:
                             np.asarray(m["grad_norms"]))
         if args.worst_images is not None:
             try:
-                titles = [f"row {r}: {truth[r]} → {predicted[r]}\ncost {m['costs'][r]:.2f}" for r in rows]
+                def named(c):
+                    return names[c] if names else str(c)
+
+                titles = [f"row {r}, cost {m['costs'][r]:.2f}\n{named(truth[r])} → {named(predicted[r])}" for r in rows]
                 what = "cost" if (args.worst_by or "cost") == "cost" else "‖∇C_x‖"
                 plot.save(plot.images(split.X[rows], titles, title=f"{ds.name} {args.split}: the largest {what} "
                                       f"of single examples (true → predicted class)"), args.worst_images)

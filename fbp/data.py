@@ -29,6 +29,10 @@ DATASETS = ("digits", "fashion-mnist", "idx", "mnist-pkl", "npz")  # the names l
 MNIST_PKL = "mnist.pkl.gz"  # the book's file, in data/ of github.com/mnielsen/neural-networks-and-deep-learning
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")  # the arrays of Keras's mnist.npz, in np.savez's names
 MNIST_NPZ = "mnist.npz"  # the file Keras's datasets.mnist.load_data() keeps in ~/.keras/datasets
+# What the class numbers stand for, where a data set's are not its digits
+# (Fashion-MNIST's, as its README at github.com/zalandoresearch/fashion-mnist lists them).
+CLASS_NAMES = {"fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                 "Sneaker", "Bag", "Ankle boot")}
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",

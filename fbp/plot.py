@@ -274,13 +274,13 @@ def images(X, titles: Sequence[str], cols: int = 8, title: Optional[str] = None)
     cols = min(cols, len(X))
     rows = -(-len(X) // cols)
     top = 0.5 if title else 0.0  # inches for the title above the grid
-    fig = Figure(figsize=(1.6 * cols, 2.0 * rows + top))
+    fig = Figure(figsize=(1.8 * cols, 2.0 * rows + top))
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i < len(X):
             ax.imshow(X[i].reshape(k, k), cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
-            ax.set_title(titles[i], fontsize=8)
+            ax.set_title(titles[i], fontsize=7.5)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - (top + 0.15) / (2.0 * rows + top),

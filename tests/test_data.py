@@ -186,6 +186,19 @@ def test_cli_trains_on_idx_and_reports_corrupt_files(tmp_path):
     assert "train-images-idx3-ubyte.gz" in bad.stderr and "truncated header" in bad.stderr
 
 
+def test_cli_evaluate_names_fashion_mnists_classes(tmp_path):
+    write_set(tmp_path, n_train=60, n_test=20, rows=2, cols=3)
+    net = str(tmp_path / "net.npz")
+    fbp.save_params(net, fbp.init_mlp(jax.random.key(0), [6, 5, 10]), dict(data_flag="fashion-mnist"))
+    for data, named in (("fashion-mnist", True), ("idx", False)):
+        proc = subprocess.run([sys.executable, "-m", "fbp", "evaluate", net, "--data", data, "--data-dir",
+                               str(tmp_path)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        line = ("classes: 0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat, 5 Sandal, 6 Shirt, 7 Sneaker, "
+                "8 Bag, 9 Ankle boot")
+        assert (line in proc.stdout.splitlines()) == named, proc.stdout
+
+
 # --- the book's mnist.pkl.gz ------------------------------------------------
 class _Py2Pickler(pickle._Pickler):
     """Protocol 2 as Python 2 and NumPy 1 wrote the book's file: text and
