@@ -439,11 +439,11 @@ def cmd_evaluate(args) -> int:
         rows = _print_worst(args.worst, args.worst_by or "cost", args.split, truth, predicted, np.asarray(m["costs"]),
                             np.asarray(m["grad_norms"]))
         if args.worst_images is not None:
-            try:
-                def named(c):
-                    return names[c] if names else str(c)
+            def named(c):
+                return names[c] if names else str(c)
 
-                titles = [f"row {r}, cost {m['costs'][r]:.2f}\n{named(truth[r])} → {named(predicted[r])}" for r in rows]
+            titles = [f"row {r}, cost {m['costs'][r]:.2f}\n{named(truth[r])} → {named(predicted[r])}" for r in rows]
+            try:
                 what = "cost" if (args.worst_by or "cost") == "cost" else "‖∇C_x‖"
                 plot.save(plot.images(split.X[rows], titles, title=f"{ds.name} {args.split}: the largest {what} "
                                       f"of single examples (true → predicted class)"), args.worst_images)

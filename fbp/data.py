@@ -388,7 +388,9 @@ def _npz_images(path: str, key: str, images: np.ndarray) -> np.ndarray:
 
 
 def _npz_labels(path: str, key: str, labels: np.ndarray, n: int) -> np.ndarray:
-    """``labels`` as integer classes: given so (n,), or one-hot (n, classes)."""
+    """``labels`` as integer classes: given so, (n,) or a column (n, 1), or one-hot (n, classes)."""
+    if labels.ndim == 2 and labels.shape[1] == 1 and labels.dtype.kind in "iu":
+        labels = labels[:, 0]
     if labels.ndim == 2 and labels.size and np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all():
         labels = labels.argmax(axis=1)
     elif labels.ndim != 1 or labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):

@@ -346,9 +346,10 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
     layer and chunk. With ``per_example=True`` it gives each example's cost
     C_n, ``costs`` (n,), and the norm of its gradient over all the params,
     ``grad_norms`` (n,): ‖g_n‖² = Σ_l ‖δ^l_n‖² (‖a^{l−1}_n‖² + 1) by BP3 and
-    BP4, no outer product formed (``fbp.stats.per_example_grad_norms``). The
-    examples that pull hardest on the params are those with the largest
-    norms; a mislabelled one is often among them.
+    BP4, no outer product formed (``fbp.stats.per_example_grad_norms``).
+    The largest norms are the examples that pull hardest on the params;
+    mislabelled examples gather among the largest costs (more than among the
+    largest norms: experiments/mislabelled.py).
 
     ``chunk_size`` bounds the memory of that pass: the examples go through
     ``chunk_size`` at a time (``lax.map``), so that a wide network on a large

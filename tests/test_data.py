@@ -370,6 +370,11 @@ def test_npz_takes_floats_in_0_1_and_one_hot_labels(tmp_path):
     np.testing.assert_array_equal(ds.train.X, x[:20].astype(np.float32))
     np.testing.assert_array_equal(ds.test.Y.argmax(1), labels[20:])
     assert len(ds.validation) == 0
+    np.savez(tmp_path / "column.npz", x_train=x[:20], y_train=labels[:20, None], x_test=x[20:],
+             y_test=labels[20:, None])  # a column of class numbers, as some tools save labels
+    column = fdata.npz(str(tmp_path / "column.npz"))
+    np.testing.assert_array_equal(column.train.Y.argmax(1), labels[:20])
+    assert column.n_classes == max(2, 1 + labels.max())
 
 
 def test_a_bad_npz_is_named_with_what_is_wrong(tmp_path):
