@@ -709,6 +709,30 @@ def _monitor(params, training, evaluation, cost, *, monitor_training, deltas, no
     return record
 
 
+def _own_monitor(monitor: Callable, params, record: dict) -> dict:
+    """fit's ``monitor=``: what ``monitor(params)`` returns, as JSON-able
+    Python values, checked against the record's own names."""
+    got = monitor(params)
+    if not isinstance(got, dict):
+        raise TypeError(f"fit's monitor must return a dict of names and numbers, got {type(got).__name__}")
+    out = {}
+    for name, value in got.items():
+        if not isinstance(name, str):
+            raise TypeError(f"fit's monitor returned the name {name!r}; names must be strings")
+        if name in record:
+            raise ValueError(f"fit's monitor returned {name!r}, a name of fit's own record (its names: "
+                             f"{', '.join(record)}); give it another")
+        if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+            value = np.asarray(value).tolist()
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"fit's monitor returned {name!r} = a {type(value).__name__}, which the record (JSON, "
+                            f"as checkpoints keep it) cannot hold; return numbers, arrays or lists of them") from None
+        out[name] = value
+    return out
+
+
 def _save_epoch(checkpoint_dir: str, epoch: int, tree: dict, meta: dict, best_epoch: Optional[int]) -> None:
     """Epoch ``epoch``'s checkpoint (process 0 writes it). Every epoch is
     saved (a failed save ends the run), so a failed write raises
@@ -750,6 +774,7 @@ def fit(
     checkpoint_dir: Optional[str] = None,
     resume: bool = False,
     on_epoch: Optional[Callable[[dict], None]] = None,
+    monitor: Optional[Callable[[list], dict]] = None,
     on_resume: Optional[Callable[[list], None]] = None,
     opt_state=None,
     mesh=None,
@@ -817,6 +842,13 @@ def fit(
         checkpoint and checked on resume. The epoch count is not part of it:
         a run can be resumed with more epochs.
       on_epoch: called with each epoch's record (for printing, logging).
+      monitor: a function of the params, called after each epoch (after the
+        built-in monitors), for a quantity of one's own: the names and values
+        of the dict it returns join the epoch's record, and so the history,
+        the checkpoints and ``on_epoch``'s argument. JAX and NumPy values
+        become Python numbers and lists (the record is JSON, as checkpoints
+        keep it). E.g. the weights' size, epoch by epoch:
+        ``monitor=lambda p: {"w_norm": sum(jnp.sum(l.w ** 2) for l in p) ** 0.5}``.
       on_resume: called with the restored history when ``resume`` finds a checkpoint.
       opt_state: start from this optimizer state (a previous ``FitResult.opt_state``)
         instead of ``optimizer.init(params)``; its tree must fit the optimizer.
@@ -855,6 +887,9 @@ def fit(
         json.dumps(config)
     except (TypeError, ValueError) as e:
         raise TypeError(f"config must be JSON-able (it is saved with each checkpoint): {e}") from None
+    if monitor is not None and not callable(monitor):
+        raise TypeError(f"monitor must be a function of the params that returns a dict of numbers, got "
+                        f"{type(monitor).__name__}")
     (X, Y), training, evaluated = _fit_data(params, train, evaluation, cost, batch_size, mesh)
     if not monitor_evaluation:
         evaluated = None
@@ -908,6 +943,8 @@ def fit(
                 record["lr_factor"] = lr_factor(opt_state)
             record.update(_monitor(params, training, evaluated, cost, monitor_training=monitor_training,
                                    deltas=monitor_deltas, noise_scale=monitor_noise_scale))
+            if monitor is not None:
+                record.update(_own_monitor(monitor, params, record))
             if "evaluation_accuracy" in record and progress.evaluated(e, record["evaluation_accuracy"]):
                 best_params = params
             if lr_halving is not None and progress.since_change >= lr_halving:

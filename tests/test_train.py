@@ -457,6 +457,39 @@ def test_fit_refuses_bad_arguments_by_name_before_training(digits):
     assert raw.epochs_run == 1
 
 
+def test_fit_records_what_its_monitor_computes_from_each_epochs_params(tmp_path, digits):
+    params = fbp.init_mlp(jax.random.key(0), [64, 20, 10], output_activation="softmax")
+    kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", batch_size=10, key=jax.random.key(1),
+              evaluation=digits.validation)
+
+    def weights(p):  # a jax scalar and a numpy array: both become plain JSON values
+        return {"w_norm": jnp.sqrt(sum(jnp.sum(layer.w ** 2) for layer in p)),
+                "b_first": np.asarray(p[-1].b[:2])}
+
+    seen = []
+    r = ftrain.fit(params, digits.train, epochs=3, monitor=weights, on_epoch=seen.append,
+                   checkpoint_dir=str(tmp_path / "run"), **kw)
+    assert seen == r.history and all(type(h["w_norm"]) is float and len(h["b_first"]) == 2 for h in r.history)
+    # Epoch e's params are those of fit for e epochs (each epoch's shuffle is keyed by its number).
+    for e in (1, 2, 3):
+        p_e = ftrain.fit(params, digits.train, epochs=e, **kw).params
+        assert r.history[e - 1]["w_norm"] == float(jnp.sqrt(sum(jnp.sum(layer.w ** 2) for layer in p_e)))
+        assert r.history[e - 1]["b_first"] == np.asarray(p_e[-1].b[:2]).tolist()
+    assert r.history[0]["w_norm"] != r.history[2]["w_norm"]
+    # The checkpoints keep it: a resumed run's history has it for the epochs it did not train.
+    resumed = ftrain.fit(params, digits.train, epochs=4, monitor=weights, checkpoint_dir=str(tmp_path / "run"),
+                         resume=True, **kw)
+    assert resumed.history[:3] == r.history and "w_norm" in resumed.history[3]
+    for bad, error, needle in (
+            (lambda p: 1.0, TypeError, "must return a dict of names and numbers, got float"),
+            (lambda p: {"epoch": 1}, ValueError, r"returned 'epoch', a name of fit's own record .*give it another"),
+            (lambda p: {"layer": p[0]}, TypeError, r"returned 'layer' = a Dense, which the record .*cannot hold"),
+            (lambda p: {3: 1.0}, TypeError, "names must be strings"),
+            ("w_norm", TypeError, "monitor must be a function of the params")):
+        with pytest.raises(error, match=needle):
+            ftrain.fit(params, digits.train, epochs=1, monitor=bad, **kw)
+
+
 def test_fit_learns_digits(digits):
     params = fbp.init_mlp(jax.random.key(0), [64, 30, 10], output_activation="softmax")
     r = ftrain.fit(params, digits.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=10,
