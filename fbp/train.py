@@ -709,9 +709,16 @@ def _monitor(params, training, evaluation, cost, *, monitor_training, deltas, no
     return record
 
 
+# The names of fit's epoch records, whether or not an epoch's record holds
+# them: a monitor's own may not take them (an "evaluation_accuracy" of its
+# own would drive early stopping, say).
+RECORD_NAMES = ("epoch", "train_step_cost", "seconds", "lr_factor", "training_cost", "training_accuracy",
+                "delta_norms", "noise_scale", "evaluation_cost", "evaluation_accuracy")
+
+
 def _own_monitor(monitor: Callable, params, record: dict) -> dict:
     """fit's ``monitor=``: what ``monitor(params)`` returns, as JSON-able
-    Python values, checked against the record's own names."""
+    Python values, checked against the names of fit's own records."""
     got = monitor(params)
     if not isinstance(got, dict):
         raise TypeError(f"fit's monitor must return a dict of names and numbers, got {type(got).__name__}")
@@ -719,9 +726,9 @@ def _own_monitor(monitor: Callable, params, record: dict) -> dict:
     for name, value in got.items():
         if not isinstance(name, str):
             raise TypeError(f"fit's monitor returned the name {name!r}; names must be strings")
-        if name in record:
-            raise ValueError(f"fit's monitor returned {name!r}, a name of fit's own record (its names: "
-                             f"{', '.join(record)}); give it another")
+        if name in RECORD_NAMES or name in record:
+            raise ValueError(f"fit's monitor returned {name!r}, a name of fit's own records (their names: "
+                             f"{', '.join(RECORD_NAMES)}); give it another")
         if isinstance(value, (jax.Array, np.ndarray, np.generic)):
             value = np.asarray(value).tolist()
         try:

@@ -476,13 +476,18 @@ def test_fit_records_what_its_monitor_computes_from_each_epochs_params(tmp_path,
         assert r.history[e - 1]["w_norm"] == float(jnp.sqrt(sum(jnp.sum(layer.w ** 2) for layer in p_e)))
         assert r.history[e - 1]["b_first"] == np.asarray(p_e[-1].b[:2]).tolist()
     assert r.history[0]["w_norm"] != r.history[2]["w_norm"]
+    # The names it may not take are every name fit's own records can hold.
+    full = ftrain.fit(params, digits.train, epochs=1, monitor_deltas=True, monitor_noise_scale=True, lr_halving=3,
+                      **kw).history[0]
+    assert set(full) == set(ftrain.RECORD_NAMES)
     # The checkpoints keep it: a resumed run's history has it for the epochs it did not train.
     resumed = ftrain.fit(params, digits.train, epochs=4, monitor=weights, checkpoint_dir=str(tmp_path / "run"),
                          resume=True, **kw)
     assert resumed.history[:3] == r.history and "w_norm" in resumed.history[3]
     for bad, error, needle in (
             (lambda p: 1.0, TypeError, "must return a dict of names and numbers, got float"),
-            (lambda p: {"epoch": 1}, ValueError, r"returned 'epoch', a name of fit's own record .*give it another"),
+            (lambda p: {"epoch": 1}, ValueError, r"returned 'epoch', a name of fit's own records .*give it another"),
+            (lambda p: {"noise_scale": 1.0}, ValueError, "'noise_scale', a name of fit's own"),  # though not asked for
             (lambda p: {"layer": p[0]}, TypeError, r"returned 'layer' = a Dense, which the record .*cannot hold"),
             (lambda p: {3: 1.0}, TypeError, "names must be strings"),
             ("w_norm", TypeError, "monitor must be a function of the params")):
