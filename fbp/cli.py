@@ -257,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load a network written by `fbp train --save-params` (or fbp.save_params), or the network "
         "of a training checkpoint, and report its cost, accuracy, each layer's ‖∂C/∂b^l‖ and per-class accuracy "
         "on a split of a data set; by default the test split of the data it was trained on.",
+        epilog="examples:\n\n"
+        "  fbp evaluate net.npz                                  # its test split, class by class\n"
+        "  fbp evaluate run/ --split validation                  # the newest checkpoint of run/\n"
+        "  fbp evaluate net.npz --split train --worst 16 --worst-images worst.png\n"
+        "                                                        # the costliest training images: wrong labels?",
     )
     evaluate.add_argument("params", help="the .npz file written by --save-params, a checkpoint file, or a "
                           "--checkpoint-dir (its newest checkpoint)")
