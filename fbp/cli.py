@@ -334,6 +334,24 @@ def _data_dir_problem(data: str, data_dir: Optional[str]) -> Optional[str]:
     return None
 
 
+def _image_path_problem(flag: str, path: str) -> Optional[str]:
+    """The one-line error for an image file name that ``plot.save`` cannot
+    write (a suffix that names no format, a directory), or None; found
+    before the work that draws it. Raises ``plot.MetricsError`` without
+    matplotlib."""
+    import os
+
+    from fbp import plot
+
+    known = plot.formats()
+    if os.path.splitext(path)[1].lstrip(".").lower() not in known:
+        return (f"{flag} {path}: the suffix names no image format matplotlib writes; end it with .png, .pdf or .svg "
+                f"(or one of {', '.join('.' + f for f in known)})")
+    if os.path.isdir(path):
+        return f"{flag} {path} is a directory; give the image's file name"
+    return None
+
+
 def _error(command: str, msg: str) -> int:
     """A command's one-line error on stderr; its exit status, 2."""
     print(f"fbp {command}: error: {msg}", file=sys.stderr)
@@ -363,18 +381,14 @@ def cmd_evaluate(args) -> int:
                 f"--worst-images {args.worst_images} draws")
         return fail(f"{flag} the list of --worst N; give --worst N too")
     if args.worst_images is not None:
-        import os
-
         from fbp import plot
 
-        suffix = os.path.splitext(args.worst_images)[1].lstrip(".").lower()
         try:
-            known = plot.formats()
+            problem = _image_path_problem("--worst-images", args.worst_images)
         except plot.MetricsError as e:  # no matplotlib
             return fail(f"--worst-images: {e}")
-        if suffix not in known:
-            return fail(f"--worst-images {args.worst_images}: give a file name ending in one of "
-                        f".{', .'.join(sorted(known))}")
+        if problem:
+            return fail(problem)
     try:
         params, meta = fckpt.load_params(args.params, with_meta=True)
     except fckpt.CheckpointError as e:
@@ -490,13 +504,9 @@ def cmd_plot(args) -> int:
             return fail(f"--labels: {len(labels)} names for {len(args.metrics)} files; give one name per file")
     out = args.out if args.out is not None else os.path.splitext(os.path.normpath(args.metrics[0]))[0] + ".png"
     try:
-        suffix = os.path.splitext(out)[1].lstrip(".").lower()
-        known = plot.formats()
-        if suffix not in known:
-            return fail(f"--out {out}: the suffix names no image format matplotlib writes; end it with .png, .pdf "
-                        f"or .svg (or one of {', '.join('.' + f for f in known)})")
-        if os.path.isdir(out):
-            return fail(f"--out {out} is a directory; give the image's file name")
+        problem = _image_path_problem("--out", out)
+        if problem:
+            return fail(problem)
         runs = [plot.read_metrics(path, label) for path, label in zip(args.metrics, labels)]
         fig = plot.figure(runs)
     except plot.MetricsError as e:

@@ -158,13 +158,17 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
         "fbp evaluate: error: --worst-by gradient ranks the list of --worst N; give --worst N too")
     # --worst-images draws that list: a PNG of the 8×8 digits, written atomically, its name checked first
     images = tmp_path / "worst.png"
+    (tmp_path / "d.png").mkdir()
     proc = fbp_cli("evaluate", str(net), "--worst", "5", "--worst-images", str(images))
     assert proc.returncode == 0 and f"wrote {images}: 5 images" in proc.stdout, proc.stderr
     assert images.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob(".tmp-plot-*"))
     for argv, needle in ((["--worst-images", str(images)], "--worst-images " + str(images) + " draws the list of "
                                                              "--worst N; give --worst N too"),
-                         (["--worst", "2", "--worst-images", "w.txt"], "--worst-images w.txt: give a file name "
-                                                                       "ending in one of")):
+                         (["--worst", "2", "--worst-images", "w.txt"], "--worst-images w.txt: the suffix names no "
+                                                                       "image format"),
+                         (["--worst", "2", "--worst-images", str(tmp_path / "d.png")], f"--worst-images "
+                                                                                        f"{tmp_path / 'd.png'} is a "
+                                                                                        "directory")):
         proc = fbp_cli("evaluate", str(net), *argv)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
         assert "cost" not in proc.stdout  # refused before the evaluation
