@@ -77,14 +77,18 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def _write_atomic(final: str, tmp: str, arrays: dict) -> None:
-    """``np.savez`` to ``tmp`` (same directory), fsync, rename over ``final``,
-    fsync the directory. On any failure the partial ``tmp`` is removed."""
+def write_atomic(final: str, tmp: str, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` (a file beside ``final``), fsync it, rename it over
+    ``final``, fsync the directory: ``final`` is the old file or the whole
+    new one, never a part. On any failure the partial ``tmp`` is removed.
+    Checkpoints, saved networks and ``fbp.plot.save``'s images are written so."""
     try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, final)
     except BaseException:  # a full disk, say: leave no partial file to fill it further
         try:
@@ -93,6 +97,14 @@ def _write_atomic(final: str, tmp: str, arrays: dict) -> None:
             pass
         raise
     _fsync_dir(os.path.dirname(os.path.abspath(final)))
+
+
+def _savez(arrays: dict) -> Callable[[str], None]:
+    """``write_atomic``'s writer of ``arrays`` as an .npz."""
+    def write(path: str) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    return write
 
 
 def save(directory: str, epoch: int, tree: Any, meta: Optional[dict] = None, keep: int = 3,
@@ -116,7 +128,7 @@ def save(directory: str, epoch: int, tree: Any, meta: Optional[dict] = None, kee
     header = dict(epoch=epoch, treedef=str(treedef), kinds=kinds, meta=meta or {})
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     final = path_of(directory, epoch)
-    _write_atomic(final, os.path.join(directory, f".tmp-ckpt-{epoch:06d}-{os.getpid()}.npz"), arrays)
+    write_atomic(final, os.path.join(directory, f".tmp-ckpt-{epoch:06d}-{os.getpid()}.npz"), _savez(arrays))
     kept = {path_of(directory, e) for e in protect}
     for old in list_checkpoints(directory)[:-keep] if keep else []:
         if old not in kept:
@@ -380,7 +392,7 @@ def save_params(path: str, params: list, meta: Optional[dict] = None) -> str:
     check_params_path(path, probe=False)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    _write_atomic(path, os.path.join(directory, f".tmp-params-{os.getpid()}.npz"), arrays)
+    write_atomic(path, os.path.join(directory, f".tmp-params-{os.getpid()}.npz"), _savez(arrays))
     return path
 
 

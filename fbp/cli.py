@@ -455,7 +455,8 @@ def cmd_evaluate(args) -> int:
         print("most confused (true → predicted): " + ", ".join(
             f"{pairs[i][0]} → {pairs[i][1]} ×{counts[i]}" for i in top))
     if args.worst is not None:
-        rows = _print_worst(args.worst, args.worst_by or "cost", args.split, truth, predicted, np.asarray(m["costs"]),
+        by = args.worst_by or "cost"
+        rows = _print_worst(args.worst, by, args.split, truth, predicted, np.asarray(m["costs"]),
                             np.asarray(m["grad_norms"]))
         if args.worst_images is not None:
             def named(c):
@@ -463,7 +464,7 @@ def cmd_evaluate(args) -> int:
 
             titles = [f"row {r}, cost {m['costs'][r]:.2f}\n{named(truth[r])} → {named(predicted[r])}" for r in rows]
             try:
-                what = "cost" if (args.worst_by or "cost") == "cost" else "‖∇C_x‖"
+                what = "cost" if by == "cost" else "‖∇C_x‖"
                 plot.save(plot.images(split.X[rows], titles, title=f"{ds.name} {args.split}: the largest {what} "
                                       f"of single examples (true → predicted class)"), args.worst_images)
             except OSError as e:

@@ -5,7 +5,8 @@ evaluation data epoch by epoch, for one run or several on the same axes,
 and, when a run recorded them, each layer's ‖δ^l‖ (``--monitor-deltas``)
 and the gradient noise scale (``--monitor-noise-scale``). A dotted line
 marks each epoch at which ``--lr-halving`` halved η, a ring the epoch of the
-best evaluation accuracy. matplotlib is needed only here (``pip install
+best evaluation accuracy. ``images`` draws examples as pictures (``fbp
+evaluate --worst-images``). matplotlib is needed only here (``pip install
 matplotlib``); nothing else in fbp imports it.
 """
 
@@ -299,19 +300,13 @@ def formats() -> list:
 def save(fig, path: str) -> None:
     """Write ``fig`` to ``path`` atomically (a file beside it, then a rename),
     in the format its suffix names; its directory is made if missing."""
+    from fbp.checkpoint import write_atomic
+
     suffix = os.path.splitext(path)[1].lstrip(".").lower()
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-plot-{os.getpid()}.{suffix}")
-    try:
-        fig.savefig(tmp, format=suffix, dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, os.path.join(directory, f".tmp-plot-{os.getpid()}.{suffix}"),
+                 lambda tmp: fig.savefig(tmp, format=suffix, dpi=100))
 
 
 def _matplotlib():
