@@ -336,11 +336,12 @@ def _data_dir_problem(data: str, data_dir: Optional[str]) -> Optional[str]:
 
 def _image_path_problem(flag: str, path: str) -> Optional[str]:
     """The one-line error for an image file name that ``plot.save`` cannot
-    write (a suffix that names no format, a directory), or None; found
-    before the work that draws it. Raises ``plot.MetricsError`` without
-    matplotlib."""
+    write (a suffix that names no format, a directory, a place that cannot
+    be written), or None; found before the work that draws it. Raises
+    ``plot.MetricsError`` without matplotlib."""
     import os
 
+    from fbp import checkpoint as fckpt
     from fbp import plot
 
     known = plot.formats()
@@ -349,6 +350,10 @@ def _image_path_problem(flag: str, path: str) -> Optional[str]:
                 f"(or one of {', '.join('.' + f for f in known)})")
     if os.path.isdir(path):
         return f"{flag} {path} is a directory; give the image's file name"
+    try:  # the atomic write's own check: a device or pipe, a directory that cannot be written or made
+        fckpt.check_params_path(path)
+    except OSError as e:
+        return f"{flag} {path} cannot be written ({e.strerror or e}); give a writable path"
     return None
 
 

@@ -168,7 +168,11 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
                                                                        "image format"),
                          (["--worst", "2", "--worst-images", str(tmp_path / "d.png")], f"--worst-images "
                                                                                         f"{tmp_path / 'd.png'} is a "
-                                                                                        "directory")):
+                                                                                        "directory"),
+                         # under a file: no directory can hold it (refused for root too)
+                         (["--worst", "2", "--worst-images", str(net / "w.png")], f"--worst-images {net / 'w.png'} "
+                                                                                  "cannot be written (a file, not a "
+                                                                                  "directory)")):
         proc = fbp_cli("evaluate", str(net), *argv)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
         assert "cost" not in proc.stdout  # refused before the evaluation
