@@ -22,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fbp.network import check_int
-from fbp.train import decode_inputs, shuffle
+from fbp.epoch import decode_inputs, shuffle
 
 AXIS = "batch"
 

@@ -15,6 +15,7 @@ import pytest
 import fbp
 from fbp import checkpoint as ckpt
 from fbp import data as fdata
+from fbp import epoch as fepoch
 from fbp import train as ftrain
 
 from training_helpers import small_problem
@@ -81,7 +82,7 @@ def test_books_plain_sgd_eta_3(trees_close):
 def test_epoch_is_the_scan_of_steps(trees_close, monkeypatch, in_place):
     """One jitted epoch equals the same mini-batches stepped one by one in Python,
     whether the epoch copies each mini-batch into a buffer or gathers it."""
-    monkeypatch.setattr(ftrain, "_IN_PLACE_BATCH_BYTES", 1 << 30 if in_place else 0)
+    monkeypatch.setattr(fepoch, "_IN_PLACE_BATCH_BYTES", 1 << 30 if in_place else 0)
     params, X, Y = small_problem()
     opt = optax.sgd(0.5)
     step = ftrain.make_train_step(opt, "log_likelihood")
@@ -157,7 +158,7 @@ def test_every_byte_decodes_to_numpys_float32_k_over_255_or_256(scale):
 @pytest.mark.parametrize("in_place,scale", [(True, 255), (False, 255), (True, 256), (False, 256)])
 def test_an_epoch_on_bytes_is_bitwise_the_epoch_on_their_floats(monkeypatch, in_place, scale):
     """Byte inputs are decoded a mini-batch at a time to the very floats the data set gives."""
-    monkeypatch.setattr(ftrain, "_IN_PLACE_BATCH_BYTES", 1 << 30 if in_place else 0)
+    monkeypatch.setattr(fepoch, "_IN_PLACE_BATCH_BYTES", 1 << 30 if in_place else 0)
     B, X, Y = byte_images(scale=scale)
     params = fbp.init_mlp(jax.random.key(2), [12, 8, 3], output_activation="softmax")
     opt = optax.sgd(0.5)
