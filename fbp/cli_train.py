@@ -546,6 +546,17 @@ class _Report:
             print(line, flush=True)
         self.write([r])
 
+    def steps(self, epoch: int, done: int, steps: int) -> None:
+        """fit's on_progress: the bar moves within an epoch of a second or
+        more (a fraction of an epoch is its share of the steps done)."""
+        if self.bar is not None:
+            self.bar.update(round(epoch - 1 + done / steps, 2) - self.bar.n)
+
+    @property
+    def moves_within_epochs(self) -> bool:
+        """Whether the bar is shown (a terminal, not --quiet), so that fit's step reports are wanted."""
+        return self.bar is not None and not self.bar.disable
+
     def resumed(self, history: list) -> None:
         """fit's on_resume."""
         self.show_header()
@@ -626,6 +637,7 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool):
                 monitor_deltas=args.monitor_deltas, monitor_noise_scale=args.monitor_noise_scale,
                 checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=report.epoch, grad=run.grad,
                 mesh=run.mesh, config=run.config, on_resume=report.resumed,
+                on_progress=report.steps if report.moves_within_epochs and run.mesh is None else None,
             )
     except fckpt.CheckpointMismatch as e:  # found before any training
         raise _refuse(f"--resume: {' '.join(str(e).split())}") from None

@@ -209,14 +209,55 @@ def _compiled_cache(build: Callable, *key):
     return build(*key)
 
 
-def _epoch_for(optimizer, cost, reduction, grad, batch_size, mesh=None):
-    """fit's epoch: ``make_epoch``'s, or on a mesh the sharded one."""
+def _epoch_for(optimizer, cost, reduction, grad, batch_size, mesh=None, report_steps=False):
+    """fit's epoch: ``make_epoch``'s (reporting its steps to fit's
+    ``on_progress`` with ``report_steps``), or on a mesh the sharded one."""
     step = make_train_step(optimizer, cost, reduction=reduction, grad=grad)
     if mesh is None:
-        return make_epoch(step, batch_size)
+        return make_epoch(step, batch_size, progress=_report_steps if report_steps else None)
     from fbp import parallel
 
     return parallel.make_sharded_epoch(step, batch_size, mesh)
+
+
+# fit's on_progress: an epoch reports its steps as they go when the one
+# before it ran this long or longer (not counting compiling). Each report
+# costs 0.15-0.4 ms of the epoch on the CPU, 20 of them at most 1%.
+PROGRESS_SECONDS = 1.0
+_steps_to: Optional[list] = None  # while an epoch of fit reports its steps: [epoch, on_progress, its error]
+
+
+def _report_steps(done, steps) -> None:
+    """The host function that fit's reporting epochs call (``make_epoch``'s
+    ``progress``): on to the ``on_progress`` of the epoch running now. What
+    it raises is kept for fit to raise after the epoch, rather than inside
+    XLA's callback (where it would come back wrapped in a runtime error)."""
+    to = _steps_to
+    if to is None or to[2] is not None:
+        return
+    try:
+        to[1](to[0], int(done), int(steps))
+    except Exception as e:  # noqa: BLE001 - raised again by fit, as it was
+        to[2] = e
+
+
+def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
+    """``fn(*args)`` with its step reports (if it makes any) sent to
+    ``on_progress`` as ``epoch``'s, all of them before it returns; and
+    the losses on the host."""
+    global _steps_to
+    _steps_to = None if on_progress is None else [epoch, on_progress, None]
+    try:
+        params, opt_state, losses = fn(*args)
+        losses = np.asarray(losses)
+        if on_progress is not None:
+            jax.effects_barrier()  # the reports still queued run now, not during the next epoch
+        error = None if _steps_to is None else _steps_to[2]
+    finally:
+        _steps_to = None
+    if error is not None:
+        raise error
+    return params, opt_state, losses
 
 
 def lr_factor(opt_state) -> float:
@@ -448,6 +489,7 @@ def fit(
     on_epoch: Optional[Callable[[dict], None]] = None,
     monitor: Optional[Callable[[list], dict]] = None,
     on_resume: Optional[Callable[[list], None]] = None,
+    on_progress: Optional[Callable[[int, int, int], None]] = None,
     opt_state=None,
     mesh=None,
     config: Optional[dict] = None,
@@ -522,6 +564,13 @@ def fit(
         keep it). E.g. the weights' size, epoch by epoch:
         ``monitor=lambda p: {"w_norm": sum(jnp.sum(l.w ** 2) for l in p) ** 0.5}``.
       on_resume: called with the restored history when ``resume`` finds a checkpoint.
+      on_progress: called as ``on_progress(epoch, steps_done, steps)`` about
+        20 times while an epoch runs, from inside its jitted scan (a
+        ``jax.debug.callback``), for a progress bar that moves within long
+        epochs (``fbp train``'s). Only epochs that follow one of a second
+        or more (not counting compiling) report, as each report costs the
+        epoch 0.15-0.4 ms on the CPU; the params are bitwise the same either
+        way. What it raises stops fit after that epoch. Not with ``mesh``.
       opt_state: start from this optimizer state (a previous ``FitResult.opt_state``)
         instead of ``optimizer.init(params)``; its tree must fit the optimizer.
       mesh: a ``jax.sharding.Mesh`` from ``fbp.parallel.make_mesh`` for
@@ -562,6 +611,11 @@ def fit(
     if monitor is not None and not callable(monitor):
         raise TypeError(f"monitor must be a function of the params that returns a dict of numbers, got "
                         f"{type(monitor).__name__}")
+    if on_progress is not None and not callable(on_progress):
+        raise TypeError(f"on_progress must be a function (epoch, steps_done, steps), got {type(on_progress).__name__}")
+    if on_progress is not None and mesh is not None:
+        raise ValueError("on_progress reports the steps of fit's single-device epoch; the sharded epoch of mesh= "
+                         "makes no reports: leave one of them out.")
     (X, Y), training, evaluated = _fit_data(params, train, evaluation, cost, batch_size, mesh)
     if not monitor_evaluation:
         evaluated = None
@@ -590,6 +644,7 @@ def fit(
                 on_resume(progress.history)
 
         epoch_fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, mesh)
+        compiled, run_seconds = set(), 0.0  # with on_progress: the epochs compiled up front, the last one's run
         if mesh is not None:
             from fbp import parallel
 
@@ -602,8 +657,19 @@ def fit(
             if stop_reason is not None:
                 break
             t0 = time.perf_counter()
-            new_params, new_opt_state, losses = epoch_fn(params, opt_state, jax.random.fold_in(key, e), X, Y)
-            losses = np.asarray(losses)
+            args = (params, opt_state, jax.random.fold_in(key, e), X, Y)
+            if on_progress is None:
+                new_params, new_opt_state, losses = _run_epoch(epoch_fn, args, e, None)
+            else:  # compiled first, so that the time that decides whether the next epoch reports is the run's
+                report = run_seconds >= PROGRESS_SECONDS
+                fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, None, True) \
+                    if report else epoch_fn
+                if fn not in compiled:
+                    fn.lower(*args).compile()  # kept by jit for the call below
+                    compiled.add(fn)
+                t_run = time.perf_counter()
+                new_params, new_opt_state, losses = _run_epoch(fn, args, e, on_progress if report else None)
+                run_seconds = time.perf_counter() - t_run
             seconds = time.perf_counter() - t0
             bad = np.flatnonzero(~np.isfinite(losses))
             if bad.size:

@@ -248,6 +248,44 @@ def test_cli_failed_writes_are_one_line_errors_that_say_what_is_kept(tmp_path, c
         f"the checkpoint of epoch 2 is in {run}: add --resume to the same command to go on")
 
 
+def test_cli_progress_bar_moves_within_epochs_on_a_terminal_only(monkeypatch, capsys):
+    """On a terminal fbp train hands fit an on_progress that moves its bar by
+    fractions of an epoch; with --quiet, or when stderr is not a terminal, it
+    asks for no step reports (they cost the epoch a little)."""
+    import io
+
+    from fbp import train as ftrain
+    from fbp.cli import main
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    fit, seen = ftrain.fit, []
+
+    def spy(*args, on_progress=None, **kw):
+        seen.append([on_progress is not None])
+        if on_progress is None:
+            return fit(*args, **kw)
+
+        def watched(epoch, done, steps):
+            on_progress(epoch, done, steps)
+            seen[-1].append(on_progress.__self__.bar.n)  # the bar's position, in epochs
+        return fit(*args, on_progress=watched, **kw)
+
+    monkeypatch.setattr(ftrain, "fit", spy)
+    monkeypatch.setattr(ftrain, "PROGRESS_SECONDS", 0.0)  # digits' 2 ms epochs report too
+    for stderr, quiet in ((Terminal(), []), (Terminal(), ["--quiet"]), (io.StringIO(), [])):
+        monkeypatch.setattr(sys, "stderr", stderr)
+        assert main(["train", "--epochs", "2", *quiet]) == 0
+    capsys.readouterr()
+    (on_tty, *where), (quiet_tty,), (piped,) = seen
+    assert on_tty and not quiet_tty and not piped
+    steps = 1257 // 10
+    assert where == sorted(where) and where[-1] == 2.0 and 0 < where[0] < 0.1  # 7 of 125 steps: 0.06
+    assert [round(1 + k / steps, 2) for k in (7, 14)] == where[len(where) // 2: len(where) // 2 + 2]
+
+
 # --deterministic's flag swapped for one whose effect a CPU shows: XLA writes
 # each program it compiles to the directory --xla_dump_to names.
 _FLAG_PROBE = """

@@ -98,6 +98,27 @@ def test_epoch_is_the_scan_of_steps(trees_close, monkeypatch, in_place):
     trees_close(p_e, p, 1e-12)
 
 
+@pytest.mark.parametrize("n, updates", [(64, 4), (64, 20), (125 * 10, 20)])
+def test_an_epoch_that_reports_its_steps_is_bitwise_the_same_epoch(n, updates):
+    """make_epoch(progress=f) calls f(steps_done, steps) as its steps go by,
+    in order, ending with all of them, about ``updates`` times; the params
+    and losses are bitwise those of the epoch that makes no reports."""
+    params, X, Y = small_problem(n=n)
+    opt = optax.sgd(0.5)
+    step = ftrain.make_train_step(opt, "log_likelihood")
+    key, steps = jax.random.key(3), n // 10
+    plain = ftrain.make_epoch(step, 10)(params, opt.init(params), key, X, Y)
+    calls = []
+    reporting = ftrain.make_epoch(step, 10, progress=lambda done, total: calls.append((int(done), int(total))),
+                                  updates=updates)(params, opt.init(params), key, X, Y)
+    jax.effects_barrier()
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(reporting)):
+        np.testing.assert_array_equal(a, b)
+    run = -(-steps // updates)  # 125 steps, 20 updates: 17 runs of 7 and the last 6; 6 steps, 4 updates: 3 of 2
+    assert calls == [(min(k, steps), steps) for k in range(run, steps + run, run)]
+    assert len(calls) <= updates
+
+
 def byte_images(n=60, n_in=12, n_out=3, seed=0, scale=255):
     """Random byte images scaled as fbp.data scales them (float32(k) / 255),
     or with ``scale=256`` as the book's mnist.pkl.gz holds them (k / 256),
@@ -494,6 +515,46 @@ def test_fit_records_what_its_monitor_computes_from_each_epochs_params(tmp_path,
             ("w_norm", TypeError, "monitor must be a function of the params")):
         with pytest.raises(error, match=needle):
             ftrain.fit(params, digits.train, epochs=1, monitor=bad, **kw)
+
+
+def test_fit_reports_the_steps_of_long_epochs_to_on_progress(digits, monkeypatch):
+    """on_progress(epoch, steps_done, steps) is called within each epoch
+    that follows one of PROGRESS_SECONDS or more, for each epoch at 0 s and
+    for none of digits' 2 ms epochs at the default 1 s; the params are
+    bitwise those of a fit without it. What it raises stops fit, as raised."""
+    params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
+    kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=3, batch_size=10, key=jax.random.key(1),
+              evaluation=digits.validation)
+    plain = ftrain.fit(params, digits.train, **kw)
+    calls = []
+    quiet = ftrain.fit(params, digits.train, **kw, on_progress=lambda *a: calls.append(a))
+    assert calls == [] and ftrain.PROGRESS_SECONDS == 1.0
+    monkeypatch.setattr(ftrain, "PROGRESS_SECONDS", 0.0)
+    reported = ftrain.fit(params, digits.train, **kw, on_progress=lambda *a: calls.append(a))
+    steps = len(digits.train.X) // 10
+    for e in (1, 2, 3):
+        done = [d for epoch, d, total in calls if epoch == e and total == steps]
+        assert len(done) >= 18 and done == sorted(done) and done[-1] == steps
+    assert plain.history[-1]["evaluation_accuracy"] == reported.history[-1]["evaluation_accuracy"]
+    for result in (quiet, reported):
+        for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(result.params)):
+            np.testing.assert_array_equal(a, b)
+
+    class Full(Exception):
+        pass
+
+    def fails(epoch, done, steps):
+        if epoch == 2:
+            raise Full("the terminal went away")
+
+    seen = []
+    with pytest.raises(Full, match="the terminal went away"):
+        ftrain.fit(params, digits.train, **kw, on_progress=fails, on_epoch=seen.append)
+    assert [r["epoch"] for r in seen] == [1]  # stopped after the epoch whose report raised
+    with pytest.raises(TypeError, match="on_progress must be a function"):
+        ftrain.fit(params, digits.train, **kw, on_progress="bar")
+    with pytest.raises(ValueError, match="the sharded epoch of mesh= makes no reports"):
+        ftrain.fit(params, digits.train, **kw, on_progress=print, mesh=object())
 
 
 def test_fit_learns_digits(digits):
