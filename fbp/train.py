@@ -230,8 +230,9 @@ _steps_to: Optional[list] = None  # while an epoch of fit reports its steps: [ep
 def _report_steps(done, steps) -> None:
     """The host function that fit's reporting epochs call (``make_epoch``'s
     ``progress``): on to the ``on_progress`` of the epoch running now. What
-    it raises is kept for fit to raise after the epoch, rather than inside
-    XLA's callback (where it would come back wrapped in a runtime error)."""
+    it raises is kept for fit to raise once the epoch is recorded, rather
+    than inside XLA's callback (where it would fail the epoch, wrapped in a
+    runtime error)."""
     to = _steps_to
     if to is None or to[2] is not None:
         return
@@ -243,8 +244,8 @@ def _report_steps(done, steps) -> None:
 
 def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
     """``fn(*args)`` with its step reports (if it makes any) sent to
-    ``on_progress`` as ``epoch``'s, all of them before it returns; and
-    the losses on the host."""
+    ``on_progress`` as ``epoch``'s, all of them before it returns: (params,
+    opt_state, the losses on the host, what ``on_progress`` raised or None)."""
     global _steps_to
     _steps_to = None if on_progress is None else [epoch, on_progress, None]
     try:
@@ -255,9 +256,7 @@ def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
         error = None if _steps_to is None else _steps_to[2]
     finally:
         _steps_to = None
-    if error is not None:
-        raise error
-    return params, opt_state, losses
+    return params, opt_state, losses, error
 
 
 def lr_factor(opt_state) -> float:
@@ -570,7 +569,8 @@ def fit(
         epochs (``fbp train``'s). Only epochs that follow one of a second
         or more (not counting compiling) report, as each report costs the
         epoch 0.15-0.4 ms on the CPU; the params are bitwise the same either
-        way. What it raises stops fit after that epoch. Not with ``mesh``.
+        way. What it raises, fit raises once that epoch is recorded and
+        checkpointed (after ``on_epoch``). Not with ``mesh``.
       opt_state: start from this optimizer state (a previous ``FitResult.opt_state``)
         instead of ``optimizer.init(params)``; its tree must fit the optimizer.
       mesh: a ``jax.sharding.Mesh`` from ``fbp.parallel.make_mesh`` for
@@ -659,16 +659,17 @@ def fit(
             t0 = time.perf_counter()
             args = (params, opt_state, jax.random.fold_in(key, e), X, Y)
             if on_progress is None:
-                new_params, new_opt_state, losses = _run_epoch(epoch_fn, args, e, None)
+                new_params, new_opt_state, losses, report_error = _run_epoch(epoch_fn, args, e, None)
             else:  # compiled first, so that the time that decides whether the next epoch reports is the run's
                 report = run_seconds >= PROGRESS_SECONDS
                 fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, None, True) \
                     if report else epoch_fn
-                if fn not in compiled:
-                    fn.lower(*args).compile()  # kept by jit for the call below
+                if fn not in compiled:  # jax 0.10's jit reuses this program below; 0.4.36's compiles it again
+                    fn.lower(*args).compile()
                     compiled.add(fn)
                 t_run = time.perf_counter()
-                new_params, new_opt_state, losses = _run_epoch(fn, args, e, on_progress if report else None)
+                new_params, new_opt_state, losses, report_error = _run_epoch(fn, args, e,
+                                                                             on_progress if report else None)
                 run_seconds = time.perf_counter() - t_run
             seconds = time.perf_counter() - t0
             bad = np.flatnonzero(~np.isfinite(losses))
@@ -694,6 +695,8 @@ def fit(
                             progress.meta(config=config, network=network), progress.best_epoch)
             if on_epoch is not None:
                 on_epoch(record)
+            if report_error is not None:
+                raise report_error
             stop_reason = why_stop()
         history = progress.history
         return FitResult(params, opt_state, history, len(history), stop_reason is not None, error,

@@ -517,11 +517,12 @@ def test_fit_records_what_its_monitor_computes_from_each_epochs_params(tmp_path,
             ftrain.fit(params, digits.train, epochs=1, monitor=bad, **kw)
 
 
-def test_fit_reports_the_steps_of_long_epochs_to_on_progress(digits, monkeypatch):
+def test_fit_reports_the_steps_of_long_epochs_to_on_progress(digits, monkeypatch, tmp_path):
     """on_progress(epoch, steps_done, steps) is called within each epoch
     that follows one of PROGRESS_SECONDS or more, for each epoch at 0 s and
     for none of digits' 2 ms epochs at the default 1 s; the params are
-    bitwise those of a fit without it. What it raises stops fit, as raised."""
+    bitwise those of a fit without it. What it raises, fit raises as it was,
+    once that epoch is recorded and checkpointed."""
     params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
     kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=3, batch_size=10, key=jax.random.key(1),
               evaluation=digits.validation)
@@ -549,8 +550,9 @@ def test_fit_reports_the_steps_of_long_epochs_to_on_progress(digits, monkeypatch
 
     seen = []
     with pytest.raises(Full, match="the terminal went away"):
-        ftrain.fit(params, digits.train, **kw, on_progress=fails, on_epoch=seen.append)
-    assert [r["epoch"] for r in seen] == [1]  # stopped after the epoch whose report raised
+        ftrain.fit(params, digits.train, **kw, on_progress=fails, on_epoch=seen.append, checkpoint_dir=str(tmp_path))
+    assert [r["epoch"] for r in seen] == [1, 2]  # stopped once the epoch whose report raised was recorded
+    assert os.path.basename(ckpt.list_checkpoints(str(tmp_path))[-1]) == "ckpt-000002.npz"  # and kept
     with pytest.raises(TypeError, match="on_progress must be a function"):
         ftrain.fit(params, digits.train, **kw, on_progress="bar")
     with pytest.raises(ValueError, match="the sharded epoch of mesh= makes no reports"):
