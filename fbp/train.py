@@ -224,6 +224,11 @@ def _epoch_for(optimizer, cost, reduction, grad, batch_size, mesh=None, report_s
 # before it ran this long or longer (not counting compiling). Each report
 # costs 0.15-0.4 ms of the epoch on the CPU, 20 of them at most 1%.
 PROGRESS_SECONDS = 1.0
+# The first epoch has none before it: on a CPU it reports where its
+# multiply-adds (3 per weight and example: forward, BP2, BP4) come to this or
+# more, a second at the 40 G/s of 2-core machines here ([784, 1000, 1000, 10]
+# on 50,000 examples: 2.7e11, 6.5 s; [784, 100, 10]: 1.2e10, 0.3 s).
+FIRST_EPOCH_MACS = 4e10
 _steps_to: Optional[list] = None  # while an epoch of fit reports its steps: [epoch, on_progress, its error]
 
 
@@ -568,7 +573,9 @@ def fit(
         ``jax.debug.callback``), for a progress bar that moves within long
         epochs (``fbp train``'s). Only epochs that follow one of a second
         or more (not counting compiling) report, as each report costs the
-        epoch 0.15-0.4 ms on the CPU; the params are bitwise the same either
+        epoch 0.15-0.4 ms on the CPU, and on a CPU a first epoch of
+        ``FIRST_EPOCH_MACS`` multiply-adds or more (3 × examples × weights,
+        about a second); the params are bitwise the same either
         way. What it raises, fit raises once that epoch is recorded and
         checkpointed (after ``on_epoch``). Not with ``mesh``.
       opt_state: start from this optimizer state (a previous ``FitResult.opt_state``)
@@ -644,7 +651,10 @@ def fit(
                 on_resume(progress.history)
 
         epoch_fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, mesh)
-        compiled, run_seconds = set(), 0.0  # with on_progress: the epochs compiled up front, the last one's run
+        # With on_progress: the epochs compiled up front; the last one's run (a guess before the first).
+        compiled, run_seconds = set(), 0.0
+        if jax.default_backend() == "cpu" and 3 * len(X) * sum(layer.w.size for layer in params) >= FIRST_EPOCH_MACS:
+            run_seconds = PROGRESS_SECONDS
         if mesh is not None:
             from fbp import parallel
 
