@@ -19,7 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 log="$out/run_all.log"
 export PYTHONUNBUFFERED=1
-if [[ ${QUICK:-0} == 1 ]]; then r_tt=1 r_grad=2 r_pe=1 epochs=1 np_ex=500; else r_tt=5 r_grad=30 r_pe=7 epochs=10 np_ex=10000; fi
+if [[ ${QUICK:-0} == 1 ]]; then r_tt=1 r_wide=1 r_grad=2 r_pe=1 epochs=1 np_ex=500; else r_tt=5 r_wide=3 r_grad=30 r_pe=7 epochs=10 np_ex=10000; fi
 
 source "$here/_part.sh"
 
@@ -34,6 +34,8 @@ part check-float32 60 "$py" -m fbp check --sizes 784,512,512,10 --activation rel
 part train_throughput 240 "$py" "$here/train_throughput.py" --repeats "$r_tt" --numpy-examples "$np_ex" \
     --json "$out/train_throughput.json" ${fashion:+--data-dir "$fashion"}
 part grad_vs_autodiff 90 "$py" "$here/grad_vs_autodiff.py" --rounds "$r_grad" --json "$out/grad_vs_autodiff.json"
+part progress 240 "$py" "$here/progress.py" --repeats "$r_tt" --wide-repeats "$r_wide" --json "$out/progress.json" \
+    ${fashion:+--data-dir "$fashion"}
 part train-digits 60 "$py" -m fbp train --metrics-out "$out/train_digits.jsonl"
 if [[ -n $fashion ]]; then
     part train-fashion 90 "$py" -m fbp train --data fashion-mnist --data-dir "$fashion" --epochs "$epochs"

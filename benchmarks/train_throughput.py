@@ -51,7 +51,7 @@ import numpy as np
 import optax
 
 import fbp
-from _timing import median_seconds
+from _timing import interleaved, median_seconds, ratio_spread
 from fbp import data as fdata
 from fbp import train as ftrain
 
@@ -144,34 +144,6 @@ def torch_epochs(case, X, Y, cuda=False):
         timers["cuda"] = timer("cuda")
         timers["cuda"]()  # warm up: CUDA context, kernels
     return timers
-
-
-def interleaved(timers, rounds):
-    """Examples/s of each timer over ``rounds`` rounds, each round running
-    every timer once, in an order rotated from round to round. A machine
-    shared with other jobs slows whatever runs while they do; taking turns
-    spreads that over all the contenders instead of one.
-
-    Each timed run follows an untimed one of the same contender, as an epoch
-    of training follows the previous epoch. Without it, whichever fbp epoch
-    came right after the NumPy loop ran about 10% slower at mini-batch 128
-    (2 cores, AMD EPYC: 320k against 360k examples/s, round after round),
-    so that the order of the turns decided which of fbp's two routes looked
-    faster."""
-    names = list(timers)
-    rates = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            timers[name]()  # settle (see above)
-            n, seconds = timers[name]()
-            rates[name].append(n / seconds)
-    return rates
-
-
-def ratio_spread(a, b):
-    """The smallest and largest round-by-round ratio a/b."""
-    ratios = [x / y for x, y in zip(a, b)]
-    return min(ratios), max(ratios)
 
 
 # --- the book's network, in NumPy: one Python backprop per example ---------

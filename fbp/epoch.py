@@ -139,8 +139,9 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
     the epoch as its steps go by, ``updates`` times (for a progress bar):
     the steps are scanned in ``updates`` runs of equal length (and a shorter
     last one), each followed by an ordered ``jax.debug.callback``. The
-    params are bitwise the same; each call costs 0.15–0.4 ms on the CPU
-    (``fit`` asks for them only where epochs take a second or more).
+    params are bitwise the same; each call costs 0.1–0.8 ms on the CPU
+    (``benchmarks/progress.py``; ``fit`` asks for them only where epochs
+    take a second or more).
     """
     batch_size, unroll = check_int("batch_size", batch_size, 1), check_int("unroll", unroll, 1)
     updates = check_int("updates", updates, 1)

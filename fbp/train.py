@@ -222,7 +222,8 @@ def _epoch_for(optimizer, cost, reduction, grad, batch_size, mesh=None, report_s
 
 # fit's on_progress: an epoch reports its steps as they go when the one
 # before it ran this long or longer (not counting compiling). Each report
-# costs 0.15-0.4 ms of the epoch on the CPU, 20 of them at most 1%.
+# costs 0.1-0.8 ms of the epoch on the CPU (benchmarks/progress.py), 20 of
+# them under 2% of a second.
 PROGRESS_SECONDS = 1.0
 # The first epoch has none before it: on a CPU it reports where its
 # multiply-adds (3 per weight and example: forward, BP2, BP4) come to this or
@@ -573,7 +574,7 @@ def fit(
         ``jax.debug.callback``), for a progress bar that moves within long
         epochs (``fbp train``'s). Only epochs that follow one of a second
         or more (not counting compiling) report, as each report costs the
-        epoch 0.15-0.4 ms on the CPU, and on a CPU a first epoch of
+        epoch 0.1-0.8 ms on the CPU, and on a CPU a first epoch of
         ``FIRST_EPOCH_MACS`` multiply-adds or more (3 × examples × weights,
         about a second); the params are bitwise the same either
         way. What it raises, fit raises once that epoch is recorded and
