@@ -45,7 +45,8 @@ def fashion_or_random(directory=None):
     except fdata.DataError:
         rng = np.random.default_rng(0)
         X = rng.integers(0, 256, size=(60_000, 784), dtype=np.uint8).astype(np.float32) / 255.0
-        return "random bytes (Fashion-MNIST not installed)", X, np.eye(10, dtype=np.float32)[rng.integers(0, 10, 60_000)]
+        Y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 60_000)]
+        return "random bytes (Fashion-MNIST not installed)", X, Y
 
 
 def timers(sizes, batch, X, Y, repeat):

@@ -652,8 +652,9 @@ def fit(
                 on_resume(progress.history)
 
         epoch_fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, mesh)
-        # With on_progress: the epochs compiled up front; the last one's run (a guess before the first).
-        compiled, run_seconds = set(), 0.0
+        # With on_progress: the epochs by whether they report, each compiled before its first run; the
+        # last one's run (a guess before the first).
+        epochs_by_report, run_seconds = {}, 0.0
         if jax.default_backend() == "cpu" and 3 * len(X) * sum(layer.w.size for layer in params) >= FIRST_EPOCH_MACS:
             run_seconds = PROGRESS_SECONDS
         if mesh is not None:
@@ -673,11 +674,12 @@ def fit(
                 new_params, new_opt_state, losses, report_error = _run_epoch(epoch_fn, args, e, None)
             else:  # compiled first, so that the time that decides whether the next epoch reports is the run's
                 report = run_seconds >= PROGRESS_SECONDS
-                fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, None, True) \
-                    if report else epoch_fn
-                if fn not in compiled:  # jax 0.10's jit reuses this program below; 0.4.36's compiles it again
+                if report not in epochs_by_report:  # jax 0.10's jit reuses it below; 0.4.36's compiles again
+                    fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, None, True) \
+                        if report else epoch_fn
                     fn.lower(*args).compile()
-                    compiled.add(fn)
+                    epochs_by_report[report] = fn
+                fn = epochs_by_report[report]
                 t_run = time.perf_counter()
                 new_params, new_opt_state, losses, report_error = _run_epoch(fn, args, e,
                                                                              on_progress if report else None)
