@@ -31,22 +31,12 @@ import numpy as np
 import optax
 
 import fbp
+from _data import fashion_mnist_or_random
 from _timing import interleaved, ratio_spread
 from fbp import data as fdata
 from fbp import epoch as fepoch
 
 UPDATES = 20
-
-
-def fashion_or_random(directory=None):
-    try:
-        ds = fdata.fashion_mnist(directory, n_validation=0)
-        return "Fashion-MNIST", ds.train.X, ds.train.Y
-    except fdata.DataError:
-        rng = np.random.default_rng(0)
-        X = rng.integers(0, 256, size=(60_000, 784), dtype=np.uint8).astype(np.float32) / 255.0
-        Y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 60_000)]
-        return "random bytes (Fashion-MNIST not installed)", X, Y
 
 
 def timers(sizes, batch, X, Y, repeat):
@@ -86,7 +76,7 @@ def main():
     p.add_argument("--json", help="write the figures here")
     p.add_argument("--data-dir", help="Fashion-MNIST's IDX files (default: where Debian's package puts them)")
     args = p.parse_args()
-    name, X, Y = fashion_or_random(args.data_dir)
+    name, X, Y = fashion_mnist_or_random(args.data_dir)
     digits = fdata.digits(n_validation=0)
     cases = [("digits", [64, 100, 10], 10, digits.train.X, digits.train.Y, 20, args.repeats),
              (name, [784, 30, 10], 10, X, Y, 1, args.repeats),

@@ -51,21 +51,11 @@ import numpy as np
 import optax
 
 import fbp
+from _data import fashion_mnist_or_random
 from _timing import interleaved, median_seconds, ratio_spread
-from fbp import data as fdata
 from fbp import train as ftrain
 
 CASES = [dict(sizes=[784, 30, 10], batch=10, lr=0.5), dict(sizes=[784, 100, 10], batch=128, lr=0.5)]
-
-
-def load_data(directory=None):
-    try:
-        ds = fdata.fashion_mnist(directory, n_validation=0)
-        return "Fashion-MNIST", ds.train.X, ds.train.Y
-    except fdata.DataError:
-        rng = np.random.default_rng(0)
-        X = rng.integers(0, 256, size=(60_000, 784), dtype=np.uint8).astype(np.float32) / 255.0  # as image bytes
-        return "random (Fashion-MNIST not installed)", X, np.eye(10, dtype=np.float32)[rng.integers(0, 10, 60_000)]
 
 
 def fbp_epochs(case, X, Y):
@@ -336,7 +326,7 @@ def main():
     parser.add_argument("--data-dir", default=None,
                         help="the directory of Fashion-MNIST's IDX files (default: where Debian's package puts them)")
     args = parser.parse_args()
-    name, X, Y = load_data(args.data_dir)
+    name, X, Y = fashion_mnist_or_random(args.data_dir)
     device = jax.devices()[0]
     try:
         import torch
