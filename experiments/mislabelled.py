@@ -33,7 +33,6 @@ import numpy as np
 import fbp
 from common import fashion_mnist_or_digits, parser, pyplot, save
 from fbp import data as fdata
-from fbp import stats
 from fbp import train as ftrain
 
 COST = "log_likelihood"
@@ -67,9 +66,7 @@ def train(ds, X, Y, hidden, epochs, seed, watch=False):
 
     def monitor(p):
         m = ftrain.evaluate(p, X, Y, COST, predictions=True, per_example=True)
-        last_layer = np.concatenate([  # the output layer's part of ‖g_x‖, ‖δ^L‖ (‖a^{L−1}‖² + 1)^½
-            np.asarray(stats.per_example_grad_norms(p, X[i:i + 10_000], Y[i:i + 10_000], COST,
-                                                    per_layer=True))[:, -1] for i in range(0, len(X), 10_000)])
+        last_layer = np.asarray(m["grad_norms_by_layer"])[:, -1]  # the output layer's part of ‖g_x‖
         seen.append(dict(epoch=len(seen) + 1, costs=np.asarray(m["costs"]), norms=np.asarray(m["grad_norms"]),
                          last_layer=last_layer, predicted=np.asarray(m["predicted"]), params=p))
         return {"median_grad_norm": float(np.median(seen[-1]["norms"]))}

@@ -82,7 +82,9 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
     layer and chunk. With ``per_example=True`` it gives each example's cost
     C_n, ``costs`` (n,), and the norm of its gradient over all the params,
     ``grad_norms`` (n,): ‖g_n‖² = Σ_l ‖δ^l_n‖² (‖a^{l−1}_n‖² + 1) by BP3 and
-    BP4, no outer product formed (``fbp.stats.per_example_grad_norms``).
+    BP4, no outer product formed (``fbp.stats.per_example_grad_norms``),
+    and each layer's part of it, ``grad_norms_by_layer`` (n, L): ‖g^l_n‖,
+    first layer to last, whose squares sum to ‖g_n‖².
     The largest norms are the examples that pull hardest on the params;
     mislabelled examples gather among the largest costs (more than among the
     largest norms: experiments/mislabelled.py).
@@ -106,8 +108,9 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
         if not (deltas or noise_scale or per_example):
             return kept
         ds = _deltas_from(params, zs, activations, y, cost)  # [δ^1_n, …, δ^L_n]
-        if per_example:  # ‖g_n‖, a number per example: kept, not summed
-            kept += (jnp.sqrt(sum(_layer_sq_norms(ds, activations[:-1]))),)
+        if per_example:  # ‖g_n‖ and its layers' parts ‖g^l_n‖, (L,): kept, not summed
+            sq = _layer_sq_norms(ds, activations[:-1])
+            kept += (jnp.sqrt(sum(sq)), jnp.sqrt(jnp.stack(sq)))
         if not (deltas or noise_scale):
             return kept
         return kept, (ds, activations[:-1] if noise_scale else None)  # the inputs a^{l−1}_n only where needed
@@ -127,7 +130,7 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
     if predictions:
         out["predicted"] = predicted
     if per_example:
-        out["costs"], out["grad_norms"] = costs, norms[0]
+        out["costs"], out["grad_norms"], out["grad_norms_by_layer"] = costs, norms[0], norms[1]
     if deltas:
         delta_sums = [g.b for g in grad_sum] if noise_scale else grad_sum
         out["delta_norms"] = jnp.stack([jnp.linalg.norm(d / n) for d in delta_sums])

@@ -396,14 +396,17 @@ def test_evaluate_gives_each_examples_cost_and_gradient_norm_from_the_same_pass(
     g = jax.vmap(lambda x, y: jax.grad(fbp.example_loss)(params, x, y, cost))(X, Y)
     want = np.linalg.norm(np.concatenate([np.asarray(leaf).reshape(len(X), -1) for leaf in jax.tree.leaves(g)], 1),
                           axis=1)
+    want_by_layer = np.stack([np.linalg.norm(np.concatenate([np.asarray(layer.w).reshape(len(X), -1),
+                                                             np.asarray(layer.b)], 1), axis=1) for layer in g], 1)
     costs = np.asarray(jax.vmap(lambda x, y: fbp.example_loss(params, x, y, cost))(X, Y))
     assert want.std() > 0.1 * want.mean()  # they differ enough from example to example for the order to mean something
     plain = ftrain.evaluate(params, X, Y, "log_likelihood")
-    assert "grad_norms" not in plain and "costs" not in plain
+    assert "grad_norms" not in plain and "costs" not in plain and "grad_norms_by_layer" not in plain
     for chunk in (None, 1, 100, 437):
         for deltas in (False, True):
             m = ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=chunk, per_example=True, deltas=deltas)
             np.testing.assert_allclose(np.asarray(m["grad_norms"]), want, rtol=1e-10)
+            np.testing.assert_allclose(np.asarray(m["grad_norms_by_layer"]), want_by_layer, rtol=1e-10)  # (n, L)
             np.testing.assert_allclose(np.asarray(m["costs"]), costs, rtol=1e-12)
             np.testing.assert_allclose(float(m["cost"]), np.mean(np.asarray(m["costs"])), rtol=1e-14)
             assert float(m["accuracy"]) == float(plain["accuracy"])
@@ -411,6 +414,8 @@ def test_evaluate_gives_each_examples_cost_and_gradient_norm_from_the_same_pass(
                 np.testing.assert_allclose(np.asarray(m["delta_norms"]), _bias_grad_norms(params, X, Y), rtol=1e-10)
     np.testing.assert_allclose(np.asarray(m["grad_norms"]), np.asarray(fbp.stats.per_example_grad_norms(
         params, X, Y, "log_likelihood")), rtol=1e-12)  # fbp.stats's, whose identity it shares
+    np.testing.assert_allclose(np.asarray(m["grad_norms_by_layer"]), np.asarray(fbp.stats.per_example_grad_norms(
+        params, X, Y, "log_likelihood", per_layer=True)), rtol=1e-12)
     # On the bytes of byte images: bitwise those of their floats.
     B = rng.integers(0, 256, (300, 6), dtype=np.uint8)
     p32 = fbp.init_mlp(jax.random.key(5), [6, 8, 5, 3], output_activation="softmax")
@@ -420,6 +425,9 @@ def test_evaluate_gives_each_examples_cost_and_gradient_norm_from_the_same_pass(
                                 per_example=True)
     for k in ("costs", "grad_norms"):
         np.testing.assert_array_equal(np.asarray(on_bytes[k]), np.asarray(on_floats[k]))
+    # each layer's part to rounding: XLA fuses the decoding into the first layer's ‖a⁰‖² there (1 ulp, 3% of them)
+    np.testing.assert_allclose(np.asarray(on_bytes["grad_norms_by_layer"]), np.asarray(on_floats["grad_norms_by_layer"]),
+                               rtol=1e-6)
 
 
 @pytest.mark.parametrize("monitor_training", [True, False])
