@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 import time
@@ -179,7 +180,7 @@ class FitResult:
     error: Optional[NonFiniteLoss] = None
     best_epoch: Optional[int] = None
     best_params: Optional[list] = None  # the params of best_epoch (None without evaluation data)
-    stop_reason: Optional[str] = None  # "patience" or "lr_floor" when stopped_early
+    stop_reason: Optional[str] = None  # "patience", "lr_floor" or what fit's stop returned, when stopped_early
 
 
 # --- the book's learning schedule (ch. 3) ------------------------------------
@@ -230,38 +231,82 @@ PROGRESS_SECONDS = 1.0
 # more, a second at the 40 G/s of 2-core machines here ([784, 1000, 1000, 10]
 # on 50,000 examples: 2.7e11, 6.5 s; [784, 100, 10]: 1.2e10, 0.3 s).
 FIRST_EPOCH_MACS = 4e10
-_steps_to: Optional[list] = None  # while an epoch of fit reports its steps: [epoch, on_progress, its error]
+# While an epoch of fit reports its steps: [epoch, on_progress, what it
+# raised (an Exception), the KeyboardInterrupt it raised].
+_steps_to: Optional[list] = None
+
+
+class _EpochAbandoned(Exception):
+    """Raised inside XLA's callback to end an epoch that on_progress stopped."""
 
 
 def _report_steps(done, steps) -> None:
     """The host function that fit's reporting epochs call (``make_epoch``'s
-    ``progress``): on to the ``on_progress`` of the epoch running now. What
-    it raises is kept for fit to raise once the epoch is recorded, rather
-    than inside XLA's callback (where it would fail the epoch, wrapped in a
-    runtime error)."""
+    ``progress``): on to the ``on_progress`` of the epoch running now. An
+    exception it raises is kept for fit to raise once the epoch is recorded,
+    rather than inside XLA's callback (where it would fail the epoch,
+    wrapped in a runtime error). A KeyboardInterrupt is the one way to stop
+    the epoch where it is: it is kept, and the callback fails, which ends
+    the epoch's computation there."""
     to = _steps_to
-    if to is None or to[2] is not None:
+    if to is None or to[2] is not None or to[3] is not None:
         return
     try:
         to[1](to[0], int(done), int(steps))
     except Exception as e:  # noqa: BLE001 - raised again by fit, as it was
         to[2] = e
+    except KeyboardInterrupt as e:
+        to[3] = e
+        raise _EpochAbandoned() from None
+
+
+def _quiet_when_abandoned(record) -> bool:
+    """A filter for jax's log of failed debug callbacks: the failure that
+    ends an abandoned epoch is no error of the caller's and leaves no trace."""
+    return not (_steps_to is not None and _steps_to[3] is not None)
+
+
+def _forget_failed_effects() -> None:
+    """After an abandoned epoch: jax 0.4.36 keeps the failed computation's
+    token for ordered effects, and at exit waits on it and prints its
+    error; where the tokens hold that error, drop them (jax's private
+    ``runtime_tokens``, the same in 0.4.36 and 0.10)."""
+    try:
+        jax.effects_barrier()
+    except Exception:  # noqa: BLE001 - the abandoned epoch's own failure
+        try:
+            from jax._src import dispatch
+
+            dispatch.runtime_tokens.clear()
+        except (ImportError, AttributeError):  # another jax: at worst, its exit prints the error
+            pass
 
 
 def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
     """``fn(*args)`` with its step reports (if it makes any) sent to
     ``on_progress`` as ``epoch``'s, all of them before it returns: (params,
-    opt_state, the losses on the host, what ``on_progress`` raised or None)."""
+    opt_state, the losses on the host, what ``on_progress`` raised or None).
+    Where ``on_progress`` raised KeyboardInterrupt, the epoch ends at that
+    report and its KeyboardInterrupt is raised here: nothing of the epoch
+    is kept."""
     global _steps_to
-    _steps_to = None if on_progress is None else [epoch, on_progress, None]
+    _steps_to = None if on_progress is None else [epoch, on_progress, None, None]
+    callback_log = logging.getLogger("jax._src.debugging")
+    callback_log.addFilter(_quiet_when_abandoned)
     try:
         params, opt_state, losses = fn(*args)
         losses = np.asarray(losses)
         if on_progress is not None:
             jax.effects_barrier()  # the reports still queued run now, not during the next epoch
         error = None if _steps_to is None else _steps_to[2]
+    except Exception:
+        if _steps_to is not None and _steps_to[3] is not None:  # the epoch failed because on_progress stopped it
+            _forget_failed_effects()
+            raise _steps_to[3] from None
+        raise
     finally:
         _steps_to = None
+        callback_log.removeFilter(_quiet_when_abandoned)
     return params, opt_state, losses, error
 
 
@@ -495,6 +540,7 @@ def fit(
     monitor: Optional[Callable[[list], dict]] = None,
     on_resume: Optional[Callable[[list], None]] = None,
     on_progress: Optional[Callable[[int, int, int], None]] = None,
+    stop: Optional[Callable[[], Optional[str]]] = None,
     opt_state=None,
     mesh=None,
     config: Optional[dict] = None,
@@ -578,7 +624,14 @@ def fit(
         ``FIRST_EPOCH_MACS`` multiply-adds or more (3 × examples × weights,
         about a second); the params are bitwise the same either
         way. What it raises, fit raises once that epoch is recorded and
-        checkpointed (after ``on_epoch``). Not with ``mesh``.
+        checkpointed (after ``on_epoch``), except KeyboardInterrupt: that
+        stops the epoch at once, at that report, and is raised with
+        nothing of the epoch kept (the epochs before it are). Not with
+        ``mesh``.
+      stop: called after each epoch, once it is recorded, checkpointed and
+        passed to ``on_epoch``: None to go on, or a reason (a string) to
+        stop there, as early stopping does; the result's ``stop_reason`` is
+        then that string. ``fbp train`` stops this way on Ctrl-C and SIGTERM.
       opt_state: start from this optimizer state (a previous ``FitResult.opt_state``)
         instead of ``optimizer.init(params)``; its tree must fit the optimizer.
       mesh: a ``jax.sharding.Mesh`` from ``fbp.parallel.make_mesh`` for
@@ -619,6 +672,9 @@ def fit(
     if monitor is not None and not callable(monitor):
         raise TypeError(f"monitor must be a function of the params that returns a dict of numbers, got "
                         f"{type(monitor).__name__}")
+    if stop is not None and not callable(stop):
+        raise TypeError(f"stop must be a function of no arguments that returns None or a reason to stop, got "
+                        f"{type(stop).__name__}")
     if on_progress is not None and not callable(on_progress):
         raise TypeError(f"on_progress must be a function (epoch, steps_done, steps), got {type(on_progress).__name__}")
     if on_progress is not None and mesh is not None:
@@ -638,6 +694,12 @@ def fit(
         if lr_halving is not None and lr_factor(opt_state) <= lr_floor:
             return "lr_floor"
         return None
+
+    def asked_to_stop():
+        reason = stop() if stop is not None else None
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"stop must return None or a reason to stop (a str), got {type(reason).__name__}")
+        return reason
 
     # Held from the first read of the directory to the last write: another run
     # there meanwhile would write the same epochs' files and prune this one's.
@@ -710,7 +772,7 @@ def fit(
                 on_epoch(record)
             if report_error is not None:
                 raise report_error
-            stop_reason = why_stop()
+            stop_reason = why_stop() or asked_to_stop()
         history = progress.history
         return FitResult(params, opt_state, history, len(history), stop_reason is not None, error,
                          progress.best_epoch, best_params, stop_reason)

@@ -574,6 +574,52 @@ def test_fit_reports_the_steps_of_long_epochs_to_on_progress(digits, monkeypatch
         ftrain.fit(params, digits.train, **kw, on_progress=print, mesh=object())
 
 
+def test_keyboard_interrupt_from_on_progress_stops_the_epoch_where_it_is(digits, monkeypatch, tmp_path, caplog):
+    """on_progress raising KeyboardInterrupt ends the running epoch at that
+    report (no later report comes) and fit raises it with nothing of that
+    epoch kept: the newest checkpoint is the epoch before, and resuming from
+    it ends bitwise where a run never stopped does. jax's log of the failed
+    callback is kept quiet."""
+    monkeypatch.setattr(ftrain, "PROGRESS_SECONDS", 0.0)
+    params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
+    kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=3, batch_size=10, key=jax.random.key(1))
+    plain = ftrain.fit(params, digits.train, **kw)
+    calls, seen = [], []
+
+    def stop_in_epoch_2(epoch, done, steps):
+        calls.append((epoch, done))
+        if epoch == 2 and len([c for c in calls if c[0] == 2]) == 3:
+            raise KeyboardInterrupt
+
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        ftrain.fit(params, digits.train, **kw, on_progress=stop_in_epoch_2, on_epoch=seen.append,
+                   checkpoint_dir=run_dir)
+    assert not [r for r in caplog.records if r.name.startswith("jax")], caplog.text
+    assert [r["epoch"] for r in seen] == [1] and ckpt.newest_epoch(run_dir) == 1
+    assert [e for e, _ in calls].count(2) == 3 and 3 not in [e for e, _ in calls]  # no report after the one that raised
+    resumed = ftrain.fit(params, digits.train, **kw, checkpoint_dir=run_dir, resume=True)
+    for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(resumed.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_stops_after_the_epoch_where_stop_gives_a_reason(digits, tmp_path):
+    """stop() is asked after each epoch is recorded and checkpointed: a
+    string stops the run there as early stopping does, and becomes the
+    result's stop_reason."""
+    params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
+    kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=5, batch_size=10, key=jax.random.key(1))
+    seen = []
+    r = ftrain.fit(params, digits.train, **kw, on_epoch=seen.append, checkpoint_dir=str(tmp_path),
+                   stop=lambda: "interrupted" if len(seen) == 2 else None)
+    assert (r.epochs_run, r.stopped_early, r.stop_reason) == (2, True, "interrupted")
+    assert ckpt.newest_epoch(str(tmp_path)) == 2
+    with pytest.raises(TypeError, match="stop must be a function of no arguments"):
+        ftrain.fit(params, digits.train, **kw, stop="now")
+    with pytest.raises(TypeError, match="stop must return None or a reason to stop .*got bool"):
+        ftrain.fit(params, digits.train, **kw, stop=lambda: True)
+
+
 def test_fit_learns_digits(digits):
     params = fbp.init_mlp(jax.random.key(0), [64, 30, 10], output_activation="softmax")
     r = ftrain.fit(params, digits.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=10,
