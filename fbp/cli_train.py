@@ -10,7 +10,7 @@ import math
 import signal
 import sys
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from fbp.cli import _cost_pairing, _data_dir_problem, _validation_size_problem, versions
 
@@ -62,8 +62,9 @@ class Terminated(KeyboardInterrupt):
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """Within the block, SIGTERM raises ``Terminated`` (at the end of the
-    running epoch's jitted call, as Ctrl-C does), so a run stopped by its
-    scheduler says which checkpoint to resume from."""
+    running epoch's jitted call, as Ctrl-C's KeyboardInterrupt does), so a
+    process of a multi-host run stopped by its scheduler says which
+    checkpoint to resume from. (One process stops as ``_Stopping`` says.)"""
     def on_term(signum, frame):
         raise Terminated()
 
@@ -76,6 +77,91 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class _Stopping:
+    """Ctrl-C and SIGTERM while a one-process fbp train trains. The first
+    asks the run to stop once the running epoch ends: that epoch is
+    recorded, checkpointed, tested and saved as a last epoch is, and the
+    run exits with 130 (Ctrl-C) or 143 (SIGTERM). A second stops it at
+    once: the running epoch ends at its next step report (fit's
+    on_progress, a twentieth of an epoch of a second or more), and nothing
+    of it is kept. For the handlers to run at once, ``fit`` runs in a
+    worker thread while the main thread waits (``_in_a_thread``)."""
+
+    def __init__(self, report: "_Report", within_epochs: bool = True):
+        self.report, self.within_epochs = report, within_epochs  # whether the epochs report their steps
+        self.reason: Optional[str] = None  # fit's stop reason: "interrupted" or "terminated"
+        self.after = 0  # the epoch to stop after: the one running when the first signal came
+        self.now: Optional[int] = None  # the signal that asked to stop at once
+
+    def handle(self, signum, frame) -> None:
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        if self.reason is None:
+            self.reason = "interrupted" if signum == signal.SIGINT else "terminated"
+            self.after = self.report.running
+            self.report.note(f"fbp train: {name}: stopping when epoch {self.after} ends, which is kept; "
+                             f"{name} again stops at once, without it")
+        elif self.now is None:
+            self.now = signum
+            self.report.note(f"fbp train: {name}: stopping at once" if self.within_epochs else
+                             f"fbp train: {name}: a data-parallel epoch cannot be stopped midway; stopping when "
+                             f"epoch {self.after} ends")
+
+    def stop(self) -> Optional[str]:
+        """fit's stop: after the epoch that was running when the first signal came."""
+        return self.reason if self.reason is not None and self.report.last_epoch >= self.after else None
+
+    def steps(self, epoch: int, done: int, steps: int) -> None:
+        """fit's on_progress: the bar's, or, after a second signal, the end of the epoch."""
+        if self.now is not None:
+            raise Terminated() if self.now == signal.SIGTERM else KeyboardInterrupt()
+        self.report.steps(epoch, done, steps)
+
+    @contextlib.contextmanager
+    def handling_signals(self):
+        """Within the block, SIGINT and SIGTERM go to ``handle``; yields
+        whether they do (not where this is not the main thread). SIGINT is
+        left alone where it is not Python's own handler: ignored, as in a
+        job started in the background (POSIX), or the caller's."""
+        ours = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is signal.default_int_handler
+                                   else [])
+        previous = {}
+        try:
+            for sig in ours:
+                previous[sig] = signal.signal(sig, self.handle)
+        except ValueError:  # not the main thread
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _in_a_thread(fn: Callable):
+    """``fn()`` run in a worker thread while the calling (main) thread
+    waits for it: what it returns, or raises. The main thread then takes
+    signals as they come; waiting on a jitted call itself, it would run
+    their handlers only once the call returned."""
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            out["error"] = e
+
+    worker = threading.Thread(target=run, name="fbp-train-fit", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
 
 
 def _multi_host_problem(coordinator, num_processes, process_id) -> Optional[str]:
@@ -470,6 +556,7 @@ class _Report:
 
         self.args, self.eval_split = args, run.eval_split
         self.metrics = self.bar = None
+        self.last_epoch = 0  # the newest epoch recorded (or resumed from)
         if args.metrics_out:
             # --resume keeps the metrics file until the checkpoint's history
             # rewrites it (resumed); with no checkpoint to go on from, the run starts afresh.
@@ -538,6 +625,7 @@ class _Report:
         if "noise_scale" in r:
             line += f"  noise scale {r['noise_scale']:.3g}"
         line += f"  ({r['seconds'] * 1000:.0f} ms)"
+        self.last_epoch = r["epoch"]
         if self.bar is not None:
             self.bar.n = r["epoch"]
             self.bar.set_postfix_str(f"{self.eval_split} acc {r.get('evaluation_accuracy', float('nan')):.4f}")
@@ -553,6 +641,18 @@ class _Report:
             self.bar.update(round(epoch - 1 + done / steps, 2) - self.bar.n)
 
     @property
+    def running(self) -> int:
+        """The epoch training now (or next)."""
+        return min(self.last_epoch + 1, max(self.args.epochs, 1))
+
+    def note(self, line: str) -> None:
+        """A line to stderr, above the bar if there is one."""
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    @property
     def moves_within_epochs(self) -> bool:
         """Whether the bar is shown (a terminal, not --quiet), so that fit's step reports are wanted."""
         return self.bar is not None and not self.bar.disable
@@ -561,6 +661,7 @@ class _Report:
         """fit's on_resume."""
         self.show_header()
         done, epochs = len(history), self.args.epochs
+        self.last_epoch = done
         print(f"resuming from the checkpoint of epoch {done} in {self.args.checkpoint_dir}"
               + (f"; it has reached --epochs {epochs}: nothing to train (give a larger --epochs to go on)"
                  if done >= epochs else ""), flush=True)
@@ -626,19 +727,31 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool):
     from fbp import checkpoint as fckpt
     from fbp import train as ftrain
 
+    def fit(on_progress, stop=None):
+        return ftrain.fit(
+            run.params, run.arrays(run.ds.train), optimizer=run.optimizer, cost=args.cost, epochs=args.epochs,
+            batch_size=args.batch_size, key=run.key,
+            evaluation=run.arrays(run.ds.validation if len(run.ds.validation) else run.ds.test),
+            patience=args.patience, lr_halving=args.lr_halving, monitor_training=args.monitor_training,
+            monitor_deltas=args.monitor_deltas, monitor_noise_scale=args.monitor_noise_scale,
+            checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=report.epoch, grad=run.grad,
+            mesh=run.mesh, config=run.config, on_resume=report.resumed,
+            on_progress=None if run.mesh is not None else on_progress, stop=stop)
+
+    bar_steps = report.steps if report.moves_within_epochs else None
     t0 = time.perf_counter()
     try:
-        with _sigterm_as_interrupt():
-            result = ftrain.fit(
-                run.params, run.arrays(run.ds.train), optimizer=run.optimizer, cost=args.cost, epochs=args.epochs,
-                batch_size=args.batch_size, key=run.key,
-                evaluation=run.arrays(run.ds.validation if len(run.ds.validation) else run.ds.test),
-                patience=args.patience, lr_halving=args.lr_halving, monitor_training=args.monitor_training,
-                monitor_deltas=args.monitor_deltas, monitor_noise_scale=args.monitor_noise_scale,
-                checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=report.epoch, grad=run.grad,
-                mesh=run.mesh, config=run.config, on_resume=report.resumed,
-                on_progress=report.steps if report.moves_within_epochs and run.mesh is None else None,
-            )
+        if joined:
+            # The processes would have to agree on the epoch to stop after; a
+            # signal stops this one when its running jitted call returns.
+            with _sigterm_as_interrupt():
+                result = fit(bar_steps)
+        else:
+            stopping = _Stopping(report, within_epochs=run.mesh is None)
+            with stopping.handling_signals() as handled:
+                # Step reports on or off a terminal, for a second signal to end the epoch at (each
+                # costs 0.1-0.8 ms, and only epochs of a second or more make them).
+                result = _in_a_thread(lambda: fit(stopping.steps, stopping.stop)) if handled else fit(bar_steps)
     except fckpt.CheckpointMismatch as e:  # found before any training
         raise _refuse(f"--resume: {' '.join(str(e).split())}") from None
     except fckpt.CheckpointDirInUse as e:  # a directory this run made, taken by another since
@@ -697,7 +810,7 @@ def _finish(args, run: _Run, report: _Report, result, seconds: float, writer: bo
         final=True, data=ds.name, epochs_run=len(result.history), stopped_early=result.stopped_early,
         best_epoch=result.best_epoch, tested_epoch=tested_epoch,
         test_cost=float(test["cost"]), test_accuracy=float(test["accuracy"]),
-        seconds=seconds, error=str(result.error) if result.error else None,
+        stop_reason=result.stop_reason, seconds=seconds, error=str(result.error) if result.error else None,
         # What produced these numbers, for a reader of the file alone.
         settings={**_settings(args, run), "--data-dir": args.data_dir}, device=_device_kind(), versions=versions(),
     )
@@ -738,4 +851,13 @@ def _finish(args, run: _Run, report: _Report, result, seconds: float, writer: bo
         errors.insert(0, str(result.error))
     for e in errors:
         print(f"fbp train: error: {e}", file=sys.stderr)
-    return 1 if errors else 0
+    if errors:
+        return 1
+    if result.stop_reason in _SIGNAL_STATUS:  # stopped by Ctrl-C or SIGTERM once an epoch ended
+        kept = _kept(args, writer, joined) if args.checkpoint_dir else "without --checkpoint-dir it cannot be resumed"
+        print(f"fbp train: {result.stop_reason} after epoch {len(result.history)}; {kept}", file=sys.stderr)
+        return _SIGNAL_STATUS[result.stop_reason]
+    return 0
+
+
+_SIGNAL_STATUS = {"interrupted": 130, "terminated": 143}  # 128 + SIGINT, 128 + SIGTERM, as a shell reports them

@@ -452,27 +452,66 @@ def test_kill_9_during_a_save_keeps_a_loadable_checkpoint_and_resume_is_bitwise(
     assert [line["epoch"] for line in lines[:-1]] == [1, 2, 3, 4, 5] and lines[-1]["final"]
 
 
-@pytest.mark.parametrize("sig,rc,what", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
-                         ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_and_sigterm_say_what_is_kept_and_how_to_go_on(tmp_path, sig, rc, what):
-    run_dir = str(tmp_path / "run")
-    flags = ["train", "--epochs", "500", "--quiet", "--checkpoint-dir", run_dir]
-    # Ctrl-C as a terminal delivers it: a test runner launched as a background
-    # job (`cmd &` in a script) ignores SIGINT, and `python -m fbp` would
-    # inherit that and train on to the end (POSIX's rule, not fbp's), so the
-    # child puts Python's own handler back first. (Not preexec_fn: it runs
-    # Python between fork and exec, which can deadlock with JAX's threads.)
-    as_from_a_terminal = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                          "runpy.run_module('fbp', run_name='__main__', alter_sys=True)")
-    proc = subprocess.Popen([sys.executable, "-c", as_from_a_terminal, *flags], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+# Ctrl-C as a terminal delivers it: a test runner launched as a background
+# job (`cmd &` in a script) ignores SIGINT, and `python -m fbp` would inherit
+# that and train on to the end (POSIX's rule, which fbp train keeps), so the
+# child puts Python's own handler back first. (Not preexec_fn: it runs Python
+# between fork and exec, which can deadlock with JAX's threads.)
+_AS_FROM_A_TERMINAL = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); {}"
+                       "runpy.run_module('fbp', run_name='__main__', alter_sys=True)")
+
+
+def _train_until_a_checkpoint(run_dir, flags, before=""):
+    """fbp train started in a child process as from a terminal, once it has written its first checkpoint."""
+    proc = subprocess.Popen([sys.executable, "-c", _AS_FROM_A_TERMINAL.format(before), *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not ckpt.list_checkpoints(run_dir):
         time.sleep(0.005)
+    return proc
+
+
+@pytest.mark.parametrize("sig,rc,what,name", [(signal.SIGINT, 130, "interrupted", "Ctrl-C"),
+                                              (signal.SIGTERM, 143, "terminated", "SIGTERM")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_stop_the_run_once_the_running_epoch_is_kept(tmp_path, sig, rc, what, name):
+    """The epoch running when the signal comes is finished, recorded,
+    checkpointed and tested; then the run says what is kept and how to go
+    on, and exits as a shell reports the signal."""
+    run_dir = str(tmp_path / "run")
+    proc = _train_until_a_checkpoint(run_dir, ["train", "--epochs", "500", "--quiet", "--checkpoint-dir", run_dir])
     proc.send_signal(sig)
-    _, err = proc.communicate()
+    out, err = proc.communicate()
     assert proc.returncode == rc and "Traceback" not in err, err
     newest = ckpt.read_header(ckpt.list_checkpoints(run_dir)[-1])["epoch"]
     assert newest < 500, "the run finished before it was interrupted; nothing was tested"
-    assert err.strip().splitlines()[-1] == (f"fbp train: {what}; the checkpoint of epoch {newest} is in "
+    note = re.search(rf"fbp train: {name}: stopping when epoch (\d+) ends, which is kept; {name} again stops at "
+                     rf"once, without it", err)
+    assert note and int(note.group(1)) == newest, err
+    assert re.search(rf"^done: {newest} epochs? in .* test accuracy 0\.\d+ \(params of epoch {newest}", out, re.M), out
+    assert err.strip().splitlines()[-1] == (f"fbp train: {what} after epoch {newest}; the checkpoint of epoch "
+                                            f"{newest} is in {run_dir}: add --resume to the same command to go on")
+
+
+def test_a_second_ctrl_c_stops_the_running_epoch_at_once(tmp_path):
+    """The second Ctrl-C ends the running epoch at its next step report:
+    that epoch is not recorded nor kept, and the run names the checkpoint
+    of the one before. (Each epoch of this wide network at mini-batch 1
+    takes about 0.7 s; every epoch reports, as fit's threshold is set to 0.)"""
+    run_dir = str(tmp_path / "run")
+    flags = ["train", "--epochs", "50", "--quiet", "--checkpoint-dir", run_dir, "--batch-size", "1",
+             "--sizes", "64,1000,1000,10", "--no-monitor-training"]
+    proc = _train_until_a_checkpoint(run_dir, flags, before="import fbp.train; fbp.train.PROGRESS_SECONDS = 0.0; ")
+    time.sleep(0.1)  # epoch 1 recorded, the next one running
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    newest = ckpt.read_header(ckpt.list_checkpoints(run_dir)[-1])["epoch"]
+    note = re.search(r"fbp train: Ctrl-C: stopping when epoch (\d+) ends", err)
+    assert note and int(note.group(1)) == newest + 1, err  # the epoch announced was stopped, not finished
+    assert "fbp train: Ctrl-C: stopping at once" in err and "done:" not in out
+    assert f"epoch {newest + 1:3d} " not in out
+    assert err.strip().splitlines()[-1] == (f"fbp train: interrupted; the checkpoint of epoch {newest} is in "
                                             f"{run_dir}: add --resume to the same command to go on")
