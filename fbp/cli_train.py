@@ -86,18 +86,22 @@ class _Stopping:
     run exits with 130 (Ctrl-C) or 143 (SIGTERM). A second stops it at
     once: the running epoch ends at its next step report (fit's
     on_progress, a twentieth of an epoch of a second or more), and nothing
-    of it is kept. For the handlers to run at once, ``fit`` runs in a
-    worker thread while the main thread waits (``_in_a_thread``)."""
+    of it is kept. Once training has ended, the testing and saving are let
+    finish. For the handlers to run at once, ``fit`` runs in a worker
+    thread while the main thread waits (``_in_a_thread``)."""
 
     def __init__(self, report: "_Report", within_epochs: bool = True):
         self.report, self.within_epochs = report, within_epochs  # whether the epochs report their steps
         self.reason: Optional[str] = None  # fit's stop reason: "interrupted" or "terminated"
         self.after = 0  # the epoch to stop after: the one running when the first signal came
         self.now: Optional[int] = None  # the signal that asked to stop at once
+        self.training = True  # False once fit has returned: the network is tested and saved
 
     def handle(self, signum, frame) -> None:
         name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-        if self.reason is None:
+        if not self.training:
+            self.report.note(f"fbp train: {name}: training has ended; the network is being tested and saved")
+        elif self.reason is None:
             self.reason = "interrupted" if signum == signal.SIGINT else "terminated"
             self.after = self.report.running
             self.report.note(f"fbp train: {name}: stopping when epoch {self.after} ends, which is kept; "
@@ -325,7 +329,12 @@ def cmd_train(args) -> int:
             if joined:
                 agreed = True  # the all-gather below is the last one before training: no more to tell
                 _agree(args, run)
-            result, seconds = _fit(args, run, report, writer, joined)
+            stopping = None
+            if not joined:  # a one-process run: Ctrl-C and SIGTERM stop it as _Stopping says, to its end
+                stopping = _Stopping(report, within_epochs=run.mesh is None)
+                if not held.enter_context(stopping.handling_signals()):
+                    stopping = None
+            result, seconds = _fit(args, run, report, writer, joined, stopping)
         except _Exit as e:
             if report is not None:
                 report.close()
@@ -718,7 +727,7 @@ def _agree(args, run: _Run) -> None:
                       f"stopping too")
 
 
-def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool):
+def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping: Optional[_Stopping]):
     """``fbp.train.fit`` as the flags ask; (its result, seconds). What stops
     it is said in one line: Ctrl-C and SIGTERM, errors in its checks and
     writes, and in a multi-host run an error of any process."""
@@ -746,12 +755,15 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool):
             # signal stops this one when its running jitted call returns.
             with _sigterm_as_interrupt():
                 result = fit(bar_steps)
-        else:
-            stopping = _Stopping(report, within_epochs=run.mesh is None)
-            with stopping.handling_signals() as handled:
-                # Step reports on or off a terminal, for a second signal to end the epoch at (each
-                # costs 0.1-0.8 ms, and only epochs of a second or more make them).
-                result = _in_a_thread(lambda: fit(stopping.steps, stopping.stop)) if handled else fit(bar_steps)
+        elif stopping is not None:
+            # Step reports on or off a terminal, for a second signal to end the epoch at (each
+            # costs 0.1-0.8 ms, and only epochs of a second or more make them).
+            try:
+                result = _in_a_thread(lambda: fit(stopping.steps, stopping.stop))
+            finally:
+                stopping.training = False
+        else:  # not the main thread: signals stay as they are
+            result = fit(bar_steps)
     except fckpt.CheckpointMismatch as e:  # found before any training
         raise _refuse(f"--resume: {' '.join(str(e).split())}") from None
     except fckpt.CheckpointDirInUse as e:  # a directory this run made, taken by another since

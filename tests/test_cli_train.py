@@ -287,6 +287,53 @@ def test_cli_progress_bar_moves_within_epochs_on_a_terminal_only(monkeypatch, ca
     assert [round(1 + k / steps, 2) for k in (7, 14)] == where[len(where) // 2: len(where) // 2 + 2]
 
 
+def test_stopping_stops_after_the_epoch_it_names_and_a_second_signal_ends_that_epoch():
+    """fbp train's signal handling: the first signal names the epoch
+    running then and stops the run after it (not after the epoch just
+    recorded); the second makes the next step report end the epoch,
+    with the signal's own exception; once training has ended, signals
+    only say that the network is being tested and saved."""
+    import signal
+
+    from fbp import cli_train
+
+    class Report:
+        last_epoch, notes, running = 3, [], 4
+
+        def note(self, line):
+            self.notes.append(line)
+
+        def steps(self, *a):
+            self.notes.append(a)
+
+    report = Report()
+    s = cli_train._Stopping(report)
+    s.steps(4, 5, 10)
+    assert s.stop() is None and report.notes == [(4, 5, 10)]
+    s.handle(signal.SIGTERM, None)
+    assert report.notes[-1] == ("fbp train: SIGTERM: stopping when epoch 4 ends, which is kept; SIGTERM again "
+                                "stops at once, without it")
+    assert s.stop() is None  # epoch 3's record is in; 4 runs on
+    report.last_epoch = 4
+    assert s.stop() == "terminated"
+    s.handle(signal.SIGINT, None)
+    assert report.notes[-1] == "fbp train: Ctrl-C: stopping at once"
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        s.steps(5, 1, 10)
+    assert type(stopped.value) is KeyboardInterrupt
+    s.training = False
+    s.handle(signal.SIGINT, None)
+    assert report.notes[-1] == "fbp train: Ctrl-C: training has ended; the network is being tested and saved"
+
+    parallel = cli_train._Stopping(report, within_epochs=False)
+    parallel.handle(signal.SIGINT, None)
+    parallel.handle(signal.SIGTERM, None)
+    assert report.notes[-1] == ("fbp train: SIGTERM: a data-parallel epoch cannot be stopped midway; stopping "
+                                "when epoch 4 ends")
+    with pytest.raises(cli_train.Terminated):
+        parallel.steps(4, 1, 10)
+
+
 # --deterministic's flag swapped for one whose effect a CPU shows: XLA writes
 # each program it compiles to the directory --xla_dump_to names.
 _FLAG_PROBE = """
