@@ -170,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp evaluate net.npz                                  # its accuracy per class\n"
         "  fbp train --checkpoint-dir run --epochs 60            # a checkpoint every epoch\n"
         "  fbp train --checkpoint-dir run --epochs 60 --resume   # after a crash or Ctrl-C: goes on\n"
-        "  fbp plot run                                          # its learning curves, in run.png",
+        "  fbp plot run                                          # its learning curves, in run.png\n\n"
+        "Ctrl-C (or SIGTERM) stops the run when the running epoch ends, and keeps, tests and saves that\n"
+        "epoch; a second Ctrl-C stops it at once, without that epoch.",
     )
     train.add_argument("--data", choices=DATASETS, default="digits",
                        help="digits (bundled, default), fashion-mnist (Debian's dataset-fashion-mnist), idx "
