@@ -59,36 +59,19 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a cluster scheduler's notice): training stops as on Ctrl-C."""
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Within the block, SIGTERM raises ``Terminated`` (at the end of the
-    running epoch's jitted call, as Ctrl-C's KeyboardInterrupt does), so a
-    process of a multi-host run stopped by its scheduler says which
-    checkpoint to resume from. (One process stops as ``_Stopping`` says.)"""
-    def on_term(signum, frame):
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, on_term)
-    except ValueError:  # not the main thread: signals stay as they are
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class _Stopping:
-    """Ctrl-C and SIGTERM while a one-process fbp train trains. The first
+    """Ctrl-C and SIGTERM while fbp train trains. The first
     asks the run to stop once the running epoch ends: that epoch is
     recorded, checkpointed, tested and saved as a last epoch is, and the
     run exits with 130 (Ctrl-C) or 143 (SIGTERM). A second stops it at
     once: the running epoch ends at its next step report (fit's
     on_progress, a twentieth of an epoch of a second or more), and nothing
     of it is kept. Once training has ended, the testing and saving are let
-    finish. For the handlers to run at once, ``fit`` runs in a worker
-    thread while the main thread waits (``_in_a_thread``)."""
+    finish. In a run of several processes, a signal to any of them stops
+    them all after the same epoch (fit's stop agrees), and their epochs,
+    which are data-parallel, are not stopped midway. For the handlers to
+    run at once, ``fit`` runs in a worker thread while the main thread
+    waits (``_in_a_thread``)."""
 
     def __init__(self, report: "_Report", within_epochs: bool = True):
         self.report, self.within_epochs = report, within_epochs  # whether the epochs report their steps
@@ -329,11 +312,9 @@ def cmd_train(args) -> int:
             if joined:
                 agreed = True  # the all-gather below is the last one before training: no more to tell
                 _agree(args, run)
-            stopping = None
-            if not joined:  # a one-process run: Ctrl-C and SIGTERM stop it as _Stopping says, to its end
-                stopping = _Stopping(report, within_epochs=run.mesh is None)
-                if not held.enter_context(stopping.handling_signals()):
-                    stopping = None
+            stopping = _Stopping(report, within_epochs=run.mesh is None)  # Ctrl-C and SIGTERM, to the run's end
+            if not held.enter_context(stopping.handling_signals()):
+                stopping = None
             result, seconds = _fit(args, run, report, writer, joined, stopping)
         except _Exit as e:
             if report is not None:
@@ -750,12 +731,7 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping:
     bar_steps = report.steps if report.moves_within_epochs else None
     t0 = time.perf_counter()
     try:
-        if joined:
-            # The processes would have to agree on the epoch to stop after; a
-            # signal stops this one when its running jitted call returns.
-            with _sigterm_as_interrupt():
-                result = fit(bar_steps)
-        elif stopping is not None:
+        if stopping is not None:
             # Step reports on or off a terminal, for a second signal to end the epoch at (each
             # costs 0.1-0.8 ms, and only epochs of a second or more make them).
             try:

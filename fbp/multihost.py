@@ -246,6 +246,24 @@ def fingerprint(value) -> int:
     return code
 
 
+def first_given(text: Optional[str], size: int = 64) -> Optional[str]:
+    """Every process's ``text`` (None, or a short str: its first ``size``
+    bytes count), agreed: the first process's that is not None, or None.
+    In a run of one process, ``text``. One all-gather of ``size`` + 1 bytes
+    from each process: how fit's processes decide together whether to stop
+    after an epoch."""
+    if jax.process_count() == 1:
+        return text
+    row = np.zeros(size + 1, np.uint8)
+    if text is not None:
+        data = np.frombuffer(text.encode()[:size], np.uint8)
+        row[0], row[1:1 + len(data)] = 1, data
+    for given in np.asarray(allgather(row)).reshape(-1, size + 1):
+        if given[0]:
+            return bytes(given[1:]).rstrip(b"\0").decode(errors="replace")
+    return None
+
+
 def same_on_every_process(arguments: dict) -> None:
     """Multi-host: raise the same ValueError on every process when some
     argument was given otherwise than on process 0 (one all-gather of a

@@ -4,6 +4,8 @@ device count is fixed when jax starts)."""
 import errno
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -229,6 +231,43 @@ def test_a_process_killed_mid_run_stops_the_others_at_once_and_the_run_resumes(t
         assert rc == 0, out
         assert f"resuming from the checkpoint of epoch {epoch} in run" in out
     assert ckpt.newest_epoch(str(tmp_path / "run")) == epoch + 1
+
+
+def test_sigterm_to_one_process_stops_every_process_after_the_same_epoch_which_is_kept(tmp_path):
+    """A scheduler's SIGTERM to process 1 alone: the processes agree after
+    each epoch (fit's stop, one all-gather), so both finish the epoch that
+    process 1 names, process 0 checkpoints it, both test it and exit with
+    143, and the run resumes from there."""
+    import time
+
+    from fbp import checkpoint as ckpt
+
+    flags = ["--epochs", "1000", "--batch-size", "20", "--checkpoint-dir", "run"]
+    procs = _start_two(_fbp_train_as(flags), tmp_path)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ckpt.list_checkpoints(tmp_path / "run"):
+            assert procs[0].poll() is None and procs[1].poll() is None, procs[0].communicate()
+            time.sleep(0.02)
+        procs[1].send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    (out0, err0), (out1, err1) = outs
+    assert [p.returncode for p in procs] == [143, 143], err0[-2000:] + err1[-2000:]
+    note = re.search(r"fbp train: SIGTERM: stopping when epoch (\d+) ends, which is kept", err1)
+    assert note, err1
+    epoch = int(note.group(1))
+    assert ckpt.newest_epoch(str(tmp_path / "run")) == epoch < 1000
+    for out in (out0, out1):
+        assert re.search(rf"^done: {epoch} epochs? in .* \(params of epoch {epoch}", out, re.M), out
+    assert err0.strip().splitlines()[-1] == (f"fbp train: terminated after epoch {epoch}; the checkpoint of epoch "
+                                             f"{epoch} is in run: add --resume to the same command on every "
+                                             f"process to go on")
+    assert err1.strip().splitlines()[-1] == (f"fbp train: terminated after epoch {epoch}; process 0 of the run "
+                                             f"keeps its checkpoints")
+    assert "Traceback" not in err0 + err1
 
 
 def _fbp_train_alone(flags, process_id):
