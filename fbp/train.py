@@ -292,7 +292,8 @@ def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
     global _steps_to
     _steps_to = None if on_progress is None else [epoch, on_progress, None, None]
     callback_log = logging.getLogger("jax._src.debugging")
-    callback_log.addFilter(_quiet_when_abandoned)
+    if on_progress is not None:
+        callback_log.addFilter(_quiet_when_abandoned)
     try:
         params, opt_state, losses = fn(*args)
         losses = np.asarray(losses)
