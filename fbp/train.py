@@ -645,6 +645,13 @@ def fit(
     A non-finite cost stops training: the result holds the last good params
     (the previous epoch's) and ``error`` says at which epoch and step.
 
+    A KeyboardInterrupt (Ctrl-C) raised out of fit carries ``fit_result``:
+    the ``FitResult`` of the epochs recorded before it (and checkpointed,
+    with a ``checkpoint_dir``), with ``stop_reason`` "interrupted". In a
+    notebook, ``except KeyboardInterrupt as e: result = e.fit_result``
+    keeps what was trained; Ctrl-C itself takes effect when the running
+    epoch's jitted call returns, and that epoch is not kept.
+
     The same arguments give bitwise the same params on a CPU, in one process
     or resumed in another. On a GPU, XLA's autotuner may pick another
     algorithm for a product in each process, so a run resumed in a new
@@ -734,52 +741,61 @@ def fit(
         network = ckpt.network_meta(dict(params=params, opt_state=opt_state, key=key)) if checkpoint_dir else None
         error = None
         stop_reason = why_stop()  # a resumed run that had already stopped early stays stopped
-        for e in range(progress.epoch + 1, epochs + 1):
-            if stop_reason is not None:
-                break
-            t0 = time.perf_counter()
-            args = (params, opt_state, jax.random.fold_in(key, e), X, Y)
-            if on_progress is None:
-                new_params, new_opt_state, losses, report_error = _run_epoch(epoch_fn, args, e, None)
-            else:  # compiled first, so that the time that decides whether the next epoch reports is the run's
-                report = run_seconds >= PROGRESS_SECONDS
-                if report not in epochs_by_report:  # jax 0.10's jit reuses it below; 0.4.36's compiles again
-                    fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, None, True) \
-                        if report else epoch_fn
-                    fn.lower(*args).compile()
-                    epochs_by_report[report] = fn
-                fn = epochs_by_report[report]
-                t_run = time.perf_counter()
-                new_params, new_opt_state, losses, report_error = _run_epoch(fn, args, e,
-                                                                             on_progress if report else None)
-                run_seconds = time.perf_counter() - t_run
-            seconds = time.perf_counter() - t0
-            bad = np.flatnonzero(~np.isfinite(losses))
-            if bad.size:
-                error = NonFiniteLoss(e, int(bad[0]) + 1, e - 1)
-                break
-            params, opt_state = new_params, new_opt_state
-            record = dict(epoch=e, train_step_cost=float(np.mean(losses)), seconds=seconds)
-            if lr_halving is not None:
-                record["lr_factor"] = lr_factor(opt_state)
-            record.update(_monitor(params, training, evaluated, cost, monitor_training=monitor_training,
-                                   deltas=monitor_deltas, noise_scale=monitor_noise_scale))
-            if monitor is not None:
-                record.update(_own_monitor(monitor, params, record))
-            if "evaluation_accuracy" in record and progress.evaluated(e, record["evaluation_accuracy"]):
-                best_params = params
-            if lr_halving is not None and progress.since_change >= lr_halving:
-                opt_state, progress.since_change = _halve_lr(opt_state), 0  # the next epoch trains at half the step
-            progress.epoch = e
-            progress.history.append(record)
-            if checkpoint_dir:
-                _save_epoch(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key),
-                            progress.meta(config=config, network=network), progress.best_epoch)
-            if on_epoch is not None:
-                on_epoch(record)
-            if report_error is not None:
-                raise report_error
-            stop_reason = why_stop() or asked_to_stop()
+        # What a Ctrl-C (KeyboardInterrupt) leaves: the epochs recorded and checkpointed so far.
+        kept = (params, opt_state, len(progress.history), progress.best_epoch, best_params)
+        try:
+            for e in range(progress.epoch + 1, epochs + 1):
+                if stop_reason is not None:
+                    break
+                t0 = time.perf_counter()
+                args = (params, opt_state, jax.random.fold_in(key, e), X, Y)
+                if on_progress is None:
+                    new_params, new_opt_state, losses, report_error = _run_epoch(epoch_fn, args, e, None)
+                else:  # compiled first, so that the time that decides whether the next epoch reports is the run's
+                    report = run_seconds >= PROGRESS_SECONDS
+                    if report not in epochs_by_report:  # jax 0.10's jit reuses it below; 0.4.36's compiles again
+                        fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, None, True) \
+                            if report else epoch_fn
+                        fn.lower(*args).compile()
+                        epochs_by_report[report] = fn
+                    fn = epochs_by_report[report]
+                    t_run = time.perf_counter()
+                    new_params, new_opt_state, losses, report_error = _run_epoch(fn, args, e,
+                                                                                 on_progress if report else None)
+                    run_seconds = time.perf_counter() - t_run
+                seconds = time.perf_counter() - t0
+                bad = np.flatnonzero(~np.isfinite(losses))
+                if bad.size:
+                    error = NonFiniteLoss(e, int(bad[0]) + 1, e - 1)
+                    break
+                params, opt_state = new_params, new_opt_state
+                record = dict(epoch=e, train_step_cost=float(np.mean(losses)), seconds=seconds)
+                if lr_halving is not None:
+                    record["lr_factor"] = lr_factor(opt_state)
+                record.update(_monitor(params, training, evaluated, cost, monitor_training=monitor_training,
+                                       deltas=monitor_deltas, noise_scale=monitor_noise_scale))
+                if monitor is not None:
+                    record.update(_own_monitor(monitor, params, record))
+                if "evaluation_accuracy" in record and progress.evaluated(e, record["evaluation_accuracy"]):
+                    best_params = params
+                if lr_halving is not None and progress.since_change >= lr_halving:
+                    opt_state, progress.since_change = _halve_lr(opt_state), 0  # the next epoch trains at half the step
+                progress.epoch = e
+                progress.history.append(record)
+                if checkpoint_dir:
+                    _save_epoch(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key),
+                                progress.meta(config=config, network=network), progress.best_epoch)
+                kept = (params, opt_state, len(progress.history), progress.best_epoch, best_params)
+                if on_epoch is not None:
+                    on_epoch(record)
+                if report_error is not None:
+                    raise report_error
+                stop_reason = why_stop() or asked_to_stop()
+        except KeyboardInterrupt as interrupt:
+            params, opt_state, n, best_epoch, best_params = kept
+            interrupt.fit_result = FitResult(params, opt_state, progress.history[:n], n, True, None, best_epoch,
+                                             best_params, "interrupted")
+            raise
         history = progress.history
         return FitResult(params, opt_state, history, len(history), stop_reason is not None, error,
                          progress.best_epoch, best_params, stop_reason)

@@ -592,14 +592,40 @@ def test_keyboard_interrupt_from_on_progress_stops_the_epoch_where_it_is(digits,
             raise KeyboardInterrupt
 
     run_dir = str(tmp_path / "run")
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stopped:
         ftrain.fit(params, digits.train, **kw, on_progress=stop_in_epoch_2, on_epoch=seen.append,
                    checkpoint_dir=run_dir)
+    assert stopped.value.fit_result.epochs_run == 1  # what was trained before it, as fit_result
     assert not [r for r in caplog.records if r.name.startswith("jax")], caplog.text
     assert [r["epoch"] for r in seen] == [1] and ckpt.newest_epoch(run_dir) == 1
     assert [e for e, _ in calls].count(2) == 3 and 3 not in [e for e, _ in calls]  # no report after the one that raised
     resumed = ftrain.fit(params, digits.train, **kw, checkpoint_dir=run_dir, resume=True)
     for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(resumed.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_keyboard_interrupt_out_of_fit_carries_the_epochs_trained_before_it(digits):
+    """Ctrl-C lands in Python code between epochs (here in on_epoch, after
+    epoch 2 is recorded): the KeyboardInterrupt goes on up, carrying
+    fit_result, bitwise the params and history of 2 epochs, with the best
+    epoch among them."""
+    params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
+    kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", batch_size=10, key=jax.random.key(1),
+              evaluation=digits.validation)
+    two = ftrain.fit(params, digits.train, epochs=2, **kw)
+
+    def ctrl_c(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        ftrain.fit(params, digits.train, epochs=5, on_epoch=ctrl_c, **kw)
+    kept = stopped.value.fit_result
+    assert (kept.epochs_run, kept.stopped_early, kept.stop_reason, kept.error) == (2, True, "interrupted", None)
+    assert kept.history == [dict(r, seconds=k["seconds"]) for r, k in zip(two.history, kept.history)]
+    assert kept.best_epoch == two.best_epoch
+    for a, b in zip(jax.tree.leaves((two.params, two.opt_state, two.best_params)),
+                    jax.tree.leaves((kept.params, kept.opt_state, kept.best_params)), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
