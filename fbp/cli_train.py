@@ -82,8 +82,14 @@ class _Stopping:
 
     def handle(self, signum, frame) -> None:
         name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-        if not self.training:
-            self.report.note(f"fbp train: {name}: training has ended; the network is being tested and saved")
+        if not self.training:  # the main thread itself may be writing to stderr: past its buffer, then
+            import os
+
+            try:
+                os.write(sys.stderr.fileno(), f"fbp train: {name}: training has ended; the network is being tested "
+                                              f"and saved\n".encode())
+            except (OSError, ValueError, AttributeError):  # no file descriptor behind stderr (a test's)
+                self.report.note(f"fbp train: {name}: training has ended; the network is being tested and saved")
         elif self.reason is None:
             self.reason = "interrupted" if signum == signal.SIGINT else "terminated"
             self.after = self.report.running
