@@ -645,7 +645,8 @@ def fit(
     A non-finite cost stops training: the result holds the last good params
     (the previous epoch's) and ``error`` says at which epoch and step.
 
-    A KeyboardInterrupt (Ctrl-C) raised out of fit carries ``fit_result``:
+    A KeyboardInterrupt (Ctrl-C) raised out of fit's epochs (from the first
+    epoch's compiling on) carries ``fit_result``:
     the ``FitResult`` of the epochs recorded before it (and checkpointed,
     with a ``checkpoint_dir``), with ``stop_reason`` "interrupted". In a
     notebook, ``except KeyboardInterrupt as e: result = e.fit_result``
