@@ -628,7 +628,10 @@ def fit(
         checkpointed (after ``on_epoch``), except KeyboardInterrupt: that
         stops the epoch at once, at that report, and is raised with
         nothing of the epoch kept (the epochs before it are). Not with
-        ``mesh``.
+        ``mesh``. The reports reach it through one slot of this module, so
+        two fits with ``on_progress`` running at once, in two threads of
+        one process, would mix theirs up; one at a time, fits in any thread
+        are fine.
       stop: called after each epoch, once it is recorded, checkpointed and
         passed to ``on_epoch``: None to go on, or a reason (a string) to
         stop there, as early stopping does; the result's ``stop_reason`` is
