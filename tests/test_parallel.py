@@ -191,6 +191,19 @@ def test_fit_called_otherwise_on_some_process_raises_the_same_error_on_every_pro
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def _until_checkpoints(procs, run_dir, n: int) -> None:
+    """Wait (2 minutes at most) until process 0 of ``procs`` has written
+    ``n`` checkpoints into ``run_dir``, both processes still running."""
+    import time
+
+    from fbp import checkpoint as ckpt
+
+    deadline = time.time() + 120
+    while time.time() < deadline and len(ckpt.list_checkpoints(run_dir)) < n:
+        assert procs[0].poll() is None and procs[1].poll() is None, procs[0].communicate()
+        time.sleep(0.02)
+
+
 def test_a_process_killed_mid_run_stops_the_others_at_once_and_the_run_resumes(tmp_path):
     """kill -9 of process 1 mid-run: process 0's next collective fails (in a
     step or in sending a checkpoint's result), and it says so and what is kept
@@ -204,10 +217,7 @@ def test_a_process_killed_mid_run_stops_the_others_at_once_and_the_run_resumes(t
     flags = ["--epochs", "1000", "--batch-size", "20", "--checkpoint-dir", "run"]
     procs = _start_two(_fbp_train_as(flags), tmp_path)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and len(ckpt.list_checkpoints(tmp_path / "run")) < 2:
-            assert procs[0].poll() is None and procs[1].poll() is None, procs[0].communicate()
-            time.sleep(0.05)
+        _until_checkpoints(procs, tmp_path / "run", 2)
         procs[1].kill()
         killed = time.monotonic()
         out, err = procs[0].communicate(timeout=90)
@@ -236,19 +246,14 @@ def test_a_process_killed_mid_run_stops_the_others_at_once_and_the_run_resumes(t
 def test_sigterm_to_one_process_stops_every_process_after_the_same_epoch_which_is_kept(tmp_path):
     """A scheduler's SIGTERM to process 1 alone: the processes agree after
     each epoch (fit's stop, one all-gather), so both finish the epoch that
-    process 1 names, process 0 checkpoints it, both test it and exit with
-    143, and the run resumes from there."""
-    import time
-
+    process 1 names, process 0 checkpoints it, and both test it and exit
+    with 143."""
     from fbp import checkpoint as ckpt
 
     flags = ["--epochs", "1000", "--batch-size", "20", "--checkpoint-dir", "run"]
     procs = _start_two(_fbp_train_as(flags), tmp_path)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not ckpt.list_checkpoints(tmp_path / "run"):
-            assert procs[0].poll() is None and procs[1].poll() is None, procs[0].communicate()
-            time.sleep(0.02)
+        _until_checkpoints(procs, tmp_path / "run", 1)
         procs[1].send_signal(signal.SIGTERM)
         outs = [p.communicate(timeout=120) for p in procs]
     finally:
