@@ -68,13 +68,14 @@ class _Stopping:
     on_progress, a twentieth of an epoch of a second or more), and nothing
     of it is kept. Once training has ended, the testing and saving are let
     finish. In a run of several processes, a signal to any of them stops
-    them all after the same epoch (fit's stop agrees), and their epochs,
-    which are data-parallel, are not stopped midway. For the handlers to
+    them all after the same epoch (fit's stop agrees), and their epochs
+    are not stopped midway (the step reports reach process 0 alone). For
+    the handlers to
     run at once, ``fit`` runs in a worker thread while the main thread
     waits (``_in_a_thread``)."""
 
     def __init__(self, report: "_Report", within_epochs: bool = True):
-        self.report, self.within_epochs = report, within_epochs  # whether the epochs report their steps
+        self.report, self.within_epochs = report, within_epochs  # whether a second signal can end an epoch midway
         self.reason: Optional[str] = None  # fit's stop reason: "interrupted" or "terminated"
         self.after = 0  # the epoch to stop after: the one running when the first signal came
         self.now: Optional[int] = None  # the signal that asked to stop at once
@@ -98,16 +99,18 @@ class _Stopping:
         elif self.now is None:
             self.now = signum
             self.report.note(f"fbp train: {name}: stopping at once" if self.within_epochs else
-                             f"fbp train: {name}: a data-parallel epoch cannot be stopped midway; stopping when "
-                             f"epoch {self.after} ends")
+                             f"fbp train: {name}: an epoch of a multi-host run cannot be stopped midway; stopping "
+                             f"when epoch {self.after} ends")
 
     def stop(self) -> Optional[str]:
         """fit's stop: after the epoch that was running when the first signal came."""
         return self.reason if self.reason is not None and self.report.last_epoch >= self.after else None
 
     def steps(self, epoch: int, done: int, steps: int) -> None:
-        """fit's on_progress: the bar's, or, after a second signal, the end of the epoch."""
-        if self.now is not None:
+        """fit's on_progress: the bar's, or, after a second signal, the end
+        of the epoch. Not in a multi-host run: there process 0 alone gets the
+        reports, and leaving the epoch alone would leave the others waiting."""
+        if self.now is not None and self.within_epochs:
             raise Terminated() if self.now == signal.SIGTERM else KeyboardInterrupt()
         self.report.steps(epoch, done, steps)
 
@@ -318,7 +321,7 @@ def cmd_train(args) -> int:
             if joined:
                 agreed = True  # the all-gather below is the last one before training: no more to tell
                 _agree(args, run)
-            stopping = _Stopping(report, within_epochs=run.mesh is None)  # Ctrl-C and SIGTERM, to the run's end
+            stopping = _Stopping(report, within_epochs=not joined)  # Ctrl-C and SIGTERM, to the run's end
             if not held.enter_context(stopping.handling_signals()):
                 stopping = None
             result, seconds = _fit(args, run, report, writer, joined, stopping)
@@ -732,7 +735,7 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping:
             monitor_deltas=args.monitor_deltas, monitor_noise_scale=args.monitor_noise_scale,
             checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=report.epoch, grad=run.grad,
             mesh=run.mesh, config=run.config, on_resume=report.resumed,
-            on_progress=None if run.mesh is not None else on_progress, stop=stop)
+            on_progress=on_progress, stop=stop)
 
     bar_steps = report.steps if report.moves_within_epochs else None
     t0 = time.perf_counter()

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import io_callback
 
 from fbp.backprop import loss as fbp_loss
 from fbp.backprop import value_and_batch_backward
@@ -137,11 +138,12 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
 
     ``progress(steps_done, steps)``, a host function, is called from inside
     the epoch as its steps go by, ``updates`` times (for a progress bar):
-    the steps are scanned in ``updates`` runs of equal length (and a shorter
-    last one), each followed by an ordered ``jax.debug.callback``. The
-    params are bitwise the same; each call costs 0.1–0.8 ms on the CPU
+    ``scan_reporting`` scans the steps in ``updates`` runs of equal length
+    (and a shorter last one), each followed by an ordered ``io_callback``.
+    The params are bitwise the same; each call costs 0.1–0.8 ms on the CPU
     (``benchmarks/progress.py``; ``fit`` asks for them only where epochs
-    take a second or more).
+    take a second or more). Where ``progress`` returns True, the epoch ends
+    there: the steps after it are not run, and their losses are NaN.
     """
     batch_size, unroll = check_int("batch_size", batch_size, 1), check_int("unroll", unroll, 1)
     updates = check_int("updates", updates, 1)
@@ -184,26 +186,62 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
         carry = (params, opt_state, bufs)
         if progress is None:
             carry, losses = jax.lax.scan(body, carry, order, unroll=unroll)
-        else:  # `runs` runs of `run` steps, each reported when done, then the last `rest` steps
-            run = -(-n_batches // updates)
-            runs, rest = divmod(n_batches, run)
-
-            def one_run(carry, i_idx):
-                i, idx = i_idx  # (), (run, batch_size)
-                carry, losses = jax.lax.scan(body, carry, idx, unroll=unroll)
-                jax.debug.callback(progress, (i + 1) * run, n_batches, ordered=True)
-                return carry, losses
-
-            carry, losses = jax.lax.scan(one_run, carry, (jnp.arange(runs), order[: runs * run].reshape(runs, run, -1)))
-            losses = losses.reshape(-1)  # (runs * run,)
-            if rest:
-                carry, last = jax.lax.scan(body, carry, order[runs * run:], unroll=unroll)
-                jax.debug.callback(progress, n_batches, n_batches, ordered=True)
-                losses = jnp.concatenate([losses, last])
+        else:
+            carry, losses = scan_reporting(body, carry, order, progress, updates, unroll=unroll)
         params, opt_state, _ = carry
         return params, opt_state, losses
 
     return epoch
+
+
+def scan_reporting(body: Callable, carry, xs, progress: Callable, updates: int, *, unroll: int = 1,
+                   ordered: bool = True):
+    """``jax.lax.scan(body, carry, xs)`` with the steps reported to the host
+    as they go by: scanned in ``updates`` runs of equal length (and a
+    shorter last one), each followed by ``progress(steps_done, steps)``
+    through an ``io_callback``. Where ``progress`` returns True, the runs
+    after it are skipped (a ``lax.cond`` on a carried flag): the carry is
+    the one after the last step run, and the skipped steps' outputs are NaN.
+    The flag is a value of the computation, so on a mesh every device skips
+    alike; there the callbacks cannot be ordered (``ordered=False``), and
+    each takes the run's last output, so that it cannot be run before the
+    run's steps."""
+    xs_leaves = jax.tree.leaves(xs)
+    n = xs_leaves[0].shape[0]
+    run = -(-n // updates)
+    runs, rest = divmod(n, run)
+
+    def host(done, steps, _last):
+        return np.bool_(bool(progress(int(done), int(steps))))
+
+    def reporting_run(carry_stopped, idx_and_done):
+        carry, stopped = carry_stopped
+        idx, done = idx_and_done
+
+        def go(carry):
+            carry, out = jax.lax.scan(body, carry, idx, unroll=unroll)
+            last = jax.tree.map(lambda o: o[-1], out)
+            stop = io_callback(host, jax.ShapeDtypeStruct((), jnp.bool_), done, n, last,
+                                                ordered=ordered)
+            return (carry, stop), out
+
+        def skip(carry):
+            out = jax.eval_shape(lambda c: jax.lax.scan(body, c, idx)[1], carry)
+            return (carry, stopped), jax.tree.map(lambda o: jnp.full(o.shape, jnp.nan, o.dtype), out)
+
+        return jax.lax.cond(stopped, skip, go, carry)
+
+    def split(lo, hi, shape):
+        return jax.tree.map(lambda a: a[lo:hi].reshape(shape + a.shape[1:]), xs)
+
+    state = (carry, jnp.bool_(False))
+    state, outs = jax.lax.scan(reporting_run, state, (split(0, runs * run, (runs, run)),
+                                                      (jnp.arange(runs) + 1) * run))
+    outs = jax.tree.map(lambda o: o.reshape((runs * run,) + o.shape[2:]), outs)
+    if rest:
+        state, last = reporting_run(state, (split(runs * run, n, (rest,)), jnp.asarray(n)))
+        outs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outs, last)
+    return state[0], outs
 
 
 def decode_inputs(X):

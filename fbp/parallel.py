@@ -22,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fbp.network import check_int
-from fbp.epoch import decode_inputs, shuffle
+from fbp.epoch import decode_inputs, scan_reporting, shuffle
 
 AXIS = "batch"
 
@@ -93,7 +93,9 @@ def _global_array(host_array: np.ndarray, sharding: NamedSharding):
     return jax.make_array_from_callback(host_array.shape, sharding, lambda index: host_array[index])
 
 
-def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unroll: int = 1) -> Callable:
+def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unroll: int = 1,
+                       progress: Optional[Callable[[int, int], Optional[bool]]] = None,
+                       updates: int = 20) -> Callable:
     """The data-parallel epoch, with the signature of ``fbp.train.make_epoch``'s.
 
     The shuffle is the same one ``make_epoch`` draws (``fbp.train.shuffle(key, n)``),
@@ -101,9 +103,28 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
     split along the batch axis, and one jitted ``lax.scan`` runs the steps.
     X may be the bytes of byte images, as in ``make_epoch``: each device
     decodes its part of a mini-batch.
+
+    ``progress(steps_done, steps)`` is called as the steps go by, as in
+    ``make_epoch``, and True from it ends the epoch there on every device
+    (the steps after it are not run; their losses are NaN). The calls are
+    made in one process (the one holding the mesh's first device), and what
+    one raises is raised by the epoch once its computation has ended,
+    which that call ends as True would (raised inside the computation, it
+    would leave the other devices waiting for it in the step's all-reduce).
     """
     check_batch(mesh, batch_size)
     check_int("unroll", unroll, 1)
+    check_int("updates", updates, 1)
+    raised = []  # what progress raised during the epoch running now
+
+    def report(done, steps) -> bool:
+        if raised:
+            return True
+        try:
+            return bool(progress(done, steps))
+        except BaseException as e:  # noqa: BLE001 - raised by the epoch once its computation has ended
+            raised.append(e)
+            return True
     rep = replicated(mesh)
     data = batch_sharded(mesh, axis=1)
 
@@ -114,21 +135,43 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
             params, opt_state, value = train_step(params, opt_state, decode_inputs(xb), yb)
             return (params, opt_state), value
 
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (Xb, Yb), unroll=unroll)
+        if progress is None:
+            (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (Xb, Yb), unroll=unroll)
+        else:
+            (params, opt_state), losses = scan_reporting(body, (params, opt_state), (Xb, Yb), report, updates,
+                                                         unroll=unroll, ordered=False)
         return params, opt_state, losses
 
     scan_jit = jax.jit(scan, in_shardings=(rep, rep, data, data), out_shardings=(rep, rep, rep))
 
-    def epoch(params, opt_state, key, X, Y):
-        X, Y = np.asarray(X), np.asarray(Y)
-        n = len(X)
+    def batches(n):
         n_batches = n // batch_size
         if n_batches == 0:
             raise ValueError(f"batch size {batch_size} is larger than the training set ({n} examples).")
+        return n_batches
+
+    def epoch(params, opt_state, key, X, Y):
+        X, Y = np.asarray(X), np.asarray(Y)
+        n = len(X)
+        n_batches = batches(n)
         order = np.asarray(shuffle(key, n))[: n_batches * batch_size].reshape(n_batches, batch_size)
         Xb = _global_array(X[order], data)  # (n_batches, batch, n_in), batch split over devices
         Yb = _global_array(Y[order], data)
-        return scan_jit(params, opt_state, Xb, Yb)
+        if progress is None:
+            return scan_jit(params, opt_state, Xb, Yb)
+        raised.clear()
+        out = jax.block_until_ready(scan_jit(params, opt_state, Xb, Yb))
+        if raised:
+            raise raised[0]
+        return out
+
+    def lower(params, opt_state, key, X, Y):
+        """The epoch's computation lowered for these arguments, as ``jax.jit``'s
+        ``lower`` (``.compile()`` compiles it ahead of its first run)."""
+        shape = (batches(len(X)), batch_size)
+        Xb, Yb = (jax.ShapeDtypeStruct(shape + np.shape(A)[1:], A.dtype, sharding=data) for A in (X, Y))
+        return scan_jit.lower(params, opt_state, Xb, Yb)
 
     epoch.scan = scan_jit  # for inspecting the compiled program
+    epoch.lower = lower
     return epoch

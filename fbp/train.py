@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import logging
 import math
 import os
 import time
@@ -211,14 +210,14 @@ def _compiled_cache(build: Callable, *key):
 
 
 def _epoch_for(optimizer, cost, reduction, grad, batch_size, mesh=None, report_steps=False):
-    """fit's epoch: ``make_epoch``'s (reporting its steps to fit's
-    ``on_progress`` with ``report_steps``), or on a mesh the sharded one."""
+    """fit's epoch: ``make_epoch``'s, or on a mesh the sharded one; with
+    ``report_steps``, reporting its steps to fit's ``on_progress``."""
     step = make_train_step(optimizer, cost, reduction=reduction, grad=grad)
     if mesh is None:
         return make_epoch(step, batch_size, progress=_report_steps if report_steps else None)
     from fbp import parallel
 
-    return parallel.make_sharded_epoch(step, batch_size, mesh)
+    return parallel.make_sharded_epoch(step, batch_size, mesh, progress=_report_steps if report_steps else None)
 
 
 # fit's on_progress: an epoch reports its steps as they go when the one
@@ -236,50 +235,31 @@ FIRST_EPOCH_MACS = 4e10
 _steps_to: Optional[list] = None
 
 
-class _EpochAbandoned(Exception):
-    """Raised inside XLA's callback to end an epoch that on_progress stopped."""
-
-
-def _report_steps(done, steps) -> None:
+def _report_steps(done, steps) -> bool:
     """The host function that fit's reporting epochs call (``make_epoch``'s
     ``progress``): on to the ``on_progress`` of the epoch running now. An
     exception it raises is kept for fit to raise once the epoch is recorded,
     rather than inside XLA's callback (where it would fail the epoch,
     wrapped in a runtime error). A KeyboardInterrupt is the one way to stop
-    the epoch where it is: it is kept, and the callback fails, which ends
-    the epoch's computation there."""
+    the epoch where it is: it is kept, and True ends the epoch there (the
+    remaining steps are skipped, on every device of a mesh alike). Not in
+    a run of several processes: the reports come to process 0 alone, and
+    the others, their epoch ended with no word of why, would take the
+    skipped steps for a failure; there it is kept as other errors are."""
     to = _steps_to
     if to is None or to[2] is not None or to[3] is not None:
-        return
+        return to is not None and to[3] is not None
     try:
         to[1](to[0], int(done), int(steps))
     except Exception as e:  # noqa: BLE001 - raised again by fit, as it was
         to[2] = e
     except KeyboardInterrupt as e:
+        if jax.process_count() > 1:
+            to[2] = e
+            return False
         to[3] = e
-        raise _EpochAbandoned() from None
-
-
-def _quiet_when_abandoned(record) -> bool:
-    """A filter for jax's log of failed debug callbacks: the failure that
-    ends an abandoned epoch is no error of the caller's and leaves no trace."""
-    return not (_steps_to is not None and _steps_to[3] is not None)
-
-
-def _forget_failed_effects() -> None:
-    """After an abandoned epoch: jax 0.4.36 keeps the failed computation's
-    token for ordered effects, and at exit waits on it and prints its
-    error; where the tokens hold that error, drop them (jax's private
-    ``runtime_tokens``, the same in 0.4.36 and 0.10)."""
-    try:
-        jax.effects_barrier()
-    except Exception:  # noqa: BLE001 - the abandoned epoch's own failure
-        try:
-            from jax._src import dispatch
-
-            dispatch.runtime_tokens.clear()
-        except (ImportError, AttributeError):  # another jax: at worst, its exit prints the error
-            pass
+        return True
+    return False
 
 
 def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
@@ -291,23 +271,16 @@ def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
     is kept."""
     global _steps_to
     _steps_to = None if on_progress is None else [epoch, on_progress, None, None]
-    callback_log = logging.getLogger("jax._src.debugging")
-    if on_progress is not None:
-        callback_log.addFilter(_quiet_when_abandoned)
     try:
         params, opt_state, losses = fn(*args)
         losses = np.asarray(losses)
         if on_progress is not None:
             jax.effects_barrier()  # the reports still queued run now, not during the next epoch
-        error = None if _steps_to is None else _steps_to[2]
-    except Exception:
-        if _steps_to is not None and _steps_to[3] is not None:  # the epoch failed because on_progress stopped it
-            _forget_failed_effects()
-            raise _steps_to[3] from None
-        raise
+        error, interrupt = (None, None) if _steps_to is None else _steps_to[2:]
     finally:
         _steps_to = None
-        callback_log.removeFilter(_quiet_when_abandoned)
+    if interrupt is not None:  # the epoch ended at the report that raised it
+        raise interrupt
     return params, opt_state, losses, error
 
 
@@ -617,8 +590,8 @@ def fit(
         ``monitor=lambda p: {"w_norm": sum(jnp.sum(l.w ** 2) for l in p) ** 0.5}``.
       on_resume: called with the restored history when ``resume`` finds a checkpoint.
       on_progress: called as ``on_progress(epoch, steps_done, steps)`` about
-        20 times while an epoch runs, from inside its jitted scan (a
-        ``jax.debug.callback``), for a progress bar that moves within long
+        20 times while an epoch runs, from inside its jitted scan (an
+        ``io_callback``), for a progress bar that moves within long
         epochs (``fbp train``'s). Only epochs that follow one of a second
         or more (not counting compiling) report, as each report costs the
         epoch 0.1-0.8 ms on the CPU, and on a CPU a first epoch of
@@ -627,8 +600,12 @@ def fit(
         way. What it raises, fit raises once that epoch is recorded and
         checkpointed (after ``on_epoch``), except KeyboardInterrupt: that
         stops the epoch at once, at that report, and is raised with
-        nothing of the epoch kept (the epochs before it are). Not with
-        ``mesh``. The reports reach it through one slot of this module, so
+        nothing of the epoch kept (the epochs before it are). With
+        ``mesh``, the epoch ends on every device alike; in a run of several
+        processes, the reports come to process 0 alone, and there a
+        KeyboardInterrupt is raised as other errors are, after the epoch
+        (only the process that raised it leaves; the others go on to wait
+        for it). The reports reach it through one slot of this module, so
         two fits with ``on_progress`` running at once, in two threads of
         one process, would mix theirs up; one at a time, fits in any thread
         are fine.
@@ -693,9 +670,6 @@ def fit(
                         f"{type(stop).__name__}")
     if on_progress is not None and not callable(on_progress):
         raise TypeError(f"on_progress must be a function (epoch, steps_done, steps), got {type(on_progress).__name__}")
-    if on_progress is not None and mesh is not None:
-        raise ValueError("on_progress reports the steps of fit's single-device epoch; the sharded epoch of mesh= "
-                         "makes no reports: leave one of them out.")
     (X, Y), training, evaluated = _fit_data(params, train, evaluation, cost, batch_size, mesh)
     if not monitor_evaluation:
         evaluated = None
@@ -758,7 +732,7 @@ def fit(
                 else:  # compiled first, so that the time that decides whether the next epoch reports is the run's
                     report = run_seconds >= PROGRESS_SECONDS
                     if report not in epochs_by_report:  # jax 0.10's jit reuses it below; 0.4.36's compiles again
-                        fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, None, True) \
+                        fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, mesh, True) \
                             if report else epoch_fn
                         fn.lower(*args).compile()
                         epochs_by_report[report] = fn

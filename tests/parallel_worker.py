@@ -128,5 +128,63 @@ def errors():
     return out
 
 
+def progress():
+    """The sharded epoch's step reports on 8 devices: in order, bitwise the
+    same params as without them; True from a report ends the epoch there on
+    every device; an error raised by one is raised by the epoch; and fit's
+    on_progress with a mesh, where a KeyboardInterrupt ends the epoch and
+    fit keeps the epochs before it."""
+    jax.config.update("jax_enable_x64", False)
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(320, 12)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 320)]
+    mesh = parallel.make_mesh(8)
+    params = fbp.init_mlp(jax.random.key(0), [12, 8, 3], output_activation="softmax")
+    opt = optax.sgd(0.5)
+    step = ftrain.make_train_step(opt, "log_likelihood")
+    args = (parallel.replicate(mesh, params), parallel.replicate(mesh, opt.init(params)), jax.random.key(1), X, Y)
+    leaves = lambda tree: [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]  # noqa: E731
+    plain = leaves(parallel.make_sharded_epoch(step, 16, mesh)(*args))
+    calls = []
+    reported = leaves(parallel.make_sharded_epoch(step, 16, mesh, updates=6,
+                                                  progress=lambda done, n: calls.append((done, n)))(*args))
+    stopped_at = []
+    _, _, losses = parallel.make_sharded_epoch(step, 16, mesh, updates=6,
+                                               progress=lambda done, n: stopped_at.append(done) or done >= 8)(*args)
+
+    class Gone(Exception):
+        pass
+
+    def fails(done, n):
+        raise Gone("the terminal went away")
+
+    try:
+        parallel.make_sharded_epoch(step, 16, mesh, progress=fails)(*args)
+        raised = None
+    except Gone as e:
+        raised = str(e)
+
+    kw = dict(optimizer=opt, cost="log_likelihood", batch_size=16, key=jax.random.key(1), mesh=mesh)
+    one = ftrain.fit(params, (X, Y), epochs=1, **kw)
+    ftrain.PROGRESS_SECONDS = 0.0
+    fit_calls = []
+
+    def ctrl_c_in_epoch_2(epoch, done, n):
+        fit_calls.append((epoch, done, n))
+        if epoch == 2 and done >= 8:
+            raise KeyboardInterrupt
+
+    try:
+        ftrain.fit(params, (X, Y), epochs=3, on_progress=ctrl_c_in_epoch_2, **kw)
+        kept = None
+    except KeyboardInterrupt as e:
+        kept = e.fit_result
+    return dict(same=all(np.array_equal(a, b) for a, b in zip(plain, reported)), calls=calls,
+                stopped_at=stopped_at, finite=np.isfinite(np.asarray(losses)).tolist(), raised=raised,
+                fit_calls=fit_calls, kept_epochs=None if kept is None else kept.epochs_run,
+                kept_same=kept is not None and all(np.array_equal(a, b) for a, b in zip(leaves(one.params),
+                                                                                        leaves(kept.params))))
+
+
 if __name__ == "__main__":
     print(json.dumps(globals()[sys.argv[1]]()))

@@ -58,6 +58,22 @@ def test_byte_inputs_train_bitwise_like_their_floats_on_eight_devices(what, code
     assert run(what) == dict(fit_read=[codes, codes], epoch_same=True, fit_same=True, trained=True)
 
 
+def test_the_sharded_epoch_reports_its_steps_and_ends_where_a_report_says():
+    """20 steps in reports of 4 (updates=6 asks for at most 6): each in
+    order, the params bitwise those of the epoch without reports; True at
+    step 8 skips the last 12 steps on every device (their losses NaN); an
+    error from a report is raised by the epoch, not left to hang the other
+    devices; fit with a mesh reports to on_progress, and a KeyboardInterrupt
+    from it ends epoch 2 there, keeping bitwise the one epoch before it."""
+    out = run("progress")
+    assert out["same"] and out["calls"] == [[k, 20] for k in (4, 8, 12, 16, 20)]
+    assert out["stopped_at"] == [4, 8] and out["finite"] == [True] * 8 + [False] * 12
+    assert out["raised"] == "the terminal went away"
+    steps = [(e, d) for e, d, n in out["fit_calls"]]
+    assert steps == [(1, k) for k in range(1, 21)] + [(2, k) for k in range(1, 9)]  # 20 reports an epoch
+    assert out["kept_epochs"] == 1 and out["kept_same"]
+
+
 def test_compiled_step_all_reduces_and_never_gathers_the_batch():
     out = run("hlo")
     assert out["collectives"] == ["all-reduce"], out
