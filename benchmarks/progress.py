@@ -1,7 +1,7 @@
 """What the progress reports of an epoch cost: ``make_epoch(progress=f)``
-(20 reports from inside the jitted scan, each an ordered
-``jax.debug.callback``, what ``fit(on_progress=...)`` and ``fbp train``'s
-progress bar use) against the same epoch without them, side by side.
+(20 reports from inside the jitted scan, each an ordered ``io_callback``
+whose answer can end the epoch, what ``fit(on_progress=...)`` and ``fbp
+train``'s progress bar use) against the same epoch without them, side by side.
 
 For each case, one round times an epoch of each kind in turn (the order
 rotated from round to round, each timed run after an untimed one of its
