@@ -143,7 +143,10 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
     The params are bitwise the same; each call costs 0.1–0.8 ms on the CPU
     (``benchmarks/progress.py``; ``fit`` asks for them only where epochs
     take a second or more). Where ``progress`` returns True, the epoch ends
-    there: the steps after it are not run, and their losses are NaN.
+    there: the steps after it are not run, and their losses are NaN. What
+    it raises fails the epoch's computation (jax raises it wrapped in a
+    runtime error); ``fit`` keeps on_progress's errors out of the
+    computation and raises them once the epoch is recorded.
     """
     batch_size, unroll = check_int("batch_size", batch_size, 1), check_int("unroll", unroll, 1)
     updates = check_int("updates", updates, 1)
@@ -221,8 +224,7 @@ def scan_reporting(body: Callable, carry, xs, progress: Callable, updates: int, 
         def go(carry):
             carry, out = jax.lax.scan(body, carry, idx, unroll=unroll)
             last = jax.tree.map(lambda o: o[-1], out)
-            stop = io_callback(host, jax.ShapeDtypeStruct((), jnp.bool_), done, n, last,
-                                                ordered=ordered)
+            stop = io_callback(host, jax.ShapeDtypeStruct((), jnp.bool_), done, n, last, ordered=ordered)
             return (carry, stop), out
 
         def skip(carry):
