@@ -127,9 +127,9 @@ def test_an_epoch_ends_at_the_report_that_returns_true():
     opt = optax.sgd(0.5)
     step = ftrain.make_train_step(opt, "log_likelihood")
     key, calls = jax.random.key(3), []
-    stopped, state, losses = ftrain.make_epoch(
+    stopped, state, losses = jax.block_until_ready(ftrain.make_epoch(
         step, 10, progress=lambda done, n: calls.append(done) or done >= 6, updates=10)(params, opt.init(params),
-                                                                                     key, X, Y)
+                                                                                     key, X, Y))
     assert calls == [2, 4, 6]
     np.testing.assert_array_equal(np.isfinite(losses), np.arange(20) < 6)
     order = np.asarray(fepoch.shuffle(key, 200)).reshape(20, 10)
