@@ -142,7 +142,10 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
     (and a shorter last one), each followed by an ordered ``io_callback``.
     The params are bitwise the same; each call costs 0.1–0.8 ms on the CPU
     (``benchmarks/progress.py``; ``fit`` asks for them only where epochs
-    take a second or more). Where ``progress`` returns True, the epoch ends
+    take a second or more). Arguments the epoch is given after Y are handed
+    on to ``progress`` after those two, as NumPy arrays (``fit`` passes the
+    number of its epoch's run, so that fits in two threads at once each get
+    their own reports). Where ``progress`` returns True, the epoch ends
     there: the steps after it are not run, and their losses are NaN. What
     it raises fails the epoch's computation (jax raises it wrapped in a
     runtime error); ``fit`` keeps on_progress's errors out of the
@@ -152,7 +155,9 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
     updates = check_int("updates", updates, 1)
 
     @jax.jit
-    def epoch(params, opt_state, key, X, Y):
+    def epoch(params, opt_state, key, X, Y, *progress_args):
+        if progress_args and progress is None:
+            raise TypeError(f"the epoch takes 5 arguments without progress, got {5 + len(progress_args)}.")
         n = X.shape[0]
         n_batches = n // batch_size
         if n_batches == 0:
@@ -190,20 +195,21 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
         if progress is None:
             carry, losses = jax.lax.scan(body, carry, order, unroll=unroll)
         else:
-            carry, losses = scan_reporting(body, carry, order, progress, updates, unroll=unroll)
+            carry, losses = scan_reporting(body, carry, order, progress, updates, progress_args, unroll=unroll)
         params, opt_state, _ = carry
         return params, opt_state, losses
 
     return epoch
 
 
-def scan_reporting(body: Callable, carry, xs, progress: Callable, updates: int, *, unroll: int = 1,
-                   ordered: bool = True):
+def scan_reporting(body: Callable, carry, xs, progress: Callable, updates: int, progress_args=(), *,
+                   unroll: int = 1, ordered: bool = True):
     """``jax.lax.scan(body, carry, xs)`` with the steps reported to the host
     as they go by: scanned in ``updates`` runs of equal length (and a
-    shorter last one), each followed by ``progress(steps_done, steps)``
-    through an ``io_callback``. Where ``progress`` returns True, the runs
-    after it are skipped (a ``lax.cond`` on a carried flag): the carry is
+    shorter last one), each followed by ``progress(steps_done, steps,
+    *progress_args)`` through an ``io_callback``. Where ``progress``
+    returns True, the runs after it are skipped (a ``lax.cond`` on a
+    carried flag): the carry is
     the one after the last step run, and the skipped steps' outputs are NaN.
     The flag is a value of the computation, so on a mesh every device skips
     alike; there the callbacks cannot be ordered (``ordered=False``), and
@@ -214,8 +220,8 @@ def scan_reporting(body: Callable, carry, xs, progress: Callable, updates: int, 
     run = -(-n // updates)
     runs, rest = divmod(n, run)
 
-    def host(done, steps, _last):
-        return np.bool_(bool(progress(int(done), int(steps))))
+    def host(done, steps, _last, *args):
+        return np.bool_(bool(progress(int(done), int(steps), *args)))
 
     def reporting_run(carry_stopped, idx_and_done):
         carry, stopped = carry_stopped
@@ -224,7 +230,8 @@ def scan_reporting(body: Callable, carry, xs, progress: Callable, updates: int, 
         def go(carry):
             carry, out = jax.lax.scan(body, carry, idx, unroll=unroll)
             last = jax.tree.map(lambda o: o[-1], out)
-            stop = io_callback(host, jax.ShapeDtypeStruct((), jnp.bool_), done, n, last, ordered=ordered)
+            stop = io_callback(host, jax.ShapeDtypeStruct((), jnp.bool_), done, n, last, *progress_args,
+                               ordered=ordered)
             return (carry, stop), out
 
         def skip(carry):

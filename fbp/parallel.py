@@ -104,9 +104,10 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
     X may be the bytes of byte images, as in ``make_epoch``: each device
     decodes its part of a mini-batch.
 
-    ``progress(steps_done, steps)`` is called as the steps go by, as in
-    ``make_epoch``, and True from it ends the epoch there on every device
-    (the steps after it are not run; their losses are NaN). The calls are
+    ``progress(steps_done, steps, *progress_args)`` is called as the steps
+    go by, as in ``make_epoch`` (with the arguments given after Y), and
+    True from it ends the epoch there on every device (the steps after it
+    are not run; their losses are NaN). The calls are
     made in one process (the one holding the mesh's first device), and what
     one raises is raised by the epoch once its computation has ended,
     which that call ends as True would (raised inside the computation, it
@@ -117,18 +118,18 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
     check_int("updates", updates, 1)
     raised = []  # what progress raised during the epoch running now
 
-    def report(done, steps) -> bool:
+    def report(done, steps, *args) -> bool:
         if raised:
             return True
         try:
-            return bool(progress(done, steps))
+            return bool(progress(done, steps, *args))
         except BaseException as e:  # noqa: BLE001 - raised by the epoch once its computation has ended
             raised.append(e)
             return True
     rep = replicated(mesh)
     data = batch_sharded(mesh, axis=1)
 
-    def scan(params, opt_state, Xb, Yb):
+    def scan(params, opt_state, Xb, Yb, progress_args):
         def body(carry, xy):
             params, opt_state = carry
             xb, yb = xy
@@ -139,10 +140,14 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
             (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (Xb, Yb), unroll=unroll)
         else:
             (params, opt_state), losses = scan_reporting(body, (params, opt_state), (Xb, Yb), report, updates,
-                                                         unroll=unroll, ordered=False)
+                                                         progress_args, unroll=unroll, ordered=False)
         return params, opt_state, losses
 
-    scan_jit = jax.jit(scan, in_shardings=(rep, rep, data, data), out_shardings=(rep, rep, rep))
+    if progress is None:  # (params, opt_state, Xb, Yb)
+        scan_jit = jax.jit(lambda p, s, Xb, Yb: scan(p, s, Xb, Yb, ()), in_shardings=(rep, rep, data, data),
+                           out_shardings=(rep, rep, rep))
+    else:  # and the arguments for progress
+        scan_jit = jax.jit(scan, in_shardings=(rep, rep, data, data, rep), out_shardings=(rep, rep, rep))
 
     def batches(n):
         n_batches = n // batch_size
@@ -150,7 +155,9 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
             raise ValueError(f"batch size {batch_size} is larger than the training set ({n} examples).")
         return n_batches
 
-    def epoch(params, opt_state, key, X, Y):
+    def epoch(params, opt_state, key, X, Y, *progress_args):
+        if progress_args and progress is None:
+            raise TypeError(f"the epoch takes 5 arguments without progress, got {5 + len(progress_args)}.")
         X, Y = np.asarray(X), np.asarray(Y)
         n = len(X)
         n_batches = batches(n)
@@ -160,17 +167,17 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
         if progress is None:
             return scan_jit(params, opt_state, Xb, Yb)
         raised.clear()
-        out = jax.block_until_ready(scan_jit(params, opt_state, Xb, Yb))
+        out = jax.block_until_ready(scan_jit(params, opt_state, Xb, Yb, progress_args))
         if raised:
             raise raised[0]
         return out
 
-    def lower(params, opt_state, key, X, Y):
+    def lower(params, opt_state, key, X, Y, *progress_args):
         """The epoch's computation lowered for these arguments, as ``jax.jit``'s
         ``lower`` (``.compile()`` compiles it ahead of its first run)."""
         shape = (batches(len(X)), batch_size)
         Xb, Yb = (jax.ShapeDtypeStruct(shape + np.shape(A)[1:], A.dtype, sharding=data) for A in (X, Y))
-        return scan_jit.lower(params, opt_state, Xb, Yb)
+        return scan_jit.lower(params, opt_state, Xb, Yb, *((progress_args,) if progress is not None else ()))
 
     epoch.scan = scan_jit  # for inspecting the compiled program
     epoch.lower = lower

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import os
@@ -230,14 +231,18 @@ PROGRESS_SECONDS = 1.0
 # more, a second at the 40 G/s of 2-core machines here ([784, 1000, 1000, 10]
 # on 50,000 examples: 2.7e11, 6.5 s; [784, 100, 10]: 1.2e10, 0.3 s).
 FIRST_EPOCH_MACS = 4e10
-# While an epoch of fit reports its steps: [epoch, on_progress, what it
-# raised (an Exception), the KeyboardInterrupt it raised].
-_steps_to: Optional[list] = None
+# The epochs of fit reporting their steps now, by the number each runs with
+# (an argument of its computation, handed back with each report, so that
+# fits in two threads at once each get their own): [epoch, on_progress, what
+# it raised (an Exception), the KeyboardInterrupt it raised].
+_reporting: dict = {}
+_runs = itertools.count(1)
 
 
-def _report_steps(done, steps) -> bool:
+def _report_steps(done, steps, run) -> bool:
     """The host function that fit's reporting epochs call (``make_epoch``'s
-    ``progress``): on to the ``on_progress`` of the epoch running now. An
+    ``progress``): on to the ``on_progress`` of the epoch running as
+    ``run``. An
     exception it raises is kept for fit to raise once the epoch is recorded,
     rather than inside XLA's callback (where it would fail the epoch,
     wrapped in a runtime error). A KeyboardInterrupt is the one way to stop
@@ -246,7 +251,7 @@ def _report_steps(done, steps) -> bool:
     a run of several processes: the reports come to process 0 alone, and
     the others, their epoch ended with no word of why, would take the
     skipped steps for a failure; there it is kept as other errors are."""
-    to = _steps_to
+    to = _reporting.get(int(run))
     if to is None or to[2] is not None or to[3] is not None:
         return to is not None and to[3] is not None
     try:
@@ -268,17 +273,17 @@ def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
     opt_state, the losses on the host, what ``on_progress`` raised or None).
     Where ``on_progress`` raised KeyboardInterrupt, the epoch ends at that
     report and its KeyboardInterrupt is raised here: nothing of the epoch
-    is kept."""
-    global _steps_to
-    _steps_to = None if on_progress is None else [epoch, on_progress, None, None]
+    is kept. A reporting epoch takes its run's number after ``args``."""
+    run = next(_runs) % 2**31  # an int32 of the computation
+    to = _reporting[run] = [epoch, on_progress, None, None]
     try:
-        params, opt_state, losses = fn(*args)
+        params, opt_state, losses = fn(*args) if on_progress is None else fn(*args, np.int32(run))
         losses = np.asarray(losses)
         if on_progress is not None:
             jax.effects_barrier()  # the reports still queued run now, not during the next epoch
-        error, interrupt = (None, None) if _steps_to is None else _steps_to[2:]
+        error, interrupt = to[2:]
     finally:
-        _steps_to = None
+        del _reporting[run]
     if interrupt is not None:  # the epoch ended at the report that raised it
         raise interrupt
     return params, opt_state, losses, error
@@ -605,10 +610,9 @@ def fit(
         processes, the reports come to process 0 alone, and there a
         KeyboardInterrupt is raised as other errors are, after the epoch
         (only the process that raised it leaves; the others go on to wait
-        for it). The reports reach it through one slot of this module, so
-        two fits with ``on_progress`` running at once, in two threads of
-        one process, would mix theirs up; one at a time, fits in any thread
-        are fine.
+        for it). Fits running at once in threads of one process each get
+        their own reports: each epoch's computation carries the number
+        that its reports are filed under.
       stop: called after each epoch, once it is recorded, checkpointed and
         passed to ``on_epoch``: None to go on, or a reason (a string) to
         stop there, as early stopping does; the result's ``stop_reason`` is
@@ -734,7 +738,7 @@ def fit(
                     if report not in epochs_by_report:  # jax 0.10's jit reuses it below; 0.4.36's compiles again
                         fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, mesh, True) \
                             if report else epoch_fn
-                        fn.lower(*args).compile()
+                        fn.lower(*args, *((np.int32(0),) if report else ())).compile()
                         epochs_by_report[report] = fn
                     fn = epochs_by_report[report]
                     t_run = time.perf_counter()

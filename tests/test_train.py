@@ -593,6 +593,37 @@ def test_fit_reports_the_steps_of_long_epochs_to_on_progress(digits, monkeypatch
         ftrain.fit(params, digits.train, **kw, on_progress="bar")
 
 
+def test_fits_in_two_threads_at_once_each_get_their_own_step_reports(digits, monkeypatch):
+    """Two fits with on_progress, on data of two sizes, in two threads at
+    once: each on_progress gets exactly its own fit's reports, every epoch's
+    in order (with one slot for all reports, as before, 2 runs of this
+    test in 5 failed: some of one fit's reports went to the other)."""
+    import threading
+
+    monkeypatch.setattr(ftrain, "PROGRESS_SECONDS", 0.0)
+    params = fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax")
+    data = {"all": digits.train, "500": (digits.train.X[:500], digits.train.Y[:500])}
+    seen, failed = {name: [] for name in data}, []
+
+    def train(name):
+        try:
+            ftrain.fit(params, data[name], optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=30,
+                       batch_size=10, key=jax.random.key(1), on_progress=lambda *a: seen[name].append(a))
+        except Exception as e:  # noqa: BLE001 - reported below
+            failed.append(e)
+
+    threads = [threading.Thread(target=train, args=(name,)) for name in data]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failed
+    for name, (X, _) in data.items():
+        steps = len(X) // 10
+        run = -(-steps // 20)
+        assert seen[name] == [(e, min(k, steps), steps) for e in range(1, 31) for k in range(run, steps + run, run)]
+
+
 def test_keyboard_interrupt_from_on_progress_stops_the_epoch_where_it_is(digits, monkeypatch, tmp_path, caplog):
     """on_progress raising KeyboardInterrupt ends the running epoch at that
     report (no later report comes) and fit raises it with nothing of that
