@@ -461,10 +461,10 @@ _AS_FROM_A_TERMINAL = ("import runpy, signal; signal.signal(signal.SIGINT, signa
                        "runpy.run_module('fbp', run_name='__main__', alter_sys=True)")
 
 
-def _train_until_a_checkpoint(run_dir, flags, before=""):
+def _train_until_a_checkpoint(run_dir, flags, before="", env=None):
     """fbp train started in a child process as from a terminal, once it has written its first checkpoint."""
     proc = subprocess.Popen([sys.executable, "-c", _AS_FROM_A_TERMINAL.format(before), *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline and not ckpt.list_checkpoints(run_dir):
         time.sleep(0.005)
@@ -493,15 +493,23 @@ def test_ctrl_c_and_sigterm_stop_the_run_once_the_running_epoch_is_kept(tmp_path
                                             f"{newest} is in {run_dir}: add --resume to the same command to go on")
 
 
-def test_a_second_ctrl_c_stops_the_running_epoch_at_once(tmp_path):
+@pytest.mark.parametrize("devices", [None, 2], ids=["one-device", "data-parallel"])
+def test_a_second_ctrl_c_stops_the_running_epoch_at_once(tmp_path, devices):
     """The second Ctrl-C ends the running epoch at its next step report:
     that epoch is not recorded nor kept, and the run names the checkpoint
     of the one before. (Each epoch of this wide network at mini-batch 1
-    takes about 0.7 s; every epoch reports, as fit's threshold is set to 0.)"""
+    takes about 0.7 s; every epoch reports, as fit's threshold is set to 0.)
+    With --devices 2 (forced host devices, mini-batch 2), every device's
+    part of the epoch ends at the same report."""
     run_dir = str(tmp_path / "run")
-    flags = ["train", "--epochs", "50", "--quiet", "--checkpoint-dir", run_dir, "--batch-size", "1",
+    flags = ["train", "--epochs", "50", "--quiet", "--checkpoint-dir", run_dir, "--batch-size", str(devices or 1),
              "--sizes", "64,1000,1000,10", "--no-monitor-training"]
-    proc = _train_until_a_checkpoint(run_dir, flags, before="import fbp.train; fbp.train.PROGRESS_SECONDS = 0.0; ")
+    env = None
+    if devices:
+        flags += ["--devices", str(devices)]
+        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    proc = _train_until_a_checkpoint(run_dir, flags, before="import fbp.train; fbp.train.PROGRESS_SECONDS = 0.0; ",
+                                     env=env)
     time.sleep(0.1)  # epoch 1 recorded, the next one running
     proc.send_signal(signal.SIGINT)
     time.sleep(0.1)
