@@ -274,7 +274,10 @@ def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
     Where ``on_progress`` raised KeyboardInterrupt, the epoch ends at that
     report and its KeyboardInterrupt is raised here: nothing of the epoch
     is kept. A reporting epoch takes its run's number after ``args``."""
-    run = next(_runs) % 2**31  # an int32 of the computation
+    # An int32 of the computation. In a run of several processes each gives
+    # its own count; the reports are made by the process holding the mesh's
+    # first device, with its own number (tested with the counts apart).
+    run = next(_runs) % 2**31
     to = _reporting[run] = [epoch, on_progress, None, None]
     try:
         params, opt_state, losses = fn(*args) if on_progress is None else fn(*args, np.int32(run))

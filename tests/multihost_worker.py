@@ -4,7 +4,9 @@ CASE ``disk-full`` (the default): process 0's disk fills at epoch 2, and
 every process must raise the same CheckpointWriteError, none wait for the
 others. CASE ``differ``: process 1 calls fit with other params, key and
 epochs, and every process must raise the same ValueError before training.
-Prints one JSON object."""
+CASE ``progress``: every epoch reports its steps to on_progress, with
+process 1's count of reporting runs ahead of process 0's. Prints one JSON
+object."""
 
 import errno
 import json
@@ -39,6 +41,16 @@ ds = fdata.digits()
 other = case == "differ" and pid == 1
 params = fbp.init_mlp(jax.random.key(5 if other else 0), [64, 16, 10], output_activation="softmax")
 out = {"process": jax.process_index()}
+if case == "progress":
+    ftrain.PROGRESS_SECONDS = 0.0
+    for _ in range(3 * pid):
+        next(ftrain._runs)
+    calls = []
+    r = ftrain.fit(params, (ds.train.X, ds.train.Y), optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=3,
+                   batch_size=20, key=jax.random.key(1), mesh=parallel.make_mesh(2),
+                   on_progress=lambda *a: calls.append(a))
+    print(json.dumps(dict(out, calls=calls, cost=r.history[-1]["train_step_cost"])), flush=True)
+    sys.exit(0)
 try:
     ftrain.fit(params, (ds.train.X, ds.train.Y), optimizer=optax.sgd(0.5), cost="log_likelihood",
                epochs=4 if other else 3, batch_size=20, key=jax.random.key(2 if other else 1),

@@ -207,6 +207,21 @@ def test_fit_called_otherwise_on_some_process_raises_the_same_error_on_every_pro
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_the_step_reports_of_a_two_process_run_reach_process_0():
+    """Every epoch reports its steps (fit's threshold set to 0): the reports
+    come to process 0's on_progress, each of its epochs in order, though
+    the processes' counts of reporting runs differ; process 1 gets none,
+    and both end with the same cost."""
+    outs = _run_two(lambda port, i: [os.path.join(HERE, "multihost_worker.py"), str(port), str(i), "-", "progress"])
+    for rc, _, err in outs:
+        assert rc == 0, err[-3000:]
+    first, second = (json.loads(out.strip().splitlines()[-1]) for _, out, _ in outs)
+    steps = first["calls"][0][2]
+    run = -(-steps // 20)  # 62 steps: reports after 4, 8, ..., 60 and 62
+    assert first["calls"] == [[e, min(k, steps), steps] for e in (1, 2, 3) for k in range(run, steps + run, run)]
+    assert second["calls"] == [] and first["cost"] == second["cost"]
+
+
 def _until_checkpoints(procs, run_dir, n: int) -> None:
     """Wait (2 minutes at most) until process 0 of ``procs`` has written
     ``n`` checkpoints into ``run_dir``, both processes still running."""
