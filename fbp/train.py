@@ -250,7 +250,8 @@ def _report_steps(done, steps, run) -> bool:
     remaining steps are skipped, on every device of a mesh alike). Not in
     a run of several processes: the reports come to process 0 alone, and
     the others, their epoch ended with no word of why, would take the
-    skipped steps for a failure; there it is kept as other errors are."""
+    skipped steps for a failure; there it is kept as other errors are, and
+    fit raises it on every process after the epoch (``_raised_alike``)."""
     to = _reporting.get(int(run))
     if to is None or to[2] is not None or to[3] is not None:
         return to is not None and to[3] is not None
@@ -290,6 +291,27 @@ def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
     if interrupt is not None:  # the epoch ended at the report that raised it
         raise interrupt
     return params, opt_state, losses, error
+
+
+def _raised_alike(error: Optional[BaseException]) -> Optional[BaseException]:
+    """What on_progress raised during an epoch, for every process of a run
+    to raise alike after it (one broadcast from process 0, where the reports
+    go): process 0's own error, elsewhere a copy of it
+    (``multihost.process_0_does``), and a KeyboardInterrupt on every process.
+    In a run of one process, ``error``."""
+    if jax.process_count() == 1:
+        return error
+
+    def on_process_0() -> bool:
+        if isinstance(error, Exception):
+            raise error
+        return error is not None  # a KeyboardInterrupt
+
+    try:
+        interrupted = multihost.process_0_does(on_process_0)
+    except Exception as e:  # noqa: BLE001 - raised by fit, on every process
+        return e
+    return (error or KeyboardInterrupt()) if interrupted else None
 
 
 def lr_factor(opt_state) -> float:
@@ -609,13 +631,15 @@ def fit(
         checkpointed (after ``on_epoch``), except KeyboardInterrupt: that
         stops the epoch at once, at that report, and is raised with
         nothing of the epoch kept (the epochs before it are). With
-        ``mesh``, the epoch ends on every device alike; in a run of several
-        processes, the reports come to process 0 alone, and there a
-        KeyboardInterrupt is raised as other errors are, after the epoch
-        (only the process that raised it leaves; the others go on to wait
-        for it). Fits running at once in threads of one process each get
-        their own reports: each epoch's computation carries the number
-        that its reports are filed under.
+        ``mesh``, the epoch ends on every device alike. In a run of several
+        processes, the processes agree whether an epoch reports (it does
+        where the last epoch took a second on any of them), the reports
+        come to process 0 alone, and what on_progress raises there, a
+        KeyboardInterrupt too, is raised on every process alike once the
+        epoch is recorded (elsewhere a copy of process 0's error): an
+        all-gather and a broadcast an epoch. Fits running at once in
+        threads of one process each get their own reports: each epoch's
+        computation carries the number that its reports are filed under.
       stop: called after each epoch, once it is recorded, checkpointed and
         passed to ``on_epoch``: None to go on, or a reason (a string) to
         stop there, as early stopping does; the result's ``stop_reason`` is
@@ -661,7 +685,7 @@ def fit(
         monitor_evaluation=monitor_evaluation, monitor_deltas=monitor_deltas,
         monitor_noise_scale=monitor_noise_scale, patience=patience, lr_halving=lr_halving, lr_floor=lr_floor,
         checkpoint_dir=checkpoint_dir is not None, resume=resume, opt_state=opt_state, config=config,
-        stop=stop is not None))
+        stop=stop is not None, on_progress=on_progress is not None))
     epochs, batch_size = _check_fit_arguments(optimizer, key, epochs, batch_size, evaluation, monitor_evaluation,
                                               patience, lr_halving, lr_floor)
     multihost.process_0_does(lambda: check_checkpoint_dir(checkpoint_dir, resume))
@@ -737,7 +761,8 @@ def fit(
                 if on_progress is None:
                     new_params, new_opt_state, losses, report_error = _run_epoch(epoch_fn, args, e, None)
                 else:  # compiled first, so that the time that decides whether the next epoch reports is the run's
-                    report = run_seconds >= PROGRESS_SECONDS
+                    # Several processes run the same program: each reports when any one would.
+                    report = multihost.first_given("report" if run_seconds >= PROGRESS_SECONDS else None) is not None
                     if report not in epochs_by_report:  # jax 0.10's jit reuses it below; 0.4.36's compiles again
                         fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, mesh, True) \
                             if report else epoch_fn
@@ -773,6 +798,8 @@ def fit(
                 kept = (params, opt_state, len(progress.history), progress.best_epoch, best_params)
                 if on_epoch is not None:
                     on_epoch(record)
+                if on_progress is not None:
+                    report_error = _raised_alike(report_error)
                 if report_error is not None:
                     raise report_error
                 stop_reason = why_stop() or asked_to_stop()
