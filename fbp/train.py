@@ -279,15 +279,17 @@ def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
     # its own count; the reports are made by the process holding the mesh's
     # first device, with its own number (tested with the counts apart).
     run = next(_runs) % 2**31
-    to = _reporting[run] = [epoch, on_progress, None, None]
+    to = [epoch, on_progress, None, None]
+    if on_progress is not None:
+        _reporting[run], args = to, (*args, np.int32(run))
     try:
-        params, opt_state, losses = fn(*args) if on_progress is None else fn(*args, np.int32(run))
+        params, opt_state, losses = fn(*args)
         losses = np.asarray(losses)
         if on_progress is not None:
             jax.effects_barrier()  # the reports still queued run now, not during the next epoch
         error, interrupt = to[2:]
     finally:
-        del _reporting[run]
+        _reporting.pop(run, None)
     if interrupt is not None:  # the epoch ended at the report that raised it
         raise interrupt
     return params, opt_state, losses, error
