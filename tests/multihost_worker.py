@@ -4,11 +4,11 @@ CASE ``disk-full`` (the default): process 0's disk fills at epoch 2, and
 every process must raise the same CheckpointWriteError, none wait for the
 others. CASE ``differ``: process 1 calls fit with other params, key and
 epochs, and every process must raise the same ValueError before training.
-CASE ``progress``: every epoch reports its steps to on_progress (process
-1's threshold is 0 s, process 0's never met), with process 1's count of
-reporting runs ahead of process 0's. CASEs ``progress-error`` and
-``progress-interrupt``: on_progress raises ValueError or KeyboardInterrupt
-in epoch 2. Prints one JSON object."""
+CASE ``progress``: three fits whose every epoch reports its steps to
+on_progress (process 1's threshold is 0 s, process 0's never met), with
+process 1's count of reporting runs ahead of process 0's: one plain, and
+two whose on_progress raises ValueError or KeyboardInterrupt in epoch 2.
+Prints one JSON object."""
 
 import errno
 import json
@@ -43,27 +43,29 @@ ds = fdata.digits()
 other = case == "differ" and pid == 1
 params = fbp.init_mlp(jax.random.key(5 if other else 0), [64, 16, 10], output_activation="softmax")
 out = {"process": jax.process_index()}
-if case.startswith("progress"):
+if case == "progress":
     ftrain.PROGRESS_SECONDS = 1e9 if pid == 0 else 0.0
     for _ in range(3 * pid):
         next(ftrain._runs)
-    calls = []
+    for what in ("reports", "error", "interrupt"):
+        calls = []
 
-    def on_progress(epoch, done, steps):
-        calls.append((epoch, done, steps))
-        if epoch == 2 and case != "progress":
-            raise KeyboardInterrupt if case == "progress-interrupt" else ValueError("the bar broke")
+        def on_progress(epoch, done, steps):
+            calls.append((epoch, done, steps))
+            if epoch == 2 and what != "reports":
+                raise KeyboardInterrupt if what == "interrupt" else ValueError("the bar broke")
 
-    try:
-        r = ftrain.fit(params, (ds.train.X, ds.train.Y), optimizer=optax.sgd(0.5), cost="log_likelihood",
-                       epochs=3, batch_size=20, key=jax.random.key(1), mesh=parallel.make_mesh(2),
-                       on_progress=on_progress)
-        out.update(cost=r.history[-1]["train_step_cost"])
-    except ValueError as e:
-        out.update(error=type(e).__name__, message=str(e))
-    except KeyboardInterrupt as e:
-        out.update(error="KeyboardInterrupt", kept=e.fit_result.epochs_run)
-    print(json.dumps(dict(out, calls=calls)), flush=True)
+        try:
+            r = ftrain.fit(params, (ds.train.X, ds.train.Y), optimizer=optax.sgd(0.5), cost="log_likelihood",
+                           epochs=3, batch_size=20, key=jax.random.key(1), mesh=parallel.make_mesh(2),
+                           on_progress=on_progress)
+            out[what] = dict(cost=r.history[-1]["train_step_cost"])
+        except ValueError as e:
+            out[what] = dict(error=type(e).__name__, message=str(e))
+        except KeyboardInterrupt as e:
+            out[what] = dict(error="KeyboardInterrupt", kept=e.fit_result.epochs_run)
+        out[what].update(calls=calls)
+    print(json.dumps(out), flush=True)
     sys.exit(0)
 try:
     ftrain.fit(params, (ds.train.X, ds.train.Y), optimizer=optax.sgd(0.5), cost="log_likelihood",

@@ -207,38 +207,30 @@ def test_fit_called_otherwise_on_some_process_raises_the_same_error_on_every_pro
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-def _two_fits(case):
-    outs = _run_two(lambda port, i: [os.path.join(HERE, "multihost_worker.py"), str(port), str(i), "-", case])
-    for rc, _, err in outs:
-        assert rc == 0, err[-3000:]
-    return [json.loads(out.strip().splitlines()[-1]) for _, out, _ in outs]
-
-
-def test_the_step_reports_of_a_two_process_run_reach_process_0():
+def test_step_reports_in_a_two_process_run_reach_process_0_and_what_it_raises_every_process_raises():
     """Every epoch reports its steps, as process 1's threshold (0 s) asks,
     though process 0's never would: the reports come to process 0's
     on_progress, each of its epochs in order, though the processes' counts
     of reporting runs differ; process 1 gets none, and both end with the
-    same cost."""
-    first, second = _two_fits("progress")
-    steps = first["calls"][0][2]
+    same cost. An error from process 0's on_progress in epoch 2 is raised
+    by fit on both processes once epoch 2 is recorded (none is left
+    waiting for the other); a KeyboardInterrupt likewise, carrying the 2
+    epochs."""
+    outs = _run_two(lambda port, i: [os.path.join(HERE, "multihost_worker.py"), str(port), str(i), "-", "progress"])
+    for rc, _, err in outs:
+        assert rc == 0, err[-3000:]
+    first, second = (json.loads(out.strip().splitlines()[-1]) for _, out, _ in outs)
+    calls = first["reports"]["calls"]
+    steps = calls[0][2]
     run = -(-steps // 20)  # 62 steps: reports after 4, 8, ..., 60 and 62
-    assert first["calls"] == [[e, min(k, steps), steps] for e in (1, 2, 3) for k in range(run, steps + run, run)]
-    assert second["calls"] == [] and first["cost"] == second["cost"]
-
-
-@pytest.mark.parametrize("case", ["progress-error", "progress-interrupt"])
-def test_what_on_progress_raises_on_process_0_every_process_raises_after_that_epoch(case):
-    """An error from process 0's on_progress in epoch 2 is raised by fit on
-    both processes once epoch 2 is recorded (none is left waiting for the
-    other); a KeyboardInterrupt likewise, carrying the 2 epochs."""
-    first, second = _two_fits(case)
-    assert first["calls"][-1][0] == 2 and not any(c[0] == 3 for c in first["calls"])
-    if case == "progress-error":
-        assert first["error"] == second["error"] == "ValueError"
-        assert first["message"] == second["message"] == "the bar broke"
-    else:
-        assert first["error"] == second["error"] == "KeyboardInterrupt" and first["kept"] == second["kept"] == 2
+    assert calls == [[e, min(k, steps), steps] for e in (1, 2, 3) for k in range(run, steps + run, run)]
+    assert second["reports"]["calls"] == [] and first["reports"]["cost"] == second["reports"]["cost"]
+    for what in ("error", "interrupt"):
+        assert first[what]["calls"][-1][0] == 2 and not any(c[0] == 3 for c in first[what]["calls"])
+    assert first["error"]["error"] == second["error"]["error"] == "ValueError"
+    assert first["error"]["message"] == second["error"]["message"] == "the bar broke"
+    assert first["interrupt"]["error"] == second["interrupt"]["error"] == "KeyboardInterrupt"
+    assert first["interrupt"]["kept"] == second["interrupt"]["kept"] == 2
 
 
 def _until_checkpoints(procs, run_dir, n: int) -> None:
