@@ -70,9 +70,8 @@ class _Stopping:
     finish. In a run of several processes, a signal to any of them stops
     them all after the same epoch (fit's stop agrees), and their epochs
     are not stopped midway (the step reports reach process 0 alone). For
-    the handlers to
-    run at once, ``fit`` runs in a worker thread while the main thread
-    waits (``_in_a_thread``)."""
+    the handlers to run at once, ``fit`` runs in a worker thread while the
+    main thread waits (``_in_a_thread``)."""
 
     def __init__(self, report: "_Report", within_epochs: bool = True):
         self.report, self.within_epochs = report, within_epochs  # whether a second signal can end an epoch midway
