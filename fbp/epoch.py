@@ -209,12 +209,11 @@ def scan_reporting(body: Callable, carry, xs, progress: Callable, updates: int, 
     shorter last one), each followed by ``progress(steps_done, steps,
     *progress_args)`` through an ``io_callback``. Where ``progress``
     returns True, the runs after it are skipped (a ``lax.cond`` on a
-    carried flag): the carry is
-    the one after the last step run, and the skipped steps' outputs are NaN.
-    The flag is a value of the computation, so on a mesh every device skips
-    alike; there the callbacks cannot be ordered (``ordered=False``), and
-    each takes the run's last output, so that it cannot be run before the
-    run's steps."""
+    carried flag): the carry is the one after the last step run, and the
+    skipped steps' outputs (floats: the losses) are NaN. The flag is a
+    value of the computation, so on a mesh every device skips alike; there
+    the callbacks cannot be ordered (``ordered=False``), and each takes the
+    run's last output, so that it cannot be run before the run's steps."""
     xs_leaves = jax.tree.leaves(xs)
     n = xs_leaves[0].shape[0]
     run = -(-n // updates)
