@@ -68,13 +68,14 @@ class _Stopping:
     on_progress, a twentieth of an epoch of a second or more), and nothing
     of it is kept. Once training has ended, the testing and saving are let
     finish. In a run of several processes, a signal to any of them stops
-    them all after the same epoch (fit's stop agrees), and their epochs
-    are not stopped midway (the step reports reach process 0 alone). For
+    them all after the same epoch (fit's stop agrees), and a second signal
+    to process 0, where the step reports come, ends every process's epoch
+    at the same step; one to another process cannot. For
     the handlers to run at once, ``fit`` runs in a worker thread while the
     main thread waits (``_in_a_thread``)."""
 
     def __init__(self, report: "_Report", within_epochs: bool = True):
-        self.report, self.within_epochs = report, within_epochs  # whether a second signal can end an epoch midway
+        self.report, self.within_epochs = report, within_epochs  # whether a second signal here can end an epoch
         self.reason: Optional[str] = None  # fit's stop reason: "interrupted" or "terminated"
         self.after = 0  # the epoch to stop after: the one running when the first signal came
         self.now: Optional[int] = None  # the signal that asked to stop at once
@@ -98,7 +99,7 @@ class _Stopping:
         elif self.now is None:
             self.now = signum
             self.report.note(f"fbp train: {name}: stopping at once" if self.within_epochs else
-                             f"fbp train: {name}: an epoch of a multi-host run cannot be stopped midway; stopping "
+                             f"fbp train: {name}: only process 0 of the run can stop an epoch midway; stopping "
                              f"when epoch {self.after} ends")
 
     def stop(self) -> Optional[str]:
@@ -107,9 +108,8 @@ class _Stopping:
 
     def steps(self, epoch: int, done: int, steps: int) -> None:
         """fit's on_progress: the bar's, or, after a second signal, the end
-        of the epoch. Not in a multi-host run: there process 0 alone gets the
-        reports, and leaving the epoch alone would leave the others waiting."""
-        if self.now is not None and self.within_epochs:
+        of the epoch."""
+        if self.now is not None:
             raise Terminated() if self.now == signal.SIGTERM else KeyboardInterrupt()
         self.report.steps(epoch, done, steps)
 
@@ -320,7 +320,7 @@ def cmd_train(args) -> int:
             if joined:
                 agreed = True  # the all-gather below is the last one before training: no more to tell
                 _agree(args, run)
-            stopping = _Stopping(report, within_epochs=not joined)  # Ctrl-C and SIGTERM, to the run's end
+            stopping = _Stopping(report, within_epochs=not joined or jax.process_index() == 0)  # Ctrl-C and SIGTERM, to the run's end
             if not held.enter_context(stopping.handling_signals()):
                 stopping = None
             result, seconds = _fit(args, run, report, writer, joined, stopping)

@@ -242,16 +242,13 @@ _runs = itertools.count(1)
 def _report_steps(done, steps, run) -> bool:
     """The host function that fit's reporting epochs call (``make_epoch``'s
     ``progress``): on to the ``on_progress`` of the epoch running as
-    ``run``. An
-    exception it raises is kept for fit to raise once the epoch is recorded,
-    rather than inside XLA's callback (where it would fail the epoch,
-    wrapped in a runtime error). A KeyboardInterrupt is the one way to stop
-    the epoch where it is: it is kept, and True ends the epoch there (the
-    remaining steps are skipped, on every device of a mesh alike). Not in
-    a run of several processes: the reports come to process 0 alone, and
-    the others, their epoch ended with no word of why, would take the
-    skipped steps for a failure; there it is kept as other errors are, and
-    fit raises it on every process after the epoch (``_raised_alike``)."""
+    ``run``. An exception it raises is kept for fit to raise once the epoch
+    is recorded, rather than inside XLA's callback (where it would fail the
+    epoch, wrapped in a runtime error). A KeyboardInterrupt is the one way
+    to stop the epoch where it is: it is kept, and True ends the epoch
+    there (the remaining steps are skipped, on every device of a mesh
+    alike, in every process of a run: ``_raised_alike`` tells the others,
+    whose reports all come to process 0)."""
     to = _reporting.get(int(run))
     if to is None or to[2] is not None or to[3] is not None:
         return to is not None and to[3] is not None
@@ -260,9 +257,6 @@ def _report_steps(done, steps, run) -> bool:
     except Exception as e:  # noqa: BLE001 - raised again by fit, as it was
         to[2] = e
     except KeyboardInterrupt as e:
-        if jax.process_count() > 1:
-            to[2] = e
-            return False
         to[3] = e
         return True
     return False
@@ -290,30 +284,35 @@ def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
         error, interrupt = to[2:]
     finally:
         _reporting.pop(run, None)
+    if on_progress is not None:
+        error, interrupt = _raised_alike(error, interrupt)
     if interrupt is not None:  # the epoch ended at the report that raised it
         raise interrupt
     return params, opt_state, losses, error
 
 
-def _raised_alike(error: Optional[BaseException]) -> Optional[BaseException]:
-    """What on_progress raised during an epoch, for every process of a run
-    to raise alike after it (one broadcast from process 0, where the reports
-    go): process 0's own error, elsewhere a copy of it
-    (``multihost.process_0_does``), and a KeyboardInterrupt on every process.
-    In a run of one process, ``error``."""
+def _raised_alike(error: Optional[Exception], interrupt: Optional[BaseException]) -> tuple:
+    """What on_progress raised during a reporting epoch, (an error, a
+    KeyboardInterrupt), alike on every process of a run, where the reports
+    all come to process 0 (one broadcast from it): process 0's own, and on
+    the others a copy of its error (``multihost.process_0_does``) or a
+    KeyboardInterrupt, so that each raises it as process 0 does: the
+    error once the epoch is recorded, the KeyboardInterrupt at once (their
+    epoch ended at the same step, and their NaN losses of the steps
+    skipped are no failure). In a run of one process, as they are."""
     if jax.process_count() == 1:
-        return error
+        return error, interrupt
 
     def on_process_0() -> bool:
-        if isinstance(error, Exception):
+        if error is not None:
             raise error
-        return error is not None  # a KeyboardInterrupt
+        return interrupt is not None
 
     try:
         interrupted = multihost.process_0_does(on_process_0)
     except Exception as e:  # noqa: BLE001 - raised by fit, on every process
-        return e
-    return (error or KeyboardInterrupt()) if interrupted else None
+        return e, None
+    return None, ((interrupt or KeyboardInterrupt()) if interrupted else None)
 
 
 def lr_factor(opt_state) -> float:
@@ -636,10 +635,10 @@ def fit(
         ``mesh``, the epoch ends on every device alike. In a run of several
         processes, the processes agree whether an epoch reports (it does
         where the last epoch took a second on any of them), the reports
-        come to process 0 alone, and what on_progress raises there, a
-        KeyboardInterrupt too, is raised on every process alike once the
-        epoch is recorded (elsewhere a copy of process 0's error): an
-        all-gather and a broadcast an epoch. Fits running at once in
+        come to process 0 alone, and what on_progress raises there is
+        raised on every process alike (elsewhere a copy of process 0's
+        error, or a KeyboardInterrupt): an all-gather each epoch, and a
+        broadcast each reporting one. Fits running at once in
         threads of one process each get their own reports: each epoch's
         computation carries the number that its reports are filed under.
       stop: called after each epoch, once it is recorded, checkpointed and
@@ -800,8 +799,6 @@ def fit(
                 kept = (params, opt_state, len(progress.history), progress.best_epoch, best_params)
                 if on_epoch is not None:
                     on_epoch(record)
-                if on_progress is not None:
-                    report_error = _raised_alike(report_error)
                 if report_error is not None:
                     raise report_error
                 stop_reason = why_stop() or asked_to_stop()

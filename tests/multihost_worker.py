@@ -7,7 +7,8 @@ epochs, and every process must raise the same ValueError before training.
 CASE ``progress``: three fits whose every epoch reports its steps to
 on_progress (process 1's threshold is 0 s, process 0's never met), with
 process 1's count of reporting runs ahead of process 0's: one plain, and
-two whose on_progress raises ValueError or KeyboardInterrupt in epoch 2.
+two whose on_progress raises ValueError or KeyboardInterrupt at epoch 2's
+first report.
 Prints one JSON object."""
 
 import errno
