@@ -70,9 +70,9 @@ class _Stopping:
     finish. In a run of several processes, a signal to any of them stops
     them all after the same epoch (fit's stop agrees), and a second signal
     to process 0, where the step reports come, ends every process's epoch
-    at the same step; one to another process cannot. For
-    the handlers to run at once, ``fit`` runs in a worker thread while the
-    main thread waits (``_in_a_thread``)."""
+    at the same step; one to another process cannot. For the handlers to
+    run at once, ``fit`` runs in a worker thread while the main thread
+    waits (``_in_a_thread``)."""
 
     def __init__(self, report: "_Report", within_epochs: bool = True):
         self.report, self.within_epochs = report, within_epochs  # whether a second signal here can end an epoch
@@ -320,7 +320,8 @@ def cmd_train(args) -> int:
             if joined:
                 agreed = True  # the all-gather below is the last one before training: no more to tell
                 _agree(args, run)
-            stopping = _Stopping(report, within_epochs=not joined or jax.process_index() == 0)  # Ctrl-C and SIGTERM, to the run's end
+            # Ctrl-C and SIGTERM, to the run's end; the step reports come to process 0 of a run
+            stopping = _Stopping(report, within_epochs=not joined or jax.process_index() == 0)
             if not held.enter_context(stopping.handling_signals()):
                 stopping = None
             result, seconds = _fit(args, run, report, writer, joined, stopping)
