@@ -156,8 +156,7 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
 
     @jax.jit
     def epoch(params, opt_state, key, X, Y, *progress_args):
-        if progress_args and progress is None:
-            raise TypeError(f"the epoch takes 5 arguments without progress, got {5 + len(progress_args)}.")
+        check_progress_args(progress, progress_args)
         n = X.shape[0]
         n_batches = n // batch_size
         if n_batches == 0:
@@ -200,6 +199,12 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
         return params, opt_state, losses
 
     return epoch
+
+
+def check_progress_args(progress, progress_args) -> None:
+    """An epoch's arguments after Y are for its ``progress``: none without one."""
+    if progress_args and progress is None:
+        raise TypeError(f"the epoch takes 5 arguments without progress, got {5 + len(progress_args)}.")
 
 
 def scan_reporting(body: Callable, carry, xs, progress: Callable, updates: int, progress_args=(), *,

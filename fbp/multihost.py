@@ -251,7 +251,7 @@ def first_given(text: Optional[str], size: int = 64) -> Optional[str]:
     bytes count), agreed: the first process's that is not None, or None.
     In a run of one process, ``text``. One all-gather of ``size`` + 1 bytes
     from each process: how fit's processes decide together whether to stop
-    after an epoch."""
+    after an epoch, and whether an epoch reports its steps."""
     if jax.process_count() == 1:
         return text
     row = np.zeros(size + 1, np.uint8)

@@ -22,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fbp.network import check_int
-from fbp.epoch import decode_inputs, scan_reporting, shuffle
+from fbp.epoch import check_progress_args, decode_inputs, scan_reporting, shuffle
 
 AXIS = "batch"
 
@@ -156,8 +156,7 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
         return n_batches
 
     def epoch(params, opt_state, key, X, Y, *progress_args):
-        if progress_args and progress is None:
-            raise TypeError(f"the epoch takes 5 arguments without progress, got {5 + len(progress_args)}.")
+        check_progress_args(progress, progress_args)
         X, Y = np.asarray(X), np.asarray(Y)
         n = len(X)
         n_batches = batches(n)
