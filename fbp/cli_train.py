@@ -724,6 +724,7 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping:
     import os
 
     from fbp import checkpoint as fckpt
+    from fbp import multihost
     from fbp import train as ftrain
 
     def fit(on_progress, stop=None):
@@ -761,6 +762,8 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping:
         raise _refuse(f"{e}; {_kept(args, writer, joined)}", 1) from None
     except fckpt.CheckpointWriteError as e:  # mid-run: the earlier checkpoints are intact
         raise _refuse(e.strerror, 1) from None
+    except multihost.RaisedElsewhere as e:  # process 0 could not write --metrics-out, say: it says why
+        raise _refuse(f"{e}; {_kept(args, writer, joined)}", 1) from None
     except Exception as e:
         if not joined:
             raise

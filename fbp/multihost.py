@@ -19,7 +19,7 @@ import os
 import socket
 import sys
 import zlib
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -246,22 +246,59 @@ def fingerprint(value) -> int:
     return code
 
 
+class RaisedElsewhere(RuntimeError):
+    """Raised by ``agreed`` on the processes of a run where its function did
+    not raise, when it raised on another: ``process`` is the first process
+    where it did, ``error`` what it raised there ("on_epoch raised OSError:
+    ...", cut at ``agreed``'s size)."""
+
+    def __init__(self, process: int, error: str):
+        self.process, self.error = process, error
+        super().__init__(f"process {process} of the run stopped: its {error}")
+
+
+def agreed(fn: Callable[[], Optional[str]], what: Union[str, Callable[[], str]] = "a function",
+           size: int = 256) -> Optional[str]:
+    """``fn()`` (None, or a short str: its first ``size`` bytes count) on
+    every process, agreed in one all-gather of ``size`` + 1 bytes from each:
+    the first process's str that is not None, or None. Where ``fn`` raised
+    on some process, every process raises instead (so that none is left
+    waiting for the others in the next collective): its own error where fn
+    raised, a ``RaisedElsewhere`` naming the first process that raised, and
+    what (``what`` names fn, or a function of no arguments says what part
+    of it was running), where it did not. In a run of one process, ``fn()``.
+    How fit's processes decide together whether to stop after an epoch,
+    whether an epoch reports its steps, and what its callbacks raised."""
+    if jax.process_count() == 1:
+        return fn()
+    error = None
+    try:
+        text = fn()
+    except Exception as e:  # raised here once every process knows
+        error, text = e, f"{what() if callable(what) else what} raised {type(e).__name__}: {e}"
+    row = np.zeros(size + 1, np.uint8)
+    if text is not None:
+        data = np.frombuffer(text.encode()[:size], np.uint8)
+        row[0], row[1:1 + len(data)] = 1 if error is None else 2, data
+    rows = np.asarray(allgather(row)).reshape(-1, size + 1)
+    if error is not None:
+        raise error
+    decoded = [bytes(r[1:]).rstrip(b"\0").decode(errors="replace") for r in rows]
+    for i, r in enumerate(rows):
+        if r[0] == 2:
+            raise RaisedElsewhere(i, decoded[i])
+    for r, text in zip(rows, decoded):
+        if r[0] == 1:
+            return text
+    return None
+
+
 def first_given(text: Optional[str], size: int = 64) -> Optional[str]:
     """Every process's ``text`` (None, or a short str: its first ``size``
     bytes count), agreed: the first process's that is not None, or None.
     In a run of one process, ``text``. One all-gather of ``size`` + 1 bytes
-    from each process: how fit's processes decide together whether to stop
-    after an epoch, and whether an epoch reports its steps."""
-    if jax.process_count() == 1:
-        return text
-    row = np.zeros(size + 1, np.uint8)
-    if text is not None:
-        data = np.frombuffer(text.encode()[:size], np.uint8)
-        row[0], row[1:1 + len(data)] = 1, data
-    for given in np.asarray(allgather(row)).reshape(-1, size + 1):
-        if given[0]:
-            return bytes(given[1:]).rstrip(b"\0").decode(errors="replace")
-    return None
+    from each (``agreed``)."""
+    return agreed(lambda: text, size=size)
 
 
 def same_on_every_process(arguments: dict) -> None:

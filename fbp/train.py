@@ -612,6 +612,13 @@ def fit(
         checkpoint and checked on resume. The epoch count is not part of it:
         a run can be resumed with more epochs.
       on_epoch: called with each epoch's record (for printing, logging).
+        In a run of several processes, this and the other callbacks
+        (``monitor``, ``stop``, ``on_resume``) run on every process, and
+        what one raises on some process fit raises on every process: there
+        its own error, elsewhere a ``fbp.multihost.RaisedElsewhere`` naming
+        that process and the error (``multihost.agreed``: one all-gather
+        after each epoch for on_epoch and stop together, one for monitor),
+        so that none is left waiting for the others.
       monitor: a function of the params, called after each epoch (after the
         built-in monitors), for a quantity of one's own: the names and values
         of the dict it returns join the epoch's record, and so the history,
@@ -647,7 +654,7 @@ def fit(
         then that string. ``fbp train`` stops this way on Ctrl-C and SIGTERM.
         In a run of several processes, every process's is asked, and all
         stop after the same epoch when any of them gives a reason (the
-        first process's reason; one all-gather of 65 bytes an epoch).
+        first process's reason).
       opt_state: start from this optimizer state (a previous ``FitResult.opt_state``)
         instead of ``optimizer.init(params)``; its tree must fit the optimizer.
       mesh: a ``jax.sharding.Mesh`` from ``fbp.parallel.make_mesh`` for
@@ -717,13 +724,33 @@ def fit(
             return "lr_floor"
         return None
 
-    def asked_to_stop():
-        if stop is None:
+    # The callbacks, each process's own: in a run of several, what one raises every process raises
+    # (multihost.agreed: an all-gather), where the others would wait for it in the next collective.
+    def after_epoch(record):
+        """on_epoch, then whether stop asks to: the processes of a run stop together when any of them asks."""
+        if on_epoch is None and stop is None:
             return None
-        reason = stop()
-        if reason is not None and not isinstance(reason, str):
-            raise TypeError(f"stop must return None or a reason to stop (a str), got {type(reason).__name__}")
-        return multihost.first_given(reason)  # several processes stop together, when any of them asks
+        calling = "on_epoch"
+
+        def on_every_process():
+            nonlocal calling
+            calling = "on_epoch"
+            if on_epoch is not None:
+                on_epoch(record)
+            calling = "stop"
+            reason = None if stop is None else stop()
+            if reason is not None and not isinstance(reason, str):
+                raise TypeError(f"stop must return None or a reason to stop (a str), got {type(reason).__name__}")
+            return reason
+        return multihost.agreed(on_every_process, lambda: calling)
+
+    def own_monitor(params, record) -> dict:
+        got = {}
+
+        def on_every_process():
+            got.update(_own_monitor(monitor, params, record))
+        multihost.agreed(on_every_process, "monitor")
+        return got
 
     # Held from the first read of the directory to the last write: another run
     # there meanwhile would write the same epochs' files and prune this one's.
@@ -735,7 +762,9 @@ def fit(
         if restored is not None:
             params, opt_state, progress, best_params = restored
             if on_resume is not None:
-                on_resume(progress.history)
+                def resumed():
+                    on_resume(progress.history)
+                multihost.agreed(resumed, "on_resume")
 
         epoch_fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, mesh)
         # With on_progress: the epochs by whether they report, each compiled before its first run; the
@@ -786,7 +815,7 @@ def fit(
                 record.update(_monitor(params, training, evaluated, cost, monitor_training=monitor_training,
                                        deltas=monitor_deltas, noise_scale=monitor_noise_scale))
                 if monitor is not None:
-                    record.update(_own_monitor(monitor, params, record))
+                    record.update(own_monitor(params, record))
                 if "evaluation_accuracy" in record and progress.evaluated(e, record["evaluation_accuracy"]):
                     best_params = params
                 if lr_halving is not None and progress.since_change >= lr_halving:
@@ -797,11 +826,10 @@ def fit(
                     _save_epoch(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key),
                                 progress.meta(config=config, network=network), progress.best_epoch)
                 kept = (params, opt_state, len(progress.history), progress.best_epoch, best_params)
-                if on_epoch is not None:
-                    on_epoch(record)
+                asked = after_epoch(record)
                 if report_error is not None:
                     raise report_error
-                stop_reason = why_stop() or asked_to_stop()
+                stop_reason = why_stop() or asked
         except KeyboardInterrupt as interrupt:
             params, opt_state, n, best_epoch, best_params = kept
             interrupt.fit_result = FitResult(params, opt_state, progress.history[:n], n, True, None, best_epoch,

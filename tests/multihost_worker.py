@@ -8,7 +8,10 @@ CASE ``progress``: three fits whose every epoch reports its steps to
 on_progress (process 1's threshold is 0 s, process 0's never met), with
 process 1's count of reporting runs ahead of process 0's: one plain, and
 two whose on_progress raises ValueError or KeyboardInterrupt at epoch 2's
-first report.
+first report. CASE ``callbacks``: fits whose on_epoch, monitor or stop
+raises (or, for stop, gives a reason) on one process only, and which must
+end alike on both: that process raises its own error, the other a
+RaisedElsewhere naming it.
 Prints one JSON object."""
 
 import errno
@@ -66,6 +69,44 @@ if case == "progress":
         except KeyboardInterrupt as e:
             out[what] = dict(error="KeyboardInterrupt", kept=e.fit_result.epochs_run)
         out[what].update(calls=calls)
+    print(json.dumps(out), flush=True)
+    sys.exit(0)
+if case == "callbacks":
+    from fbp import multihost
+
+    def on_epoch(record):  # process 1's disk fills at epoch 2
+        seen.append(record["epoch"])
+        if record["epoch"] == 2 and pid == 1:
+            raise OSError(28, "No space left on device")
+
+    def monitor(params):  # off on process 0 at epoch 1
+        seen.append(len(seen) + 1)
+        if pid == 0:
+            raise ValueError("the monitor's numbers are off")
+        return {"own": 1.0}
+
+    fits = {"on_epoch": dict(on_epoch=on_epoch), "monitor": dict(monitor=monitor),
+            "stop": dict(stop=lambda: 5 if pid == 1 else None),
+            "reason": dict(stop=lambda: "enough" if pid == 1 and len(seen) >= 2 else None,
+                           on_epoch=lambda record: seen.append(record["epoch"])),
+            "on_resume": dict(checkpoint_dir=run_dir, resume=True, on_resume=lambda history: [None][pid])}
+    sgd = optax.sgd(0.5)
+
+    def fit(**callbacks):
+        return ftrain.fit(params, (ds.train.X, ds.train.Y), optimizer=sgd, cost="log_likelihood",
+                          **{"epochs": 3, **callbacks}, batch_size=20, key=jax.random.key(1),
+                          mesh=parallel.make_mesh(2))
+    fit(epochs=1, checkpoint_dir=run_dir)  # for on_resume's fit to resume
+    for what, callbacks in fits.items():
+        seen = []
+        try:
+            r = fit(**callbacks)
+            out[what] = dict(epochs=r.epochs_run, stop_reason=r.stop_reason)
+        except multihost.RaisedElsewhere as e:
+            out[what] = dict(error="RaisedElsewhere", process=e.process, message=str(e))
+        except Exception as e:  # noqa: BLE001 - the test compares what each process raised
+            out[what] = dict(error=type(e).__name__, message=str(e))
+        out[what].update(seen=seen)
     print(json.dumps(out), flush=True)
     sys.exit(0)
 try:

@@ -59,13 +59,16 @@ def test_differing_names_each_setting_and_the_processes_where_it_differs():
     assert multihost.differ_text({"key": [1]}) == "key on process 1 differs"
 
 
-def test_in_a_run_of_one_process_process_0_does_and_sends_are_plain_calls(params):
+def test_in_a_run_of_one_process_process_0_does_sends_and_agrees_with_plain_calls(params):
     assert jax.process_count() == 1
     assert multihost.from_process_0(params) is params
     assert multihost.process_0_does(lambda: {"epoch": 3}) == {"epoch": 3}
     with pytest.raises(ZeroDivisionError):
         multihost.process_0_does(lambda: 1 / 0)
     multihost.same_on_every_process({"epochs": 3, "params": params})  # nothing to compare with: no error
+    assert multihost.agreed(lambda: "stop here") == "stop here" and multihost.agreed(lambda: None) is None
+    with pytest.raises(ZeroDivisionError):  # as it is: no other process to tell
+        multihost.agreed(lambda: 1 / 0, "on_epoch")
 
 
 @pytest.mark.parametrize("coordinator, expected", [("host0:1234", ("host0", 1234)), ("[::1]:8476", ("::1", 8476)),

@@ -233,6 +233,46 @@ def test_step_reports_in_a_two_process_run_reach_process_0_and_what_it_raises_ev
     assert first["interrupt"]["kept"] == second["interrupt"]["kept"] == 1
 
 
+def test_a_callback_that_raises_on_one_process_stops_every_process_alike(tmp_path):
+    """fit's callbacks run on each process: one that raises on one process
+    only (on_epoch at epoch 2, monitor at epoch 1, stop giving an int,
+    on_resume) ends fit on both, there: that process raises its own error,
+    the other a RaisedElsewhere naming the process and the error, where
+    it used to wait in the next collective; a reason to stop given on one
+    process stops both after the same epoch."""
+    outs = _run_two(lambda port, i: [os.path.join(HERE, "multihost_worker.py"), str(port), str(i),
+                                     str(tmp_path / "run"), "callbacks"])
+    for rc, _, err in outs:
+        assert rc == 0, err[-3000:]
+    first, second = (json.loads(out.strip().splitlines()[-1]) for _, out, _ in outs)
+    assert second["on_epoch"] == dict(error="OSError", message="[Errno 28] No space left on device", seen=[1, 2])
+    assert first["on_epoch"] == dict(error="RaisedElsewhere", process=1, seen=[1, 2], message=(
+        "process 1 of the run stopped: its on_epoch raised OSError: [Errno 28] No space left on device"))
+    assert first["monitor"] == dict(error="ValueError", message="the monitor's numbers are off", seen=[1])
+    assert second["monitor"] == dict(error="RaisedElsewhere", process=0, seen=[1], message=(
+        "process 0 of the run stopped: its monitor raised ValueError: the monitor's numbers are off"))
+    assert second["stop"]["error"] == "TypeError"
+    assert first["stop"]["message"] == f"process 1 of the run stopped: its stop raised TypeError: {second['stop']['message']}"
+    assert first["reason"] == second["reason"] == dict(epochs=2, stop_reason="enough", seen=[1, 2])
+    assert second["on_resume"]["error"] == "IndexError"
+    assert first["on_resume"]["message"] == "process 1 of the run stopped: its on_resume raised IndexError: " \
+                                            "list index out of range"
+
+
+def test_a_full_metrics_disk_on_process_0_stops_every_process_with_one_line(tmp_path):
+    """fbp train as two processes, process 0's --metrics-out on a full disk
+    (/dev/full): both end with status 1 after epoch 1, each saying why in one
+    line, where both used to wait until killed."""
+    (rc0, out0), (rc1, out1) = _two_processes(["--epochs", "3", "--batch-size", "20", "--metrics-out", "/dev/full",
+                                                "--checkpoint-dir", "run"], tmp_path)
+    assert rc0 == rc1 == 1, out0 + out1
+    assert ("fbp train: error: could not write to --metrics-out /dev/full (No space left on device); the checkpoint "
+            "of epoch 1 is in run: add --resume to the same command on every process to go on") in out0
+    assert ("fbp train: error: process 0 of the run stopped: its on_epoch raised MetricsWriteError: could not write "
+            "to --metrics-out /dev/full (No space left on device); process 0 of the run keeps its checkpoints") in out1
+    assert "Traceback" not in out0 + out1
+
+
 def _until_checkpoints(procs, run_dir, n: int) -> None:
     """Wait (2 minutes at most) until process 0 of ``procs`` has written
     ``n`` checkpoints into ``run_dir``, both processes still running."""
