@@ -231,10 +231,22 @@ PROGRESS_SECONDS = 1.0
 # more, a second at the 40 G/s of 2-core machines here ([784, 1000, 1000, 10]
 # on 50,000 examples: 2.7e11, 6.5 s; [784, 100, 10]: 1.2e10, 0.3 s).
 FIRST_EPOCH_MACS = 4e10
+@dataclasses.dataclass
+class _Reporting:
+    """An epoch of fit reporting its steps: its number, where the reports
+    go, and what ``on_progress`` raised there (an Exception, kept for fit
+    to raise once the epoch is recorded; a KeyboardInterrupt, which ends
+    the epoch)."""
+
+    epoch: int
+    on_progress: Callable[[int, int, int], None]
+    error: Optional[Exception] = None
+    interrupt: Optional[BaseException] = None
+
+
 # The epochs of fit reporting their steps now, by the number each runs with
 # (an argument of its computation, handed back with each report, so that
-# fits in two threads at once each get their own): [epoch, on_progress, what
-# it raised (an Exception), the KeyboardInterrupt it raised].
+# fits in two threads at once each get their own).
 _reporting: dict = {}
 _runs = itertools.count(1)
 
@@ -250,14 +262,14 @@ def _report_steps(done, steps, run) -> bool:
     alike, in every process of a run: ``_raised_alike`` tells the others,
     whose reports all come to process 0)."""
     to = _reporting.get(int(run))
-    if to is None or to[2] is not None or to[3] is not None:
-        return to is not None and to[3] is not None
+    if to is None or to.error is not None or to.interrupt is not None:
+        return to is not None and to.interrupt is not None
     try:
-        to[1](to[0], int(done), int(steps))
+        to.on_progress(to.epoch, int(done), int(steps))
     except Exception as e:  # noqa: BLE001 - raised again by fit, as it was
-        to[2] = e
+        to.error = e
     except KeyboardInterrupt as e:
-        to[3] = e
+        to.interrupt = e
         return True
     return False
 
@@ -273,7 +285,7 @@ def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
     # its own count; the reports are made by the process holding the mesh's
     # first device, with its own number (tested with the counts apart).
     run = next(_runs) % 2**31
-    to = [epoch, on_progress, None, None]
+    to = _Reporting(epoch, on_progress)
     if on_progress is not None:
         _reporting[run], args = to, (*args, np.int32(run))
     try:
@@ -281,9 +293,9 @@ def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
         losses = np.asarray(losses)
         if on_progress is not None:
             jax.effects_barrier()  # the reports still queued run now, not during the next epoch
-        error, interrupt = to[2:]
     finally:
         _reporting.pop(run, None)
+    error, interrupt = to.error, to.interrupt
     if on_progress is not None:
         error, interrupt = _raised_alike(error, interrupt)
     if interrupt is not None:  # the epoch ended at the report that raised it
