@@ -843,7 +843,8 @@ def _finish(args, run: _Run, report: _Report, result, seconds: float, writer: bo
         f"done: {_epochs(len(result.history))} in {seconds:.1f} s; test accuracy {final['test_accuracy']:.4f} "
         f"(params of epoch {tested_epoch}{best_note}), "
         f"test cost {final['test_cost']:.4f}"
-        + (f"; checkpoints in {args.checkpoint_dir}" if args.checkpoint_dir else "")
+        + ((f"; checkpoints in {args.checkpoint_dir}" if writer else "; process 0 of the run keeps the checkpoints")
+           if args.checkpoint_dir else "")
         + (f"; network in {args.save_params}" if network_saved else "")
         + (f"; metrics in {args.metrics_out} (fbp plot draws them)" if metrics_written else "")
     )

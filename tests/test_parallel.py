@@ -158,6 +158,7 @@ def test_two_processes_share_one_checkpoint_dir_resume_and_train_like_one(tmp_pa
         assert rc == 0, out
         assert "resuming from the checkpoint of epoch 2 in run" in out
     assert "network in net.npz" in both[0][1] and "network in" not in both[1][1]
+    assert "; checkpoints in run" in both[0][1] and "; process 0 of the run keeps the checkpoints" in both[1][1]
     assert "metrics in m.jsonl" in both[0][1] and "metrics in" not in both[1][1]
     lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [r.get("epoch") for r in lines] == [1, 2, 3, None] and lines[-1]["final"]
