@@ -617,6 +617,8 @@ class _Report:
             line += f"  mean step cost {r['train_step_cost']:.4f}"
         if "evaluation_accuracy" in r:
             line += f"  {self.eval_split} cost {r['evaluation_cost']:.4f} acc {r['evaluation_accuracy']:.4f}"
+        if "l2_cost" in r:
+            line += f"  L2 term {r['l2_cost']:.4f}"
         if r.get("lr_factor", 1) != 1:
             line += f"  η {self.args.lr * r['lr_factor']:.4g}"
         if "delta_norms" in r:
@@ -736,7 +738,10 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping:
             monitor_deltas=args.monitor_deltas, monitor_noise_scale=args.monitor_noise_scale,
             checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=report.epoch, grad=run.grad,
             mesh=run.mesh, config=run.config, on_resume=report.resumed,
-            on_progress=on_progress, stop=stop)
+            on_progress=on_progress, stop=stop, monitor=l2_monitor if args.l2 else None)
+
+    def l2_monitor(params) -> dict:  # the L2 term of the cost that the steps descend, beside the data cost
+        return {"l2_cost": float(ftrain.l2_cost(params, args.l2, len(run.ds.train)))}
 
     bar_steps = report.steps if report.moves_within_epochs else None
     t0 = time.perf_counter()

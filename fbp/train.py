@@ -76,6 +76,15 @@ def make_optimizer(
     return optax.chain(optax.add_decayed_weights(l2 / n_train, mask=weight_mask), step)
 
 
+def l2_cost(params: list, l2: float, n_train: int) -> Array:
+    """The book's L2 term of the cost, (λ/2n) Σ_w w², over the weights (not
+    the biases): what ``make_optimizer(l2=λ, n_train=n)``'s decay descends
+    beside the data cost C₀ (its gradient, (λ/n) w, is the decay). The
+    book's ``total_cost`` of the training data is C₀ plus this; of other
+    data it adds the term with n their own size."""
+    return 0.5 * l2 / n_train * sum(jnp.sum(jnp.square(layer.w)) for layer in params)
+
+
 # --- the fit loop -----------------------------------------------------------
 class NonFiniteLoss(RuntimeError):
     """Training produced a non-finite cost; the last good state is kept."""

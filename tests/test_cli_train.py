@@ -45,10 +45,10 @@ def test_cli_train_default_digits_and_metrics(tmp_path):
     assert "mean step cost" in proc.stdout and "train cost" not in proc.stdout
 
 
-def test_cli_monitor_deltas_and_noise_scale_show_and_record_them(tmp_path):
-    out = tmp_path / "m.jsonl"
+def test_cli_monitor_deltas_noise_scale_and_l2_term_show_and_record_them(tmp_path):
+    out, net = tmp_path / "m.jsonl", tmp_path / "net.npz"
     proc = fbp_cli("train", "--sizes", "64,20,20,10", "--epochs", "2", "--monitor-deltas", "--metrics-out", str(out),
-                "--quiet", "--monitor-noise-scale")
+                "--quiet", "--monitor-noise-scale", "--l2", "5", "--save-params", str(net))
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(l) for l in out.read_text().splitlines()][:-1]
     shown = [[float(v) for v in re.search(r"‖δ‖ by layer ([\d.e+-]+(?: [\d.e+-]+)*)", l).group(1).split()]
@@ -59,8 +59,14 @@ def test_cli_monitor_deltas_and_noise_scale_show_and_record_them(tmp_path):
         np.testing.assert_allclose(numbers, line["delta_norms"], rtol=5e-3)  # printed to 3 digits
     noise = [float(m) for m in re.findall(r"noise scale (\S+)", proc.stdout)]
     np.testing.assert_allclose(noise, [line["noise_scale"] for line in lines], rtol=5e-3)
+    # --l2 λ: each epoch's L2 term (λ/2n) Σ_w w² over n = 1,257 training images, of the params it ended with
+    params = fbp.load_params(str(net))
+    by_hand = 0.5 * 5 / 1257 * sum(np.sum(np.asarray(p.w, np.float64) ** 2) for p in params)
+    np.testing.assert_allclose(lines[-1]["l2_cost"], by_hand, rtol=1e-6)
+    np.testing.assert_allclose([float(m) for m in re.findall(r"L2 term (\S+)", proc.stdout)],
+                               [line["l2_cost"] for line in lines], atol=5e-5)  # printed to 4 decimals
     plain = fbp_cli("train", "--epochs", "1", "--quiet").stdout
-    assert "‖δ‖" not in plain and "noise scale" not in plain
+    assert "‖δ‖" not in plain and "noise scale" not in plain and "L2 term" not in plain
 
 
 def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_checkpoint(tmp_path):

@@ -48,6 +48,11 @@ def test_l2_is_the_books_weight_decay(trees_close):
     expect = [fbp.Dense((1 - eta * lam / n) * p.w - eta * gw.w, p.b - eta * gw.b, p.activation)
               for p, gw in zip(params, g)]
     trees_close(new, expect, 1e-13)
+    # the decay is the gradient of l2_cost, (λ/2n) Σ_w w²: the step descends C₀ + l2_cost
+    g_l2 = jax.grad(ftrain.l2_cost)(params, lam, n)
+    trees_close(new, jax.tree.map(lambda p, a, b: p - eta * (a + b), params, g, g_l2), 1e-13)
+    by_hand = 0.5 * lam / n * sum(np.sum(np.asarray(p.w) ** 2) for p in params)
+    assert abs(float(ftrain.l2_cost(params, lam, n)) - by_hand) <= 1e-13 * by_hand
 
 
 def test_momentum_is_the_books_velocity(trees_close):
