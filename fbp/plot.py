@@ -1,8 +1,9 @@
 """Learning curves from ``fbp train --metrics-out``: what ``fbp plot`` draws.
 
 The book's chapter-3 figures, cost and accuracy on the training and the
-evaluation data epoch by epoch, for one run or several on the same axes,
-and, when a run recorded them, each layer's ‖δ^l‖ (``--monitor-deltas``)
+evaluation data epoch by epoch (with ``--l2``, the training cost with its
+L2 term too), for one run or several on the same axes, and, when a run
+recorded them, each layer's ‖δ^l‖ (``--monitor-deltas``)
 and the gradient noise scale (``--monitor-noise-scale``). A dotted line
 marks each epoch at which ``--lr-halving`` halved η, a ring the epoch of the
 best evaluation accuracy. ``images`` draws examples as pictures (``fbp
@@ -202,6 +203,11 @@ def figure(runs: Sequence[Union[Run, tuple]], held_out: Optional[str] = None):
             if xs:
                 ax.plot(xs, ys, style, color=colour, label=f"{run.label}: {what}",
                         marker="." if len(xs) <= 30 else None)
+        # With --l2: the cost that the steps descend, the book's total_cost of the training data.
+        total = [(r["epoch"], r["training_cost"] + r["l2_cost"]) for r in run.epochs
+                 if r.get("training_cost") is not None and r.get("l2_cost") is not None]
+        if total:
+            cost_ax.plot(*zip(*total), "-.", color=colour, label=f"{run.label}: training + L2 term")
         best = run.final.get("best_epoch") if run.final else None
         for x, y in zip(*_series(run, "evaluation_accuracy")):
             if x == best:

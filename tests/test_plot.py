@@ -29,7 +29,7 @@ def _lines(ax):
 
 def test_a_real_runs_metrics_are_drawn_as_recorded(tmp_path, capsys):
     metrics, run_dir = tmp_path / "run.jsonl", tmp_path / "run"
-    assert main(["train", "--epochs", "3", "--quiet", "--monitor-deltas", "--monitor-noise-scale",
+    assert main(["train", "--epochs", "3", "--quiet", "--monitor-deltas", "--monitor-noise-scale", "--l2", "1",
                  "--metrics-out", str(metrics), "--checkpoint-dir", str(run_dir)]) == 0
     capsys.readouterr()
     assert main(["plot", str(metrics)]) == 0
@@ -47,6 +47,8 @@ def test_a_real_runs_metrics_are_drawn_as_recorded(tmp_path, capsys):
         [1, 2, 3], [r["evaluation_accuracy"] for r in records[:-1]])
     assert drawn["run: training"][1] == [r["training_accuracy"] for r in records[:-1]]
     assert _lines(cost)["run: validation"][1] == [r["evaluation_cost"] for r in records[:-1]]
+    assert _lines(cost)["run: training + L2 term"] == ([1, 2, 3], [r["training_cost"] + r["l2_cost"]
+                                                                   for r in records[:-1]])
     layers = _lines(deltas)
     assert sorted(layers) == ["run: layer 1", "run: layer 2"]
     assert layers["run: layer 2"][1] == [r["delta_norms"][1] for r in records[:-1]]
@@ -93,6 +95,7 @@ def test_several_runs_halvings_best_epoch_gaps_and_step_costs(tmp_path):
     cost, accuracy, deltas = fig.axes
     drawn = _lines(cost)
     assert drawn["b: mean step cost"] == ([1, 2], [2.0, 1.0])
+    assert not any("L2" in label for label in drawn)  # neither ran with --l2
     xs, ys = drawn["sgd: training"]
     assert xs == [1, 2, 3, 4, 5] and math.isnan(ys[1]) and ys[2] == 0.7
     assert "b: test" in _lines(accuracy) and "sgd: evaluation (test 0.6900)" in _lines(accuracy)
