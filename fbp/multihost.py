@@ -266,7 +266,8 @@ def agreed(fn: Callable[[], Optional[str]], what: Union[str, Callable[[], str]] 
     waiting for the others in the next collective): its own error where fn
     raised, a ``RaisedElsewhere`` naming the first process that raised, and
     what (``what`` names fn, or a function of no arguments says what part
-    of it was running), where it did not. In a run of one process, ``fn()``.
+    of it was running), where it did not (an Exception; a KeyboardInterrupt
+    leaves at once, as from any collective). In a run of one process, ``fn()``.
     How fit's processes decide together whether to stop after an epoch,
     whether an epoch reports its steps, and what its callbacks raised."""
     if jax.process_count() == 1:

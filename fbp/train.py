@@ -240,6 +240,8 @@ PROGRESS_SECONDS = 1.0
 # more, a second at the 40 G/s of 2-core machines here ([784, 1000, 1000, 10]
 # on 50,000 examples: 2.7e11, 6.5 s; [784, 100, 10]: 1.2e10, 0.3 s).
 FIRST_EPOCH_MACS = 4e10
+
+
 @dataclasses.dataclass
 class _Reporting:
     """An epoch of fit reporting its steps: its number, where the reports
@@ -755,7 +757,6 @@ def fit(
 
         def on_every_process():
             nonlocal calling
-            calling = "on_epoch"
             if on_epoch is not None:
                 on_epoch(record)
             calling = "stop"
