@@ -8,10 +8,10 @@ CASE ``progress``: three fits whose every epoch reports its steps to
 on_progress (process 1's threshold is 0 s, process 0's never met), with
 process 1's count of reporting runs ahead of process 0's: one plain, and
 two whose on_progress raises ValueError or KeyboardInterrupt at epoch 2's
-first report. CASE ``callbacks``: fits whose on_epoch, monitor or stop
-raises (or, for stop, gives a reason) on one process only, and which must
-end alike on both: that process raises its own error, the other a
-RaisedElsewhere naming it.
+first report. CASE ``callbacks``: fits whose on_epoch, monitor, stop or
+on_resume raises (or, for stop, gives a reason) on one process only, and
+which must end alike on both: that process raises its own error, the
+other a RaisedElsewhere naming it.
 Prints one JSON object."""
 
 import errno

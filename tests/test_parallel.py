@@ -253,7 +253,8 @@ def test_a_callback_that_raises_on_one_process_stops_every_process_alike(tmp_pat
     assert second["monitor"] == dict(error="RaisedElsewhere", process=0, seen=[1], message=(
         "process 0 of the run stopped: its monitor raised ValueError: the monitor's numbers are off"))
     assert second["stop"]["error"] == "TypeError"
-    assert first["stop"]["message"] == f"process 1 of the run stopped: its stop raised TypeError: {second['stop']['message']}"
+    assert first["stop"]["message"] == ("process 1 of the run stopped: its stop raised TypeError: "
+                                        + second["stop"]["message"])
     assert first["reason"] == second["reason"] == dict(epochs=2, stop_reason="enough", seen=[1, 2])
     assert second["on_resume"]["error"] == "IndexError"
     assert first["on_resume"]["message"] == "process 1 of the run stopped: its on_resume raised IndexError: " \
