@@ -35,8 +35,11 @@ def run(ds, n_train, epochs, lmbda, seed, tail, lr=0.5):
                           init="large")
     X, Y = ds.train.X[:n_train], ds.train.Y[:n_train]
     t0 = time.perf_counter()
+    # With λ: each epoch's L2 term (λ/2n) Σ w² beside the cross-entropy, the two making the cost the steps descend
+    l2_term = (lambda p: {"l2_cost": float(ftrain.l2_cost(p, lmbda, n_train))}) if lmbda else None
     r = ftrain.fit(params, (X, Y), optimizer=ftrain.make_optimizer("sgd", lr, l2=lmbda, n_train=n_train),
-                   cost=COST, epochs=epochs, batch_size=10, key=jax.random.key(seed + 1), evaluation=ds.validation)
+                   cost=COST, epochs=epochs, batch_size=10, key=jax.random.key(seed + 1), evaluation=ds.validation,
+                   monitor=l2_term)
     seconds = time.perf_counter() - t0
     test = ftrain.evaluate(r.params, ds.test.X, ds.test.Y, COST)
     h = r.history
@@ -45,8 +48,10 @@ def run(ds, n_train, epochs, lmbda, seed, tail, lr=0.5):
     return dict(
         lmbda=lmbda, seconds=seconds, history=h,
         curves={k: [round(e[k], 5) for e in h] for k in
-                ("training_cost", "training_accuracy", "evaluation_cost", "evaluation_accuracy")},
+                ("training_cost", "training_accuracy", "evaluation_cost", "evaluation_accuracy", "l2_cost")
+                if k in h[0]},
         final_training_accuracy=h[-1]["training_accuracy"], final_training_cost=h[-1]["training_cost"],
+        final_l2_cost=h[-1].get("l2_cost", 0.0),
         best_validation_accuracy=max(val_acc), best_validation_epoch=int(np.argmax(val_acc)) + 1,
         final_validation_accuracy=val_acc[-1], tail_validation_accuracy=float(np.mean(val_acc[-tail:])),
         lowest_validation_cost=min(val_cost), lowest_validation_cost_epoch=int(np.argmin(val_cost)) + 1,
@@ -72,7 +77,7 @@ def main():
         keys = [k for k, v in runs[0].items() if isinstance(v, float) and k not in ("lmbda", "seconds")]
         mean = results["mean"][name] = {k: float(np.mean([r[k] for r in runs])) for k in keys}
         print(f"{ds.name} {name:16s} (mean of {len(seeds)}) training acc {mean['final_training_accuracy']:.4f} "
-              f"cost {mean['final_training_cost']:.4f} | validation acc best {mean['best_validation_accuracy']:.4f}, "
+              f"cost {mean['final_training_cost']:.4f} (+ L2 term {mean['final_l2_cost']:.4f}) | validation acc best {mean['best_validation_accuracy']:.4f}, "
               f"last {tail} epochs {mean['tail_validation_accuracy']:.4f}; cost lowest "
               f"{mean['lowest_validation_cost']:.4f}, last {tail} epochs {mean['tail_validation_cost']:.4f} | "
               f"test acc {mean['test_accuracy']:.4f} | ‖w‖ {mean['weight_norm']:.1f} | "

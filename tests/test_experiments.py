@@ -106,6 +106,9 @@ def test_overfitting_and_what_l2_does_about_it(out):
     # the book's λ/n decay keeps the weights small: ‖w‖ well below the unregularized run's
     assert l2["weight_norm"] < 0.8 * plain["weight_norm"]
     assert l2["final_training_cost"] > plain["final_training_cost"]
+    # the L2 term of the regularized run's cost, (λ/2n) ‖w‖², recorded each epoch; none without λ
+    assert l2["final_l2_cost"] == pytest.approx(0.5 * 0.1 / r["n_train"] * l2["weight_norm"] ** 2, rel=1e-5)
+    assert len(l2["curves"]["l2_cost"]) == r["epochs"] and "l2_cost" not in plain["curves"]
 
 
 def test_mislabelled_examples_stand_out_by_their_gradients_and_costs(out):
