@@ -598,22 +598,73 @@ def _one_line_warnings(command: str):
         yield
 
 
+class StdoutWriteError(OSError):
+    """Standard output could not be written: a full disk under ``> file``, say."""
+
+    def __str__(self) -> str:
+        return f"could not write to standard output ({self.strerror})"
+
+
+class _CheckedStdout:
+    """``sys.stdout`` while a command runs: a failed write or flush (but a
+    closed pipe, which ends the command as it ends any Unix tool) is a
+    ``StdoutWriteError``, which the commands turn into one line on stderr."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _checked(self, method, *args):
+        try:
+            return method(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise StdoutWriteError(e.errno, e.strerror) from None
+
+    def write(self, text):
+        return self._checked(self._stream.write, text)
+
+    def flush(self):
+        return self._checked(self._stream.flush)
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...: the stream's own
+        return getattr(self._stream, name)
+
+
+def _devnull_for_stdout() -> None:
+    """Standard output onto /dev/null, so that the interpreter's last flush of
+    what could not be written raises nothing more at exit."""
+    import os
+
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # a stream of Python's own (a test's): no descriptor to close
+        return
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    stdout = sys.stdout
+    sys.stdout = _CheckedStdout(stdout)
     try:
         with _one_line_warnings(args.command):
             rc = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return rc
     except BrokenPipeError:  # `fbp evaluate net.npz | head -2`: the reader has gone, as with any Unix tool
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _devnull_for_stdout()
         return 141  # 128 + SIGPIPE
+    except StdoutWriteError as e:  # `fbp check > file` on a full disk
+        print(f"fbp {args.command}: error: {e}", file=sys.stderr)
+        _devnull_for_stdout()
+        return 1
     except KeyboardInterrupt:  # Ctrl-C outside training (fbp train says what is kept when it is inside)
         print(f"\nfbp {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Callable, Optional
 
-from fbp.cli import _cost_pairing, _data_dir_problem, _validation_size_problem, versions
+from fbp.cli import StdoutWriteError, _cost_pairing, _data_dir_problem, _validation_size_problem, versions
 
 
 def _device_kind() -> str:
@@ -763,7 +763,7 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping:
         terminated = isinstance(e, Terminated)
         raise _Exit(f"\nfbp train: {'terminated' if terminated else 'interrupted'}; {_kept(args, writer, joined)}",
                     143 if terminated else 130) from None
-    except MetricsWriteError as e:  # a full disk, say: the checkpoints written so far are intact
+    except (MetricsWriteError, StdoutWriteError) as e:  # a full disk, say: the checkpoints written so far are intact
         raise _refuse(f"{e}; {_kept(args, writer, joined)}", 1) from None
     except fckpt.CheckpointWriteError as e:  # mid-run: the earlier checkpoints are intact
         raise _refuse(e.strerror, 1) from None

@@ -254,6 +254,33 @@ def test_cli_failed_writes_are_one_line_errors_that_say_what_is_kept(tmp_path, c
         f"the checkpoint of epoch 2 is in {run}: add --resume to the same command to go on")
 
 
+def test_standard_output_that_cannot_be_written_is_a_one_line_error_that_says_what_is_kept(tmp_path, capsys,
+                                                                                            monkeypatch):
+    """`fbp train > log` on a disk that fills during epoch 2's line: one line
+    on stderr naming the checkpoint of epoch 2 (saved before its line), not
+    a traceback; `fbp check` into a full disk says so too."""
+    import io
+
+    from fbp.cli import main
+
+    class FillsUp(io.StringIO):
+        def write(self, text):
+            if "epoch   2" in text:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(text)
+
+    run = str(tmp_path / "run")
+    monkeypatch.setattr(sys, "stdout", FillsUp())
+    assert main(["train", "--epochs", "3", "--quiet", "--checkpoint-dir", run]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "fbp train: error: could not write to standard output (No space left on device); "
+        f"the checkpoint of epoch 2 is in {run}: add --resume to the same command to go on")
+    assert ckpt.newest_epoch(run) == 2
+    proc = subprocess.run(f"{sys.executable} -m fbp check > /dev/full", shell=True, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr == (
+        "fbp check: error: could not write to standard output (No space left on device)\n")
+
+
 def test_cli_progress_bar_moves_within_epochs_on_a_terminal_only(monkeypatch, capsys):
     """On a terminal fbp train's bar moves by fractions of an epoch as fit
     reports the steps to on_progress. With --quiet, or when stderr is not a
