@@ -121,7 +121,17 @@ def test_cli_adam_gets_adams_own_learning_rate_by_default(tmp_path):
     assert json.loads(out.read_text().splitlines()[-1])["test_accuracy"] >= 0.9
 
 
-def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
+def test_cli_restore_best_tests_the_best_epochs_params(tmp_path, capsys):
+    import types
+
+    from fbp.cli import main
+
+    def evaluate(*argv):  # fbp evaluate in this process (its programs compiled once for all the calls)
+        capsys.readouterr()
+        returncode = main(["evaluate", *argv])
+        out, err = capsys.readouterr()
+        return types.SimpleNamespace(returncode=returncode, stdout=out, stderr=err)
+
     out = tmp_path / "m.jsonl"
     net = tmp_path / "net.npz"
     proc = fbp_cli("train", "--epochs", "6", "--lr", "3", "--quiet", "--restore-best", "--metrics-out", str(out),
@@ -137,7 +147,7 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
     test = fdata.load("digits", None, None).test
     assert float(ftrain.evaluate(params, test.X, test.Y, "log_likelihood")["accuracy"]) == lines[-1]["test_accuracy"]
     # fbp evaluate reads it back and tests it on the data it was trained on, by default its test split.
-    proc = fbp_cli("evaluate", str(net))
+    proc = evaluate(str(net))
     assert proc.returncode == 0, proc.stderr
     assert f"accuracy {lines[-1]['test_accuracy']:.4f}" in proc.stdout and "digits test (360 examples)" in proc.stdout
     n_by_class = [int(n) for n in re.findall(r"\d: [01]\.\d{3} \((\d+)\)", proc.stdout)]
@@ -147,7 +157,7 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
     m = ftrain.evaluate(params, test.X, test.Y, "log_likelihood", predictions=True, per_example=True)
     orders = []
     for by, key in (("cost", "costs"), ("gradient", "grad_norms")):
-        proc = fbp_cli("evaluate", str(net), "--worst", "4", *(["--worst-by", by] if by != "cost" else []))
+        proc = evaluate(str(net), "--worst", "4", *(["--worst-by", by] if by != "cost" else []))
         assert proc.returncode == 0, proc.stderr
         rows = re.findall(r"row +(\d+)  true (\d) → predicted (\d)  cost +([\d.]+)  ‖∇C_x‖ +([\d.]+)", proc.stdout)
         scores = np.asarray(m[key])
@@ -159,13 +169,13 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
             np.testing.assert_allclose([float(cost), float(norm)], [m["costs"][i], m["grad_norms"][i]], atol=6e-5)
         assert scores[orders[-1][0]] > 3 * np.median(scores)  # the list picks out examples that stand apart
     assert orders[0] != orders[1]
-    proc = fbp_cli("evaluate", str(net), "--worst-by", "gradient")
+    proc = evaluate(str(net), "--worst-by", "gradient")
     assert proc.returncode == 2 and proc.stderr.strip() == (
         "fbp evaluate: error: --worst-by gradient ranks the list of --worst N; give --worst N too")
     # --worst-images draws that list: a PNG of the 8×8 digits, written atomically, its name checked first
     images = tmp_path / "worst.png"
     (tmp_path / "d.png").mkdir()
-    proc = fbp_cli("evaluate", str(net), "--worst", "5", "--worst-images", str(images))
+    proc = evaluate(str(net), "--worst", "5", "--worst-images", str(images))
     assert proc.returncode == 0 and f"wrote {images}: 5 images" in proc.stdout, proc.stderr
     assert images.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob(".tmp-plot-*"))
     for argv, needle in ((["--worst-images", str(images)], "--worst-images " + str(images) + " draws the list of "
@@ -179,13 +189,13 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
                          (["--worst", "2", "--worst-images", str(net / "w.png")], f"--worst-images {net / 'w.png'} "
                                                                                   "cannot be written (a file, not a "
                                                                                   "directory)")):
-        proc = fbp_cli("evaluate", str(net), *argv)
+        proc = evaluate(str(net), *argv)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
         assert "cost" not in proc.stdout  # refused before the evaluation
     # a float64 network is tested in float64, not narrowed to float32 on loading
     net64 = str(tmp_path / "net64.npz")
     fbp.save_params(net64, fbp.init_mlp(jax.random.key(0), [64, 5, 10], dtype=jnp.float64), dict(data_flag="digits"))
-    proc = fbp_cli("evaluate", net64)
+    proc = fbp_cli("evaluate", net64)  # a process of its own: this one has 64-bit mode on already
     assert proc.returncode == 0 and "64-bit mode is off" not in proc.stderr, proc.stderr
     # a network of other data, evaluated on digits: its --validation 10000 is that data's, not digits'
     other = str(tmp_path / "fashion.npz")
@@ -200,7 +210,7 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path):
                           "fbp evaluate: error: --data idx needs --data-dir, the directory holding the four"),
                          ([str(net), "--data-dir", str(tmp_path)],  # the flag's words, not load()'s data_dir
                           "for the IDX files there use --data idx (or fashion-mnist)")):
-        proc = fbp_cli("evaluate", *argv)
+        proc = evaluate(*argv)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert needle in proc.stderr.strip().splitlines()[-1]
     proc = fbp_cli("train", "--epochs", "0", "--quiet", "--restore-best")  # nothing trained: the initial params
