@@ -21,7 +21,7 @@ import fbp
 from fbp import checkpoint as ckpt
 from fbp import train as ftrain
 
-from training_helpers import fbp_cli, params_of, small_problem
+from training_helpers import fbp_cli, fbp_here, params_of, small_problem
 
 
 def test_pruning_keeps_the_newest_and_the_protected(tmp_path):
@@ -126,24 +126,25 @@ def test_load_params_reads_the_network_of_a_training_checkpoint(tmp_path, digits
         fbp.load_params(str(tmp_path / "empty"))
 
 
-def test_cli_evaluate_takes_a_training_checkpoint_as_it_takes_a_saved_network(tmp_path):
+def test_cli_evaluate_takes_a_training_checkpoint_as_it_takes_a_saved_network(tmp_path, capsys):
     run_dir, net = str(tmp_path / "run"), str(tmp_path / "net.npz")
     metrics = tmp_path / "m.jsonl"
     proc = fbp_cli("train", "--epochs", "2", "--quiet", "--sizes", "64,20,10", "--optimizer", "adam",
                 "--checkpoint-dir", run_dir, "--save-params", net, "--monitor-deltas", "--metrics-out", str(metrics))
     assert proc.returncode == 0, proc.stderr
-    from_ckpt, from_net = (fbp_cli("evaluate", path) for path in (ckpt.path_of(run_dir, 2), net))
+    from_ckpt, from_net = (fbp_here(capsys, "evaluate", path) for path in (ckpt.path_of(run_dir, 2), net))
     assert from_ckpt.returncode == from_net.returncode == 0, from_ckpt.stderr + from_net.stderr
     first, *rest = from_ckpt.stdout.splitlines()
     assert first.startswith(f"fbp evaluate: {ckpt.path_of(run_dir, 2)} (64,20,10, trained to epoch 2) on digits test")
     assert rest == from_net.stdout.splitlines()[1:]  # the same network, cost, accuracy and confusions
-    from_dir = fbp_cli("evaluate", run_dir)  # the directory: its newest checkpoint, named
+    from_dir = fbp_here(capsys, "evaluate", run_dir)  # the directory: its newest checkpoint, named
     assert from_dir.returncode == 0, from_dir.stderr
     assert from_dir.stdout.splitlines()[0] == first and from_dir.stdout.splitlines()[1:] == rest
-    proc = fbp_cli("evaluate", ckpt.path_of(run_dir, 1), "--split", "validation")  # its --validation: digits' 180
+    # its --validation: digits' 180
+    proc = fbp_here(capsys, "evaluate", ckpt.path_of(run_dir, 1), "--split", "validation")
     assert proc.returncode == 0 and "trained to epoch 1) on digits validation (180 examples)" in proc.stdout
     # Each layer's ‖∂C/∂b^l‖, on the training split: what --monitor-deltas recorded for that epoch.
-    proc = fbp_cli("evaluate", ckpt.path_of(run_dir, 2), "--split", "train")
+    proc = fbp_here(capsys, "evaluate", ckpt.path_of(run_dir, 2), "--split", "train")
     shown = re.search(r"^‖δ‖ by layer .*: (\S+) (\S+)$", proc.stdout, re.M)
     recorded = json.loads(metrics.read_text().splitlines()[1])["delta_norms"]
     np.testing.assert_allclose([float(shown.group(1)), float(shown.group(2))], recorded, rtol=5e-3)

@@ -3,6 +3,7 @@
 writes that fail, bad flags."""
 
 import errno
+import functools
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from fbp import checkpoint as ckpt
 from fbp import data as fdata
 from fbp import train as ftrain
 
-from training_helpers import fbp_cli
+from training_helpers import fbp_cli, fbp_here
 
 
 def test_cli_train_default_digits_and_metrics(tmp_path):
@@ -122,16 +123,7 @@ def test_cli_adam_gets_adams_own_learning_rate_by_default(tmp_path):
 
 
 def test_cli_restore_best_tests_the_best_epochs_params(tmp_path, capsys):
-    import types
-
-    from fbp.cli import main
-
-    def evaluate(*argv):  # fbp evaluate in this process (its programs compiled once for all the calls)
-        capsys.readouterr()
-        returncode = main(["evaluate", *argv])
-        out, err = capsys.readouterr()
-        return types.SimpleNamespace(returncode=returncode, stdout=out, stderr=err)
-
+    evaluate = functools.partial(fbp_here, capsys, "evaluate")  # in this process: compiled once for all the calls
     out = tmp_path / "m.jsonl"
     net = tmp_path / "net.npz"
     proc = fbp_cli("train", "--epochs", "6", "--lr", "3", "--quiet", "--restore-best", "--metrics-out", str(out),

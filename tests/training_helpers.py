@@ -24,6 +24,22 @@ def fbp_cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "fbp", *args], capture_output=True, text=True, **kw)
 
 
+def fbp_here(capsys, *args):
+    """``fbp ARGS`` run in the test's own process, its output from ``capsys``,
+    as ``fbp_cli`` gives it (returncode, stdout, stderr): no start-up, and the
+    programs compiled once for all the calls of a test. (64-bit mode is on
+    here, for the whole suite; a command that must start with it off needs
+    ``fbp_cli``.)"""
+    import types
+
+    from fbp.cli import main
+
+    capsys.readouterr()
+    returncode = main(list(args))
+    out, err = capsys.readouterr()
+    return types.SimpleNamespace(returncode=returncode, stdout=out, stderr=err)
+
+
 def params_of(directory):
     with np.load(ckpt.list_checkpoints(directory)[-1]) as z:
         return [z[k] for k in sorted(z.files) if k.startswith("leaf_")]
