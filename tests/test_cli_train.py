@@ -70,47 +70,49 @@ def test_cli_monitor_deltas_noise_scale_and_l2_term_show_and_record_them(tmp_pat
     assert "‖δ‖" not in plain and "noise scale" not in plain and "L2 term" not in plain
 
 
-def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_checkpoint(tmp_path):
+def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_checkpoint(tmp_path, capsys):
+    cli = functools.partial(fbp_here, capsys)  # in this process: compiled once for all the runs
     run, out = str(tmp_path / "run"), tmp_path / "m.jsonl"
     flags = ["train", "--epochs", "2", "--quiet", "--checkpoint-dir", run, "--metrics-out", str(out)]
-    assert fbp_cli(*flags).returncode == 0
+    assert cli(*flags).returncode == 0
     saved = ckpt.list_checkpoints(run)
-    proc = fbp_cli(*flags)  # a fresh run into a used directory would have pruned its own checkpoints
+    proc = cli(*flags)  # a fresh run into a used directory would have pruned its own checkpoints
     assert proc.returncode == 2 and "--resume" in proc.stderr.strip().splitlines()[-1]
     assert ckpt.list_checkpoints(run) == saved
-    proc = fbp_cli(*flags, "--resume", "--lr", "0.1")
+    proc = cli(*flags, "--resume", "--lr", "0.1")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--lr: saved 0.5, now 0.1" in proc.stderr.strip().splitlines()[-1]
     assert proc.stdout == ""  # no first line of settings that will not train
     # a run killed after its epoch-2 checkpoint but before its metrics line:
     out.write_text(out.read_text().splitlines()[0] + "\n")
-    proc = fbp_cli(*[f if f != "2" else "3" for f in flags], "--resume")
+    proc = cli(*[f if f != "2" else "3" for f in flags], "--resume")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("fbp train: digits ")  # the first line, once the checkpoint is accepted
     assert f"resuming from the checkpoint of epoch 2 in {run}\n" in proc.stdout
     lines = [json.loads(l) for l in out.read_text().splitlines()]
     assert [l.get("epoch") for l in lines] == [1, 2, 3, None] and lines[-1]["final"]
-    proc = fbp_cli(*flags, "--resume")  # already past --epochs 2: says so, trains nothing
+    proc = cli(*flags, "--resume")  # already past --epochs 2: says so, trains nothing
     assert proc.returncode == 0 and "it has reached --epochs 2: nothing to train" in proc.stdout
     assert "epoch   " not in proc.stdout and ckpt.newest_epoch(run) == 3
     other = str(tmp_path / "empty")
     # the metrics of an older run are replaced, not appended to, when no checkpoint is resumed
-    proc = fbp_cli("train", "--epochs", "1", "--quiet", "--checkpoint-dir", other, "--resume", "--metrics-out", str(out))
+    proc = cli("train", "--epochs", "1", "--quiet", "--checkpoint-dir", other, "--resume", "--metrics-out", str(out))
     assert proc.returncode == 0 and f"--resume: no checkpoint in {other} yet; starting at epoch 1" in proc.stdout
     assert "done: 1 epoch in " in proc.stdout
     assert ckpt.newest_epoch(other) == 1
     assert [json.loads(l).get("epoch") for l in out.read_text().splitlines()] == [1, None]
 
 
-def test_cli_momentum_coefficient_is_used_and_kept_with_the_checkpoint(tmp_path):
+def test_cli_momentum_coefficient_is_used_and_kept_with_the_checkpoint(tmp_path, capsys):
+    cli = functools.partial(fbp_here, capsys)  # in this process: compiled once for all the runs
     run = str(tmp_path / "run")
     flags = ["train", "--optimizer", "momentum", "--sizes", "64,10,10", "--quiet", "--checkpoint-dir", run]
-    proc = fbp_cli(*flags, "--momentum", "0.3", "--epochs", "1")
+    proc = cli(*flags, "--momentum", "0.3", "--epochs", "1")
     assert proc.returncode == 0, proc.stderr
     assert " momentum μ=0.3 lr=0.35 " in proc.stdout  # the default η = 0.5(1 − μ): SGD's long-run step
-    proc = fbp_cli(*flags, "--epochs", "2", "--resume")  # the default μ is 0.9, not what the run trained with
+    proc = cli(*flags, "--epochs", "2", "--resume")  # the default μ is 0.9, not what the run trained with
     assert proc.returncode == 2 and "--momentum: saved 0.3, now 0.9" in proc.stderr.strip().splitlines()[-1]
-    proc = fbp_cli(*flags, "--momentum", "0.3", "--epochs", "2", "--resume")
+    proc = cli(*flags, "--momentum", "0.3", "--epochs", "2", "--resume")
     assert proc.returncode == 0 and ckpt.newest_epoch(run) == 2, proc.stderr
 
 
