@@ -29,9 +29,22 @@ def _anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def test_every_link_within_the_readme_reaches_a_heading():
-    text = open(README, encoding="utf-8").read()
-    prose = re.sub(r"```.*?```", "", text, flags=re.S)  # a "# comment" in a code block is no heading
-    anchors = {_anchor(h) for h in re.findall(r"^#{1,6} (.+)$", prose, flags=re.M)}
-    links = re.findall(r"\]\(#([^)]+)\)", text)
-    assert len(links) > 10 and not [link for link in links if link not in anchors]
+def _anchors(path: str) -> set:
+    prose = re.sub(r"```.*?```", "", open(path, encoding="utf-8").read(), flags=re.S)  # a "# comment" is no heading
+    return {_anchor(h) for h in re.findall(r"^#{1,6} (.+)$", prose, flags=re.M)}
+
+
+def test_every_link_to_a_section_of_the_readmes_reaches_a_heading():
+    """The links to #sections in README.md, experiments/README.md and
+    benchmarks/README.md, within a page or from one to another."""
+    root = os.path.dirname(README)
+    checked, broken = 0, []
+    for page in ("README.md", "experiments/README.md", "benchmarks/README.md"):
+        here = os.path.dirname(os.path.join(root, page))
+        text = open(os.path.join(root, page), encoding="utf-8").read()
+        for target, anchor in re.findall(r"\]\(([\w./-]*)#([^)]+)\)", text):
+            path = os.path.normpath(os.path.join(here, target)) if target else os.path.join(root, page)
+            checked += 1
+            if not os.path.exists(path) or anchor not in _anchors(path):
+                broken.append(f"{page}: {target}#{anchor}")
+    assert checked > 10 and not broken, broken
