@@ -448,8 +448,8 @@ def test_deterministic_is_refused_once_jax_has_started_in_the_process(monkeypatc
                             "--optimizer sgd"),
     (["--optimizer", "momentum", "--momentum", "1"], "argument --momentum: expected a number in [0, 1), got '1'"),
 ])
-def test_bad_train_flags_are_one_line_errors(argv, needle):
-    proc = fbp_cli("train", *argv)
+def test_bad_train_flags_are_one_line_errors(argv, needle, capsys):
+    proc = fbp_here(capsys, "train", *argv)  # an exception out of it (a traceback) fails the test too
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert needle in proc.stderr.strip().splitlines()[-1]

@@ -35,7 +35,10 @@ def fbp_here(capsys, *args):
     from fbp.cli import main
 
     capsys.readouterr()
-    returncode = main(list(args))
+    try:
+        returncode = main(list(args))
+    except SystemExit as e:  # argparse refusing a flag exits, as the command does
+        returncode = e.code
     out, err = capsys.readouterr()
     return types.SimpleNamespace(returncode=returncode, stdout=out, stderr=err)
 
