@@ -763,12 +763,11 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping:
         terminated = isinstance(e, Terminated)
         raise _Exit(f"\nfbp train: {'terminated' if terminated else 'interrupted'}; {_kept(args, writer, joined)}",
                     143 if terminated else 130) from None
-    except (MetricsWriteError, StdoutWriteError) as e:  # a full disk, say: the checkpoints written so far are intact
+    except (MetricsWriteError, StdoutWriteError, multihost.RaisedElsewhere) as e:
+        # A full disk, say (here, or on the process of the run that names it): the checkpoints so far are intact.
         raise _refuse(f"{e}; {_kept(args, writer, joined)}", 1) from None
     except fckpt.CheckpointWriteError as e:  # mid-run: the earlier checkpoints are intact
         raise _refuse(e.strerror, 1) from None
-    except multihost.RaisedElsewhere as e:  # process 0 could not write --metrics-out, say: it says why
-        raise _refuse(f"{e}; {_kept(args, writer, joined)}", 1) from None
     except Exception as e:
         if not joined:
             raise
