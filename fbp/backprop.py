@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from fbp.costs import Cost, closed_form, get_cost
-from fbp.network import check_inputs, check_targets, forward_trace, validate_params
+from fbp.network import check_inputs, check_masks, check_targets, forward_trace, layer_inputs, validate_params
 
 Array = jax.Array
 REDUCTIONS = ("mean", "sum")
@@ -67,34 +67,39 @@ def output_error(params: list, z_L: Array, a_L: Array, y: Array, cost: Cost) -> 
     return out.backward(z_L, a_L, cost.grad(a_L, y))
 
 
-def _deltas_and_inputs(params: list, x: Array, y: Array, cost: Cost, scale=None):
+def _deltas_and_inputs(params: list, x: Array, y: Array, cost: Cost, scale=None, masks=None):
     """The recursion for one example: returns (δ^1..δ^L, a^0..a^{L−1}).
 
-    ``scale`` multiplies δ^L before the recursion (1/B for a mean over a batch).
+    ``scale`` multiplies δ^L before the recursion (1/B for a mean over a batch);
+    with dropout ``masks``, the a^{l−1} are what each layer took in, m ⊙ a.
     """
-    zs, activations = forward_trace(params, x)
-    return _deltas_from(params, zs, activations, y, cost, scale), activations[:-1]
+    zs, activations = forward_trace(params, x, masks)
+    return _deltas_from(params, zs, activations, y, cost, scale, masks), layer_inputs(activations, masks)
 
 
-def _deltas_from(params: list, zs: list, activations: list, y: Array, cost: Cost, scale=None) -> list:
+def _deltas_from(params: list, zs: list, activations: list, y: Array, cost: Cost, scale=None, masks=None) -> list:
     """BP1 (times ``scale``) then BP2, from a forward trace."""
     delta = output_error(params, zs[-1], activations[-1], y, cost)  # BP1
     if scale is not None:
         delta = delta * scale
-    return propagate(params, zs, activations, delta)
+    return propagate(params, zs, activations, delta, masks)
 
 
-def propagate(params: list, zs: list, activations: list, delta_L: Array) -> list:
+def propagate(params: list, zs: list, activations: list, delta_L: Array, masks=None) -> list:
     """BP2 from a given δ^L, one example: [δ^1, …, δ^L].
 
     ``zs`` and ``activations`` come from ``forward_trace``. Any vector can be
     sent back this way (fbp.stats sends the columns of the output Hessian's
-    factor for the Gauss-Newton diagonal).
+    factor for the Gauss-Newton diagonal). With dropout ``masks`` (this
+    example's rows), the error sent back to hidden layer l is multiplied by
+    its mask: a dropped unit took no part, and gets δ = 0.
     """
     delta = delta_L
     deltas = [delta]
     for l in range(len(params) - 2, -1, -1):  # BP2, last hidden layer to first
         g = params[l + 1].backward(delta)  # (w^{l+1})ᵀ δ^{l+1}
+        if masks is not None:
+            g = g * masks[l]  # ⊙ m^l, dropout
         delta = params[l].act.backward(zs[l], activations[l + 1], g)  # ⊙ σ'(z^l)
         deltas.append(delta)
     return deltas[::-1]
@@ -139,32 +144,35 @@ def check_batch(params: list, X, Y, cost, names: tuple = ("X", "Y")):
     return cost, X, Y
 
 
-def batch_deltas(params: list, X: Array, Y: Array, cost, scale=None):
+def batch_deltas(params: list, X: Array, Y: Array, cost, scale=None, masks=None):
     """The stacked recursion: (Δ^1..Δ^L, A^0..A^{L−1}), Δ^l of shape (B, n_l).
 
     Row n of Δ^l is δ^l of example n (times ``scale``); row n of A^{l−1} is its
     a^{l−1}. Everything per-example in ``fbp.stats`` is built from these pairs.
+    ``masks``: dropout's (``fbp.dropout_masks``), row n for example n.
     """
     cost, X, Y = check_batch(params, X, Y, cost)
+    check_masks(params, masks, X.shape[0])
     fn = functools.partial(_deltas_and_inputs, params, cost=cost, scale=scale)
-    return jax.vmap(fn)(X, Y)
+    return jax.vmap(fn)(X, Y, masks=masks)
 
 
-def batch_trace(params: list, X: Array, Y: Array, cost, scale=None):
+def batch_trace(params: list, X: Array, Y: Array, cost, scale=None, masks=None):
     """``batch_deltas`` with each example's cost from the same forward pass:
     ``(C (B,), [Δ^l], [A^{l−1}])``; the costs are not scaled."""
     cost, X, Y = check_batch(params, X, Y, cost)
+    check_masks(params, masks, X.shape[0])
 
-    def one(x, y):
-        zs, activations = forward_trace(params, x)
-        ds = _deltas_from(params, zs, activations, y, cost, scale)
-        return _example_loss_from(params, zs, activations, y, cost), ds, activations[:-1]
+    def one(x, y, m):
+        zs, activations = forward_trace(params, x, m)
+        ds = _deltas_from(params, zs, activations, y, cost, scale, m)
+        return _example_loss_from(params, zs, activations, y, cost), ds, layer_inputs(activations, m)
 
-    return jax.vmap(one)(X, Y)
+    return jax.vmap(one)(X, Y, masks)
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "reduction"))
-def batch_backward(params: list, X: Array, Y: Array, cost, reduction: str = "mean") -> list:
+def batch_backward(params: list, X: Array, Y: Array, cost, reduction: str = "mean", masks=None) -> list:
     """The gradient of the batch cost, by the hand-written recursion, jitted.
 
     The recursion is vmapped over the batch; BP3/BP4 summed over the batch are
@@ -179,31 +187,35 @@ def batch_backward(params: list, X: Array, Y: Array, cost, reduction: str = "mea
       cost: a cost name (``"quadratic"``, ``"mse"``, ``"cross_entropy"``,
         ``"log_likelihood"``) or an ``fbp.Cost``.
       reduction: ``"mean"`` or ``"sum"`` over the batch.
+      masks: dropout masks for this batch (``fbp.dropout_masks``), or None:
+        the gradient of the network thinned by them.
 
     Returns:
       Gradients with the structure of params.
     """
-    ds, a_prev = batch_deltas(params, X, Y, cost, scale=_scale(X, reduction))
+    ds, a_prev = batch_deltas(params, X, Y, cost, scale=_scale(X, reduction), masks=masks)
     return [layer.batch_grads(d, a) for layer, d, a in zip(params, ds, a_prev)]
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "reduction"))
-def value_and_batch_backward(params: list, X: Array, Y: Array, cost, reduction: str = "mean"):
+def value_and_batch_backward(params: list, X: Array, Y: Array, cost, reduction: str = "mean", masks=None):
     """``(loss, grads)`` from one forward pass: the batch cost beside ``batch_backward``.
 
     The loss is the same number ``fbp.loss`` gives; the gradient is the
     hand-written one. The training step uses this, so the cost it reports
-    costs nothing extra.
+    costs nothing extra. With dropout ``masks``, both are those of the
+    thinned network.
     """
-    losses, ds, a_prev = batch_trace(params, X, Y, cost, scale=_scale(X, reduction))
+    losses, ds, a_prev = batch_trace(params, X, Y, cost, scale=_scale(X, reduction), masks=masks)
     grads = [layer.batch_grads(d, a) for layer, d, a in zip(params, ds, a_prev)]
     return reduce(losses, reduction), grads
 
 
 # --- the cost itself, shared by the autodiff reference and evaluation -----
-def example_loss(params: list, x: Array, y: Array, cost: Cost) -> Array:
-    """C(a^L, y) for one example; from z^L in closed form for the matched pairs."""
-    zs, activations = forward_trace(params, x)
+def example_loss(params: list, x: Array, y: Array, cost: Cost, masks=None) -> Array:
+    """C(a^L, y) for one example; from z^L in closed form for the matched pairs.
+    ``masks``: this example's dropout masks, or None."""
+    zs, activations = forward_trace(params, x, masks)
     return _example_loss_from(params, zs, activations, y, get_cost(cost))
 
 
@@ -215,9 +227,13 @@ def _example_loss_from(params, zs, activations, y, cost: Cost) -> Array:
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "reduction"))
-def loss(params: list, X: Array, Y: Array, cost, reduction: str = "mean") -> Array:
-    """The batch cost: (1/B) Σ_n C_n (``mean``) or Σ_n C_n (``sum``), jitted."""
+def loss(params: list, X: Array, Y: Array, cost, reduction: str = "mean", masks=None) -> Array:
+    """The batch cost: (1/B) Σ_n C_n (``mean``) or Σ_n C_n (``sum``), jitted.
+    With dropout ``masks`` (``fbp.dropout_masks``), that of the thinned
+    network: ``jax.grad`` of it is the reference for the hand-written
+    gradient with the same masks."""
     _check_reduction(reduction)
     cost, X, Y = check_batch(params, X, Y, cost)
-    per_example = jax.vmap(lambda x, y: example_loss(params, x, y, cost))(X, Y)  # (B,)
+    check_masks(params, masks, X.shape[0])
+    per_example = jax.vmap(lambda x, y, m: example_loss(params, x, y, cost, m))(X, Y, masks)  # (B,)
     return reduce(per_example, reduction)

@@ -180,21 +180,85 @@ def _init_mlp(key, sizes, activations, init, dtype):
 
 
 # --- forward --------------------------------------------------------------
-def forward_trace(params: list, x: Array):
+def forward_trace(params: list, x: Array, masks=None):
     """Forward pass for one example, keeping what backward needs.
 
     Returns ``(zs, activations)``: ``zs[l]`` is z^{l+1}, shape (n_{l+1},);
     ``activations[l]`` is a^l with ``activations[0] = x``, so that
     ``activations[l]`` is the input of ``params[l]``.
+
+    With dropout ``masks`` (one example's row of each of ``dropout_masks``),
+    hidden layer l hands on m^l ⊙ a^l: ``activations`` keep a^l = σ(z^l)
+    itself (σ' is read from it), and ``layer_inputs`` gives what each layer
+    took in.
     """
     a = x
     zs, activations = [], [x]
-    for layer in params:
-        z = layer.forward(a)
+    for l, layer in enumerate(params):
+        z = layer.forward(a if masks is None or l == 0 else a * masks[l - 1])
         a = layer.act.fn(z)
         zs.append(z)
         activations.append(a)
     return zs, activations
+
+
+def layer_inputs(activations: list, masks=None) -> list:
+    """What each layer took in, from a forward trace: a^0 = x, then m^l ⊙ a^l
+    (a^l without masks), one per layer; the a^{l−1} of BP4."""
+    if masks is None:
+        return activations[:-1]
+    return activations[:1] + [a * m for a, m in zip(activations[1:-1], masks)]
+
+
+# --- dropout (NNDL ch. 3) ---------------------------------------------------
+def dropout_masks(key: Array, params: list, batch: int, rate: float) -> list:
+    """Dropout masks for a batch: one (batch, n_l) array per hidden layer, each
+    entry 0 (the unit is dropped, with probability ``rate``) or 1/(1 − rate).
+
+    The book's ch. 3 drops hidden units while training and halves the outgoing
+    weights afterwards; scaling the kept units by 1/(1 − rate) while training
+    ("inverted" dropout) gives the same expected input to every layer, so the
+    trained network is used as it is (``forward``, ``evaluate``). Pass the
+    masks to ``batch_backward``, ``value_and_batch_backward`` or ``loss``:
+    the hand-written BP2 multiplies each error sent back by the same mask,
+    δ^l = ((w^{l+1})ᵀ δ^{l+1}) ⊙ m^l ⊙ σ'(z^l), and BP4 takes m^l ⊙ a^l.
+    A one-layer network has no hidden layer and gets ``[]``.
+
+    Example:
+      >>> import jax, fbp
+      >>> params = fbp.init_mlp(jax.random.key(0), [4, 3, 2])
+      >>> [m.shape for m in fbp.dropout_masks(jax.random.key(1), params, 5, 0.5)]
+      [(5, 3)]
+    """
+    check_key(key)
+    batch = check_int("batch", batch, 1)
+    rate = check_rate("rate", rate)
+    hidden = params[:-1]
+    keys = jax.random.split(key, max(len(hidden), 1))
+    return [jax.random.bernoulli(k, 1.0 - rate, (batch, layer.n_out)).astype(layer.w.dtype) / (1.0 - rate)
+            for k, layer in zip(keys, hidden)]
+
+
+def check_masks(params: list, masks, batch: int) -> None:
+    """``None``, or one (batch, n_l) floating array per hidden layer, as
+    ``dropout_masks`` gives: else a ValueError naming what is wrong."""
+    if masks is None:
+        return
+    fix = "make them with fbp.dropout_masks(key, params, batch, rate)"
+    hidden = params[:-1]
+    if not isinstance(masks, (list, tuple)) or len(masks) != len(hidden):
+        got = f"{len(masks)} arrays" if isinstance(masks, (list, tuple)) else type(masks).__name__
+        raise ValueError(f"masks must be a list of one array per hidden layer ({len(hidden)}), got {got}; {fix}.")
+    for l, (m, layer) in enumerate(zip(masks, hidden)):
+        shape, dtype = getattr(m, "shape", None), getattr(m, "dtype", None)
+        if shape is None or dtype is None:
+            got = type(m).__name__
+        elif tuple(shape) != (batch, layer.n_out) or not jnp.issubdtype(dtype, jnp.floating):
+            got = f"{jnp.dtype(dtype).name}{list(shape)}"
+        else:
+            continue
+        raise ValueError(f"masks[{l}] must be a floating ({batch}, {layer.n_out}) array (hidden layer {l + 1}, "
+                         f"a batch of {batch}), got {got}; {fix}.")
 
 
 def forward(params: list, x: Array) -> Array:
@@ -256,6 +320,15 @@ def check_int(name: str, value, minimum: int, note: str = "") -> int:
         kind = "a positive int" if minimum == 1 else f"an int ≥ {minimum}"
         raise ValueError(f"{name} must be {kind}{note}, got {value!r}.")
     return int(value)
+
+
+def check_rate(name: str, value) -> float:
+    """A dropout rate, the probability of dropping a unit, as a float in
+    [0, 1); else a ValueError that names ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0 <= value < 1:
+        raise ValueError(f"{name} is the probability of dropping a hidden unit and must be in [0, 1) "
+                         f"(0 for none; the book's ch. 3 drops half, 0.5), got {value!r}.")
+    return float(value)
 
 
 def check_key(key) -> None:

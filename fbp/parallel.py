@@ -22,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fbp.network import check_int
-from fbp.epoch import check_progress_args, decode_inputs, scan_reporting, shuffle
+from fbp.epoch import check_progress_args, decode_inputs, dropout_key, keyed_step, scan_reporting, shuffle, takes_key
 
 AXIS = "batch"
 
@@ -129,25 +129,30 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
     rep = replicated(mesh)
     data = batch_sharded(mesh, axis=1)
 
-    def scan(params, opt_state, Xb, Yb, progress_args):
+    keyed = takes_key(train_step)
+
+    def scan(params, opt_state, Xb, Yb, progress_args, key=None):
         def body(carry, xy):
-            params, opt_state = carry
+            params, opt_state, k = carry
             xb, yb = xy
-            params, opt_state, value = train_step(params, opt_state, decode_inputs(xb), yb)
-            return (params, opt_state), value
+            params, opt_state, value, k = keyed_step(train_step, params, opt_state, decode_inputs(xb), yb, k)
+            return (params, opt_state, k), value
 
         if progress is None:
-            (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (Xb, Yb), unroll=unroll)
+            (params, opt_state, _), losses = jax.lax.scan(body, (params, opt_state, key), (Xb, Yb), unroll=unroll)
         else:
-            (params, opt_state), losses = scan_reporting(body, (params, opt_state), (Xb, Yb), report, updates,
-                                                         progress_args, unroll=unroll, ordered=False)
+            (params, opt_state, _), losses = scan_reporting(body, (params, opt_state, key), (Xb, Yb), report, updates,
+                                                            progress_args, unroll=unroll, ordered=False)
         return params, opt_state, losses
 
-    if progress is None:  # (params, opt_state, Xb, Yb)
-        scan_jit = jax.jit(lambda p, s, Xb, Yb: scan(p, s, Xb, Yb, ()), in_shardings=(rep, rep, data, data),
-                           out_shardings=(rep, rep, rep))
-    else:  # and the arguments for progress
-        scan_jit = jax.jit(scan, in_shardings=(rep, rep, data, data, rep), out_shardings=(rep, rep, rep))
+    # (params, opt_state, Xb, Yb), then the arguments for progress where there is one, then with dropout the
+    # epoch's dropout_key: the steps' masks are drawn for the whole mini-batch, as on one device, and split with it.
+    keys = (rep,) if keyed else ()
+    if progress is None:
+        scan_jit = jax.jit(lambda p, s, Xb, Yb, *k: scan(p, s, Xb, Yb, (), *k), in_shardings=(rep, rep, data, data)
+                           + keys, out_shardings=(rep, rep, rep))
+    else:
+        scan_jit = jax.jit(scan, in_shardings=(rep, rep, data, data, rep) + keys, out_shardings=(rep, rep, rep))
 
     def batches(n):
         n_batches = n // batch_size
@@ -163,10 +168,11 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
         order = np.asarray(shuffle(key, n))[: n_batches * batch_size].reshape(n_batches, batch_size)
         Xb = _global_array(X[order], data)  # (n_batches, batch, n_in), batch split over devices
         Yb = _global_array(Y[order], data)
+        args = (params, opt_state, Xb, Yb) + more_args(progress_args, key)
         if progress is None:
-            return scan_jit(params, opt_state, Xb, Yb)
+            return scan_jit(*args)
         raised.clear()
-        out = jax.block_until_ready(scan_jit(params, opt_state, Xb, Yb, progress_args))
+        out = jax.block_until_ready(scan_jit(*args))
         if raised:
             raise raised[0]
         return out
@@ -176,7 +182,10 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
         ``lower`` (``.compile()`` compiles it ahead of its first run)."""
         shape = (batches(len(X)), batch_size)
         Xb, Yb = (jax.ShapeDtypeStruct(shape + np.shape(A)[1:], A.dtype, sharding=data) for A in (X, Y))
-        return scan_jit.lower(params, opt_state, Xb, Yb, *((progress_args,) if progress is not None else ()))
+        return scan_jit.lower(params, opt_state, Xb, Yb, *more_args(progress_args, key))
+
+    def more_args(progress_args, key) -> tuple:
+        return ((progress_args,) if progress is not None else ()) + ((dropout_key(key),) if keyed else ())
 
     epoch.scan = scan_jit  # for inspecting the compiled program
     epoch.lower = lower

@@ -27,10 +27,11 @@ from fbp import checkpoint as ckpt
 from fbp import multihost
 from fbp.backprop import check_batch
 from fbp.epoch import (  # noqa: F401  (re-exported: train.make_epoch, …)
-    BYTE_VALUES, _is_codes, byte_codes, compact_inputs, decode_inputs, make_epoch, make_train_step, shuffle,
+    BYTE_VALUES, _is_codes, byte_codes, compact_inputs, decode_inputs, dropout_key, keyed_step, make_epoch,
+    make_train_step, shuffle,
 )
 from fbp.evaluation import evaluate, predict  # noqa: F401  (re-exported)
-from fbp.network import Dense, check_int, check_key
+from fbp.network import Dense, check_int, check_key, check_rate
 
 Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -219,10 +220,10 @@ def _compiled_cache(build: Callable, *key):
     return build(*key)
 
 
-def _epoch_for(optimizer, cost, reduction, grad, batch_size, mesh=None, report_steps=False):
+def _epoch_for(optimizer, cost, reduction, grad, dropout, batch_size, mesh=None, report_steps=False):
     """fit's epoch: ``make_epoch``'s, or on a mesh the sharded one; with
     ``report_steps``, reporting its steps to fit's ``on_progress``."""
-    step = make_train_step(optimizer, cost, reduction=reduction, grad=grad)
+    step = make_train_step(optimizer, cost, reduction=reduction, grad=grad, dropout=dropout)
     if mesh is None:
         return make_epoch(step, batch_size, progress=_report_steps if report_steps else None)
     from fbp import parallel
@@ -555,6 +556,7 @@ def fit(
     evaluation=None,
     reduction: str = "mean",
     grad: Union[str, Callable] = "hand",
+    dropout: float = 0.0,
     monitor_training: bool = True,
     monitor_evaluation: bool = True,
     monitor_deltas: bool = False,
@@ -590,6 +592,14 @@ def fit(
         draws the same batches as one never interrupted.
       evaluation: optional ``(X, Y)`` monitored each epoch (the book's
         ``evaluation_data``).
+      reduction, grad: as in ``make_train_step``.
+      dropout: the probability of dropping each hidden unit of each example
+        at each step (NNDL ch. 3; ``make_train_step``'s ``dropout``), drawn
+        from the epoch's key, so a resumed run drops the same units. The
+        kept ones are scaled by 1/(1 − dropout) while training, so the
+        network monitored, tested and returned is the whole one, as it is.
+        The costs monitored are the whole network's too;
+        ``train_step_cost`` (the mean of the steps' costs) the thinned ones'.
       monitor_training / monitor_evaluation: evaluate cost and accuracy on the
         training / evaluation data after each epoch (the book's ``monitor_*``).
       monitor_deltas: record each epoch's ``delta_norms``, the L numbers
@@ -712,13 +722,14 @@ def fit(
         params=params, train=tuple(train[:2]) if isinstance(train, Sequence) else train, cost=getattr(cost, "name", cost),
         epochs=epochs, batch_size=batch_size, key=key,
         evaluation=tuple(evaluation[:2]) if isinstance(evaluation, Sequence) else evaluation, reduction=reduction,
-        grad=grad if isinstance(grad, str) else "a function", monitor_training=monitor_training,
+        grad=grad if isinstance(grad, str) else "a function", dropout=dropout, monitor_training=monitor_training,
         monitor_evaluation=monitor_evaluation, monitor_deltas=monitor_deltas,
         monitor_noise_scale=monitor_noise_scale, patience=patience, lr_halving=lr_halving, lr_floor=lr_floor,
         checkpoint_dir=checkpoint_dir is not None, resume=resume, opt_state=opt_state, config=config,
         stop=stop is not None, on_progress=on_progress is not None))
     epochs, batch_size = _check_fit_arguments(optimizer, key, epochs, batch_size, evaluation, monitor_evaluation,
                                               patience, lr_halving, lr_floor)
+    dropout = check_rate("dropout", dropout)
     multihost.process_0_does(lambda: check_checkpoint_dir(checkpoint_dir, resume))
     try:
         json.dumps(config)
@@ -788,7 +799,7 @@ def fit(
                     on_resume(progress.history)
                 multihost.agreed(resumed, "on_resume")
 
-        epoch_fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, mesh)
+        epoch_fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, dropout, batch_size, mesh)
         # With on_progress: the epochs by whether they report, each compiled before its first run; the
         # last one's run (a guess before the first).
         epochs_by_report, run_seconds = {}, 0.0
@@ -816,7 +827,8 @@ def fit(
                     # Several processes run the same program: each reports when any one would.
                     report = multihost.first_given("report" if run_seconds >= PROGRESS_SECONDS else None) is not None
                     if report not in epochs_by_report:  # jax 0.10's jit reuses it below; 0.4.36's compiles again
-                        fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, batch_size, mesh, True) \
+                        fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, dropout, batch_size, mesh,
+                                            True) \
                             if report else epoch_fn
                         fn.lower(*args, *((np.int32(0),) if report else ())).compile()
                         epochs_by_report[report] = fn

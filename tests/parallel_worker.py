@@ -48,11 +48,14 @@ def train():
     ds = fdata.digits()
     out = {}
     for n in (1, 8):
-        params = fbp.init_mlp(jax.random.key(0), [64, 30, 10], output_activation="softmax")
-        r = ftrain.fit(params, ds.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=4, batch_size=16,
-                       key=jax.random.key(1), evaluation=ds.validation, mesh=parallel.make_mesh(n))
-        out[n] = dict(params=[np.asarray(leaf).tolist() for leaf in jax.tree.leaves(r.params)],
-                      accuracy=r.history[-1]["evaluation_accuracy"])
+        for dropout in (0.0, 0.5):  # with dropout, the masks of the whole mini-batch, drawn as on one device
+            params = fbp.init_mlp(jax.random.key(0), [64, 30, 10], output_activation="softmax")
+            r = ftrain.fit(params, ds.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=4,
+                           batch_size=16, key=jax.random.key(1), evaluation=ds.validation,
+                           mesh=parallel.make_mesh(n), dropout=dropout)
+            out[f"{n}{' dropout' if dropout else ''}"] = dict(
+                params=[np.asarray(leaf).tolist() for leaf in jax.tree.leaves(r.params)],
+                accuracy=r.history[-1]["evaluation_accuracy"])
     return out
 
 

@@ -44,13 +44,21 @@ def test_sharded_gradient_equals_single_device():
         assert r["norms"] <= 1e-12, (n, r)
 
 
-def test_eight_devices_train_like_one():
-    out = run("train")
-    one, eight = out["1"], out["8"]
+@pytest.fixture(scope="module")
+def trained_on_one_and_eight():
+    return run("train")
+
+
+@pytest.mark.parametrize("dropout", ["", " dropout"])
+def test_eight_devices_train_like_one(trained_on_one_and_eight, dropout):
+    one, eight = trained_on_one_and_eight["1" + dropout], trained_on_one_and_eight["8" + dropout]
     for a, b in zip(one["params"], eight["params"]):
         a, b = np.asarray(a), np.asarray(b)
         assert np.max(np.abs(a - b)) <= 1e-5 * max(1.0, np.max(np.abs(a)))
     assert one["accuracy"] == pytest.approx(eight["accuracy"], abs=1e-6)
+    if dropout:  # it did drop units: other params than without
+        plain = np.asarray(trained_on_one_and_eight["1"]["params"][0])
+        assert np.max(np.abs(np.asarray(one["params"][0]) - plain)) > 1e-3
 
 
 @pytest.mark.parametrize("what,codes", [("byte_inputs", "uint8"), ("byte_inputs_256", "int8")])

@@ -267,7 +267,7 @@ def test_fit_again_with_the_same_optimizer_reuses_its_compiled_epoch(digits):
     info = ftrain._compiled_cache.cache_info()
     assert (info.hits - before.hits, info.misses - before.misses) == (2, 0)  # the schedule's chain and the epoch
     epoch = ftrain._compiled_once(ftrain._epoch_for, ftrain._compiled_once(ftrain._with_lr_schedule, opt),
-                                  "log_likelihood", "mean", "hand", 10, None)
+                                  "log_likelihood", "mean", "hand", 0.0, 10, None)
     assert epoch._cache_size() == 1  # one compiled program for both calls
     fresh = ftrain.fit(first.params, digits.train, optimizer=optax.sgd(0.5), key=jax.random.key(2),
                        opt_state=first.opt_state, **kw)
