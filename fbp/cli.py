@@ -61,7 +61,7 @@ def _tolerance(text: str) -> float:
     return _number(text, float, lambda v: True, "a finite number")
 
 
-def _momentum(text: str) -> float:
+def _momentum(text: str) -> float:  # and a dropout rate
     return _number(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--momentum", type=_momentum, default=None, metavar="μ",
                        help="the book's momentum coefficient μ, for --optimizer momentum (default: 0.9)")
     train.add_argument("--l2", type=_nonneg_float, default=0.0, help="the book's λ: L2 weight decay λ/n on the weights")
+    train.add_argument("--dropout", type=_momentum, default=0.0, metavar="P",
+                       help="the book's dropout (ch. 3): drop each hidden unit with probability P at each step "
+                            "(0.5 in the book), scaling the kept ones by 1/(1 − P), so that the whole network is "
+                            "tested as it is")
     train.add_argument("--batch-size", type=_positive_int, default=10, help="mini-batch size m")
     train.add_argument("--epochs", type=_nonneg_int, default=30, help="epochs to train (more may be given on --resume)")
     train.add_argument("--seed", type=_seed, default=0,

@@ -227,10 +227,10 @@ def _xla_status(e: BaseException) -> Optional[str]:
 # --seed or --init: other params on each), or leave the others waiting in a
 # collective (another --epochs or --patience).
 SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--activation", "--output-activation", "--cost", "--init",
-                   "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--batch-size", "--epochs", "--seed",
-                   "--patience", "--restore-best", "--monitor-training", "--monitor-deltas", "--monitor-noise-scale",
-                   "--checkpoint-dir", "--resume", "--dp-clip", "--dp-noise", "--devices", "--dtype", "--deterministic",
-                   "data")
+                   "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--dropout", "--batch-size",
+                   "--epochs", "--seed", "--patience", "--restore-best", "--monitor-training", "--monitor-deltas",
+                   "--monitor-noise-scale", "--checkpoint-dir", "--resume", "--dp-clip", "--dp-noise", "--devices",
+                   "--dtype", "--deterministic", "data")
 
 
 def _others_failed(failed: bool, settings: Optional[dict] = None):
@@ -425,6 +425,8 @@ def _setup(args, writer: bool) -> _Run:
         "--l2": args.l2, "--batch-size": args.batch_size, "--seed": args.seed, "--dtype": args.dtype,
         "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
     }  # --epochs may grow; --init and the devices do not change what is being trained
+    if args.dropout:  # only then, so that the checkpoints of runs from before --dropout resume
+        config["--dropout"] = args.dropout
     resuming = writer and args.resume and fckpt.newest_epoch(args.checkpoint_dir) is not None
     return _Run(ds, sizes, momentum, n_devices, mesh, dtype, params, optimizer, grad, k_train, config, resuming)
 
@@ -458,6 +460,9 @@ def _check_flags(args, writer: bool) -> Optional[float]:
         args.lr = 0.001 if args.optimizer == "adam" else round(0.5 * (1 - (momentum or 0.0)), 12)
     if (args.dp_clip is None) != (args.dp_noise is None):
         raise _refuse("--dp-clip and --dp-noise go together: give both for DP-SGD, or neither")
+    if args.dropout and args.dp_clip is not None:
+        raise _refuse("--dropout with DP-SGD (--dp-clip) is not supported: its clipped per-example gradients are "
+                      "those of the whole network; drop one of them")
     if args.save_params and args.metrics_out and os.path.abspath(args.save_params) == os.path.abspath(args.metrics_out):
         raise _refuse(f"--save-params and --metrics-out both name {args.save_params}: the network would replace "
                       f"the metrics; give two files")
@@ -570,7 +575,7 @@ class _Report:
             f"fbp train: {ds.name} ({len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test), "
             f"sizes={','.join(map(str, run.sizes))} {args.activation}/{args.output_activation} {args.cost} "
             f"init={args.init} {args.optimizer}{'' if run.momentum is None else f' μ={run.momentum}'} lr={args.lr} "
-            f"l2={args.l2} batch={args.batch_size} "
+            f"l2={args.l2}{f' dropout={args.dropout}' if args.dropout else ''} batch={args.batch_size} "
             f"epochs={args.epochs} seed={args.seed} devices={run.n_devices} ({_device_kind()})"
             + (f" DP-SGD clip={args.dp_clip} noise={args.dp_noise}" if args.dp_clip is not None else "")
             + (" deterministic" if args.deterministic else ""))
@@ -699,7 +704,8 @@ def _settings(args, run: _Run) -> dict:
     """The flags that decide what a run computes, as it ran with them (the
     defaults filled in): what the processes of a multi-host run must agree
     on, and what the final --metrics-out record keeps."""
-    return {**run.config, "--init": args.init, "--epochs": args.epochs, "--patience": args.patience,
+    return {**run.config, "--dropout": args.dropout, "--init": args.init, "--epochs": args.epochs,
+            "--patience": args.patience,
             "--restore-best": args.restore_best, "--monitor-training": args.monitor_training,
             "--monitor-deltas": args.monitor_deltas, "--monitor-noise-scale": args.monitor_noise_scale,
             "--devices": run.n_devices, "--deterministic": args.deterministic}
@@ -737,6 +743,7 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping:
             patience=args.patience, lr_halving=args.lr_halving, monitor_training=args.monitor_training,
             monitor_deltas=args.monitor_deltas, monitor_noise_scale=args.monitor_noise_scale,
             checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=report.epoch, grad=run.grad,
+            dropout=args.dropout,
             mesh=run.mesh, config=run.config, on_resume=report.resumed,
             on_progress=on_progress, stop=stop, monitor=l2_monitor if args.l2 else None)
 

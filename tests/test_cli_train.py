@@ -116,6 +116,28 @@ def test_cli_momentum_coefficient_is_used_and_kept_with_the_checkpoint(tmp_path,
     assert proc.returncode == 0 and ckpt.newest_epoch(run) == 2, proc.stderr
 
 
+def test_cli_dropout_trains_the_thinned_networks_and_is_kept_with_the_checkpoint(tmp_path, capsys):
+    cli = functools.partial(fbp_here, capsys)  # in this process: compiled once for all the runs
+    run, out = str(tmp_path / "run"), tmp_path / "m.jsonl"
+    flags = ["train", "--sizes", "64,30,10", "--quiet", "--checkpoint-dir", run, "--metrics-out", str(out)]
+    proc = cli(*flags, "--dropout", "0.5", "--epochs", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert " l2=0.0 dropout=0.5 batch=10 " in proc.stdout.splitlines()[0]
+    first = [json.loads(l) for l in out.read_text().splitlines()]
+    assert first[-1]["settings"]["--dropout"] == 0.5
+    proc = cli(*flags, "--epochs", "3", "--resume")  # without it: another run
+    assert proc.returncode == 2 and "--dropout: saved 0.5, now None" in proc.stderr.strip().splitlines()[-1]
+    proc = cli(*flags, "--dropout", "0.5", "--epochs", "3", "--resume")
+    assert proc.returncode == 0 and ckpt.newest_epoch(run) == 3, proc.stderr
+    again = [json.loads(l) for l in out.read_text().splitlines()]
+    assert again[-1]["test_accuracy"] > 0.85
+    # the same epochs without dropout train other params
+    plain = str(tmp_path / "plain")
+    assert cli("train", "--sizes", "64,30,10", "--quiet", "--epochs", "2", "--checkpoint-dir", plain).returncode == 0
+    a, b = (ckpt.load_params(os.path.join(d, "ckpt-000002.npz")) for d in (run, plain))
+    assert fbp.relative_error(a[0].w, b[0].w) > 1e-3
+
+
 def test_cli_adam_gets_adams_own_learning_rate_by_default(tmp_path):
     out = tmp_path / "m.jsonl"
     proc = fbp_cli("train", "--optimizer", "adam", "--quiet", "--metrics-out", str(out))
@@ -447,6 +469,8 @@ def test_deterministic_is_refused_once_jax_has_started_in_the_process(monkeypatc
     (["--momentum", "0.5"], "--momentum is the coefficient of --optimizer momentum; it does nothing with "
                             "--optimizer sgd"),
     (["--optimizer", "momentum", "--momentum", "1"], "argument --momentum: expected a number in [0, 1), got '1'"),
+    (["--dropout", "1"], "argument --dropout: expected a number in [0, 1), got '1'"),
+    (["--dropout", "0.5", "--dp-clip", "1", "--dp-noise", "1"], "--dropout with DP-SGD (--dp-clip) is not supported"),
 ])
 def test_bad_train_flags_are_one_line_errors(argv, needle, capsys):
     proc = fbp_here(capsys, "train", *argv)  # an exception out of it (a traceback) fails the test too
