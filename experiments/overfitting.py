@@ -1,4 +1,4 @@
-"""Overfitting, and what L2 regularization does about it (NNDL ch. 3).
+"""Overfitting, and what L2 regularization and dropout do about it (NNDL ch. 3).
 
 The book's demonstration: train a [784, 30, 10] network (sigmoid output,
 cross-entropy cost, the `large` N(0, 1) init, SGD η = 0.5, mini-batch 10) on
@@ -8,7 +8,10 @@ the way; the held-out accuracy stops improving long before, and the
 held-out cost turns up: the network learns the peculiarities of its 1,000
 images. Then the same run with the book's L2 term, λ = 0.1
 (w → (1 − ηλ/n) w − η∇C with n = 1,000, `make_optimizer(l2=0.1, n_train=1000)`,
-optax's `add_decayed_weights` on the weights, not the biases).
+optax's `add_decayed_weights` on the weights, not the biases). Then, with
+neither, the book's other remedy of ch. 3, dropout: each hidden unit dropped
+with probability 0.5 at each step (`fit(dropout=0.5)`; the kept ones scaled
+by 2 while training, so the whole network is monitored and tested as it is).
 
 Here the held-out data is the 10,000 validation images (the book monitors
 its test set in this demonstration, and then explains why it should not);
@@ -30,7 +33,7 @@ from fbp import train as ftrain
 COST = "cross_entropy"
 
 
-def run(ds, n_train, epochs, lmbda, seed, tail, lr=0.5):
+def run(ds, n_train, epochs, lmbda, seed, tail, lr=0.5, dropout=0.0):
     params = fbp.init_mlp(jax.random.key(seed), [ds.n_in, 30, ds.n_classes], output_activation="sigmoid",
                           init="large")
     X, Y = ds.train.X[:n_train], ds.train.Y[:n_train]
@@ -39,14 +42,14 @@ def run(ds, n_train, epochs, lmbda, seed, tail, lr=0.5):
     l2_term = (lambda p: {"l2_cost": float(ftrain.l2_cost(p, lmbda, n_train))}) if lmbda else None
     r = ftrain.fit(params, (X, Y), optimizer=ftrain.make_optimizer("sgd", lr, l2=lmbda, n_train=n_train),
                    cost=COST, epochs=epochs, batch_size=10, key=jax.random.key(seed + 1), evaluation=ds.validation,
-                   monitor=l2_term)
+                   monitor=l2_term, dropout=dropout)
     seconds = time.perf_counter() - t0
     test = ftrain.evaluate(r.params, ds.test.X, ds.test.Y, COST)
     h = r.history
     val_acc = [e["evaluation_accuracy"] for e in h]
     val_cost = [e["evaluation_cost"] for e in h]
     return dict(
-        lmbda=lmbda, seconds=seconds, history=h,
+        lmbda=lmbda, dropout=dropout, seconds=seconds, history=h,
         curves={k: [round(e[k], 5) for e in h] for k in
                 ("training_cost", "training_accuracy", "evaluation_cost", "evaluation_accuracy", "l2_cost")
                 if k in h[0]},
@@ -64,6 +67,7 @@ def run(ds, n_train, epochs, lmbda, seed, tail, lr=0.5):
 def main():
     p = parser(__doc__)
     p.add_argument("--lmbda", type=float, default=0.1, help="the book's λ for the regularized run")
+    p.add_argument("--dropout", type=float, default=0.5, help="the dropout rate of the third run (the book's 0.5)")
     p.add_argument("--seeds", type=int, default=3, help="runs per setting")
     args = p.parse_args()
     ds = fashion_mnist_or_digits(args.quick)
@@ -71,10 +75,12 @@ def main():
     seeds = [args.seed] if args.quick else [args.seed + 10 * k for k in range(args.seeds)]
     results = dict(data=ds.name, sizes=[ds.n_in, 30, ds.n_classes], n_train=n_train, epochs=epochs, lr=0.5,
                    cost=COST, init="large", seeds=seeds, tail_epochs=tail, runs={}, mean={})
-    for name, lmbda in (("unregularized", 0.0), (f"L2, λ = {args.lmbda:g}", args.lmbda)):
-        runs = [run(ds, n_train, epochs, lmbda, seed, tail) for seed in seeds]
+    settings = (("unregularized", 0.0, 0.0), (f"L2, λ = {args.lmbda:g}", args.lmbda, 0.0),
+                (f"dropout, p = {args.dropout:g}", 0.0, args.dropout))
+    for name, lmbda, dropout in settings:
+        runs = [run(ds, n_train, epochs, lmbda, seed, tail, dropout=dropout) for seed in seeds]
         results["runs"][name] = runs
-        keys = [k for k, v in runs[0].items() if isinstance(v, float) and k not in ("lmbda", "seconds")]
+        keys = [k for k, v in runs[0].items() if isinstance(v, float) and k not in ("lmbda", "dropout", "seconds")]
         mean = results["mean"][name] = {k: float(np.mean([r[k] for r in runs])) for k in keys}
         print(f"{ds.name} {name:16s} (mean of {len(seeds)}) training acc {mean['final_training_accuracy']:.4f} "
               f"cost {mean['final_training_cost']:.4f} (+ L2 term {mean['final_l2_cost']:.4f}) | validation acc best {mean['best_validation_accuracy']:.4f}, "
