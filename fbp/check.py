@@ -26,9 +26,10 @@ Array = jax.Array
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "reduction"))
-def autodiff_grad(params: list, X: Array, Y: Array, cost, reduction: str = "mean") -> list:
-    """The reference: ``jax.grad`` of ``fbp.loss`` (same cost, same reduction), jitted."""
-    return jax.grad(loss)(params, X, Y, cost, reduction)
+def autodiff_grad(params: list, X: Array, Y: Array, cost, reduction: str = "mean", masks=None) -> list:
+    """The reference: ``jax.grad`` of ``fbp.loss`` (same cost, same reduction,
+    the same dropout ``masks`` if any), jitted."""
+    return jax.grad(loss)(params, X, Y, cost, reduction, masks)
 
 
 def relative_error(g, ref) -> float:
@@ -54,6 +55,7 @@ def finite_differences(
     key: Optional[Array] = None,
     eps: Optional[float] = None,
     indices=None,
+    masks=None,
 ):
     """Central differences (L(θ + h e_i) − L(θ − h e_i)) / 2h at n random entries.
 
@@ -62,6 +64,7 @@ def finite_differences(
     Returns ``(indices, fd)``: flat indices into ``ravel_pytree(params)`` and the
     difference quotients. h = eps · max(1, |θ_i|), eps = (machine ε)^{1/3} by
     default (≈ 6e-6 in float64), which balances truncation and rounding error.
+    ``masks``: dropout's, held fixed (the cost of one thinned network).
     """
     flat, unravel = ravel_pytree(params)
     if eps is not None and not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
@@ -86,16 +89,16 @@ def finite_differences(
     h = eps * jnp.maximum(1.0, jnp.abs(flat[idx]))  # (n,)
 
     @jax.jit
-    def quotients(flat, idx, h, X, Y):
+    def quotients(flat, idx, h, X, Y, masks):
         def one(i, hi):
             e = jnp.zeros_like(flat).at[i].set(hi)
-            up = loss(unravel(flat + e), X, Y, cost, reduction)
-            down = loss(unravel(flat - e), X, Y, cost, reduction)
+            up = loss(unravel(flat + e), X, Y, cost, reduction, masks)
+            down = loss(unravel(flat - e), X, Y, cost, reduction, masks)
             return (up - down) / (2 * hi)
 
         return jax.vmap(one)(idx, h)
 
-    return np.asarray(idx), np.asarray(quotients(flat, idx, h, X, Y))
+    return np.asarray(idx), np.asarray(quotients(flat, idx, h, X, Y, masks))
 
 
 def _stratified_indices(params, n: int, key) -> np.ndarray:
@@ -159,23 +162,26 @@ def compare_grads(
     *,
     fd_samples: int = 20,
     key: Optional[Array] = None,
+    masks=None,
 ) -> GradReport:
     """Compare the hand-written gradient with ``jax.grad`` and with finite differences.
 
     Returns a ``GradReport``: per leaf, the max absolute and relative difference
     from ``jax.grad``, and the relative difference from central finite
     differences at ``fd_samples`` random entries (spread over all leaves).
+    With dropout ``masks`` (``fbp.dropout_masks``), all three are the
+    gradient of the network they thin.
     """
     if not isinstance(fd_samples, (int, np.integer)) or fd_samples < 0:
         raise ValueError(f"fd_samples must be an integer ≥ 0 (0: no finite differences), got {fd_samples!r}.")
-    hand = batch_backward(params, X, Y, cost, reduction)
-    ref = autodiff_grad(params, X, Y, cost, reduction)
+    hand = batch_backward(params, X, Y, cost, reduction, masks)
+    ref = autodiff_grad(params, X, Y, cost, reduction, masks)
     paths_hand, _ = jax.tree_util.tree_flatten_with_path(hand)
     leaves_ref = jax.tree.leaves(ref)
 
     idx, fd = (np.zeros(0, int), np.zeros(0))
     if fd_samples > 0:
-        idx, fd = finite_differences(params, X, Y, cost, reduction, n=fd_samples, key=key)
+        idx, fd = finite_differences(params, X, Y, cost, reduction, n=fd_samples, key=key, masks=masks)
     hand_flat = np.asarray(ravel_pytree(hand)[0], np.float64)
     # Finite differences carry an absolute error of about ε·|L|/h whatever the
     # entry, so they are judged against the size of the whole gradient: a leaf

@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--init", choices=_choices(INITS), default="normalized", help="weight initialization")
     check.add_argument("--batch-size", type=_positive_int, default=16, help="random examples in the batch")
     check.add_argument("--reduction", choices=["mean", "sum"], default="mean", help="cost over the batch")
+    check.add_argument("--dropout", type=_momentum, default=0.0, metavar="P",
+                       help="check the gradient of a network thinned by dropout masks (each hidden unit of each "
+                            "example dropped with probability P), as fbp train --dropout trains")
     check.add_argument("--dtype", choices=["float32", "float64"], default="float64", help="floating-point type")
     check.add_argument("--fd-samples", type=_nonneg_int, default=24,
                        help="finite-difference entries to check (0: none)")
@@ -542,7 +545,7 @@ def cmd_check(args) -> int:
     import fbp
 
     dtype = jnp.float64 if args.dtype == "float64" else jnp.float32
-    k_params, k_x, k_y, k_fd = jax.random.split(jax.random.key(args.seed), 4)
+    k_params, k_x, k_y, k_fd, k_drop = jax.random.split(jax.random.key(args.seed), 5)
     output = args.output_activation or args.activation
     if output == "softmax" and args.sizes[-1] == 1:  # the library's message names params[i] and its keywords
         print(f"fbp check: error: --output-activation softmax over the one output unit of --sizes "
@@ -561,7 +564,9 @@ def cmd_check(args) -> int:
         X = jax.random.uniform(k_x, (args.batch_size, n_in), dtype)
         labels = jax.random.randint(k_y, (args.batch_size,), 0, n_out)
         Y = jax.nn.one_hot(labels, n_out, dtype=dtype)
-        report = fbp.compare_grads(params, X, Y, args.cost, args.reduction, fd_samples=args.fd_samples, key=k_fd)
+        masks = fbp.dropout_masks(k_drop, params, args.batch_size, args.dropout) if args.dropout else None
+        report = fbp.compare_grads(params, X, Y, args.cost, args.reduction, fd_samples=args.fd_samples, key=k_fd,
+                                   masks=masks)
     except (ValueError, TypeError) as e:
         print(f"fbp check: error: {e}", file=sys.stderr)
         return 2
@@ -570,7 +575,7 @@ def cmd_check(args) -> int:
     print(
         f"fbp check: sizes={','.join(map(str, args.sizes))} activation={args.activation} "
         f"output={out} cost={args.cost} init={args.init} batch={args.batch_size} "
-        f"reduction={args.reduction} dtype={args.dtype}"
+        f"reduction={args.reduction} dtype={args.dtype}" + (f" dropout={args.dropout}" if args.dropout else "")
     )
     print("hand-written batch_backward vs jax.grad (rel = max|diff| / max|jax.grad| per leaf)")
     print("and vs central finite differences (fd rel = max|diff| / max|gradient| over all leaves)\n")

@@ -12,6 +12,7 @@ in its ``fit`` loop.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Callable, Optional, Union
 
@@ -114,6 +115,10 @@ def make_train_step(
         def value_and_grad(p, X, Y, masks=None):
             return jax.value_and_grad(fbp_loss)(p, X, Y, cost, reduction, masks)
     elif callable(grad):
+        if dropout and not _takes_masks(grad):
+            raise ValueError(f"with dropout, grad is called as grad(params, X, Y, masks), with the mini-batch's "
+                             f"dropout masks, but {getattr(grad, '__name__', grad)!r} takes no masks argument; give it "
+                             f"one (and use it), or train without dropout.")
         value_and_grad = grad
     else:
         raise ValueError(f"grad must be 'hand', 'autodiff' or a function, got {grad!r}.")
@@ -134,6 +139,16 @@ def make_train_step(
 
     dropout_step.takes_key = True
     return dropout_step
+
+
+def _takes_masks(fn: Callable) -> bool:
+    try:
+        inspect.signature(fn).bind(None, None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (a builtin): let the call say
+        return True
+    return True
 
 
 # The stream of the keys of a dropout epoch's steps, folded into the epoch's

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.flatten_util import ravel_pytree
 
 import fbp
 from fbp import train as ftrain
@@ -100,6 +101,27 @@ def test_bad_masks_and_rates_are_refused_by_name():
             fbp.dropout_masks(jax.random.key(0), params, 3, rate)
         with pytest.raises(ValueError, match="dropout is the probability"):
             ftrain.make_train_step(optax.sgd(0.1), "log_likelihood", dropout=rate)
+    # a gradient function of one's own is handed the masks; one that takes none is refused at once
+    dp = fbp.stats.dp_value_and_grad("log_likelihood", 1.0)
+    with pytest.raises(ValueError, match=r"grad is called as grad\(params, X, Y, masks\).*takes no masks argument"):
+        ftrain.make_train_step(optax.sgd(0.1), "log_likelihood", dropout=0.5, grad=dp)
+    ftrain.make_train_step(optax.sgd(0.1), "log_likelihood", grad=dp)  # without dropout it is fine
+
+
+def test_compare_grads_and_fbp_check_check_the_thinned_networks_gradient(capsys):
+    params, X, Y = _problem([6, 9, 8, 4], "sigmoid", "softmax")
+    masks = fbp.dropout_masks(jax.random.key(2), params, len(X), 0.5)
+    report = fbp.compare_grads(params, X, Y, "log_likelihood", fd_samples=24, masks=masks)
+    assert report.max_rel <= 1e-10 and report.fd_max_rel <= 1e-6
+    # the finite differences are those of the thinned cost: against the whole network's gradient they disagree
+    idx, fd = fbp.finite_differences(params, X, Y, "log_likelihood", n=24, masks=masks)
+    whole = np.asarray(ravel_pytree(fbp.batch_backward(params, X, Y, "log_likelihood"))[0])
+    assert np.max(np.abs(whole[idx] - fd)) > 1e-3 * np.max(np.abs(whole))
+    from fbp.cli import main
+
+    assert main(["check", "--dropout", "0.5", "--sizes", "12,10,8,3", "--activation", "relu"]) == 0
+    out = capsys.readouterr().out
+    assert " dropout=0.5" in out.splitlines()[0] and "\nOK: worst relative difference" in out
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
