@@ -58,14 +58,15 @@ from fbp import train as ftrain
 CASES = [dict(sizes=[784, 30, 10], batch=10, lr=0.5), dict(sizes=[784, 100, 10], batch=128, lr=0.5)]
 
 
-def fbp_epochs(case, X, Y):
+def fbp_epochs(case, X, Y, dropout=0.0):
     """fbp's epoch as timers: on the inputs fit trains on (the bytes of byte
     images, else the floats) and, when those are bytes, on the float32 inputs
     too. Returns ({route: timer}, fit's route); each timer runs one epoch
-    (compiled here) and returns (examples, seconds)."""
+    (compiled here) and returns (examples, seconds). With ``dropout``, the
+    epoch of a dropout step (masks drawn each step)."""
     params = fbp.init_mlp(jax.random.key(0), case["sizes"], output_activation="softmax")
     opt = optax.sgd(case["lr"])
-    epoch = ftrain.make_epoch(ftrain.make_train_step(opt, "log_likelihood"), case["batch"])
+    epoch = ftrain.make_epoch(ftrain.make_train_step(opt, "log_likelihood", dropout=dropout), case["batch"])
     Xf, Yd = jax.device_put(X), jax.device_put(Y)
     Xfit = ftrain.compact_inputs(Xf)  # what fit trains on
     inputs = {"bytes": Xfit, "floats": Xf} if Xfit.dtype == np.uint8 else {"floats": Xf}
@@ -287,17 +288,24 @@ def operation_trace(X, Y, steps=3000, top=12):
     return {name: us for us, name in per_step}
 
 
-def fbp_only(case, X, Y, rounds):
+def fbp_only(case, X, Y, rounds, dropout=0.0):
     """fbp's epochs alone, on each of its inputs: examples/s (median of the
-    rounds) and µs per step, printed and returned."""
+    rounds) and µs per step, printed and returned. With ``dropout``, the
+    dropout epochs too, in the same rounds, and each one's time over the plain
+    epoch's."""
     timers, route = fbp_epochs(case, X, Y)
+    if dropout:
+        timers |= {f"{k}, dropout {dropout:g}": v for k, v in fbp_epochs(case, X, Y, dropout)[0].items()}
     rates = interleaved(timers, rounds)
     out = dict(case=f"{case['sizes']} mini-batch {case['batch']}", fbp_inputs=route, rounds=rates)
     for inputs, r in rates.items():
         med = statistics.median(r)
         out[inputs] = med
+        plain = inputs.split(",")[0]
+        slower = f"  {rates[plain] and statistics.median(rates[plain]) / med:.2f}× the plain epoch's time" \
+            if plain != inputs else ""
         print(f"{out['case']:<32} on {inputs:<6} {med:12,.0f} ex/s  {case['batch'] / med * 1e6:6.1f} µs/step  "
-              f"(rounds {min(r):,.0f}–{max(r):,.0f})")
+              f"(rounds {min(r):,.0f}–{max(r):,.0f}){slower}")
     return out
 
 
@@ -323,6 +331,8 @@ def main():
     parser.add_argument("--fbp-only", action="store_true",
                         help="time fbp's epochs alone (no torch, no NumPy loop): to compare settings such as XLA_FLAGS "
                              "run after run, on the same machine")
+    parser.add_argument("--dropout", type=float, default=0.0,
+                        help="with --fbp-only, also time epochs with this dropout rate, in the same rounds")
     parser.add_argument("--data-dir", default=None,
                         help="the directory of Fashion-MNIST's IDX files (default: where Debian's package puts them)")
     args = parser.parse_args()
@@ -339,7 +349,7 @@ def main():
     print(f"each figure: the median of {args.repeats} rounds, each round timing every contender once, in turn")
     if args.fbp_only:
         print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '(not set)')}")
-        results = [fbp_only(case, X, Y, args.repeats) for case in CASES]
+        results = [fbp_only(case, X, Y, args.repeats, args.dropout) for case in CASES]
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(dict(data=name, device=str(device), cpu=cpu, cpus=os.cpu_count(), jax=jax.__version__,

@@ -105,7 +105,7 @@ def make_train_step(
     and steps along the gradient of the network they thin (a function
     ``grad`` is then called with the masks as a fourth argument). Such a
     step has ``takes_key = True``, and the epochs give it a fresh key each
-    step (``keyed_step``).
+    step (``step_keys``).
     """
     dropout = check_rate("dropout", dropout)
     if grad == "hand":
@@ -161,14 +161,18 @@ def dropout_key(key: Array) -> Array:
     return jax.random.fold_in(key, DROPOUT_STREAM)
 
 
+def step_keys(train_step: Callable, key: Array, n_steps: int):
+    """The keys of an epoch's steps, split from ``dropout_key(key)`` all at
+    once (n_steps keys), where ``train_step`` takes one; else None."""
+    return jax.random.split(dropout_key(key), n_steps) if takes_key(train_step) else None
+
+
 def keyed_step(train_step: Callable, params, opt_state, X, Y, key):
-    """One step of an epoch's scan: ``(params, opt_state, loss, key)``. A step
-    that ``takes_key`` (dropout) is given a key split from ``key``, and the
-    other half goes on to the next step; for the others ``key`` is None."""
+    """One step of an epoch's scan: a step that ``takes_key`` (dropout) is
+    given its ``key`` (from ``step_keys``); for the others it is None."""
     if key is None:
-        return (*train_step(params, opt_state, X, Y), None)
-    key, step_key = jax.random.split(key)
-    return (*train_step(params, opt_state, X, Y, step_key), key)
+        return train_step(params, opt_state, X, Y)
+    return train_step(params, opt_state, X, Y, key)
 
 
 def takes_key(train_step: Callable) -> bool:
@@ -244,17 +248,19 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
 
         bufs = tuple(jnp.zeros((batch_size + 1,) + A.shape[1:], A.dtype) for A in (X, Y)) if in_place else ()
 
-        def body(carry, idx):
-            params, opt_state, bufs, k = carry
+        def body(carry, xs):
+            params, opt_state, bufs = carry
+            idx, k = xs
             (xb, yb), bufs = take(idx, bufs)
-            params, opt_state, value, k = keyed_step(train_step, params, opt_state, decode_inputs(xb), yb, k)
-            return (params, opt_state, bufs, k), value
+            params, opt_state, value = keyed_step(train_step, params, opt_state, decode_inputs(xb), yb, k)
+            return (params, opt_state, bufs), value
 
-        carry = (params, opt_state, bufs, dropout_key(key) if takes_key(train_step) else None)
+        xs = (order, step_keys(train_step, key, n_batches))
+        carry = (params, opt_state, bufs)
         if progress is None:
-            carry, losses = jax.lax.scan(body, carry, order, unroll=unroll)
+            carry, losses = jax.lax.scan(body, carry, xs, unroll=unroll)
         else:
-            carry, losses = scan_reporting(body, carry, order, progress, updates, progress_args, unroll=unroll)
+            carry, losses = scan_reporting(body, carry, xs, progress, updates, progress_args, unroll=unroll)
         params, opt_state = carry[:2]
         return params, opt_state, losses
 

@@ -233,10 +233,19 @@ def dropout_masks(key: Array, params: list, batch: int, rate: float) -> list:
     check_key(key)
     batch = check_int("batch", batch, 1)
     rate = check_rate("rate", rate)
-    hidden = params[:-1]
-    keys = jax.random.split(key, max(len(hidden), 1))
-    return [jax.random.bernoulli(k, 1.0 - rate, (batch, layer.n_out)).astype(layer.w.dtype) / (1.0 - rate)
-            for k, layer in zip(keys, hidden)]
+    widths = [layer.n_out for layer in params[:-1]]
+    # One draw of 32 random bits per hidden unit of every layer: a unit is kept
+    # where they reach rate·2³², so P(kept) = 1 − rate to within 2⁻³². (Drawing
+    # each layer's with jax.random.bernoulli, from keys split for the layers,
+    # cost a mini-batch-10 step of [784, 30, 10] 4 µs more.)
+    bits = jax.random.bits(key, (batch, sum(widths)), jnp.uint32)
+    threshold = np.uint32(min(round(rate * 2.0**32), 2**32 - 1))
+    masks, start = [], 0
+    for width, layer in zip(widths, params):
+        kept = bits[:, start:start + width] >= threshold
+        masks.append(jnp.where(kept, jnp.asarray(1.0 / (1.0 - rate), layer.w.dtype), jnp.zeros((), layer.w.dtype)))
+        start += width
+    return masks
 
 
 def check_masks(params: list, masks, batch: int) -> None:

@@ -22,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fbp.network import check_int
-from fbp.epoch import check_progress_args, decode_inputs, dropout_key, keyed_step, scan_reporting, shuffle, takes_key
+from fbp.epoch import check_progress_args, decode_inputs, keyed_step, scan_reporting, shuffle, step_keys, takes_key
 
 AXIS = "batch"
 
@@ -132,21 +132,22 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
     keyed = takes_key(train_step)
 
     def scan(params, opt_state, Xb, Yb, progress_args, key=None):
-        def body(carry, xy):
-            params, opt_state, k = carry
-            xb, yb = xy
-            params, opt_state, value, k = keyed_step(train_step, params, opt_state, decode_inputs(xb), yb, k)
-            return (params, opt_state, k), value
+        def body(carry, xs):
+            params, opt_state = carry
+            xb, yb, k = xs
+            params, opt_state, value = keyed_step(train_step, params, opt_state, decode_inputs(xb), yb, k)
+            return (params, opt_state), value
 
+        xs = (Xb, Yb, None if key is None else step_keys(train_step, key, Xb.shape[0]))
         if progress is None:
-            (params, opt_state, _), losses = jax.lax.scan(body, (params, opt_state, key), (Xb, Yb), unroll=unroll)
+            (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), xs, unroll=unroll)
         else:
-            (params, opt_state, _), losses = scan_reporting(body, (params, opt_state, key), (Xb, Yb), report, updates,
-                                                            progress_args, unroll=unroll, ordered=False)
+            (params, opt_state), losses = scan_reporting(body, (params, opt_state), xs, report, updates,
+                                                         progress_args, unroll=unroll, ordered=False)
         return params, opt_state, losses
 
     # (params, opt_state, Xb, Yb), then the arguments for progress where there is one, then with dropout the
-    # epoch's dropout_key: the steps' masks are drawn for the whole mini-batch, as on one device, and split with it.
+    # epoch's key: each step's masks are drawn for the whole mini-batch from the key make_epoch gives it.
     keys = (rep,) if keyed else ()
     if progress is None:
         scan_jit = jax.jit(lambda p, s, Xb, Yb, *k: scan(p, s, Xb, Yb, (), *k), in_shardings=(rep, rep, data, data)
@@ -185,7 +186,7 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
         return scan_jit.lower(params, opt_state, Xb, Yb, *more_args(progress_args, key))
 
     def more_args(progress_args, key) -> tuple:
-        return ((progress_args,) if progress is not None else ()) + ((dropout_key(key),) if keyed else ())
+        return ((progress_args,) if progress is not None else ()) + ((key,) if keyed else ())
 
     epoch.scan = scan_jit  # for inspecting the compiled program
     epoch.lower = lower

@@ -27,7 +27,7 @@ from fbp import checkpoint as ckpt
 from fbp import multihost
 from fbp.backprop import check_batch
 from fbp.epoch import (  # noqa: F401  (re-exported: train.make_epoch, …)
-    BYTE_VALUES, _is_codes, byte_codes, compact_inputs, decode_inputs, dropout_key, keyed_step, make_epoch,
+    BYTE_VALUES, _is_codes, byte_codes, compact_inputs, decode_inputs, dropout_key, make_epoch, step_keys,
     make_train_step, shuffle,
 )
 from fbp.evaluation import evaluate, predict  # noqa: F401  (re-exported)
