@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--momentum", type=_momentum, default=None, metavar="μ",
                        help="the book's momentum coefficient μ, for --optimizer momentum (default: 0.9)")
     train.add_argument("--l2", type=_nonneg_float, default=0.0, help="the book's λ: L2 weight decay λ/n on the weights")
+    train.add_argument("--l1", type=_nonneg_float, default=0.0,
+                       help="the book's L1 regularization (ch. 3), λ: each step also moves every weight by "
+                            "−ηλ/n · sgn(w)")
     train.add_argument("--dropout", type=_momentum, default=0.0, metavar="P",
                        help="the book's dropout (ch. 3): drop each hidden unit with probability P at each step "
                             "(0.5 in the book), scaling the kept ones by 1/(1 − P), so that the whole network is "

@@ -227,7 +227,8 @@ def _xla_status(e: BaseException) -> Optional[str]:
 # --seed or --init: other params on each), or leave the others waiting in a
 # collective (another --epochs or --patience).
 SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--activation", "--output-activation", "--cost", "--init",
-                   "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--dropout", "--batch-size",
+                   "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--l1", "--dropout",
+                   "--batch-size",
                    "--epochs", "--seed", "--patience", "--restore-best", "--monitor-training", "--monitor-deltas",
                    "--monitor-noise-scale", "--checkpoint-dir", "--resume", "--dp-clip", "--dp-noise", "--devices",
                    "--dtype", "--deterministic", "data")
@@ -425,8 +426,9 @@ def _setup(args, writer: bool) -> _Run:
         "--l2": args.l2, "--batch-size": args.batch_size, "--seed": args.seed, "--dtype": args.dtype,
         "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
     }  # --epochs may grow; --init and the devices do not change what is being trained
-    if args.dropout:  # only then, so that the checkpoints of runs from before --dropout resume
-        config["--dropout"] = args.dropout
+    for flag, value in (("--l1", args.l1), ("--dropout", args.dropout)):
+        if value:  # only then, so that the checkpoints of runs from before these flags resume
+            config[flag] = value
     resuming = writer and args.resume and fckpt.newest_epoch(args.checkpoint_dir) is not None
     return _Run(ds, sizes, momentum, n_devices, mesh, dtype, params, optimizer, grad, k_train, config, resuming)
 
@@ -535,7 +537,7 @@ def _network(args, key, sizes, dtype, momentum, n_train: int):
         mismatch = _cost_pairing(params, args.cost)
         if mismatch:
             raise _refuse(mismatch)
-        optimizer = ftrain.make_optimizer(args.optimizer, args.lr, l2=args.l2, n_train=n_train,
+        optimizer = ftrain.make_optimizer(args.optimizer, args.lr, l2=args.l2, l1=args.l1, n_train=n_train,
                                           momentum=ftrain.DEFAULT_MOMENTUM if momentum is None else momentum)
         grad = "hand"
         if args.dp_clip is not None:
@@ -575,7 +577,8 @@ class _Report:
             f"fbp train: {ds.name} ({len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test), "
             f"sizes={','.join(map(str, run.sizes))} {args.activation}/{args.output_activation} {args.cost} "
             f"init={args.init} {args.optimizer}{'' if run.momentum is None else f' μ={run.momentum}'} lr={args.lr} "
-            f"l2={args.l2}{f' dropout={args.dropout}' if args.dropout else ''} batch={args.batch_size} "
+            f"l2={args.l2}{f' l1={args.l1}' if args.l1 else ''}{f' dropout={args.dropout}' if args.dropout else ''} "
+            f"batch={args.batch_size} "
             f"epochs={args.epochs} seed={args.seed} devices={run.n_devices} ({_device_kind()})"
             + (f" DP-SGD clip={args.dp_clip} noise={args.dp_noise}" if args.dp_clip is not None else "")
             + (" deterministic" if args.deterministic else ""))
@@ -622,8 +625,9 @@ class _Report:
             line += f"  mean step cost {r['train_step_cost']:.4f}"
         if "evaluation_accuracy" in r:
             line += f"  {self.eval_split} cost {r['evaluation_cost']:.4f} acc {r['evaluation_accuracy']:.4f}"
-        if "l2_cost" in r:
-            line += f"  L2 term {r['l2_cost']:.4f}"
+        for key, name in (("l2_cost", "L2"), ("l1_cost", "L1")):
+            if key in r:
+                line += f"  {name} term {r[key]:.4f}"
         if r.get("lr_factor", 1) != 1:
             line += f"  η {self.args.lr * r['lr_factor']:.4g}"
         if "delta_norms" in r:
@@ -704,7 +708,7 @@ def _settings(args, run: _Run) -> dict:
     """The flags that decide what a run computes, as it ran with them (the
     defaults filled in): what the processes of a multi-host run must agree
     on, and what the final --metrics-out record keeps."""
-    return {**run.config, "--dropout": args.dropout, "--init": args.init, "--epochs": args.epochs,
+    return {**run.config, "--l1": args.l1, "--dropout": args.dropout, "--init": args.init, "--epochs": args.epochs,
             "--patience": args.patience,
             "--restore-best": args.restore_best, "--monitor-training": args.monitor_training,
             "--monitor-deltas": args.monitor_deltas, "--monitor-noise-scale": args.monitor_noise_scale,
@@ -745,10 +749,12 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping:
             checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=report.epoch, grad=run.grad,
             dropout=args.dropout,
             mesh=run.mesh, config=run.config, on_resume=report.resumed,
-            on_progress=on_progress, stop=stop, monitor=l2_monitor if args.l2 else None)
+            on_progress=on_progress, stop=stop, monitor=terms if args.l2 or args.l1 else None)
 
-    def l2_monitor(params) -> dict:  # the L2 term of the cost that the steps descend, beside the data cost
-        return {"l2_cost": float(ftrain.l2_cost(params, args.l2, len(run.ds.train)))}
+    def terms(params) -> dict:  # the L2 and L1 terms of the cost that the steps descend, beside the data cost
+        n = len(run.ds.train)
+        return {**({"l2_cost": float(ftrain.l2_cost(params, args.l2, n))} if args.l2 else {}),
+                **({"l1_cost": float(ftrain.l1_cost(params, args.l1, n))} if args.l1 else {})}
 
     bar_steps = report.steps if report.moves_within_epochs else None
     t0 = time.perf_counter()

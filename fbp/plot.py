@@ -1,8 +1,8 @@
 """Learning curves from ``fbp train --metrics-out``: what ``fbp plot`` draws.
 
 The book's chapter-3 figures, cost and accuracy on the training and the
-evaluation data epoch by epoch (with ``--l2``, the training cost with its
-L2 term too), for one run or several on the same axes, and, when a run
+evaluation data epoch by epoch (with ``--l2`` or ``--l1``, the training
+cost with its regularization term too), for one run or several on the same axes, and, when a run
 recorded them, each layer's ‖δ^l‖ (``--monitor-deltas``)
 and the gradient noise scale (``--monitor-noise-scale``). A dotted line
 marks each epoch at which ``--lr-halving`` halved η, a ring the epoch of the
@@ -203,11 +203,14 @@ def figure(runs: Sequence[Union[Run, tuple]], held_out: Optional[str] = None):
             if xs:
                 ax.plot(xs, ys, style, color=colour, label=f"{run.label}: {what}",
                         marker="." if len(xs) <= 30 else None)
-        # With --l2: the cost that the steps descend, the book's total_cost of the training data.
-        total = [(r["epoch"], r["training_cost"] + r["l2_cost"]) for r in run.epochs
-                 if r.get("training_cost") is not None and r.get("l2_cost") is not None]
-        if total:
-            cost_ax.plot(*zip(*total), "-.", color=colour, label=f"{run.label}: training + L2 term")
+        # With --l2 or --l1: the cost that the steps descend, the book's total_cost of the training data.
+        terms = [key for key in ("l2_cost", "l1_cost") if any(r.get(key) is not None for r in run.epochs)]
+        total = [(r["epoch"], r["training_cost"] + sum(r[key] for key in terms)) for r in run.epochs
+                 if r.get("training_cost") is not None and all(r.get(key) is not None for key in terms)]
+        if terms and total:
+            names = " + ".join(key[:2].upper() for key in terms)
+            cost_ax.plot(*zip(*total), "-.", color=colour,
+                         label=f"{run.label}: training + {names} term{'s' if len(terms) > 1 else ''}")
         best = run.final.get("best_epoch") if run.final else None
         for x, y in zip(*_series(run, "evaluation_accuracy")):
             if x == best:

@@ -46,11 +46,12 @@ def test_cli_train_default_digits_and_metrics(tmp_path):
     assert "mean step cost" in proc.stdout and "train cost" not in proc.stdout
 
 
-def test_cli_monitor_deltas_noise_scale_and_l2_term_show_and_record_them(tmp_path):
+def test_cli_monitor_deltas_noise_scale_and_l2_and_l1_terms_show_and_record_them(tmp_path):
     out, net = tmp_path / "m.jsonl", tmp_path / "net.npz"
     proc = fbp_cli("train", "--sizes", "64,20,20,10", "--epochs", "2", "--monitor-deltas", "--metrics-out", str(out),
-                "--quiet", "--monitor-noise-scale", "--l2", "5", "--save-params", str(net))
+                "--quiet", "--monitor-noise-scale", "--l2", "5", "--l1", "2", "--save-params", str(net))
     assert proc.returncode == 0, proc.stderr
+    assert " l2=5.0 l1=2.0 batch=10 " in proc.stdout.splitlines()[0]
     lines = [json.loads(l) for l in out.read_text().splitlines()][:-1]
     shown = [[float(v) for v in re.search(r"‖δ‖ by layer ([\d.e+-]+(?: [\d.e+-]+)*)", l).group(1).split()]
              for l in proc.stdout.splitlines() if l.startswith("epoch")]
@@ -66,8 +67,15 @@ def test_cli_monitor_deltas_noise_scale_and_l2_term_show_and_record_them(tmp_pat
     np.testing.assert_allclose(lines[-1]["l2_cost"], by_hand, rtol=1e-6)
     np.testing.assert_allclose([float(m) for m in re.findall(r"L2 term (\S+)", proc.stdout)],
                                [line["l2_cost"] for line in lines], atol=5e-5)  # printed to 4 decimals
+    # --l1 λ: and its L1 term (λ/n) Σ_w |w|
+    np.testing.assert_allclose(lines[-1]["l1_cost"], 2 / 1257 * sum(np.sum(np.abs(np.asarray(p.w, np.float64)))
+                                                                    for p in params), rtol=1e-6)
+    np.testing.assert_allclose([float(m) for m in re.findall(r"L1 term (\S+)", proc.stdout)],
+                               [line["l1_cost"] for line in lines], atol=5e-5)
+    assert json.loads(out.read_text().splitlines()[-1])["settings"]["--l1"] == 2.0
     plain = fbp_cli("train", "--epochs", "1", "--quiet").stdout
-    assert "‖δ‖" not in plain and "noise scale" not in plain and "L2 term" not in plain
+    assert "‖δ‖" not in plain and "noise scale" not in plain and "L2 term" not in plain and "L1 term" not in plain
+    assert " l1=" not in plain
 
 
 def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_checkpoint(tmp_path, capsys):
@@ -470,6 +478,7 @@ def test_deterministic_is_refused_once_jax_has_started_in_the_process(monkeypatc
                             "--optimizer sgd"),
     (["--optimizer", "momentum", "--momentum", "1"], "argument --momentum: expected a number in [0, 1), got '1'"),
     (["--dropout", "1"], "argument --dropout: expected a number in [0, 1), got '1'"),
+    (["--l1", "-1"], "argument --l1: expected a number ≥ 0, got '-1'"),
     (["--dropout", "0.5", "--dp-clip", "1", "--dp-noise", "1"], "--dropout with DP-SGD (--dp-clip) is not supported"),
 ])
 def test_bad_train_flags_are_one_line_errors(argv, needle, capsys):

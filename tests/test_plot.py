@@ -30,7 +30,7 @@ def _lines(ax):
 def test_a_real_runs_metrics_are_drawn_as_recorded(tmp_path, capsys):
     metrics, run_dir = tmp_path / "run.jsonl", tmp_path / "run"
     assert main(["train", "--epochs", "3", "--quiet", "--monitor-deltas", "--monitor-noise-scale", "--l2", "1",
-                 "--metrics-out", str(metrics), "--checkpoint-dir", str(run_dir)]) == 0
+                 "--l1", "0.5", "--metrics-out", str(metrics), "--checkpoint-dir", str(run_dir)]) == 0
     capsys.readouterr()
     assert main(["plot", str(metrics)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'run.png'}: 1 run (3 epochs)"
@@ -47,8 +47,8 @@ def test_a_real_runs_metrics_are_drawn_as_recorded(tmp_path, capsys):
         [1, 2, 3], [r["evaluation_accuracy"] for r in records[:-1]])
     assert drawn["run: training"][1] == [r["training_accuracy"] for r in records[:-1]]
     assert _lines(cost)["run: validation"][1] == [r["evaluation_cost"] for r in records[:-1]]
-    assert _lines(cost)["run: training + L2 term"] == ([1, 2, 3], [r["training_cost"] + r["l2_cost"]
-                                                                   for r in records[:-1]])
+    assert _lines(cost)["run: training + L2 + L1 terms"] == (
+        [1, 2, 3], [r["training_cost"] + r["l2_cost"] + r["l1_cost"] for r in records[:-1]])
     layers = _lines(deltas)
     assert sorted(layers) == ["run: layer 1", "run: layer 2"]
     assert layers["run: layer 2"][1] == [r["delta_norms"][1] for r in records[:-1]]

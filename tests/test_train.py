@@ -55,6 +55,32 @@ def test_l2_is_the_books_weight_decay(trees_close):
     assert abs(float(ftrain.l2_cost(params, lam, n)) - by_hand) <= 1e-13 * by_hand
 
 
+def test_l1_is_the_books_l1_step_and_goes_with_l2(trees_close):
+    """ch. 3: w → w − (ηλ/n) sgn(w) − η ∇C on weights, sgn(0) = 0; biases b → b − η ∇C."""
+    params, X, Y = small_problem()
+    params[0] = fbp.Dense(params[0].w.at[0, :3].set(0.0), params[0].b, params[0].activation)  # sgn(0) = 0
+    eta, lam, lam2, n = 0.5, 3.0, 2.0, 64
+    g = fbp.batch_backward(params, X, Y, "quadratic")
+    for l2 in (0.0, lam2):
+        optimizer = ftrain.make_optimizer("sgd", eta, l1=lam, l2=l2, n_train=n)
+        new, _, _ = ftrain.make_train_step(optimizer, "quadratic")(params, optimizer.init(params), X, Y)
+        expect = [fbp.Dense(p.w - eta * lam / n * np.sign(p.w) - eta * l2 / n * p.w - eta * gw.w, p.b - eta * gw.b,
+                            p.activation) for p, gw in zip(params, g)]
+        trees_close(new, expect, 1e-13)
+    np.testing.assert_array_equal(np.asarray(new[0].w[0, :3]), np.asarray(-eta * (lam2 / n * 0 + g[0].w[0, :3])))
+    # the step is the gradient of l1_cost, (λ/n) Σ_w |w| (where no weight is 0)
+    nonzero = [fbp.Dense(p.w + 1e-3 * (p.w == 0), p.b, p.activation) for p in params]
+    trees_close(jax.grad(ftrain.l1_cost)(nonzero, lam, n),
+                [fbp.Dense(lam / n * np.sign(p.w), np.zeros_like(p.b), p.activation) for p in nonzero], 1e-15)
+    by_hand = lam / n * sum(np.sum(np.abs(np.asarray(p.w))) for p in params)
+    assert abs(float(ftrain.l1_cost(params, lam, n)) - by_hand) <= 1e-13 * by_hand
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"l1 \(λ\) must be a number ≥ 0"):
+            ftrain.make_optimizer("sgd", eta, l1=bad, n_train=n)
+    with pytest.raises(ValueError, match="l1 > 0 needs n_train"):
+        ftrain.make_optimizer("sgd", eta, l1=lam)
+
+
 def test_momentum_is_the_books_velocity(trees_close):
     """ch. 3: v → μv − η∇C, w → w + v (biases too), over three steps from v = 0."""
     params, X, Y = small_problem()
