@@ -94,7 +94,7 @@ def test_the_learning_schedule_halves_eta_down_to_the_floor(out):
     assert min(schedule["test_last"], schedule["test_best"], fixed["test_last"]) > 0.9
 
 
-def test_overfitting_and_what_l2_and_dropout_do_about_it(out):
+def test_overfitting_and_what_l2_l1_and_dropout_do_about_it(out):
     r = run("overfitting", out)
     [plain] = r["runs"]["unregularized"]  # --quick: one seed
     [l2] = r["runs"]["L2, λ = 0.1"]
@@ -109,6 +109,11 @@ def test_overfitting_and_what_l2_and_dropout_do_about_it(out):
     # the L2 term of the regularized run's cost, (λ/2n) ‖w‖², recorded each epoch; none without λ
     assert l2["final_l2_cost"] == pytest.approx(0.5 * 0.1 / r["n_train"] * l2["weight_norm"] ** 2, rel=1e-5)
     assert len(l2["curves"]["l2_cost"]) == r["epochs"] and "l2_cost" not in plain["curves"]
+    # L1 (λ/n) sgn(w): most weights end near 0, the weight concentrated in a few (the book's account of it)
+    [l1] = r["runs"]["L1, λ = 0.1"]
+    assert l1["near_zero_fraction"] > 0.2 > 10 * plain["near_zero_fraction"]
+    assert l1["top_tenth_share"] > plain["top_tenth_share"] + 0.1
+    assert l1["final_l1_cost"] > 0 and len(l1["curves"]["l1_cost"]) == r["epochs"] and "l1_cost" not in l2["curves"]
     # dropout: the thinned networks cannot learn the images by heart as the whole one did
     [dropped] = r["runs"]["dropout, p = 0.5"]
     assert dropped["dropout"] == 0.5 and plain["dropout"] == l2["dropout"] == 0.0
