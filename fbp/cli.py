@@ -209,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the book's dropout (ch. 3): drop each hidden unit with probability P at each step "
                             "(0.5 in the book), scaling the kept ones by 1/(1 − P), so that the whole network is "
                             "tested as it is")
+    train.add_argument("--expand", action="store_true",
+                       help="the book's artificially expanded training data (ch. 3): each training image and its "
+                            "copies shifted by a pixel up, down, left and right, 5× the examples (the validation "
+                            "and test images are not expanded)")
     train.add_argument("--batch-size", type=_positive_int, default=10, help="mini-batch size m")
     train.add_argument("--epochs", type=_nonneg_int, default=30, help="epochs to train (more may be given on --resume)")
     train.add_argument("--seed", type=_seed, default=0,

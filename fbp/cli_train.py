@@ -227,7 +227,7 @@ def _xla_status(e: BaseException) -> Optional[str]:
 # --seed or --init: other params on each), or leave the others waiting in a
 # collective (another --epochs or --patience).
 SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--activation", "--output-activation", "--cost", "--init",
-                   "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--l1", "--dropout",
+                   "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--l1", "--dropout", "--expand",
                    "--batch-size",
                    "--epochs", "--seed", "--patience", "--restore-best", "--monitor-training", "--monitor-deltas",
                    "--monitor-noise-scale", "--checkpoint-dir", "--resume", "--dp-clip", "--dp-noise", "--devices",
@@ -426,7 +426,7 @@ def _setup(args, writer: bool) -> _Run:
         "--l2": args.l2, "--batch-size": args.batch_size, "--seed": args.seed, "--dtype": args.dtype,
         "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
     }  # --epochs may grow; --init and the devices do not change what is being trained
-    for flag, value in (("--l1", args.l1), ("--dropout", args.dropout)):
+    for flag, value in (("--l1", args.l1), ("--dropout", args.dropout), ("--expand", args.expand)):
         if value:  # only then, so that the checkpoints of runs from before these flags resume
             config[flag] = value
     resuming = writer and args.resume and fckpt.newest_epoch(args.checkpoint_dir) is not None
@@ -487,6 +487,11 @@ def _load(args):
         if isinstance(e, fdata.ValidationSizeError):
             raise _refuse(_validation_size_problem(e, given=args.validation is not None)) from None
         raise _refuse(f"{'--data-dir' if args.data_dir else '--data'}: {e}") from None
+    if args.expand:  # the training split alone: the validation images were taken from it already
+        try:
+            ds = ds._replace(train=fdata.expand(ds.train))
+        except fdata.DataError as e:
+            raise _refuse(f"--expand: {e}") from None
     sizes = args.sizes or [ds.n_in, 100, ds.n_classes]
     if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
         raise _refuse(f"--sizes {','.join(map(str, sizes))} does not fit {ds.name}: it has {ds.n_in} inputs and "
@@ -574,7 +579,8 @@ class _Report:
                               f"writable path") from None
         ds = run.ds
         self.header = (
-            f"fbp train: {ds.name} ({len(ds.train)} train / {len(ds.validation)} validation / {len(ds.test)} test), "
+            f"fbp train: {ds.name} ({len(ds.train)} train{' (expanded ×5)' if args.expand else ''} / "
+            f"{len(ds.validation)} validation / {len(ds.test)} test), "
             f"sizes={','.join(map(str, run.sizes))} {args.activation}/{args.output_activation} {args.cost} "
             f"init={args.init} {args.optimizer}{'' if run.momentum is None else f' μ={run.momentum}'} lr={args.lr} "
             f"l2={args.l2}{f' l1={args.l1}' if args.l1 else ''}{f' dropout={args.dropout}' if args.dropout else ''} "
@@ -708,7 +714,7 @@ def _settings(args, run: _Run) -> dict:
     """The flags that decide what a run computes, as it ran with them (the
     defaults filled in): what the processes of a multi-host run must agree
     on, and what the final --metrics-out record keeps."""
-    return {**run.config, "--l1": args.l1, "--dropout": args.dropout, "--init": args.init, "--epochs": args.epochs,
+    return {**run.config, "--l1": args.l1, "--dropout": args.dropout, "--expand": args.expand, "--init": args.init, "--epochs": args.epochs,
             "--patience": args.patience,
             "--restore-best": args.restore_best, "--monitor-training": args.monitor_training,
             "--monitor-deltas": args.monitor_deltas, "--monitor-noise-scale": args.monitor_noise_scale,

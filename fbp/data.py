@@ -12,12 +12,16 @@ and test ``Split``s.
   with the book's 50,000 / 10,000 / 10,000 split.
 - ``npz``: one NumPy ``.npz`` of ``x_train, y_train, x_test, y_test``: the
   one-file MNIST that Keras downloads (``mnist.npz``), or any data saved so.
+
+``expand`` makes the book's artificially expanded training set (ch. 3):
+each square image and its shifts by a pixel up, down, left and right.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pickle
 from typing import NamedTuple, Optional
@@ -95,6 +99,41 @@ def split_validation(train: Split, n_validation: int) -> tuple:
                                   f"got {n_validation}.", n, n_validation)
     cut = n - n_validation
     return Split(train.X[:cut], train.Y[:cut]), Split(train.X[cut:], train.Y[cut:])
+
+
+# --- the book's expanded training data (ch. 3) ------------------------------
+SHIFTS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # (rows, columns): up, down, left, right
+
+
+def expand(train: Split, pixels: int = 1) -> Split:
+    """The training set artificially expanded as the book does it (ch. 3;
+    its ``expand_mnist.py``): each k×k image, followed by its copies shifted
+    ``pixels`` up, down, left and right, the rows or columns the shift
+    uncovers set to 0 (the background), so 5× the examples, each copy with
+    its image's label. Expand the training split alone, after the
+    validation split is taken (``fbp train --expand`` does), or shifted
+    copies of validation images would be trained on. Inputs that are bytes
+    scaled (k/255 or k/256) stay so: ``fit`` still keeps them as bytes."""
+    X, Y = np.asarray(train.X), np.asarray(train.Y)
+    if isinstance(pixels, bool) or not isinstance(pixels, (int, np.integer)) or pixels < 1:
+        raise ValueError(f"pixels must be a positive int (the shift), got {pixels!r}.")
+    side = math.isqrt(X.shape[1]) if X.ndim == 2 else 0
+    if X.ndim != 2 or side * side != X.shape[1] or side <= pixels:
+        raise DataError(f"expanding by shifts needs square images wider than the shift ({pixels} pixel"
+                        f"{'s' if pixels > 1 else ''}), one a row; got inputs of shape {X.shape}")
+    images = X.reshape(len(X), side, side)
+    out = np.zeros((len(X), 1 + len(SHIFTS), side, side), X.dtype)  # image n, then its four shifts
+    out[:, 0] = images
+    for k, (rows, cols) in enumerate(SHIFTS, 1):
+        dst_r, src_r = _shifted_range(rows * pixels, side)
+        dst_c, src_c = _shifted_range(cols * pixels, side)
+        out[:, k, dst_r, dst_c] = images[:, src_r, src_c]
+    return Split(out.reshape(-1, side * side), np.repeat(Y, 1 + len(SHIFTS), axis=0))
+
+
+def _shifted_range(d: int, n: int) -> tuple:
+    """(destination, source) slices of an axis of n shifted by d (d < 0: toward 0)."""
+    return (slice(0, n + d), slice(-d, n)) if d < 0 else (slice(d, n), slice(0, n - d))
 
 
 # --- digits ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import gzip
 import io
+import json
 import os
 import pickle
 import pickletools
@@ -441,3 +442,61 @@ def test_cli_trains_and_evaluates_on_an_npz(tmp_path):
                             "error: --data-dir: " + net + ": no x_train")):
         proc = subprocess.run([sys.executable, "-m", "fbp", "train", *flags], capture_output=True, text=True)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+
+
+def _shifted_by_roll(image, rows, cols):
+    """An image shifted by np.roll, the rows and columns that wrapped around set to 0 (as the book's expand_mnist)."""
+    out = np.roll(image, (rows, cols), axis=(0, 1))
+    if rows > 0:
+        out[:rows] = 0
+    elif rows < 0:
+        out[rows:] = 0
+    if cols > 0:
+        out[:, :cols] = 0
+    elif cols < 0:
+        out[:, cols:] = 0
+    return out
+
+
+@pytest.mark.parametrize("pixels", [1, 2])
+def test_expand_adds_each_images_shifts_up_down_left_and_right_and_keeps_the_bytes(pixels):
+    rng = np.random.default_rng(0)
+    X = (rng.integers(0, 256, (7, 25)).astype(np.float32) / np.float32(255))
+    Y = fdata.one_hot(rng.integers(0, 3, 7), 3)
+    big = fdata.expand(fdata.Split(X, Y), pixels)
+    assert big.X.shape == (35, 25) and big.Y.shape == (35, 3) and big.X.dtype == np.float32
+    for n in range(7):
+        image = X[n].reshape(5, 5)
+        copies = big.X[5 * n:5 * n + 5].reshape(5, 5, 5)
+        np.testing.assert_array_equal(copies[0], image)
+        for copy, (rows, cols) in zip(copies[1:], [(-pixels, 0), (pixels, 0), (0, -pixels), (0, pixels)]):
+            np.testing.assert_array_equal(copy, _shifted_by_roll(image, rows, cols))  # up, down, left, right
+        assert (big.Y[5 * n:5 * n + 5] == Y[n]).all()
+    assert ftrain.byte_codes(big.X) is not None  # still bytes scaled: fit keeps them as bytes on the device
+
+
+def test_expand_refuses_what_it_cannot_shift():
+    with pytest.raises(fdata.DataError, match=r"needs square images wider than the shift.*\(4, 6\)"):
+        fdata.expand(fdata.Split(np.zeros((4, 6), np.float32), np.eye(4, dtype=np.float32)))
+    with pytest.raises(fdata.DataError, match="wider than the shift"):
+        fdata.expand(fdata.Split(np.zeros((4, 4), np.float32), np.eye(4, dtype=np.float32)), pixels=2)
+    with pytest.raises(ValueError, match="pixels must be a positive int"):
+        fdata.expand(fdata.Split(np.zeros((4, 9), np.float32), np.eye(4, dtype=np.float32)), pixels=0)
+
+
+def test_cli_expand_trains_on_five_times_the_images_and_is_kept_with_the_checkpoint(tmp_path, capsys):
+    from training_helpers import fbp_here
+
+    run, out = str(tmp_path / "run"), tmp_path / "m.jsonl"
+    flags = ["train", "--sizes", "64,20,10", "--quiet", "--checkpoint-dir", run, "--metrics-out", str(out)]
+    proc = fbp_here(capsys, *flags, "--expand", "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("fbp train: digits (6285 train (expanded ×5) / 180 validation / 360 test)")
+    assert json.loads(out.read_text().splitlines()[-1])["settings"]["--expand"] is True
+    proc = fbp_here(capsys, *flags, "--epochs", "2", "--resume")
+    assert proc.returncode == 2 and "--expand: saved True, now None" in proc.stderr.strip().splitlines()[-1]
+    write_set(tmp_path, n_train=60, n_test=20, rows=2, cols=3)  # 2×3 images: no square to shift
+    proc = fbp_here(capsys, "train", "--data", "idx", "--data-dir", str(tmp_path), "--validation", "10", "--expand")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "fbp train: error: --expand: expanding by shifts needs square images wider than the shift (1 pixel), one a "
+        "row; got inputs of shape (50, 6)")
