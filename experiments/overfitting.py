@@ -1,4 +1,4 @@
-"""Overfitting, and what L2 and L1 regularization and dropout do about it (NNDL ch. 3).
+"""Overfitting, and what L2 and L1 regularization, dropout and expanded data do about it (NNDL ch. 3).
 
 The book's demonstration: train a [784, 30, 10] network (sigmoid output,
 cross-entropy cost, the `large` N(0, 1) init, SGD η = 0.5, mini-batch 10) on
@@ -16,6 +16,9 @@ share of Σ|w| the largest tenth hold). Then, with neither, the book's
 other remedy of ch. 3, dropout: each hidden unit dropped
 with probability 0.5 at each step (`fit(dropout=0.5)`; the kept ones scaled
 by 2 while training, so the whole network is monitored and tested as it is).
+Last, its third: the same 1,000 images artificially expanded, each with
+its copies shifted a pixel up, down, left and right (`fbp.data.expand`, the
+book's `expand_mnist.py`), 5,000 examples.
 
 Here the held-out data is the 10,000 validation images (the book monitors
 its test set in this demonstration, and then explains why it should not);
@@ -31,23 +34,26 @@ import numpy as np
 
 import fbp
 from common import fashion_mnist_or_digits, parser, save
+from fbp import data as fdata
 from fbp import plot as fplot
 from fbp import train as ftrain
 
 COST = "cross_entropy"
 
 
-def run(ds, n_train, epochs, lmbda, seed, tail, lr=0.5, dropout=0.0, l1=0.0):
+def run(ds, n_train, epochs, lmbda, seed, tail, lr=0.5, dropout=0.0, l1=0.0, expand=False):
     params = fbp.init_mlp(jax.random.key(seed), [ds.n_in, 30, ds.n_classes], output_activation="sigmoid",
                           init="large")
     X, Y = ds.train.X[:n_train], ds.train.Y[:n_train]
+    if expand:  # the same images and their one-pixel shifts: 5 × n_train examples, n_train images
+        X, Y = fdata.expand(fdata.Split(X, Y))
     t0 = time.perf_counter()
     # With λ: each epoch's L2 (or L1) term beside the cross-entropy, the two making the cost the steps descend
     def terms(p):
-        return {**({"l2_cost": float(ftrain.l2_cost(p, lmbda, n_train))} if lmbda else {}),
-                **({"l1_cost": float(ftrain.l1_cost(p, l1, n_train))} if l1 else {})}
+        return {**({"l2_cost": float(ftrain.l2_cost(p, lmbda, len(X)))} if lmbda else {}),
+                **({"l1_cost": float(ftrain.l1_cost(p, l1, len(X)))} if l1 else {})}
 
-    r = ftrain.fit(params, (X, Y), optimizer=ftrain.make_optimizer("sgd", lr, l2=lmbda, l1=l1, n_train=n_train),
+    r = ftrain.fit(params, (X, Y), optimizer=ftrain.make_optimizer("sgd", lr, l2=lmbda, l1=l1, n_train=len(X)),
                    cost=COST, epochs=epochs, batch_size=10, key=jax.random.key(seed + 1), evaluation=ds.validation,
                    monitor=terms if lmbda or l1 else None, dropout=dropout)
     seconds = time.perf_counter() - t0
@@ -57,7 +63,7 @@ def run(ds, n_train, epochs, lmbda, seed, tail, lr=0.5, dropout=0.0, l1=0.0):
     val_cost = [e["evaluation_cost"] for e in h]
     w = np.sort(np.abs(np.concatenate([np.asarray(layer.w, np.float64).ravel() for layer in r.params])))[::-1]
     return dict(
-        lmbda=lmbda, l1=l1, dropout=dropout, seconds=seconds, history=h,
+        lmbda=lmbda, l1=l1, dropout=dropout, expand=expand, examples=len(X), seconds=seconds, history=h,
         curves={k: [round(e[k], 5) for e in h] for k in
                 ("training_cost", "training_accuracy", "evaluation_cost", "evaluation_accuracy", "l2_cost", "l1_cost")
                 if k in h[0]},
@@ -87,13 +93,15 @@ def main():
     seeds = [args.seed] if args.quick else [args.seed + 10 * k for k in range(args.seeds)]
     results = dict(data=ds.name, sizes=[ds.n_in, 30, ds.n_classes], n_train=n_train, epochs=epochs, lr=0.5,
                    cost=COST, init="large", seeds=seeds, tail_epochs=tail, runs={}, mean={})
-    settings = (("unregularized", 0.0, 0.0, 0.0), (f"L2, λ = {args.lmbda:g}", args.lmbda, 0.0, 0.0),
-                (f"L1, λ = {args.l1:g}", 0.0, args.l1, 0.0), (f"dropout, p = {args.dropout:g}", 0.0, 0.0, args.dropout))
-    for name, lmbda, l1, dropout in settings:
-        runs = [run(ds, n_train, epochs, lmbda, seed, tail, dropout=dropout, l1=l1) for seed in seeds]
+    settings = (("unregularized", 0.0, 0.0, 0.0, False), (f"L2, λ = {args.lmbda:g}", args.lmbda, 0.0, 0.0, False),
+                (f"L1, λ = {args.l1:g}", 0.0, args.l1, 0.0, False),
+                (f"dropout, p = {args.dropout:g}", 0.0, 0.0, args.dropout, False),
+                ("expanded ×5 (shifts)", 0.0, 0.0, 0.0, True))
+    for name, lmbda, l1, dropout, expand in settings:
+        runs = [run(ds, n_train, epochs, lmbda, seed, tail, dropout=dropout, l1=l1, expand=expand) for seed in seeds]
         results["runs"][name] = runs
         keys = [k for k, v in runs[0].items()
-                if isinstance(v, float) and k not in ("lmbda", "l1", "dropout", "seconds")]
+                if isinstance(v, float) and k not in ("lmbda", "l1", "dropout", "expand", "seconds")]
         mean = results["mean"][name] = {k: float(np.mean([r[k] for r in runs])) for k in keys}
         print(f"{ds.name} {name:16s} (mean of {len(seeds)}) training acc {mean['final_training_accuracy']:.4f} "
               f"cost {mean['final_training_cost']:.4f} (+ L2, L1 terms {mean['final_l2_cost']:.4f}, "

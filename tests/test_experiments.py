@@ -94,7 +94,7 @@ def test_the_learning_schedule_halves_eta_down_to_the_floor(out):
     assert min(schedule["test_last"], schedule["test_best"], fixed["test_last"]) > 0.9
 
 
-def test_overfitting_and_what_l2_l1_and_dropout_do_about_it(out):
+def test_overfitting_and_what_l2_l1_dropout_and_more_data_do_about_it(out):
     r = run("overfitting", out)
     [plain] = r["runs"]["unregularized"]  # --quick: one seed
     [l2] = r["runs"]["L2, λ = 0.1"]
@@ -119,6 +119,12 @@ def test_overfitting_and_what_l2_l1_and_dropout_do_about_it(out):
     assert dropped["dropout"] == 0.5 and plain["dropout"] == l2["dropout"] == 0.0
     assert dropped["final_training_cost"] > 2 * plain["final_training_cost"]
     assert len(dropped["curves"]["training_cost"]) == r["epochs"] and "l2_cost" not in dropped["curves"]
+    # expanded: five times the examples, each of its images and four shifts, learned nearly all
+    [expanded] = r["runs"]["expanded ×5 (shifts)"]
+    assert expanded["expand"] is True and plain["expand"] is False
+    assert expanded["examples"] == 5 * r["n_train"] and plain["examples"] == r["n_train"]
+    assert len(expanded["curves"]["training_cost"]) == r["epochs"]
+    assert expanded["final_training_accuracy"] >= 0.95
 
 
 def test_mislabelled_examples_stand_out_by_their_gradients_and_costs(out):
