@@ -61,7 +61,7 @@ def _tolerance(text: str) -> float:
     return _number(text, float, lambda v: True, "a finite number")
 
 
-def _momentum(text: str) -> float:  # and a dropout rate
+def _fraction(text: str) -> float:  # a momentum coefficient μ, a dropout rate
     return _number(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--init", choices=_choices(INITS), default="normalized", help="weight initialization")
     check.add_argument("--batch-size", type=_positive_int, default=16, help="random examples in the batch")
     check.add_argument("--reduction", choices=["mean", "sum"], default="mean", help="cost over the batch")
-    check.add_argument("--dropout", type=_momentum, default=0.0, metavar="P",
+    check.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
                        help="check the gradient of a network thinned by dropout masks (each hidden unit of each "
                             "example dropped with probability P), as fbp train --dropout trains")
     check.add_argument("--dtype", choices=["float32", "float64"], default="float64", help="floating-point type")
@@ -199,13 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, default=None,
                        help="learning rate η (default: 0.5; with --optimizer momentum 0.5(1 − μ), the same "
                             "long-run step; with --optimizer adam 0.001, Adam's own default)")
-    train.add_argument("--momentum", type=_momentum, default=None, metavar="μ",
+    train.add_argument("--momentum", type=_fraction, default=None, metavar="μ",
                        help="the book's momentum coefficient μ, for --optimizer momentum (default: 0.9)")
     train.add_argument("--l2", type=_nonneg_float, default=0.0, help="the book's λ: L2 weight decay λ/n on the weights")
     train.add_argument("--l1", type=_nonneg_float, default=0.0,
                        help="the book's L1 regularization (ch. 3), λ: each step also moves every weight by "
                             "−ηλ/n · sgn(w)")
-    train.add_argument("--dropout", type=_momentum, default=0.0, metavar="P",
+    train.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
                        help="the book's dropout (ch. 3): drop each hidden unit with probability P at each step "
                             "(0.5 in the book), scaling the kept ones by 1/(1 − P), so that the whole network is "
                             "tested as it is")

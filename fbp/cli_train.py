@@ -228,10 +228,9 @@ def _xla_status(e: BaseException) -> Optional[str]:
 # collective (another --epochs or --patience).
 SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--activation", "--output-activation", "--cost", "--init",
                    "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--l1", "--dropout", "--expand",
-                   "--batch-size",
-                   "--epochs", "--seed", "--patience", "--restore-best", "--monitor-training", "--monitor-deltas",
-                   "--monitor-noise-scale", "--checkpoint-dir", "--resume", "--dp-clip", "--dp-noise", "--devices",
-                   "--dtype", "--deterministic", "data")
+                   "--batch-size", "--epochs", "--seed", "--patience", "--restore-best", "--monitor-training",
+                   "--monitor-deltas", "--monitor-noise-scale", "--checkpoint-dir", "--resume", "--dp-clip",
+                   "--dp-noise", "--devices", "--dtype", "--deterministic", "data")
 
 
 def _others_failed(failed: bool, settings: Optional[dict] = None):
@@ -714,9 +713,8 @@ def _settings(args, run: _Run) -> dict:
     """The flags that decide what a run computes, as it ran with them (the
     defaults filled in): what the processes of a multi-host run must agree
     on, and what the final --metrics-out record keeps."""
-    return {**run.config, "--l1": args.l1, "--dropout": args.dropout, "--expand": args.expand, "--init": args.init, "--epochs": args.epochs,
-            "--patience": args.patience,
-            "--restore-best": args.restore_best, "--monitor-training": args.monitor_training,
+    return {**run.config, "--l1": args.l1, "--dropout": args.dropout, "--expand": args.expand, "--init": args.init,
+            "--epochs": args.epochs, "--patience": args.patience, "--restore-best": args.restore_best, "--monitor-training": args.monitor_training,
             "--monitor-deltas": args.monitor_deltas, "--monitor-noise-scale": args.monitor_noise_scale,
             "--devices": run.n_devices, "--deterministic": args.deterministic}
 

@@ -241,7 +241,7 @@ def dropout_masks(key: Array, params: list, batch: int, rate: float) -> list:
     bits = jax.random.bits(key, (batch, sum(widths)), jnp.uint32)
     threshold = np.uint32(min(round(rate * 2.0**32), 2**32 - 1))
     masks, start = [], 0
-    for width, layer in zip(widths, params):
+    for width, layer in zip(widths, params[:-1]):
         kept = bits[:, start:start + width] >= threshold
         masks.append(jnp.where(kept, jnp.asarray(1.0 / (1.0 - rate), layer.w.dtype), jnp.zeros((), layer.w.dtype)))
         start += width

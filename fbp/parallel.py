@@ -147,7 +147,8 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
         return params, opt_state, losses
 
     # (params, opt_state, Xb, Yb), then the arguments for progress where there is one, then with dropout the
-    # epoch's key: each step's masks are drawn for the whole mini-batch from the key make_epoch gives it.
+    # epoch's key, from which step_keys splits the same keys as make_epoch's: each step's masks are drawn for the
+    # whole mini-batch, as on one device.
     keys = (rep,) if keyed else ()
     if progress is None:
         scan_jit = jax.jit(lambda p, s, Xb, Yb, *k: scan(p, s, Xb, Yb, (), *k), in_shardings=(rep, rep, data, data)

@@ -2,8 +2,8 @@
 
 The book's chapter-3 figures, cost and accuracy on the training and the
 evaluation data epoch by epoch (with ``--l2`` or ``--l1``, the training
-cost with its regularization term too), for one run or several on the same axes, and, when a run
-recorded them, each layer's ‖δ^l‖ (``--monitor-deltas``)
+cost with its regularization term too), for one run or several on the same
+axes, and, when a run recorded them, each layer's ‖δ^l‖ (``--monitor-deltas``)
 and the gradient noise scale (``--monitor-noise-scale``). A dotted line
 marks each epoch at which ``--lr-halving`` halved η, a ring the epoch of the
 best evaluation accuracy. ``images`` draws examples as pictures (``fbp

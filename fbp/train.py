@@ -27,8 +27,8 @@ from fbp import checkpoint as ckpt
 from fbp import multihost
 from fbp.backprop import check_batch
 from fbp.epoch import (  # noqa: F401  (re-exported: train.make_epoch, …)
-    BYTE_VALUES, _is_codes, byte_codes, compact_inputs, decode_inputs, dropout_key, make_epoch, step_keys,
-    make_train_step, shuffle,
+    BYTE_VALUES, _is_codes, byte_codes, compact_inputs, decode_inputs, dropout_key, make_epoch, make_train_step,
+    shuffle, step_keys,
 )
 from fbp.evaluation import evaluate, predict  # noqa: F401  (re-exported)
 from fbp.network import Dense, check_int, check_key, check_rate
@@ -621,9 +621,10 @@ def fit(
         at each step (NNDL ch. 3; ``make_train_step``'s ``dropout``), drawn
         from the epoch's key, so a resumed run drops the same units. The
         kept ones are scaled by 1/(1 − dropout) while training, so the
-        network monitored, tested and returned is the whole one, as it is.
-        The costs monitored are the whole network's too;
-        ``train_step_cost`` (the mean of the steps' costs) the thinned ones'.
+        network monitored, tested and returned is the whole one, as it is:
+        all that is monitored (costs, accuracies, δ norms, noise scale) is
+        the whole network's; ``train_step_cost`` (the mean of the steps'
+        costs) is the thinned ones'.
       monitor_training / monitor_evaluation: evaluate cost and accuracy on the
         training / evaluation data after each epoch (the book's ``monitor_*``).
       monitor_deltas: record each epoch's ``delta_norms``, the L numbers
