@@ -301,9 +301,8 @@ def fbp_only(case, X, Y, rounds, dropout=0.0):
     for inputs, r in rates.items():
         med = statistics.median(r)
         out[inputs] = med
-        plain = inputs.split(",")[0]
-        slower = f"  {rates[plain] and statistics.median(rates[plain]) / med:.2f}× the plain epoch's time" \
-            if plain != inputs else ""
+        plain = inputs.split(",")[0]  # "bytes, dropout 0.5" → "bytes"
+        slower = f"  {statistics.median(rates[plain]) / med:.2f}× the plain epoch's time" if plain != inputs else ""
         print(f"{out['case']:<32} on {inputs:<6} {med:12,.0f} ex/s  {case['batch'] / med * 1e6:6.1f} µs/step  "
               f"(rounds {min(r):,.0f}–{max(r):,.0f}){slower}")
     return out
@@ -336,6 +335,8 @@ def main():
     parser.add_argument("--data-dir", default=None,
                         help="the directory of Fashion-MNIST's IDX files (default: where Debian's package puts them)")
     args = parser.parse_args()
+    if args.dropout and not args.fbp_only:
+        parser.error("--dropout times fbp's dropout epochs beside its plain ones; it goes with --fbp-only")
     name, X, Y = fashion_mnist_or_random(args.data_dir)
     device = jax.devices()[0]
     try:
