@@ -624,10 +624,13 @@ class StdoutWriteError(OSError):
 class _CheckedStdout:
     """``sys.stdout`` while a command runs: a failed write or flush (but a
     closed pipe, which ends the command as it ends any Unix tool) is a
-    ``StdoutWriteError``, which the commands turn into one line on stderr."""
+    ``StdoutWriteError``, which the commands turn into one line on stderr.
+    ``failed`` keeps the first, for writers that swallow what they raise
+    (argparse's ``--help`` and ``--version``)."""
 
     def __init__(self, stream):
         self._stream = stream
+        self.failed: Optional[StdoutWriteError] = None
 
     def _checked(self, method, *args):
         try:
@@ -635,7 +638,9 @@ class _CheckedStdout:
         except BrokenPipeError:
             raise
         except OSError as e:
-            raise StdoutWriteError(e.errno, e.strerror) from None
+            error = StdoutWriteError(e.errno, e.strerror)
+            self.failed = self.failed or error
+            raise error from None
 
     def write(self, text):
         return self._checked(self._stream.write, text)
@@ -661,10 +666,18 @@ def _devnull_for_stdout() -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     stdout = sys.stdout
-    sys.stdout = _CheckedStdout(stdout)
+    sys.stdout = checked = _CheckedStdout(stdout)
+    command = "fbp"
     try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit:  # --help or --version (status 0), or a usage error (2)
+            checked.flush()  # what --help wrote, which argparse would let go unwritten without a word
+            if checked.failed is not None:
+                raise checked.failed from None
+            raise
+        command = f"fbp {args.command}"
         with _one_line_warnings(args.command):
             rc = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
@@ -673,11 +686,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _devnull_for_stdout()
         return 141  # 128 + SIGPIPE
     except StdoutWriteError as e:  # `fbp check > file` on a full disk
-        print(f"fbp {args.command}: error: {e}", file=sys.stderr)
+        print(f"{command}: error: {e}", file=sys.stderr)
         _devnull_for_stdout()
         return 1
     except KeyboardInterrupt:  # Ctrl-C outside training (fbp train says what is kept when it is inside)
-        print(f"\nfbp {args.command}: interrupted", file=sys.stderr)
+        print(f"\n{command}: interrupted", file=sys.stderr)
         return 130
     finally:
         sys.stdout = stdout

@@ -313,6 +313,24 @@ def test_standard_output_that_cannot_be_written_is_a_one_line_error_that_says_wh
     proc = subprocess.run(f"{sys.executable} -m fbp check > /dev/full", shell=True, capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr == (
         "fbp check: error: could not write to standard output (No space left on device)\n")
+    # --help and --version too, whose writes argparse would let fail without a word (status 0)
+    proc = subprocess.run(f"{sys.executable} -m fbp --help > /dev/full", shell=True, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr == (
+        "fbp: error: could not write to standard output (No space left on device)\n")
+
+    class Full(io.StringIO):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    capsys.readouterr()
+    for argv in (["train", "--help"], ["--version"]):
+        monkeypatch.setattr(sys, "stdout", Full())
+        assert main(argv) == 1
+        assert capsys.readouterr().err == "fbp: error: could not write to standard output (No space left on device)\n"
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    with pytest.raises(SystemExit) as e:  # a usage error is still argparse's, status 2
+        main(["train", "--bogus"])
+    assert e.value.code == 2
 
 
 def test_cli_progress_bar_moves_within_epochs_on_a_terminal_only(monkeypatch, capsys):
