@@ -18,6 +18,8 @@ import fbp
 from fbp import data as fdata
 from fbp import train as ftrain
 
+from training_helpers import fbp_here
+
 
 def write_set(directory, n_train=30, n_test=10, gz=False, rows=4, cols=5):
     rng = np.random.default_rng(0)
@@ -160,40 +162,35 @@ def test_fashion_mnist_not_installed_says_how_to_install(tmp_path, monkeypatch):
         fdata.fashion_mnist()
 
 
-def test_cli_trains_on_idx_and_reports_corrupt_files(tmp_path):
+def test_cli_trains_on_idx_and_reports_corrupt_files(tmp_path, capsys):
     write_set(tmp_path, n_train=60, n_test=20, gz=True, rows=2, cols=3)
-    ok = subprocess.run([sys.executable, "-m", "fbp", "train", "--data", "idx", "--data-dir", str(tmp_path),
-                         "--validation", "10", "--epochs", "2", "--quiet", "--sizes", "6,5,10"],
-                        capture_output=True, text=True)
+    ok = fbp_here(capsys, "train", "--data", "idx", "--data-dir", str(tmp_path),
+                  "--validation", "10", "--epochs", "2", "--quiet", "--sizes", "6,5,10")
     assert ok.returncode == 0, ok.stderr
     # Without --validation the default (MNIST's 10,000) is what leaves no training data, and the error says so;
     # the test split is the same whatever the validation split, so evaluating on it needs no flag.
     net = str(tmp_path / "net.npz")  # a network of other data: on idx it gets idx's defaults
     fbp.save_params(net, fbp.init_mlp(jax.random.key(0), [6, 5, 10]), dict(data_flag="digits"))
-    tested = subprocess.run([sys.executable, "-m", "fbp", "evaluate", net, "--data", "idx", "--data-dir",
-                             str(tmp_path)], capture_output=True, text=True)
+    tested = fbp_here(capsys, "evaluate", net, "--data", "idx", "--data-dir", str(tmp_path))
     assert tested.returncode == 0 and "test (20 examples)" in tested.stdout, tested.stdout + tested.stderr
     for command in (["train"], ["evaluate", net, "--split", "validation"]):
-        small = subprocess.run([sys.executable, "-m", "fbp", *command, "--data", "idx", "--data-dir", str(tmp_path)],
-                               capture_output=True, text=True)
+        small = fbp_here(capsys, *command, "--data", "idx", "--data-dir", str(tmp_path))
         assert small.returncode == 2 and "Traceback" not in small.stderr, small.stderr
         assert small.stderr.strip().splitlines()[-1].endswith(
             "error: --validation: the default of 10000 validation examples (MNIST's 50,000/10,000 split) leaves no "
             "training data from the 60 training examples here; give --validation N below 60 (0 for none)")
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 5))
-    bad = subprocess.run([sys.executable, "-m", "fbp", "train", "--data", "idx", "--data-dir", str(tmp_path),
-                          "--validation", "10"], capture_output=True, text=True)
+    bad = fbp_here(capsys, "train", "--data", "idx", "--data-dir", str(tmp_path), "--validation", "10")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "train-images-idx3-ubyte.gz" in bad.stderr and "truncated header" in bad.stderr
 
 
-def test_cli_evaluate_names_fashion_mnists_classes(tmp_path):
+def test_cli_evaluate_names_fashion_mnists_classes(tmp_path, capsys):
     write_set(tmp_path, n_train=60, n_test=20, rows=2, cols=3)
     net = str(tmp_path / "net.npz")
     fbp.save_params(net, fbp.init_mlp(jax.random.key(0), [6, 5, 10]), dict(data_flag="fashion-mnist"))
     for data, named in (("fashion-mnist", True), ("idx", False)):
-        proc = subprocess.run([sys.executable, "-m", "fbp", "evaluate", net, "--data", data, "--data-dir",
-                               str(tmp_path)], capture_output=True, text=True)
+        proc = fbp_here(capsys, "evaluate", net, "--data", data, "--data-dir", str(tmp_path))
         assert proc.returncode == 0, proc.stderr
         line = ("classes: 0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat, 5 Sandal, 6 Shirt, 7 Sneaker, "
                 "8 Bag, 9 Ankle boot")
@@ -312,17 +309,16 @@ def test_a_pickle_is_read_for_arrays_only_and_bad_files_are_named(tmp_path):
         fdata.mnist_pkl(str(tmp_path / "nothing-here.pkl.gz"))
 
 
-def test_cli_trains_and_evaluates_on_the_books_pickle(tmp_path):
+def test_cli_trains_and_evaluates_on_the_books_pickle(tmp_path, capsys):
     write_book_pickle(tmp_path / "mnist.pkl.gz", book_parts(n=(200, 40, 40)))
     net = str(tmp_path / "net.npz")
-    proc = subprocess.run([sys.executable, "-m", "fbp", "train", "--data", "mnist-pkl", "--data-dir", str(tmp_path),
-                           "--validation", "40", "--epochs", "2", "--quiet", "--save-params", net],
-                          capture_output=True, text=True)
+    proc = fbp_here(capsys, "train", "--data", "mnist-pkl", "--data-dir", str(tmp_path),
+                    "--validation", "40", "--epochs", "2", "--quiet", "--save-params", net)
     assert proc.returncode == 0, proc.stderr
     assert "mnist (200 train / 40 validation / 40 test), sizes=12,100,10" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "fbp", "evaluate", net], capture_output=True, text=True)
+    proc = fbp_here(capsys, "evaluate", net)
     assert proc.returncode == 0 and "on mnist test (40 examples)" in proc.stdout, proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "fbp", "train", "--data", "mnist-pkl"], capture_output=True, text=True)
+    proc = fbp_here(capsys, "train", "--data", "mnist-pkl")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "needs --data-dir" in proc.stderr
 
 
@@ -422,25 +418,25 @@ def test_a_bad_npz_is_named_with_what_is_wrong(tmp_path):
         fdata.npz(str(tmp_path))
 
 
-def test_cli_trains_and_evaluates_on_an_npz(tmp_path):
+def test_cli_trains_and_evaluates_on_an_npz(tmp_path, capsys):
     np.savez(tmp_path / "mnist.npz", **npz_arrays(n_train=120, n_test=30, shape=(3, 4)))
     net = str(tmp_path / "net.npz")
-    proc = subprocess.run([sys.executable, "-m", "fbp", "train", "--data", "npz", "--data-dir",
-                           str(tmp_path / "mnist.npz"), "--validation", "20", "--epochs", "2", "--quiet",
-                           "--save-params", net], capture_output=True, text=True)
+    proc = fbp_here(capsys, "train", "--data", "npz", "--data-dir",
+                    str(tmp_path / "mnist.npz"), "--validation", "20", "--epochs", "2", "--quiet",
+                    "--save-params", net)
     assert proc.returncode == 0, proc.stderr
     assert "mnist (100 train / 20 validation / 30 test), sizes=12,100,10" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "fbp", "evaluate", net], capture_output=True, text=True)
+    proc = fbp_here(capsys, "evaluate", net)
     assert proc.returncode == 0 and "on mnist test (30 examples)" in proc.stdout, proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "fbp", "evaluate", net, "--worst", "2", "--worst-images",
-                           str(tmp_path / "w.png")], capture_output=True, text=True)  # 3×4 images: not square
+    proc = fbp_here(capsys, "evaluate", net, "--worst", "2", "--worst-images",
+                    str(tmp_path / "w.png"))  # 3×4 images: not square
     assert proc.returncode == 2 and proc.stderr.strip() == ("fbp evaluate: error: --worst-images: an example of "
                                                              "mnist is 12 numbers, not a square image to draw; drop "
                                                              "--worst-images (--worst lists the examples)")
     for flags, message in ((["--data", "npz"], "error: --data npz needs --data-dir, the .npz file"),
                            (["--data", "npz", "--data-dir", net, "--validation", "20"],
                             "error: --data-dir: " + net + ": no x_train")):
-        proc = subprocess.run([sys.executable, "-m", "fbp", "train", *flags], capture_output=True, text=True)
+        proc = fbp_here(capsys, "train", *flags)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
 
 
@@ -485,8 +481,6 @@ def test_expand_refuses_what_it_cannot_shift():
 
 
 def test_cli_expand_trains_on_five_times_the_images_and_is_kept_with_the_checkpoint(tmp_path, capsys):
-    from training_helpers import fbp_here
-
     run, out = str(tmp_path / "run"), tmp_path / "m.jsonl"
     flags = ["train", "--sizes", "64,20,10", "--quiet", "--checkpoint-dir", run, "--metrics-out", str(out)]
     proc = fbp_here(capsys, *flags, "--expand", "--epochs", "1")
