@@ -461,9 +461,6 @@ def _check_flags(args, writer: bool) -> Optional[float]:
         args.lr = 0.001 if args.optimizer == "adam" else round(0.5 * (1 - (momentum or 0.0)), 12)
     if (args.dp_clip is None) != (args.dp_noise is None):
         raise _refuse("--dp-clip and --dp-noise go together: give both for DP-SGD, or neither")
-    if args.dropout and args.dp_clip is not None:
-        raise _refuse("--dropout with DP-SGD (--dp-clip) is not supported: its clipped per-example gradients are "
-                      "those of the whole network; drop one of them")
     if args.save_params and args.metrics_out and os.path.abspath(args.save_params) == os.path.abspath(args.metrics_out):
         raise _refuse(f"--save-params and --metrics-out both name {args.save_params}: the network would replace "
                       f"the metrics; give two files")

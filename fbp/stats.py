@@ -73,20 +73,21 @@ def _clip_factors(ds, a_prev, clip_norm):
     return jnp.where(norms > clip_norm, clip_norm / jnp.where(norms > 0, norms, 1.0), 1.0), norms
 
 
-def clipped_grad(params: list, X: Array, Y: Array, cost, clip_norm, reduction: str = "mean") -> list:
+def clipped_grad(params: list, X: Array, Y: Array, cost, clip_norm, reduction: str = "mean", masks=None) -> list:
     """Σ_n min(1, C/‖g_n‖) g_n (÷ B for ``mean``): each example's gradient clipped to norm C.
 
     Identity: Σ_n c_n δ_n a_nᵀ = (c ⊙ Δ)ᵀ A, with ‖g_n‖ from ‖δ‖ and ‖a‖.
-    C must be > 0 (checked here unless it is traced).
+    C must be > 0 (checked here unless it is traced). With dropout ``masks``
+    (``fbp.dropout_masks``), g_n is the gradient of example n's thinned network.
     """
     _check_clip_norm(clip_norm)
-    return _clipped_grad(params, X, Y, cost, clip_norm, reduction)
+    return _clipped_grad(params, X, Y, cost, clip_norm, reduction, masks)
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "reduction"))
-def _clipped_grad(params, X, Y, cost, clip_norm, reduction):
+def _clipped_grad(params, X, Y, cost, clip_norm, reduction, masks=None):
     _check_reduction(reduction)
-    ds, a_prev = batch_deltas(params, X, Y, cost)
+    ds, a_prev = batch_deltas(params, X, Y, cost, masks=masks)
     return _clipped_sum(params, ds, a_prev, clip_norm, reduction)
 
 
@@ -264,12 +265,15 @@ def diag_ggn(params: list, X: Array, Y: Array, cost, reduction: str = "mean") ->
 
 # --- DP-SGD -----------------------------------------------------------------
 def dp_value_and_grad(cost, clip_norm: float):
-    """``(params, X, Y) -> (loss, clipped mean gradient)`` for ``fbp.train.make_train_step(grad=...)``;
-    the loss comes from the same forward pass as the δ's."""
+    """``(params, X, Y[, masks]) -> (loss, clipped mean gradient)`` for
+    ``fbp.train.make_train_step(grad=...)``; the loss comes from the same
+    forward pass as the δ's. With dropout (``make_train_step(dropout=...)``
+    passes the ``masks``), each example's gradient is its thinned network's,
+    clipped as any other: the masks do not depend on the data."""
     _check_clip_norm(clip_norm)
 
-    def value_and_grad(params, X, Y):
-        losses, ds, a_prev = batch_trace(params, X, Y, cost)
+    def value_and_grad(params, X, Y, masks=None):
+        losses, ds, a_prev = batch_trace(params, X, Y, cost, masks=masks)
         return reduce(losses, "mean"), _clipped_sum(params, ds, a_prev, clip_norm, "mean")
 
     return value_and_grad

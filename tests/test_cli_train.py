@@ -144,6 +144,10 @@ def test_cli_dropout_trains_the_thinned_networks_and_is_kept_with_the_checkpoint
     assert cli("train", "--sizes", "64,30,10", "--quiet", "--epochs", "2", "--checkpoint-dir", plain).returncode == 0
     a, b = (ckpt.load_params(os.path.join(d, "ckpt-000002.npz")) for d in (run, plain))
     assert fbp.relative_error(a[0].w, b[0].w) > 1e-3
+    # with DP-SGD: each example's thinned gradient clipped
+    proc = cli("train", "--sizes", "64,30,10", "--epochs", "1", "--dropout", "0.5", "--dp-clip", "1", "--dp-noise", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert " dropout=0.5 " in proc.stdout and " DP-SGD clip=1.0 noise=0.5" in proc.stdout.splitlines()[0]
 
 
 def test_cli_adam_gets_adams_own_learning_rate_by_default(tmp_path):
@@ -497,7 +501,6 @@ def test_deterministic_is_refused_once_jax_has_started_in_the_process(monkeypatc
     (["--optimizer", "momentum", "--momentum", "1"], "argument --momentum: expected a number in [0, 1), got '1'"),
     (["--dropout", "1"], "argument --dropout: expected a number in [0, 1), got '1'"),
     (["--l1", "-1"], "argument --l1: expected a number ≥ 0, got '-1'"),
-    (["--dropout", "0.5", "--dp-clip", "1", "--dp-noise", "1"], "--dropout with DP-SGD (--dp-clip) is not supported"),
 ])
 def test_bad_train_flags_are_one_line_errors(argv, needle, capsys):
     proc = fbp_here(capsys, "train", *argv)  # an exception out of it (a traceback) fails the test too

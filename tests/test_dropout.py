@@ -102,10 +102,12 @@ def test_bad_masks_and_rates_are_refused_by_name():
         with pytest.raises(ValueError, match="dropout is the probability"):
             ftrain.make_train_step(optax.sgd(0.1), "log_likelihood", dropout=rate)
     # a gradient function of one's own is handed the masks; one that takes none is refused at once
-    dp = fbp.stats.dp_value_and_grad("log_likelihood", 1.0)
-    with pytest.raises(ValueError, match=r"grad is called as grad\(params, X, Y, masks\).*takes no masks argument"):
-        ftrain.make_train_step(optax.sgd(0.1), "log_likelihood", dropout=0.5, grad=dp)
-    ftrain.make_train_step(optax.sgd(0.1), "log_likelihood", grad=dp)  # without dropout it is fine
+    def own(p, X, Y):
+        return fbp.value_and_batch_backward(p, X, Y, "log_likelihood")
+
+    with pytest.raises(ValueError, match=r"grad is called as grad\(params, X, Y, masks\).*'own' takes no masks"):
+        ftrain.make_train_step(optax.sgd(0.1), "log_likelihood", dropout=0.5, grad=own)
+    ftrain.make_train_step(optax.sgd(0.1), "log_likelihood", grad=own)  # without dropout it is fine
 
 
 def test_compare_grads_and_fbp_check_check_the_thinned_networks_gradient(capsys):
@@ -180,3 +182,27 @@ def test_fit_with_dropout_learns_tests_the_whole_network_and_resumes_bitwise(dig
     assert fbp.relative_error(plain.params[0].w, whole.params[0].w) > 1e-3
     with pytest.raises(ValueError, match="dropout is the probability"):
         ftrain.fit(params, digits.train, epochs=1, **{**kw, "dropout": 1.0})
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_dp_sgd_clips_each_examples_thinned_gradient(trees_close, reduction):
+    params, X, Y = _problem([6, 9, 8, 4], "tanh", "softmax", batch=9)
+    masks = fbp.dropout_masks(jax.random.key(5), params, len(X), 0.5)
+
+    def one(x, y, *m):  # example n's gradient: jax.grad of its own thinned cost
+        return jax.grad(fbp.loss)(params, x[None], y[None], "log_likelihood", "sum", [mm[None] for mm in m])
+
+    per_example = jax.vmap(one)(X, Y, *masks)  # leaves (B, ...)
+    flat = np.concatenate([np.asarray(leaf).reshape(len(X), -1) for leaf in jax.tree.leaves(per_example)], axis=1)
+    norms = np.linalg.norm(flat, axis=1)
+    clip = float(np.median(norms))
+    c = np.minimum(1.0, clip / norms) / (len(X) if reduction == "mean" else 1)
+    expect = jax.tree.map(lambda g: np.tensordot(c, np.asarray(g), axes=1), per_example)
+    trees_close(fbp.stats.clipped_grad(params, X, Y, "log_likelihood", clip, reduction, masks=masks), expect, 1e-10)
+    if reduction == "mean":  # DP-SGD's gradient, and its loss from the same thinned pass
+        loss, grads = fbp.stats.dp_value_and_grad("log_likelihood", clip)(params, X, Y, masks)
+        trees_close(grads, expect, 1e-10)
+        np.testing.assert_allclose(loss, fbp.loss(params, X, Y, "log_likelihood", masks=masks), rtol=1e-13)
+        step = ftrain.make_train_step(optax.sgd(0.1), "log_likelihood", dropout=0.5,
+                                      grad=fbp.stats.dp_value_and_grad("log_likelihood", clip))
+        assert step.takes_key  # DP-SGD's gradient takes the masks: the two go together
