@@ -489,6 +489,9 @@ def _load(args):
         except fdata.DataError as e:
             raise _refuse(f"--expand: {e}") from None
     sizes = args.sizes or [ds.n_in, 100, ds.n_classes]
+    if args.dropout and len(sizes) == 2:
+        raise _refuse(f"--dropout drops hidden units, but --sizes {','.join(map(str, sizes))} has no hidden layer; "
+                      f"add one (--sizes {sizes[0]},100,{sizes[1]}) or leave out --dropout")
     if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
         raise _refuse(f"--sizes {','.join(map(str, sizes))} does not fit {ds.name}: it has {ds.n_in} inputs and "
                       f"{ds.n_classes} classes, so --sizes must start with {ds.n_in} and end with {ds.n_classes}")

@@ -755,6 +755,9 @@ def fit(
     epochs, batch_size = _check_fit_arguments(optimizer, key, epochs, batch_size, evaluation, monitor_evaluation,
                                               patience, lr_halving, lr_floor)
     dropout = check_rate("dropout", dropout)
+    if dropout and isinstance(params, (list, tuple)) and len(params) == 1:
+        raise ValueError(f"dropout={dropout} drops hidden units, and this network has none (one layer): it would "
+                         f"train as without it. Give it a hidden layer, or leave dropout=0.")
     multihost.process_0_does(lambda: check_checkpoint_dir(checkpoint_dir, resume))
     try:
         json.dumps(config)

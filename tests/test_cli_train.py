@@ -501,6 +501,8 @@ def test_deterministic_is_refused_once_jax_has_started_in_the_process(monkeypatc
     (["--optimizer", "momentum", "--momentum", "1"], "argument --momentum: expected a number in [0, 1), got '1'"),
     (["--dropout", "1"], "argument --dropout: expected a number in [0, 1), got '1'"),
     (["--l1", "-1"], "argument --l1: expected a number ≥ 0, got '-1'"),
+    (["--dropout", "0.5", "--sizes", "64,10"], "--dropout drops hidden units, but --sizes 64,10 has no hidden layer; "
+                                                "add one (--sizes 64,100,10) or leave out --dropout"),
 ])
 def test_bad_train_flags_are_one_line_errors(argv, needle, capsys):
     proc = fbp_here(capsys, "train", *argv)  # an exception out of it (a traceback) fails the test too

@@ -182,6 +182,8 @@ def test_fit_with_dropout_learns_tests_the_whole_network_and_resumes_bitwise(dig
     assert fbp.relative_error(plain.params[0].w, whole.params[0].w) > 1e-3
     with pytest.raises(ValueError, match="dropout is the probability"):
         ftrain.fit(params, digits.train, epochs=1, **{**kw, "dropout": 1.0})
+    with pytest.raises(ValueError, match=r"drops hidden units, and this network has none \(one layer\)"):
+        ftrain.fit(params[1:], (digits.train.X[:, :60], digits.train.Y), epochs=1, **kw)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
