@@ -310,6 +310,12 @@ def _report_steps(done, steps, run) -> bool:
     return False
 
 
+def _run_arg(run: int = 0) -> np.int32:
+    """What a reporting epoch takes after its other arguments: the number of
+    its run, an int32 of the computation (any one will do to compile it)."""
+    return np.int32(run)
+
+
 def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
     """``fn(*args)`` with its step reports (if it makes any) sent to
     ``on_progress`` as ``epoch``'s, all of them before it returns: (params,
@@ -323,7 +329,7 @@ def _run_epoch(fn, args, epoch: int, on_progress) -> tuple:
     run = next(_runs) % 2**31
     to = _Reporting(epoch, on_progress)
     if on_progress is not None:
-        _reporting[run], args = to, (*args, np.int32(run))
+        _reporting[run], args = to, (*args, _run_arg(run))
     try:
         params, opt_state, losses = fn(*args)
         losses = np.asarray(losses)
@@ -858,7 +864,7 @@ def fit(
                         fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, dropout, batch_size, mesh,
                                             True) \
                             if report else epoch_fn
-                        fn.lower(*args, *((np.int32(0),) if report else ())).compile()
+                        fn.lower(*args, *((_run_arg(),) if report else ())).compile()
                         epochs_by_report[report] = fn
                     fn = epochs_by_report[report]
                     t_run = time.perf_counter()
