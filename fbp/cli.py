@@ -177,93 +177,106 @@ def build_parser() -> argparse.ArgumentParser:
         "Ctrl-C (or SIGTERM) stops the run when the running epoch ends, and keeps, tests and saves that\n"
         "epoch; a second Ctrl-C stops it at once, without that epoch.",
     )
-    train.add_argument("--data", choices=DATASETS, default="digits",
-                       help="digits (bundled, default), fashion-mnist (Debian's dataset-fashion-mnist), idx "
-                            "(--data-dir), mnist-pkl (the book's mnist.pkl.gz, --data-dir) or npz (one .npz of "
-                            "x_train, y_train, x_test, y_test, as Keras's mnist.npz; --data-dir)")
-    train.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files; for "
-                       "mnist-pkl the book's mnist.pkl.gz or the directory holding it; for npz the .npz file")
-    train.add_argument("--validation", type=_nonneg_int, default=None,
-                       help="validation examples taken from the training set (default: 180 on digits, 10000 on the "
-                            "others, MNIST's 50,000/10,000 split)")
-    train.add_argument("--sizes", type=_sizes, default=None,
-                       help="layer widths, input first; input and output must match the data (default: "
-                            "n_in,100,n_classes)")
-    train.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default="sigmoid",
-                       help="hidden activation σ (softmax is for --output-activation)")
-    train.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default="softmax",
-                       help="output activation")
-    train.add_argument("--cost", choices=_choices(COSTS), default="log_likelihood", help="cost function C")
-    train.add_argument("--init", choices=_choices(INITS), default="normalized", help="weight initialization")
-    train.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd", help="optax update rule")
-    train.add_argument("--lr", type=_positive_float, default=None,
-                       help="learning rate η (default: 0.5; with --optimizer momentum 0.5(1 − μ), the same "
-                            "long-run step; with --optimizer adam 0.001, Adam's own default)")
-    train.add_argument("--momentum", type=_fraction, default=None, metavar="μ",
-                       help="the book's momentum coefficient μ, for --optimizer momentum (default: 0.9)")
-    train.add_argument("--l2", type=_nonneg_float, default=0.0, help="the book's λ: L2 weight decay λ/n on the weights")
-    train.add_argument("--l1", type=_nonneg_float, default=0.0,
-                       help="the book's L1 regularization (ch. 3), λ: each step also moves every weight by "
-                            "−ηλ/n · sgn(w)")
-    train.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
-                       help="the book's dropout (ch. 3): drop each hidden unit with probability P at each step "
-                            "(0.5 in the book), scaling the kept ones by 1/(1 − P), so that the whole network is "
-                            "tested as it is")
-    train.add_argument("--expand", action="store_true",
-                       help="the book's artificially expanded training data (ch. 3): each training image and its "
-                            "copies shifted by a pixel up, down, left and right, 5× the examples (the validation "
-                            "and test images are not expanded)")
-    train.add_argument("--batch-size", type=_positive_int, default=10, help="mini-batch size m")
-    train.add_argument("--epochs", type=_nonneg_int, default=30, help="epochs to train (more may be given on --resume)")
-    train.add_argument("--seed", type=_seed, default=0,
-                       help="PRNG seed of the initial params, the shuffles and the DP noise")
-    train.add_argument("--patience", type=_positive_int, default=None,
-                       help="stop after this many epochs without a better evaluation accuracy")
-    train.add_argument("--lr-halving", type=_positive_int, default=None, metavar="N",
-                       help="the book's learning schedule: halve η after N epochs without a better evaluation "
-                            "accuracy, and stop when it is down to 1/128 of --lr")
-    train.add_argument("--monitor-training", action=argparse.BooleanOptionalAction, default=True,
-                       help="evaluate cost and accuracy on the whole training set after each epoch (the book's "
-                            "monitor_training_*); --no-monitor-training saves that pass")
-    train.add_argument("--monitor-deltas", action="store_true",
-                       help="after each epoch, show and record each layer's ‖∂C/∂b^l‖ = ‖mean of δ^l‖ over the "
-                            "training set, first layer to last: how fast it learns (the book's speed of learning, "
-                            "ch. 5); about one more pass over the training set")
-    train.add_argument("--monitor-noise-scale", action="store_true",
-                       help="after each epoch, show and record the gradient noise scale tr Σ / ‖G‖² of the "
-                            "per-example gradients over the training set (McCandlish et al. 2018): about the "
-                            "--batch-size whose gradient noise equals its signal")
-    train.add_argument("--restore-best", action="store_true",
-                       help="test (and report) the params of the epoch with the best validation accuracy, "
-                            "not the last epoch's")
-    train.add_argument("--checkpoint-dir", default=None, help="save a checkpoint here every epoch (atomic)")
-    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
-    train.add_argument("--save-params", default=None,
-                       help="write the tested network (the last epoch's, or the best with --restore-best) to this "
-                            ".npz file; fbp.load_params reads it back")
-    train.add_argument("--metrics-out", default=None,
-                       help="write one JSON object per epoch (and a final one) to this .jsonl file")
-    train.add_argument("--dp-clip", type=_positive_float, default=None,
-                       help="DP-SGD: clip each example's gradient to this L2 norm (needs --dp-noise)")
-    train.add_argument("--dp-noise", type=_nonneg_float, default=None,
-                       help="DP-SGD: Gaussian noise multiplier σ; noise std σ·C/batch on the mean gradient")
-    train.add_argument("--devices", type=_positive_int, default=None,
-                       help="data-parallel over this many devices; the batch size must divide evenly (default: all "
-                            "local devices, or the most that divide the batch size)")
-    train.add_argument("--coordinator", default=None,
-                       help="multi-host: host:port of process 0; with --num-processes and --process-id calls "
-                            "jax.distributed.initialize")
-    train.add_argument("--num-processes", type=_positive_int, default=None, help="multi-host: number of processes")
-    train.add_argument("--process-id", type=_nonneg_int, default=None, help="multi-host: this process's index")
-    train.add_argument("--join-timeout", type=_positive_float, default=None, metavar="SECONDS",
-                       help="multi-host: how long each process waits for all of them to join before it gives up "
-                            f"with an error (jax's initialization_timeout; default: {multihost.JOIN_TIMEOUT:g})")
-    train.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="floating-point type")
-    train.add_argument("--deterministic", action="store_true",
-                       help="make XLA's GPU operations deterministic (XLA_FLAGS=--xla_gpu_deterministic_ops=true), so "
-                            "that on a GPU, as on a CPU, a resumed run ends bitwise where an uninterrupted one does; "
-                            "a CPU is deterministic already")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    # The flags in groups, for --help: what is trained on, the network, the book's SGD, its remedies for
+    # overfitting, what is shown and kept, checkpoints, DP-SGD, and the devices and processes.
+    data = train.add_argument_group("data")
+    network = train.add_argument_group("the network")
+    sgd = train.add_argument_group("training (the book's SGD, and optax's other update rules)")
+    reg = train.add_argument_group("regularization (NNDL ch. 3)")
+    watching = train.add_argument_group("monitoring and output")
+    checkpoints = train.add_argument_group("checkpoints")
+    privacy = train.add_argument_group("differential privacy (DP-SGD)")
+    devices = train.add_argument_group("devices and processes")
+    data.add_argument("--data", choices=DATASETS, default="digits",
+                      help="digits (bundled, default), fashion-mnist (Debian's dataset-fashion-mnist), idx "
+                           "(--data-dir), mnist-pkl (the book's mnist.pkl.gz, --data-dir) or npz (one .npz of "
+                           "x_train, y_train, x_test, y_test, as Keras's mnist.npz; --data-dir)")
+    data.add_argument("--data-dir", default=None,
+                      help="directory of the four MNIST-format IDX files; for mnist-pkl the book's mnist.pkl.gz or "
+                           "the directory holding it; for npz the .npz file")
+    data.add_argument("--validation", type=_nonneg_int, default=None,
+                      help="validation examples taken from the training set (default: 180 on digits, 10000 on the "
+                           "others, MNIST's 50,000/10,000 split)")
+    network.add_argument("--sizes", type=_sizes, default=None,
+                         help="layer widths, input first; input and output must match the data (default: "
+                              "n_in,100,n_classes)")
+    network.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default="sigmoid",
+                         help="hidden activation σ (softmax is for --output-activation)")
+    network.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default="softmax",
+                         help="output activation")
+    network.add_argument("--cost", choices=_choices(COSTS), default="log_likelihood", help="cost function C")
+    network.add_argument("--init", choices=_choices(INITS), default="normalized", help="weight initialization")
+    sgd.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd", help="optax update rule")
+    sgd.add_argument("--lr", type=_positive_float, default=None,
+                     help="learning rate η (default: 0.5; with --optimizer momentum 0.5(1 − μ), the same "
+                          "long-run step; with --optimizer adam 0.001, Adam's own default)")
+    sgd.add_argument("--momentum", type=_fraction, default=None, metavar="μ",
+                     help="the book's momentum coefficient μ, for --optimizer momentum (default: 0.9)")
+    reg.add_argument("--l2", type=_nonneg_float, default=0.0, metavar="λ",
+                     help="the book's λ: L2 weight decay λ/n on the weights")
+    reg.add_argument("--l1", type=_nonneg_float, default=0.0, metavar="λ",
+                     help="the book's L1 regularization (ch. 3), λ: each step also moves every weight by "
+                          "−ηλ/n · sgn(w)")
+    reg.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
+                     help="the book's dropout (ch. 3): drop each hidden unit with probability P at each step "
+                          "(0.5 in the book), scaling the kept ones by 1/(1 − P), so that the whole network is "
+                          "tested as it is")
+    reg.add_argument("--expand", action="store_true",
+                     help="the book's artificially expanded training data (ch. 3): each training image and its "
+                          "copies shifted by a pixel up, down, left and right, 5× the examples (the validation "
+                          "and test images are not expanded)")
+    sgd.add_argument("--batch-size", type=_positive_int, default=10, help="mini-batch size m")
+    sgd.add_argument("--epochs", type=_nonneg_int, default=30, help="epochs to train (more may be given on --resume)")
+    sgd.add_argument("--seed", type=_seed, default=0,
+                     help="PRNG seed of the initial params, the shuffles and the DP noise")
+    sgd.add_argument("--patience", type=_positive_int, default=None,
+                     help="stop after this many epochs without a better evaluation accuracy")
+    sgd.add_argument("--lr-halving", type=_positive_int, default=None, metavar="N",
+                     help="the book's learning schedule: halve η after N epochs without a better evaluation "
+                          "accuracy, and stop when it is down to 1/128 of --lr")
+    watching.add_argument("--monitor-training", action=argparse.BooleanOptionalAction, default=True,
+                          help="evaluate cost and accuracy on the whole training set after each epoch (the book's "
+                               "monitor_training_*); --no-monitor-training saves that pass")
+    watching.add_argument("--monitor-deltas", action="store_true",
+                          help="after each epoch, show and record each layer's ‖∂C/∂b^l‖ = ‖mean of δ^l‖ over the "
+                               "training set, first layer to last: how fast it learns (the book's speed of learning, "
+                               "ch. 5); about one more pass over the training set")
+    watching.add_argument("--monitor-noise-scale", action="store_true",
+                          help="after each epoch, show and record the gradient noise scale tr Σ / ‖G‖² of the "
+                               "per-example gradients over the training set (McCandlish et al. 2018): about the "
+                               "--batch-size whose gradient noise equals its signal")
+    sgd.add_argument("--restore-best", action="store_true",
+                     help="test (and report) the params of the epoch with the best validation accuracy, "
+                          "not the last epoch's")
+    checkpoints.add_argument("--checkpoint-dir", default=None, help="save a checkpoint here every epoch (atomic)")
+    checkpoints.add_argument("--resume", action="store_true",
+                             help="continue from the newest checkpoint in --checkpoint-dir")
+    watching.add_argument("--save-params", default=None,
+                          help="write the tested network (the last epoch's, or the best with --restore-best) to this "
+                               ".npz file; fbp.load_params reads it back")
+    watching.add_argument("--metrics-out", default=None,
+                          help="write one JSON object per epoch (and a final one) to this .jsonl file")
+    privacy.add_argument("--dp-clip", type=_positive_float, default=None,
+                         help="DP-SGD: clip each example's gradient to this L2 norm (needs --dp-noise)")
+    privacy.add_argument("--dp-noise", type=_nonneg_float, default=None,
+                         help="DP-SGD: Gaussian noise multiplier σ; noise std σ·C/batch on the mean gradient")
+    devices.add_argument("--devices", type=_positive_int, default=None,
+                         help="data-parallel over this many devices; the batch size must divide evenly (default: all "
+                              "local devices, or the most that divide the batch size)")
+    devices.add_argument("--coordinator", default=None,
+                         help="multi-host: host:port of process 0; with --num-processes and --process-id calls "
+                              "jax.distributed.initialize")
+    devices.add_argument("--num-processes", type=_positive_int, default=None, help="multi-host: number of processes")
+    devices.add_argument("--process-id", type=_nonneg_int, default=None, help="multi-host: this process's index")
+    devices.add_argument("--join-timeout", type=_positive_float, default=None, metavar="SECONDS",
+                         help="multi-host: how long each process waits for all of them to join before it gives up "
+                              f"with an error (jax's initialization_timeout; default: {multihost.JOIN_TIMEOUT:g})")
+    network.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="floating-point type")
+    devices.add_argument("--deterministic", action="store_true",
+                         help="make XLA's GPU operations deterministic (XLA_FLAGS=--xla_gpu_deterministic_ops=true), "
+                              "so that on a GPU, as on a CPU, a resumed run ends bitwise where an uninterrupted one "
+                              "does; a CPU is deterministic already")
+    watching.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser(
