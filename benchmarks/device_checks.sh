@@ -16,7 +16,9 @@
 #   5. two processes of one run started on the one GPU (fbp's one-line error);
 #   6. per_example.py's second network alone ([784, 1024×4, 10]), which has
 #      run past 150 s on a GPU: its first calls print as they finish, under
-#      XLA's defaults and with its autotuner off.
+#      XLA's defaults and with its autotuner off;
+#   7. what dropout costs fbp's GPU epochs (the masks' random bits drawn on
+#      the GPU), beside the plain epochs in the same rounds.
 #
 #   [PARTS="1 2 6"] benchmarks/device_checks.sh OUT_DIR [FASHION_MNIST_DIR]
 #
@@ -79,4 +81,7 @@ for at in "" "--xla_gpu_autotune_level=0"; do
     want 6 && part "per-example-second ${at:-(defaults)}" 150 env XLA_FLAGS="$at" \
         "$py" "$here/per_example.py" --cases 1 --rounds 3 --no-memory --out "$out"
 done
+# 7. dropout's epochs beside the plain ones, on the GPU
+want 7 && part gpu-dropout 60 "$py" "$here/train_throughput.py" --fbp-only --dropout 0.5 --repeats 3 \
+    --json "$out/train_throughput_dropout_gpu.json" ${fashion:+--data-dir "$fashion"}
 echo "=== done" | tee -a "$log"
