@@ -50,8 +50,7 @@ def run(ds, n_train, epochs, lmbda, seed, tail, lr=0.5, dropout=0.0, l1=0.0, exp
     t0 = time.perf_counter()
     # With λ: each epoch's L2 (or L1) term beside the cross-entropy, the two making the cost the steps descend
     def terms(p):
-        return {**({"l2_cost": float(ftrain.l2_cost(p, lmbda, len(X)))} if lmbda else {}),
-                **({"l1_cost": float(ftrain.l1_cost(p, l1, len(X)))} if l1 else {})}
+        return ftrain.penalty_terms(p, len(X), l2=lmbda, l1=l1)
 
     r = ftrain.fit(params, (X, Y), optimizer=ftrain.make_optimizer("sgd", lr, l2=lmbda, l1=l1, n_train=len(X)),
                    cost=COST, epochs=epochs, batch_size=10, key=jax.random.key(seed + 1), evaluation=ds.validation,

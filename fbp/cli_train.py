@@ -714,9 +714,10 @@ def _settings(args, run: _Run) -> dict:
     defaults filled in): what the processes of a multi-host run must agree
     on, and what the final --metrics-out record keeps."""
     return {**run.config, "--l1": args.l1, "--dropout": args.dropout, "--expand": args.expand, "--init": args.init,
-            "--epochs": args.epochs, "--patience": args.patience, "--restore-best": args.restore_best, "--monitor-training": args.monitor_training,
-            "--monitor-deltas": args.monitor_deltas, "--monitor-noise-scale": args.monitor_noise_scale,
-            "--devices": run.n_devices, "--deterministic": args.deterministic}
+            "--epochs": args.epochs, "--patience": args.patience, "--restore-best": args.restore_best,
+            "--monitor-training": args.monitor_training, "--monitor-deltas": args.monitor_deltas,
+            "--monitor-noise-scale": args.monitor_noise_scale, "--devices": run.n_devices,
+            "--deterministic": args.deterministic}
 
 
 def _agree(args, run: _Run) -> None:
@@ -756,9 +757,7 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping:
             on_progress=on_progress, stop=stop, monitor=terms if args.l2 or args.l1 else None)
 
     def terms(params) -> dict:  # the L2 and L1 terms of the cost that the steps descend, beside the data cost
-        n = len(run.ds.train)
-        return {**({"l2_cost": float(ftrain.l2_cost(params, args.l2, n))} if args.l2 else {}),
-                **({"l1_cost": float(ftrain.l1_cost(params, args.l1, n))} if args.l1 else {})}
+        return ftrain.penalty_terms(params, len(run.ds.train), l2=args.l2, l1=args.l1)
 
     bar_steps = report.steps if report.moves_within_epochs else None
     t0 = time.perf_counter()

@@ -110,6 +110,15 @@ def l1_cost(params: list, l1: float, n_train: int) -> Array:
     return l1 / n_train * sum(jnp.sum(jnp.abs(layer.w)) for layer in params)
 
 
+def penalty_terms(params: list, n_train: int, *, l2: float = 0.0, l1: float = 0.0) -> dict:
+    """The L2 and L1 terms of the cost (``l2_cost``, ``l1_cost``) that
+    ``make_optimizer(l2=, l1=, n_train=)``'s steps descend beside the data
+    cost, as floats, each where its λ is given: what ``fbp train`` records
+    each epoch (through ``fit``'s ``monitor``)."""
+    return {**({"l2_cost": float(l2_cost(params, l2, n_train))} if l2 else {}),
+            **({"l1_cost": float(l1_cost(params, l1, n_train))} if l1 else {})}
+
+
 # --- the fit loop -----------------------------------------------------------
 class NonFiniteLoss(RuntimeError):
     """Training produced a non-finite cost; the last good state is kept."""
