@@ -18,7 +18,7 @@ from fbp.backprop import (
 from fbp.check import GradReport, autodiff_grad, compare_grads, finite_differences, relative_error
 from fbp.checkpoint import load_params, save_params
 from fbp.costs import COSTS, Cost, get_cost
-from fbp.network import INITS, Dense, dropout_masks, forward, forward_trace, init_mlp
+from fbp.network import INITS, Conv, Dense, dropout_masks, forward, forward_trace, init_convnet, init_mlp
 from fbp import stats  # noqa: E402  (fbp.stats.per_example_grad_norms, …)
 
 __version__ = "0.1.0"
@@ -27,6 +27,7 @@ __all__ = [
     "ACTIVATIONS",
     "Activation",
     "COSTS",
+    "Conv",
     "Cost",
     "Dense",
     "GradReport",
@@ -44,6 +45,7 @@ __all__ = [
     "forward_trace",
     "get_activation",
     "get_cost",
+    "init_convnet",
     "init_mlp",
     "load_params",
     "loss",

@@ -97,7 +97,8 @@ def propagate(params: list, zs: list, activations: list, delta_L: Array, masks=N
     delta = delta_L
     deltas = [delta]
     for l in range(len(params) - 2, -1, -1):  # BP2, last hidden layer to first
-        g = params[l + 1].backward(delta)  # (w^{l+1})ᵀ δ^{l+1}
+        a_in = activations[l + 1] if masks is None else activations[l + 1] * masks[l]  # what layer l+1 took in
+        g = params[l + 1].backward(delta, a_in)  # (w^{l+1})ᵀ δ^{l+1}
         if masks is not None:
             g = g * masks[l]  # ⊙ m^l, dropout
         delta = params[l].act.backward(zs[l], activations[l + 1], g)  # ⊙ σ'(z^l)

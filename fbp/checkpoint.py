@@ -350,11 +350,17 @@ def _activation_name(activation) -> tuple:
 
 
 def _layers(params: list) -> list:
-    """Each layer's activation by name, as the headers record it."""
+    """Each layer's activation by name, as the headers record it, and for a
+    ``Conv`` its kind, input shape and pooling (a ``Dense`` one is the
+    default, so headers of networks without convolutions read as before)."""
+    from fbp.network import Conv
+
     layers = []
     for layer in params:
         name, custom = _activation_name(layer.activation)
         layers.append(dict(activation=name, custom=custom))
+        if isinstance(layer, Conv):
+            layers[-1].update(kind="conv", in_shape=list(layer.in_shape), pool=layer.pool)
     return layers
 
 
@@ -376,10 +382,11 @@ def save_params(path: str, params: list, meta: Optional[dict] = None) -> str:
     test accuracy). ``load_params`` reads it back without a template, as the
     book's ``network2.load`` does. Returns the path.
     """
-    from fbp.network import Dense
+    from fbp.network import LAYERS
 
-    if not isinstance(params, (list, tuple)) or not params or not all(isinstance(p, Dense) for p in params):
-        raise TypeError(f"save_params takes a network, a non-empty list of fbp.Dense; got {type(params).__name__}.")
+    if not isinstance(params, (list, tuple)) or not params or not all(isinstance(p, LAYERS) for p in params):
+        raise TypeError(f"save_params takes a network, a non-empty list of fbp.Dense (and fbp.Conv) layers; "
+                        f"got {type(params).__name__}.")
     arrays, layers = {}, _layers(params)
     for i, layer in enumerate(params):
         arrays[f"w_{i}"], arrays[f"b_{i}"] = np.asarray(layer.w), np.asarray(layer.b)
@@ -408,7 +415,7 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
     ``{name: fbp.Activation}``. CheckpointError if the file is neither."""
     import jax.numpy as jnp
 
-    from fbp.network import Dense
+    from fbp.network import Conv, Dense, validate_params
 
     if os.path.isdir(path):
         return _newest_params(path, activations, with_meta)
@@ -441,9 +448,26 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
             act = activations[name]
         else:
             act = name
-        if w.ndim != 2 or b.shape != (w.shape[0],) or (params and params[-1].w.shape[0] != w.shape[1]):
-            raise CheckpointError(f"{path}: layer {i} has w {w.shape} and b {b.shape}, which do not chain.")
-        params.append(Dense(jnp.asarray(w), jnp.asarray(b), act))
+        kind = layer.get("kind", "dense")
+        if kind == "conv":
+            in_shape, pool = layer.get("in_shape"), layer.get("pool")
+            if (w.ndim != 4 or b.shape != (w.shape[0],) or not isinstance(in_shape, list) or len(in_shape) != 3
+                    or not all(isinstance(n, int) for n in in_shape) or not isinstance(pool, int)):
+                raise CheckpointError(f"{path}: layer {i}, a Conv, has w {w.shape}, b {b.shape}, in_shape "
+                                      f"{in_shape!r} and pool {pool!r}, which do not make a layer.")
+            made = Conv(jnp.asarray(w), jnp.asarray(b), tuple(in_shape), pool, act)
+        elif kind == "dense":
+            if w.ndim != 2 or b.shape != (w.shape[0],) or (params and params[-1].n_out != w.shape[1]):
+                raise CheckpointError(f"{path}: layer {i} has w {w.shape} and b {b.shape}, which do not chain.")
+            made = Dense(jnp.asarray(w), jnp.asarray(b), act)
+        else:
+            raise CheckpointError(f"{path}: layer {i} is of kind {kind!r}, which this fbp does not know "
+                                  f"(it knows dense and conv); a newer fbp may have written it.")
+        params.append(made)
+    try:
+        validate_params(params)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its layers do not make a network: {e}") from None
     if params[0].w.dtype != ws[0].dtype:
         warnings.warn(f"{path} holds {ws[0].dtype} params, loaded as {params[0].w.dtype} because JAX's 64-bit "
                       f"mode is off; call jax.config.update('jax_enable_x64', True) before load_params to keep "

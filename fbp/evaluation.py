@@ -109,7 +109,7 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
             return kept
         ds = _deltas_from(params, zs, activations, y, cost)  # [δ^1_n, …, δ^L_n]
         if per_example:  # ‖g_n‖ and its layers' parts ‖g^l_n‖, (L,): kept, not summed
-            sq = _layer_sq_norms(ds, activations[:-1])
+            sq = _layer_sq_norms(params, ds, activations[:-1])
             kept += (jnp.sqrt(sum(sq)), jnp.sqrt(jnp.stack(sq)))
         if not (deltas or noise_scale):
             return kept

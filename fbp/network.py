@@ -57,8 +57,14 @@ class Dense:
     def forward(self, a_prev: Array) -> Array:
         return self.w @ a_prev + self.b  # (n_out,)
 
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of one example's forward pass."""
+        return int(np.prod(self.w.shape))
+
     # backward, the matrix half of BP2: (w^l)ᵀ δ^l, the error sent to layer l−1
-    def backward(self, delta: Array) -> Array:
+    # (a_prev, the layer's input, is not needed here; a Conv's pooling needs it)
+    def backward(self, delta: Array, a_prev: Array = None) -> Array:
         return delta @ self.w  # (n_in,) ; == wᵀ δ
 
     # BP3 and BP4 for one example: ∂C/∂b = δ, ∂C/∂w = δ (a^{l−1})ᵀ
@@ -78,19 +84,195 @@ class Dense:
         dT = jax.lax.optimization_barrier(deltas.T)
         return Dense(dT @ a_prev, jnp.sum(deltas, axis=0), self.activation)
 
+    # The per-example quantities of fbp.stats, from a batch's δ's and inputs
+    # without forming a per-example gradient (BP4 is an outer product):
+    def sq_norms(self, deltas: Array, a_prev: Array) -> Array:
+        """‖∂C_n/∂w‖² + ‖∂C_n/∂b‖² = ‖δ_n‖² (‖a_n‖² + 1) for each row n: (B,)
+        (a scalar for one example's δ and input)."""
+        return jnp.sum(deltas * deltas, axis=-1) * (jnp.sum(a_prev * a_prev, axis=-1) + 1.0)
+
+    def sum_sq_grads(self, deltas: Array, a_prev: Array) -> "Dense":
+        """Σ_n Σ_k (g_{n,k})², elementwise: ``deltas`` (B, K, n_out) holds K
+        δ's sent back for each example, all with the example's input ``a_prev``
+        (B, n_in). Identity: Σ_n Σ_k (δ_{n,k} a_nᵀ)² = (Σ_k Δ_k ⊙ Δ_k)ᵀ (A ⊙ A)."""
+        return self.batch_grads(jnp.sum(deltas * deltas, axis=1), a_prev * a_prev)
+
     def __repr__(self) -> str:
-        def desc(x):
-            shape = getattr(x, "shape", None)
-            dtype = getattr(x, "dtype", None)
-            if shape is None or dtype is None:
-                return repr(x)
-            return f"{jnp.dtype(dtype).name}{list(shape)}"
-
         act = self.activation if isinstance(self.activation, str) else self.activation.name
-        return f"Dense(w={desc(self.w)}, b={desc(self.b)}, activation={act!r})"
+        return f"Dense(w={_desc(self.w)}, b={_desc(self.b)}, activation={act!r})"
 
 
-Params = list  # list[Dense]
+def _desc(x) -> str:
+    shape = getattr(x, "shape", None)
+    dtype = getattr(x, "dtype", None)
+    if shape is None or dtype is None:
+        return repr(x)
+    return f"{jnp.dtype(dtype).name}{list(shape)}"
+
+
+# --- a convolutional layer (NNDL ch. 6) --------------------------------------
+_CONV_DIMS = ("NCHW", "OIHW", "NCHW")  # lax's names for (example, channel, row, column) and (out, in, row, column)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Conv:
+    """A convolutional layer with max-pooling: the book's ``ConvPoolLayer`` (ch. 6).
+
+    Feature map j of the output takes every input channel i through its own
+    k×k kernel, z_{j,x,y} = b_j + Σ_i Σ_{l,m} w_{j,i,l,m} a_{i,x+l,y+m}
+    (a "valid" cross-correlation, stride 1, as the book's ch. 6 writes it),
+    then keeps the largest of each ``pool``×``pool`` block (max-pooling, over
+    blocks that do not overlap; the bias, one per map, is added after the
+    pooling, and adding it before gives the same z), and ``a_out = σ(z)``. Inputs and outputs are flat vectors, as for ``Dense``:
+    ``in_shape`` = (channels, rows, columns) says how to read the input, and
+    the output is the maps one after the other, (C_out, rows', columns')
+    flattened, so dropout masks, σ' and a ``Dense`` layer after it need
+    nothing new.
+
+    The hand-written backward is the δ recursion through the convolution:
+    the pooling sends each δ to the unit that was the largest in its block
+    (the first, row by row, among ties, as ``jax.grad`` of XLA's
+    max-pooling does: a tie's share matters little, as a blank patch of
+    image gives the kernels no gradient whichever unit it goes to); the error sent
+    back is the "full" convolution of those δ's with the kernels turned by
+    180°, (w^l)ᵀ δ^l of a ``Dense`` layer; ∂C/∂w is the cross-correlation of
+    the input with the δ's and ∂C/∂b_j the sum of map j's δ's.
+    """
+
+    w: Array  # (C_out, C_in, k, k)
+    b: Array  # (C_out,)
+    in_shape: tuple = dataclasses.field(metadata=dict(static=True))  # (C_in, rows, columns)
+    pool: int = dataclasses.field(default=2, metadata=dict(static=True))
+    activation: Union[str, Activation] = dataclasses.field(
+        default="sigmoid", metadata=dict(static=True)
+    )
+
+    def __post_init__(self):
+        object.__setattr__(self, "in_shape", tuple(int(n) for n in self.in_shape))
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def conv_shape(self) -> tuple:
+        """(C_out, rows, columns) of the convolution, before pooling."""
+        _, h, w = self.in_shape
+        k = self.w.shape[-1]
+        return (self.w.shape[0], h - k + 1, w - k + 1)
+
+    @property
+    def out_shape(self) -> tuple:
+        """(C_out, rows, columns) of the output: the maps after pooling."""
+        c, h, w = self.conv_shape
+        return (c, h // self.pool, w // self.pool)
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    @property
+    def act(self) -> Activation:
+        return get_activation(self.activation)
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of one example's forward pass."""
+        _, h, w = self.conv_shape
+        return int(np.prod(self.w.shape)) * h * w
+
+    def _conv(self, a_prev: Array) -> Array:  # (n_in,) -> (C_out, rows, columns), before pooling
+        x = a_prev.reshape((1,) + self.in_shape)
+        return jax.lax.conv_general_dilated(x, self.w, (1, 1), "VALID", dimension_numbers=_CONV_DIMS)[0]
+
+    def _pool(self, c: Array) -> Array:  # (C, rows, columns) -> the largest of each pool×pool block
+        p = self.pool
+        return jax.lax.reduce_window(c, -jnp.inf, jax.lax.max, (1, p, p), (1, p, p), "VALID")
+
+    # forward: z = pool(w ⋆ a^{l−1}) + b, flattened
+    def forward(self, a_prev: Array) -> Array:
+        c = self._conv(a_prev)
+        if self.pool > 1:
+            c = self._pool(c)
+        return (c + self.b[:, None, None]).reshape(-1)
+
+    def _unpool(self, delta: Array, a_prev: Array) -> Array:
+        """∂C/∂(w ⋆ a) from δ = ∂C/∂z: each block's δ goes to its largest
+        unit, and to the first of them, row by row, where several tie (as
+        XLA's max-pooling, and so jax.grad, sends it); (C_out, rows, columns).
+
+        Built from the pool² strided views of the block's positions, one
+        elementwise pass each: the same routing from a reduction over a
+        (C, rows/p, p, columns/p, p) view took XLA's CPU backend 4× as long."""
+        if self.pool == 1:
+            return delta.reshape(self.conv_shape)
+        p = self.pool
+        c = self._conv(a_prev)  # the forward's convolution again: XLA computes it once
+        m = self._pool(c)  # and the forward's pooling
+        d = delta.reshape(m.shape)
+        parts, taken = [], None
+        for i in range(p):
+            for j in range(p):
+                hit = c[:, i::p, j::p] == m  # (C, rows/p, columns/p): unit (i, j) of each block is the largest
+                hit = hit if taken is None else hit & ~taken
+                taken = hit if taken is None else taken | hit
+                parts.append(jnp.where(hit, d, jnp.zeros((), d.dtype)))
+        n, h, w = m.shape
+        blocks = jnp.stack(parts, axis=-1).reshape(n, h, w, p, p)  # (C, block row, block column, i, j)
+        return blocks.transpose(0, 1, 3, 2, 4).reshape(self.conv_shape)
+
+    # backward, the matrix half of BP2: the error sent to layer l−1, the δ's
+    # (unpooled) convolved in full with the kernels turned by 180°
+    def backward(self, delta: Array, a_prev: Array) -> Array:
+        d = self._unpool(delta, a_prev)[None]  # (1, C_out, rows, columns)
+        k = self.w.shape[-1]
+        turned = jnp.flip(self.w, axis=(2, 3))  # read as (in = C_out, out = C_in, k, k)
+        g = jax.lax.conv_general_dilated(d, turned, (1, 1), [(k - 1, k - 1)] * 2,
+                                         dimension_numbers=("NCHW", "IOHW", "NCHW"))
+        return g.reshape(-1)  # (n_in,)
+
+    # BP3 and BP4 for one example
+    def grads(self, delta: Array, a_prev: Array) -> "Conv":
+        return self.batch_grads(delta[None], a_prev[None])
+
+    # BP3 and BP4 summed over a batch: ∂C/∂w_{j,i,l,m} = Σ_n Σ_{x,y} δ_{n,j,x,y} a_{n,i,x+l,y+m},
+    # one convolution with the examples as its channels
+    def batch_grads(self, deltas: Array, a_prev: Array) -> "Conv":
+        B = deltas.shape[0]
+        d = jax.vmap(self._unpool)(deltas, a_prev)  # (B, C_out, rows, columns)
+        A = a_prev.reshape((B,) + self.in_shape)  # (B, C_in, H, W)
+        gw = jax.lax.conv_general_dilated(A, d, (1, 1), "VALID", dimension_numbers=("CNHW", "IOHW", "CNHW"))
+        gb = jnp.sum(deltas.reshape((B, self.w.shape[0], -1)), axis=(0, 2))
+        return dataclasses.replace(self, w=gw, b=gb)
+
+    # Σ_n ‖g_n‖² and Σ_n g_n² need each example's own gradient: a kernel's is
+    # a sum over the positions it visits, not one outer product. They are
+    # small (the kernels' size), so they are formed, one per example.
+    def sq_norms(self, deltas: Array, a_prev: Array) -> Array:
+        """‖∂C_n/∂w‖² + ‖∂C_n/∂b‖² for each row n: (B,) (a scalar for one
+        example's δ and input)."""
+        if deltas.ndim == 2:
+            return jax.vmap(self.sq_norms)(deltas, a_prev)
+        g = self.grads(deltas, a_prev)
+        return jnp.sum(jnp.square(g.w)) + jnp.sum(jnp.square(g.b))
+
+    def sum_sq_grads(self, deltas: Array, a_prev: Array) -> "Conv":
+        """Σ_n Σ_k (g_{n,k})², elementwise: ``deltas`` (B, K, n_out) holds K
+        δ's sent back for each example, all with the example's input ``a_prev``
+        (B, n_in)."""
+        g = jax.vmap(jax.vmap(self.grads, in_axes=(0, None)))(deltas, a_prev)
+        return dataclasses.replace(self, w=jnp.sum(jnp.square(g.w), axis=(0, 1)),
+                                   b=jnp.sum(jnp.square(g.b), axis=(0, 1)))
+
+    def __repr__(self) -> str:
+        act = self.activation if isinstance(self.activation, str) else self.activation.name
+        return (f"Conv(w={_desc(self.w)}, b={_desc(self.b)}, in_shape={self.in_shape}, pool={self.pool}, "
+                f"activation={act!r})")
+
+
+LAYERS = (Dense, Conv)  # the layer kinds
+Params = list  # list of Dense and Conv layers
 
 
 # --- initialisation -------------------------------------------------------
@@ -176,6 +358,84 @@ def _init_mlp(key, sizes, activations, init, dtype):
         b = flat[offset:offset + n_out] * b_std
         offset += n_out
         params.append(Dense(jnp.asarray(w, dtype), jnp.asarray(b, dtype), activations[l]))
+    return params
+
+
+def init_convnet(
+    key: Array,
+    in_shape: Sequence[int],
+    conv: Sequence[Sequence[int]],
+    sizes: Sequence[int],
+    *,
+    activation: Union[str, Activation] = "sigmoid",
+    output_activation: Union[str, Activation, None] = None,
+    init: str = "normalized",
+    dtype=jnp.float32,
+) -> list:
+    """Random parameters for a convolutional network, the book's ch. 6 kind:
+    ``Conv`` layers (each with its max-pooling), then ``Dense`` ones.
+
+    Args:
+      key: a ``jax.random.key``.
+      in_shape: the input images, (rows, columns) or (channels, rows,
+        columns): (28, 28) for MNIST. An example is still a flat vector of
+        their product (784), as the data sets give it.
+      conv: one ``(maps, k, pool)`` per convolutional layer: ``maps`` feature
+        maps, k×k kernels, pool×pool max-pooling (1 for none). The book's
+        first ch. 6 net is ``[(20, 5, 2)]``.
+      sizes: the widths of the ``Dense`` layers after them, output last:
+        ``[100, 10]``.
+      activation, output_activation, init, dtype: as for ``init_mlp``; the
+        convolutional layers use ``activation``, and ``init`` reads a kernel's
+        fan-in as channels·k² and its fan-out as maps·k²/pool² (the book's
+        network3).
+
+    Example:
+      >>> import jax, fbp
+      >>> params = fbp.init_convnet(jax.random.key(0), (28, 28), [(20, 5, 2)], [100, 10])
+      >>> [p.n_out for p in params]
+      [2880, 100, 10]
+    """
+    check_key(key)
+    shape = tuple(in_shape)
+    if len(shape) == 2:
+        shape = (1,) + shape
+    if len(shape) != 3 or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in shape):
+        raise ValueError(f"in_shape must be (rows, columns) or (channels, rows, columns) of positive ints, "
+                         f"got {tuple(in_shape)!r}.")
+    layers = [tuple(c) if isinstance(c, (list, tuple)) else c for c in conv]
+    for c in layers:
+        if not isinstance(c, tuple) or len(c) != 3 or any(
+                isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in c):
+            raise ValueError(f"each conv layer must be (maps, k, pool) of positive ints, got {c!r}; "
+                             f"e.g. conv=[(20, 5, 2)].")
+    if not layers:
+        raise ValueError("conv lists no convolutional layer; for a network of Dense layers only use fbp.init_mlp.")
+    if init not in INITS:
+        raise _unknown("init", init, INITS)
+    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}; use jnp.float32.")
+    sizes = list(sizes)
+    if not sizes:
+        raise ValueError("sizes must list at least the output width of the Dense layers, e.g. sizes=[100, 10].")
+    w_std, b_std = INITS[init]
+    name = get_activation(activation)
+    hidden = name.name if ACTIVATIONS.get(name.name) is name else name
+    k_conv, k_dense = jax.random.split(key)
+    params = []
+    for l, (maps, k, pool) in enumerate(layers):
+        kw, kb = jax.random.split(jax.random.fold_in(k_conv, l))
+        channels = shape[0]
+        w = jax.random.normal(kw, (maps, channels, k, k), dtype) * w_std(channels * k * k, maps * k * k / pool**2)
+        b = jax.random.normal(kb, (maps,), dtype) * b_std
+        layer = Conv(w.astype(dtype), b.astype(dtype), shape, pool, hidden)
+        validate_params([layer, Dense(jnp.zeros((1, layer.n_out), dtype), jnp.zeros(1, dtype))])
+        params.append(layer)
+        shape = layer.out_shape
+    dense = init_mlp(k_dense, [params[-1].n_out] + sizes, activation=activation,
+                     output_activation=output_activation, init=init, dtype=dtype)
+    params += dense
+    validate_params(params)
     return params
 
 
@@ -281,44 +541,87 @@ def forward(params: list, x: Array) -> Array:
 
 # --- validation: runs on shapes and dtypes only, so at trace time ---------
 def validate_params(params) -> None:
-    """Check that params is a non-empty, consistent ``list[Dense]``."""
-    if isinstance(params, Dense):
-        raise TypeError("params must be a list of Dense layers, got a single Dense; wrap it: [layer].")
+    """Check that params is a non-empty, consistent list of layers
+    (``Dense``, ``Conv``) whose widths chain."""
+    if isinstance(params, LAYERS):
+        raise TypeError(f"params must be a list of layers, got a single {type(params).__name__}; wrap it: [layer].")
     if not isinstance(params, (list, tuple)):
         raise TypeError(
-            f"params must be a list of fbp.Dense (as returned by fbp.init_mlp), "
+            f"params must be a list of fbp.Dense (as returned by fbp.init_mlp) or fbp.Conv layers, "
             f"got {type(params).__name__}."
         )
     if len(params) == 0:
         raise ValueError("params is empty: a network needs at least one Dense layer (see fbp.init_mlp).")
     for l, layer in enumerate(params):
-        if not isinstance(layer, Dense):
-            raise TypeError(f"params[{l}] is a {type(layer).__name__}, not an fbp.Dense.")
-        w_shape = getattr(layer.w, "shape", None)
-        b_shape = getattr(layer.b, "shape", None)
-        if w_shape is None or len(w_shape) != 2:
-            raise ValueError(f"params[{l}].w must be a 2-D (n_out, n_in) array, got shape {w_shape!r}.")
-        if b_shape is None or tuple(b_shape) != (w_shape[0],):
-            raise ValueError(
-                f"params[{l}].b has shape {b_shape!r} but params[{l}].w has shape {tuple(w_shape)!r}; "
-                f"b must have shape ({w_shape[0]},)."
-            )
+        if not isinstance(layer, LAYERS):
+            raise TypeError(f"params[{l}] is a {type(layer).__name__}, not an fbp.Dense or fbp.Conv.")
+        if isinstance(layer, Conv):
+            _validate_conv(l, layer, last=l == len(params) - 1)
+        else:
+            _validate_dense(l, layer)
         act = layer.act  # raises on an unknown name
         if not act.elementwise and l != len(params) - 1:
             raise ValueError(
                 f"params[{l}] uses {act.name!r}, which is only supported on the output layer "
                 f"(layer {len(params) - 1}); use an elementwise activation for hidden layers."
             )
-        if act.name == "softmax" and w_shape[0] == 1:
+        if act.name == "softmax" and layer.n_out == 1:
             raise ValueError(
                 f"params[{l}] is a softmax over a single unit, which is always 1 and learns nothing; "
                 f"use output_activation='sigmoid' for one output, or give the layer 2 or more units."
             )
-        if l > 0 and params[l - 1].w.shape[0] != w_shape[1]:
+        if l > 0 and params[l - 1].n_out != layer.n_in:
             raise ValueError(
-                f"params[{l}] expects {w_shape[1]} inputs (w.shape={tuple(w_shape)}) but params[{l - 1}] "
-                f"gives {params[l - 1].w.shape[0]} outputs; the layer widths must chain."
+                f"params[{l}] expects {layer.n_in} inputs ({_shape_note(layer, 'in')}) but params[{l - 1}] "
+                f"gives {params[l - 1].n_out} outputs ({_shape_note(params[l - 1], 'out')}); the layer widths "
+                f"must chain."
             )
+
+
+def _shape_note(layer, side: str) -> str:
+    if isinstance(layer, Dense):
+        return f"w.shape={tuple(layer.w.shape)}"
+    shape = layer.in_shape if side == "in" else layer.out_shape
+    return f"{'in_shape' if side == 'in' else 'maps of'} {'×'.join(map(str, shape))}"
+
+
+def _validate_dense(l: int, layer: "Dense") -> None:
+    w_shape = getattr(layer.w, "shape", None)
+    b_shape = getattr(layer.b, "shape", None)
+    if w_shape is None or len(w_shape) != 2:
+        raise ValueError(f"params[{l}].w must be a 2-D (n_out, n_in) array, got shape {w_shape!r}.")
+    if b_shape is None or tuple(b_shape) != (w_shape[0],):
+        raise ValueError(
+            f"params[{l}].b has shape {b_shape!r} but params[{l}].w has shape {tuple(w_shape)!r}; "
+            f"b must have shape ({w_shape[0]},)."
+        )
+
+
+def _validate_conv(l: int, layer: "Conv", last: bool) -> None:
+    w_shape = getattr(layer.w, "shape", None)
+    b_shape = getattr(layer.b, "shape", None)
+    if len(layer.in_shape) != 3 or min(layer.in_shape) < 1:
+        raise ValueError(f"params[{l}].in_shape must be (channels, rows, columns), got {layer.in_shape!r}.")
+    if w_shape is None or len(w_shape) != 4 or w_shape[2] != w_shape[3]:
+        raise ValueError(f"params[{l}].w must be a 4-D (maps, channels, k, k) array of square kernels, "
+                         f"got shape {w_shape!r}.")
+    if w_shape[1] != layer.in_shape[0]:
+        raise ValueError(f"params[{l}].w takes {w_shape[1]} channels (w.shape={tuple(w_shape)}) but its "
+                         f"in_shape {layer.in_shape} has {layer.in_shape[0]}; they must agree.")
+    if b_shape is None or tuple(b_shape) != (w_shape[0],):
+        raise ValueError(f"params[{l}].b has shape {b_shape!r}; a Conv has one bias per map: ({w_shape[0]},).")
+    _, h, w = layer.in_shape
+    k, p = w_shape[2], layer.pool
+    if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
+        raise ValueError(f"params[{l}].pool must be a positive int (1 for no pooling), got {p!r}.")
+    if k > min(h, w):
+        raise ValueError(f"params[{l}] has {k}×{k} kernels, larger than its {h}×{w} input; use k ≤ {min(h, w)}.")
+    if (h - k + 1) % p or (w - k + 1) % p:
+        raise ValueError(f"params[{l}]: its {h - k + 1}×{w - k + 1} maps ({h}×{w} input, {k}×{k} kernels) do not "
+                         f"split into {p}×{p} blocks for the pooling; choose k or pool so that {p} divides both.")
+    if last:
+        raise ValueError(f"params[{l}] is a Conv as the output layer; end the network with a Dense layer "
+                         f"(the book's ch. 6 nets end with a fully connected softmax layer).")
 
 
 def check_int(name: str, value, minimum: int, note: str = "") -> int:
@@ -360,7 +663,7 @@ def check_inputs(params: list, x, what: str = "X", batched: Union[bool, None] = 
     False for (n_in,).
     """
     x = jnp.asarray(x)
-    n_in = params[0].w.shape[1]
+    n_in = params[0].n_in
     if not jnp.issubdtype(x.dtype, jnp.floating):
         scale = " / 255 for the bytes of images" if x.dtype == jnp.uint8 else ""
         raise TypeError(
@@ -381,7 +684,7 @@ def check_targets(params: list, y, what: str = "Y", batch: Union[int, None] = No
     """Check targets against the output layer: floating, width n_out (one-hot labels);
     with ``batch``, also one row per row of the inputs (called ``inputs`` in the message)."""
     y = jnp.asarray(y)
-    n_out = params[-1].w.shape[0]
+    n_out = params[-1].n_out
     if not jnp.issubdtype(y.dtype, jnp.floating):
         raise TypeError(
             f"{what} has dtype {y.dtype.name}; targets must be floating vectors of width {n_out}. "

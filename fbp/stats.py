@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from fbp.backprop import _check_reduction, _deltas_and_inputs, batch_deltas, batch_trace, check_batch, propagate, reduce
-from fbp.network import Dense, check_int, forward_trace
+from fbp.network import check_int, forward_trace
 
 Array = jax.Array
 
@@ -29,10 +29,10 @@ def _sq(x):  # row-wise squared norm: (B, n) -> (B,); one example's (n,) -> ()
     return jnp.sum(x * x, axis=-1)
 
 
-def _layer_sq_norms(ds, a_prev) -> list:
+def _layer_sq_norms(params: list, ds, a_prev) -> list:
     """‖g_n^l‖² per layer, each (B,) (or a scalar each for one example's
-    δ's and inputs): ‖δ_n a_nᵀ‖²_F + ‖δ_n‖² = ‖δ_n‖² (‖a_n‖² + 1)."""
-    return [_sq(d) * (_sq(a) + 1.0) for d, a in zip(ds, a_prev)]
+    δ's and inputs); for a Dense layer ‖δ_n a_nᵀ‖²_F + ‖δ_n‖² = ‖δ_n‖² (‖a_n‖² + 1)."""
+    return [layer.sq_norms(d, a) for layer, d, a in zip(params, ds, a_prev)]
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
@@ -62,12 +62,12 @@ def per_example_grad_norms(params: list, X: Array, Y: Array, cost, per_layer: bo
     Identity: ‖δ aᵀ‖²_F = ‖δ‖² ‖a‖², and ‖∂C_n/∂b‖² = ‖δ‖²; no outer product is formed.
     """
     ds, a_prev = batch_deltas(params, X, Y, cost)
-    sq = jnp.stack(_layer_sq_norms(ds, a_prev), axis=1)  # (B, L)
+    sq = jnp.stack(_layer_sq_norms(params, ds, a_prev), axis=1)  # (B, L)
     return jnp.sqrt(sq) if per_layer else jnp.sqrt(jnp.sum(sq, axis=1))
 
 
-def _clip_factors(ds, a_prev, clip_norm):
-    sq = sum(_layer_sq_norms(ds, a_prev))  # (B,)
+def _clip_factors(params, ds, a_prev, clip_norm):
+    sq = sum(_layer_sq_norms(params, ds, a_prev))  # (B,)
     norms = jnp.sqrt(sq)
     # min(1, C/‖g‖), with ‖g‖ = 0 giving 1 (nothing to clip)
     return jnp.where(norms > clip_norm, clip_norm / jnp.where(norms > 0, norms, 1.0), 1.0), norms
@@ -103,7 +103,7 @@ def _check_clip_norm(clip_norm) -> None:
 
 
 def _clipped_sum(params, ds, a_prev, clip_norm, reduction):
-    c, _ = _clip_factors(ds, a_prev, clip_norm)  # (B,)
+    c, _ = _clip_factors(params, ds, a_prev, clip_norm)  # (B,)
     if reduction == "mean":
         c = c / ds[0].shape[0]
     return [layer.batch_grads(d * c[:, None], a) for layer, d, a in zip(params, ds, a_prev)]
@@ -117,7 +117,7 @@ def grad_second_moment(params: list, X: Array, Y: Array, cost) -> list:
     """
     ds, a_prev = batch_deltas(params, X, Y, cost)
     with _exact_products():
-        return [layer.batch_grads(d * d, a * a) for layer, d, a in zip(params, ds, a_prev)]
+        return [layer.sum_sq_grads(d[:, None], a) for layer, d, a in zip(params, ds, a_prev)]
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "ddof"))
@@ -136,9 +136,8 @@ def grad_variance(params: list, X: Array, Y: Array, cost, ddof: int = 0) -> list
     for layer, d, a in zip(params, ds, a_prev):
         with _exact_products():
             s1 = layer.batch_grads(d, a)
-            s2 = layer.batch_grads(d * d, a * a)
-        out.append(Dense(jnp.maximum(s2.w - s1.w * s1.w / B, 0.0) / (B - ddof),
-                         jnp.maximum(s2.b - s1.b * s1.b / B, 0.0) / (B - ddof), layer.activation))
+            s2 = layer.sum_sq_grads(d[:, None], a)
+        out.append(jax.tree.map(lambda m1, m2: jnp.maximum(m2 - m1 * m1 / B, 0.0) / (B - ddof), s1, s2))
     return out
 
 
@@ -160,7 +159,7 @@ def _gradient_sums(params: list, ds, a_prev):
     needs: (Σ_n ‖g_n‖², Σ_n g_n), the second with the structure of params.
     Sums add up over chunks of a larger set."""
     with _exact_products():
-        return sum(jnp.sum(sq) for sq in _layer_sq_norms(ds, a_prev)), [
+        return sum(jnp.sum(sq) for sq in _layer_sq_norms(params, ds, a_prev)), [
             layer.batch_grads(d, a) for layer, d, a in zip(params, ds, a_prev)]
 
 
@@ -254,13 +253,12 @@ def diag_ggn(params: list, X: Array, Y: Array, cost, reduction: str = "mean") ->
     def one(x, y):
         zs, activations = forward_trace(params, x)
         S = _output_hessian_factor(params, zs[-1], activations[-1], y, cost)  # (n_out, n_out)
-        ds = jax.vmap(lambda d: propagate(params, zs, activations, d))(S)  # [(n_out, n_l)]
-        sq = [jnp.sum(d * d, axis=0) for d in ds]  # Σ_c δ_c²: (n_l,)
-        return sq, [a * a for a in activations[:-1]]
+        ds = jax.vmap(lambda d: propagate(params, zs, activations, d))(S)  # [(n_out, n_l)]: a δ per column
+        return ds, activations[:-1]
 
-    sq, a2 = jax.vmap(one)(X, Y)  # [(B, n_l)], [(B, n_{l-1})]
+    ds, a_prev = jax.vmap(one)(X, Y)  # [(B, n_out, n_l)], [(B, n_{l-1})]
     scale = 1.0 / X.shape[0] if reduction == "mean" else 1.0
-    return [layer.batch_grads(s * scale, a) for layer, s, a in zip(params, sq, a2)]
+    return [jax.tree.map(lambda s: s * scale, layer.sum_sq_grads(d, a)) for layer, d, a in zip(params, ds, a_prev)]
 
 
 # --- DP-SGD -----------------------------------------------------------------

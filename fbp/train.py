@@ -31,7 +31,7 @@ from fbp.epoch import (  # noqa: F401  (re-exported: train.make_epoch, …)
     shuffle, step_keys,
 )
 from fbp.evaluation import evaluate, predict  # noqa: F401  (re-exported)
-from fbp.network import Dense, check_int, check_key, check_rate
+from fbp.network import check_int, check_key, check_rate
 
 Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -41,7 +41,7 @@ DEFAULT_MOMENTUM = 0.9  # μ of make_optimizer("momentum") and fbp train --optim
 # --- optimizers -------------------------------------------------------------
 def weight_mask(params: list) -> list:
     """True on every weight matrix, False on every bias (L2 and L1 act on weights only)."""
-    return [Dense(True, False, layer.activation) for layer in params]
+    return [dataclasses.replace(layer, w=True, b=False) for layer in params]
 
 
 def make_optimizer(
@@ -846,7 +846,7 @@ def fit(
         # With on_progress: the epochs by whether they report, each compiled before its first run; the
         # last one's run (a guess before the first).
         epochs_by_report, run_seconds = {}, 0.0
-        if jax.default_backend() == "cpu" and 3 * len(X) * sum(layer.w.size for layer in params) >= FIRST_EPOCH_MACS:
+        if jax.default_backend() == "cpu" and 3 * len(X) * sum(layer.macs for layer in params) >= FIRST_EPOCH_MACS:
             run_seconds = PROGRESS_SECONDS
         if mesh is not None:
             from fbp import parallel
