@@ -23,6 +23,32 @@ def _sizes(text: str) -> list:
     return sizes
 
 
+def _conv(text: str) -> list:
+    """``--conv 20:5:2,40:5:2``: (maps, k, pool) per convolutional layer; the pool defaults to 1 (none)."""
+    what = f"convolutional layers as MAPS:K[:POOL] separated by commas, like 20:5:2, got {text!r}"
+    layers = []
+    for part in text.split(","):
+        try:
+            numbers = [int(s) for s in part.split(":")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}")
+        if len(numbers) not in (2, 3) or min(numbers) < 1:
+            raise argparse.ArgumentTypeError(f"expected {what} (positive integers)")
+        layers.append(tuple(numbers) if len(numbers) == 3 else (numbers[0], numbers[1], 1))
+    return layers
+
+
+def conv_text(layers) -> str:
+    """``--conv``'s text for (maps, k, pool) layers."""
+    return ",".join(":".join(map(str, layer)) for layer in layers)
+
+
+def image_shape(n_in: int) -> Optional[tuple]:
+    """(rows, columns) of a square image of ``n_in`` pixels (28×28 for 784), or None."""
+    side = math.isqrt(n_in)
+    return (side, side) if side * side == n_in and side > 1 else None
+
+
 def _number(text: str, kind, ok, what: str):
     """Parse ``text`` as ``kind`` (int or float) and check it, or say what was expected."""
     try:
@@ -72,6 +98,26 @@ def _choices(names):
 def _hidden_choices(activations):
     """The elementwise activations: softmax couples a layer's units, so fbp takes it on the output layer only."""
     return sorted(name for name, act in activations.items() if act.prime is not None)
+
+
+def make_network(args, key, sizes, dtype) -> list:
+    """The network of ``--sizes`` (and ``--conv``, its layers after the input),
+    ``--activation``, ``--output-activation`` and ``--init``; a ValueError
+    (naming ``--conv`` where that is what is wrong) for one that cannot be made."""
+    import fbp
+
+    if not args.conv:
+        return fbp.init_mlp(key, sizes, activation=args.activation, output_activation=args.output_activation,
+                            init=args.init, dtype=dtype)
+    shape = image_shape(sizes[0])
+    if shape is None:
+        raise ValueError(f"--conv needs square images, but an example here is {sizes[0]} numbers; "
+                         f"leave out --conv for this data")
+    try:
+        return fbp.init_convnet(key, shape, args.conv, sizes[1:], activation=args.activation,
+                                output_activation=args.output_activation, init=args.init, dtype=dtype)
+    except ValueError as e:
+        raise ValueError(f"--conv {conv_text(args.conv)} on {shape[0]}×{shape[1]} images: {e}") from None
 
 
 def _cost_pairing(params, cost) -> Optional[str]:
@@ -141,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         "central finite differences on random data, and print a per-leaf table.",
     )
     check.add_argument("--sizes", type=_sizes, default=[784, 30, 10], help="layer widths, input first")
+    check.add_argument("--conv", type=_conv, default=None, metavar="MAPS:K[:POOL],…",
+                       help="convolutional layers after the input (--sizes' first width, a square image), as "
+                            "fbp train --conv makes them")
     check.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default="sigmoid",
                        help="hidden activation (softmax is for --output-activation)")
     check.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default=None,
@@ -200,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_argument("--sizes", type=_sizes, default=None,
                          help="layer widths, input first; input and output must match the data (default: "
                               "n_in,100,n_classes)")
+    network.add_argument("--conv", type=_conv, default=None, metavar="MAPS:K[:POOL],…",
+                         help="convolutional layers between the input (square images) and --sizes' first hidden "
+                              "layer, the book's ch. 6: MAPS feature maps of K×K kernels, each followed by "
+                              "POOL×POOL max-pooling (default 1: none); the book's first conv net is 20:5:2")
     network.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default="sigmoid",
                          help="hidden activation σ (softmax is for --output-activation)")
     network.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default="softmax",
@@ -573,10 +626,7 @@ def cmd_check(args) -> int:
               f"or end --sizes with 2 or more", file=sys.stderr)
         return 2
     try:
-        params = fbp.init_mlp(
-            k_params, args.sizes, activation=args.activation,
-            output_activation=args.output_activation, init=args.init, dtype=dtype,
-        )
+        params = make_network(args, k_params, args.sizes, dtype)
         mismatch = _cost_pairing(params, args.cost)
         if mismatch:
             raise ValueError(mismatch)
@@ -593,7 +643,8 @@ def cmd_check(args) -> int:
     tol = args.tol if args.tol is not None else (1e-10 if args.dtype == "float64" else 1e-4)
     out = params[-1].act.name
     print(
-        f"fbp check: sizes={','.join(map(str, args.sizes))} activation={args.activation} "
+        f"fbp check: sizes={','.join(map(str, args.sizes))}"
+        + (f" conv={conv_text(args.conv)}" if args.conv else "") + f" activation={args.activation} "
         f"output={out} cost={args.cost} init={args.init} batch={args.batch_size} "
         f"reduction={args.reduction} dtype={args.dtype}" + (f" dropout={args.dropout}" if args.dropout else "")
     )

@@ -12,7 +12,8 @@ import sys
 import time
 from typing import Callable, Optional
 
-from fbp.cli import StdoutWriteError, _cost_pairing, _data_dir_problem, _validation_size_problem, versions
+from fbp.cli import (StdoutWriteError, _cost_pairing, _data_dir_problem, _validation_size_problem, conv_text,
+                     make_network, versions)
 
 
 def _device_kind() -> str:
@@ -226,7 +227,7 @@ def _xla_status(e: BaseException) -> Optional[str]:
 # Processes that differ would train different things without a word (another
 # --seed or --init: other params on each), or leave the others waiting in a
 # collective (another --epochs or --patience).
-SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--activation", "--output-activation", "--cost", "--init",
+SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--conv", "--activation", "--output-activation", "--cost", "--init",
                    "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--l1", "--dropout", "--expand",
                    "--batch-size", "--epochs", "--seed", "--patience", "--restore-best", "--monitor-training",
                    "--monitor-deltas", "--monitor-noise-scale", "--checkpoint-dir", "--resume", "--dp-clip",
@@ -425,7 +426,8 @@ def _setup(args, writer: bool) -> _Run:
         "--l2": args.l2, "--batch-size": args.batch_size, "--seed": args.seed, "--dtype": args.dtype,
         "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
     }  # --epochs may grow; --init and the devices do not change what is being trained
-    for flag, value in (("--l1", args.l1), ("--dropout", args.dropout), ("--expand", args.expand)):
+    for flag, value in (("--l1", args.l1), ("--dropout", args.dropout), ("--expand", args.expand),
+                        ("--conv", args.conv and conv_text(args.conv))):
         if value:  # only then, so that the checkpoints of runs from before these flags resume
             config[flag] = value
     resuming = writer and args.resume and fckpt.newest_epoch(args.checkpoint_dir) is not None
@@ -489,7 +491,7 @@ def _load(args):
         except fdata.DataError as e:
             raise _refuse(f"--expand: {e}") from None
     sizes = args.sizes or [ds.n_in, 100, ds.n_classes]
-    if args.dropout and len(sizes) == 2:
+    if args.dropout and len(sizes) == 2 and not args.conv:
         raise _refuse(f"--dropout drops hidden units, but --sizes {','.join(map(str, sizes))} has no hidden layer; "
                       f"add one (--sizes {sizes[0]},100,{sizes[1]}) or leave out --dropout")
     if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
@@ -532,12 +534,10 @@ def _devices(args):
 
 def _network(args, key, sizes, dtype, momentum, n_train: int):
     """(params, optimizer, gradient) as the flags name them."""
-    import fbp
     from fbp import train as ftrain
 
     try:
-        params = fbp.init_mlp(key, sizes, activation=args.activation, output_activation=args.output_activation,
-                              init=args.init, dtype=dtype)
+        params = make_network(args, key, sizes, dtype)
         mismatch = _cost_pairing(params, args.cost)
         if mismatch:
             raise _refuse(mismatch)
@@ -580,7 +580,8 @@ class _Report:
         self.header = (
             f"fbp train: {ds.name} ({len(ds.train)} train{' (expanded ×5)' if args.expand else ''} / "
             f"{len(ds.validation)} validation / {len(ds.test)} test), "
-            f"sizes={','.join(map(str, run.sizes))} {args.activation}/{args.output_activation} {args.cost} "
+            f"sizes={','.join(map(str, run.sizes))}{f' conv={conv_text(args.conv)}' if args.conv else ''} "
+            f"{args.activation}/{args.output_activation} {args.cost} "
             f"init={args.init} {args.optimizer}{'' if run.momentum is None else f' μ={run.momentum}'} lr={args.lr} "
             f"l2={args.l2}{f' l1={args.l1}' if args.l1 else ''}{f' dropout={args.dropout}' if args.dropout else ''} "
             f"batch={args.batch_size} "
@@ -713,7 +714,8 @@ def _settings(args, run: _Run) -> dict:
     """The flags that decide what a run computes, as it ran with them (the
     defaults filled in): what the processes of a multi-host run must agree
     on, and what the final --metrics-out record keeps."""
-    return {**run.config, "--l1": args.l1, "--dropout": args.dropout, "--expand": args.expand, "--init": args.init,
+    return {**run.config, "--l1": args.l1, "--dropout": args.dropout, "--expand": args.expand,
+            "--conv": args.conv and conv_text(args.conv), "--init": args.init,
             "--epochs": args.epochs, "--patience": args.patience, "--restore-best": args.restore_best,
             "--monitor-training": args.monitor_training, "--monitor-deltas": args.monitor_deltas,
             "--monitor-noise-scale": args.monitor_noise_scale, "--devices": run.n_devices,

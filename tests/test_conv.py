@@ -5,6 +5,9 @@ written out in loops, ties in the pooling, the per-example quantities of
 fbp.stats, dropout, saving and loading, training, and bad layers refused
 by name."""
 
+import json
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +21,8 @@ import fbp
 from fbp import checkpoint as ckpt
 from fbp import stats
 from fbp import train as ftrain
+
+from training_helpers import fbp_here
 
 
 @st.composite
@@ -268,3 +273,38 @@ def test_fit_trains_a_conv_net_on_digits_and_resumes_bitwise(digits, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(whole.params)))
     dropped = ftrain.fit(params, digits.train, epochs=2, **kw, dropout=0.3)  # the maps' units are hidden units
     assert fbp.relative_error(dropped.params[0].w, whole.params[0].w) > 1e-4
+
+
+def test_fbp_train_and_check_take_conv(capsys, tmp_path):
+    net, run, out = tmp_path / "conv.npz", str(tmp_path / "run"), tmp_path / "m.jsonl"
+    flags = ["train", "--quiet", "--checkpoint-dir", run, "--metrics-out", str(out)]
+    r = fbp_here(capsys, *flags, "--conv", "8:3:2", "--epochs", "3")
+    assert r.returncode == 0, r.stderr
+    assert "sizes=64,100,10 conv=8:3:2 sigmoid/softmax" in r.stdout
+    assert json.loads(out.read_text().splitlines()[-1])["settings"]["--conv"] == "8:3:2"
+    r = fbp_here(capsys, *flags, "--epochs", "4", "--resume")  # without --conv: another network
+    assert r.returncode == 2 and "--conv: saved '8:3:2', now None" in r.stderr.strip().splitlines()[-1]
+    r = fbp_here(capsys, *flags, "--conv", "8:3:2", "--epochs", "4", "--resume", "--save-params", str(net))
+    assert r.returncode == 0, r.stderr
+    accuracy = float(r.stdout.split("test accuracy ")[1].split()[0])
+    assert accuracy >= 0.85, r.stdout
+    loaded, meta = fbp.load_params(net, with_meta=True)
+    assert isinstance(loaded[0], fbp.Conv) and loaded[0].w.shape == (8, 1, 3, 3)
+    r = fbp_here(capsys, "evaluate", str(net))
+    assert r.returncode == 0, r.stderr
+    assert f"accuracy {accuracy:.4f}" in r.stdout, r.stdout
+
+    r = fbp_here(capsys, "check", "--conv", "3:5:2", "--sizes", "144,6,4", "--cost", "log_likelihood",
+                 "--output-activation", "softmax", "--fd-samples", "4")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "conv=3:5:2" in r.stdout and "[0].w      (3, 1, 5, 5)" in r.stdout
+
+    for flags, message in [
+        (["--conv", "8:9:2"], "--conv 8:9:2 on 8×8 images: params\\[0\\] has 9×9 kernels"),
+        (["--conv", "8:3:4"], "do not split into 4×4 blocks"),
+        (["--conv", "8x3"], "argument --conv: expected convolutional layers as MAPS:K\\[:POOL\\]"),
+        (["--conv", "8:0:2"], "positive integers"),
+    ]:
+        r = fbp_here(capsys, "train", "--epochs", "1", "--quiet", *flags)
+        assert r.returncode == 2, (flags, r.stdout)
+        assert re.search(message, r.stderr.strip().splitlines()[-1]), (flags, r.stderr)
