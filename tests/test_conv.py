@@ -75,6 +75,21 @@ def test_the_hand_written_conv_gradient_equals_jax_grad_float64(trees_close, p):
     trees_close(one, fbp.autodiff_grad(params, X[:1], Y[:1], p["cost"], "sum"), 1e-10, str(p))
 
 
+@pytest.mark.parametrize("batch", [fbp.network.CONV_GRAD_BATCH, fbp.network.CONV_GRAD_BATCH + 1, 70])
+def test_both_routes_of_a_batchs_kernel_gradient_equal_jax_grad(trees_close, batch):
+    """Up to CONV_GRAD_BATCH examples the kernels' gradient is one
+    convolution, over more a matrix product of the δ's with the shifted
+    inputs: both against jax.grad, and against the sum of the examples' own
+    gradients (each of them from the convolution of one example)."""
+    p = dict(shape=(2, 9, 7), conv=[(3, 2, 2), (2, 2, 1)], sizes=[5], hidden="sigmoid", out="softmax",
+             cost="log_likelihood", init="normalized", batch=batch, reduction="sum", seed=5)
+    params, X, Y = make(p)
+    hand = fbp.batch_backward(params, X, Y, "log_likelihood", "sum")
+    trees_close(hand, fbp.autodiff_grad(params, X, Y, "log_likelihood", "sum"), 1e-10, f"batch {batch}")
+    summed = jax.tree.map(lambda g: jnp.sum(g, axis=0), stats.per_example_grads(params, X, Y, "log_likelihood"))
+    trees_close(hand, summed, 1e-12, f"batch {batch}: the sum of the examples' own")
+
+
 def test_deltas_are_dC_dz_through_the_convolution_and_the_pooling(trees_close):
     """δ^l = ∂C/∂z^l: jax.grad of the cost with respect to a zero added to
     each layer's z, against the hand-written recursion's δ's."""
