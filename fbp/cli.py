@@ -43,6 +43,16 @@ def conv_text(layers) -> str:
     return ",".join(":".join(map(str, layer)) for layer in layers)
 
 
+def network_text(params) -> str:
+    """A network as fbp train's flags give it: "784,100,10", with
+    " conv=20:5:2" after it where it starts with convolutional layers."""
+    import fbp
+
+    convs = [(layer.w.shape[0], layer.w.shape[2], layer.pool) for layer in params if isinstance(layer, fbp.Conv)]
+    sizes = [params[0].n_in] + [layer.n_out for layer in params if not isinstance(layer, fbp.Conv)]
+    return ",".join(map(str, sizes)) + (f" conv={conv_text(convs)}" if convs else "")
+
+
 def image_shape(n_in: int) -> Optional[tuple]:
     """(rows, columns) of a square image of ``n_in`` pixels (28×28 for 784), or None."""
     side = math.isqrt(n_in)
@@ -518,7 +528,7 @@ def cmd_evaluate(args) -> int:
     predicted = np.asarray(m["predicted"])
     truth = np.argmax(split.Y, axis=1)
     trained = f", trained to epoch {meta['tested_epoch']}" if "tested_epoch" in meta else ""
-    print(f"fbp evaluate: {meta.get('checkpoint') or args.params} ({','.join(map(str, sizes))}{trained}) on "
+    print(f"fbp evaluate: {meta.get('checkpoint') or args.params} ({network_text(params)}{trained}) on "
           f"{ds.name} {args.split} "
           f"({len(split)} examples)")
     print(f"cost {float(m['cost']):.4f}  accuracy {float(m['accuracy']):.4f}  ({cost})")

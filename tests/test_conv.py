@@ -307,6 +307,7 @@ def test_fbp_train_and_check_take_conv(capsys, tmp_path):
     assert isinstance(loaded[0], fbp.Conv) and loaded[0].w.shape == (8, 1, 3, 3)
     r = fbp_here(capsys, "evaluate", str(net))
     assert r.returncode == 0, r.stderr
+    assert "conv.npz (64,100,10 conv=8:3:2, trained to epoch" in r.stdout.splitlines()[0], r.stdout
     assert f"accuracy {accuracy:.4f}" in r.stdout, r.stdout
 
     r = fbp_here(capsys, "check", "--conv", "3:5:2", "--sizes", "144,6,4", "--cost", "log_likelihood",
