@@ -48,12 +48,16 @@ def train():
     ds = fdata.digits()
     out = {}
     for n in (1, 8):
-        for dropout in (0.0, 0.5):  # with dropout, the masks of the whole mini-batch, drawn as on one device
-            params = fbp.init_mlp(jax.random.key(0), [64, 30, 10], output_activation="softmax")
+        for kind, dropout in (("", 0.0), (" dropout", 0.5), (" conv", 0.0)):
+            # with dropout, the masks of the whole mini-batch, drawn as on one device
+            if kind == " conv":  # a network with a convolutional layer (fbp.Conv)
+                params = fbp.init_convnet(jax.random.key(0), (8, 8), [(6, 3, 2)], [30, 10], output_activation="softmax")
+            else:
+                params = fbp.init_mlp(jax.random.key(0), [64, 30, 10], output_activation="softmax")
             r = ftrain.fit(params, ds.train, optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=4,
                            batch_size=16, key=jax.random.key(1), evaluation=ds.validation,
                            mesh=parallel.make_mesh(n), dropout=dropout)
-            out[f"{n}{' dropout' if dropout else ''}"] = dict(
+            out[f"{n}{kind}"] = dict(
                 params=[np.asarray(leaf).tolist() for leaf in jax.tree.leaves(r.params)],
                 accuracy=r.history[-1]["evaluation_accuracy"])
     return out
