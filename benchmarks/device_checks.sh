@@ -18,7 +18,9 @@
 #      run past 150 s on a GPU: its first calls print as they finish, under
 #      XLA's defaults and with its autotuner off;
 #   7. what dropout costs fbp's GPU epochs (the masks' random bits drawn on
-#      the GPU), beside the plain epochs in the same rounds.
+#      the GPU), beside the plain epochs in the same rounds;
+#   8. the convolutional net's epochs (conv_throughput.py: hand-written
+#      against jax.grad's gradient, on the GPU).
 #
 #   [PARTS="1 2 6"] benchmarks/device_checks.sh OUT_DIR [FASHION_MNIST_DIR]
 #
@@ -84,4 +86,6 @@ done
 # 7. dropout's epochs beside the plain ones, on the GPU
 want 7 && part gpu-dropout 60 "$py" "$here/train_throughput.py" --fbp-only --dropout 0.5 --repeats 3 \
     --json "$out/train_throughput_dropout_gpu.json" ${fashion:+--data-dir "$fashion"}
+want 8 && part gpu-conv 120 "$py" "$here/conv_throughput.py" --repeats 3 --json "$out/conv_throughput_gpu.json" \
+    ${fashion:+--data-dir "$fashion"}
 echo "=== done" | tee -a "$log"

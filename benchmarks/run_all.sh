@@ -33,6 +33,8 @@ part check-float32 60 "$py" -m fbp check --sizes 784,512,512,10 --activation rel
     --cost log_likelihood --init he --batch-size 256 --dtype float32
 part train_throughput 240 "$py" "$here/train_throughput.py" --repeats "$r_tt" --numpy-examples "$np_ex" \
     --json "$out/train_throughput.json" ${fashion:+--data-dir "$fashion"}
+part conv_throughput 240 "$py" "$here/conv_throughput.py" --repeats "$r_tt" --json "$out/conv_throughput.json" \
+    ${fashion:+--data-dir "$fashion"}
 part grad_vs_autodiff 90 "$py" "$here/grad_vs_autodiff.py" --rounds "$r_grad" --json "$out/grad_vs_autodiff.json"
 part progress 240 "$py" "$here/progress.py" --repeats "$r_tt" --wide-repeats "$r_wide" --json "$out/progress.json" \
     ${fashion:+--data-dir "$fashion"}
