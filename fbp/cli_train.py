@@ -227,8 +227,8 @@ def _xla_status(e: BaseException) -> Optional[str]:
 # Processes that differ would train different things without a word (another
 # --seed or --init: other params on each), or leave the others waiting in a
 # collective (another --epochs or --patience).
-SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--conv", "--activation", "--output-activation", "--cost", "--init",
-                   "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--l1", "--dropout", "--expand",
+SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--conv", "--activation", "--output-activation", "--cost",
+                   "--init", "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--l1", "--dropout", "--expand",
                    "--batch-size", "--epochs", "--seed", "--patience", "--restore-best", "--monitor-training",
                    "--monitor-deltas", "--monitor-noise-scale", "--checkpoint-dir", "--resume", "--dp-clip",
                    "--dp-noise", "--devices", "--dtype", "--deterministic", "data")

@@ -64,7 +64,7 @@ class Dense:
 
     # backward, the matrix half of BP2: (w^l)ᵀ δ^l, the error sent to layer l−1
     # (a_prev, the layer's input, is not needed here; a Conv's pooling needs it)
-    def backward(self, delta: Array, a_prev: Array = None) -> Array:
+    def backward(self, delta: Array, a_prev=None) -> Array:
         return delta @ self.w  # (n_in,) ; == wᵀ δ
 
     # BP3 and BP4 for one example: ∂C/∂b = δ, ∂C/∂w = δ (a^{l−1})ᵀ
@@ -131,20 +131,20 @@ class Conv:
     (a "valid" cross-correlation, stride 1, as the book's ch. 6 writes it),
     then keeps the largest of each ``pool``×``pool`` block (max-pooling, over
     blocks that do not overlap; the bias, one per map, is added after the
-    pooling, and adding it before gives the same z), and ``a_out = σ(z)``. Inputs and outputs are flat vectors, as for ``Dense``:
-    ``in_shape`` = (channels, rows, columns) says how to read the input, and
-    the output is the maps one after the other, (C_out, rows', columns')
-    flattened, so dropout masks, σ' and a ``Dense`` layer after it need
-    nothing new.
+    pooling, and adding it before gives the same z), and ``a_out = σ(z)``.
+    Inputs and outputs are flat vectors, as for ``Dense``: ``in_shape`` =
+    (channels, rows, columns) says how to read the input, and the output is
+    the maps one after the other, (C_out, rows', columns') flattened, so
+    dropout masks, σ' and a ``Dense`` layer after it need nothing new.
 
     The hand-written backward is the δ recursion through the convolution:
     the pooling sends each δ to the unit that was the largest in its block
-    (the first, row by row, among ties, as ``jax.grad`` of XLA's
-    max-pooling does: a tie's share matters little, as a blank patch of
-    image gives the kernels no gradient whichever unit it goes to); the error sent
-    back is the "full" convolution of those δ's with the kernels turned by
-    180°, (w^l)ᵀ δ^l of a ``Dense`` layer; ∂C/∂w is the cross-correlation of
-    the input with the δ's and ∂C/∂b_j the sum of map j's δ's.
+    (the first, row by row, among ties, as ``jax.grad`` of XLA's max-pooling
+    does; which unit of a tie gets it matters little: a blank patch of image
+    gives the kernels no gradient whichever it goes to). The error sent back
+    is the "full" convolution of those δ's with the kernels turned by 180°,
+    what (w^l)ᵀ δ^l is for a ``Dense`` layer; ∂C/∂w is the cross-correlation
+    of the input with the δ's, and ∂C/∂b_j the sum of map j's δ's.
     """
 
     w: Array  # (C_out, C_in, k, k)

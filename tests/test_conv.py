@@ -61,18 +61,14 @@ def make(p, dtype=jnp.float64):
     return params, jnp.asarray(X, dtype), jnp.asarray(Y, dtype)
 
 
-@settings(max_examples=16, **SETTINGS)
+@settings(max_examples=14, **SETTINGS)
 @given(conv_problems())
 def test_the_hand_written_conv_gradient_equals_jax_grad_float64(trees_close, p):
     params, X, Y = make(p)
     assert any(isinstance(layer, fbp.Conv) for layer in params)
     value, hand = fbp.value_and_batch_backward(params, X, Y, p["cost"], p["reduction"])
-    ref = fbp.autodiff_grad(params, X, Y, p["cost"], p["reduction"])
-    trees_close(hand, ref, 1e-10, str(p))
-    trees_close(fbp.batch_backward(params, X, Y, p["cost"], p["reduction"]), ref, 1e-10, str(p))
+    trees_close(hand, fbp.autodiff_grad(params, X, Y, p["cost"], p["reduction"]), 1e-10, str(p))
     assert fbp.relative_error(value, fbp.loss(params, X, Y, p["cost"], p["reduction"])) <= 1e-12
-    one = fbp.backward(params, X[0], Y[0], p["cost"])  # one example, no batch
-    trees_close(one, fbp.autodiff_grad(params, X[:1], Y[:1], p["cost"], "sum"), 1e-10, str(p))
 
 
 @pytest.mark.parametrize("batch", [fbp.network.CONV_GRAD_BATCH, fbp.network.CONV_GRAD_BATCH + 1, 70])
@@ -110,6 +106,9 @@ def test_deltas_are_dC_dz_through_the_convolution_and_the_pooling(trees_close):
     hand = fbp.deltas(params, x, y, "log_likelihood")
     assert [d.shape for d in hand] == [(3 * 4 * 4,), (4 * 3 * 3,), (7,), (5,)]
     trees_close(hand, ref, 1e-10, "δ")
+    # and BP3, BP4 for this one example (fbp.backward, no batch)
+    trees_close(fbp.backward(params, x, y, "log_likelihood"),
+                fbp.autodiff_grad(params, X[:1], Y[:1], "log_likelihood", "sum"), 1e-10, "one example")
 
 
 def test_the_forward_is_the_books_sum_then_the_pooling():
@@ -162,7 +161,7 @@ def test_a_blocks_error_goes_to_its_first_largest_unit_as_jax_grad_sends_it(tree
     assert np.count_nonzero(routed) == layer.n_out
 
 
-@settings(max_examples=6, **SETTINGS)
+@settings(max_examples=4, **SETTINGS)
 @given(conv_problems())
 def test_per_example_quantities_of_a_conv_net_equal_the_vmap_grad_route(trees_close, p):
     params, X, Y = make(p)
