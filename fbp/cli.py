@@ -53,12 +53,6 @@ def network_text(params) -> str:
     return ",".join(map(str, sizes)) + (f" conv={conv_text(convs)}" if convs else "")
 
 
-def image_shape(n_in: int) -> Optional[tuple]:
-    """(rows, columns) of a square image of ``n_in`` pixels (28×28 for 784), or None."""
-    side = math.isqrt(n_in)
-    return (side, side) if side * side == n_in and side > 1 else None
-
-
 def _number(text: str, kind, ok, what: str):
     """Parse ``text`` as ``kind`` (int or float) and check it, or say what was expected."""
     try:
@@ -115,14 +109,16 @@ def make_network(args, key, sizes, dtype) -> list:
     ``--activation``, ``--output-activation`` and ``--init``; a ValueError
     (naming ``--conv`` where that is what is wrong) for one that cannot be made."""
     import fbp
+    from fbp import plot
 
     if not args.conv:
         return fbp.init_mlp(key, sizes, activation=args.activation, output_activation=args.output_activation,
                             init=args.init, dtype=dtype)
-    shape = image_shape(sizes[0])
-    if shape is None:
+    side = plot.image_side(sizes[0])
+    if side is None:
         raise ValueError(f"--conv needs square images, but an example here is {sizes[0]} numbers; "
                          f"leave out --conv for this data")
+    shape = (side, side)
     try:
         return fbp.init_convnet(key, shape, args.conv, sizes[1:], activation=args.activation,
                                 output_activation=args.output_activation, init=args.init, dtype=dtype)

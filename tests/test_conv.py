@@ -313,6 +313,8 @@ def test_fbp_train_and_check_take_conv(capsys, tmp_path):
                  "--output-activation", "softmax", "--fd-samples", "4")
     assert r.returncode == 0, r.stderr + r.stdout
     assert "conv=3:5:2" in r.stdout and "[0].w      (3, 1, 5, 5)" in r.stdout
+    r = fbp_here(capsys, "check", "--conv", "3:3:1", "--sizes", "10,5,3")
+    assert r.returncode == 2 and "--conv needs square images, but an example here is 10 numbers" in r.stderr
 
     for flags, message in [
         (["--conv", "8:9:2"], "--conv 8:9:2 on 8×8 images: params\\[0\\] has 9×9 kernels"),
