@@ -365,10 +365,7 @@ def init_mlp(
             raise ValueError(
                 f"every entry of sizes must be a positive int, got {s!r} in {sizes!r}."
             )
-    if init not in INITS:
-        raise _unknown("init", init, INITS)
-    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
-        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}; use jnp.float32.")
+    _check_init(init, dtype)
     hidden = get_activation(activation)
     out = hidden if output_activation is None else get_activation(output_activation)
     acts = [hidden] * (len(sizes) - 2) + [out]
@@ -377,6 +374,14 @@ def init_mlp(
     params = _init_mlp(key, tuple(sizes), names, init, jnp.dtype(dtype))
     validate_params(params)
     return params
+
+
+def _check_init(init: str, dtype) -> None:
+    """An init scheme by name and a floating dtype, as init_mlp and init_convnet take them."""
+    if init not in INITS:
+        raise _unknown("init", init, INITS)
+    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}; use jnp.float32.")
 
 
 def _init_mlp(key, sizes, activations, init, dtype):
@@ -446,10 +451,7 @@ def init_convnet(
                              f"e.g. conv=[(20, 5, 2)].")
     if not layers:
         raise ValueError("conv lists no convolutional layer; for a network of Dense layers only use fbp.init_mlp.")
-    if init not in INITS:
-        raise _unknown("init", init, INITS)
-    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
-        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}; use jnp.float32.")
+    _check_init(init, dtype)
     sizes = list(sizes)
     if not sizes:
         raise ValueError("sizes must list at least the output width of the Dense layers, e.g. sizes=[100, 10].")
