@@ -369,11 +369,19 @@ def init_mlp(
     hidden = get_activation(activation)
     out = hidden if output_activation is None else get_activation(output_activation)
     acts = [hidden] * (len(sizes) - 2) + [out]
-    # keep a built-in activation by its name: readable, and hashable for jit
-    names = tuple(a.name if ACTIVATIONS.get(a.name) is a else a for a in acts)
+    names = tuple(_by_name(a) for a in acts)
     params = _init_mlp(key, tuple(sizes), names, init, jnp.dtype(dtype))
     validate_params(params)
     return params
+
+
+def _by_name(act: Activation) -> Union[str, Activation]:
+    """A built-in activation by its name (readable, and hashable for jit); another as it is."""
+    return act.name if ACTIVATIONS.get(act.name) is act else act
+
+
+def _positive_ints(numbers) -> bool:
+    return all(not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n >= 1 for n in numbers)
 
 
 def _check_init(init: str, dtype) -> None:
@@ -440,13 +448,12 @@ def init_convnet(
     shape = tuple(in_shape)
     if len(shape) == 2:
         shape = (1,) + shape
-    if len(shape) != 3 or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in shape):
+    if len(shape) != 3 or not _positive_ints(shape):
         raise ValueError(f"in_shape must be (rows, columns) or (channels, rows, columns) of positive ints, "
                          f"got {tuple(in_shape)!r}.")
     layers = [tuple(c) if isinstance(c, (list, tuple)) else c for c in conv]
     for c in layers:
-        if not isinstance(c, tuple) or len(c) != 3 or any(
-                isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in c):
+        if not isinstance(c, tuple) or len(c) != 3 or not _positive_ints(c):
             raise ValueError(f"each conv layer must be (maps, k, pool) of positive ints, got {c!r}; "
                              f"e.g. conv=[(20, 5, 2)].")
     if not layers:
@@ -456,8 +463,7 @@ def init_convnet(
     if not sizes:
         raise ValueError("sizes must list at least the output width of the Dense layers, e.g. sizes=[100, 10].")
     w_std, b_std = INITS[init]
-    name = get_activation(activation)
-    hidden = name.name if ACTIVATIONS.get(name.name) is name else name
+    hidden = _by_name(get_activation(activation))
     k_conv, k_dense = jax.random.split(key)
     params = []
     for l, (maps, k, pool) in enumerate(layers):
