@@ -92,12 +92,12 @@ def hand_vs_autodiff(ds, params, lr, lmbda, seed, sizes):
 def where_they_part(ds, params, lr, lmbda, seed, n):
     """The two gradients' float32 runs step by step in lockstep over ``n``
     shuffled training images: the first step after which their parameters
-    are more than 1e-5 apart, a hundred times the float32 rounding they
-    share after any step until then (None: they never are), and, at that step's
-    mini-batch, how far the two gradients are apart at the same parameters
-    (rounding) and how far the hand-written gradient moves between the two
-    runs' parameters (a jump there is a kink crossed: a ReLU unit at 0, or a
-    pooling block whose largest unit changed)."""
+    are more than 1e-5 apart (a hundred times float32's rounding of them;
+    None: they never are), and, at that step's mini-batch, how far the two
+    gradients are apart at the same parameters (rounding) and how far the
+    hand-written gradient moves between the two runs' parameters (a jump
+    there is a kink crossed: a ReLU unit at 0, or a pooling block whose
+    largest unit changed)."""
     opt = ftrain.make_optimizer("sgd", lr, l2=lmbda, n_train=len(ds.train.X))
     steps = {g: jax.jit(make_train_step(opt, COST, grad=g)) for g in ("hand", "autodiff")}
     order = np.random.default_rng(seed).permutation(len(ds.train.X))[:n]
