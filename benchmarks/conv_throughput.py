@@ -22,7 +22,11 @@ each round timing one epoch of every contender in an order rotated from
 round to round; the lowest and highest round-by-round ratios are printed
 beside the medians.
 
+``--conv 20:5:2,40:5:2`` times the book's second network instead (a second
+layer of 40 maps of 5×5 over the first's 20, as ``fbp train --conv`` takes it).
+
     python benchmarks/conv_throughput.py [--repeats 5] [--examples 10000] [--json out.json] [--data-dir DIR]
+                                         [--conv MAPS:K:POOL,...]
 """
 
 import argparse
@@ -40,14 +44,14 @@ from _timing import interleaved, ratio_spread
 from fbp import train as ftrain
 from train_throughput import cpu_model
 
-CONV, HIDDEN, LR = (20, 5, 2), 100, 0.1  # the book's ch. 6 first net; network3 trains it with η = 0.1
+CONV, HIDDEN, LR = ((20, 5, 2),), 100, 0.1  # the book's ch. 6 first net; network3 trains it with η = 0.1
 BATCHES = (10, 128)
 
 
-def fbp_epochs(X, Y, batch):
+def fbp_epochs(X, Y, batch, conv=CONV):
     """{"hand", "jax.grad"}: timers of one epoch each (compiled here), each
     returning (examples, seconds)."""
-    params = fbp.init_convnet(jax.random.key(0), (28, 28), [CONV], [HIDDEN, 10], output_activation="softmax")
+    params = fbp.init_convnet(jax.random.key(0), (28, 28), conv, [HIDDEN, 10], output_activation="softmax")
     opt = optax.sgd(LR)
     state = opt.init(params)
     Xd, Yd = jax.device_put(X), jax.device_put(Y)
@@ -66,7 +70,7 @@ def fbp_epochs(X, Y, batch):
     return timers
 
 
-def torch_epochs(X, Y, batch):
+def torch_epochs(X, Y, batch, conv=CONV):
     """PyTorch eager's epoch as timers, one per thread count ({} without torch)."""
     try:
         import torch
@@ -74,13 +78,14 @@ def torch_epochs(X, Y, batch):
         return {}
     default = torch.get_num_threads()
     n = (len(X) // batch) * batch
-    maps, k, pool = CONV
-    side = (28 - k + 1) // pool
 
     def timer(threads):
         torch.manual_seed(0)
-        net = torch.nn.Sequential(torch.nn.Conv2d(1, maps, k), torch.nn.MaxPool2d(pool), torch.nn.Sigmoid(),
-                                  torch.nn.Flatten(), torch.nn.Linear(maps * side * side, HIDDEN),
+        layers, channels, side = [], 1, 28
+        for maps, k, pool in conv:
+            layers += [torch.nn.Conv2d(channels, maps, k), torch.nn.MaxPool2d(pool), torch.nn.Sigmoid()]
+            channels, side = maps, (side - k + 1) // pool
+        net = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(channels * side * side, HIDDEN),
                                   torch.nn.Sigmoid(), torch.nn.Linear(HIDDEN, 10))
         opt = torch.optim.SGD(net.parameters(), lr=LR)
         Xt = torch.from_numpy(np.ascontiguousarray(X.reshape(-1, 1, 28, 28)))
@@ -110,20 +115,26 @@ def main():
     parser.add_argument("--examples", type=int, default=10_000)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--conv", default="20:5:2", help="MAPS:K:POOL per conv layer, comma-separated")
     args = parser.parse_args()
+    try:
+        conv = tuple(tuple(int(v) for v in c.split(":")) for c in args.conv.split(","))
+        assert all(len(c) == 3 and min(c) > 0 for c in conv)
+    except (ValueError, AssertionError):
+        parser.error(f"--conv: expected MAPS:K:POOL[,MAPS:K:POOL…] of positive ints, got {args.conv!r}")
     name, X, Y = fashion_mnist_or_random(args.data_dir)
     X, Y = np.asarray(X[:args.examples], np.float32), np.asarray(Y[:args.examples], np.float32)
     device = jax.devices()[0]
     print(f"data: {name}, the first {len(X)} examples; jax {jax.__version__} on {device.platform} "
           f"({device.device_kind}); {cpu_model()}; medians of {args.repeats} rounds")
-    print(f"net: conv {CONV[0]} maps of {CONV[1]}×{CONV[1]}, {CONV[2]}×{CONV[2]} max-pooling, sigmoid; "
-          f"dense {HIDDEN} sigmoid; softmax 10; log-likelihood; SGD η={LR}")
+    print("net: " + "; ".join(f"conv {m} maps of {k}×{k}, {p}×{p} max-pooling, sigmoid" for m, k, p in conv)
+          + f"; dense {HIDDEN} sigmoid; softmax 10; log-likelihood; SGD η={LR}")
     print(f"{'mini-batch':>10} {'fbp ex/s':>10} {'jax.grad ex/s':>14} {'torch ex/s':>11} {'fbp/jax.grad':>18} "
           f"{'fbp/torch':>18}")
     results = []
     for batch in BATCHES:
         # torch eager runs on the CPU here: beside fbp on a GPU it would compare two devices
-        timers = fbp_epochs(X, Y, batch) | (torch_epochs(X, Y, batch) if device.platform == "cpu" else {})
+        timers = fbp_epochs(X, Y, batch, conv) | (torch_epochs(X, Y, batch, conv) if device.platform == "cpu" else {})
         rates = interleaved(timers, args.repeats)
         med = {k: statistics.median(v) for k, v in rates.items()}
         torch_keys = [k for k in med if k.startswith("torch")]
@@ -144,7 +155,7 @@ def main():
         with open(args.json, "w") as f:
             json.dump(dict(data=name, examples=len(X), jax=jax.__version__, device=device.device_kind,
                            cpu=cpu_model(), repeats=args.repeats,
-                           net=dict(conv=CONV, hidden=HIDDEN, lr=LR), results=results), f, indent=1)
+                           net=dict(conv=conv, hidden=HIDDEN, lr=LR), results=results), f, indent=1)
 
 
 if __name__ == "__main__":
