@@ -119,8 +119,9 @@ def main():
     args = parser.parse_args()
     try:
         conv = tuple(tuple(int(v) for v in c.split(":")) for c in args.conv.split(","))
-        assert all(len(c) == 3 and min(c) > 0 for c in conv)
-    except (ValueError, AssertionError):
+    except ValueError:
+        conv = ()
+    if not conv or not all(len(c) == 3 and min(c) > 0 for c in conv):
         parser.error(f"--conv: expected MAPS:K:POOL[,MAPS:K:POOL…] of positive ints, got {args.conv!r}")
     name, X, Y = fashion_mnist_or_random(args.data_dir)
     X, Y = np.asarray(X[:args.examples], np.float32), np.asarray(Y[:args.examples], np.float32)
