@@ -19,8 +19,8 @@
 #      XLA's defaults and with its autotuner off;
 #   7. what dropout costs fbp's GPU epochs (the masks' random bits drawn on
 #      the GPU), beside the plain epochs in the same rounds;
-#   8. the convolutional net's epochs (conv_throughput.py: hand-written
-#      against jax.grad's gradient, on the GPU).
+#   8. the convolutional nets' epochs (conv_throughput.py, the book's first
+#      and second: hand-written against jax.grad's gradient, on the GPU).
 #
 #   [PARTS="1 2 6"] benchmarks/device_checks.sh OUT_DIR [FASHION_MNIST_DIR]
 #
@@ -88,4 +88,6 @@ want 7 && part gpu-dropout 60 "$py" "$here/train_throughput.py" --fbp-only --dro
     --json "$out/train_throughput_dropout_gpu.json" ${fashion:+--data-dir "$fashion"}
 want 8 && part gpu-conv 120 "$py" "$here/conv_throughput.py" --repeats 3 --json "$out/conv_throughput_gpu.json" \
     ${fashion:+--data-dir "$fashion"}
+want 8 && part gpu-conv-second-net 120 "$py" "$here/conv_throughput.py" --conv 20:5:2,40:5:2 --repeats 3 \
+    --json "$out/conv_throughput_second_net_gpu.json" ${fashion:+--data-dir "$fashion"}
 echo "=== done" | tee -a "$log"

@@ -35,6 +35,8 @@ part train_throughput 240 "$py" "$here/train_throughput.py" --repeats "$r_tt" --
     --json "$out/train_throughput.json" ${fashion:+--data-dir "$fashion"}
 part conv_throughput 240 "$py" "$here/conv_throughput.py" --repeats "$r_tt" --json "$out/conv_throughput.json" \
     ${fashion:+--data-dir "$fashion"}
+part conv_throughput_second_net 600 "$py" "$here/conv_throughput.py" --conv 20:5:2,40:5:2 --repeats "$r_tt" \
+    --json "$out/conv_throughput_second_net.json" ${fashion:+--data-dir "$fashion"}
 part grad_vs_autodiff 90 "$py" "$here/grad_vs_autodiff.py" --rounds "$r_grad" --json "$out/grad_vs_autodiff.json"
 part progress 240 "$py" "$here/progress.py" --repeats "$r_tt" --wide-repeats "$r_wide" --json "$out/progress.json" \
     ${fashion:+--data-dir "$fashion"}
