@@ -26,7 +26,7 @@ beside the medians.
 layer of 40 maps of 5×5 over the first's 20, as ``fbp train --conv`` takes it).
 
     python benchmarks/conv_throughput.py [--repeats 5] [--examples 10000] [--json out.json] [--data-dir DIR]
-                                         [--conv MAPS:K:POOL,...]
+                                         [--conv MAPS:K[:POOL],...]
 """
 
 import argparse
@@ -42,6 +42,7 @@ import fbp
 from _data import fashion_mnist_or_random
 from _timing import interleaved, ratio_spread
 from fbp import train as ftrain
+from fbp.cli import parse_conv
 from train_throughput import cpu_model
 
 CONV, HIDDEN, LR = ((20, 5, 2),), 100, 0.1  # the book's ch. 6 first net; network3 trains it with η = 0.1
@@ -115,14 +116,10 @@ def main():
     parser.add_argument("--examples", type=int, default=10_000)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--json", default=None)
-    parser.add_argument("--conv", default="20:5:2", help="MAPS:K:POOL per conv layer, comma-separated")
+    parser.add_argument("--conv", type=parse_conv, default=list(CONV), metavar="MAPS:K[:POOL],…",
+                        help="the convolutional layers, as fbp train --conv takes them (default 20:5:2)")
     args = parser.parse_args()
-    try:
-        conv = tuple(tuple(int(v) for v in c.split(":")) for c in args.conv.split(","))
-    except ValueError:
-        conv = ()
-    if not conv or not all(len(c) == 3 and min(c) > 0 for c in conv):
-        parser.error(f"--conv: expected MAPS:K:POOL[,MAPS:K:POOL…] of positive ints, got {args.conv!r}")
+    conv = tuple(args.conv)
     name, X, Y = fashion_mnist_or_random(args.data_dir)
     X, Y = np.asarray(X[:args.examples], np.float32), np.asarray(Y[:args.examples], np.float32)
     device = jax.devices()[0]

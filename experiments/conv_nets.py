@@ -65,6 +65,12 @@ def init(ds, conv, hidden, activation, seed):
     return fbp.init_convnet(key, (side, side), conv, sizes, activation=activation, output_activation="softmax")
 
 
+@jax.jit
+def max_apart(a, b):
+    """The largest |difference| between two pytrees of the same shape (params or gradients)."""
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(u - v)) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b))]))
+
+
 def hand_vs_autodiff(ds, params, lr, lmbda, seed, sizes):
     """One epoch over the first n training images (each n of ``sizes``) with
     each gradient, from the same parameters and batches, in float32 and in
@@ -80,10 +86,9 @@ def hand_vs_autodiff(ds, params, lr, lmbda, seed, sizes):
                 r = ftrain.fit(start, (X, Y), cost=COST, epochs=1, batch_size=10, key=jax.random.key(seed + 1),
                                optimizer=ftrain.make_optimizer("sgd", lr, l2=lmbda, n_train=len(ds.train.X)),
                                grad=grad, monitor_training=False, monitor_evaluation=False)
-                ends[grad] = jax.tree.leaves(r.params)
-            diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                       for a, b in zip(ends["hand"], ends["autodiff"]))
-            scale = max(float(np.max(np.abs(np.asarray(a)))) for a in ends["autodiff"])
+                ends[grad] = r.params
+            diff = float(max_apart(ends["hand"], ends["autodiff"]))
+            scale = float(max_apart(ends["autodiff"], jax.tree.map(jnp.zeros_like, ends["autodiff"])))
             out[f"{jnp.dtype(dtype).name}, {len(X)} examples"] = dict(
                 dtype=jnp.dtype(dtype).name, examples=len(X), max_abs_difference=diff, max_abs_param=scale)
     return out
@@ -105,7 +110,7 @@ def where_they_part(ds, params, lr, lmbda, seed, n):
     p, s = {g: params for g in steps}, {g: opt.init(params) for g in steps}
 
     def apart(a, b):
-        return max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+        return float(max_apart(a, b))
 
     gap, gaps, parted = 0.0, [], None
     for t in range(n // 10):

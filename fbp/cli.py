@@ -23,8 +23,9 @@ def _sizes(text: str) -> list:
     return sizes
 
 
-def _conv(text: str) -> list:
-    """``--conv 20:5:2,40:5:2``: (maps, k, pool) per convolutional layer; the pool defaults to 1 (none)."""
+def parse_conv(text: str) -> list:
+    """``--conv 20:5:2,40:5:2``: (maps, k, pool) per convolutional layer; the pool defaults to 1 (none).
+    An argparse ``type`` (benchmarks/conv_throughput.py takes its ``--conv`` with it too)."""
     what = f"convolutional layers as MAPS:K[:POOL] separated by commas, like 20:5:2, got {text!r}"
     layers = []
     for part in text.split(","):
@@ -193,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "central finite differences on random data, and print a per-leaf table.",
     )
     check.add_argument("--sizes", type=_sizes, default=[784, 30, 10], help="layer widths, input first")
-    check.add_argument("--conv", type=_conv, default=None, metavar="MAPS:K[:POOL],…",
+    check.add_argument("--conv", type=parse_conv, default=None, metavar="MAPS:K[:POOL],…",
                        help="convolutional layers after the input (--sizes' first width, a square image), as "
                             "fbp train --conv makes them")
     check.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default="sigmoid",
@@ -255,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_argument("--sizes", type=_sizes, default=None,
                          help="layer widths, input first; input and output must match the data (default: "
                               "n_in,100,n_classes)")
-    network.add_argument("--conv", type=_conv, default=None, metavar="MAPS:K[:POOL],…",
+    network.add_argument("--conv", type=parse_conv, default=None, metavar="MAPS:K[:POOL],…",
                          help="convolutional layers between the input (square images) and --sizes' first hidden "
                               "layer, the book's ch. 6: MAPS feature maps of K×K kernels, each followed by "
                               "POOL×POOL max-pooling (default 1: none); the book's first conv net is 20:5:2")

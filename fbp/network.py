@@ -194,7 +194,7 @@ class Conv:
     # library kernels, which take (example, row, column, channel). For inputs
     # of one channel that is as fast as the kernels and saves two transposes;
     # for more it is not: the book's second conv layer (40 maps over 20)
-    # trained at 1,415 examples/s at mini-batch 10 that way, 3,365 with its
+    # trained at 1,415 examples/s at mini-batch 10 that way, 3,278 with its
     # convolutions written in the kernels' order (2 CPU cores, jax 0.10.2).
     @property
     def _channels_last(self) -> bool:

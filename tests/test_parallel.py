@@ -49,14 +49,14 @@ def trained_on_one_and_eight():
     return run("train")
 
 
-@pytest.mark.parametrize("dropout", ["", " dropout", " conv"])
-def test_eight_devices_train_like_one(trained_on_one_and_eight, dropout):
-    one, eight = trained_on_one_and_eight["1" + dropout], trained_on_one_and_eight["8" + dropout]
+@pytest.mark.parametrize("kind", ["", " dropout", " conv"])
+def test_eight_devices_train_like_one(trained_on_one_and_eight, kind):
+    one, eight = trained_on_one_and_eight["1" + kind], trained_on_one_and_eight["8" + kind]
     for a, b in zip(one["params"], eight["params"]):
         a, b = np.asarray(a), np.asarray(b)
         assert np.max(np.abs(a - b)) <= 1e-5 * max(1.0, np.max(np.abs(a)))
     assert one["accuracy"] == pytest.approx(eight["accuracy"], abs=1e-6)
-    if dropout == " dropout":  # it did drop units: other params than without
+    if kind == " dropout":  # it did drop units: other params than without
         plain = np.asarray(trained_on_one_and_eight["1"]["params"][0])
         assert np.max(np.abs(np.asarray(one["params"][0]) - plain)) > 1e-3
 
