@@ -112,9 +112,10 @@ def _desc(x) -> str:
 
 # --- a convolutional layer (NNDL ch. 6) --------------------------------------
 _CONV_DIMS = ("NCHW", "OIHW", "NCHW")  # lax's names for (example, channel, row, column) and (out, in, row, column)
-# A Conv's weight gradient over a batch of up to this many examples is one
-# convolution (the examples as its channels); over more, a matrix product of
-# the δ's with the shifted inputs. On 2 CPU cores (jax 0.10.2, the book's
+# The weight gradient of a Conv over one channel, over a batch of up to this
+# many examples, is one convolution (the examples as its channels); over more
+# (and over several channels at any batch: see Conv._as_products), a matrix
+# product of the δ's with the shifted inputs. On 2 CPU cores (jax 0.10.2, the book's
 # ch. 6 layer, 20 maps of 5×5 on 28×28) the convolution was the faster up to
 # 40 examples (a step of 10: 89 against 105 µs an example; of 32: 67 against
 # 83) and 3× slower from 48 (214 against 78), 7× at 128 alone (21 against 3 ms).
@@ -189,24 +190,38 @@ class Conv:
         _, h, w = self.conv_shape
         return int(np.prod(self.w.shape)) * h * w
 
-    # Inside the epoch's lax.scan, XLA's CPU backend runs a convolution written
-    # in (example, channel, row, column) order with its generic loops, not its
-    # library kernels, which take (example, row, column, channel). For inputs
-    # of one channel that is as fast as the kernels and saves two transposes;
-    # for more it is not: the book's second conv layer (40 maps over 20)
-    # trained at 1,415 examples/s at mini-batch 10 that way, 3,278 with its
-    # convolutions written in the kernels' order (2 CPU cores, jax 0.10.2).
+    # The forward's convolution over an input of one channel is XLA's own
+    # (lax.conv_general_dilated, channel-first); over several it is written as
+    # a matrix product ("im2col"): the kernels, (C_out, C_in·k·k), times the
+    # k·k shifted views of the input (_patches). The error sent back is
+    # always a product, the kernels' transpose times the δ's, whose k·k
+    # pieces are added back where they came from. Inside the epoch's
+    # lax.scan, XLA's CPU backend ran the convolutions over several channels
+    # slower: the book's second network (40 maps over 20) trained at 3,705
+    # examples/s at mini-batch 10 and 4,399 at 128 with them written
+    # channel-last, the order of its library kernels (1,415 at 10
+    # channel-first), and at 5,472 and 5,508 as products (2 CPU cores, jax
+    # 0.10.2). Over one channel the products were the slower: the book's
+    # first network, 9,203 against 10,416 at 10 and 14,513 against 15,358 at 128.
     @property
-    def _channels_last(self) -> bool:
+    def _as_products(self) -> bool:
         return self.in_shape[0] > 1
 
+    def _patches(self, a_prev: Array) -> Array:
+        """(n_in,) -> (C_in·k·k, rows·columns): row (i, l, m) holds channel i
+        shifted by (l, m), the inputs that kernel weight w_{·,i,l,m} meets at
+        each position of the convolution."""
+        k = self.w.shape[-1]
+        _, h, w = self.conv_shape
+        A = a_prev.reshape(self.in_shape)
+        shifted = jnp.stack([A[:, l:l + h, m:m + w] for l in range(k) for m in range(k)], axis=1)
+        return shifted.reshape(-1, h * w)
+
     def _conv(self, a_prev: Array) -> Array:  # (n_in,) -> (C_out, rows, columns), before pooling
+        if self._as_products:
+            return (self.w.reshape(self.w.shape[0], -1) @ self._patches(a_prev)).reshape(self.conv_shape)
         x = a_prev.reshape((1,) + self.in_shape)
-        if not self._channels_last:
-            return jax.lax.conv_general_dilated(x, self.w, (1, 1), "VALID", dimension_numbers=_CONV_DIMS)[0]
-        y = jax.lax.conv_general_dilated(x.transpose(0, 2, 3, 1), self.w.transpose(2, 3, 1, 0), (1, 1), "VALID",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y[0].transpose(2, 0, 1)
+        return jax.lax.conv_general_dilated(x, self.w, (1, 1), "VALID", dimension_numbers=_CONV_DIMS)[0]
 
     def _pool(self, c: Array) -> Array:  # (C, rows, columns) -> the largest of each pool×pool block
         p = self.pool
@@ -245,15 +260,19 @@ class Conv:
         return blocks.transpose(0, 1, 3, 2, 4).reshape(self.conv_shape)
 
     # backward, the matrix half of BP2: the error sent to layer l−1, the δ's
-    # (unpooled) convolved in full with the kernels turned by 180°
-    # (written in the kernels' order: see _channels_last)
+    # (unpooled) convolved in full with the kernels turned by 180°,
+    # Σ_j Σ_{l,m} w_{j,i,l,m} δ̃_{j,x−l,y−m}: written as (w^l)ᵀ δ̃, one row for
+    # each kernel weight (i, l, m), each row then added in at its shift (l, m)
     def backward(self, delta: Array, a_prev: Array) -> Array:
-        d = self._unpool(delta, a_prev).transpose(1, 2, 0)[None]  # (1, rows, columns, C_out)
-        k = self.w.shape[-1]
-        turned = jnp.flip(self.w, axis=(2, 3)).transpose(2, 3, 0, 1)  # (k, k, in = C_out, out = C_in)
-        g = jax.lax.conv_general_dilated(d, turned, (1, 1), [(k - 1, k - 1)] * 2,
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return g[0].transpose(2, 0, 1).reshape(-1)  # (n_in,)
+        maps, channels, k, _ = self.w.shape
+        _, h, w = self.conv_shape
+        d = self._unpool(delta, a_prev).reshape(maps, h * w)
+        pieces = (self.w.reshape(maps, -1).T @ d).reshape(channels, k, k, h, w)
+        g = jnp.zeros(self.in_shape, d.dtype)
+        for l in range(k):
+            for m in range(k):
+                g = g.at[:, l:l + h, m:m + w].add(pieces[:, l, m])
+        return g.reshape(-1)  # (n_in,)
 
     # BP3 and BP4 for one example
     def grads(self, delta: Array, a_prev: Array) -> "Conv":
@@ -262,23 +281,17 @@ class Conv:
     # BP3 and BP4 summed over a batch: ∂C/∂b_j = Σ_n Σ_{x,y} δ_{n,j,x,y} and
     # ∂C/∂w_{j,i,l,m} = Σ_n Σ_{x,y} δ_{n,j,x,y} a_{n,i,x+l,y+m}, with the δ's unpooled
     def batch_grads(self, deltas: Array, a_prev: Array) -> "Conv":
-        B = deltas.shape[0]
-        maps, channels, k, _ = self.w.shape
+        B, maps = deltas.shape[0], self.w.shape[0]
         _, h, w = self.conv_shape
         d = jax.vmap(self._unpool)(deltas, a_prev)  # (B, C_out, rows, columns)
-        A = a_prev.reshape((B,) + self.in_shape)  # (B, C_in, H, W)
         gb = jnp.sum(deltas.reshape(B, maps, -1), axis=(0, 2))
-        if B <= CONV_GRAD_BATCH:  # one convolution of the inputs with the δ's, the examples as its channels
-            if not self._channels_last:
-                gw = jax.lax.conv_general_dilated(A, d, (1, 1), "VALID", dimension_numbers=("CNHW", "IOHW", "CNHW"))
-                return dataclasses.replace(self, w=gw, b=gb)
-            gw = jax.lax.conv_general_dilated(A.transpose(1, 2, 3, 0), d.transpose(2, 3, 0, 1), (1, 1), "VALID",
-                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))  # (C_in, k, k, C_out)
-            return dataclasses.replace(self, w=gw.transpose(3, 0, 1, 2), b=gb)
-        # for each kernel position (l, m) the inputs it saw, shifted by (l, m),
-        # then one matrix product over the examples and positions
-        shifted = jnp.stack([A[:, :, l:l + h, m:m + w] for l in range(k) for m in range(k)], axis=2)
-        gw = jnp.einsum("bjp,bqp->jq", d.reshape(B, maps, h * w), shifted.reshape(B, channels * k * k, h * w))
+        if B <= CONV_GRAD_BATCH and not self._as_products:
+            # one convolution of the inputs with the δ's, the examples as its channels
+            A = a_prev.reshape((B,) + self.in_shape)  # (B, C_in = 1, H, W)
+            gw = jax.lax.conv_general_dilated(A, d, (1, 1), "VALID", dimension_numbers=("CNHW", "IOHW", "CNHW"))
+            return dataclasses.replace(self, w=gw, b=gb)
+        # the δ's times the shifted inputs, one matrix product over the examples and positions
+        gw = jnp.einsum("bjp,bqp->jq", d.reshape(B, maps, h * w), jax.vmap(self._patches)(a_prev))
         return dataclasses.replace(self, w=gw.reshape(self.w.shape), b=gb)
 
     # Σ_n ‖g_n‖² and Σ_n g_n² need each example's own gradient: a kernel's is

@@ -73,11 +73,12 @@ def test_the_hand_written_conv_gradient_equals_jax_grad_float64(trees_close, p):
 
 @pytest.mark.parametrize("batch", [fbp.network.CONV_GRAD_BATCH, fbp.network.CONV_GRAD_BATCH + 1, 70])
 def test_both_routes_of_a_batchs_kernel_gradient_equal_jax_grad(trees_close, batch):
-    """Up to CONV_GRAD_BATCH examples the kernels' gradient is one
-    convolution, over more a matrix product of the δ's with the shifted
-    inputs: both against jax.grad, and against the sum of the examples' own
-    gradients (each of them from the convolution of one example)."""
-    p = dict(shape=(2, 9, 7), conv=[(3, 2, 2), (2, 2, 1)], sizes=[5], hidden="sigmoid", out="softmax",
+    """Over one channel, up to CONV_GRAD_BATCH examples, the kernels'
+    gradient is one convolution, over more a matrix product of the δ's with
+    the shifted inputs (over several channels, the second layer here, always
+    the product): both against jax.grad, and against the sum of the
+    examples' own gradients (each of them from the convolution of one example)."""
+    p = dict(shape=(1, 9, 7), conv=[(3, 2, 2), (2, 2, 1)], sizes=[5], hidden="sigmoid", out="softmax",
              cost="log_likelihood", init="normalized", batch=batch, reduction="sum", seed=5)
     params, X, Y = make(p)
     hand = fbp.batch_backward(params, X, Y, "log_likelihood", "sum")
