@@ -77,7 +77,7 @@ def test_both_routes_of_a_batchs_kernel_gradient_equal_jax_grad(trees_close, bat
     gradient is one convolution, over more a matrix product of the δ's with
     the shifted inputs (over several channels, the second layer here, always
     the product): both against jax.grad, and against the sum of the
-    examples' own gradients (each of them from the convolution of one example)."""
+    examples' own gradients (each from its example alone, a batch of one)."""
     p = dict(shape=(1, 9, 7), conv=[(3, 2, 2), (2, 2, 1)], sizes=[5], hidden="sigmoid", out="softmax",
              cost="log_likelihood", init="normalized", batch=batch, reduction="sum", seed=5)
     params, X, Y = make(p)
