@@ -200,9 +200,10 @@ class Conv:
     # slower: the book's second network (40 maps over 20) trained at 3,705
     # examples/s at mini-batch 10 and 4,399 at 128 with them written
     # channel-last, the order of its library kernels (1,415 at 10
-    # channel-first), and at 5,472 and 5,508 as products (2 CPU cores, jax
-    # 0.10.2). Over one channel the products were the slower: the book's
-    # first network, 9,203 against 10,416 at 10 and 14,513 against 15,358 at 128.
+    # channel-first), and at 5,472 and 5,508 as products (the forms timed side
+    # by side over 5,120 images, 2 CPU cores, jax 0.10.2). Over one channel the
+    # products were the slower: the book's first network, 9,203 against 10,416
+    # at 10 and 14,513 against 15,358 at 128.
     @property
     def _as_products(self) -> bool:
         return self.in_shape[0] > 1
