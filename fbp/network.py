@@ -194,8 +194,9 @@ class Conv:
     # channel-last, the order of its library kernels (1,415 at 10
     # channel-first), and at 5,472 and 5,508 as products (the forms timed side
     # by side over 5,120 images, 2 CPU cores, jax 0.10.2). Over one channel the
-    # products were the slower: the book's first network, 9,203 against 10,416
-    # at 10 and 14,513 against 15,358 at 128.
+    # forward as a product was the slower: the book's first network, 9,757
+    # against 10,707 at 10 and 19,642 against 21,579 at 128 (with the kernels'
+    # gradient of batch_grads below either way).
     @property
     def _as_products(self) -> bool:
         return self.in_shape[0] > 1
