@@ -122,11 +122,10 @@ def where_they_part(ds, params, lr, lmbda, seed, n):
         gaps.append(float(f"{gap:.2g}"))
         if gap > 1e-5 and parted is None:
             P, Q = before["hand"], before["autodiff"]
+            hand_at_P = fbp.batch_backward(P, xb, yb, COST)
             parted = dict(step=t + 1, apart_before=last, apart_after=gap,
-                          hand_vs_jax_grad_same_params=apart(fbp.batch_backward(P, xb, yb, COST),
-                                                             fbp.autodiff_grad(P, xb, yb, COST)),
-                          hand_at_both_runs_params=apart(fbp.batch_backward(P, xb, yb, COST),
-                                                         fbp.batch_backward(Q, xb, yb, COST)))
+                          hand_vs_jax_grad_same_params=apart(hand_at_P, fbp.autodiff_grad(P, xb, yb, COST)),
+                          hand_at_both_runs_params=apart(hand_at_P, fbp.batch_backward(Q, xb, yb, COST)))
     return dict(parted or dict(step=None), steps=n // 10, final_apart=gap, apart_by_step=gaps)
 
 

@@ -198,7 +198,7 @@ class Conv:
     # against 10,707 at 10 and 19,642 against 21,579 at 128 (with the kernels'
     # gradient of batch_grads below either way).
     @property
-    def _as_products(self) -> bool:
+    def _several_channels(self) -> bool:
         return self.in_shape[0] > 1
 
     def _patches(self, a_prev: Array) -> Array:
@@ -212,7 +212,7 @@ class Conv:
         return shifted.reshape(-1, h * w)
 
     def _conv(self, a_prev: Array) -> Array:  # (n_in,) -> (C_out, rows, columns), before pooling
-        if self._as_products:
+        if self._several_channels:
             return (self.w.reshape(self.w.shape[0], -1) @ self._patches(a_prev)).reshape(self.conv_shape)
         x = a_prev.reshape((1,) + self.in_shape)
         return jax.lax.conv_general_dilated(x, self.w, (1, 1), "VALID", dimension_numbers=_CONV_DIMS)[0]
@@ -290,7 +290,7 @@ class Conv:
         B, maps = deltas.shape[0], self.w.shape[0]
         d = jax.vmap(self._unpool)(deltas, a_prev).reshape(B, maps, -1)  # (B, C_out, rows·columns)
         shifted = jax.vmap(self._patches)(a_prev)  # (B, C_in·k·k, rows·columns)
-        if self._as_products:
+        if self._several_channels:
             gw = jnp.einsum("bjp,bqp->jq", d, shifted)
         else:
             gw = jnp.einsum("bjp,bqp->bjq", d, shifted).sum(axis=0)
