@@ -221,11 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         formatter_class=_DefaultsFormatter,
         help="train a network with the hand-written gradient",
-        description="Train an MLP with the hand-written backward and an optax optimizer. "
+        description="Train a network (fully connected, or convolutional layers first with --conv) with the "
+        "hand-written backward and an optax optimizer. "
         "The defaults reach about 97% test accuracy on the bundled digits in seconds.",
         epilog="examples:\n\n"
         "  fbp train                                             # digits: about 97% in seconds\n"
         "  fbp train --data fashion-mnist --lr-halving 5 --epochs 80 --save-params net.npz\n"
+        "  fbp train --data fashion-mnist --conv 20:5:2 --lr 0.1   # the book's first conv net\n"
         "  fbp evaluate net.npz                                  # its accuracy per class\n"
         "  fbp train --checkpoint-dir run --epochs 60            # a checkpoint every epoch\n"
         "  fbp train --checkpoint-dir run --epochs 60 --resume   # after a crash or Ctrl-C: goes on\n"
