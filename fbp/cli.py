@@ -33,8 +33,10 @@ def parse_conv(text: str) -> list:
             numbers = [int(s) for s in part.split(":")]
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}")
-        if len(numbers) not in (2, 3) or min(numbers) < 1:
-            raise argparse.ArgumentTypeError(f"expected {what} (positive integers)")
+        if len(numbers) not in (2, 3):
+            raise argparse.ArgumentTypeError(f"expected {what} (two or three numbers a layer, not {len(numbers)})")
+        if min(numbers) < 1:
+            raise argparse.ArgumentTypeError(f"expected {what} (MAPS, K and POOL are positive integers)")
         layers.append(tuple(numbers) if len(numbers) == 3 else (numbers[0], numbers[1], 1))
     return layers
 

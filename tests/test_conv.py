@@ -322,7 +322,8 @@ def test_fbp_train_and_check_take_conv(capsys, tmp_path):
         (["--conv", "8:9:2"], "--conv 8:9:2 on 8×8 images: params\\[0\\] has 9×9 kernels"),
         (["--conv", "8:3:4"], "do not split into 4×4 blocks"),
         (["--conv", "8x3"], "argument --conv: expected convolutional layers as MAPS:K\\[:POOL\\]"),
-        (["--conv", "8:0:2"], "positive integers"),
+        (["--conv", "8:0:2"], "got '8:0:2' \\(MAPS, K and POOL are positive integers\\)"),
+        (["--conv", "8:3:2,8:3:2:1"], "got '8:3:2,8:3:2:1' \\(two or three numbers a layer, not 4\\)"),
     ]:
         r = fbp_here(capsys, "train", "--epochs", "1", "--quiet", *flags)
         assert r.returncode == 2, (flags, r.stdout)
