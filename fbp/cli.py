@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n\n"
         "  fbp train                                             # digits: about 97% in seconds\n"
         "  fbp train --data fashion-mnist --lr-halving 5 --epochs 80 --save-params net.npz\n"
-        "  fbp train --data fashion-mnist --conv 20:5:2 --lr 0.1   # the book's first conv net\n"
+        "  fbp train --data fashion-mnist --conv 20:5:2 --lr 0.1 # the book's first conv net\n"
         "  fbp evaluate net.npz                                  # its accuracy per class\n"
         "  fbp train --checkpoint-dir run --epochs 60            # a checkpoint every epoch\n"
         "  fbp train --checkpoint-dir run --epochs 60 --resume   # after a crash or Ctrl-C: goes on\n"
