@@ -58,6 +58,10 @@ def make_optimizer(
     ``momentum`` is the book's μ (ch. 3, for ``name="momentum"``): v → μv − η∇C,
     w → w + v. optax's ``sgd(η, momentum=μ)`` keeps t → ∇C + μt and steps −ηt,
     the same thing (v = −ηt) while η is constant.
+
+    The same settings give the same transformation object, so that ``fit``
+    called again with a fresh ``make_optimizer`` of them (a loop over seeds)
+    reuses the epoch it compiled the first time.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
@@ -68,6 +72,19 @@ def make_optimizer(
             raise ValueError(f"{what} (λ) must be a number ≥ 0, got {value!r}.")
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum (μ) must be in [0, 1), got {momentum!r}; at 1 and above the velocity never decays.")
+    if (l2 or l1) and not n_train:
+        raise ValueError(f"{'l2' if l2 else 'l1'} > 0 needs n_train, the training-set size n of the book's λ/n.")
+    # What the transformation depends on, and nothing else, so that equal settings meet in the cache;
+    # with their types, as 0.5 and np.float64(0.5) are equal but promote float32 updates differently.
+    settings = (name, lr, l2, l1, n_train if (l2 or l1) else None, momentum if name == "momentum" else None)
+    try:
+        hash(settings)
+    except TypeError:  # a setting that cannot be hashed (a JAX array): built anew
+        return _optimizer(*settings)
+    return _cached_optimizer(tuple(map(type, settings)), *settings)
+
+
+def _optimizer(name, lr, l2, l1, n_train, momentum) -> optax.GradientTransformation:
     if name == "sgd":
         step = optax.sgd(lr)
     elif name == "momentum":
@@ -76,11 +93,14 @@ def make_optimizer(
         step = optax.adam(lr)
     if l2 == 0 and l1 == 0:
         return step
-    if not n_train:
-        raise ValueError(f"{'l2' if l2 else 'l1'} > 0 needs n_train, the training-set size n of the book's λ/n.")
     decay = [optax.add_decayed_weights(l2 / n_train, mask=weight_mask)] if l2 else []
     decay += [add_l1(l1 / n_train)] if l1 else []
     return optax.chain(*decay, step)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_optimizer(types: tuple, *settings) -> optax.GradientTransformation:
+    return _optimizer(*settings)
 
 
 def add_l1(strength: float) -> optax.GradientTransformation:

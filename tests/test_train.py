@@ -303,6 +303,36 @@ def test_fit_again_with_the_same_optimizer_reuses_its_compiled_epoch(digits):
     assert again.history == [dict(h, seconds=a["seconds"]) for h, a in zip(fresh.history, again.history)]
 
 
+def test_make_optimizer_of_the_same_settings_is_one_transformation_and_fit_reuses_its_epoch(digits):
+    """A loop over seeds, each with a fresh make_optimizer of the same
+    settings, compiled the epoch again every time: equal settings now give
+    the same transformation object, and settings that differ, in value or
+    in type (0.5 and np.float64(0.5) promote float32 updates differently),
+    or that cannot be hashed, give another."""
+    mo = ftrain.make_optimizer
+    assert mo("sgd", 0.5) is mo("sgd", 0.5) is mo("sgd", 0.5, n_train=7, momentum=0.5)  # neither matters to sgd
+    assert mo("momentum", 0.5) is mo("momentum", 0.5, momentum=ftrain.DEFAULT_MOMENTUM)
+    assert mo("sgd", 0.5, l2=1.0, n_train=10) is mo("sgd", 0.5, l2=1.0, n_train=10)
+    others = [mo("sgd", 0.5), mo("sgd", 0.25), mo("momentum", 0.5), mo("momentum", 0.5, momentum=0.8), mo("adam", 0.5),
+              mo("sgd", 0.5, l2=1.0, n_train=10), mo("sgd", 0.5, l2=1.0, n_train=20), mo("sgd", 0.5, l1=1.0, n_train=10),
+              mo("sgd", np.float64(0.5)), mo("sgd", jnp.float32(0.5))]
+    assert len({id(o) for o in others}) == len(others)
+    assert mo("sgd", jnp.float32(0.5)) is not mo("sgd", jnp.float32(0.5))
+
+    params = fbp.init_mlp(jax.random.key(0), [64, 9, 10], output_activation="softmax")
+    kw = dict(cost="log_likelihood", epochs=1, batch_size=10, evaluation=digits.validation)
+    runs = []
+    for seed in (1, 2):
+        before = ftrain._compiled_cache.cache_info()
+        runs.append(ftrain.fit(params, digits.train, optimizer=mo("sgd", 0.37), key=jax.random.key(seed), **kw))
+        info = ftrain._compiled_cache.cache_info()
+        runs[-1] = (runs[-1], info.misses - before.misses)
+    assert runs[0][1] > 0 and runs[1][1] == 0  # the second seed compiled nothing new
+    again = ftrain.fit(params, digits.train, optimizer=optax.sgd(0.37), key=jax.random.key(2), **kw)
+    for a, b in zip(jax.tree.leaves(runs[1][0].params), jax.tree.leaves(again.params)):
+        np.testing.assert_array_equal(a, b)  # the shared epoch computes what a fresh one does
+
+
 @pytest.mark.parametrize("monitor_training,scale", [(True, 255), (False, 255), (True, 256)])
 def test_fit_trains_on_the_bytes_of_byte_images_and_on_floats_otherwise(monkeypatch, digits, monitor_training, scale):
     seen, evaluated = [], []
