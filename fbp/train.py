@@ -74,14 +74,9 @@ def make_optimizer(
         raise ValueError(f"momentum (μ) must be in [0, 1), got {momentum!r}; at 1 and above the velocity never decays.")
     if (l2 or l1) and not n_train:
         raise ValueError(f"{'l2' if l2 else 'l1'} > 0 needs n_train, the training-set size n of the book's λ/n.")
-    # What the transformation depends on, and nothing else, so that equal settings meet in the cache;
-    # with their types, as 0.5 and np.float64(0.5) are equal but promote float32 updates differently.
+    # What the transformation depends on, and nothing else, so that equal settings meet in the cache.
     settings = (name, lr, l2, l1, n_train if (l2 or l1) else None, momentum if name == "momentum" else None)
-    try:
-        hash(settings)
-    except TypeError:  # a setting that cannot be hashed (a JAX array): built anew
-        return _optimizer(*settings)
-    return _cached_optimizer(tuple(map(type, settings)), *settings)
+    return _kept(_optimizer_cache, _optimizer, *settings)
 
 
 def _optimizer(name, lr, l2, l1, n_train, momentum) -> optax.GradientTransformation:
@@ -99,8 +94,8 @@ def _optimizer(name, lr, l2, l1, n_train, momentum) -> optax.GradientTransformat
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_optimizer(types: tuple, *settings) -> optax.GradientTransformation:
-    return _optimizer(*settings)
+def _optimizer_cache(build: Callable, types: tuple, *settings) -> optax.GradientTransformation:
+    return build(*settings)
 
 
 def add_l1(strength: float) -> optax.GradientTransformation:
@@ -254,22 +249,30 @@ def _with_lr_schedule(optimizer: optax.GradientTransformation) -> optax.Gradient
     return optax.chain(optimizer, optax.inject_hyperparams(optax.scale)(step_size=1.0))
 
 
+def _kept(cache: Callable, build: Callable, *key):
+    """``build(*key)``, kept in ``cache`` (an ``lru_cache`` of ``(build,
+    types, *key)``) for the next call with an equal key of the same types: 0.5
+    and np.float64(0.5) are equal but promote float32 values differently. A
+    key that cannot be hashed (a cost object that is not, a JAX array) is
+    built anew."""
+    try:
+        hash(key)
+    except TypeError:
+        return build(*key)
+    return cache(build, tuple(map(type, key)), *key)
+
+
 def _compiled_once(build: Callable, *key):
     """``build(*key)``, kept for the next call with the same (identical
     optimizer object, cost, ...) key, so that ``fit`` called again with the
     same optimizer, to train on or on other data of the same shapes, reuses
     the epoch JAX compiled the first time instead of compiling a fresh one
-    (0.45 → 0.01 s for a one-epoch fit on digits). A key that cannot be
-    hashed (a cost object that is not) is built anew."""
-    try:
-        hash(key)
-    except TypeError:
-        return build(*key)
-    return _compiled_cache(build, *key)
+    (0.45 → 0.01 s for a one-epoch fit on digits)."""
+    return _kept(_compiled_cache, build, *key)
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_cache(build: Callable, *key):
+def _compiled_cache(build: Callable, types: tuple, *key):
     return build(*key)
 
 
