@@ -296,6 +296,7 @@ def test_fit_again_with_the_same_optimizer_reuses_its_compiled_epoch(digits):
     epoch = ftrain._compiled_once(ftrain._epoch_for, ftrain._compiled_once(ftrain._with_lr_schedule, opt),
                                   "log_likelihood", "mean", "hand", 0.0, 10, None)
     assert epoch._cache_size() == 1  # one compiled program for both calls
+    ftrain._compiled_cache.cache_clear()  # so that the optax.sgd(0.5) below, built alike, compiles its own
     fresh = ftrain.fit(first.params, digits.train, optimizer=optax.sgd(0.5), key=jax.random.key(2),
                        opt_state=first.opt_state, **kw)
     for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(fresh.params)):
@@ -303,21 +304,28 @@ def test_fit_again_with_the_same_optimizer_reuses_its_compiled_epoch(digits):
     assert again.history == [dict(h, seconds=a["seconds"]) for h, a in zip(fresh.history, again.history)]
 
 
+def _alike(a, b) -> bool:
+    """Whether fit's cache of compiled epochs takes a and b for the same."""
+    a, b = ftrain._Alike.of(a), ftrain._Alike.of(b)
+    return a == b and hash(a) == hash(b)
+
+
 def test_make_optimizer_of_the_same_settings_is_one_transformation_and_fit_reuses_its_epoch(digits):
     """A loop over seeds, each with a fresh make_optimizer of the same
     settings, compiled the epoch again every time: equal settings now give
-    the same transformation object, and settings that differ, in value or
+    transformations built alike, and settings that differ, in value or
     in type (0.5 and np.float64(0.5) promote float32 updates differently),
     or that cannot be hashed, give another."""
     mo = ftrain.make_optimizer
-    assert mo("sgd", 0.5) is mo("sgd", 0.5) is mo("sgd", 0.5, n_train=7, momentum=0.5)  # neither matters to sgd
-    assert mo("momentum", 0.5) is mo("momentum", 0.5, momentum=ftrain.DEFAULT_MOMENTUM)
-    assert mo("sgd", 0.5, l2=1.0, n_train=10) is mo("sgd", 0.5, l2=1.0, n_train=10)
+    assert _alike(mo("sgd", 0.5), mo("sgd", 0.5)) and _alike(mo("sgd", 0.5), mo("sgd", 0.5, n_train=7, momentum=0.5))
+    assert _alike(mo("momentum", 0.5), mo("momentum", 0.5, momentum=ftrain.DEFAULT_MOMENTUM))
+    assert _alike(mo("sgd", 0.5, l2=1.0, n_train=10), mo("sgd", 0.5, l2=1.0, n_train=10))
+    assert _alike(mo("sgd", 0.5, l1=1.0, n_train=10), mo("sgd", 0.5, l1=1.0, n_train=10))
     others = [mo("sgd", 0.5), mo("sgd", 0.25), mo("momentum", 0.5), mo("momentum", 0.5, momentum=0.8), mo("adam", 0.5),
               mo("sgd", 0.5, l2=1.0, n_train=10), mo("sgd", 0.5, l2=1.0, n_train=20), mo("sgd", 0.5, l1=1.0, n_train=10),
               mo("sgd", np.float64(0.5)), mo("sgd", jnp.float32(0.5))]
-    assert len({id(o) for o in others}) == len(others)
-    assert mo("sgd", jnp.float32(0.5)) is not mo("sgd", jnp.float32(0.5))
+    assert not any(_alike(a, b) for i, a in enumerate(others) for b in others[i + 1:])
+    assert not _alike(mo("sgd", jnp.float32(0.5)), mo("sgd", jnp.float32(0.5)))
 
     params = fbp.init_mlp(jax.random.key(0), [64, 9, 10], output_activation="softmax")
     kw = dict(cost="log_likelihood", epochs=1, batch_size=10, evaluation=digits.validation)
@@ -327,9 +335,64 @@ def test_make_optimizer_of_the_same_settings_is_one_transformation_and_fit_reuse
         second = ftrain.fit(params, digits.train, optimizer=mo("sgd", 0.37), key=jax.random.key(seed), **kw)
         built.append(ftrain._compiled_cache.cache_info().misses - before)
     assert built[0] > 0 and built[1] == 0
+    ftrain._compiled_cache.cache_clear()
     fresh = ftrain.fit(params, digits.train, optimizer=optax.sgd(0.37), key=jax.random.key(2), **kw)
     for a, b in zip(jax.tree.leaves(second.params), jax.tree.leaves(fresh.params)):
         np.testing.assert_array_equal(a, b)  # the shared epoch computes what a fresh one does
+
+
+RATE = 0.5  # read by _sgd_at_rate's update, which a sweep rebinds
+
+
+def _sgd_at_rate() -> optax.GradientTransformation:
+    """A hand-built plain SGD step whose rate is a module-level name."""
+    return optax.GradientTransformation(lambda params: optax.EmptyState(),
+                                        lambda u, state, params=None: (jax.tree.map(lambda g: -RATE * g, u), state))
+
+
+def test_an_optax_transformation_built_alike_reuses_the_epoch_and_one_of_the_users_does_not(digits):
+    """optax.adam(1e-3) built afresh for each seed of a loop compiled the
+    epoch again every time; transformations built alike (optax's or fbp's
+    functions, the same code, closures holding equal values of the same
+    types) now share it. A transformation of the user's own functions does
+    not: what they read from their module may have changed (a sweep that
+    rebinds the rate), so each is compiled for itself."""
+    def adam_clipped(lr=1e-2):
+        return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(optax.exponential_decay(lr, 100, 0.5)))
+    assert _alike(adam_clipped(), adam_clipped()) and _alike(ftrain.add_l1(0.1), ftrain.add_l1(0.1))
+    assert not _alike(adam_clipped(), adam_clipped(2e-2))
+    assert not _alike(optax.sgd(0.0), optax.sgd(-0.0))  # their updates of a -0.0 param differ in sign
+    assert not _alike(_sgd_at_rate(), _sgd_at_rate())
+    unhashable = optax.sgd(jnp.float32(0.5))  # compared by identity, as before: built anew each time
+    assert ftrain._Alike.of(unhashable) is unhashable
+
+    params = fbp.init_mlp(jax.random.key(0), [64, 9, 10], output_activation="softmax")
+    kw = dict(cost="log_likelihood", epochs=1, batch_size=10, evaluation=digits.validation)
+
+    def fit(optimizer, seed=2):
+        before = ftrain._compiled_cache.cache_info().misses
+        result = ftrain.fit(params, digits.train, optimizer=optimizer, key=jax.random.key(seed), **kw)
+        return result, ftrain._compiled_cache.cache_info().misses - before
+
+    assert fit(adam_clipped(), 1)[1] > 0
+    shared, built = fit(adam_clipped())
+    assert built == 0
+    ftrain._compiled_cache.cache_clear()
+    fresh, built = fit(adam_clipped())
+    assert built > 0
+    for a, b in zip(jax.tree.leaves(shared.params), jax.tree.leaves(fresh.params)):
+        np.testing.assert_array_equal(a, b)  # the shared epoch computes what a fresh one does
+
+    global RATE
+    by_rate = {}
+    for RATE in (0.5, 0.25):
+        by_rate[RATE], built = fit(_sgd_at_rate())
+        assert built > 0
+    RATE = 0.5
+    for rate, result in by_rate.items():
+        plain = fit(optax.sgd(rate))[0]
+        for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(plain.params)):
+            np.testing.assert_array_equal(a, b)  # each rate trained at its own rate
 
 
 @pytest.mark.parametrize("monitor_training,scale", [(True, 255), (False, 255), (True, 256)])
@@ -343,6 +406,7 @@ def test_fit_trains_on_the_bytes_of_byte_images_and_on_floats_otherwise(monkeypa
         return lambda params, opt_state, key, X, Y: (seen.append(X.dtype), epoch(params, opt_state, key, X, Y))[1]
 
     monkeypatch.setattr(ftrain, "make_epoch", spy)
+    ftrain._compiled_cache.cache_clear()  # or an epoch that an earlier test compiled for an optax.sgd(0.5) runs unseen
     B, X, Y = byte_images(n=40, scale=scale)
     params = fbp.init_mlp(jax.random.key(2), [12, 8, 3], output_activation="softmax")
     kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=2, batch_size=10, key=jax.random.key(1),
