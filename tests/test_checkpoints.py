@@ -498,19 +498,22 @@ def test_ctrl_c_and_sigterm_stop_the_run_once_the_running_epoch_is_kept(tmp_path
 def test_a_second_ctrl_c_stops_the_running_epoch_at_once(tmp_path, devices):
     """The second Ctrl-C ends the running epoch at its next step report:
     that epoch is not recorded nor kept, and the run names the checkpoint
-    of the one before. (Each epoch of this wide network at mini-batch 1
-    takes about 0.7 s; every epoch reports, as fit's threshold is set to 0.)
+    of the one before. (Every epoch reports, as fit's threshold is set to 0,
+    and each of its 20 reports waits 0.05 s, so that an epoch lasts a second
+    or more however fast the machine: the two signals below come 0.1 s
+    apart. It relied on a wide network's epochs of about 0.7 s before.)
     With --devices 2 (forced host devices, mini-batch 2), every device's
     part of the epoch ends at the same report."""
     run_dir = str(tmp_path / "run")
     flags = ["train", "--epochs", "50", "--quiet", "--checkpoint-dir", run_dir, "--batch-size", str(devices or 1),
-             "--sizes", "64,1000,1000,10", "--no-monitor-training"]
+             "--no-monitor-training"]
     env = None
     if devices:
         flags += ["--devices", str(devices)]
         env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    proc = _train_until_a_checkpoint(run_dir, flags, before="import fbp.train; fbp.train.PROGRESS_SECONDS = 0.0; ",
-                                     env=env)
+    slow_reports = ("import time, fbp.train, fbp.cli_train as c; fbp.train.PROGRESS_SECONDS = 0.0; "
+                    "steps = c._Report.steps; c._Report.steps = lambda *a: (time.sleep(0.05), steps(*a))[1]; ")
+    proc = _train_until_a_checkpoint(run_dir, flags, before=slow_reports, env=env)
     time.sleep(0.1)  # epoch 1 recorded, the next one running
     proc.send_signal(signal.SIGINT)
     time.sleep(0.1)
