@@ -251,12 +251,36 @@ def figure(runs: Sequence[Union[Run, tuple]], held_out: Optional[str] = None):
         k += 1
     if has_noise:
         axes[k].set(title="gradient noise scale tr Σ / ‖G‖² (training set)", xlabel="epoch", yscale="log")
+    # A legend of a few lines sits where the curves leave room; a longer one
+    # (several runs, each with two or three curves) would hide them, so it
+    # goes below its panel, under the axis label, in two columns, and the
+    # figure grows to hold it.
+    below = []
     for ax in axes:
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
+        entries = len(ax.get_legend_handles_labels()[0])
+        if entries > LEGEND_INSIDE:
+            below.append((ax, entries))
+        elif entries:
             ax.legend(fontsize="x-small")
+    if below:
+        fig.set_figheight(fig.get_figheight() + rows * (0.3 + 0.14 * max(math.ceil(n / 2) for _, n in below)))
     fig.tight_layout()
+    if below:
+        from matplotlib.transforms import offset_copy
+
+        # The label's distance below its panel is in points (the tick labels' and its own height), so
+        # the legend is put that far below the panel, where it stays as the layout resizes the panel.
+        fig.draw_without_rendering()
+        for ax, _ in below:
+            drop = (ax.get_window_extent().y0 - ax.xaxis.label.get_window_extent().y0) * 72 / fig.dpi + 4
+            ax.legend(fontsize="x-small", loc="upper center", ncol=2, bbox_to_anchor=(0.5, 0),
+                      bbox_transform=offset_copy(ax.transAxes, fig=fig, y=-drop, units="points"))
+        fig.tight_layout()
     return fig
+
+
+LEGEND_INSIDE = 6  # the most legend lines drawn over a panel's curves
 
 
 def image_side(n_in: int) -> Optional[int]:

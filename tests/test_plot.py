@@ -201,6 +201,35 @@ def test_a_scripts_fit_history_is_drawn_as_it_is():
             plot.figure(bad)
 
 
+@pytest.mark.parametrize("runs", [2, 5])
+def test_a_long_legend_goes_below_its_panel_clear_of_its_curves_and_its_axis_label(runs):
+    """Five runs of two or three curves each made a legend of 13 lines drawn
+    over the cost panel's curves (experiment 9's figure): more than
+    LEGEND_INSIDE lines now go below the panel, under its axis label, and
+    the figure grows to hold them; a short legend stays inside."""
+    history = [{"epoch": e, "training_cost": 1 / e, "training_accuracy": 1 - 1 / (e + 1), "evaluation_cost": 2 / e,
+                "evaluation_accuracy": 0.9 - 1 / (e + 2), "l2_cost": 0.1, "delta_norms": [0.1 / e, 0.2 / e]}
+               for e in range(1, 6)]
+    fig = plot.figure([(f"run {k}", history) for k in range(runs)])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # as saving it does: the labels take their places
+    renderer = canvas.get_renderer()
+    for ax in fig.axes:
+        legend, panel = ax.get_legend(), ax.get_window_extent(renderer)
+        box = legend.get_window_extent(renderer)
+        lines = len(legend.get_texts())
+        if lines > plot.LEGEND_INSIDE:
+            assert box.y1 < ax.xaxis.label.get_window_extent(renderer).y0 < panel.y0  # below both
+            assert box.y0 >= 0  # inside the (grown) figure
+        else:
+            assert panel.x0 <= box.x0 and box.x1 <= panel.x1 and panel.y0 <= box.y0 and box.y1 <= panel.y1
+    crowded = [len(ax.get_legend().get_texts()) > plot.LEGEND_INSIDE for ax in fig.axes]
+    assert crowded == ([False] * 3 if runs == 2 else [True] * 3)  # cost 15 lines, accuracy 10, ‖δ‖ 10
+    assert (fig.get_figheight() > 4.0) == (runs == 5)  # one row of panels, 4 inches high, grown for the legends
+
+
 def test_images_draws_square_rows_with_their_titles():
     X = np.random.default_rng(0).uniform(size=(10, 49))
     fig = plot.images(X, [f"#{i}" for i in range(10)], cols=4, title="ten")
