@@ -549,12 +549,12 @@ def _fit_data(params, train, evaluation, cost, batch_size: int, mesh):
     ``(Xm, Ym)`` on the device for monitoring, and the evaluation ``(Xe, Ye)``
     or None. Images of bytes scaled to [0, 1] are kept as their bytes."""
     if mesh is None:
-        X, Y = (jnp.asarray(a) for a in train[:2])
+        X, Y = (jnp.asarray(a) for a in _pair("train", train))
     else:
         from fbp import parallel
 
         parallel.check_batch(mesh, batch_size)
-        X, Y = (np.asarray(a) for a in train[:2])
+        X, Y = (np.asarray(a) for a in _pair("train", train))
     Xm, Ym = (jnp.asarray(a) for a in (X, Y))  # on the device once, not every epoch
     check_batch(params, Xm, Ym, cost, names=("train X", "train Y"))
     _check_finite((Xm, Ym), names=("train X", "train Y"))
@@ -563,12 +563,22 @@ def _fit_data(params, train, evaluation, cost, batch_size: int, mesh):
     Xm = compact_inputs(Xm)  # train and monitor on the bytes (bitwise the same steps),
     if _is_codes(Xm):  # and drop the float copy from the device
         X = Xm if mesh is None else np.asarray(Xm)
-    if evaluation is None or len(evaluation[0]) == 0:
+    if evaluation is None or len(_pair("evaluation", evaluation)[0]) == 0:
         return (X, Y), (Xm, Ym), None
-    Xe, Ye = (jnp.asarray(a) for a in evaluation[:2])
+    Xe, Ye = (jnp.asarray(a) for a in _pair("evaluation", evaluation))
     check_batch(params, Xe, Ye, cost, names=("evaluation X", "evaluation Y"))
     _check_finite((Xe, Ye), names=("evaluation X", "evaluation Y"))
     return (X, Y), (Xm, Ym), (compact_inputs(Xe), Ye)
+
+
+def _pair(name: str, data) -> tuple:
+    """(X, Y) of fit's ``train`` or ``evaluation``: a pair, a ``fbp.data.Split``
+    or any sequence whose first two items they are (not one array, whose
+    first two rows they would be)."""
+    if hasattr(data, "shape") or not isinstance(data, Sequence) or len(data) < 2:
+        what = f"an array of shape {tuple(data.shape)}" if hasattr(data, "shape") else type(data).__name__
+        raise TypeError(f"{name} must be a pair (X, Y) of inputs and targets (a fbp.data.Split is one), got {what}.")
+    return tuple(data[:2])
 
 
 def _first_opt_state(optimizer, params, opt_state, lr_halving):
@@ -885,6 +895,10 @@ def fit(
                         f"{type(stop).__name__}")
     if on_progress is not None and not callable(on_progress):
         raise TypeError(f"on_progress must be a function (epoch, steps_done, steps), got {type(on_progress).__name__}")
+    for name, f, of in (("on_epoch", on_epoch, "each epoch's record (a dict)"),
+                        ("on_resume", on_resume, "the restored history (a list of records)")):
+        if f is not None and not callable(f):
+            raise TypeError(f"{name} must be a function of {of}, got {type(f).__name__}")
     (X, Y), training, evaluated = _fit_data(params, train, evaluation, cost, batch_size, mesh)
     if not monitor_evaluation:
         evaluated = None

@@ -623,6 +623,11 @@ def test_fit_refuses_bad_arguments_by_name_before_training(digits):
         (dict(optimizer="sgd"), TypeError, r"^optimizer must be an optax.GradientTransformation.*got 'sgd'"),
         (dict(key=1), TypeError, r"^key must be one PRNG key, such as jax.random.key\(0\); got int 1"),
         (dict(key=jax.random.split(jax.random.key(0))), TypeError, r"got an array of shape \(2,\)"),
+        (dict(train=digits.train.X), TypeError,  # its first two rows were taken for X and Y
+         r"^train must be a pair \(X, Y\) of inputs and targets .*got an array of shape \(1257, 64\)\.$"),
+        (dict(evaluation={"X": digits.validation.X}), TypeError, r"^evaluation must be a pair .*got dict\.$"),
+        (dict(on_epoch=3), TypeError, r"^on_epoch must be a function of each epoch's record \(a dict\), got int$"),
+        (dict(on_resume=3), TypeError, r"^on_resume must be a function of the restored history"),
     ]
     for change, error, needle in cases:
         args = {**kw, "train": digits.train, "on_epoch": seen.append, **change}
