@@ -22,8 +22,9 @@ import numpy as np
 import optax
 from jax.experimental import io_callback
 
+from fbp.backprop import _check_reduction, value_and_batch_backward
 from fbp.backprop import loss as fbp_loss
-from fbp.backprop import value_and_batch_backward
+from fbp.costs import get_cost
 from fbp.network import check_int, check_rate, dropout_masks
 
 Array = jax.Array
@@ -89,6 +90,12 @@ def shuffle(key: Array, n: int, *, rounds: int = 8) -> Array:
 
 
 # --- the step ---------------------------------------------------------------
+def check_optimizer(optimizer) -> None:
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, such as optax.sgd(0.5) or "
+                        f"fbp.train.make_optimizer('sgd', 0.5); got {optimizer!r}.")
+
+
 def make_train_step(
     optimizer: optax.GradientTransformation, cost, *, reduction: str = "mean", grad: Union[str, Callable] = "hand",
     dropout: float = 0.0,
@@ -108,6 +115,10 @@ def make_train_step(
     step (``step_keys``).
     """
     dropout = check_rate("dropout", dropout)
+    check_optimizer(optimizer)
+    if grad in ("hand", "autodiff"):  # checked here, not at the first step inside jit
+        get_cost(cost)
+        _check_reduction(reduction)
     if grad == "hand":
         def value_and_grad(p, X, Y, masks=None):
             return value_and_batch_backward(p, X, Y, cost, reduction, masks)

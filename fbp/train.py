@@ -28,8 +28,8 @@ from fbp import checkpoint as ckpt
 from fbp import multihost
 from fbp.backprop import check_batch
 from fbp.epoch import (  # noqa: F401  (re-exported: train.make_epoch, …)
-    BYTE_VALUES, _is_codes, byte_codes, compact_inputs, decode_inputs, dropout_key, make_epoch, make_train_step,
-    shuffle, step_keys,
+    BYTE_VALUES, _is_codes, byte_codes, check_optimizer, compact_inputs, decode_inputs, dropout_key, make_epoch,
+    make_train_step, shuffle, step_keys,
 )
 from fbp.evaluation import evaluate, predict  # noqa: F401  (re-exported)
 from fbp.network import check_int, check_key, check_rate
@@ -524,9 +524,7 @@ def _check_fit_arguments(optimizer, key, epochs, batch_size, evaluation, monitor
                          lr_floor):
     """fit's arguments that need no data, checked; (epochs, batch_size)."""
     epochs, batch_size = check_int("epochs", epochs, 0), check_int("batch_size", batch_size, 1)
-    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
-        raise TypeError(f"optimizer must be an optax.GradientTransformation, such as optax.sgd(0.5) or "
-                        f"fbp.train.make_optimizer('sgd', 0.5); got {optimizer!r}.")
+    check_optimizer(optimizer)
     check_key(key)
     if not 0 < lr_floor < 1:
         raise ValueError(f"lr_floor must be between 0 and 1 (a fraction of the starting step), got {lr_floor}.")

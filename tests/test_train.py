@@ -110,6 +110,21 @@ def test_books_plain_sgd_eta_3(trees_close):
     trees_close(new, jax.tree.map(lambda p, d: p - 3.0 * d, params, g), 1e-13)
 
 
+def test_make_train_step_refuses_a_bad_cost_reduction_or_optimizer_when_made_not_at_its_first_step():
+    """These were found at the step's first call, inside jit's trace; a
+    function grad needs no cost or reduction of fbp's, so it is not asked."""
+    sgd = optax.sgd(0.1)
+    for args, kw, error, needle in (((sgd, "hinge"), {}, ValueError, r"^unknown cost 'hinge'"),
+                                    ((sgd, "quadratic"), dict(reduction="avg"), ValueError, r"^reduction must be"),
+                                    (("sgd", "quadratic"), {}, TypeError, r"^optimizer must be an optax")):
+        with pytest.raises(error, match=needle):
+            ftrain.make_train_step(*args, **kw)
+    params, X, Y = small_problem()
+    own = ftrain.make_train_step(sgd, None, grad=lambda p, X, Y: (fbp.loss(p, X, Y, "quadratic"),
+                                                                   fbp.batch_backward(p, X, Y, "quadratic")))
+    assert np.isfinite(own(params, sgd.init(params), X, Y)[2])
+
+
 @pytest.mark.parametrize("in_place", [True, False])
 def test_epoch_is_the_scan_of_steps(trees_close, monkeypatch, in_place):
     """One jitted epoch equals the same mini-batches stepped one by one in Python,
