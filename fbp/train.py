@@ -561,9 +561,11 @@ def _fit_data(params, train, evaluation, cost, batch_size: int, mesh):
     Xm = compact_inputs(Xm)  # train and monitor on the bytes (bitwise the same steps),
     if _is_codes(Xm):  # and drop the float copy from the device
         X = Xm if mesh is None else np.asarray(Xm)
-    if evaluation is None or len(_pair("evaluation", evaluation)[0]) == 0:
+    if evaluation is None:
         return (X, Y), (Xm, Ym), None
     Xe, Ye = (jnp.asarray(a) for a in _pair("evaluation", evaluation))
+    if len(Xe) == 0:
+        return (X, Y), (Xm, Ym), None
     check_batch(params, Xe, Ye, cost, names=("evaluation X", "evaluation Y"))
     _check_finite((Xe, Ye), names=("evaluation X", "evaluation Y"))
     return (X, Y), (Xm, Ym), (compact_inputs(Xe), Ye)
