@@ -296,7 +296,18 @@ def test_byte_mini_batches_are_copied_in_place_where_their_floats_would_be(batch
     assert (f"{batch_size + 1}x784xui8" in hlo) == in_place
 
 
-def test_fit_again_with_the_same_optimizer_reuses_its_compiled_epoch(digits):
+@pytest.fixture
+def own_compiled_epochs():
+    """fit's kept epochs, cleared before the test and after it: before, or an
+    epoch that an earlier test compiled for an optimizer built alike runs
+    instead of the one the test builds; after, or the test's (a spy's) runs
+    in a later test."""
+    ftrain._compiled_cache.cache_clear()
+    yield
+    ftrain._compiled_cache.cache_clear()
+
+
+def test_fit_again_with_the_same_optimizer_reuses_its_compiled_epoch(digits, own_compiled_epochs):
     """Training on with the same optimizer object (more epochs, from the
     result's params and state) compiled the epoch again each call; it is now
     kept, and what it computes is bitwise what a fresh one computes."""
@@ -325,7 +336,8 @@ def _alike(a, b) -> bool:
     return a == b and hash(a) == hash(b)
 
 
-def test_make_optimizer_of_the_same_settings_is_one_transformation_and_fit_reuses_its_epoch(digits):
+def test_make_optimizer_of_the_same_settings_is_one_transformation_and_fit_reuses_its_epoch(digits,
+                                                                                            own_compiled_epochs):
     """A loop over seeds, each with a fresh make_optimizer of the same
     settings, compiled the epoch again every time: equal settings now give
     transformations built alike, and settings that differ, in value or
@@ -365,7 +377,8 @@ def _sgd_at_rate() -> optax.GradientTransformation:
                                         lambda u, state, params=None: (jax.tree.map(lambda g: -RATE * g, u), state))
 
 
-def test_an_optax_transformation_built_alike_reuses_the_epoch_and_one_of_the_users_does_not(digits):
+def test_an_optax_transformation_built_alike_reuses_the_epoch_and_one_of_the_users_does_not(digits,
+                                                                                            own_compiled_epochs):
     """optax.adam(1e-3) built afresh for each seed of a loop compiled the
     epoch again every time; transformations built alike (optax's or fbp's
     functions, the same code, closures holding equal values of the same
@@ -411,7 +424,8 @@ def test_an_optax_transformation_built_alike_reuses_the_epoch_and_one_of_the_use
 
 
 @pytest.mark.parametrize("monitor_training,scale", [(True, 255), (False, 255), (True, 256)])
-def test_fit_trains_on_the_bytes_of_byte_images_and_on_floats_otherwise(monkeypatch, digits, monitor_training, scale):
+def test_fit_trains_on_the_bytes_of_byte_images_and_on_floats_otherwise(monkeypatch, digits, monitor_training, scale,
+                                                                        own_compiled_epochs):
     seen, evaluated = [], []
     make_epoch, evaluate = ftrain.make_epoch, ftrain.evaluate
     monkeypatch.setattr(ftrain, "evaluate", lambda p, X, *a, **kw: (evaluated.append(X.dtype), evaluate(p, X, *a, **kw))[1])
@@ -421,7 +435,6 @@ def test_fit_trains_on_the_bytes_of_byte_images_and_on_floats_otherwise(monkeypa
         return lambda params, opt_state, key, X, Y: (seen.append(X.dtype), epoch(params, opt_state, key, X, Y))[1]
 
     monkeypatch.setattr(ftrain, "make_epoch", spy)
-    ftrain._compiled_cache.cache_clear()  # or an epoch that an earlier test compiled for an optax.sgd(0.5) runs unseen
     B, X, Y = byte_images(n=40, scale=scale)
     params = fbp.init_mlp(jax.random.key(2), [12, 8, 3], output_activation="softmax")
     kw = dict(optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=2, batch_size=10, key=jax.random.key(1),
