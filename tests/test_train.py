@@ -336,8 +336,7 @@ def _alike(a, b) -> bool:
     return a == b and hash(a) == hash(b)
 
 
-def test_make_optimizer_of_the_same_settings_is_one_transformation_and_fit_reuses_its_epoch(digits,
-                                                                                            own_compiled_epochs):
+def test_make_optimizer_of_the_same_settings_is_built_alike_and_fit_reuses_its_epoch(digits, own_compiled_epochs):
     """A loop over seeds, each with a fresh make_optimizer of the same
     settings, compiled the epoch again every time: equal settings now give
     transformations built alike, and settings that differ, in value or
