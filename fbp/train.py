@@ -733,7 +733,11 @@ def fit(
         bytes (``compact_inputs``), and so is the evaluation X: the steps and
         the monitoring decode them to bitwise the same floats, from a quarter
         of the memory.
-      optimizer: any ``optax.GradientTransformation``.
+      optimizer: any ``optax.GradientTransformation``. fit keeps the epochs
+        it compiled (the last 16) for the next call with the same optimizer,
+        or with one built alike from optax's or fbp's own functions and equal
+        settings (``optax.adam(1e-3)`` built afresh for each seed of a loop);
+        one built afresh from functions of your own compiles anew.
       cost: a cost name or ``fbp.Cost``.
       epochs, batch_size: as in the book's ``SGD(training_data, epochs, mini_batch_size, eta)``.
       key: PRNG key; epoch e shuffles with ``fold_in(key, e)``, so a resumed run
