@@ -891,18 +891,13 @@ def fit(
         json.dumps(config)
     except (TypeError, ValueError) as e:
         raise TypeError(f"config must be JSON-able (it is saved with each checkpoint): {e}") from None
-    if monitor is not None and not callable(monitor):
-        raise TypeError(f"monitor must be a function of the params that returns a dict of numbers, got "
-                        f"{type(monitor).__name__}")
-    if stop is not None and not callable(stop):
-        raise TypeError(f"stop must be a function of no arguments that returns None or a reason to stop, got "
-                        f"{type(stop).__name__}")
-    if on_progress is not None and not callable(on_progress):
-        raise TypeError(f"on_progress must be a function (epoch, steps_done, steps), got {type(on_progress).__name__}")
-    for name, f, of in (("on_epoch", on_epoch, "each epoch's record (a dict)"),
-                        ("on_resume", on_resume, "the restored history (a list of records)")):
+    for name, f, what in (("monitor", monitor, "of the params that returns a dict of numbers"),
+                          ("stop", stop, "of no arguments that returns None or a reason to stop"),
+                          ("on_progress", on_progress, "(epoch, steps_done, steps)"),
+                          ("on_epoch", on_epoch, "of each epoch's record (a dict)"),
+                          ("on_resume", on_resume, "of the restored history (a list of records)")):
         if f is not None and not callable(f):
-            raise TypeError(f"{name} must be a function of {of}, got {type(f).__name__}")
+            raise TypeError(f"{name} must be a function {what}, got {type(f).__name__}")
     (X, Y), training, evaluated = _fit_data(params, train, evaluation, cost, batch_size, mesh)
     if not monitor_evaluation:
         evaluated = None
