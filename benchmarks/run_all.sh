@@ -19,7 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 log="$out/run_all.log"
 export PYTHONUNBUFFERED=1
-if [[ ${QUICK:-0} == 1 ]]; then r_tt=1 r_wide=1 r_grad=2 r_pe=1 epochs=1 np_ex=500; else r_tt=5 r_wide=3 r_grad=30 r_pe=7 epochs=10 np_ex=10000; fi
+if [[ ${QUICK:-0} == 1 ]]; then r_tt=1 r_wide=1 r_grad=2 r_pe=1 r_ct=1 epochs=1 np_ex=500; else r_tt=5 r_wide=3 r_grad=30 r_pe=7 r_ct=3 epochs=10 np_ex=10000; fi
 
 source "$here/_part.sh"
 
@@ -40,6 +40,7 @@ part conv_throughput_second_net 600 "$py" "$here/conv_throughput.py" --conv 20:5
 part grad_vs_autodiff 90 "$py" "$here/grad_vs_autodiff.py" --rounds "$r_grad" --json "$out/grad_vs_autodiff.json"
 part progress 240 "$py" "$here/progress.py" --repeats "$r_tt" --wide-repeats "$r_wide" --json "$out/progress.json" \
     ${fashion:+--data-dir "$fashion"}
+part compile_time 120 "$py" "$here/compile_time.py" --rounds "$r_ct" --json "$out/compile_time.json"
 part train-digits 60 "$py" -m fbp train --metrics-out "$out/train_digits.jsonl"
 if [[ -n $fashion ]]; then
     part train-fashion 90 "$py" -m fbp train --data fashion-mnist --data-dir "$fashion" --epochs "$epochs"
