@@ -18,7 +18,7 @@ compiles a program once.
 
 import argparse
 import json
-import platform
+import os
 import statistics
 import subprocess
 import sys
@@ -73,7 +73,8 @@ def one_round(repeats: int) -> dict:
         jax.block_until_ready(epoch(params, state, jax.random.key(i + 1), X, Y))
         runs.append(time.perf_counter() - t)
     return dict(small_programs_s=small, epoch_compile_s=epoch_compile,
-                step_us=statistics.median(runs) / 6000 * 1e6, jax=jax.__version__)
+                step_us=statistics.median(runs) / 6000 * 1e6, jax=jax.__version__,
+                device=f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})")
 
 
 def main() -> None:
@@ -91,15 +92,19 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--one-round", "--repeats", str(args.repeats)],
                              capture_output=True, text=True, check=True).stdout
         rounds.append(json.loads(out.strip().splitlines()[-1]))
+    from train_throughput import cpu_model
+
     med = {k: statistics.median(r[k] for r in rounds) for k in ("small_programs_s", "epoch_compile_s", "step_us")}
-    print(f"jax {rounds[0]['jax']}, {platform.processor() or platform.machine()}; medians of {args.rounds} processes")
+    flags = os.environ.get("XLA_FLAGS", "")
+    print(f"jax {rounds[0]['jax']} on {rounds[0]['device']}, {cpu_model()}; medians of {args.rounds} processes"
+          + (f"; XLA_FLAGS={flags}" if flags else ""))
     print(f"  12 small programs (batch_backward, jax.grad, an epoch; 4 nets): {med['small_programs_s']:.2f} s to compile"
           f"  [{min(r['small_programs_s'] for r in rounds):.2f}–{max(r['small_programs_s'] for r in rounds):.2f}]")
     print(f"  [784, 30, 10] mini-batch-10 epoch: {med['epoch_compile_s']:.2f} s to compile, "
           f"then {med['step_us']:.1f} µs a step")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(medians=med, rounds=rounds, machine=platform.processor() or platform.machine()), f, indent=1)
+            json.dump(dict(medians=med, rounds=rounds, cpu=cpu_model(), xla_flags=flags), f, indent=1)
 
 
 if __name__ == "__main__":
