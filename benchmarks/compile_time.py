@@ -37,6 +37,8 @@ def one_round(repeats: int) -> dict:
     from fbp import train as ftrain
 
     jax.config.update("jax_enable_x64", True)
+    # A persistent cache (JAX_COMPILATION_CACHE_DIR set) would read programs back instead of compiling them.
+    jax.config.update("jax_enable_compilation_cache", False)
     small = 0.0
     for sizes in SMALL_NETS:
         params = fbp.init_mlp(jax.random.key(0), sizes, output_activation="softmax", dtype=jnp.float64)
@@ -89,9 +91,11 @@ def main() -> None:
         return
     rounds = []
     for _ in range(args.rounds):
-        out = subprocess.run([sys.executable, __file__, "--one-round", "--repeats", str(args.repeats)],
-                             capture_output=True, text=True, check=True).stdout
-        rounds.append(json.loads(out.strip().splitlines()[-1]))
+        done = subprocess.run([sys.executable, __file__, "--one-round", "--repeats", str(args.repeats)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"compile_time.py: a round failed (exit {done.returncode}):\n{done.stderr}")
+        rounds.append(json.loads(done.stdout.strip().splitlines()[-1]))
     from train_throughput import cpu_model
 
     med = {k: statistics.median(r[k] for r in rounds) for k in ("small_programs_s", "epoch_compile_s", "step_us")}
