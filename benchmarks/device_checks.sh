@@ -20,7 +20,10 @@
 #   7. what dropout costs fbp's GPU epochs (the masks' random bits drawn on
 #      the GPU), beside the plain epochs in the same rounds;
 #   8. the convolutional nets' epochs (conv_throughput.py, the book's first
-#      and second: hand-written against jax.grad's gradient, on the GPU).
+#      and second: hand-written against jax.grad's gradient, on the GPU);
+#   9. XLA's compile time on the GPU against the step it gives
+#      (compile_time.py), and on two of the host's cores under the machine's
+#      jaxlib, beside the CPU figures of the README's jax-release table.
 #
 #   [PARTS="1 2 6"] benchmarks/device_checks.sh OUT_DIR [FASHION_MNIST_DIR]
 #
@@ -90,4 +93,7 @@ want 8 && part gpu-conv 120 "$py" "$here/conv_throughput.py" --repeats 3 --json 
     ${fashion:+--data-dir "$fashion"}
 want 8 && part gpu-conv-second-net 120 "$py" "$here/conv_throughput.py" --conv 20:5:2,40:5:2 --repeats 3 \
     --json "$out/conv_throughput_second_net_gpu.json" ${fashion:+--data-dir "$fashion"}
+want 9 && part gpu-compile-time 90 "$py" "$here/compile_time.py" --json "$out/compile_time_gpu.json"
+want 9 && part cpu2-compile-time 90 env JAX_PLATFORMS=cpu "${pin2[@]}" "$py" "$here/compile_time.py" \
+    --json "$out/compile_time_cpu2.json"
 echo "=== done" | tee -a "$log"
