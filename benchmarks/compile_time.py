@@ -34,6 +34,7 @@ def one_round(repeats: int) -> dict:
     import optax
 
     import fbp
+    from _timing import median_seconds
     from fbp import train as ftrain
 
     jax.config.update("jax_enable_x64", True)
@@ -68,14 +69,8 @@ def one_round(repeats: int) -> dict:
     t = time.perf_counter()
     lowered.compile()
     epoch_compile = time.perf_counter() - t
-    jax.block_until_ready(epoch(params, state, jax.random.key(0), X, Y))  # the run's own first call
-    runs = []
-    for i in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(epoch(params, state, jax.random.key(i + 1), X, Y))
-        runs.append(time.perf_counter() - t)
-    return dict(small_programs_s=small, epoch_compile_s=epoch_compile,
-                step_us=statistics.median(runs) / 6000 * 1e6, jax=jax.__version__,
+    step_s = median_seconds(epoch, (params, state, jax.random.key(0), X, Y), repeats) / 6000
+    return dict(small_programs_s=small, epoch_compile_s=epoch_compile, step_us=step_s * 1e6, jax=jax.__version__,
                 device=f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})")
 
 
