@@ -1,22 +1,20 @@
-"""Training: the optimizers of the book through optax, and the ``fit`` loop
-(the book's ``SGD`` with its ``monitor_*`` flags: monitoring, early stopping,
-the learning schedule, checkpoints). The epoch it runs is ``fbp.epoch``'s (one
-jitted ``lax.scan``), its monitoring ``fbp.evaluation``'s; both modules'
-public names are re-exported here, so ``train.make_epoch``,
-``train.evaluate`` and the rest are one import away.
+"""Training: the ``fit`` loop (the book's ``SGD`` with its ``monitor_*``
+flags: monitoring, early stopping, the learning schedule, checkpoints). The
+epoch it runs is ``fbp.epoch``'s (one jitted ``lax.scan``), its monitoring
+``fbp.evaluation``'s, its update rules ``fbp.optimizers``' (the book's
+optimizers through optax); the three modules' public names are re-exported
+here, so ``train.make_epoch``, ``train.evaluate``, ``train.make_optimizer``
+and the rest are one import away.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import itertools
 import json
-import math
 import os
 import time
-import types
 from typing import Callable, Optional, Sequence, Union
 
 import jax
@@ -26,6 +24,7 @@ import optax
 
 from fbp import checkpoint as ckpt
 from fbp import multihost
+from fbp._reuse import compiled_once
 from fbp.backprop import check_batch
 from fbp.epoch import (  # noqa: F401  (re-exported: train.make_epoch, …)
     BYTE_VALUES, _is_codes, byte_codes, check_optimizer, compact_inputs, decode_inputs, dropout_key, make_epoch,
@@ -33,95 +32,12 @@ from fbp.epoch import (  # noqa: F401  (re-exported: train.make_epoch, …)
 )
 from fbp.evaluation import evaluate, predict  # noqa: F401  (re-exported)
 from fbp.network import check_int, check_key, check_rate
+from fbp.optimizers import (  # noqa: F401  (re-exported: train.make_optimizer, …)
+    DEFAULT_MOMENTUM, OPTIMIZERS, add_l1, halve_lr, l1_cost, l2_cost, lr_factor, make_optimizer, penalty_terms,
+    weight_mask, with_lr_schedule,
+)
 
 Array = jax.Array
-OPTIMIZERS = ("sgd", "momentum", "adam")
-DEFAULT_MOMENTUM = 0.9  # μ of make_optimizer("momentum") and fbp train --optimizer momentum
-
-
-# --- optimizers -------------------------------------------------------------
-def weight_mask(params: list) -> list:
-    """True on every weight matrix, False on every bias (L2 and L1 act on weights only)."""
-    return [dataclasses.replace(layer, w=True, b=False) for layer in params]
-
-
-def make_optimizer(
-    name: str = "sgd", lr: float = 3.0, *, l2: float = 0.0, n_train: Optional[int] = None,
-    momentum: float = DEFAULT_MOMENTUM, l1: float = 0.0,
-) -> optax.GradientTransformation:
-    """The book's optimizers through optax's own transforms.
-
-    ``sgd`` is w → w − η ∇C (η = 3.0 is the book's chapter-1 setting).
-    ``l2`` is the book's λ in network2: w → (1 − ηλ/n) w − η ∇C, i.e. optax's
-    ``add_decayed_weights(λ/n)`` on the weights (not the biases) before the step.
-    ``l1`` is the book's other regularizer of ch. 3, L1: w → w − (ηλ/n) sgn(w)
-    − η ∇C, with sgn(0) = 0 (``add_l1``; optax has no L1 transform of its own).
-    ``momentum`` is the book's μ (ch. 3, for ``name="momentum"``): v → μv − η∇C,
-    w → w + v. optax's ``sgd(η, momentum=μ)`` keeps t → ∇C + μt and steps −ηt,
-    the same thing (v = −ηt) while η is constant.
-
-    The same settings give transformations built alike, so that ``fit``
-    called again with a fresh ``make_optimizer`` of them (a loop over seeds)
-    reuses the epoch it compiled the first time.
-    """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"learning rate must be a positive number, got {lr!r}.")
-    for what, value in (("l2", l2), ("l1", l1)):
-        if not (value >= 0 and math.isfinite(value)):
-            raise ValueError(f"{what} (λ) must be a number ≥ 0, got {value!r}.")
-    if not 0 <= momentum < 1:
-        raise ValueError(f"momentum (μ) must be in [0, 1), got {momentum!r}; at 1 and above the velocity never decays.")
-    if (l2 or l1) and not n_train:
-        raise ValueError(f"{'l2' if l2 else 'l1'} > 0 needs n_train, the training-set size n of the book's λ/n.")
-    if name == "sgd":
-        step = optax.sgd(lr)
-    elif name == "momentum":
-        step = optax.sgd(lr, momentum=momentum)
-    else:
-        step = optax.adam(lr)
-    if l2 == 0 and l1 == 0:
-        return step
-    decay = [optax.add_decayed_weights(l2 / n_train, mask=weight_mask)] if l2 else []
-    decay += [add_l1(l1 / n_train)] if l1 else []
-    return optax.chain(*decay, step)
-
-
-def add_l1(strength: float) -> optax.GradientTransformation:
-    """Add ``strength`` · sgn(w) to the update of every weight (not the
-    biases): the gradient of strength · Σ_w |w|, with sgn(0) = 0 as the book
-    takes it, so that a weight at exactly 0 stays there. Before a plain SGD
-    step of η, that is the book's L1 step w → w − η·strength·sgn(w) − η∇C."""
-    def add_sign(updates, params):
-        return jax.tree.map(lambda g, w: g + strength * jnp.sign(w), updates, params)
-
-    return optax.masked(optax.stateless(add_sign), weight_mask)
-
-
-def l2_cost(params: list, l2: float, n_train: int) -> Array:
-    """The book's L2 term of the cost, (λ/2n) Σ_w w², over the weights (not
-    the biases): what ``make_optimizer(l2=λ, n_train=n)``'s decay descends
-    beside the data cost C₀ (its gradient, (λ/n) w, is the decay). The
-    book's ``total_cost`` of the training data is C₀ plus this; of other
-    data it adds the term with n their own size."""
-    return 0.5 * l2 / n_train * sum(jnp.sum(jnp.square(layer.w)) for layer in params)
-
-
-def l1_cost(params: list, l1: float, n_train: int) -> Array:
-    """The book's L1 term of the cost, (λ/n) Σ_w |w|, over the weights (not
-    the biases): what ``make_optimizer(l1=λ, n_train=n)``'s ``add_l1``
-    descends beside the data cost (its gradient, (λ/n) sgn(w), is that step)."""
-    return l1 / n_train * sum(jnp.sum(jnp.abs(layer.w)) for layer in params)
-
-
-def penalty_terms(params: list, n_train: int, *, l2: float = 0.0, l1: float = 0.0) -> dict:
-    """The L2 and L1 terms of the cost (``l2_cost``, ``l1_cost``) that
-    ``make_optimizer(l2=, l1=, n_train=)``'s steps descend beside the data
-    cost, as floats, each where its λ is given: what ``fbp train`` records
-    each epoch (through ``fit``'s ``monitor``)."""
-    return {**({"l2_cost": float(l2_cost(params, l2, n_train))} if l2 else {}),
-            **({"l1_cost": float(l1_cost(params, l1, n_train))} if l1 else {})}
 
 
 # --- the fit loop -----------------------------------------------------------
@@ -229,127 +145,6 @@ class FitResult:
     best_epoch: Optional[int] = None
     best_params: Optional[list] = None  # the params of best_epoch (None without evaluation data)
     stop_reason: Optional[str] = None  # "patience", "lr_floor" or what fit's stop returned, when stopped_early
-
-
-# --- the book's learning schedule (ch. 3) ------------------------------------
-def _with_lr_schedule(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
-    """``optimizer`` followed by a step-size factor that lives in the optimizer
-    state (1.0 at the start), so that fit can halve it between epochs and a
-    checkpoint carries it."""
-    return optax.chain(optimizer, optax.inject_hyperparams(optax.scale)(step_size=1.0))
-
-
-def _compiled_once(build: Callable, *key):
-    """``build(*key)``, kept for the next call with the same key (the same
-    optimizer, or one built alike; the same cost, ...), so that ``fit``
-    called again, to train on, on other data of the same shapes or from
-    another seed, reuses the epoch JAX compiled the first time instead of
-    compiling a fresh one (0.45 → 0.01 s for a one-epoch fit on digits).
-    The key's values count as equal when they are of the same types: 0.5
-    and np.float64(0.5) are equal but promote float32 values differently.
-    optax transformations (and fbp's own) count as equal when they are built
-    alike (``_Alike``), so that ``optax.adam(1e-3)`` built afresh for each
-    seed of a loop reuses the first one's epoch. A key that cannot be hashed
-    (a cost object that is not, a JAX array) is built anew."""
-    kinds = tuple(map(type, key))
-    key = tuple(map(_Alike.of, key))
-    try:
-        hash(key)
-    except TypeError:
-        return build(*_values(key))
-    return _compiled_cache(build, kinds, *key)
-
-
-def _values(key: tuple) -> tuple:
-    return tuple(k.value if isinstance(k, _Alike) else k for k in key)
-
-
-class _Alike:
-    """A transformation, or a function, in a cache key, equal to another that
-    is built the same way: optax's and fbp's own functions compare by their
-    code, their module's globals (the same dict, not a copy) and what their
-    closures, defaults and attributes hold, compared in turn (numbers by type
-    and repr, so 0.0 and -0.0 differ); tuples, lists and dicts by their items.
-    Anything else compares as it does itself: a function of the user's by
-    identity, since what it reads from its globals may have changed since
-    (a sweep that rebinds a module-level rate), a value that cannot be hashed
-    (a JAX array) not at all, and then ``of`` leaves the object as it is. The
-    first object stays as ``value``, and is what ``build`` is given."""
-
-    LIBRARIES = ("optax", "fbp")
-
-    def __init__(self, value, shape):
-        self.value, self.shape = value, shape
-
-    @classmethod
-    def of(cls, obj):
-        if not isinstance(obj, (tuple, types.FunctionType, functools.partial)):
-            return obj
-        try:
-            shape = cls.shape_of(obj, ())
-            hash(shape)
-        except (TypeError, RecursionError):
-            return obj
-        return cls(obj, shape)
-
-    @classmethod
-    def shape_of(cls, obj, path: tuple):
-        t = type(obj)
-        if obj is None or t in (bool, int, str, bytes):
-            return t, obj
-        if isinstance(obj, (float, complex, np.generic)):
-            return t, repr(obj)
-        if len(path) > 64 or any(p is obj for p in path):
-            raise RecursionError("a cycle or too deep a nest")  # compared by identity then
-        path += (obj,)
-
-        def inner(x):
-            return cls.shape_of(x, path)
-        if isinstance(obj, (tuple, list)):
-            return t, tuple(map(inner, obj))
-        if isinstance(obj, dict):
-            return t, tuple((inner(k), inner(v)) for k, v in obj.items())
-        if isinstance(obj, functools.partial):
-            return t, inner(obj.func), inner(obj.args), inner(obj.keywords)
-        if isinstance(obj, types.FunctionType) and (obj.__module__ or "").split(".")[0] in cls.LIBRARIES:
-            cells = tuple(inner(_contents(c)) for c in obj.__closure__ or ())
-            return (t, obj.__code__, _Identical(obj.__globals__), inner(obj.__defaults__),
-                    inner(obj.__kwdefaults__), cells, inner(obj.__dict__))
-        return obj
-
-    def __eq__(self, other):
-        return isinstance(other, _Alike) and self.shape == other.shape
-
-    def __hash__(self):
-        return hash(self.shape)
-
-
-def _contents(cell):
-    try:
-        return cell.cell_contents
-    except ValueError:  # a variable left unassigned (optax.exponential_decay's clip_fn without end_value)
-        return _EMPTY_CELL
-
-
-_EMPTY_CELL = object()  # the same for every empty cell, compared by identity
-
-
-class _Identical:
-    """An object that compares by identity (and is kept alive while compared)."""
-
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __eq__(self, other):
-        return isinstance(other, _Identical) and other.obj is self.obj
-
-    def __hash__(self):
-        return id(self.obj)
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_cache(build: Callable, kinds: tuple, *key):
-    return build(*_values(key))
 
 
 def _epoch_for(optimizer, cost, reduction, grad, dropout, batch_size, mesh=None, report_steps=False):
@@ -475,17 +270,6 @@ def _raised_alike(error: Optional[Exception], interrupt: Optional[BaseException]
     except Exception as e:  # noqa: BLE001 - raised by fit, on every process
         return e, None
     return None, ((interrupt or KeyboardInterrupt()) if interrupted else None)
-
-
-def lr_factor(opt_state) -> float:
-    """The step-size factor of a state made with fit's ``lr_halving``."""
-    return float(np.asarray(opt_state[1].hyperparams["step_size"]))
-
-
-def _halve_lr(opt_state):
-    inner, schedule = opt_state
-    hyper = dict(schedule.hyperparams, step_size=schedule.hyperparams["step_size"] * 0.5)
-    return (inner, schedule._replace(hyperparams=hyper))
 
 
 # --- fit's pieces ------------------------------------------------------------
@@ -902,7 +686,7 @@ def fit(
     if not monitor_evaluation:
         evaluated = None
     if lr_halving is not None:
-        optimizer = _compiled_once(_with_lr_schedule, optimizer)
+        optimizer = compiled_once(with_lr_schedule, optimizer)
     opt_state = _first_opt_state(optimizer, params, opt_state, lr_halving)
     progress, best_params = _Progress(), None
 
@@ -954,7 +738,7 @@ def fit(
                     on_resume(progress.history)
                 multihost.agreed(resumed, "on_resume")
 
-        epoch_fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, dropout, batch_size, mesh)
+        epoch_fn = compiled_once(_epoch_for, optimizer, cost, reduction, grad, dropout, batch_size, mesh)
         # With on_progress: the epochs by whether they report, each compiled before its first run; the
         # last one's run (a guess before the first).
         epochs_by_report, run_seconds = {}, 0.0
@@ -982,7 +766,7 @@ def fit(
                     # Several processes run the same program: each reports when any one would.
                     report = multihost.first_given("report" if run_seconds >= PROGRESS_SECONDS else None) is not None
                     if report not in epochs_by_report:  # jax 0.10's jit reuses it below; 0.4.36's compiles again
-                        fn = _compiled_once(_epoch_for, optimizer, cost, reduction, grad, dropout, batch_size, mesh,
+                        fn = compiled_once(_epoch_for, optimizer, cost, reduction, grad, dropout, batch_size, mesh,
                                             True) \
                             if report else epoch_fn
                         fn.lower(*args, *((_run_arg(),) if report else ())).compile()
@@ -1008,7 +792,7 @@ def fit(
                 if "evaluation_accuracy" in record and progress.evaluated(e, record["evaluation_accuracy"]):
                     best_params = params
                 if lr_halving is not None and progress.since_change >= lr_halving:
-                    opt_state, progress.since_change = _halve_lr(opt_state), 0  # the next epoch trains at half the step
+                    opt_state, progress.since_change = halve_lr(opt_state), 0  # the next epoch trains at half the step
                 progress.epoch = e
                 progress.history.append(record)
                 if checkpoint_dir:

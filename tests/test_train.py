@@ -13,6 +13,7 @@ import optax
 import pytest
 
 import fbp
+from fbp import _reuse
 from fbp import checkpoint as ckpt
 from fbp import data as fdata
 from fbp import epoch as fepoch
@@ -302,9 +303,9 @@ def own_compiled_epochs():
     epoch that an earlier test compiled for an optimizer built alike runs
     instead of the one the test builds; after, or the test's (a spy's) runs
     in a later test."""
-    ftrain._compiled_cache.cache_clear()
+    _reuse.compiled_cache.cache_clear()
     yield
-    ftrain._compiled_cache.cache_clear()
+    _reuse.compiled_cache.cache_clear()
 
 
 def test_fit_again_with_the_same_optimizer_reuses_its_compiled_epoch(digits, own_compiled_epochs):
@@ -315,14 +316,14 @@ def test_fit_again_with_the_same_optimizer_reuses_its_compiled_epoch(digits, own
     params = fbp.init_mlp(jax.random.key(0), [64, 12, 10], output_activation="softmax")
     kw = dict(cost="log_likelihood", epochs=1, batch_size=10, evaluation=digits.validation, lr_halving=2)
     first = ftrain.fit(params, digits.train, optimizer=opt, key=jax.random.key(1), **kw)
-    before = ftrain._compiled_cache.cache_info()
+    before = _reuse.compiled_cache.cache_info()
     again = ftrain.fit(first.params, digits.train, optimizer=opt, key=jax.random.key(2), opt_state=first.opt_state, **kw)
-    info = ftrain._compiled_cache.cache_info()
+    info = _reuse.compiled_cache.cache_info()
     assert (info.hits - before.hits, info.misses - before.misses) == (2, 0)  # the schedule's chain and the epoch
-    epoch = ftrain._compiled_once(ftrain._epoch_for, ftrain._compiled_once(ftrain._with_lr_schedule, opt),
+    epoch = _reuse.compiled_once(ftrain._epoch_for, _reuse.compiled_once(ftrain.with_lr_schedule, opt),
                                   "log_likelihood", "mean", "hand", 0.0, 10, None)
     assert epoch._cache_size() == 1  # one compiled program for both calls
-    ftrain._compiled_cache.cache_clear()  # so that the optax.sgd(0.5) below, built alike, compiles its own
+    _reuse.compiled_cache.cache_clear()  # so that the optax.sgd(0.5) below, built alike, compiles its own
     fresh = ftrain.fit(first.params, digits.train, optimizer=optax.sgd(0.5), key=jax.random.key(2),
                        opt_state=first.opt_state, **kw)
     for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(fresh.params)):
@@ -332,7 +333,7 @@ def test_fit_again_with_the_same_optimizer_reuses_its_compiled_epoch(digits, own
 
 def _alike(a, b) -> bool:
     """Whether fit's cache of compiled epochs takes a and b for the same."""
-    a, b = ftrain._Alike.of(a), ftrain._Alike.of(b)
+    a, b = _reuse.Alike.of(a), _reuse.Alike.of(b)
     return a == b and hash(a) == hash(b)
 
 
@@ -357,11 +358,11 @@ def test_make_optimizer_of_the_same_settings_is_built_alike_and_fit_reuses_its_e
     kw = dict(cost="log_likelihood", epochs=1, batch_size=10, evaluation=digits.validation)
     built = []  # the epochs each seed's fit built (cache misses); none for the second
     for seed in (1, 2):
-        before = ftrain._compiled_cache.cache_info().misses
+        before = _reuse.compiled_cache.cache_info().misses
         second = ftrain.fit(params, digits.train, optimizer=mo("sgd", 0.37), key=jax.random.key(seed), **kw)
-        built.append(ftrain._compiled_cache.cache_info().misses - before)
+        built.append(_reuse.compiled_cache.cache_info().misses - before)
     assert built[0] > 0 and built[1] == 0
-    ftrain._compiled_cache.cache_clear()
+    _reuse.compiled_cache.cache_clear()
     fresh = ftrain.fit(params, digits.train, optimizer=optax.sgd(0.37), key=jax.random.key(2), **kw)
     for a, b in zip(jax.tree.leaves(second.params), jax.tree.leaves(fresh.params)):
         np.testing.assert_array_equal(a, b)  # the shared epoch computes what a fresh one does
@@ -391,20 +392,20 @@ def test_an_optax_transformation_built_alike_reuses_the_epoch_and_one_of_the_use
     assert not _alike(optax.sgd(0.0), optax.sgd(-0.0))  # their updates of a -0.0 param differ in sign
     assert not _alike(_sgd_at_rate(), _sgd_at_rate())
     unhashable = optax.sgd(jnp.float32(0.5))  # compared by identity, as before: built anew each time
-    assert ftrain._Alike.of(unhashable) is unhashable
+    assert _reuse.Alike.of(unhashable) is unhashable
 
     params = fbp.init_mlp(jax.random.key(0), [64, 9, 10], output_activation="softmax")
     kw = dict(cost="log_likelihood", epochs=1, batch_size=10, evaluation=digits.validation)
 
     def fit(optimizer, seed=2):
-        before = ftrain._compiled_cache.cache_info().misses
+        before = _reuse.compiled_cache.cache_info().misses
         result = ftrain.fit(params, digits.train, optimizer=optimizer, key=jax.random.key(seed), **kw)
-        return result, ftrain._compiled_cache.cache_info().misses - before
+        return result, _reuse.compiled_cache.cache_info().misses - before
 
     assert fit(adam_clipped(), 1)[1] > 0
     shared, built = fit(adam_clipped())
     assert built == 0
-    ftrain._compiled_cache.cache_clear()
+    _reuse.compiled_cache.cache_clear()
     fresh, built = fit(adam_clipped())
     assert built > 0
     for a, b in zip(jax.tree.leaves(shared.params), jax.tree.leaves(fresh.params)):
@@ -913,8 +914,8 @@ def test_lr_halving_is_the_books_learning_schedule(digits, tmp_path, trees_close
     assert [h["lr_factor"] for h in r.history] == [1, 1, 1, 1, 1 / 2, 1 / 2, 1 / 2]
     # The factor scales the optimizer's step: half the factor is half of η.
     p64, X, Y = small_problem(jnp.float64)
-    halved = ftrain._with_lr_schedule(optax.sgd(0.5))
-    a = ftrain.make_train_step(halved, "log_likelihood")(p64, ftrain._halve_lr(halved.init(p64)), X, Y)[0]
+    halved = ftrain.with_lr_schedule(optax.sgd(0.5))
+    a = ftrain.make_train_step(halved, "log_likelihood")(p64, ftrain.halve_lr(halved.init(p64)), X, Y)[0]
     b = ftrain.make_train_step(optax.sgd(0.25), "log_likelihood")(p64, optax.sgd(0.25).init(p64), X, Y)[0]
     trees_close(a, b, rtol=1e-12)
     # Stopped and resumed mid-schedule: bitwise the run that was never stopped.
