@@ -18,7 +18,8 @@ from fbp.backprop import (
 from fbp.check import GradReport, autodiff_grad, compare_grads, finite_differences, relative_error
 from fbp.checkpoint import load_params, save_params
 from fbp.costs import COSTS, Cost, get_cost
-from fbp.network import INITS, Conv, Dense, dropout_masks, forward, forward_trace, init_convnet, init_mlp
+from fbp.layers import Conv, Dense
+from fbp.network import INITS, dropout_masks, forward, forward_trace, init_convnet, init_mlp
 from fbp import stats  # noqa: E402  (fbp.stats.per_example_grad_norms, …)
 
 __version__ = "0.1.0"

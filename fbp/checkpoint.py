@@ -353,7 +353,7 @@ def _layers(params: list) -> list:
     """Each layer's activation by name, as the headers record it, and for a
     ``Conv`` its kind, input shape and pooling (a ``Dense`` one is the
     default, so headers of networks without convolutions read as before)."""
-    from fbp.network import Conv
+    from fbp.layers import Conv
 
     layers = []
     for layer in params:
@@ -382,7 +382,7 @@ def save_params(path: str, params: list, meta: Optional[dict] = None) -> str:
     test accuracy). ``load_params`` reads it back without a template, as the
     book's ``network2.load`` does. Returns the path.
     """
-    from fbp.network import LAYERS
+    from fbp.layers import LAYERS
 
     if not isinstance(params, (list, tuple)) or not params or not all(isinstance(p, LAYERS) for p in params):
         raise TypeError(f"save_params takes a network, a non-empty list of fbp.Dense (and fbp.Conv) layers; "
@@ -415,7 +415,8 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
     ``{name: fbp.Activation}``. CheckpointError if the file is neither."""
     import jax.numpy as jnp
 
-    from fbp.network import Conv, Dense, validate_params
+    from fbp.layers import Conv, Dense
+    from fbp.network import validate_params
 
     if os.path.isdir(path):
         return _newest_params(path, activations, with_meta)

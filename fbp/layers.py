@@ -1,0 +1,331 @@
+"""The layer kinds, each a pytree with its forward and its hand-written
+backward side by side: ``Dense`` (``z = w a + b``) and ``Conv`` (the book's
+``ConvPoolLayer``, ch. 6: a valid convolution and max-pooling).
+
+Notation of *Neural Networks and Deep Learning*, ch. 2: layer l has weights
+``w[j, k]`` (to neuron j of layer l from neuron k of layer l−1, so
+``w.shape == (n_out, n_in)``), bias ``b``, weighted input
+``z^l = w^l a^{l−1} + b^l`` and activation ``a^l = σ(z^l)``; ``a^0 = x``.
+
+The δ recursion in ``fbp.backprop`` only calls a layer's ``forward``,
+``backward`` and ``grads``, so a new layer kind is one more class here and
+the recursion does not change (``LAYERS`` lists the kinds for the checks of
+params in ``fbp.network`` and for ``fbp.save_params``; those checks and the
+checkpoint's layer records name each kind). ``fbp.network`` builds networks
+of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fbp.activations import Activation, get_activation
+
+Array = jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """A fully connected layer: ``z = w a + b``, ``a_out = σ(z)``.
+
+    ``w`` and ``b`` are pytree leaves; ``activation`` (a name, or an
+    ``fbp.Activation``) is static metadata, part of the tree structure, so a
+    list of ``Dense`` is an ordinary pytree for ``jax.grad``, ``jax.jit`` and
+    optax.
+    """
+
+    w: Array  # (n_out, n_in)
+    b: Array  # (n_out,)
+    activation: Union[str, Activation] = dataclasses.field(
+        default="sigmoid", metadata=dict(static=True)
+    )
+
+    @property
+    def n_in(self) -> int:
+        return self.w.shape[1]
+
+    @property
+    def n_out(self) -> int:
+        return self.w.shape[0]
+
+    @property
+    def act(self) -> Activation:
+        return get_activation(self.activation)
+
+    # forward: z^l = w^l a^{l-1} + b^l  (one example)
+    def forward(self, a_prev: Array) -> Array:
+        return self.w @ a_prev + self.b  # (n_out,)
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of one example's forward pass."""
+        return int(np.prod(self.w.shape))
+
+    # backward, the matrix half of BP2: (w^l)ᵀ δ^l, the error sent to layer l−1
+    # (a_prev, the layer's input, is not needed here; a Conv's pooling needs it)
+    def backward(self, delta: Array, a_prev=None) -> Array:
+        return delta @ self.w  # (n_in,) ; == wᵀ δ
+
+    # BP3 and BP4 for one example: ∂C/∂b = δ, ∂C/∂w = δ (a^{l−1})ᵀ
+    def grads(self, delta: Array, a_prev: Array) -> "Dense":
+        return Dense(jnp.outer(delta, a_prev), delta, self.activation)
+
+    # BP3 and BP4 summed over a batch: Σ_n δ_n = 1ᵀΔ, Σ_n δ_n a_nᵀ = Δᵀ A (one matmul)
+    def batch_grads(self, deltas: Array, a_prev: Array) -> "Dense":
+        # deltas: (B, n_out), a_prev: (B, n_in). BP4 summed over the batch: Δᵀ A.
+        # Δᵀ is formed as an array of its own (B × n_out numbers, small beside
+        # the product) rather than folded into the product's dimension numbers:
+        # XLA's CPU backend hands a product contracting both operands' leading
+        # axis to Eigen, and a plain one to YNNPACK, which is faster here
+        # (side by side on 2 cores: a [784, 30, 10] mini-batch-10 step 24.6 →
+        # 22.6 µs, [784, 100, 10] mini-batch 128 360 → 321 µs; at batch 256
+        # of [784, 512, 512, 10] about 4% slower, 3.71 → 3.88 ms).
+        dT = jax.lax.optimization_barrier(deltas.T)
+        return Dense(dT @ a_prev, jnp.sum(deltas, axis=0), self.activation)
+
+    # The per-example quantities of fbp.stats, from a batch's δ's and inputs
+    # without forming a per-example gradient (BP4 is an outer product):
+    def sq_norms(self, deltas: Array, a_prev: Array) -> Array:
+        """‖∂C_n/∂w‖² + ‖∂C_n/∂b‖² = ‖δ_n‖² (‖a_n‖² + 1) for each row n: (B,)
+        (a scalar for one example's δ and input)."""
+        return jnp.sum(deltas * deltas, axis=-1) * (jnp.sum(a_prev * a_prev, axis=-1) + 1.0)
+
+    def sum_sq_grads(self, deltas: Array, a_prev: Array) -> "Dense":
+        """Σ_n Σ_k (g_{n,k})², elementwise: ``deltas`` (B, K, n_out) holds K
+        δ's sent back for each example, all with the example's input ``a_prev``
+        (B, n_in). Identity: Σ_n Σ_k (δ_{n,k} a_nᵀ)² = (Σ_k Δ_k ⊙ Δ_k)ᵀ (A ⊙ A)."""
+        return self.batch_grads(jnp.sum(deltas * deltas, axis=1), a_prev * a_prev)
+
+    def __repr__(self) -> str:
+        act = self.activation if isinstance(self.activation, str) else self.activation.name
+        return f"Dense(w={_desc(self.w)}, b={_desc(self.b)}, activation={act!r})"
+
+
+def _desc(x) -> str:
+    shape = getattr(x, "shape", None)
+    dtype = getattr(x, "dtype", None)
+    if shape is None or dtype is None:
+        return repr(x)
+    return f"{jnp.dtype(dtype).name}{list(shape)}"
+
+
+# --- a convolutional layer (NNDL ch. 6) --------------------------------------
+_CONV_DIMS = ("NCHW", "OIHW", "NCHW")  # lax's names for (example, channel, row, column) and (out, in, row, column)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Conv:
+    """A convolutional layer with max-pooling: the book's ``ConvPoolLayer`` (ch. 6).
+
+    Feature map j of the output takes every input channel i through its own
+    k×k kernel, z_{j,x,y} = b_j + Σ_i Σ_{l,m} w_{j,i,l,m} a_{i,x+l,y+m}
+    (a "valid" cross-correlation, stride 1, as the book's ch. 6 writes it),
+    then keeps the largest of each ``pool``×``pool`` block (max-pooling, over
+    blocks that do not overlap; the bias, one per map, is added after the
+    pooling, and adding it before gives the same z), and ``a_out = σ(z)``.
+    Inputs and outputs are flat vectors, as for ``Dense``: ``in_shape`` =
+    (channels, rows, columns) says how to read the input, and the output is
+    the maps one after the other, (C_out, rows', columns') flattened, so
+    dropout masks, σ' and a ``Dense`` layer after it need nothing new.
+
+    The hand-written backward is the δ recursion through the convolution:
+    the pooling sends each δ to the unit that was the largest in its block
+    (the first, row by row, among ties, as ``jax.grad`` of XLA's max-pooling
+    does; which unit of a tie gets it matters little: a blank patch of image
+    gives the kernels no gradient whichever it goes to). The error sent back
+    is the "full" convolution of those δ's with the kernels turned by 180°,
+    what (w^l)ᵀ δ^l is for a ``Dense`` layer; ∂C/∂w is the cross-correlation
+    of the input with the δ's, and ∂C/∂b_j the sum of map j's δ's.
+    """
+
+    w: Array  # (C_out, C_in, k, k)
+    b: Array  # (C_out,)
+    in_shape: tuple = dataclasses.field(metadata=dict(static=True))  # (C_in, rows, columns)
+    pool: int = dataclasses.field(default=2, metadata=dict(static=True))
+    activation: Union[str, Activation] = dataclasses.field(
+        default="sigmoid", metadata=dict(static=True)
+    )
+
+    def __post_init__(self):
+        object.__setattr__(self, "in_shape", tuple(int(n) for n in self.in_shape))
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def conv_shape(self) -> tuple:
+        """(C_out, rows, columns) of the convolution, before pooling."""
+        _, h, w = self.in_shape
+        k = self.w.shape[-1]
+        return (self.w.shape[0], h - k + 1, w - k + 1)
+
+    @property
+    def out_shape(self) -> tuple:
+        """(C_out, rows, columns) of the output: the maps after pooling."""
+        c, h, w = self.conv_shape
+        return (c, h // self.pool, w // self.pool)
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    @property
+    def act(self) -> Activation:
+        return get_activation(self.activation)
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of one example's forward pass."""
+        _, h, w = self.conv_shape
+        return int(np.prod(self.w.shape)) * h * w
+
+    # The forward's convolution over an input of one channel is XLA's own
+    # (lax.conv_general_dilated, channel-first); over several it is written as
+    # a matrix product ("im2col"): the kernels, (C_out, C_in·k·k), times the
+    # k·k shifted views of the input (_patches). The error sent back is
+    # always a product, the kernels' transpose times the δ's, whose k·k
+    # pieces are added back where they came from. Inside the epoch's
+    # lax.scan, XLA's CPU backend ran the convolutions over several channels
+    # slower: the book's second network (40 maps over 20) trained at 3,705
+    # examples/s at mini-batch 10 and 4,399 at 128 with them written
+    # channel-last, the order of its library kernels (1,415 at 10
+    # channel-first), and at 5,472 and 5,508 as products (the forms timed side
+    # by side over 5,120 images, 2 CPU cores, jax 0.10.2). Over one channel the
+    # forward as a product was the slower: the book's first network, 9,757
+    # against 10,707 at 10 and 19,642 against 21,579 at 128 (with the kernels'
+    # gradient of batch_grads below either way).
+    @property
+    def _several_channels(self) -> bool:
+        return self.in_shape[0] > 1
+
+    def _patches(self, a_prev: Array) -> Array:
+        """(n_in,) -> (C_in·k·k, rows·columns): row (i, l, m) holds channel i
+        shifted by (l, m), the inputs that kernel weight w_{·,i,l,m} meets at
+        each position of the convolution."""
+        k = self.w.shape[-1]
+        _, h, w = self.conv_shape
+        A = a_prev.reshape(self.in_shape)
+        shifted = jnp.stack([A[:, l:l + h, m:m + w] for l in range(k) for m in range(k)], axis=1)
+        return shifted.reshape(-1, h * w)
+
+    def _conv(self, a_prev: Array) -> Array:  # (n_in,) -> (C_out, rows, columns), before pooling
+        if self._several_channels:
+            return (self.w.reshape(self.w.shape[0], -1) @ self._patches(a_prev)).reshape(self.conv_shape)
+        x = a_prev.reshape((1,) + self.in_shape)
+        return jax.lax.conv_general_dilated(x, self.w, (1, 1), "VALID", dimension_numbers=_CONV_DIMS)[0]
+
+    def _pool(self, c: Array) -> Array:  # (C, rows, columns) -> the largest of each pool×pool block
+        p = self.pool
+        return jax.lax.reduce_window(c, -jnp.inf, jax.lax.max, (1, p, p), (1, p, p), "VALID")
+
+    # forward: z = pool(w ⋆ a^{l−1}) + b, flattened
+    def forward(self, a_prev: Array) -> Array:
+        c = self._conv(a_prev)
+        if self.pool > 1:
+            c = self._pool(c)
+        return (c + self.b[:, None, None]).reshape(-1)
+
+    def _unpool(self, delta: Array, a_prev: Array) -> Array:
+        """∂C/∂(w ⋆ a) from δ = ∂C/∂z: each block's δ goes to its largest
+        unit, and to the first of them, row by row, where several tie (as
+        XLA's max-pooling, and so jax.grad, sends it); (C_out, rows, columns).
+
+        Built from the pool² strided views of the block's positions, one
+        elementwise pass each: the same routing from a reduction over a
+        (C, rows/p, p, columns/p, p) view took XLA's CPU backend 4× as long."""
+        if self.pool == 1:
+            return delta.reshape(self.conv_shape)
+        p = self.pool
+        c = self._conv(a_prev)  # the forward's convolution again: XLA computes it once
+        m = self._pool(c)  # and the forward's pooling
+        d = delta.reshape(m.shape)
+        parts, taken = [], None
+        for i in range(p):
+            for j in range(p):
+                hit = c[:, i::p, j::p] == m  # (C, rows/p, columns/p): unit (i, j) of each block is the largest
+                hit = hit if taken is None else hit & ~taken
+                taken = hit if taken is None else taken | hit
+                parts.append(jnp.where(hit, d, jnp.zeros((), d.dtype)))
+        n, h, w = m.shape
+        blocks = jnp.stack(parts, axis=-1).reshape(n, h, w, p, p)  # (C, block row, block column, i, j)
+        return blocks.transpose(0, 1, 3, 2, 4).reshape(self.conv_shape)
+
+    # backward, the matrix half of BP2: the error sent to layer l−1, the δ's
+    # (unpooled) convolved in full with the kernels turned by 180°,
+    # Σ_j Σ_{l,m} w_{j,i,l,m} δ̃_{j,x−l,y−m}: written as (w^l)ᵀ δ̃, one row for
+    # each kernel weight (i, l, m), each row then added in at its shift (l, m)
+    def backward(self, delta: Array, a_prev: Array) -> Array:
+        maps, channels, k, _ = self.w.shape
+        _, h, w = self.conv_shape
+        d = self._unpool(delta, a_prev).reshape(maps, h * w)
+        pieces = (self.w.reshape(maps, -1).T @ d).reshape(channels, k, k, h, w)
+        g = jnp.zeros(self.in_shape, d.dtype)
+        for l in range(k):
+            for m in range(k):
+                g = g.at[:, l:l + h, m:m + w].add(pieces[:, l, m])
+        return g.reshape(-1)  # (n_in,)
+
+    # BP3 and BP4 for one example
+    def grads(self, delta: Array, a_prev: Array) -> "Conv":
+        return self.batch_grads(delta[None], a_prev[None])
+
+    # BP3 and BP4 summed over a batch: ∂C/∂b_j = Σ_n Σ_{x,y} δ_{n,j,x,y} and
+    # ∂C/∂w_{j,i,l,m} = Σ_n Σ_{x,y} δ_{n,j,x,y} a_{n,i,x+l,y+m}, with the δ's unpooled
+    # The kernels' gradient is the δ's times the shifted inputs (_patches).
+    # Over several channels: one product over the examples and positions
+    # together. Over one: each example's own product, then their sum; each
+    # product's result is small (maps × k·k) and each example's positions
+    # lie together in memory, so nothing is copied to bring them side by
+    # side. Timed side by side over 5,120 images (2 CPU cores, jax 0.10.2),
+    # the book's first network trained at 21,864 examples/s at mini-batch 128
+    # that way, 14,477 with the one product; at mini-batch 10, 11,278 against
+    # 10,142 with a convolution of the inputs with the δ's, the examples as
+    # its channels (used up to 32 examples before, as the one product was
+    # slower there). Over the second layer's 20 channels the sum of the
+    # examples' products was the slower: 4,014 against 5,158 at mini-batch 10.
+    def batch_grads(self, deltas: Array, a_prev: Array) -> "Conv":
+        B, maps = deltas.shape[0], self.w.shape[0]
+        d = jax.vmap(self._unpool)(deltas, a_prev).reshape(B, maps, -1)  # (B, C_out, rows·columns)
+        shifted = jax.vmap(self._patches)(a_prev)  # (B, C_in·k·k, rows·columns)
+        if self._several_channels:
+            gw = jnp.einsum("bjp,bqp->jq", d, shifted)
+        else:
+            gw = jnp.einsum("bjp,bqp->bjq", d, shifted).sum(axis=0)
+        gb = jnp.sum(deltas.reshape(B, maps, -1), axis=(0, 2))
+        return dataclasses.replace(self, w=gw.reshape(self.w.shape), b=gb)
+
+    # Σ_n ‖g_n‖² and Σ_n g_n² need each example's own gradient: a kernel's is
+    # a sum over the positions it visits, not one outer product. They are
+    # small (the kernels' size), so they are formed, one per example.
+    def sq_norms(self, deltas: Array, a_prev: Array) -> Array:
+        """‖∂C_n/∂w‖² + ‖∂C_n/∂b‖² for each row n: (B,) (a scalar for one
+        example's δ and input)."""
+        if deltas.ndim == 2:
+            return jax.vmap(self.sq_norms)(deltas, a_prev)
+        g = self.grads(deltas, a_prev)
+        return jnp.sum(jnp.square(g.w)) + jnp.sum(jnp.square(g.b))
+
+    def sum_sq_grads(self, deltas: Array, a_prev: Array) -> "Conv":
+        """Σ_n Σ_k (g_{n,k})², elementwise: ``deltas`` (B, K, n_out) holds K
+        δ's sent back for each example, all with the example's input ``a_prev``
+        (B, n_in)."""
+        g = jax.vmap(jax.vmap(self.grads, in_axes=(0, None)))(deltas, a_prev)
+        return dataclasses.replace(self, w=jnp.sum(jnp.square(g.w), axis=(0, 1)),
+                                   b=jnp.sum(jnp.square(g.b), axis=(0, 1)))
+
+    def __repr__(self) -> str:
+        act = self.activation if isinstance(self.activation, str) else self.activation.name
+        return (f"Conv(w={_desc(self.w)}, b={_desc(self.b)}, in_shape={self.in_shape}, pool={self.pool}, "
+                f"activation={act!r})")
+
+
+LAYERS = (Dense, Conv)  # the layer kinds
+Params = list  # list of Dense and Conv layers
