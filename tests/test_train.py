@@ -321,7 +321,7 @@ def test_fit_again_with_the_same_optimizer_reuses_its_compiled_epoch(digits, own
     info = _reuse.compiled_cache.cache_info()
     assert (info.hits - before.hits, info.misses - before.misses) == (2, 0)  # the schedule's chain and the epoch
     epoch = _reuse.compiled_once(ftrain._epoch_for, _reuse.compiled_once(ftrain.with_lr_schedule, opt),
-                                  "log_likelihood", "mean", "hand", 0.0, 10, None)
+                                 "log_likelihood", "mean", "hand", 0.0, 10, None)
     assert epoch._cache_size() == 1  # one compiled program for both calls
     _reuse.compiled_cache.cache_clear()  # so that the optax.sgd(0.5) below, built alike, compiles its own
     fresh = ftrain.fit(first.params, digits.train, optimizer=optax.sgd(0.5), key=jax.random.key(2),
