@@ -22,6 +22,26 @@ from fbp import train as ftrain
 from training_helpers import small_problem
 
 
+def test_names_moved_out_of_train_and_network_are_where_they_were():
+    """fbp.train has given make_optimizer, make_epoch, evaluate and the
+    rest, and fbp.network Dense and Conv; they are defined in
+    fbp.optimizers, fbp.epoch, fbp.evaluation and fbp.layers now, and
+    scripts that import them from the old places get the same objects."""
+    from fbp import epoch, evaluation, layers, network, optimizers
+
+    moved = {optimizers: ["OPTIMIZERS", "DEFAULT_MOMENTUM", "make_optimizer", "add_l1", "weight_mask", "l2_cost",
+                          "l1_cost", "penalty_terms", "lr_factor"],
+             epoch: ["make_train_step", "make_epoch", "shuffle", "byte_codes", "compact_inputs", "decode_inputs",
+                     "step_keys", "dropout_key", "check_optimizer"],
+             evaluation: ["evaluate", "predict"]}
+    for module, names in moved.items():
+        for name in names:
+            assert getattr(ftrain, name) is getattr(module, name), f"fbp.train.{name}"
+    for name in ("Dense", "Conv", "LAYERS"):
+        assert getattr(network, name) is getattr(layers, name), f"fbp.network.{name}"
+    assert (fbp.Dense, fbp.Conv) == (layers.Dense, layers.Conv)
+
+
 @pytest.mark.parametrize("opt", ["sgd", "momentum", "adam"])
 def test_train_step_hand_equals_autodiff_step(trees_close, opt):
     params, X, Y = small_problem()
