@@ -1,8 +1,9 @@
 """The network: a list of layers (``fbp.layers``' ``Dense`` and ``Conv``),
 made by ``init_mlp`` and ``init_convnet``, run by a pure ``forward``; the
-book's dropout masks; and the checks of params, inputs and targets that every
-function taking them runs at trace time. ``Dense``, ``Conv`` and ``LAYERS``
-are re-exported here.
+book's dropout masks; and the checks that fbp's functions run on what they
+are given before any arithmetic (params, inputs, targets and masks, on
+their shapes and dtypes, so at trace time; counts, rates and keys).
+``Dense``, ``Conv`` and ``LAYERS`` are re-exported here.
 
 Notation of *Neural Networks and Deep Learning*, ch. 2: layer l has weights
 ``w^l`` of shape (n_out, n_in), bias ``b^l``, weighted input

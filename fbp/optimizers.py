@@ -1,7 +1,7 @@
 """The book's update rules through optax's own transforms: plain SGD,
 momentum, Adam, L2 weight decay λ/n and L1 (``make_optimizer``), the cost
-terms the regularized steps descend (``l2_cost``, ``l1_cost``), and the step
-size factor that ``fit``'s learning schedule (ch. 3) halves. ``fbp.train``
+terms the regularized steps descend (``l2_cost``, ``l1_cost``), and the
+step-size factor that ``fit``'s learning schedule (ch. 3) halves. ``fbp.train``
 re-exports the public names (``fbp.train.make_optimizer``, …).
 """
 
