@@ -439,7 +439,9 @@ sys.exit(main(sys.argv[2:]))
 def test_deterministic_puts_its_flag_where_xla_reads_it(tmp_path, deterministic):
     dump = tmp_path / "xla"
     argv = ["train", "--epochs", "1", "--quiet"] + (["--deterministic"] if deterministic else [])
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    # no XLA_FLAGS of ours, and no persistent cache (conftest's): an executable read back
+    # from it is not compiled, so XLA would not dump it
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
     proc = subprocess.run([sys.executable, "-c", _FLAG_PROBE, str(dump), *argv], capture_output=True, text=True,
                           env=env)
     assert proc.returncode == 0, proc.stderr
