@@ -7,9 +7,8 @@ and the `fbp train` subprocesses the tests start. Many of those compile the
 same programs (the default epoch on digits, its evaluation); from the second
 time on XLA's executable is read back instead of compiled again (two cores,
 two pairs of runs taking turns: 7:05 and 7:09 with it, 8:34 and 9:00
-without). A cached executable is the one XLA
-built for the same HLO, options and flags, so what the tests check does not
-change; a test that needs XLA itself to run (one reads what it dumps) drops
+without). A cached executable is the one XLA built for the same HLO,
+options and flags, so what the tests check does not change; a test that needs XLA itself to run (one reads what it dumps) drops
 JAX_COMPILATION_CACHE_DIR from its subprocess's environment. The directory
 goes when the run ends. A JAX_COMPILATION_CACHE_DIR set before pytest starts
 is used as it is and kept."""
