@@ -3,11 +3,9 @@ made by ``init_mlp`` and ``init_convnet``, run by a pure ``forward``; the
 book's dropout masks; and the checks that fbp's functions run on what they
 are given before any arithmetic (params, inputs, targets and masks, on
 their shapes and dtypes, so at trace time; counts, rates and keys).
-``Dense``, ``Conv`` and ``LAYERS`` are re-exported here.
-
-Notation of *Neural Networks and Deep Learning*, ch. 2: layer l has weights
-``w^l`` of shape (n_out, n_in), bias ``b^l``, weighted input
-``z^l = w^l a^{l−1} + b^l`` and activation ``a^l = σ(z^l)``; ``a^0 = x``.
+``Dense``, ``Conv`` and ``LAYERS`` are re-exported here. The notation
+(the book's ch. 2: ``w^l`` of shape (n_out, n_in), ``z^l``, ``a^l``) is
+``fbp.layers``'.
 """
 
 from __future__ import annotations
