@@ -24,12 +24,16 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the run's first process (se
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"  # not the one-off small programs
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
-    # jax writes an entry in place, so a process killed mid-write (the tests
-    # SIGKILL some) leaves it cut short, and whoever reads it next warns on
-    # stderr and compiles anew; the processes started from here do not warn,
-    # so that a test reading their stderr line by line sees only fbp's lines
-    _quiet = "ignore:Error reading persistent compilation cache entry"
-    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), _quiet]))
+# jax writes an entry in place, so a process killed mid-write (the tests
+# SIGKILL some) leaves it cut short, and whoever reads it next warns on
+# stderr and compiles anew; the processes started from here do not warn,
+# so that a test reading their stderr line by line sees only fbp's lines.
+# This holds for a cache set before pytest starts too (an empty
+# JAX_COMPILATION_CACHE_DIR turns the cache off and needs nothing).
+_QUIET = "ignore:Error reading persistent compilation cache entry"
+_warnings = os.environ.get("PYTHONWARNINGS", "")
+if os.environ["JAX_COMPILATION_CACHE_DIR"] and _QUIET not in _warnings.split(","):
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [_warnings, _QUIET]))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
