@@ -105,13 +105,29 @@ def _first_non_finite_row(A):
     return jnp.where(finite.all(), -1, jnp.argmin(finite))
 
 
+def _first_non_finite(A) -> int:
+    """The first row of A holding a NaN or an infinity, or −1. An array in
+    host memory (NumPy's, or jax's on the CPU, which NumPy reads in place) is
+    checked by NumPy: Fashion-MNIST's 50,000 training images in 16 ms, where
+    the jitted check takes 0.1 s and its compiling 0.2 s more, each time
+    ``fit`` meets a new shape. Elsewhere (a GPU) the check runs where the
+    array is."""
+    if len(A) == 0:
+        return -1
+    on_host = isinstance(A, np.ndarray) or (A.is_fully_addressable and all(d.platform == "cpu" for d in A.devices()))
+    if not on_host:
+        return int(_first_non_finite_row(A))
+    finite = np.isfinite(np.asarray(A)).reshape(len(A), -1).all(axis=1)
+    return -1 if finite.all() else int(np.argmin(finite))
+
+
 def _check_finite(arrays: Sequence, names: Sequence[str]) -> None:
     """ValueError naming the first row that holds a NaN or an infinity, in the
     first of ``arrays`` that has one: without this, such data surfaces as a
     non-finite cost at some step, with advice about the learning rate that
     does not apply."""
     for A, what in zip(arrays, names):
-        row = int(_first_non_finite_row(A)) if len(A) else -1
+        row = _first_non_finite(A)
         if row >= 0:
             raise ValueError(f"{what} holds NaN or infinite values (the first in row {row}); every step that drew "
                              f"such a row would make the params NaN. Fix or drop those rows first.")

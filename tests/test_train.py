@@ -993,9 +993,26 @@ def test_fit_refuses_non_finite_data_naming_the_first_bad_row():
     for what, bad in [("train X", "X"), ("train Y", "Y"), ("evaluation X", "Xe")]:
         Xb, Yb, Xe = np.array(X), np.array(Y), np.array(X[:10])
         {"X": Xb, "Y": Yb, "Xe": Xe}[bad][7, 1] = np.inf if bad == "Y" else np.nan
+        {"X": Xb, "Y": Yb, "Xe": Xe}[bad][9, 0] = -np.inf  # a later one is not the one named
         with pytest.raises(ValueError, match=f"{what} holds NaN or infinite values \\(the first in row 7\\)"):
             run((Xb, Yb), evaluation=(Xe, Y[:10]))
     assert run((X, Y), evaluation=(X[:10], Y[:10])).error is None
+
+
+def test_the_host_and_device_checks_for_non_finite_rows_agree():
+    # fit checks arrays in host memory with NumPy and others (a GPU's) with
+    # a jitted check; on the CPU both can run, and must name the same row
+    rng = np.random.default_rng(0)
+    for shape, bad in [((9, 4), []), ((9, 4), [0]), ((9, 4), [8]), ((9, 2, 3), [3, 5]), ((1, 5), [0]),
+                       ((30,), [12])]:
+        for value in (np.nan, np.inf, -np.inf):
+            A = rng.normal(size=shape).astype(np.float32)
+            for row in bad:
+                A[(row,) + tuple(rng.integers(0, n) for n in shape[1:])] = value
+            expect = bad[0] if bad else -1
+            assert ftrain._first_non_finite(A) == expect
+            assert ftrain._first_non_finite(jnp.asarray(A)) == expect
+            assert int(ftrain._first_non_finite_row(jnp.asarray(A))) == expect
 
 
 def test_non_finite_cost_stops_with_epoch_and_step(tmp_path):
