@@ -27,8 +27,8 @@ from fbp import multihost
 from fbp._reuse import compiled_once
 from fbp.backprop import check_batch
 from fbp.epoch import (  # noqa: F401  (re-exported: train.make_epoch, …)
-    BYTE_VALUES, _is_codes, byte_codes, check_optimizer, compact_inputs, decode_inputs, dropout_key, make_epoch,
-    make_train_step, shuffle, step_keys,
+    BYTE_VALUES, _is_codes, byte_codes, check_optimizer, compact_inputs, decode_inputs, dropout_key, in_host_memory,
+    make_epoch, make_train_step, shuffle, step_keys,
 )
 from fbp.evaluation import evaluate, predict  # noqa: F401  (re-exported)
 from fbp.network import check_int, check_key, check_rate
@@ -114,8 +114,7 @@ def _first_non_finite(A) -> int:
     array is."""
     if len(A) == 0:
         return -1
-    on_host = isinstance(A, np.ndarray) or (A.is_fully_addressable and all(d.platform == "cpu" for d in A.devices()))
-    if not on_host:
+    if not in_host_memory(A):
         return int(_first_non_finite_row(A))
     finite = np.isfinite(np.asarray(A)).reshape(len(A), -1).all(axis=1)
     return -1 if finite.all() else int(np.argmin(finite))

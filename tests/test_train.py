@@ -220,12 +220,35 @@ def byte_images(n=60, n_in=12, n_out=3, seed=0, scale=255):
     return (B if scale == 255 else (B.astype(np.int16) - 128).astype(np.int8)), X, Y
 
 
+def device_codes_agree(X, codes):
+    """byte_codes answers by NumPy for arrays in host memory (every array on
+    a CPU) and by a jitted program elsewhere (a GPU); the second, run here on
+    the CPU, must give the same codes, or None alike."""
+    X = jnp.asarray(X)
+    if X.dtype == jnp.float32 and X.size:
+        other = fepoch._codes_on_device(X)
+        assert (other is None) == (codes is None)
+        if codes is not None:
+            assert other.dtype == codes.dtype
+            np.testing.assert_array_equal(other, codes)
+    return codes
+
+
 @pytest.mark.parametrize("scale", [255, 256])
-def test_byte_codes_only_where_the_floats_are_exactly_bytes(scale):
+def test_byte_codes_only_where_the_floats_are_exactly_bytes(scale, monkeypatch):
     B, X, _ = byte_images(scale=scale)
-    codes = ftrain.byte_codes(X)
+    codes = device_codes_agree(X, ftrain.byte_codes(X))
     assert codes.dtype == B.dtype  # uint8 for k/255, int8 for k/256
     np.testing.assert_array_equal(codes, B)
+    monkeypatch.setattr(fepoch, "_HOST_BLOCK_ROWS", 7)  # a bad value in a later block than the first
+    Bbig, Xbig, _ = byte_images(n=60, scale=scale)
+    np.testing.assert_array_equal(device_codes_agree(Xbig, ftrain.byte_codes(Xbig)), Bbig)
+    Xbig[45, 3] = np.float32(0.3)  # neither scale's byte
+    assert device_codes_agree(Xbig, ftrain.byte_codes(Xbig)) is None
+    Bz, Xz = Bbig.copy(), Xbig.copy()  # zeros (both scales' byte 0) in the first blocks, this scale's after
+    Bz[:30], Xz[:30] = (0 if scale == 255 else -128), 0
+    Xz[45, 3], Bz[45, 3] = 0, Bz[0, 0]
+    np.testing.assert_array_equal(device_codes_agree(Xz, ftrain.byte_codes(Xz)), Bz)
     assert ftrain.byte_codes(np.zeros((0, 12), np.float32)) is None
     assert ftrain.byte_codes(np.zeros((3, 12), np.float32)).dtype == np.uint8  # 0 is both: the first scale
     assert ftrain.byte_codes(fdata.digits().train.X) is None  # k/16, with 16/16 = 1: neither scale's byte
@@ -238,7 +261,8 @@ def test_byte_codes_only_where_the_floats_are_exactly_bytes(scale):
     for k, bad in bad_values:
         Xk = X.copy()
         Xk[k, k] = bad
-        assert ftrain.byte_codes(Xk) is None, (k, bad)
+        assert device_codes_agree(Xk, ftrain.byte_codes(Xk)) is None, (k, bad)
+    assert device_codes_agree(fdata.digits().train.X, None) is None
 
 
 @pytest.mark.parametrize("scale", [255, 256])
