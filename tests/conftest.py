@@ -7,9 +7,14 @@ and the `fbp train` subprocesses the tests start. Many of those compile the
 same programs (the default epoch on digits, its evaluation); from the second
 time on XLA's executable is read back instead of compiled again (two cores,
 two pairs of runs taking turns: 7:05 and 7:09 with it, 8:34 and 9:00
-without). A cached executable is the one XLA built for the same HLO,
-options and flags, so what the tests check does not change; a test that needs XLA itself to run (one reads what it dumps) drops
-JAX_COMPILATION_CACHE_DIR from its subprocess's environment. The directory
+without). Programs that took 0.1 s or more to compile are kept: against
+0.2 s, that adds (among others) each `fbp train`'s evaluations and its
+initial draw, and two more pairs of runs took 6:56 and 6:48 against 7:18
+and 7:30 (734 and 731 s of CPU time against 791 and 812). A cached
+executable is the one XLA built for the same HLO, options and flags, so
+what the tests check does not change; a test that needs XLA itself to run
+(one reads what it dumps) drops JAX_COMPILATION_CACHE_DIR from its
+subprocess's environment. The directory
 goes when the run ends. A JAX_COMPILATION_CACHE_DIR set before pytest starts
 is used as it is and kept."""
 
@@ -21,7 +26,7 @@ import tempfile
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the run's first process (set before jax is imported)
     _cache = tempfile.mkdtemp(prefix="fbp-tests-jax-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"  # not the one-off small programs
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"  # not the one-off small programs
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 # jax writes an entry in place, so a process killed mid-write (the tests
