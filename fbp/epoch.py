@@ -423,7 +423,9 @@ def byte_codes(X) -> Optional[Array]:
     book's ``mnist.pkl.gz``); None otherwise. ``make_epoch`` decodes them
     back to bitwise the same floats, reading a quarter of the memory: at
     mini-batch 10 on Fashion-MNIST the gather from a 188 MB array is the
-    slow part of a step, and from 47 MB it is about 10% faster in all.
+    slow part of a step, and from 47 MB it is about 10% faster in all. An
+    array in host memory (any on a CPU) is checked by NumPy, one elsewhere
+    (a GPU's) by a jitted program; the two give the same codes.
     """
     X = jnp.asarray(X)  # as the epoch would take it (a float64 one becomes float32 unless x64 is on)
     if X.dtype != jnp.float32 or X.size == 0 or X.ndim == 0:

@@ -14,9 +14,9 @@ and 7:30 (734 and 731 s of CPU time against 791 and 812). A cached
 executable is the one XLA built for the same HLO, options and flags, so
 what the tests check does not change; a test that needs XLA itself to run
 (one reads what it dumps) drops JAX_COMPILATION_CACHE_DIR from its
-subprocess's environment. The directory
-goes when the run ends. A JAX_COMPILATION_CACHE_DIR set before pytest starts
-is used as it is and kept."""
+subprocess's environment. The directory goes when the run ends. A
+JAX_COMPILATION_CACHE_DIR set before pytest starts is used as it is and
+kept."""
 
 import atexit
 import os

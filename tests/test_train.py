@@ -252,6 +252,7 @@ def test_byte_codes_only_where_the_floats_are_exactly_bytes(scale, monkeypatch):
     assert ftrain.byte_codes(np.zeros((0, 12), np.float32)) is None
     assert ftrain.byte_codes(np.zeros((3, 12), np.float32)).dtype == np.uint8  # 0 is both: the first scale
     assert ftrain.byte_codes(fdata.digits().train.X) is None  # k/16, with 16/16 = 1: neither scale's byte
+    assert fepoch._codes_on_device(jnp.asarray(fdata.digits().train.X)) is None  # the jitted check alike
     assert ftrain.byte_codes(X.astype(np.float64)) is None  # the epoch would have to decode to float64
     bad_values = [(0, np.nextafter(X[0, 0], np.float32(1))), (1, np.float32(2.0)), (2, np.float32(-1 / scale)),
                   (3, np.float32(np.nan)), (4, X[4, 4] * np.float32(1 + 2 ** -20)), (5, np.float32(-0.0)),
@@ -262,7 +263,6 @@ def test_byte_codes_only_where_the_floats_are_exactly_bytes(scale, monkeypatch):
         Xk = X.copy()
         Xk[k, k] = bad
         assert device_codes_agree(Xk, ftrain.byte_codes(Xk)) is None, (k, bad)
-    assert device_codes_agree(fdata.digits().train.X, None) is None
 
 
 @pytest.mark.parametrize("scale", [255, 256])
