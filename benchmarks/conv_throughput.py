@@ -42,7 +42,7 @@ import fbp
 from _data import fashion_mnist_or_random
 from _timing import interleaved, ratio_spread
 from fbp import train as ftrain
-from fbp.cli import parse_conv
+from fbp.cli_args import parse_conv
 from train_throughput import cpu_model
 
 CONV, HIDDEN, LR = ((20, 5, 2),), 100, 0.1  # the book's ch. 6 first net; network3 trains it with η = 0.1

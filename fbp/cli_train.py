@@ -1,27 +1,20 @@
 """``fbp train``: the flags checked, the data loaded, the network trained by
 ``fbp.train.fit``, tested and reported (``fbp.cli`` parses the flags and
-calls ``cmd_train``)."""
+calls ``cmd_train``). What it shows and writes as it goes is
+``fbp.cli_report``; how Ctrl-C and SIGTERM stop it, ``fbp.cli_signals``."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
-import signal
 import sys
 import time
-from typing import Callable, Optional
+from typing import Optional
 
-from fbp.cli import (StdoutWriteError, _cost_pairing, _data_dir_problem, _validation_size_problem, conv_text,
-                     make_network, versions)
-
-
-def _device_kind() -> str:
-    """What the run trains on, for its first line: "cpu", or "gpu: NVIDIA H200" (the platform and its kind)."""
-    import jax
-
-    d = jax.devices()[0]
-    return d.platform if d.platform == "cpu" else f"{d.platform}: {d.device_kind}"
+from fbp.cli import StdoutWriteError, _cost_pairing, _data_dir_problem, _validation_size_problem, make_network
+from fbp.cli_args import conv_text, versions
+from fbp.cli_report import MetricsWriteError, Report, device_kind, open_metrics
+from fbp.cli_signals import SIGNAL_STATUS, Stopping, Terminated, in_a_thread
 
 
 def _epochs(n: int) -> str:
@@ -56,110 +49,6 @@ def _deterministic_xla() -> None:
     os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_XLA_FLAG}".strip()
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a cluster scheduler's notice): training stops as on Ctrl-C."""
-
-
-class _Stopping:
-    """Ctrl-C and SIGTERM while fbp train trains. The first
-    asks the run to stop once the running epoch ends: that epoch is
-    recorded, checkpointed, tested and saved as a last epoch is, and the
-    run exits with 130 (Ctrl-C) or 143 (SIGTERM). A second stops it at
-    once: the running epoch ends at its next step report (fit's
-    on_progress, a twentieth of an epoch of a second or more), and nothing
-    of it is kept. Once training has ended, the testing and saving are let
-    finish. In a run of several processes, a signal to any of them stops
-    them all after the same epoch (fit's stop agrees), and a second signal
-    to process 0, where the step reports come, ends every process's epoch
-    at the same step; one to another process cannot. For the handlers to
-    run at once, ``fit`` runs in a worker thread while the main thread
-    waits (``_in_a_thread``)."""
-
-    def __init__(self, report: "_Report", within_epochs: bool = True):
-        self.report, self.within_epochs = report, within_epochs  # whether a second signal here can end an epoch
-        self.reason: Optional[str] = None  # fit's stop reason: "interrupted" or "terminated"
-        self.after = 0  # the epoch to stop after: the one running when the first signal came
-        self.now: Optional[int] = None  # the signal that asked to stop at once
-        self.training = True  # False once fit has returned: the network is tested and saved
-
-    def handle(self, signum, frame) -> None:
-        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-        if not self.training:  # the main thread itself may be writing to stderr: past its buffer, then
-            import os
-
-            try:
-                os.write(sys.stderr.fileno(), f"fbp train: {name}: training has ended; the network is being tested "
-                                              f"and saved\n".encode())
-            except (OSError, ValueError, AttributeError):  # no file descriptor behind stderr (a test's)
-                self.report.note(f"fbp train: {name}: training has ended; the network is being tested and saved")
-        elif self.reason is None:
-            self.reason = "interrupted" if signum == signal.SIGINT else "terminated"
-            self.after = self.report.running
-            self.report.note(f"fbp train: {name}: stopping when epoch {self.after} ends, which is kept; "
-                             f"{name} again stops at once, without it")
-        elif self.now is None:
-            self.now = signum
-            self.report.note(f"fbp train: {name}: stopping at once" if self.within_epochs else
-                             f"fbp train: {name}: only process 0 of the run can stop an epoch midway; stopping "
-                             f"when epoch {self.after} ends")
-
-    def stop(self) -> Optional[str]:
-        """fit's stop: after the epoch that was running when the first signal came."""
-        return self.reason if self.reason is not None and self.report.last_epoch >= self.after else None
-
-    def steps(self, epoch: int, done: int, steps: int) -> None:
-        """fit's on_progress: the bar's, or, after a second signal, the end
-        of the epoch."""
-        if self.now is not None:
-            raise Terminated() if self.now == signal.SIGTERM else KeyboardInterrupt()
-        self.report.steps(epoch, done, steps)
-
-    @contextlib.contextmanager
-    def handling_signals(self):
-        """Within the block, SIGINT and SIGTERM go to ``handle``; yields
-        whether they do (not where this is not the main thread). SIGINT is
-        left alone where it is not Python's own handler: ignored, as in a
-        job started in the background (POSIX), or the caller's."""
-        ours = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is signal.default_int_handler
-                                   else [])
-        previous = {}
-        try:
-            for sig in ours:
-                previous[sig] = signal.signal(sig, self.handle)
-        except ValueError:  # not the main thread
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
-def _in_a_thread(fn: Callable):
-    """``fn()`` run in a worker thread while the calling (main) thread
-    waits for it: what it returns, or raises. The main thread then takes
-    signals as they come; waiting on a jitted call itself, it would run
-    their handlers only once the call returned."""
-    import threading
-
-    out = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
-            out["error"] = e
-
-    worker = threading.Thread(target=run, name="fbp-train-fit", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.1)
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
-
-
 def _multi_host_problem(coordinator, num_processes, process_id) -> Optional[str]:
     """What is wrong with the multi-host flags, or None."""
     if None in (coordinator, num_processes, process_id):
@@ -174,29 +63,6 @@ def _multi_host_problem(coordinator, num_processes, process_id) -> Optional[str]
         return (f"--process-id {process_id} is not below --num-processes {num_processes}: the processes are "
                 f"numbered 0 to {num_processes - 1}")
     return None
-
-
-class MetricsWriteError(Exception):
-    """A --metrics-out line could not be written (a full disk, say)."""
-
-
-def _metrics_line(record) -> str:
-    """One --metrics-out line: the record as strict JSON (RFC 8259), a
-    non-finite number (an evaluation cost that overflowed, say) written as
-    null. Python's json would write the bare words Infinity and NaN, which
-    jq and most JSON readers outside Python refuse."""
-    import json
-
-    def strict(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: strict(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [strict(x) for x in v]
-        return v
-
-    return json.dumps(strict(record), allow_nan=False) + "\n"
 
 
 def _first_line(e: BaseException) -> str:
@@ -312,7 +178,12 @@ def cmd_train(args) -> int:
             if not writer:  # process 0 writes the run's files, the others train beside it
                 args.metrics_out = args.save_params = None
             run = _setup(args, writer)
-            report = _Report(args, run)
+            try:
+                metrics = open_metrics(args, run.resuming)
+            except OSError as e:
+                raise _refuse(f"--metrics-out {args.metrics_out} cannot be written ({e.strerror or e}); give a "
+                              f"writable path") from None
+            report = Report(args, run, metrics)
             if writer and args.resume and not run.resuming:
                 from fbp import checkpoint as fckpt
 
@@ -322,7 +193,7 @@ def cmd_train(args) -> int:
                 agreed = True  # the all-gather below is the last one before training: no more to tell
                 _agree(args, run)
             # Ctrl-C and SIGTERM, to the run's end; the step reports come to process 0 of a run
-            stopping = _Stopping(report, within_epochs=not joined or jax.process_index() == 0)
+            stopping = Stopping(report, within_epochs=not joined or jax.process_index() == 0)
             if not held.enter_context(stopping.handling_signals()):
                 stopping = None
             result, seconds = _fit(args, run, report, writer, joined, stopping)
@@ -556,147 +427,6 @@ def _network(args, key, sizes, dtype, momentum, n_train: int):
     return params, optimizer, grad
 
 
-class _Report:
-    """What fbp train shows and writes as it trains: the run's first line, a
-    progress bar, a line per epoch, and --metrics-out (one JSON object per
-    epoch, then a final one)."""
-
-    def __init__(self, args, run: _Run):
-        import os
-
-        self.args, self.eval_split = args, run.eval_split
-        self.metrics = self.bar = None
-        self.last_epoch = 0  # the newest epoch recorded (or resumed from)
-        if args.metrics_out:
-            # --resume keeps the metrics file until the checkpoint's history
-            # rewrites it (resumed); with no checkpoint to go on from, the run starts afresh.
-            try:
-                os.makedirs(os.path.dirname(os.path.abspath(args.metrics_out)), exist_ok=True)
-                self.metrics = open(args.metrics_out, "a" if run.resuming else "w")
-            except OSError as e:
-                raise _refuse(f"--metrics-out {args.metrics_out} cannot be written ({e.strerror or e}); give a "
-                              f"writable path") from None
-        ds = run.ds
-        self.header = (
-            f"fbp train: {ds.name} ({len(ds.train)} train{' (expanded ×5)' if args.expand else ''} / "
-            f"{len(ds.validation)} validation / {len(ds.test)} test), "
-            f"sizes={','.join(map(str, run.sizes))}{f' conv={conv_text(args.conv)}' if args.conv else ''} "
-            f"{args.activation}/{args.output_activation} {args.cost} "
-            f"init={args.init} {args.optimizer}{'' if run.momentum is None else f' μ={run.momentum}'} lr={args.lr} "
-            f"l2={args.l2}{f' l1={args.l1}' if args.l1 else ''}{f' dropout={args.dropout}' if args.dropout else ''} "
-            f"batch={args.batch_size} "
-            f"epochs={args.epochs} seed={args.seed} devices={run.n_devices} ({_device_kind()})"
-            + (f" DP-SGD clip={args.dp_clip} noise={args.dp_noise}" if args.dp_clip is not None else "")
-            + (" deterministic" if args.deterministic else ""))
-        # Going on from a checkpoint, the first line waits for fit to accept
-        # it (resumed): a checkpoint of another run is then refused in one
-        # line, not under a header of settings that will not train.
-        if not run.resuming:
-            self.show_header()
-        if not args.quiet:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=args.epochs, unit="epoch", desc="training", file=sys.stderr, disable=None,
-                                leave=False)
-            except ImportError:  # pragma: no cover - tqdm is a dependency
-                pass
-
-    def show_header(self) -> None:
-        """The run's first line, once."""
-        if self.header is not None:
-            print(self.header, flush=True)
-            self.header = None
-
-    def write(self, records, restart=False) -> None:
-        """Append ``records`` to --metrics-out (after emptying it, with ``restart``)."""
-        if self.metrics is None:
-            return
-        try:
-            if restart:
-                self.metrics.truncate(0)
-            self.metrics.writelines(_metrics_line(r) for r in records)
-            self.metrics.flush()
-        except OSError as e:
-            raise MetricsWriteError(f"could not write to --metrics-out {self.args.metrics_out} "
-                                    f"({e.strerror or e})") from e
-
-    def epoch(self, r: dict) -> None:
-        """fit's on_epoch: the epoch's line, and its metrics record."""
-        self.show_header()  # a --resume whose checkpoint's header read but its arrays did not starts afresh
-        line = f"epoch {r['epoch']:3d}"
-        if "training_accuracy" in r:  # the end-of-epoch params, as for the evaluation set
-            line += f"  train cost {r['training_cost']:.4f} acc {r['training_accuracy']:.4f}"
-        else:  # only the mean over the epoch's mini-batch steps is known
-            line += f"  mean step cost {r['train_step_cost']:.4f}"
-        if "evaluation_accuracy" in r:
-            line += f"  {self.eval_split} cost {r['evaluation_cost']:.4f} acc {r['evaluation_accuracy']:.4f}"
-        for key, name in (("l2_cost", "L2"), ("l1_cost", "L1")):
-            if key in r:
-                line += f"  {name} term {r[key]:.4f}"
-        if r.get("lr_factor", 1) != 1:
-            line += f"  η {self.args.lr * r['lr_factor']:.4g}"
-        if "delta_norms" in r:
-            line += "  ‖δ‖ by layer " + " ".join(f"{v:.3g}" for v in r["delta_norms"])
-        if "noise_scale" in r:
-            line += f"  noise scale {r['noise_scale']:.3g}"
-        line += f"  ({r['seconds'] * 1000:.0f} ms)"
-        self.last_epoch = r["epoch"]
-        if self.bar is not None:
-            self.bar.n = r["epoch"]
-            self.bar.set_postfix_str(f"{self.eval_split} acc {r.get('evaluation_accuracy', float('nan')):.4f}")
-            self.bar.write(line)
-        else:
-            print(line, flush=True)
-        self.write([r])
-
-    def steps(self, epoch: int, done: int, steps: int) -> None:
-        """fit's on_progress: the bar moves within an epoch of a second or
-        more (a fraction of an epoch is its share of the steps done)."""
-        if self.bar is not None:
-            self.bar.update(round(epoch - 1 + done / steps, 2) - self.bar.n)
-
-    @property
-    def running(self) -> int:
-        """The epoch training now (or next)."""
-        return min(self.last_epoch + 1, max(self.args.epochs, 1))
-
-    def note(self, line: str) -> None:
-        """A line to stderr, above the bar if there is one."""
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr, flush=True)
-
-    @property
-    def moves_within_epochs(self) -> bool:
-        """Whether the bar is shown (a terminal, not --quiet), so that fit's step reports are wanted."""
-        return self.bar is not None and not self.bar.disable
-
-    def resumed(self, history: list) -> None:
-        """fit's on_resume."""
-        self.show_header()
-        done, epochs = len(history), self.args.epochs
-        self.last_epoch = done
-        print(f"resuming from the checkpoint of epoch {done} in {self.args.checkpoint_dir}"
-              + (f"; it has reached --epochs {epochs}: nothing to train (give a larger --epochs to go on)"
-                 if done >= epochs else ""), flush=True)
-        if self.bar is not None:
-            self.bar.n = min(done, epochs)
-            self.bar.refresh()
-        # The metrics file restarts from the checkpoint's history: a run killed
-        # between its save and its metrics line loses no epoch, and repeats none.
-        self.write(history, restart=True)
-
-    def close(self) -> None:
-        for f in (self.bar, self.metrics):
-            if f is not None:
-                try:
-                    f.close()
-                except OSError:  # a failed metrics write; it has been reported
-                    pass
-
-
 def _kept(args, writer: bool, joined: bool) -> str:
     """What a stopped run leaves to go on from."""
     from fbp import checkpoint as fckpt
@@ -736,7 +466,7 @@ def _agree(args, run: _Run) -> None:
                       f"stopping too")
 
 
-def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping: Optional[_Stopping]):
+def _fit(args, run: _Run, report: Report, writer: bool, joined: bool, stopping: Optional[Stopping]):
     """``fbp.train.fit`` as the flags ask; (its result, seconds). What stops
     it is said in one line: Ctrl-C and SIGTERM, errors in its checks and
     writes, and in a multi-host run an error of any process."""
@@ -768,7 +498,7 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping:
             # Step reports on or off a terminal, for a second signal to end the epoch at (each
             # costs 0.1-0.8 ms, and only epochs of a second or more make them).
             try:
-                result = _in_a_thread(lambda: fit(stopping.steps, stopping.stop))
+                result = in_a_thread(lambda: fit(stopping.steps, stopping.stop))
             finally:
                 stopping.training = False
         else:  # not the main thread: signals stay as they are
@@ -810,7 +540,7 @@ def _fit(args, run: _Run, report: _Report, writer: bool, joined: bool, stopping:
     return result, time.perf_counter() - t0
 
 
-def _finish(args, run: _Run, report: _Report, result, seconds: float, writer: bool, joined: bool) -> int:
+def _finish(args, run: _Run, report: Report, result, seconds: float, writer: bool, joined: bool) -> int:
     """Test the trained params (or --restore-best's), write the final
     metrics record and --save-params, and print the summary."""
     from fbp import checkpoint as fckpt
@@ -834,7 +564,7 @@ def _finish(args, run: _Run, report: _Report, result, seconds: float, writer: bo
         test_cost=float(test["cost"]), test_accuracy=float(test["accuracy"]),
         stop_reason=result.stop_reason, seconds=seconds, error=str(result.error) if result.error else None,
         # What produced these numbers, for a reader of the file alone.
-        settings={**_settings(args, run), "--data-dir": args.data_dir}, device=_device_kind(), versions=versions(),
+        settings={**_settings(args, run), "--data-dir": args.data_dir}, device=device_kind(), versions=versions(),
     )
     errors = []  # reported after the summary; neither write keeps the other from being tried
     metrics_written = False
@@ -876,11 +606,8 @@ def _finish(args, run: _Run, report: _Report, result, seconds: float, writer: bo
         print(f"fbp train: error: {e}", file=sys.stderr)
     if errors:
         return 1
-    if result.stop_reason in _SIGNAL_STATUS:  # stopped by Ctrl-C or SIGTERM once an epoch ended
+    if result.stop_reason in SIGNAL_STATUS:  # stopped by Ctrl-C or SIGTERM once an epoch ended
         kept = _kept(args, writer, joined) if args.checkpoint_dir else "without --checkpoint-dir it cannot be resumed"
         print(f"fbp train: {result.stop_reason} after epoch {len(result.history)}; {kept}", file=sys.stderr)
-        return _SIGNAL_STATUS[result.stop_reason]
+        return SIGNAL_STATUS[result.stop_reason]
     return 0
-
-
-_SIGNAL_STATUS = {"interrupted": 130, "terminated": 143}  # 128 + SIGINT, 128 + SIGTERM, as a shell reports them

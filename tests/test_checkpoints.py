@@ -511,8 +511,8 @@ def test_a_second_ctrl_c_stops_the_running_epoch_at_once(tmp_path, devices):
     if devices:
         flags += ["--devices", str(devices)]
         env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    slow_reports = ("import time, fbp.train, fbp.cli_train as c; fbp.train.PROGRESS_SECONDS = 0.0; "
-                    "steps = c._Report.steps; c._Report.steps = lambda *a: (time.sleep(0.05), steps(*a))[1]; ")
+    slow_reports = ("import time, fbp.train, fbp.cli_report as c; fbp.train.PROGRESS_SECONDS = 0.0; "
+                    "steps = c.Report.steps; c.Report.steps = lambda *a: (time.sleep(0.05), steps(*a))[1]; ")
     proc = _train_until_a_checkpoint(run_dir, flags, before=slow_reports, env=env)
     time.sleep(0.1)  # epoch 1 recorded, the next one running
     proc.send_signal(signal.SIGINT)

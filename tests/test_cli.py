@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from fbp.cli import build_parser, main
+from fbp.cli import main
+from fbp.cli_args import build_parser
 
 
 def test_check_prints_a_passing_table(capsys):
@@ -113,11 +114,11 @@ def test_metrics_lines_are_strict_json_with_non_finite_numbers_as_null():
 
     import numpy as np
 
-    from fbp.cli_train import _metrics_line
+    from fbp.cli_report import metrics_line
 
     record = {"epoch": 3, "evaluation_cost": math.inf, "training_cost": np.float64("nan"), "final": False,
               "per_class": [0.5, -math.inf], "nested": {"cost": math.nan, "accuracy": 0.75}}
-    line = _metrics_line(record)
+    line = metrics_line(record)
     assert line.endswith("\n") and line.count("\n") == 1
 
     def refuse(word):
@@ -126,4 +127,4 @@ def test_metrics_lines_are_strict_json_with_non_finite_numbers_as_null():
     back = json.loads(line, parse_constant=refuse)  # Python would otherwise accept Infinity and NaN
     assert back == {"epoch": 3, "evaluation_cost": None, "training_cost": None, "final": False,
                     "per_class": [0.5, None], "nested": {"cost": None, "accuracy": 0.75}}
-    assert json.loads(_metrics_line({"cost": 0.25})) == {"cost": 0.25}
+    assert json.loads(metrics_line({"cost": 0.25})) == {"cost": 0.25}

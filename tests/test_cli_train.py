@@ -385,7 +385,7 @@ def test_stopping_stops_after_the_epoch_it_names_and_a_second_signal_ends_that_e
     that the network is being tested and saved."""
     import signal
 
-    from fbp import cli_train
+    from fbp import cli_signals
 
     class Report:
         last_epoch, notes, running = 3, [], 4
@@ -397,7 +397,7 @@ def test_stopping_stops_after_the_epoch_it_names_and_a_second_signal_ends_that_e
             self.notes.append(a)
 
     report = Report()
-    s = cli_train._Stopping(report)
+    s = cli_signals.Stopping(report)
     s.steps(4, 5, 10)
     assert s.stop() is None and report.notes == [(4, 5, 10)]
     s.handle(signal.SIGTERM, None)
@@ -417,7 +417,7 @@ def test_stopping_stops_after_the_epoch_it_names_and_a_second_signal_ends_that_e
     line = "fbp train: Ctrl-C: training has ended; the network is being tested and saved"
     assert capfd.readouterr().err == line + "\n" or report.notes[-1] == line
 
-    not_process_0 = cli_train._Stopping(report, within_epochs=False)  # of a multi-host run
+    not_process_0 = cli_signals.Stopping(report, within_epochs=False)  # of a multi-host run
     not_process_0.handle(signal.SIGINT, None)
     not_process_0.handle(signal.SIGTERM, None)
     assert report.notes[-1] == ("fbp train: SIGTERM: only process 0 of the run can stop an epoch midway; "

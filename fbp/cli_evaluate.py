@@ -1,0 +1,137 @@
+"""``fbp evaluate``: a network saved by ``fbp train --save-params`` (or a
+checkpoint's) tested on a split of a data set: its cost and accuracy, each
+layer's ‖δ‖, accuracy per class, the classes most confused, and with
+``--worst`` the costliest single examples (``fbp.cli`` parses the flags and
+calls ``cmd_evaluate``)."""
+
+from __future__ import annotations
+
+import functools
+
+from fbp.cli import _data_dir_problem, _error, _image_path_problem, _validation_size_problem, network_text
+
+
+def cmd_evaluate(args) -> int:
+    import jax
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", True)  # a float64 network is tested in float64, as it was trained
+    from fbp import checkpoint as fckpt
+    from fbp import data as fdata
+    from fbp import train as ftrain
+
+    fail = functools.partial(_error, "evaluate")
+
+    if args.worst is None and (args.worst_by is not None or args.worst_images is not None):
+        flag = (f"--worst-by {args.worst_by} ranks" if args.worst_by is not None else
+                f"--worst-images {args.worst_images} draws")
+        return fail(f"{flag} the list of --worst N; give --worst N too")
+    if args.worst_images is not None:
+        from fbp import plot
+
+        try:
+            problem = _image_path_problem("--worst-images", args.worst_images)
+        except plot.MetricsError as e:  # no matplotlib
+            return fail(f"--worst-images: {e}")
+        if problem:
+            return fail(problem)
+    try:
+        params, meta = fckpt.load_params(args.params, with_meta=True)
+    except fckpt.CheckpointError as e:
+        return fail(str(e))
+    if "network" in meta:  # a training checkpoint: what it was trained with is in fbp train's flags
+        config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        meta = dict(data_flag=config.get("--data"), validation=config.get("--validation"),
+                    cost=config.get("--cost"), tested_epoch=meta["epoch"], checkpoint=meta.get("checkpoint"))
+    data = args.data or meta.get("data_flag") or "digits"
+    # The directory and validation split the network was trained with hold
+    # only for its own data; other data gets that data's defaults.
+    same_data = data == meta.get("data_flag")
+    data_dir = args.data_dir if args.data_dir is not None else (meta.get("data_dir") if same_data else None)
+    validation = args.validation if args.validation is not None else (meta.get("validation") if same_data else None)
+    if validation is None and args.split == "test":
+        validation = 0  # the test set is the same whatever the split, and a small IDX set then needs no flag
+    cost = args.cost or meta.get("cost") or "log_likelihood"
+    problem = _data_dir_problem(data, data_dir)
+    if problem:
+        return fail(problem)
+    try:
+        ds = fdata.load(data, data_dir, validation)
+    except (fdata.DataError, ValueError) as e:
+        if isinstance(e, fdata.ValidationSizeError):
+            return fail(_validation_size_problem(e, given=validation is not None))
+        return fail(str(e) if str(e).startswith("--") else f"--data {data}: {e}")  # one that names its flag already
+    split = getattr(ds, args.split)
+    sizes = [params[0].n_in] + [p.n_out for p in params]
+    if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
+        return fail(f"the network ({','.join(map(str, sizes))}) does not fit {ds.name} ({ds.n_in} inputs, "
+                    f"{ds.n_classes} classes); give the --data it was trained on")
+    if len(split) == 0:
+        return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
+    if args.worst_images is not None and plot.image_side(ds.n_in) is None:
+        return fail(f"--worst-images: an example of {ds.name} is {ds.n_in} numbers, not a square image to draw; "
+                    f"drop --worst-images (--worst lists the examples)")
+    X = np.asarray(split.X, params[0].w.dtype)
+    m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True, deltas=True,
+                        per_example=args.worst is not None)
+    predicted = np.asarray(m["predicted"])
+    truth = np.argmax(split.Y, axis=1)
+    trained = f", trained to epoch {meta['tested_epoch']}" if "tested_epoch" in meta else ""
+    print(f"fbp evaluate: {meta.get('checkpoint') or args.params} ({network_text(params)}{trained}) on "
+          f"{ds.name} {args.split} "
+          f"({len(split)} examples)")
+    print(f"cost {float(m['cost']):.4f}  accuracy {float(m['accuracy']):.4f}  ({cost})")
+    print("‖δ‖ by layer (‖∂C/∂b^l‖ of the mean cost here, first to last): "
+          + " ".join(f"{v:.3g}" for v in np.asarray(m["delta_norms"])))
+    per_class = []
+    for c in range(ds.n_classes):
+        n_c = int(np.sum(truth == c))
+        if n_c:
+            per_class.append(f"{c}: {np.mean(predicted[truth == c] == c):.3f} ({n_c})")
+    print("accuracy per class: " + "  ".join(per_class))
+    names = fdata.CLASS_NAMES.get(ds.name)
+    if names is not None and len(names) == ds.n_classes:
+        print("classes: " + ", ".join(f"{c} {name}" for c, name in enumerate(names)))
+    else:
+        names = None
+    wrong = np.flatnonzero(predicted != truth)
+    if wrong.size:
+        pairs, counts = np.unique(np.stack([truth[wrong], predicted[wrong]], 1), axis=0, return_counts=True)
+        top = np.argsort(-counts, kind="stable")[:5]
+        print("most confused (true → predicted): " + ", ".join(
+            f"{pairs[i][0]} → {pairs[i][1]} ×{counts[i]}" for i in top))
+    if args.worst is not None:
+        by = args.worst_by or "cost"
+        rows = _print_worst(args.worst, by, args.split, truth, predicted, np.asarray(m["costs"]),
+                            np.asarray(m["grad_norms"]))
+        if args.worst_images is not None:
+            def named(c):
+                return names[c] if names else str(c)
+
+            titles = [f"row {r}, cost {m['costs'][r]:.2f}\n{named(truth[r])} → {named(predicted[r])}" for r in rows]
+            try:
+                what = "cost" if by == "cost" else "‖∇C_x‖"
+                plot.save(plot.images(split.X[rows], titles, title=f"{ds.name} {args.split}: the largest {what} "
+                                      f"of single examples (true → predicted class)"), args.worst_images)
+            except OSError as e:
+                return fail(f"--worst-images {args.worst_images} cannot be written ({e.strerror or e})")
+            print(f"wrote {args.worst_images}: {len(rows)} images")
+    return 0
+
+
+def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms):
+    """fbp evaluate --worst: the n examples of the split with the largest
+    cost (or gradient norm, ``by``), largest first, one line each; returns
+    their rows."""
+    import numpy as np
+
+    rows = np.argsort(-(costs if by == "cost" else norms), kind="stable")[:n]
+    what = "costs C_x" if by == "cost" else "gradients ‖∇C_x‖"
+    print(f"the {len(rows)} largest {what} of single examples (‖∇C_x‖ by BP3 and BP4 from each one's δ's), by row "
+          f"of the {split} split:")
+    width = len(str(len(norms) - 1))
+    for r in rows:
+        mark = "" if truth[r] == predicted[r] else "  (wrong)"
+        print(f"  row {r:>{width}}  true {truth[r]} → predicted {predicted[r]}  cost {costs[r]:7.4f}  "
+              f"‖∇C_x‖ {norms[r]:7.4f}{mark}")
+    return rows
