@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from fbp.costs import Cost, closed_form, get_cost
-from fbp.network import check_inputs, check_masks, check_targets, forward_trace, layer_inputs, validate_params
+from fbp.network import (check_inputs, check_masks, check_targets, forward_trace, layer_inputs, like_params,
+                         validate_params)
 
 Array = jax.Array
 REDUCTIONS = ("mean", "sum")
@@ -129,7 +130,7 @@ def backward(params: list, x: Array, y: Array, cost) -> list:
     x = check_inputs(params, x, "x", batched=False)
     y = check_targets(params, y, "y")
     ds, a_prev = _deltas_and_inputs(params, x, y, cost)
-    return [layer.grads(d, a) for layer, d, a in zip(params, ds, a_prev)]  # BP3, BP4
+    return like_params(params, [layer.grads(d, a) for layer, d, a in zip(params, ds, a_prev)])  # BP3, BP4
 
 
 def check_batch(params: list, X, Y, cost, names: tuple = ("X", "Y")):
@@ -195,7 +196,7 @@ def batch_backward(params: list, X: Array, Y: Array, cost, reduction: str = "mea
       Gradients with the structure of params.
     """
     ds, a_prev = batch_deltas(params, X, Y, cost, scale=_scale(X, reduction), masks=masks)
-    return [layer.batch_grads(d, a) for layer, d, a in zip(params, ds, a_prev)]
+    return like_params(params, [layer.batch_grads(d, a) for layer, d, a in zip(params, ds, a_prev)])
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "reduction"))
@@ -208,7 +209,7 @@ def value_and_batch_backward(params: list, X: Array, Y: Array, cost, reduction: 
     thinned network.
     """
     losses, ds, a_prev = batch_trace(params, X, Y, cost, scale=_scale(X, reduction), masks=masks)
-    grads = [layer.batch_grads(d, a) for layer, d, a in zip(params, ds, a_prev)]
+    grads = like_params(params, [layer.batch_grads(d, a) for layer, d, a in zip(params, ds, a_prev)])
     return reduce(losses, reduction), grads
 
 

@@ -294,6 +294,16 @@ def forward(params: list, x: Array) -> Array:
     return forward_trace(params, x)[1][-1]
 
 
+def like_params(params, layers: list):
+    """``layers``, one for each layer of ``params`` (its gradient, say), in
+    the sequence params came in: a list for a list, and for a tuple the
+    same tuple type, as ``jax.grad`` returns the gradient of a tuple. The
+    two trees then match leaf for leaf, so that optax can pair them."""
+    if type(params) is list:
+        return layers
+    return jax.tree.unflatten(jax.tree.structure(params, is_leaf=lambda x: isinstance(x, LAYERS)), layers)
+
+
 # --- validation: runs on shapes and dtypes only, so at trace time ---------
 def validate_params(params) -> None:
     """Check that params is a non-empty, consistent list of layers

@@ -16,14 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fbp.network import like_params
+
 Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DEFAULT_MOMENTUM = 0.9  # μ of make_optimizer("momentum") and fbp train --optimizer momentum
 
 
 def weight_mask(params: list) -> list:
-    """True on every weight matrix, False on every bias (L2 and L1 act on weights only)."""
-    return [dataclasses.replace(layer, w=True, b=False) for layer in params]
+    """True on every weight matrix, False on every bias (L2 and L1 act on
+    weights only), in params' own structure (optax pairs the two)."""
+    return like_params(params, [dataclasses.replace(layer, w=True, b=False) for layer in params])
 
 
 def make_optimizer(

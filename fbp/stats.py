@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from fbp.backprop import _check_reduction, _deltas_and_inputs, batch_deltas, batch_trace, check_batch, propagate, reduce
-from fbp.network import check_int, forward_trace
+from fbp.network import check_int, forward_trace, like_params
 
 Array = jax.Array
 
@@ -47,7 +47,7 @@ def per_example_grads(params: list, X: Array, Y: Array, cost, chunk_size: Option
 
     def one(xy):
         ds, a_prev = _deltas_and_inputs(params, xy[0], xy[1], cost)
-        return [layer.grads(d, a) for layer, d, a in zip(params, ds, a_prev)]
+        return like_params(params, [layer.grads(d, a) for layer, d, a in zip(params, ds, a_prev)])
 
     if chunk_size is None:
         return jax.vmap(one)((X, Y))
@@ -106,7 +106,7 @@ def _clipped_sum(params, ds, a_prev, clip_norm, reduction):
     c, _ = _clip_factors(params, ds, a_prev, clip_norm)  # (B,)
     if reduction == "mean":
         c = c / ds[0].shape[0]
-    return [layer.batch_grads(d * c[:, None], a) for layer, d, a in zip(params, ds, a_prev)]
+    return like_params(params, [layer.batch_grads(d * c[:, None], a) for layer, d, a in zip(params, ds, a_prev)])
 
 
 @functools.partial(jax.jit, static_argnames=("cost",))
@@ -117,7 +117,7 @@ def grad_second_moment(params: list, X: Array, Y: Array, cost) -> list:
     """
     ds, a_prev = batch_deltas(params, X, Y, cost)
     with _exact_products():
-        return [layer.sum_sq_grads(d[:, None], a) for layer, d, a in zip(params, ds, a_prev)]
+        return like_params(params, [layer.sum_sq_grads(d[:, None], a) for layer, d, a in zip(params, ds, a_prev)])
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "ddof"))
@@ -138,7 +138,7 @@ def grad_variance(params: list, X: Array, Y: Array, cost, ddof: int = 0) -> list
             s1 = layer.batch_grads(d, a)
             s2 = layer.sum_sq_grads(d[:, None], a)
         out.append(jax.tree.map(lambda m1, m2: jnp.maximum(m2 - m1 * m1 / B, 0.0) / (B - ddof), s1, s2))
-    return out
+    return like_params(params, out)
 
 
 def _exact_products():
@@ -258,7 +258,8 @@ def diag_ggn(params: list, X: Array, Y: Array, cost, reduction: str = "mean") ->
 
     ds, a_prev = jax.vmap(one)(X, Y)  # [(B, n_out, n_l)], [(B, n_{l-1})]
     scale = 1.0 / X.shape[0] if reduction == "mean" else 1.0
-    return [jax.tree.map(lambda s: s * scale, layer.sum_sq_grads(d, a)) for layer, d, a in zip(params, ds, a_prev)]
+    return like_params(params, [jax.tree.map(lambda s: s * scale, layer.sum_sq_grads(d, a))
+                                for layer, d, a in zip(params, ds, a_prev)])
 
 
 # --- DP-SGD -----------------------------------------------------------------

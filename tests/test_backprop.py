@@ -207,6 +207,46 @@ def test_params_are_an_ordinary_pytree():
     np.testing.assert_allclose(new[0].w, params[0].w - 0.1 * g[0].w, rtol=1e-6)
 
 
+def test_every_gradient_has_the_params_own_structure_a_tuple_of_layers_too(trees_close):
+    """jax.grad gives the gradient of a tuple of layers as a tuple: so do the
+    hand-written gradient and every params-shaped quantity of fbp.stats, so
+    that optax can pair them with the params (it raised a pytree structure
+    error on a tuple when these were lists)."""
+    import optax
+
+    from fbp import stats, train
+
+    layers = fbp.init_mlp(jax.random.key(0), [5, 4, 3], activation="tanh", output_activation="softmax",
+                          dtype=jnp.float64)
+    X = jnp.asarray(np.random.default_rng(0).uniform(size=(6, 5)))
+    Y = jax.nn.one_hot(jnp.arange(6) % 3, 3, dtype=X.dtype)
+    cost = "log_likelihood"
+    for params in (list(layers), tuple(layers)):
+        want = jax.tree.structure(params)
+        ref = fbp.autodiff_grad(params, X, Y, cost)
+        assert jax.tree.structure(ref) == want
+        got = {
+            "backward": fbp.backward(params, X[0], Y[0], cost),
+            "batch_backward": fbp.batch_backward(params, X, Y, cost),
+            "value_and_batch_backward": fbp.value_and_batch_backward(params, X, Y, cost)[1],
+            "per_example_grads": stats.per_example_grads(params, X, Y, cost),
+            "per_example_grads chunked": stats.per_example_grads(params, X, Y, cost, chunk_size=4),
+            "clipped_grad": stats.clipped_grad(params, X, Y, cost, 1.0),
+            "grad_second_moment": stats.grad_second_moment(params, X, Y, cost),
+            "grad_variance": stats.grad_variance(params, X, Y, cost),
+            "diag_ggn": stats.diag_ggn(params, X, Y, cost),
+            "dp_value_and_grad": stats.dp_value_and_grad(cost, 1e6)(params, X, Y)[1],
+        }
+        for name, g in got.items():
+            assert jax.tree.structure(g) == want, (name, type(params).__name__)
+        trees_close(got["batch_backward"], ref, 1e-12, "tuple")
+        trees_close(got["dp_value_and_grad"], ref, 1e-12, "unclipped")  # C far above every ‖g_n‖
+        opt = optax.sgd(0.1)
+        step = train.make_train_step(opt, cost)
+        new, _, _ = step(params, opt.init(params), X, Y)
+        assert type(new) is type(params)
+
+
 @pytest.mark.parametrize("init", INITS)
 def test_init_scales(init):
     params = fbp.init_mlp(jax.random.key(0), [400, 300, 10], init=init, dtype=jnp.float64)

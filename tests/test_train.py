@@ -1008,6 +1008,31 @@ def test_best_params_are_the_best_epochs_and_survive_pruning_and_resume(digits, 
         np.testing.assert_array_equal(a, b)
 
 
+def test_fit_trains_a_tuple_of_layers_as_it_trains_a_list(tmp_path):
+    """A tuple of layers is a pytree like a list: fit (momentum, whose state
+    mirrors the params; L2; the learning schedule; a checkpoint and a
+    resume) trains it to bitwise the same params and gives a tuple back."""
+    params, X, Y = small_problem()
+    opt = ftrain.make_optimizer("momentum", 0.1, momentum=0.9, l2=0.5, n_train=len(X))
+
+    def run(p, epochs, **kw):
+        return ftrain.fit(p, (X[:48], Y[:48]), optimizer=opt, cost="log_likelihood", epochs=epochs, batch_size=8,
+                          key=jax.random.key(1), evaluation=(X[48:], Y[48:]), lr_halving=1, monitor_deltas=True,
+                          **kw)
+
+    as_list = run(list(params), 4)
+    d = str(tmp_path / "run")
+    run(tuple(params), 2, checkpoint_dir=d)
+    as_tuple = run(tuple(params), 4, checkpoint_dir=d, resume=True)
+    assert type(as_list.params) is list and type(as_tuple.params) is tuple
+    fresh = ftrain.with_lr_schedule(opt).init(tuple(params))  # fit's own chain for lr_halving
+    assert jax.tree.structure(as_tuple.opt_state) == jax.tree.structure(fresh)
+    for a, b in zip(jax.tree.leaves((as_tuple.params, as_tuple.opt_state)),
+                    jax.tree.leaves((as_list.params, as_list.opt_state))):
+        np.testing.assert_array_equal(a, b)
+    assert [h["training_cost"] for h in as_tuple.history] == [h["training_cost"] for h in as_list.history]
+
+
 def test_fit_refuses_non_finite_data_naming_the_first_bad_row():
     # Before, a NaN pixel ran into the non-finite-cost stop at some step, with
     # advice to lower the learning rate.
