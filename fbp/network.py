@@ -295,10 +295,19 @@ def forward(params: list, x: Array) -> Array:
 
 
 def like_params(params, layers: list):
-    """``layers``, one for each layer of ``params`` (its gradient, say), in
-    the sequence params came in: a list for a list, and for a tuple the
-    same tuple type, as ``jax.grad`` returns the gradient of a tuple. The
-    two trees then match leaf for leaf, so that optax can pair them."""
+    """``layers``, one for each layer of ``params`` (its gradient, say), as
+    ``jax.grad`` returns a gradient: in the sequence params came in (a list
+    for a list, and for a tuple the same tuple type) and each leaf in the
+    dtype of the params' own (a float32 layer's gradient is float32 even
+    where float64 inputs made its products float64). The two trees then
+    match leaf for leaf, so that optax can pair them."""
+    return in_params_sequence(params, [jax.tree.map(lambda g, w: g.astype(w.dtype), g, layer)
+                                       for g, layer in zip(layers, params)])
+
+
+def in_params_sequence(params, layers: list):
+    """``layers``, one for each layer of ``params``, in the sequence params
+    came in: a list for a list, and for a tuple the same tuple type."""
     if type(params) is list:
         return layers
     return jax.tree.unflatten(jax.tree.structure(params, is_leaf=lambda x: isinstance(x, LAYERS)), layers)

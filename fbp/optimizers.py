@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fbp.network import like_params
+from fbp.network import in_params_sequence
 
 Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -26,7 +26,7 @@ DEFAULT_MOMENTUM = 0.9  # μ of make_optimizer("momentum") and fbp train --optim
 def weight_mask(params: list) -> list:
     """True on every weight matrix, False on every bias (L2 and L1 act on
     weights only), in params' own structure (optax pairs the two)."""
-    return like_params(params, [dataclasses.replace(layer, w=True, b=False) for layer in params])
+    return in_params_sequence(params, [dataclasses.replace(layer, w=True, b=False) for layer in params])
 
 
 def make_optimizer(

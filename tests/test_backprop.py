@@ -247,6 +247,25 @@ def test_every_gradient_has_the_params_own_structure_a_tuple_of_layers_too(trees
         assert type(new) is type(params)
 
 
+def test_a_float32_networks_gradient_is_float32_from_float64_inputs_too(trees_close):
+    """jax.grad gives each parameter's gradient in the parameter's dtype,
+    whatever the inputs promoted the products to; so does the hand-written
+    gradient (it gave float64 for float32 layers on float64 inputs), and
+    the per-example quantities with it."""
+    from fbp import stats
+
+    params = fbp.init_mlp(jax.random.key(0), [5, 4, 3], output_activation="softmax", dtype=jnp.float32)
+    X = jnp.asarray(np.random.default_rng(0).uniform(size=(6, 5)), jnp.float64)
+    Y = jax.nn.one_hot(jnp.arange(6) % 3, 3, dtype=jnp.float64)
+    ref = fbp.autodiff_grad(params, X, Y, "log_likelihood")
+    for name, g in {"batch_backward": fbp.batch_backward(params, X, Y, "log_likelihood"),
+                    "backward": fbp.backward(params, X[0], Y[0], "log_likelihood"),
+                    "per_example_grads": stats.per_example_grads(params, X, Y, "log_likelihood"),
+                    "grad_variance": stats.grad_variance(params, X, Y, "log_likelihood")}.items():
+        assert {leaf.dtype for leaf in jax.tree.leaves(g)} == {jnp.dtype(jnp.float32)}, name
+    trees_close(fbp.batch_backward(params, X, Y, "log_likelihood"), ref, 1e-6, "float32 from float64 inputs")
+
+
 @pytest.mark.parametrize("init", INITS)
 def test_init_scales(init):
     params = fbp.init_mlp(jax.random.key(0), [400, 300, 10], init=init, dtype=jnp.float64)
