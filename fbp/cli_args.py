@@ -242,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "copies shifted by a pixel up, down, left and right, 5× the examples (the validation "
                           "and test images are not expanded)")
     sgd.add_argument("--batch-size", type=_positive_int, default=10, help="mini-batch size m")
+    sgd.add_argument("--keep-last-batch", action="store_true",
+                     help="step on the last n mod m examples of each epoch's shuffle as one shorter mini-batch, as "
+                          "the book's SGD does (by default they sit that epoch out)")
     sgd.add_argument("--epochs", type=_nonneg_int, default=30, help="epochs to train (more may be given on --resume)")
     sgd.add_argument("--seed", type=_seed, default=0,
                      help="PRNG seed of the initial params, the shuffles and the DP noise")

@@ -71,7 +71,7 @@ class Report:
             f"{args.activation}/{args.output_activation} {args.cost} "
             f"init={args.init} {args.optimizer}{'' if run.momentum is None else f' μ={run.momentum}'} lr={args.lr} "
             f"l2={args.l2}{f' l1={args.l1}' if args.l1 else ''}{f' dropout={args.dropout}' if args.dropout else ''} "
-            f"batch={args.batch_size} "
+            f"batch={args.batch_size}{' keep-last-batch' if args.keep_last_batch else ''} "
             f"epochs={args.epochs} seed={args.seed} devices={run.n_devices} ({device_kind()})"
             + (f" DP-SGD clip={args.dp_clip} noise={args.dp_noise}" if args.dp_clip is not None else "")
             + (" deterministic" if args.deterministic else ""))

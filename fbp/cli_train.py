@@ -95,7 +95,7 @@ def _xla_status(e: BaseException) -> Optional[str]:
 # collective (another --epochs or --patience).
 SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--conv", "--activation", "--output-activation", "--cost",
                    "--init", "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--l1", "--dropout", "--expand",
-                   "--batch-size", "--epochs", "--seed", "--patience", "--restore-best", "--monitor-training",
+                   "--batch-size", "--keep-last-batch", "--epochs", "--seed", "--patience", "--restore-best", "--monitor-training",
                    "--monitor-deltas", "--monitor-noise-scale", "--checkpoint-dir", "--resume", "--dp-clip",
                    "--dp-noise", "--devices", "--dtype", "--deterministic", "data")
 
@@ -298,7 +298,7 @@ def _setup(args, writer: bool) -> _Run:
         "--dp-clip": args.dp_clip, "--dp-noise": args.dp_noise,
     }  # --epochs may grow; --init and the devices do not change what is being trained
     for flag, value in (("--l1", args.l1), ("--dropout", args.dropout), ("--expand", args.expand),
-                        ("--conv", args.conv and conv_text(args.conv))):
+                        ("--conv", args.conv and conv_text(args.conv)), ("--keep-last-batch", args.keep_last_batch)):
         if value:  # only then, so that the checkpoints of runs from before these flags resume
             config[flag] = value
     resuming = writer and args.resume and fckpt.newest_epoch(args.checkpoint_dir) is not None
@@ -334,6 +334,9 @@ def _check_flags(args, writer: bool) -> Optional[float]:
         args.lr = 0.001 if args.optimizer == "adam" else round(0.5 * (1 - (momentum or 0.0)), 12)
     if (args.dp_clip is None) != (args.dp_noise is None):
         raise _refuse("--dp-clip and --dp-noise go together: give both for DP-SGD, or neither")
+    if args.dp_clip is not None and args.keep_last_batch:
+        raise _refuse("--keep-last-batch with DP-SGD: the noise is set for mini-batches of --batch-size, and a "
+                      "shorter last one would get less noise per example than --dp-noise promises; drop one of them")
     if args.save_params and args.metrics_out and os.path.abspath(args.save_params) == os.path.abspath(args.metrics_out):
         raise _refuse(f"--save-params and --metrics-out both name {args.save_params}: the network would replace "
                       f"the metrics; give two files")
@@ -374,8 +377,9 @@ def _load(args):
             if getattr(args, flag[2:].replace("-", "_")) not in (None, False):
                 raise _refuse(f"{flag} {does} by validation accuracy; with --validation 0 it would do so on the "
                               f"test set: give --validation N > 0")
-    if args.batch_size > len(ds.train):
-        raise _refuse(f"--batch-size {args.batch_size} is larger than the training set ({len(ds.train)} examples)")
+    if args.batch_size > len(ds.train) and not args.keep_last_batch:
+        raise _refuse(f"--batch-size {args.batch_size} is larger than the training set ({len(ds.train)} examples); "
+                      f"use at most {len(ds.train)}, or add --keep-last-batch to train on them as one mini-batch")
     return ds, sizes
 
 
@@ -445,6 +449,7 @@ def _settings(args, run: _Run) -> dict:
     defaults filled in): what the processes of a multi-host run must agree
     on, and what the final --metrics-out record keeps."""
     return {**run.config, "--l1": args.l1, "--dropout": args.dropout, "--expand": args.expand,
+            "--keep-last-batch": args.keep_last_batch,
             "--conv": args.conv and conv_text(args.conv), "--init": args.init,
             "--epochs": args.epochs, "--patience": args.patience, "--restore-best": args.restore_best,
             "--monitor-training": args.monitor_training, "--monitor-deltas": args.monitor_deltas,
@@ -479,7 +484,7 @@ def _fit(args, run: _Run, report: Report, writer: bool, joined: bool, stopping: 
     def fit(on_progress, stop=None):
         return ftrain.fit(
             run.params, run.arrays(run.ds.train), optimizer=run.optimizer, cost=args.cost, epochs=args.epochs,
-            batch_size=args.batch_size, key=run.key,
+            batch_size=args.batch_size, key=run.key, drop_last=not args.keep_last_batch,
             evaluation=run.arrays(run.ds.validation if len(run.ds.validation) else run.ds.test),
             patience=args.patience, lr_halving=args.lr_halving, monitor_training=args.monitor_training,
             monitor_deltas=args.monitor_deltas, monitor_noise_scale=args.monitor_noise_scale,

@@ -191,16 +191,24 @@ def takes_key(train_step: Callable) -> bool:
 
 
 def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
-               progress: Optional[Callable[[Array, Array], None]] = None, updates: int = 20) -> Callable:
+               progress: Optional[Callable[[Array, Array], None]] = None, updates: int = 20,
+               drop_last: bool = True) -> Callable:
     """One epoch as a single jitted call: shuffle with a key, cut into
     mini-batches, ``lax.scan`` the steps. The data stays on the device.
 
     ``epoch(params, opt_state, key, X, Y) -> (params, opt_state, losses)``,
-    losses of shape (n // batch_size,). The last n mod batch_size examples of
-    each shuffle are left out of that epoch (a different few each epoch).
-    The shuffle is ``shuffle(key, n)``. A step that takes a key (one of
+    one loss per step. The shuffle is ``shuffle(key, n)``. With
+    ``drop_last`` (the default) there are n // batch_size steps, and the
+    last n mod batch_size examples of each shuffle are left out of that
+    epoch (a different few each epoch). ``drop_last=False`` does as the
+    book's ``SGD`` does: those examples make one more, shorter mini-batch,
+    stepped last (its gradient the mean over its own examples), so that
+    every example is seen each epoch; the steps before it are bitwise those
+    of ``drop_last=True``, and a training set smaller than one mini-batch
+    is one step. A step that takes a key (one of
     ``make_train_step``'s with dropout) gets one each step, split from
-    ``dropout_key(key)``. ``unroll`` steps are unrolled per
+    ``dropout_key(key)`` (the short step's is ``tail_key(key, steps)``).
+    ``unroll`` steps are unrolled per
     loop iteration; with the in-place mini-batch copy below, 1, 4 and 8 run
     at the same speed on the CPU (8 was 15% faster when each step gathered).
 
@@ -229,15 +237,15 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
     """
     batch_size, unroll = check_int("batch_size", batch_size, 1), check_int("unroll", unroll, 1)
     updates = check_int("updates", updates, 1)
+    check_drop_last(drop_last)
 
     @jax.jit
     def epoch(params, opt_state, key, X, Y, *progress_args):
         check_progress_args(progress, progress_args)
         n = X.shape[0]
-        n_batches = n // batch_size
-        if n_batches == 0:
-            raise ValueError(f"batch size {batch_size} is larger than the training set ({n} examples).")
-        order = shuffle(key, n)[: n_batches * batch_size].reshape(n_batches, batch_size)
+        n_batches, rest = epoch_steps(n, batch_size, drop_last)
+        perm = shuffle(key, n)
+        order = perm[: n_batches * batch_size].reshape(n_batches, batch_size)
         # Small mini-batches are copied into a carried buffer (one row longer
         # than the batch, so that XLA keeps it an in-place update) instead of
         # being gathered into a fresh array. XLA's CPU cost model prices a
@@ -266,16 +274,72 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
             params, opt_state, value = keyed_step(train_step, params, opt_state, decode_inputs(xb), yb, k)
             return (params, opt_state, bufs), value
 
+        def last(carry):  # the short mini-batch of drop_last=False: the rest of the shuffle
+            params, opt_state, bufs = carry
+            idx = perm[n_batches * batch_size:]  # (rest,)
+            params, opt_state, value = keyed_step(train_step, params, opt_state, decode_inputs(X[idx]), Y[idx],
+                                                  tail_key(train_step, key, n_batches))
+            return (params, opt_state, bufs), value
+
         xs = (order, step_keys(train_step, key, n_batches))
-        carry = (params, opt_state, bufs)
-        if progress is None:
-            carry, losses = jax.lax.scan(body, carry, xs, unroll=unroll)
-        else:
-            carry, losses = scan_reporting(body, carry, xs, progress, updates, progress_args, unroll=unroll)
+        carry, losses = scan_steps(body, (params, opt_state, bufs), xs, last if rest else None, progress, updates,
+                                   progress_args, unroll=unroll)
         params, opt_state = carry[:2]
         return params, opt_state, losses
 
     return epoch
+
+
+def check_drop_last(drop_last) -> None:
+    if not isinstance(drop_last, (bool, np.bool_)):
+        raise TypeError(f"drop_last must be True (leave out the last n mod batch_size examples of each epoch) or "
+                        f"False (step on them as one shorter mini-batch, as the book does), got {drop_last!r}.")
+
+
+def epoch_steps(n: int, batch_size: int, drop_last: bool) -> tuple:
+    """(full mini-batches, examples in the short last one) of an epoch of n
+    examples: (n // batch_size, 0) with ``drop_last``, else the remainder
+    as well. ValueError where that leaves no step at all."""
+    n_batches, rest = divmod(n, batch_size)
+    if drop_last:
+        rest = 0
+        if n_batches == 0:
+            raise ValueError(f"batch size {batch_size} is larger than the training set ({n} examples); use a "
+                             f"batch size of at most {n}, or drop_last=False to step on them as one mini-batch.")
+    elif n == 0:
+        raise ValueError("the training set is empty: an epoch needs at least one example.")
+    return n_batches, rest
+
+
+def tail_key(train_step: Callable, key: Array, n_batches: int):
+    """The key of the short last step of a ``drop_last=False`` epoch of
+    ``n_batches`` full steps, where ``train_step`` takes one; else None.
+    Folded in, not split with the others, so that those stay the keys of
+    ``drop_last=True``'s steps."""
+    return jax.random.fold_in(dropout_key(key), n_batches) if takes_key(train_step) else None
+
+
+def scan_steps(body: Callable, carry, xs, last: Optional[Callable], progress: Optional[Callable], updates: int,
+               progress_args=(), *, unroll: int = 1, ordered: bool = True):
+    """An epoch's steps: ``lax.scan(body, carry, xs)`` (none where xs are
+    empty), then ``last(carry) -> (carry, loss)`` where given (the short
+    mini-batch), reporting to ``progress`` where given (``scan_reporting``).
+    Returns the carry and every step's loss."""
+    if progress is not None:
+        return scan_reporting(body, carry, xs, progress, updates, progress_args, unroll=unroll, ordered=ordered,
+                              last=last)
+    losses = None
+    if jax.tree.leaves(xs)[0].shape[0]:
+        carry, losses = jax.lax.scan(body, carry, xs, unroll=unroll)
+    if last is not None:
+        carry, loss = last(carry)
+        losses = _concat_steps(losses, jax.tree.map(lambda o: o[None], loss))
+    return carry, losses
+
+
+def _concat_steps(outs, more):
+    """Steps' outputs (trees of (steps, ...) arrays; None for no steps) one after the other."""
+    return more if outs is None else jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outs, more)
 
 
 def check_progress_args(progress, progress_args) -> None:
@@ -285,52 +349,65 @@ def check_progress_args(progress, progress_args) -> None:
 
 
 def scan_reporting(body: Callable, carry, xs, progress: Callable, updates: int, progress_args=(), *,
-                   unroll: int = 1, ordered: bool = True):
+                   unroll: int = 1, ordered: bool = True, last: Optional[Callable] = None):
     """``jax.lax.scan(body, carry, xs)`` with the steps reported to the host
     as they go by: scanned in ``updates`` runs of equal length (and a
     shorter last one), each followed by ``progress(steps_done, steps,
-    *progress_args)`` through an ``io_callback``. Where ``progress``
+    *progress_args)`` through an ``io_callback``. ``last(carry) -> (carry,
+    out)``, where given, is one more step after them (a short mini-batch),
+    reported by itself. Where ``progress``
     returns True, the runs after it are skipped (a ``lax.cond`` on a
     carried flag): the carry is the one after the last step run, and the
     skipped steps' outputs (floats: the losses) are NaN. The flag is a
     value of the computation, so on a mesh every device skips alike; there
     the callbacks cannot be ordered (``ordered=False``), and each takes the
     run's last output, so that it cannot be run before the run's steps."""
-    xs_leaves = jax.tree.leaves(xs)
-    n = xs_leaves[0].shape[0]
-    run = -(-n // updates)
-    runs, rest = divmod(n, run)
+    n = jax.tree.leaves(xs)[0].shape[0]
+    steps = n + (last is not None)
 
     def host(done, steps, _last, *args):
         return np.bool_(bool(progress(int(done), int(steps), *args)))
 
-    def reporting_run(carry_stopped, idx_and_done):
+    def reporting(run_steps, carry_stopped, done):
+        """``run_steps(carry) -> (carry, outs)``, then a report, unless an earlier report stopped the epoch."""
         carry, stopped = carry_stopped
-        idx, done = idx_and_done
 
         def go(carry):
-            carry, out = jax.lax.scan(body, carry, idx, unroll=unroll)
-            last = jax.tree.map(lambda o: o[-1], out)
-            stop = io_callback(host, jax.ShapeDtypeStruct((), jnp.bool_), done, n, last, *progress_args,
+            carry, out = run_steps(carry)
+            last_out = jax.tree.map(lambda o: o[-1], out)
+            stop = io_callback(host, jax.ShapeDtypeStruct((), jnp.bool_), done, steps, last_out, *progress_args,
                                ordered=ordered)
             return (carry, stop), out
 
         def skip(carry):
-            out = jax.eval_shape(lambda c: jax.lax.scan(body, c, idx)[1], carry)
+            out = jax.eval_shape(lambda c: run_steps(c)[1], carry)
             return (carry, stopped), jax.tree.map(lambda o: jnp.full(o.shape, jnp.nan, o.dtype), out)
 
         return jax.lax.cond(stopped, skip, go, carry)
 
+    def reporting_run(carry_stopped, idx_and_done):
+        idx, done = idx_and_done
+        return reporting(lambda c: jax.lax.scan(body, c, idx, unroll=unroll), carry_stopped, done)
+
     def split(lo, hi, shape):
         return jax.tree.map(lambda a: a[lo:hi].reshape(shape + a.shape[1:]), xs)
 
-    state = (carry, jnp.bool_(False))
-    state, outs = jax.lax.scan(reporting_run, state, (split(0, runs * run, (runs, run)),
-                                                      (jnp.arange(runs) + 1) * run))
-    outs = jax.tree.map(lambda o: o.reshape((runs * run,) + o.shape[2:]), outs)
-    if rest:
-        state, last = reporting_run(state, (split(runs * run, n, (rest,)), jnp.asarray(n)))
-        outs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outs, last)
+    state, outs = (carry, jnp.bool_(False)), None
+    if n:
+        run = -(-n // updates)
+        runs, rest = divmod(n, run)
+        state, outs = jax.lax.scan(reporting_run, state, (split(0, runs * run, (runs, run)),
+                                                          (jnp.arange(runs) + 1) * run))
+        outs = jax.tree.map(lambda o: o.reshape((runs * run,) + o.shape[2:]), outs)
+        if rest:
+            state, out = reporting_run(state, (split(runs * run, n, (rest,)), jnp.asarray(n)))
+            outs = _concat_steps(outs, out)
+    if last is not None:
+        def last_step(c):
+            c, out = last(c)
+            return c, jax.tree.map(lambda o: o[None], out)
+        state, out = reporting(last_step, state, jnp.asarray(steps))
+        outs = _concat_steps(outs, out)
     return state[0], outs
 
 

@@ -22,7 +22,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fbp.network import check_int
-from fbp.epoch import check_progress_args, decode_inputs, keyed_step, scan_reporting, shuffle, step_keys, takes_key
+from fbp.epoch import (check_drop_last, check_progress_args, decode_inputs, epoch_steps, keyed_step, scan_steps,
+                       shuffle, step_keys, tail_key, takes_key)
 
 AXIS = "batch"
 
@@ -95,12 +96,15 @@ def _global_array(host_array: np.ndarray, sharding: NamedSharding):
 
 def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unroll: int = 1,
                        progress: Optional[Callable[[int, int], Optional[bool]]] = None,
-                       updates: int = 20) -> Callable:
+                       updates: int = 20, drop_last: bool = True) -> Callable:
     """The data-parallel epoch, with the signature of ``fbp.train.make_epoch``'s.
 
     The shuffle is the same one ``make_epoch`` draws (``fbp.train.shuffle(key, n)``),
     applied on the host; the (n_batches, batch, ...) arrays are put on the mesh
     split along the batch axis, and one jitted ``lax.scan`` runs the steps.
+    With ``drop_last=False`` the short last mini-batch (n mod batch_size
+    examples, which need not divide over the devices) is put on every
+    device whole and stepped last, on each alike.
     X may be the bytes of byte images, as in ``make_epoch``: each device
     decodes its part of a mini-batch.
 
@@ -116,6 +120,7 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
     check_batch(mesh, batch_size)
     check_int("unroll", unroll, 1)
     check_int("updates", updates, 1)
+    check_drop_last(drop_last)
     raised = []  # what progress raised during the epoch running now
 
     def report(done, steps, *args) -> bool:
@@ -131,46 +136,50 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
 
     keyed = takes_key(train_step)
 
-    def scan(params, opt_state, Xb, Yb, progress_args, key=None):
+    def scan(params, opt_state, Xb, Yb, last, progress_args, key=None):
         def body(carry, xs):
             params, opt_state = carry
             xb, yb, k = xs
             params, opt_state, value = keyed_step(train_step, params, opt_state, decode_inputs(xb), yb, k)
             return (params, opt_state), value
 
+        def last_step(carry):  # the short mini-batch (Xr, Yr) of drop_last=False, whole on every device
+            Xr, Yr = last
+            params, opt_state, value = keyed_step(train_step, *carry, decode_inputs(Xr), Yr,
+                                                  None if key is None else tail_key(train_step, key, Xb.shape[0]))
+            return (params, opt_state), value
+
         xs = (Xb, Yb, None if key is None else step_keys(train_step, key, Xb.shape[0]))
-        if progress is None:
-            (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), xs, unroll=unroll)
-        else:
-            (params, opt_state), losses = scan_reporting(body, (params, opt_state), xs, report, updates,
-                                                         progress_args, unroll=unroll, ordered=False)
+        (params, opt_state), losses = scan_steps(body, (params, opt_state), xs,
+                                                 last_step if last and last[0].shape[0] else None,
+                                                 None if progress is None else report, updates, progress_args,
+                                                 unroll=unroll, ordered=False)
         return params, opt_state, losses
 
-    # (params, opt_state, Xb, Yb), then the arguments for progress where there is one, then with dropout the
-    # epoch's key, from which step_keys splits the same keys as make_epoch's: each step's masks are drawn for the
-    # whole mini-batch, as on one device.
+    # (params, opt_state, Xb, Yb), then with drop_last=False the short mini-batch (Xr, Yr), then the arguments
+    # for progress where there is one, then with dropout the epoch's key, from which step_keys splits the same
+    # keys as make_epoch's: each step's masks are drawn for the whole mini-batch, as on one device.
     keys = (rep,) if keyed else ()
+    lasts = () if drop_last else (rep, rep)
     if progress is None:
-        scan_jit = jax.jit(lambda p, s, Xb, Yb, *k: scan(p, s, Xb, Yb, (), *k), in_shardings=(rep, rep, data, data)
-                           + keys, out_shardings=(rep, rep, rep))
+        scan_jit = jax.jit(lambda p, s, Xb, Yb, *rest: scan(p, s, Xb, Yb, rest[:len(lasts)], (), *rest[len(lasts):]),
+                           in_shardings=(rep, rep, data, data) + lasts + keys, out_shardings=(rep, rep, rep))
     else:
-        scan_jit = jax.jit(scan, in_shardings=(rep, rep, data, data, rep) + keys, out_shardings=(rep, rep, rep))
-
-    def batches(n):
-        n_batches = n // batch_size
-        if n_batches == 0:
-            raise ValueError(f"batch size {batch_size} is larger than the training set ({n} examples).")
-        return n_batches
+        scan_jit = jax.jit(lambda p, s, Xb, Yb, *rest: scan(p, s, Xb, Yb, rest[:len(lasts)], *rest[len(lasts):]),
+                           in_shardings=(rep, rep, data, data) + lasts + (rep,) + keys,
+                           out_shardings=(rep, rep, rep))
 
     def epoch(params, opt_state, key, X, Y, *progress_args):
         check_progress_args(progress, progress_args)
         X, Y = np.asarray(X), np.asarray(Y)
         n = len(X)
-        n_batches = batches(n)
-        order = np.asarray(shuffle(key, n))[: n_batches * batch_size].reshape(n_batches, batch_size)
+        n_batches, rest = epoch_steps(n, batch_size, drop_last)
+        perm = np.asarray(shuffle(key, n))
+        order = perm[: n_batches * batch_size].reshape(n_batches, batch_size)
         Xb = _global_array(X[order], data)  # (n_batches, batch, n_in), batch split over devices
         Yb = _global_array(Y[order], data)
-        args = (params, opt_state, Xb, Yb) + more_args(progress_args, key)
+        last = () if drop_last else tuple(_global_array(A[perm[n_batches * batch_size:]], rep) for A in (X, Y))
+        args = (params, opt_state, Xb, Yb) + last + more_args(progress_args, key)
         if progress is None:
             return scan_jit(*args)
         raised.clear()
@@ -182,9 +191,12 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
     def lower(params, opt_state, key, X, Y, *progress_args):
         """The epoch's computation lowered for these arguments, as ``jax.jit``'s
         ``lower`` (``.compile()`` compiles it ahead of its first run)."""
-        shape = (batches(len(X)), batch_size)
-        Xb, Yb = (jax.ShapeDtypeStruct(shape + np.shape(A)[1:], A.dtype, sharding=data) for A in (X, Y))
-        return scan_jit.lower(params, opt_state, Xb, Yb, *more_args(progress_args, key))
+        n_batches, rest = epoch_steps(len(X), batch_size, drop_last)
+        Xb, Yb = (jax.ShapeDtypeStruct((n_batches, batch_size) + np.shape(A)[1:], A.dtype, sharding=data)
+                  for A in (X, Y))
+        last = () if drop_last else tuple(jax.ShapeDtypeStruct((rest,) + np.shape(A)[1:], A.dtype, sharding=rep)
+                                          for A in (X, Y))
+        return scan_jit.lower(params, opt_state, Xb, Yb, *last, *more_args(progress_args, key))
 
     def more_args(progress_args, key) -> tuple:
         return ((progress_args,) if progress is not None else ()) + ((key,) if keyed else ())

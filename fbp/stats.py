@@ -288,6 +288,8 @@ def dp_noise(noise_multiplier: float, clip_norm: float, batch_size: int, seed: i
     Chain it before the optimizer: ``optax.chain(dp_noise(σ, C, B), optax.sgd(η))``,
     with the gradient from ``dp_value_and_grad(cost, C)`` (Abadi et al. 2016's
     DP-SGD). The PRNG key lives in the state, so the same seed gives the same noise.
+    Every mini-batch must hold B examples: the shorter last one of
+    ``fit(drop_last=False)`` would get less noise than σC on its sum.
     """
     if not noise_multiplier >= 0:
         raise ValueError(f"noise multiplier must be ≥ 0, got {noise_multiplier!r}.")

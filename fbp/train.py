@@ -27,8 +27,8 @@ from fbp import multihost
 from fbp._reuse import compiled_once
 from fbp.backprop import check_batch
 from fbp.epoch import (  # noqa: F401  (re-exported: train.make_epoch, …)
-    BYTE_VALUES, _is_codes, byte_codes, check_optimizer, compact_inputs, decode_inputs, dropout_key, in_host_memory,
-    make_epoch, make_train_step, shuffle, step_keys,
+    BYTE_VALUES, _is_codes, byte_codes, check_drop_last, check_optimizer, compact_inputs, decode_inputs, dropout_key,
+    epoch_steps, in_host_memory, make_epoch, make_train_step, shuffle, step_keys,
 )
 from fbp.evaluation import evaluate, predict  # noqa: F401  (re-exported)
 from fbp.network import check_int, check_key, check_rate
@@ -162,15 +162,17 @@ class FitResult:
     stop_reason: Optional[str] = None  # "patience", "lr_floor" or what fit's stop returned, when stopped_early
 
 
-def _epoch_for(optimizer, cost, reduction, grad, dropout, batch_size, mesh=None, report_steps=False):
+def _epoch_for(optimizer, cost, reduction, grad, dropout, batch_size, drop_last=True, mesh=None,
+               report_steps=False):
     """fit's epoch: ``make_epoch``'s, or on a mesh the sharded one; with
     ``report_steps``, reporting its steps to fit's ``on_progress``."""
     step = make_train_step(optimizer, cost, reduction=reduction, grad=grad, dropout=dropout)
+    progress = _report_steps if report_steps else None
     if mesh is None:
-        return make_epoch(step, batch_size, progress=_report_steps if report_steps else None)
+        return make_epoch(step, batch_size, progress=progress, drop_last=drop_last)
     from fbp import parallel
 
-    return parallel.make_sharded_epoch(step, batch_size, mesh, progress=_report_steps if report_steps else None)
+    return parallel.make_sharded_epoch(step, batch_size, mesh, progress=progress, drop_last=drop_last)
 
 
 # fit's on_progress: an epoch reports its steps as they go when the one
@@ -339,7 +341,7 @@ def _check_fit_arguments(optimizer, key, epochs, batch_size, evaluation, monitor
     return epochs, batch_size
 
 
-def _fit_data(params, train, evaluation, cost, batch_size: int, mesh):
+def _fit_data(params, train, evaluation, cost, batch_size: int, drop_last: bool, mesh):
     """fit's data, checked whole and by name (inside the epoch only a
     mini-batch's shape would show) and placed: ``(X, Y)`` the epochs draw
     mini-batches from (on the host for a mesh, whose epoch shuffles there),
@@ -355,8 +357,7 @@ def _fit_data(params, train, evaluation, cost, batch_size: int, mesh):
     Xm, Ym = (jnp.asarray(a) for a in (X, Y))  # on the device once, not every epoch
     check_batch(params, Xm, Ym, cost, names=("train X", "train Y"))
     _check_finite((Xm, Ym), names=("train X", "train Y"))
-    if len(X) < batch_size:
-        raise ValueError(f"batch size {batch_size} is larger than the training set ({len(X)} examples).")
+    epoch_steps(len(X), batch_size, drop_last)  # at least one step
     Xm = compact_inputs(Xm)  # train and monitor on the bytes (bitwise the same steps),
     if _is_codes(Xm):  # and drop the float copy from the device
         X = Xm if mesh is None else np.asarray(Xm)
@@ -500,6 +501,7 @@ def fit(
     epochs: int,
     batch_size: int,
     key: Array,
+    drop_last: bool = True,
     evaluation=None,
     reduction: str = "mean",
     grad: Union[str, Callable] = "hand",
@@ -539,6 +541,12 @@ def fit(
         one built afresh from functions of your own compiles anew.
       cost: a cost name or ``fbp.Cost``.
       epochs, batch_size: as in the book's ``SGD(training_data, epochs, mini_batch_size, eta)``.
+      drop_last: leave the last n mod batch_size examples of each epoch's
+        shuffle out of it (the default; a different few each epoch), or
+        (False) step on them last as one shorter mini-batch, as the book's
+        ``SGD`` does, so that every example is seen each epoch
+        (``make_epoch``'s ``drop_last``). Not for DP-SGD's ``dp_noise``,
+        whose noise is set for mini-batches of ``batch_size``.
       key: PRNG key; epoch e shuffles with ``fold_in(key, e)``, so a resumed run
         draws the same batches as one never interrupted.
       evaluation: optional ``(X, Y)`` monitored each epoch (the book's
@@ -672,7 +680,7 @@ def fit(
     """
     multihost.same_on_every_process(dict(
         params=params, train=tuple(train[:2]) if isinstance(train, Sequence) else train, cost=getattr(cost, "name", cost),
-        epochs=epochs, batch_size=batch_size, key=key,
+        epochs=epochs, batch_size=batch_size, key=key, drop_last=drop_last,
         evaluation=tuple(evaluation[:2]) if isinstance(evaluation, Sequence) else evaluation, reduction=reduction,
         grad=grad if isinstance(grad, str) else "a function", dropout=dropout, monitor_training=monitor_training,
         monitor_evaluation=monitor_evaluation, monitor_deltas=monitor_deltas,
@@ -682,6 +690,7 @@ def fit(
     epochs, batch_size = _check_fit_arguments(optimizer, key, epochs, batch_size, evaluation, monitor_evaluation,
                                               patience, lr_halving, lr_floor)
     dropout = check_rate("dropout", dropout)
+    check_drop_last(drop_last)
     if dropout and isinstance(params, (list, tuple)) and len(params) == 1:
         raise ValueError(f"dropout={dropout} drops hidden units, and this network has none (one layer): it would "
                          f"train as without it. Give it a hidden layer, or leave dropout=0.")
@@ -697,7 +706,7 @@ def fit(
                           ("on_resume", on_resume, "of the restored history (a list of records)")):
         if f is not None and not callable(f):
             raise TypeError(f"{name} must be a function {what}, got {type(f).__name__}")
-    (X, Y), training, evaluated = _fit_data(params, train, evaluation, cost, batch_size, mesh)
+    (X, Y), training, evaluated = _fit_data(params, train, evaluation, cost, batch_size, drop_last, mesh)
     if not monitor_evaluation:
         evaluated = None
     if lr_halving is not None:
@@ -753,7 +762,7 @@ def fit(
                     on_resume(progress.history)
                 multihost.agreed(resumed, "on_resume")
 
-        epoch_fn = compiled_once(_epoch_for, optimizer, cost, reduction, grad, dropout, batch_size, mesh)
+        epoch_fn = compiled_once(_epoch_for, optimizer, cost, reduction, grad, dropout, batch_size, drop_last, mesh)
         # With on_progress: the epochs by whether they report, each compiled before its first run; the
         # last one's run (a guess before the first).
         epochs_by_report, run_seconds = {}, 0.0
@@ -781,9 +790,8 @@ def fit(
                     # Several processes run the same program: each reports when any one would.
                     report = multihost.first_given("report" if run_seconds >= PROGRESS_SECONDS else None) is not None
                     if report not in epochs_by_report:  # jax 0.10's jit reuses it below; 0.4.36's compiles again
-                        fn = compiled_once(_epoch_for, optimizer, cost, reduction, grad, dropout, batch_size, mesh,
-                                            True) \
-                            if report else epoch_fn
+                        fn = compiled_once(_epoch_for, optimizer, cost, reduction, grad, dropout, batch_size,
+                                           drop_last, mesh, True) if report else epoch_fn
                         fn.lower(*args, *((_run_arg(),) if report else ())).compile()
                         epochs_by_report[report] = fn
                     fn = epochs_by_report[report]

@@ -193,5 +193,26 @@ def progress():
                                                                                         leaves(kept.params))))
 
 
+def keep_last():
+    """fit(drop_last=False) on 8 devices and on the default one, float64:
+    the short last mini-batch (5 examples, which do not divide over 8) and a
+    training set smaller than one mini-batch (10 examples)."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(53, 6))
+    Y = np.eye(3)[rng.integers(0, 3, 53)]
+    params = fbp.init_mlp(jax.random.key(0), [6, 8, 3], output_activation="softmax", dtype=jnp.float64)
+    out = {}
+    for what, n, dropout in (("rest", 53, 0.0), ("rest dropout", 53, 0.5), ("small", 10, 0.0)):
+        runs = [ftrain.fit(params, (X[:n], Y[:n]), optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=2,
+                           batch_size=16, key=jax.random.key(1), dropout=dropout, drop_last=False, mesh=mesh)
+                for mesh in (None, parallel.make_mesh(8))]
+        out[what] = dict(
+            diff=max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                     for a, b in zip(jax.tree.leaves(runs[0].params), jax.tree.leaves(runs[1].params))),
+            moved=float(np.max(np.abs(np.asarray(runs[1].params[0].w) - np.asarray(params[0].w)))),
+            costs=[[h["train_step_cost"] for h in r.history] for r in runs])
+    return out
+
+
 if __name__ == "__main__":
     print(json.dumps(globals()[sys.argv[1]]()))

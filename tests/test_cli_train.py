@@ -150,6 +150,30 @@ def test_cli_dropout_trains_the_thinned_networks_and_is_kept_with_the_checkpoint
     assert " dropout=0.5 " in proc.stdout and " DP-SGD clip=1.0 noise=0.5" in proc.stdout.splitlines()[0]
 
 
+def test_cli_keep_last_batch_steps_on_every_example_and_is_kept_with_the_checkpoint(tmp_path, capsys):
+    """--keep-last-batch trains fit(drop_last=False)'s epochs (digits' 1257
+    training images: 125 mini-batches of 10 and one of 7), says so in the
+    header and the settings, and a resume must give it again; a mini-batch
+    larger than the training set is then one step of it all."""
+    cli = functools.partial(fbp_here, capsys)
+    run, out = str(tmp_path / "run"), tmp_path / "m.jsonl"
+    flags = ["train", "--sizes", "64,30,10", "--quiet", "--checkpoint-dir", run, "--metrics-out", str(out)]
+    proc = cli(*flags, "--keep-last-batch", "--epochs", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert " batch=10 keep-last-batch epochs=2 " in proc.stdout.splitlines()[0]
+    assert json.loads(out.read_text().splitlines()[-1])["settings"]["--keep-last-batch"] is True
+    proc = cli(*flags, "--epochs", "3", "--resume")
+    assert proc.returncode == 2 and "--keep-last-batch: saved True, now None" in proc.stderr.strip().splitlines()[-1]
+    proc = cli(*flags, "--keep-last-batch", "--epochs", "3", "--resume")
+    assert proc.returncode == 0 and ckpt.newest_epoch(run) == 3, proc.stderr
+    plain = str(tmp_path / "plain")
+    assert cli("train", "--sizes", "64,30,10", "--quiet", "--epochs", "3", "--checkpoint-dir", plain).returncode == 0
+    a, b = (ckpt.load_params(os.path.join(d, "ckpt-000003.npz")) for d in (run, plain))
+    assert fbp.relative_error(a[0].w, b[0].w) > 1e-3  # the 7 examples more each epoch
+    proc = cli("train", "--sizes", "64,30,10", "--epochs", "1", "--batch-size", "5000", "--keep-last-batch")
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_cli_adam_gets_adams_own_learning_rate_by_default(tmp_path):
     out = tmp_path / "m.jsonl"
     proc = fbp_cli("train", "--optimizer", "adam", "--quiet", "--metrics-out", str(out))
@@ -480,7 +504,9 @@ def test_deterministic_is_refused_once_jax_has_started_in_the_process(monkeypatc
                                     "--data idx (or fashion-mnist)"),
     (["--data", "fashion-mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
     (["--resume"], "--checkpoint-dir"),
-    (["--batch-size", "5000"], "--batch-size"),
+    (["--batch-size", "5000"], "--batch-size 5000 is larger than the training set (1257 examples); use at most "
+                               "1257, or add --keep-last-batch"),
+    (["--keep-last-batch", "--dp-clip", "1", "--dp-noise", "1"], "--keep-last-batch with DP-SGD"),
     (["--restore-best", "--validation", "0"], "--validation"),
     (["--validation", "2000"], "--validation: validation size must be in [0, 1437) for 1437 training examples"),
     (["--patience", "3", "--validation", "0"], "--patience stops training by validation accuracy"),

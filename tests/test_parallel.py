@@ -66,6 +66,17 @@ def test_byte_inputs_train_bitwise_like_their_floats_on_eight_devices(what, code
     assert run(what) == dict(fit_read=[codes, codes], epoch_same=True, fit_same=True, trained=True)
 
 
+def test_eight_devices_step_on_the_short_last_mini_batch_like_one():
+    """drop_last=False on a mesh: the short last mini-batch, whole on every
+    device, steps as on one device (float64, 1e-12), also where it is the
+    only one and its 5 or 10 examples do not divide over the 8 devices."""
+    out = run("keep_last")
+    assert sorted(out) == ["rest", "rest dropout", "small"]
+    for what, r in out.items():
+        assert r["diff"] <= 1e-12 and r["moved"] > 1e-3, (what, r)
+        np.testing.assert_allclose(r["costs"][0], r["costs"][1], rtol=1e-12)
+
+
 def test_the_sharded_epoch_reports_its_steps_and_ends_where_a_report_says():
     """20 steps in reports of 4 (updates=6 asks for at most 6): each in
     order, the params bitwise those of the epoch without reports; True at

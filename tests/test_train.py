@@ -208,6 +208,70 @@ def test_an_epoch_ends_at_the_report_that_returns_true():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+@pytest.mark.parametrize("n", [64, 7])
+def test_drop_last_false_steps_on_the_rest_of_the_shuffle_as_the_books_sgd_does(trees_close, n, dropout):
+    """drop_last=False: the book's SGD, every example seen each epoch. The
+    epoch is the full mini-batches of the shuffle and then its last n mod 10
+    examples as one more, shorter one (the mean over its own 4), stepped one
+    by one in Python; the steps before it are bitwise drop_last=True's
+    (their dropout masks too). A training set smaller than one mini-batch
+    (7 examples) is one step; drop_last=True refuses it, naming the way out."""
+    params, X, Y = small_problem(n=n)
+    opt = optax.sgd(0.5)
+    step = ftrain.make_train_step(opt, "log_likelihood", dropout=dropout)
+    key = jax.random.key(3)
+    p_e, s_e, losses = ftrain.make_epoch(step, 10, drop_last=False)(params, opt.init(params), key, X, Y)
+    full = n // 10
+    assert losses.shape == (full + 1,)
+    perm = np.asarray(ftrain.shuffle(key, n))
+    batches = [perm[k:k + 10] for k in range(0, n, 10)]  # the book's [training_data[k:k+m] for k in range(0, n, m)]
+    assert [len(b) for b in batches] == [10] * full + [n % 10]
+    keys = list(fepoch.step_keys(step, key, full)) if dropout else [None] * full
+    keys.append(fepoch.tail_key(step, key, full))
+    p, s = params, opt.init(params)
+    for i, (idx, k) in enumerate(zip(batches, keys, strict=True)):
+        p, s, loss = jax.jit(step)(p, s, X[idx], Y[idx], *([k] if dropout else []))
+        np.testing.assert_allclose(loss, losses[i], rtol=1e-12)
+    trees_close(p_e, p, 1e-12)
+    if n < 10:
+        with pytest.raises(ValueError, match="larger than the training set .*drop_last=False"):
+            ftrain.make_epoch(step, 10)(params, opt.init(params), key, X, Y)
+        return
+    _, _, dropped = ftrain.make_epoch(step, 10)(params, opt.init(params), key, X, Y)
+    np.testing.assert_array_equal(dropped, losses[:full])
+    if dropout:  # the short step drew masks of its own: another loss than without dropout
+        plain = ftrain.make_train_step(opt, "log_likelihood")
+        _, _, no_masks = ftrain.make_epoch(plain, 10, drop_last=False)(params, opt.init(params), key, X, Y)
+        assert abs(float(no_masks[-1]) - float(losses[-1])) > 1e-6
+
+
+def test_the_short_last_step_is_reported_and_skipped_after_a_report_says_stop():
+    """With progress, drop_last=False's short step counts among the steps
+    (reported by itself, last), and a True before it skips it too."""
+    params, X, Y = small_problem(n=64)
+    opt = optax.sgd(0.5)
+    step = ftrain.make_train_step(opt, "log_likelihood")
+    key = jax.random.key(3)
+    plain = ftrain.make_epoch(step, 10, drop_last=False)(params, opt.init(params), key, X, Y)
+    calls = []
+    reported = ftrain.make_epoch(step, 10, drop_last=False, updates=3,
+                                 progress=lambda done, n: calls.append((int(done), int(n))))(
+        params, opt.init(params), key, X, Y)
+    jax.effects_barrier()
+    assert calls == [(2, 7), (4, 7), (6, 7), (7, 7)]
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(reported), strict=True):
+        np.testing.assert_array_equal(a, b)
+    stopped = ftrain.make_epoch(step, 10, drop_last=False, updates=3, progress=lambda done, n: done >= 6)(
+        params, opt.init(params), key, X, Y)
+    dropped = ftrain.make_epoch(step, 10)(params, opt.init(params), key, X, Y)  # the 6 full steps alone
+    np.testing.assert_array_equal(np.isfinite(stopped[2]), [True] * 6 + [False])
+    for a, b in zip(jax.tree.leaves(stopped[:2]), jax.tree.leaves(dropped[:2]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="drop_last must be True .* or False"):
+        ftrain.make_epoch(step, 10, drop_last="no")
+
+
 def byte_images(n=60, n_in=12, n_out=3, seed=0, scale=255):
     """Random byte images scaled as fbp.data scales them (float32(k) / 255),
     or with ``scale=256`` as the book's mnist.pkl.gz holds them (k / 256),
@@ -365,7 +429,7 @@ def test_fit_again_with_the_same_optimizer_reuses_its_compiled_epoch(digits, own
     info = _reuse.compiled_cache.cache_info()
     assert (info.hits - before.hits, info.misses - before.misses) == (2, 0)  # the schedule's chain and the epoch
     epoch = _reuse.compiled_once(ftrain._epoch_for, _reuse.compiled_once(ftrain.with_lr_schedule, opt),
-                                 "log_likelihood", "mean", "hand", 0.0, 10, None)
+                                 "log_likelihood", "mean", "hand", 0.0, 10, True, None)
     assert epoch._cache_size() == 1  # one compiled program for both calls
     _reuse.compiled_cache.cache_clear()  # so that the optax.sgd(0.5) below, built alike, compiles its own
     fresh = ftrain.fit(first.params, digits.train, optimizer=optax.sgd(0.5), key=jax.random.key(2),
@@ -1031,6 +1095,36 @@ def test_fit_trains_a_tuple_of_layers_as_it_trains_a_list(tmp_path):
                     jax.tree.leaves((as_list.params, as_list.opt_state))):
         np.testing.assert_array_equal(a, b)
     assert [h["training_cost"] for h in as_tuple.history] == [h["training_cost"] for h in as_list.history]
+
+
+def test_fit_with_drop_last_false_trains_every_example_and_resumes_bitwise(tmp_path):
+    """fit(drop_last=False) runs make_epoch's book-style epochs (53 examples
+    in mini-batches of 8: six and one of 5) and resumes from a checkpoint to
+    bitwise the params of a run never stopped; it trains other params than
+    drop_last=True, and a mini-batch larger than the training set is one
+    step of them all."""
+    params, X, Y = small_problem(n=53)
+    opt = optax.sgd(0.5)
+    kw = dict(optimizer=opt, cost="log_likelihood", batch_size=8, key=jax.random.key(1), drop_last=False)
+    whole = ftrain.fit(params, (X, Y), epochs=3, **kw)
+    epoch = ftrain.make_epoch(ftrain.make_train_step(opt, "log_likelihood"), 8, drop_last=False)
+    p, s = params, opt.init(params)
+    for e in range(1, 4):
+        p, s, losses = epoch(p, s, jax.random.fold_in(jax.random.key(1), e), X, Y)
+        assert losses.shape == (7,)
+        assert whole.history[e - 1]["train_step_cost"] == float(np.mean(np.asarray(losses)))
+    d = str(tmp_path / "run")
+    ftrain.fit(params, (X, Y), epochs=1, checkpoint_dir=d, **kw)
+    resumed = ftrain.fit(params, (X, Y), epochs=3, checkpoint_dir=d, resume=True, **kw)
+    for a, b, c in zip(jax.tree.leaves(whole.params), jax.tree.leaves(p), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    dropped = ftrain.fit(params, (X, Y), epochs=3, **dict(kw, drop_last=True))
+    assert not np.array_equal(dropped.params[0].w, whole.params[0].w)
+    one = ftrain.fit(params, (X, Y), epochs=1, **dict(kw, batch_size=100))
+    assert one.history[0]["train_step_cost"] == pytest.approx(float(fbp.loss(params, X, Y, "log_likelihood")))
+    with pytest.raises(ValueError, match="batch size 100 is larger than the training set"):
+        ftrain.fit(params, (X, Y), epochs=1, **dict(kw, batch_size=100, drop_last=True))
 
 
 def test_fit_refuses_non_finite_data_naming_the_first_bad_row():
