@@ -607,8 +607,8 @@ def _finish(args, run: _Run, report: Report, result, seconds: float, writer: boo
     )
     if result.error is not None:
         errors.insert(0, str(result.error))
-    for e in errors:
-        print(f"fbp train: error: {e}", file=sys.stderr)
+    for message in errors:
+        print(f"fbp train: error: {message}", file=sys.stderr)
     if errors:
         return 1
     if result.stop_reason in SIGNAL_STATUS:  # stopped by Ctrl-C or SIGTERM once an epoch ended

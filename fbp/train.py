@@ -779,13 +779,13 @@ def fit(
         # What a Ctrl-C (KeyboardInterrupt) leaves: the epochs recorded and checkpointed so far.
         kept = (params, opt_state, len(progress.history), progress.best_epoch, best_params)
         try:
-            for e in range(progress.epoch + 1, epochs + 1):
+            for epoch in range(progress.epoch + 1, epochs + 1):
                 if stop_reason is not None:
                     break
                 t0 = time.perf_counter()
-                args = (params, opt_state, jax.random.fold_in(key, e), X, Y)
+                args = (params, opt_state, jax.random.fold_in(key, epoch), X, Y)
                 if on_progress is None:
-                    new_params, new_opt_state, losses, report_error = _run_epoch(epoch_fn, args, e, None)
+                    new_params, new_opt_state, losses, report_error = _run_epoch(epoch_fn, args, epoch, None)
                 else:  # compiled first, so that the time that decides whether the next epoch reports is the run's
                     # Several processes run the same program: each reports when any one would.
                     report = multihost.first_given("report" if run_seconds >= PROGRESS_SECONDS else None) is not None
@@ -796,30 +796,30 @@ def fit(
                         epochs_by_report[report] = fn
                     fn = epochs_by_report[report]
                     t_run = time.perf_counter()
-                    new_params, new_opt_state, losses, report_error = _run_epoch(fn, args, e,
+                    new_params, new_opt_state, losses, report_error = _run_epoch(fn, args, epoch,
                                                                                  on_progress if report else None)
                     run_seconds = time.perf_counter() - t_run
                 seconds = time.perf_counter() - t0
                 bad = np.flatnonzero(~np.isfinite(losses))
                 if bad.size:
-                    error = NonFiniteLoss(e, int(bad[0]) + 1, e - 1)
+                    error = NonFiniteLoss(epoch, int(bad[0]) + 1, epoch - 1)
                     break
                 params, opt_state = new_params, new_opt_state
-                record = dict(epoch=e, train_step_cost=float(np.mean(losses)), seconds=seconds)
+                record = dict(epoch=epoch, train_step_cost=float(np.mean(losses)), seconds=seconds)
                 if lr_halving is not None:
                     record["lr_factor"] = lr_factor(opt_state)
                 record.update(_monitor(params, training, evaluated, cost, monitor_training=monitor_training,
                                        deltas=monitor_deltas, noise_scale=monitor_noise_scale))
                 if monitor is not None:
                     record.update(own_monitor(params, record))
-                if "evaluation_accuracy" in record and progress.evaluated(e, record["evaluation_accuracy"]):
+                if "evaluation_accuracy" in record and progress.evaluated(epoch, record["evaluation_accuracy"]):
                     best_params = params
                 if lr_halving is not None and progress.since_change >= lr_halving:
                     opt_state, progress.since_change = halve_lr(opt_state), 0  # the next epoch trains at half the step
-                progress.epoch = e
+                progress.epoch = epoch
                 progress.history.append(record)
                 if checkpoint_dir:
-                    _save_epoch(checkpoint_dir, e, dict(params=params, opt_state=opt_state, key=key),
+                    _save_epoch(checkpoint_dir, epoch, dict(params=params, opt_state=opt_state, key=key),
                                 progress.meta(config=config, network=network), progress.best_epoch)
                 kept = (params, opt_state, len(progress.history), progress.best_epoch, best_params)
                 asked = after_epoch(record)
