@@ -371,11 +371,18 @@ def network_meta(tree: dict) -> dict:
     leaves begin among the tree's (``fit`` puts it in each checkpoint's meta)."""
     paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
     first = next(i for i, path in enumerate(paths) if path[0] == jax.tree_util.DictKey("params"))
-    return dict(layers=_layers(tree["params"]), first_leaf=first)
+    return dict(layers=_layers(tree["params"]), first_leaf=first, **_container(tree["params"]))
+
+
+def _container(params) -> dict:
+    """What a header adds for a network held in a tuple, so that
+    ``load_params`` gives a tuple back; nothing for a list (the headers of
+    lists read as before)."""
+    return dict(container="tuple") if isinstance(params, tuple) else {}
 
 
 def save_params(path: str, params: list, meta: Optional[dict] = None) -> str:
-    """Atomically write a network, ``list[Dense]``, to one ``.npz`` file.
+    """Atomically write a network, ``list[Dense]`` (or a tuple of them), to one ``.npz`` file.
 
     Holds each layer's ``w`` and ``b`` (dtype kept) and a JSON header with the
     activations by name and ``meta`` (anything JSON-able: the data set, the
@@ -391,7 +398,8 @@ def save_params(path: str, params: list, meta: Optional[dict] = None) -> str:
     for i, layer in enumerate(params):
         arrays[f"w_{i}"], arrays[f"b_{i}"] = np.asarray(layer.w), np.asarray(layer.b)
     try:
-        header = json.dumps(dict(format=PARAMS_FORMAT, version=1, layers=layers, meta=meta or {}))
+        header = json.dumps(dict(format=PARAMS_FORMAT, version=1, layers=layers, meta=meta or {},
+                                 **_container(params)))
     except (TypeError, ValueError) as e:
         raise TypeError(f"meta must be JSON-able: {e}") from None
     arrays["header"] = np.frombuffer(header.encode(), np.uint8)
@@ -406,8 +414,9 @@ def save_params(path: str, params: list, meta: Optional[dict] = None) -> str:
 def load_params(path: str, activations: Optional[dict] = None, with_meta: bool = False):
     """Read a network written by ``save_params``, or the network of a training
     checkpoint written by ``fit`` (its params alone, at that epoch):
-    ``list[Dense]`` (and the file's ``meta`` dict if ``with_meta``; a
-    checkpoint's has its ``epoch`` added). ``path`` may also be a checkpoint
+    ``list[Dense]``, or a tuple where a tuple was saved (and the file's
+    ``meta`` dict if ``with_meta``; a checkpoint's has its ``epoch``
+    added). ``path`` may also be a checkpoint
     directory: its newest checkpoint that reads is taken (an unreadable newer
     one is passed over with a CheckpointWarning, as ``fit(resume=True)``
     does), and the meta names it under ``checkpoint``. Built-in activations
@@ -432,10 +441,12 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
 
     header, arrays = _read_npz(path, keys, "a network written by fbp.save_params or a checkpoint written by fit")
     if header.get("format") == PARAMS_FORMAT:
-        layers, meta = header["layers"], header["meta"]
+        layers, meta, container = header["layers"], header["meta"], header.get("container")
         ws, bs = arrays[:len(layers)], arrays[len(layers):]
     else:
-        layers, meta = header["meta"]["network"]["layers"], dict(header["meta"], epoch=header["epoch"])
+        network = header["meta"]["network"]
+        layers, container = network["layers"], network.get("container")
+        meta = dict(header["meta"], epoch=header["epoch"])
         ws, bs = arrays[0::2], arrays[1::2]
     params = []
     for i, (w, b, layer) in enumerate(zip(ws, bs, layers)):
@@ -473,6 +484,8 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
         warnings.warn(f"{path} holds {ws[0].dtype} params, loaded as {params[0].w.dtype} because JAX's 64-bit "
                       f"mode is off; call jax.config.update('jax_enable_x64', True) before load_params to keep "
                       f"{ws[0].dtype}.", stacklevel=2)
+    if container == "tuple":
+        params = tuple(params)
     return (params, meta) if with_meta else params
 
 

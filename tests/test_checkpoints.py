@@ -162,6 +162,25 @@ def test_an_unwritable_checkpoint_dir_or_metrics_file_is_refused_before_training
         assert str(path) in last and "cannot be written" in last and "epoch" not in proc.stdout
 
 
+def test_a_network_saved_as_a_tuple_loads_as_a_tuple(tmp_path):
+    """save_params and fit's checkpoints keep the params' container: a tuple
+    of layers comes back a tuple (so that optimizer state made for it fits
+    again), a list a list."""
+    params, X, Y = small_problem()
+    for container in (tuple, list):
+        net = container(params)
+        path = str(tmp_path / f"{container.__name__}.npz")
+        fbp.save_params(path, net)
+        assert type(fbp.load_params(path)) is container
+        run = str(tmp_path / container.__name__)
+        fit = ftrain.fit(net, (X, Y), optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=1, batch_size=16,
+                         key=jax.random.key(0), checkpoint_dir=run)
+        back = fbp.load_params(run)
+        assert type(back) is container
+        for a, b in zip(jax.tree.leaves(fit.params), jax.tree.leaves(back), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_save_params_and_load_params_round_trip_without_a_template(tmp_path):
     twice = fbp.Activation("twice", lambda z: 2 * z, lambda z: 2 * jnp.ones_like(z))
     net = fbp.init_mlp(jax.random.key(3), [5, 4, 3, 2], activation="tanh", output_activation="softmax",
