@@ -40,7 +40,15 @@ class Activation(NamedTuple):
         """Pull ``g = ∂C/∂a`` back to ``∂C/∂z``: g ⊙ σ'(z), or Jᵀg for softmax."""
         if self.vjp is not None:
             return self.vjp(z, a, g)
+        if self.prime is None:
+            raise _no_backward(self)
         return g * self.prime(z)
+
+
+def _no_backward(activation: "Activation") -> TypeError:
+    return TypeError(f"activation {activation.name!r} has neither prime (σ'(z), for an elementwise σ) nor vjp "
+                     f"(J(z)ᵀg, for one that is not), and the backward pass (BP1, BP2) needs one: "
+                     f"fbp.Activation({activation.name!r}, fn, prime=lambda z: ...).")
 
 
 # --- sigmoid: σ(z) = 1/(1+e^{-z}), written through tanh so that it (and its

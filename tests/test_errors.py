@@ -159,6 +159,19 @@ def test_wrong_types_for_cost_and_activation(net):
         fbp.init_mlp(jax.random.key(0), [2, 2], activation=len)
 
 
+def test_an_activation_without_a_derivative_is_named_where_the_backward_pass_needs_one(net):
+    """A custom fbp.Activation with neither prime nor vjp runs forward, but
+    the backward pass says which activation lacks σ' and how to give it,
+    not "'NoneType' object is not callable" from inside BP2."""
+    params, X, Y = net
+    mine = fbp.Activation("mine", jnp.tanh)
+    thin = [fbp.Dense(params[0].w, params[0].b, mine), params[1]]
+    assert fbp.forward(thin, X[0]).shape == (2,)
+    for fn in (fbp.batch_backward, jax.jit(fbp.batch_backward, static_argnums=3)):
+        with pytest.raises(TypeError, match=r"activation 'mine' has neither prime .* nor vjp .*prime=lambda z"):
+            fn(thin, X, Y, "log_likelihood")
+
+
 def test_objects_are_accepted_as_well_as_names(net):
     params, X, Y = net
     a = fbp.batch_backward(params, X, Y, fbp.COSTS["log_likelihood"])
