@@ -25,12 +25,12 @@ import re
 import warnings
 import zipfile
 import zlib
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no flock, and lock_dir locks nothing
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 import jax
 import numpy as np
@@ -448,7 +448,8 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
         layers, container = network["layers"], network.get("container")
         meta = dict(header["meta"], epoch=header["epoch"])
         ws, bs = arrays[0::2], arrays[1::2]
-    params = []
+    params: list = []
+    made: Union[Dense, Conv]
     for i, (w, b, layer) in enumerate(zip(ws, bs, layers)):
         name = layer["activation"]
         if layer["custom"]:
@@ -484,9 +485,8 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
         warnings.warn(f"{path} holds {ws[0].dtype} params, loaded as {params[0].w.dtype} because JAX's 64-bit "
                       f"mode is off; call jax.config.update('jax_enable_x64', True) before load_params to keep "
                       f"{ws[0].dtype}.", stacklevel=2)
-    if container == "tuple":
-        params = tuple(params)
-    return (params, meta) if with_meta else params
+    network = tuple(params) if container == "tuple" else params
+    return (network, meta) if with_meta else network
 
 
 def _newest_params(directory: str, activations: Optional[dict], with_meta: bool):

@@ -15,6 +15,7 @@ from fbp.cli import StdoutWriteError, _cost_pairing, _data_dir_problem, _validat
 from fbp.cli_args import conv_text, versions
 from fbp.cli_report import MetricsWriteError, Report, device_kind, open_metrics
 from fbp.cli_signals import SIGNAL_STATUS, Stopping, Terminated, in_a_thread
+from fbp.data import Dataset
 
 
 def _epochs(n: int) -> str:
@@ -193,9 +194,8 @@ def cmd_train(args) -> int:
                 agreed = True  # the all-gather below is the last one before training: no more to tell
                 _agree(args, run)
             # Ctrl-C and SIGTERM, to the run's end; the step reports come to process 0 of a run
-            stopping = Stopping(report, within_epochs=not joined or jax.process_index() == 0)
-            if not held.enter_context(stopping.handling_signals()):
-                stopping = None
+            signals = Stopping(report, within_epochs=not joined or jax.process_index() == 0)
+            stopping = signals if held.enter_context(signals.handling_signals()) else None
             result, seconds = _fit(args, run, report, writer, joined, stopping)
         except _Exit as e:
             if report is not None:
@@ -250,7 +250,7 @@ def _join_if_asked(args) -> bool:
 class _Run:
     """What fbp train made of its flags: everything ``fit`` is given."""
 
-    ds: object  # fbp.data.Dataset
+    ds: Dataset
     sizes: list
     momentum: Optional[float]  # μ of --optimizer momentum; None for the others
     n_devices: int
@@ -520,7 +520,7 @@ def _fit(args, run: _Run, report: Report, writer: bool, joined: bool, stopping: 
         # A full disk, say (here, or on the process of the run that names it): the checkpoints so far are intact.
         raise _refuse(f"{e}; {_kept(args, writer, joined)}", 1) from None
     except fckpt.CheckpointWriteError as e:  # mid-run: the earlier checkpoints are intact
-        raise _refuse(e.strerror, 1) from None
+        raise _refuse(e.strerror or str(e), 1) from None
     except Exception as e:
         if not joined:
             raise

@@ -323,6 +323,10 @@ class _ArraysOnly(pickle.Unpickler):
         (f"numpy{core}.{module}", name) for core in (".core", "._core")
         for module, name in (("multiarray", "_reconstruct"), ("numeric", "_frombuffer"))}
 
+    def __init__(self, raw: bytes, path: str):
+        super().__init__(io.BytesIO(raw), encoding="latin1")  # the book's file was written by Python 2
+        self.path = path  # for the errors
+
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
             raise DataError(f"{self.path}: it holds a pickled {module}.{name}, which fbp does not load (unpickling "
@@ -369,8 +373,7 @@ def mnist_pkl(path: str, n_validation: int = 10_000) -> Dataset:
         raise DataError(f"{path}: no such file or directory") from None
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: cannot be read ({e}); the file is truncated or corrupt") from None
-    unpickler = _ArraysOnly(io.BytesIO(raw), encoding="latin1")  # the book's file was written by Python 2
-    unpickler.path = path
+    unpickler = _ArraysOnly(raw, path)
     try:
         parts = unpickler.load()
     except DataError:

@@ -148,7 +148,7 @@ def make_train_step(
         masks = dropout_masks(key, params, X.shape[0], dropout)
         return update(params, opt_state, *value_and_grad(params, X, Y, masks))
 
-    dropout_step.takes_key = True
+    dropout_step.takes_key = True  # type: ignore[attr-defined]
     return dropout_step
 
 

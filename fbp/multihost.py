@@ -206,8 +206,11 @@ def process_0_does(fn: Callable):
         try:
             out = {"value": fn()}
         except Exception as e:  # shared, then raised here as it was
-            error, write = e, isinstance(e, ckpt.CheckpointWriteError)  # an OSError: its errno travels too
-            out = {"error": [type(e).__name__, e.strerror if write else str(e), e.errno if write else None]}
+            error = e
+            if isinstance(e, ckpt.CheckpointWriteError):  # an OSError: its errno travels too
+                out = {"error": [type(e).__name__, e.strerror, e.errno]}
+            else:
+                out = {"error": [type(e).__name__, str(e), None]}
     shared = json.loads(text_from_process_0(json.dumps(out)))
     if error is not None:
         raise error
@@ -232,7 +235,7 @@ def fingerprint(value) -> int:
     for x in leaves:
         if isinstance(x, (np.ndarray, np.generic, jax.Array)):
             if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-                x = jax.random.key_data(x)
+                x = jax.random.key_data(x)  # type: ignore[arg-type]  # a key is a jax.Array
             if isinstance(x, jax.Array) and not x.is_fully_addressable:  # spans the processes (a FitResult's)
                 if not x.is_fully_replicated:  # each process holds its own part: compare what all see
                     code = zlib.crc32(f"{x.dtype.str}{x.shape}".encode(), code)
@@ -240,7 +243,7 @@ def fingerprint(value) -> int:
                 x = x.addressable_data(0)
             a = np.ascontiguousarray(np.asarray(x))
             code = zlib.crc32(f"{a.dtype.str}{a.shape}".encode(), code)
-            code = zlib.crc32(a.reshape(-1).view(np.uint8), code)
+            code = zlib.crc32(a.reshape(-1).view(np.uint8), code)  # type: ignore[arg-type]  # a buffer
         else:
             code = zlib.crc32(repr(x).encode(), code)
     return code

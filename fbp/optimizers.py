@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -57,8 +57,6 @@ def make_optimizer(
             raise ValueError(f"{what} (λ) must be a number ≥ 0, got {value!r}.")
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum (μ) must be in [0, 1), got {momentum!r}; at 1 and above the velocity never decays.")
-    if (l2 or l1) and not n_train:
-        raise ValueError(f"{'l2' if l2 else 'l1'} > 0 needs n_train, the training-set size n of the book's λ/n.")
     if name == "sgd":
         step = optax.sgd(lr)
     elif name == "momentum":
@@ -67,6 +65,8 @@ def make_optimizer(
         step = optax.adam(lr)
     if l2 == 0 and l1 == 0:
         return step
+    if not n_train:
+        raise ValueError(f"{'l2' if l2 else 'l1'} > 0 needs n_train, the training-set size n of the book's λ/n.")
     decay = [optax.add_decayed_weights(l2 / n_train, mask=weight_mask)] if l2 else []
     decay += [add_l1(l1 / n_train)] if l1 else []
     return optax.chain(*decay, step)
@@ -83,7 +83,7 @@ def add_l1(strength: float) -> optax.GradientTransformation:
     return optax.masked(optax.stateless(add_sign), weight_mask)
 
 
-def l2_cost(params: list, l2: float, n_train: int) -> Array:
+def l2_cost(params: list, l2: float, n_train: int) -> Union[Array, float]:
     """The book's L2 term of the cost, (λ/2n) Σ_w w², over the weights (not
     the biases): what ``make_optimizer(l2=λ, n_train=n)``'s decay descends
     beside the data cost C₀ (its gradient, (λ/n) w, is the decay). The
@@ -92,7 +92,7 @@ def l2_cost(params: list, l2: float, n_train: int) -> Array:
     return 0.5 * l2 / n_train * sum(jnp.sum(jnp.square(layer.w)) for layer in params)
 
 
-def l1_cost(params: list, l1: float, n_train: int) -> Array:
+def l1_cost(params: list, l1: float, n_train: int) -> Union[Array, float]:
     """The book's L1 term of the cost, (λ/n) Σ_w |w|, over the weights (not
     the biases): what ``make_optimizer(l1=λ, n_train=n)``'s ``add_l1``
     descends beside the data cost (its gradient, (λ/n) sgn(w), is that step)."""

@@ -121,13 +121,13 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
     check_int("unroll", unroll, 1)
     check_int("updates", updates, 1)
     check_drop_last(drop_last)
-    raised = []  # what progress raised during the epoch running now
+    raised: list = []  # what progress raised during the epoch running now
 
     def report(done, steps, *args) -> bool:
         if raised:
             return True
         try:
-            return bool(progress(done, steps, *args))
+            return bool(progress(done, steps, *args))  # type: ignore[misc]  # report runs only with a progress
         except BaseException as e:  # noqa: BLE001 - raised by the epoch once its computation has ended
             raised.append(e)
             return True
@@ -201,6 +201,6 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
     def more_args(progress_args, key) -> tuple:
         return ((progress_args,) if progress is not None else ()) + ((key,) if keyed else ())
 
-    epoch.scan = scan_jit  # for inspecting the compiled program
-    epoch.lower = lower
+    epoch.scan = scan_jit  # type: ignore[attr-defined]  # for inspecting the compiled program
+    epoch.lower = lower  # type: ignore[attr-defined]
     return epoch

@@ -51,7 +51,8 @@ def read_metrics(path: str, label: Optional[str] = None) -> Run:
         raise MetricsError(f"{path}: not text; give the .jsonl file fbp train --metrics-out writes") from None
     except OSError as e:
         raise MetricsError(f"{path}: cannot be read ({e.strerror or e})") from None
-    epochs, final = [], None
+    epochs: list = []
+    final = None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -169,14 +170,14 @@ def figure(runs: Sequence[Union[Run, tuple]], held_out: Optional[str] = None):
     ``held_out`` names it (``held_out="validation"``); fbp train's runs name
     their own.
     """
-    runs = [run if isinstance(run, Run) else _from_history(*run) for run in runs]
-    if not runs:
+    drawn = [r if isinstance(r, Run) else _from_history(*r) for r in runs]
+    if not drawn:
         raise MetricsError("no runs to plot")
     matplotlib = _matplotlib()
     from matplotlib.figure import Figure
 
-    has_deltas = any("delta_norms" in r for run in runs for r in run.epochs)
-    has_noise = any("noise_scale" in r for run in runs for r in run.epochs)
+    has_deltas = any("delta_norms" in r for run in drawn for r in run.epochs)
+    has_noise = any("noise_scale" in r for run in drawn for r in run.epochs)
     panels = 2 + has_deltas + has_noise
     # A Figure of its own, not pyplot's: nothing is kept after it is returned,
     # so a script can draw many.
@@ -186,7 +187,7 @@ def figure(runs: Sequence[Union[Run, tuple]], held_out: Optional[str] = None):
     cost_ax, acc_ax = axes[0], axes[1]
     colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     zeros = []  # (epoch, colour, alpha) of each ‖δ^l‖ that is exactly 0
-    for i, run in enumerate(runs):
+    for i, run in enumerate(drawn):
         colour = colours[i % len(colours)]
         tested = ""
         if run.final is not None and run.final.get("test_accuracy") is not None:

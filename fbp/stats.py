@@ -12,7 +12,7 @@ jitted, and refer to the per-example cost C_n (not divided by B).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -154,7 +154,7 @@ def _exact_products():
     return jax.default_matmul_precision("highest")
 
 
-def _gradient_sums(params: list, ds, a_prev):
+def _gradient_sums(params: list, ds, a_prev) -> tuple[Union[Array, int], list]:
     """From a batch's δ's and inputs, the two sums the gradient noise scale
     needs: (Σ_n ‖g_n‖², Σ_n g_n), the second with the structure of params.
     Sums add up over chunks of a larger set."""

@@ -347,6 +347,8 @@ def _fit_data(params, train, evaluation, cost, batch_size: int, drop_last: bool,
     mini-batches from (on the host for a mesh, whose epoch shuffles there),
     ``(Xm, Ym)`` on the device for monitoring, and the evaluation ``(Xe, Ye)``
     or None. Images of bytes scaled to [0, 1] are kept as their bytes."""
+    X: Union[Array, np.ndarray]
+    Y: Union[Array, np.ndarray]
     if mesh is None:
         X, Y = (jnp.asarray(a) for a in _pair("train", train))
     else:
@@ -427,7 +429,7 @@ def _restore_newest(checkpoint_dir: str, params, opt_state, key, config):
 def _monitor(params, training, evaluation, cost, *, monitor_training, deltas, noise_scale) -> dict:
     """An epoch's record of the training set (cost and accuracy, δ norms,
     noise scale: those asked for, from one pass) and of ``evaluation`` (None: not monitored)."""
-    record = {}
+    record: dict = {}
     if monitor_training or deltas or noise_scale:
         m = evaluate(params, *training, cost, deltas=deltas, noise_scale=noise_scale)
         if monitor_training:
@@ -754,7 +756,8 @@ def fit(
     with contextlib.ExitStack() as held:
         if checkpoint_dir:
             multihost.process_0_does(lambda: held.enter_context(ckpt.lock_dir(checkpoint_dir)))
-        restored = _restore_newest(checkpoint_dir, params, opt_state, key, config) if resume else None
+        restored = _restore_newest(checkpoint_dir, params, opt_state, key, config) if resume and checkpoint_dir \
+            else None
         if restored is not None:
             params, opt_state, progress, best_params = restored
             if on_resume is not None:
@@ -828,8 +831,9 @@ def fit(
                 stop_reason = why_stop() or asked
         except KeyboardInterrupt as interrupt:
             params, opt_state, n, best_epoch, best_params = kept
-            interrupt.fit_result = FitResult(params, opt_state, progress.history[:n], n, True, None, best_epoch,
-                                             best_params, "interrupted")
+            kept_result = FitResult(params, opt_state, progress.history[:n], n, True, None, best_epoch, best_params,
+                                    "interrupted")
+            interrupt.fit_result = kept_result  # type: ignore[attr-defined]
             raise
         history = progress.history
         return FitResult(params, opt_state, history, len(history), stop_reason is not None, error,
