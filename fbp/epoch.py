@@ -207,7 +207,7 @@ def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
     of ``drop_last=True``, and a training set smaller than one mini-batch
     is one step. A step that takes a key (one of
     ``make_train_step``'s with dropout) gets one each step, split from
-    ``dropout_key(key)`` (the short step's is ``tail_key(key, steps)``).
+    ``dropout_key(key)`` (the short step's is ``tail_key``'s).
     ``unroll`` steps are unrolled per
     loop iteration; with the in-place mini-batch copy below, 1, 4 and 8 run
     at the same speed on the CPU (8 was 15% faster when each step gathered).
@@ -300,14 +300,14 @@ def epoch_steps(n: int, batch_size: int, drop_last: bool) -> tuple:
     """(full mini-batches, examples in the short last one) of an epoch of n
     examples: (n // batch_size, 0) with ``drop_last``, else the remainder
     as well. ValueError where that leaves no step at all."""
+    if n == 0:
+        raise ValueError("the training set is empty: an epoch needs at least one example.")
     n_batches, rest = divmod(n, batch_size)
     if drop_last:
         rest = 0
         if n_batches == 0:
             raise ValueError(f"batch size {batch_size} is larger than the training set ({n} examples); use a "
                              f"batch size of at most {n}, or drop_last=False to step on them as one mini-batch.")
-    elif n == 0:
-        raise ValueError("the training set is empty: an epoch needs at least one example.")
     return n_batches, rest
 
 
