@@ -95,10 +95,11 @@ def _xla_status(e: BaseException) -> Optional[str]:
 # --seed or --init: other params on each), or leave the others waiting in a
 # collective (another --epochs or --patience).
 SHARED_SETTINGS = ("--data", "--validation", "--sizes", "--conv", "--activation", "--output-activation", "--cost",
-                   "--init", "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--l1", "--dropout", "--expand",
-                   "--batch-size", "--keep-last-batch", "--epochs", "--seed", "--patience", "--restore-best", "--monitor-training",
-                   "--monitor-deltas", "--monitor-noise-scale", "--checkpoint-dir", "--resume", "--dp-clip",
-                   "--dp-noise", "--devices", "--dtype", "--deterministic", "data")
+                   "--init", "--optimizer", "--momentum", "--lr", "--lr-halving", "--l2", "--l1", "--dropout",
+                   "--expand", "--batch-size", "--keep-last-batch", "--epochs", "--seed", "--patience",
+                   "--restore-best", "--monitor-training", "--monitor-deltas", "--monitor-noise-scale",
+                   "--checkpoint-dir", "--resume", "--dp-clip", "--dp-noise", "--devices", "--dtype", "--deterministic",
+                   "data")
 
 
 def _others_failed(failed: bool, settings: Optional[dict] = None):
