@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fbp
 from fbp import _reuse
@@ -244,6 +246,48 @@ def test_drop_last_false_steps_on_the_rest_of_the_shuffle_as_the_books_sgd_does(
         plain = ftrain.make_train_step(opt, "log_likelihood")
         _, _, no_masks = ftrain.make_epoch(plain, 10, drop_last=False)(params, opt.init(params), key, X, Y)
         assert abs(float(no_masks[-1]) - float(losses[-1])) > 1e-6
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 40), batch_size=st.integers(1, 16), drop_last=st.booleans(), reporting=st.booleans(),
+       in_place=st.booleans())
+def test_an_epoch_steps_on_each_example_once_and_drop_last_leaves_out_n_mod_batch_size(n, batch_size, drop_last,
+                                                                                      reporting, in_place):
+    """Counted by the step itself: the params are one counter per example,
+    and each step's "gradient" is minus the one-hot rows of its mini-batch,
+    so that SGD with η = 1 adds 1 for each example stepped on. After one
+    epoch every example has been stepped on once, except, with drop_last,
+    exactly n mod batch_size of them (none where that leaves no step,
+    refused); the steps are ceil(n / batch_size) or n // batch_size. The
+    full mini-batches copied into a buffer or gathered alike."""
+    X = jnp.eye(n)  # example i is row i
+
+    def counts(p, X, Y):
+        return jnp.float64(0), -jnp.sum(X, axis=0)
+
+    step = ftrain.make_train_step(optax.sgd(1.0), "quadratic", grad=counts)
+    reports = []
+    epoch = ftrain.make_epoch(step, batch_size, drop_last=drop_last, updates=3,
+                              progress=(lambda done, total: reports.append((int(done), int(total)))) if reporting
+                              else None)
+    if drop_last and n < batch_size:
+        with pytest.raises(ValueError, match="larger than the training set"):
+            epoch(jnp.zeros(n), (), jax.random.key(n), X, X)
+        return
+    threshold = fepoch._IN_PLACE_BATCH_BYTES
+    fepoch._IN_PLACE_BATCH_BYTES = 1 << 30 if in_place else 0  # read as the epoch is traced
+    try:
+        seen, _, losses = epoch(jnp.zeros(n), optax.sgd(1.0).init(jnp.zeros(n)), jax.random.key(n), X, X)
+    finally:
+        fepoch._IN_PLACE_BATCH_BYTES = threshold
+    jax.effects_barrier()
+    seen = np.asarray(seen)
+    assert set(np.unique(seen)) <= {0.0, 1.0}
+    assert int(np.sum(seen == 0)) == (n % batch_size if drop_last else 0)
+    steps = n // batch_size if drop_last else -(-n // batch_size)
+    assert losses.shape == (steps,)
+    if reporting:
+        assert reports[-1] == (steps, steps) and [d for d, _ in reports] == sorted({d for d, _ in reports})
 
 
 def test_the_short_last_step_is_reported_and_skipped_after_a_report_says_stop():
