@@ -300,20 +300,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "evaluate",
         formatter_class=_DefaultsFormatter,
-        help="test a network saved by fbp train --save-params, or one of its checkpoints",
+        help="test a network saved by fbp train --save-params, or one of its checkpoints, or let several vote",
         description="Load a network written by `fbp train --save-params` (or fbp.save_params), or the network "
         "of a training checkpoint, and report its cost, accuracy, each layer's ‖∂C/∂b^l‖ and per-class accuracy "
-        "on a split of a data set; by default the test split of the data it was trained on.",
+        "on a split of a data set; by default the test split of the data it was trained on. Given several "
+        "networks, report each one's cost and accuracy and then the accuracy of their vote, an ensemble as in "
+        "the book's chapter 6 (each network votes for its class; a tie goes to the largest summed output).",
         epilog="examples:\n\n"
         "  fbp evaluate net.npz                                  # its test split, class by class\n"
         "  fbp evaluate run/ --split validation                  # the newest checkpoint of run/\n"
         "  fbp evaluate net.npz --split train --worst 16 --worst-images worst.png\n"
-        "                                                        # the costliest training images: wrong labels?",
+        "                                                        # the costliest training images: wrong labels?\n"
+        "  fbp evaluate seed0.npz seed1.npz seed2.npz           # each network, then the three voting",
     )
-    evaluate.add_argument("params", help="the .npz file written by --save-params, a checkpoint file, or a "
-                          "--checkpoint-dir (its newest checkpoint)")
+    evaluate.add_argument("params", nargs="+", help="the .npz file written by --save-params, a checkpoint file, or "
+                          "a --checkpoint-dir (its newest checkpoint); several for a vote")
     evaluate.add_argument("--data", choices=DATASETS, default=None,
-                          help="data set (default: the one it was trained on)")
+                          help="data set (default: the one it was trained on; the first network's)")
     evaluate.add_argument("--data-dir", default=None, help="directory of the four MNIST-format IDX files, "
                           "the book's mnist.pkl.gz, or the .npz file (default: the one it was trained on)")
     evaluate.add_argument("--split", choices=["test", "validation", "train"], default="test", help="which split")

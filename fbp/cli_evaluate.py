@@ -35,14 +35,20 @@ def cmd_evaluate(args) -> int:
             return fail(f"--worst-images: {e}")
         if problem:
             return fail(problem)
-    try:
-        params, meta = fckpt.load_params(args.params, with_meta=True)
-    except fckpt.CheckpointError as e:
-        return fail(str(e))
-    if "network" in meta:  # a training checkpoint: what it was trained with is in fbp train's flags
-        config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-        meta = dict(data_flag=config.get("--data"), validation=config.get("--validation"),
-                    cost=config.get("--cost"), tested_epoch=meta["epoch"], checkpoint=meta.get("checkpoint"))
+    if args.worst is not None and len(args.params) > 1:
+        return fail(f"--worst lists the costliest examples of one network; give one, not {len(args.params)}")
+    networks = []  # (path, params, meta) of each network, in the order given
+    for path in args.params:
+        try:
+            params, meta = fckpt.load_params(path, with_meta=True)
+        except fckpt.CheckpointError as e:
+            return fail(str(e))
+        if "network" in meta:  # a training checkpoint: what it was trained with is in fbp train's flags
+            config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+            meta = dict(data_flag=config.get("--data"), validation=config.get("--validation"),
+                        cost=config.get("--cost"), tested_epoch=meta["epoch"], checkpoint=meta.get("checkpoint"))
+        networks.append((path, params, meta))
+    params, meta = networks[0][1:]  # the data, split and cost they were trained with: the first one's
     data = args.data or meta.get("data_flag") or "digits"
     # The directory and validation split the network was trained with hold
     # only for its own data; other data gets that data's defaults.
@@ -62,44 +68,34 @@ def cmd_evaluate(args) -> int:
             return fail(_validation_size_problem(e, given=validation is not None))
         return fail(str(e) if str(e).startswith("--") else f"--data {data}: {e}")  # one that names its flag already
     split = getattr(ds, args.split)
-    sizes = [params[0].n_in] + [p.n_out for p in params]
-    if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
-        return fail(f"the network ({','.join(map(str, sizes))}) does not fit {ds.name} ({ds.n_in} inputs, "
-                    f"{ds.n_classes} classes); give the --data it was trained on")
+    for path, net, _ in networks:
+        sizes = [net[0].n_in] + [p.n_out for p in net]
+        if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
+            return fail(f"the network{f' {path}' if len(networks) > 1 else ''} ({','.join(map(str, sizes))}) does "
+                        f"not fit {ds.name} ({ds.n_in} inputs, {ds.n_classes} classes); give the --data it was "
+                        f"trained on")
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
     if args.worst_images is not None and plot.image_side(ds.n_in) is None:
         return fail(f"--worst-images: an example of {ds.name} is {ds.n_in} numbers, not a square image to draw; "
                     f"drop --worst-images (--worst lists the examples)")
+    truth = np.argmax(split.Y, axis=1)
+    if len(networks) > 1:
+        predicted = _print_vote(networks, split, truth, cost, f"{ds.name} {args.split}")
+        _print_classes(ds, truth, predicted)
+        return 0
     X = np.asarray(split.X, params[0].w.dtype)
     m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True, deltas=True,
                         per_example=args.worst is not None)
     predicted = np.asarray(m["predicted"])
-    truth = np.argmax(split.Y, axis=1)
     trained = f", trained to epoch {meta['tested_epoch']}" if "tested_epoch" in meta else ""
-    print(f"fbp evaluate: {meta.get('checkpoint') or args.params} ({network_text(params)}{trained}) on "
+    print(f"fbp evaluate: {meta.get('checkpoint') or networks[0][0]} ({network_text(params)}{trained}) on "
           f"{ds.name} {args.split} "
           f"({len(split)} examples)")
     print(f"cost {float(m['cost']):.4f}  accuracy {float(m['accuracy']):.4f}  ({cost})")
     print("‖δ‖ by layer (‖∂C/∂b^l‖ of the mean cost here, first to last): "
           + " ".join(f"{v:.3g}" for v in np.asarray(m["delta_norms"])))
-    per_class = []
-    for c in range(ds.n_classes):
-        n_c = int(np.sum(truth == c))
-        if n_c:
-            per_class.append(f"{c}: {np.mean(predicted[truth == c] == c):.3f} ({n_c})")
-    print("accuracy per class: " + "  ".join(per_class))
-    names = fdata.CLASS_NAMES.get(ds.name)
-    if names is not None and len(names) == ds.n_classes:
-        print("classes: " + ", ".join(f"{c} {name}" for c, name in enumerate(names)))
-    else:
-        names = None
-    wrong = np.flatnonzero(predicted != truth)
-    if wrong.size:
-        pairs, counts = np.unique(np.stack([truth[wrong], predicted[wrong]], 1), axis=0, return_counts=True)
-        top = np.argsort(-counts, kind="stable")[:5]
-        print("most confused (true → predicted): " + ", ".join(
-            f"{pairs[i][0]} → {pairs[i][1]} ×{counts[i]}" for i in top))
+    names = _print_classes(ds, truth, predicted)
     if args.worst is not None:
         by = args.worst_by or "cost"
         rows = _print_worst(args.worst, by, args.split, truth, predicted, np.asarray(m["costs"]),
@@ -135,3 +131,57 @@ def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms):
         print(f"  row {r:>{width}}  true {truth[r]} → predicted {predicted[r]}  cost {costs[r]:7.4f}  "
               f"‖∇C_x‖ {norms[r]:7.4f}{mark}")
     return rows
+
+
+def _print_classes(ds, truth, predicted):
+    """Accuracy per class, the classes' names where the data set has them,
+    and the pairs of classes most confused; returns the names (or None)."""
+    import numpy as np
+
+    from fbp import data as fdata
+
+    per_class = []
+    for c in range(ds.n_classes):
+        n_c = int(np.sum(truth == c))
+        if n_c:
+            per_class.append(f"{c}: {np.mean(predicted[truth == c] == c):.3f} ({n_c})")
+    print("accuracy per class: " + "  ".join(per_class))
+    names = fdata.CLASS_NAMES.get(ds.name)
+    if names is not None and len(names) == ds.n_classes:
+        print("classes: " + ", ".join(f"{c} {name}" for c, name in enumerate(names)))
+    else:
+        names = None
+    wrong = np.flatnonzero(predicted != truth)
+    if wrong.size:
+        pairs, counts = np.unique(np.stack([truth[wrong], predicted[wrong]], 1), axis=0, return_counts=True)
+        top = np.argsort(-counts, kind="stable")[:5]
+        print("most confused (true → predicted): " + ", ".join(
+            f"{pairs[i][0]} → {pairs[i][1]} ×{counts[i]}" for i in top))
+    return names
+
+
+def _print_vote(networks, split, truth, cost: str, where: str):
+    """fbp evaluate with several networks: each one's cost and accuracy,
+    then their vote's accuracy (``fbp.train.vote``); returns the vote's
+    classes."""
+    import numpy as np
+
+    from fbp import train as ftrain
+
+    print(f"fbp evaluate: a vote of {len(networks)} networks on {where} ({len(split)} examples)")
+    width = max(len(path) for path, _, _ in networks)
+    alone, inputs = [], []
+    for path, params, meta in networks:
+        X = np.asarray(split.X, params[0].w.dtype)
+        m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost)
+        alone.append(float(m["accuracy"]))
+        trained = f", epoch {meta['tested_epoch']}" if "tested_epoch" in meta else ""
+        print(f"  {path:<{width}}  cost {float(m['cost']):.4f}  accuracy {alone[-1]:.4f}  "
+              f"({network_text(params)}{trained})")
+        inputs.append(X)
+    classes = np.stack([np.asarray(ftrain.predict(params, X)) for (_, params, _), X in zip(networks, inputs)])
+    predicted = np.asarray(ftrain.vote([params for _, params, _ in networks], inputs[0]))
+    split_votes = int(np.sum(np.any(classes != classes[:1], axis=0)))
+    print(f"vote: accuracy {np.mean(predicted == truth):.4f} (the best network alone: {max(alone):.4f}; the "
+          f"networks disagree on {split_votes} of the {len(split)} examples)")
+    return predicted

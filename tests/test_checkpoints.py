@@ -19,6 +19,7 @@ import pytest
 
 import fbp
 from fbp import checkpoint as ckpt
+from fbp import data as fdata
 from fbp import train as ftrain
 
 from training_helpers import fbp_cli, fbp_here, params_of, small_problem
@@ -148,6 +149,36 @@ def test_cli_evaluate_takes_a_training_checkpoint_as_it_takes_a_saved_network(tm
     shown = re.search(r"^‖δ‖ by layer .*: (\S+) (\S+)$", proc.stdout, re.M)
     recorded = json.loads(metrics.read_text().splitlines()[1])["delta_norms"]
     np.testing.assert_allclose([float(shown.group(1)), float(shown.group(2))], recorded, rtol=5e-3)
+
+
+def test_cli_evaluate_lets_several_networks_vote(tmp_path, capsys):
+    """fbp evaluate NET NET NET: a line for each network (its cost and
+    accuracy, as it alone gives them), then the vote's accuracy, which is
+    fbp.train.vote's on the loaded networks; --worst wants one network, and
+    a network that does not fit the data is named."""
+    paths = [str(tmp_path / f"seed{k}.npz") for k in range(3)]
+    for k, path in enumerate(paths):
+        proc = fbp_here(capsys, "train", "--epochs", "1", "--quiet", "--sizes", "64,12,10", "--seed", str(k),
+                        "--save-params", path)
+        assert proc.returncode == 0, proc.stderr
+    proc = fbp_here(capsys, "evaluate", *paths)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "fbp evaluate: a vote of 3 networks on digits test (360 examples)"
+    for path, line in zip(paths, lines[1:4]):
+        alone = fbp_here(capsys, "evaluate", path).stdout.splitlines()[1]  # "cost C  accuracy A  (cost name)"
+        assert line.split()[:5] == [path] + alone.split()[:4]
+    ds = fdata.digits(n_validation=0)
+    nets = [fbp.load_params(path) for path in paths]
+    voted = np.mean(np.asarray(ftrain.vote(nets, ds.test.X)) == ds.test.Y.argmax(1))
+    assert re.match(rf"vote: accuracy {voted:.4f} \(the best network alone: ", lines[4]), lines[4]
+    assert lines[5].startswith("accuracy per class: ")
+    proc = fbp_here(capsys, "evaluate", *paths[:2], "--worst", "3")
+    assert proc.returncode == 2 and "give one, not 2" in proc.stderr.strip().splitlines()[-1]
+    wide = str(tmp_path / "wide.npz")
+    fbp.save_params(wide, fbp.init_mlp(jax.random.key(0), [64, 5, 3]))
+    proc = fbp_here(capsys, "evaluate", paths[0], wide)
+    assert proc.returncode == 2 and f"the network {wide} (64,5,3) does not fit" in proc.stderr
 
 
 def test_an_unwritable_checkpoint_dir_or_metrics_file_is_refused_before_training(tmp_path):

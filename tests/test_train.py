@@ -650,6 +650,34 @@ def test_shuffle_rejects_bad_arguments():
         ftrain.shuffle(jax.random.key(0), 10, rounds=2)
 
 
+def test_vote_is_the_majority_of_the_networks_classes_ties_to_the_largest_summed_output():
+    """vote: each network's argmax is a vote and the most votes win; two
+    networks tie wherever they disagree, and there the larger summed output
+    decides (computed here in NumPy from each network's forward pass). One
+    network's vote is its predict; bytes vote as their floats; a wrong
+    argument is named."""
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.integers(0, 256, (300, 6)).astype(np.float32) / np.float32(255))
+    nets = [fbp.init_mlp(jax.random.key(k), [6, 8, 4], output_activation="softmax", dtype=jnp.float32)
+            for k in range(3)]
+    outs = [np.asarray(jax.vmap(fbp.forward, (None, 0))(p, X)) for p in nets]
+    for m in (2, 3):
+        votes = sum(np.eye(4, dtype=int)[o.argmax(1)] for o in outs[:m])
+        summed = sum(outs[:m])
+        expected = np.argmax(np.where(votes == votes.max(1, keepdims=True), summed, -np.inf), axis=1)
+        got = np.asarray(ftrain.vote(nets[:m], X))
+        np.testing.assert_array_equal(got, expected)
+        assert m == 3 or np.any(outs[0].argmax(1) != outs[1].argmax(1))  # ties there to break
+        np.testing.assert_array_equal(ftrain.vote(nets[:m], fepoch.byte_codes(X)), got)
+    np.testing.assert_array_equal(ftrain.vote(nets[:1], X), ftrain.predict(nets[0], X))
+    with pytest.raises(TypeError, match=r"this looks like one network: vote\(\[params\], X\)"):
+        ftrain.vote(nets[0], X)
+    with pytest.raises(ValueError, match="empty"):
+        ftrain.vote([], X)
+    with pytest.raises(ValueError, match=r"outputs differ in number \(\[4, 3\]\)"):
+        ftrain.vote([nets[0], fbp.init_mlp(jax.random.key(0), [6, 3])], X)
+
+
 def test_evaluate_in_chunks_equals_all_at_once():
     params, X, Y = small_problem(jnp.float64, n=1037)
     whole = ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=None)
