@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import Optional
 
 from fbp.cli_args import conv_text
 
@@ -64,7 +65,7 @@ class Report:
         self.metrics, self.bar = metrics, None
         self.last_epoch = 0  # the newest epoch recorded (or resumed from)
         ds = run.ds
-        self.header = (
+        self.header: Optional[str] = (
             f"fbp train: {ds.name} ({len(ds.train)} train{' (expanded ×5)' if args.expand else ''} / "
             f"{len(ds.validation)} validation / {len(ds.test)} test), "
             f"sizes={','.join(map(str, run.sizes))}{f' conv={conv_text(args.conv)}' if args.conv else ''} "

@@ -9,13 +9,17 @@ import contextlib
 import dataclasses
 import sys
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from fbp.cli import StdoutWriteError, _cost_pairing, _data_dir_problem, _validation_size_problem, make_network
 from fbp.cli_args import conv_text, versions
 from fbp.cli_report import MetricsWriteError, Report, device_kind, open_metrics
 from fbp.cli_signals import SIGNAL_STATUS, Stopping, Terminated, in_a_thread
 from fbp.data import Dataset
+
+if TYPE_CHECKING:  # for the annotations; the code imports jax inside the functions that use it
+    import jax
+    from jax.sharding import Mesh
 
 
 def _epochs(n: int) -> str:
@@ -255,12 +259,12 @@ class _Run:
     sizes: list
     momentum: Optional[float]  # μ of --optimizer momentum; None for the others
     n_devices: int
-    mesh: object  # a jax.sharding.Mesh, or None on one device
-    dtype: object
+    mesh: Optional[Mesh]  # None on one device
+    dtype: Any  # jnp.float32 or jnp.float64
     params: list
-    optimizer: object  # an optax.GradientTransformation
-    grad: object  # "hand", or DP-SGD's clipped gradient
-    key: object  # the PRNG key fit shuffles with
+    optimizer: Any  # an optax.GradientTransformation
+    grad: Union[str, Callable]  # "hand", or DP-SGD's clipped gradient
+    key: jax.Array  # the PRNG key fit shuffles with
     config: dict  # what a checkpoint's tree does not show; --resume refuses other values
     resuming: bool  # --resume, and there is a checkpoint to go on from
 

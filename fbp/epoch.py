@@ -191,7 +191,7 @@ def takes_key(train_step: Callable) -> bool:
 
 
 def make_epoch(train_step: Callable, batch_size: int, *, unroll: int = 1,
-               progress: Optional[Callable[[Array, Array], None]] = None, updates: int = 20,
+               progress: Optional[Callable[..., Optional[bool]]] = None, updates: int = 20,
                drop_last: bool = True) -> Callable:
     """One epoch as a single jitted call: shuffle with a key, cut into
     mini-batches, ``lax.scan`` the steps. The data stays on the device.

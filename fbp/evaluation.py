@@ -106,7 +106,7 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
         x, y = xy
         x = decode_inputs(x)
         zs, activations = forward_trace(params, x)
-        kept = _example_loss_from(params, zs, activations, y, cost), jnp.argmax(activations[-1])
+        kept: tuple = (_example_loss_from(params, zs, activations, y, cost), jnp.argmax(activations[-1]))
         if not (deltas or noise_scale or per_example):
             return kept
         ds = _deltas_from(params, zs, activations, y, cost)  # [δ^1_n, …, δ^L_n]

@@ -175,7 +175,7 @@ def from_process_0(tree):
     sent = [jax.random.key_data(x) if k else x for x, k in zip(leaves, keys)]
     got = _collective(multihost_utils.broadcast_one_to_all, [np.asarray(x) for x in sent])
     out = [np.asarray(g).astype(np.asarray(x).dtype) for g, x in zip(got, sent)]
-    out = [jax.random.wrap_key_data(o, impl=jax.random.key_impl(x)) if k else o
+    out = [jax.random.wrap_key_data(jnp.asarray(o), impl=jax.random.key_impl(x)) if k else o
            for o, x, k in zip(out, leaves, keys)]
     return jax.tree.unflatten(treedef, out)
 

@@ -95,7 +95,7 @@ def _global_array(host_array: np.ndarray, sharding: NamedSharding):
 
 
 def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unroll: int = 1,
-                       progress: Optional[Callable[[int, int], Optional[bool]]] = None,
+                       progress: Optional[Callable[..., Optional[bool]]] = None,
                        updates: int = 20, drop_last: bool = True) -> Callable:
     """The data-parallel epoch, with the signature of ``fbp.train.make_epoch``'s.
 
@@ -144,8 +144,8 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
             return (params, opt_state), value
 
         def last_step(carry):  # the short mini-batch (Xr, Yr) of drop_last=False, whole on every device
-            Xr, Yr = last
-            params, opt_state, value = keyed_step(train_step, *carry, decode_inputs(Xr), Yr,
+            (params, opt_state), (Xr, Yr) = carry, last
+            params, opt_state, value = keyed_step(train_step, params, opt_state, decode_inputs(Xr), Yr,
                                                   None if key is None else tail_key(train_step, key, Xb.shape[0]))
             return (params, opt_state), value
 

@@ -388,7 +388,7 @@ def _first_opt_state(optimizer, params, opt_state, lr_halving):
     fresh = optimizer.init(params)
     if opt_state is None:
         return fresh
-    if jax.tree.structure(opt_state) != jax.tree.structure(fresh):
+    if jax.tree.structure(opt_state) != jax.tree.structure(fresh):  # type: ignore[operator]  # PyTreeDef has ==
         raise ValueError(
             "opt_state does not fit the optimizer" + (" chained with lr_halving's step-size factor (pass the "
             "opt_state of a fit run with lr_halving, or None)" if lr_halving is not None else " (pass the "
@@ -742,8 +742,8 @@ def fit(
             return reason
         return multihost.agreed(on_every_process, lambda: calling)
 
-    def own_monitor(params, record) -> dict:
-        got = {}
+    def own_monitor(monitor: Callable, params, record) -> dict:
+        got: dict = {}
 
         def on_every_process():
             got.update(_own_monitor(monitor, params, record))
@@ -814,7 +814,7 @@ def fit(
                 record.update(_monitor(params, training, evaluated, cost, monitor_training=monitor_training,
                                        deltas=monitor_deltas, noise_scale=monitor_noise_scale))
                 if monitor is not None:
-                    record.update(own_monitor(params, record))
+                    record.update(own_monitor(monitor, params, record))
                 if "evaluation_accuracy" in record and progress.evaluated(epoch, record["evaluation_accuracy"]):
                     best_params = params
                 if lr_halving is not None and progress.since_change >= lr_halving:
