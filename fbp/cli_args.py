@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp evaluate run/ --split validation                  # the newest checkpoint of run/\n"
         "  fbp evaluate net.npz --split train --worst 16 --worst-images worst.png\n"
         "                                                        # the costliest training images: wrong labels?\n"
-        "  fbp evaluate seed0.npz seed1.npz seed2.npz           # each network, then the three voting",
+        "  fbp evaluate seed0.npz seed1.npz seed2.npz            # each network, then the three voting",
     )
     evaluate.add_argument("params", nargs="+", help="the .npz file written by --save-params, a checkpoint file, or "
                           "a --checkpoint-dir (its newest checkpoint); several for a vote")
