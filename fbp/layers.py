@@ -219,8 +219,9 @@ class Conv:
     def _conv(self, a_prev: Array) -> Array:  # (n_in,) -> (C_out, rows, columns), before pooling
         if self._several_channels:
             return (self.w.reshape(self.w.shape[0], -1) @ self._patches(a_prev)).reshape(self.conv_shape)
-        x = a_prev.reshape((1,) + self.in_shape)
-        return jax.lax.conv_general_dilated(x, self.w, (1, 1), "VALID", dimension_numbers=_CONV_DIMS)[0]
+        dtype = jnp.result_type(a_prev, self.w)  # promoted as the product above is (lax's takes one dtype)
+        x = a_prev.reshape((1,) + self.in_shape).astype(dtype)
+        return jax.lax.conv_general_dilated(x, self.w.astype(dtype), (1, 1), "VALID", dimension_numbers=_CONV_DIMS)[0]
 
     def _pool(self, c: Array) -> Array:  # (C, rows, columns) -> the largest of each pool×pool block
         p = self.pool

@@ -254,16 +254,21 @@ def test_a_float32_networks_gradient_is_float32_from_float64_inputs_too(trees_cl
     the per-example quantities with it."""
     from fbp import stats
 
-    params = fbp.init_mlp(jax.random.key(0), [5, 4, 3], output_activation="softmax", dtype=jnp.float32)
-    X = jnp.asarray(np.random.default_rng(0).uniform(size=(6, 5)), jnp.float64)
     Y = jax.nn.one_hot(jnp.arange(6) % 3, 3, dtype=jnp.float64)
-    ref = fbp.autodiff_grad(params, X, Y, "log_likelihood")
-    for name, g in {"batch_backward": fbp.batch_backward(params, X, Y, "log_likelihood"),
-                    "backward": fbp.backward(params, X[0], Y[0], "log_likelihood"),
-                    "per_example_grads": stats.per_example_grads(params, X, Y, "log_likelihood"),
-                    "grad_variance": stats.grad_variance(params, X, Y, "log_likelihood")}.items():
-        assert {leaf.dtype for leaf in jax.tree.leaves(g)} == {jnp.dtype(jnp.float32)}, name
-    trees_close(fbp.batch_backward(params, X, Y, "log_likelihood"), ref, 1e-6, "float32 from float64 inputs")
+    for kind, params, n_in in (
+            ("dense", fbp.init_mlp(jax.random.key(0), [5, 4, 3], output_activation="softmax", dtype=jnp.float32), 5),
+            # a convolution over one channel is lax's, which refused float64 inputs to float32 kernels
+            ("conv", fbp.init_convnet(jax.random.key(0), (6, 6), [(2, 3, 2)], [3], output_activation="softmax",
+                                      dtype=jnp.float32), 36)):
+        X = jnp.asarray(np.random.default_rng(0).uniform(size=(6, n_in)), jnp.float64)
+        assert fbp.forward(params, X).dtype == jnp.float64  # the products promote, as jnp's do
+        ref = fbp.autodiff_grad(params, X, Y, "log_likelihood")
+        for name, g in {"batch_backward": fbp.batch_backward(params, X, Y, "log_likelihood"),
+                        "backward": fbp.backward(params, X[0], Y[0], "log_likelihood"),
+                        "per_example_grads": stats.per_example_grads(params, X, Y, "log_likelihood"),
+                        "grad_variance": stats.grad_variance(params, X, Y, "log_likelihood")}.items():
+            assert {leaf.dtype for leaf in jax.tree.leaves(g)} == {jnp.dtype(jnp.float32)}, (kind, name)
+        trees_close(fbp.batch_backward(params, X, Y, "log_likelihood"), ref, 1e-6, f"{kind}: float32 from float64")
 
 
 @pytest.mark.parametrize("init", INITS)
