@@ -180,7 +180,8 @@ def _print_vote(networks, split, truth, cost: str, where: str):
               f"({network_text(params)}{trained})")
         inputs.append(X)
     classes = np.stack([np.asarray(ftrain.predict(params, X)) for (_, params, _), X in zip(networks, inputs)])
-    predicted = np.asarray(ftrain.vote([params for _, params, _ in networks], inputs[0]))
+    widest = max(inputs, key=lambda X: X.dtype.itemsize)  # so that no network reads its inputs rounded
+    predicted = np.asarray(ftrain.vote([params for _, params, _ in networks], widest))
     split_votes = int(np.sum(np.any(classes != classes[:1], axis=0)))
     print(f"vote: accuracy {np.mean(predicted == truth):.4f} (the best network alone: {max(alone):.4f}; the "
           f"networks disagree on {split_votes} of the {len(split)} examples)")

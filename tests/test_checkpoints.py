@@ -155,7 +155,8 @@ def test_cli_evaluate_lets_several_networks_vote(tmp_path, capsys):
     """fbp evaluate NET NET NET: a line for each network (its cost and
     accuracy, as it alone gives them), then the vote's accuracy, which is
     fbp.train.vote's on the loaded networks; --worst wants one network, and
-    a network that does not fit the data is named."""
+    a network that does not fit the data is named; networks of other
+    kinds and dtypes vote together."""
     paths = [str(tmp_path / f"seed{k}.npz") for k in range(3)]
     for k, path in enumerate(paths):
         proc = fbp_here(capsys, "train", "--epochs", "1", "--quiet", "--sizes", "64,12,10", "--seed", str(k),
@@ -175,6 +176,14 @@ def test_cli_evaluate_lets_several_networks_vote(tmp_path, capsys):
     assert lines[5].startswith("accuracy per class: ")
     proc = fbp_here(capsys, "evaluate", *paths[:2], "--worst", "3")
     assert proc.returncode == 2 and "give one, not 2" in proc.stderr.strip().splitlines()[-1]
+    # networks of other kinds and dtypes vote together: a float64 MLP first, a float32 convolutional one
+    mixed = [str(tmp_path / "f64.npz"), str(tmp_path / "conv.npz")]
+    fbp.save_params(mixed[0], fbp.init_mlp(jax.random.key(0), [64, 12, 10], output_activation="softmax",
+                                           dtype=jnp.float64))
+    fbp.save_params(mixed[1], fbp.init_convnet(jax.random.key(1), (8, 8), [(3, 3, 2)], [10],
+                                               output_activation="softmax"))
+    proc = fbp_here(capsys, "evaluate", *mixed)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[3].startswith("vote: accuracy "), proc.stderr
     wide = str(tmp_path / "wide.npz")
     fbp.save_params(wide, fbp.init_mlp(jax.random.key(0), [64, 5, 3]))
     proc = fbp_here(capsys, "evaluate", paths[0], wide)
