@@ -170,19 +170,19 @@ def _print_vote(networks, split, truth, cost: str, where: str):
 
     print(f"fbp evaluate: a vote of {len(networks)} networks on {where} ({len(split)} examples)")
     width = max(len(path) for path, _, _ in networks)
-    alone, inputs = [], []
+    alone, inputs, classes = [], [], []
     for path, params, meta in networks:
         X = np.asarray(split.X, params[0].w.dtype)
-        m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost)
+        m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True)
         alone.append(float(m["accuracy"]))
         trained = f", epoch {meta['tested_epoch']}" if "tested_epoch" in meta else ""
         print(f"  {path:<{width}}  cost {float(m['cost']):.4f}  accuracy {alone[-1]:.4f}  "
               f"({network_text(params)}{trained})")
         inputs.append(X)
-    classes = np.stack([np.asarray(ftrain.predict(params, X)) for (_, params, _), X in zip(networks, inputs)])
+        classes.append(np.asarray(m["predicted"]))
     widest = max(inputs, key=lambda X: X.dtype.itemsize)  # so that no network reads its inputs rounded
     predicted = np.asarray(ftrain.vote([params for _, params, _ in networks], widest))
-    split_votes = int(np.sum(np.any(classes != classes[:1], axis=0)))
+    split_votes = int(np.sum(np.any(np.stack(classes) != classes[0], axis=0)))
     print(f"vote: accuracy {np.mean(predicted == truth):.4f} (the best network alone: {max(alone):.4f}; the "
           f"networks disagree on {split_votes} of the {len(split)} examples)")
     return predicted
