@@ -332,9 +332,17 @@ def scan_steps(body: Callable, carry, xs, last: Optional[Callable], progress: Op
     if jax.tree.leaves(xs)[0].shape[0]:
         carry, losses = jax.lax.scan(body, carry, xs, unroll=unroll)
     if last is not None:
-        carry, loss = last(carry)
-        losses = _concat_steps(losses, jax.tree.map(lambda o: o[None], loss))
+        carry, loss = _one_step(last)(carry)
+        losses = _concat_steps(losses, loss)
     return carry, losses
+
+
+def _one_step(last: Callable) -> Callable:
+    """``last(carry) -> (carry, out)`` as a run of one step: its outputs with a leading axis of 1."""
+    def run(carry):
+        carry, out = last(carry)
+        return carry, jax.tree.map(lambda o: o[None], out)
+    return run
 
 
 def _concat_steps(outs, more):
@@ -403,10 +411,7 @@ def scan_reporting(body: Callable, carry, xs, progress: Callable, updates: int, 
             state, out = reporting_run(state, (split(runs * run, n, (rest,)), jnp.asarray(n)))
             outs = _concat_steps(outs, out)
     if last is not None:
-        def last_step(c):
-            c, out = last(c)
-            return c, jax.tree.map(lambda o: o[None], out)
-        state, out = reporting(last_step, state, jnp.asarray(steps))
+        state, out = reporting(_one_step(last), state, jnp.asarray(steps))
         outs = _concat_steps(outs, out)
     return state[0], outs
 

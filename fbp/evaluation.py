@@ -142,22 +142,20 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
-def predict(params: list, X: Array, chunk_size: Optional[int] = 10_000) -> Array:
-    """The class of each example, argmax of the network's output: (n,) ints,
-    ``chunk_size`` examples at a time as in ``evaluate`` (X float, or bytes)."""
-    validate_params(params)
-    X = jnp.asarray(X)
-    check_inputs(params, decode_inputs(X), "X", batched=True)
-    return _chunked(lambda x: jnp.argmax(forward_trace(params, decode_inputs(x))[1][-1]), X, chunk_size)
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
 def _outputs(params: list, X: Array, chunk_size: Optional[int] = 10_000) -> Array:
-    """Each example's output a^L, (n, n_out), a chunk at a time as in ``predict``."""
+    """Each example's output a^L, (n, n_out), ``chunk_size`` examples at a
+    time as in ``evaluate`` (X float, or bytes)."""
     validate_params(params)
     X = jnp.asarray(X)
     check_inputs(params, decode_inputs(X), "X", batched=True)
     return _chunked(lambda x: forward_trace(params, decode_inputs(x))[1][-1], X, chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def predict(params: list, X: Array, chunk_size: Optional[int] = 10_000) -> Array:
+    """The class of each example, argmax of the network's output: (n,) ints,
+    ``chunk_size`` examples at a time as in ``evaluate`` (X float, or bytes)."""
+    return jnp.argmax(_outputs(params, X, chunk_size), axis=1)
 
 
 def vote(networks: Sequence, X: ArrayLike, chunk_size: Optional[int] = 10_000) -> Array:
