@@ -159,15 +159,15 @@ def make_sharded_epoch(train_step: Callable, batch_size: int, mesh: Mesh, *, unr
     # (params, opt_state, Xb, Yb), then with drop_last=False the short mini-batch (Xr, Yr), then the arguments
     # for progress where there is one, then with dropout the epoch's key, from which step_keys splits the same
     # keys as make_epoch's: each step's masks are drawn for the whole mini-batch, as on one device.
-    keys = (rep,) if keyed else ()
-    lasts = () if drop_last else (rep, rep)
-    if progress is None:
-        scan_jit = jax.jit(lambda p, s, Xb, Yb, *rest: scan(p, s, Xb, Yb, rest[:len(lasts)], (), *rest[len(lasts):]),
-                           in_shardings=(rep, rep, data, data) + lasts + keys, out_shardings=(rep, rep, rep))
-    else:
-        scan_jit = jax.jit(lambda p, s, Xb, Yb, *rest: scan(p, s, Xb, Yb, rest[:len(lasts)], *rest[len(lasts):]),
-                           in_shardings=(rep, rep, data, data) + lasts + (rep,) + keys,
-                           out_shardings=(rep, rep, rep))
+    lasts, reports, keys = () if drop_last else (rep, rep), () if progress is None else (rep,), (rep,) if keyed else ()
+
+    def run(params, opt_state, Xb, Yb, *rest):
+        last, rest = rest[:len(lasts)], rest[len(lasts):]
+        progress_args, rest = (rest[0], rest[1:]) if reports else ((), rest)
+        return scan(params, opt_state, Xb, Yb, last, progress_args, *rest)
+
+    scan_jit = jax.jit(run, in_shardings=(rep, rep, data, data) + lasts + reports + keys,
+                       out_shardings=(rep, rep, rep))
 
     def epoch(params, opt_state, key, X, Y, *progress_args):
         check_progress_args(progress, progress_args)
