@@ -141,7 +141,7 @@ def run(ds, conv, hidden, activation, lr, lmbda, epochs, seed):
     return dict(
         conv=conv, hidden=hidden, activation=activation, lr=lr, l2=lmbda, epochs=epochs, seconds=seconds,
         seconds_per_epoch=seconds / epochs, validation_accuracy=[round(v, 5) for v in val],
-        best_validation_accuracy=max(val), best_epoch=r.best_epoch, test_accuracy_at_best=float(test["accuracy"]),
+        best_validation_accuracy=max(val), best_epoch=r.best_epoch, test_accuracy_at_best=int(test["correct"]) / len(ds.test),
         test_cost_at_best=float(test["cost"]),
         parameters=int(sum(np.size(leaf) for leaf in jax.tree.leaves(params))),
         kernels=np.asarray(r.best_params[0].w) if conv else None,

@@ -34,7 +34,7 @@ def run(ds, seed, epochs, lr, lr_halving=None):
     seconds = time.perf_counter() - t0
 
     def test(p):
-        return float(ftrain.evaluate(p, ds.test.X, ds.test.Y, COST)["accuracy"])
+        return int(ftrain.evaluate(p, ds.test.X, ds.test.Y, COST)["correct"]) / len(ds.test)
 
     return dict(
         epochs_run=r.epochs_run, stop_reason=r.stop_reason, best_epoch=r.best_epoch, seconds=seconds,

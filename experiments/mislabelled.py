@@ -79,7 +79,7 @@ def train(ds, X, Y, hidden, epochs, seed, watch=False):
                    monitor=monitor if watch else None)
     seconds = time.perf_counter() - t0
     test = ftrain.evaluate(r.params, ds.test.X, ds.test.Y, COST)
-    return r.params, seen, float(test["accuracy"]), seconds
+    return r.params, seen, int(test["correct"]) / len(ds.test), seconds
 
 
 def one_seed(ds, fraction, epochs, hidden, drop_after, seed):

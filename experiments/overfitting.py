@@ -75,7 +75,7 @@ def run(ds, n_train, epochs, lmbda, seed, tail, lr=0.5, dropout=0.0, l1=0.0, exp
         final_validation_accuracy=val_acc[-1], tail_validation_accuracy=float(np.mean(val_acc[-tail:])),
         lowest_validation_cost=min(val_cost), lowest_validation_cost_epoch=int(np.argmin(val_cost)) + 1,
         final_validation_cost=val_cost[-1], tail_validation_cost=float(np.mean(val_cost[-tail:])),
-        test_accuracy=float(test["accuracy"]),
+        test_accuracy=int(test["correct"]) / len(ds.test),
         weight_norm=float(sum(np.sum(np.square(np.asarray(layer.w))) for layer in r.params) ** 0.5),
     )
 

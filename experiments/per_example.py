@@ -43,7 +43,7 @@ def dp_accuracy(ds, sigma, epochs, seed):
         grad = stats.dp_value_and_grad(COST, 1.0)
     r = ftrain.fit(params, ds.train, optimizer=opt, cost=COST, epochs=epochs, batch_size=32,
                    key=jax.random.key(seed + 1), grad=grad, monitor_training=False)
-    return float(ftrain.evaluate(r.params, ds.test.X, ds.test.Y, COST)["accuracy"])
+    return int(ftrain.evaluate(r.params, ds.test.X, ds.test.Y, COST)["correct"]) / len(ds.test)
 
 
 def main():

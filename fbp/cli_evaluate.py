@@ -92,7 +92,7 @@ def cmd_evaluate(args) -> int:
     print(f"fbp evaluate: {meta.get('checkpoint') or networks[0][0]} ({network_text(params)}{trained}) on "
           f"{ds.name} {args.split} "
           f"({len(split)} examples)")
-    print(f"cost {float(m['cost']):.4f}  accuracy {float(m['accuracy']):.4f}  ({cost})")
+    print(f"cost {float(m['cost']):.4f}  accuracy {int(m['correct']) / len(split):.4f}  ({cost})")
     print("‖δ‖ by layer (‖∂C/∂b^l‖ of the mean cost here, first to last): "
           + " ".join(f"{v:.3g}" for v in np.asarray(m["delta_norms"])))
     names = _print_classes(ds, truth, predicted)
@@ -174,7 +174,7 @@ def _print_vote(networks, split, truth, cost: str, where: str):
     for path, params, meta in networks:
         X = np.asarray(split.X, params[0].w.dtype)
         m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True)
-        alone.append(float(m["accuracy"]))
+        alone.append(int(m["correct"]) / len(split))
         trained = f", epoch {meta['tested_epoch']}" if "tested_epoch" in meta else ""
         print(f"  {path:<{width}}  cost {float(m['cost']):.4f}  accuracy {alone[-1]:.4f}  "
               f"({network_text(params)}{trained})")

@@ -571,7 +571,7 @@ def _finish(args, run: _Run, report: Report, result, seconds: float, writer: boo
     final = dict(
         final=True, data=ds.name, epochs_run=len(result.history), stopped_early=result.stopped_early,
         best_epoch=result.best_epoch, tested_epoch=tested_epoch,
-        test_cost=float(test["cost"]), test_accuracy=float(test["accuracy"]),
+        test_cost=float(test["cost"]), test_accuracy=int(test["correct"]) / len(ds.test),
         stop_reason=result.stop_reason, seconds=seconds, error=str(result.error) if result.error else None,
         # What produced these numbers, for a reader of the file alone.
         settings={**_settings(args, run), "--data-dir": args.data_dir}, device=device_kind(), versions=versions(),

@@ -433,14 +433,14 @@ def _monitor(params, training, evaluation, cost, *, monitor_training, deltas, no
     if monitor_training or deltas or noise_scale:
         m = evaluate(params, *training, cost, deltas=deltas, noise_scale=noise_scale)
         if monitor_training:
-            record.update(training_cost=float(m["cost"]), training_accuracy=float(m["accuracy"]))
+            record.update(training_cost=float(m["cost"]), training_accuracy=int(m["correct"]) / len(training[0]))
         if deltas:
             record["delta_norms"] = [float(v) for v in np.asarray(m["delta_norms"])]
         if noise_scale:
             record["noise_scale"] = float(m["noise_scale"])
     if evaluation is not None:
         m = evaluate(params, *evaluation, cost)
-        record.update(evaluation_cost=float(m["cost"]), evaluation_accuracy=float(m["accuracy"]))
+        record.update(evaluation_cost=float(m["cost"]), evaluation_accuracy=int(m["correct"]) / len(evaluation[0]))
     return record
 
 

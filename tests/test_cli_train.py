@@ -197,7 +197,12 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path, capsys):
     params, meta = fbp.load_params(str(net), with_meta=True)
     assert meta["tested_epoch"] == best and meta["sizes"] == [64, 100, 10]
     test = fdata.load("digits", None, None).test
-    assert float(ftrain.evaluate(params, test.X, test.Y, "log_likelihood")["accuracy"]) == lines[-1]["test_accuracy"]
+    m = ftrain.evaluate(params, test.X, test.Y, "log_likelihood")
+    # the records hold the exact fraction correct / n, not the program's float32 mean (257/360 would read 0.71388888359)
+    assert int(m["correct"]) / len(test) == lines[-1]["test_accuracy"]
+    assert all(round(l[k] * n) / n == l[k] for l in lines[:-1]
+               for k, n in (("training_accuracy", 1257), ("evaluation_accuracy", 180)))
+    assert float(m["accuracy"]) == pytest.approx(lines[-1]["test_accuracy"], rel=1e-7)
     # fbp evaluate reads it back and tests it on the data it was trained on, by default its test split.
     proc = evaluate(str(net))
     assert proc.returncode == 0, proc.stderr

@@ -174,7 +174,7 @@ def test_fit_with_dropout_learns_tests_the_whole_network_and_resumes_bitwise(dig
     assert whole.history[-1]["evaluation_accuracy"] >= 0.9
     # what fit monitors is the whole network, as evaluate gives it
     ev = ftrain.evaluate(whole.params, *digits.validation, "log_likelihood")
-    assert whole.history[-1]["evaluation_accuracy"] == pytest.approx(float(ev["accuracy"]), abs=0)
+    assert whole.history[-1]["evaluation_accuracy"] == int(ev["correct"]) / len(digits.validation[0])
     ftrain.fit(params, digits.train, epochs=3, checkpoint_dir=str(tmp_path), **kw)
     resumed = ftrain.fit(params, digits.train, epochs=6, checkpoint_dir=str(tmp_path), resume=True, **kw)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(whole.params)))
