@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
         "of a training checkpoint, and report its cost, accuracy, each layer's ‖∂C/∂b^l‖ and per-class accuracy "
         "on a split of a data set; by default the test split of the data it was trained on. Given several "
         "networks, report each one's cost and accuracy and then the accuracy of their vote, an ensemble as in "
-        "the book's chapter 6 (each network votes for its class; a tie goes to the largest summed output).",
+        "the book's chapter 6 (each network votes for its class; a tie goes to the largest summed output), and "
+        "of their soft vote (the largest summed output).",
         epilog="examples:\n\n"
         "  fbp evaluate net.npz                                  # its test split, class by class\n"
         "  fbp evaluate run/ --split validation                  # the newest checkpoint of run/\n"
@@ -325,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "or train (default: as it was trained)")
     evaluate.add_argument("--cost", choices=_choices(COSTS), default=None,
                           help="cost function C (default: the one it was trained with)")
+    evaluate.add_argument("--voting", choices=["hard", "soft"], default=None,
+                          help="with several networks: the vote whose accuracy per class and confusions are shown "
+                               "(both votes' accuracies are): hard, the book's, counts each network's class; soft "
+                               "takes the largest output summed over the networks (default: hard)")
     evaluate.add_argument("--worst", type=_positive_int, default=None, metavar="N",
                           help="also list the N examples of the split with the largest cost C_x, each with the "
                                "norm of its own gradient ‖∇C_x‖ (from its δ's by BP3 and BP4, in the same pass); "

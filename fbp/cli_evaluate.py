@@ -37,6 +37,8 @@ def cmd_evaluate(args) -> int:
             return fail(problem)
     if args.worst is not None and len(args.params) > 1:
         return fail(f"--worst lists the costliest examples of one network; give one, not {len(args.params)}")
+    if args.voting is not None and len(args.params) == 1:
+        return fail(f"--voting {args.voting} picks the vote of several networks; give two or more, or drop it")
     networks = []  # (path, params, meta) of each network, in the order given
     for path in args.params:
         try:
@@ -81,7 +83,7 @@ def cmd_evaluate(args) -> int:
                     f"drop --worst-images (--worst lists the examples)")
     truth = np.argmax(split.Y, axis=1)
     if len(networks) > 1:
-        predicted = _print_vote(networks, split, truth, cost, f"{ds.name} {args.split}")
+        predicted = _print_vote(networks, split, truth, cost, f"{ds.name} {args.split}", args.voting or "hard")
         _print_classes(ds, truth, predicted)
         return 0
     X = np.asarray(split.X, params[0].w.dtype)
@@ -160,29 +162,33 @@ def _print_classes(ds, truth, predicted):
     return names
 
 
-def _print_vote(networks, split, truth, cost: str, where: str):
+def _print_vote(networks, split, truth, cost: str, where: str, voting: str):
     """fbp evaluate with several networks: each one's cost and accuracy,
-    then their vote's accuracy (``fbp.train.vote``); returns the vote's
-    classes."""
+    then the accuracy of their vote and of their soft vote
+    (``fbp.train.vote_of``), all from one pass over the split per network;
+    returns the classes of the vote named by ``voting``."""
     import numpy as np
 
     from fbp import train as ftrain
 
     print(f"fbp evaluate: a vote of {len(networks)} networks on {where} ({len(split)} examples)")
     width = max(len(path) for path, _, _ in networks)
-    alone, inputs, classes = [], [], []
-    for path, params, meta in networks:
+    alone, outputs, classes = [], [], []
+    for path, params, meta in networks:  # each tested, and its outputs taken, as it would be alone
         X = np.asarray(split.X, params[0].w.dtype)
-        m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True)
+        m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True, outputs=True)
         alone.append(int(m["correct"]) / len(split))
         trained = f", epoch {meta['tested_epoch']}" if "tested_epoch" in meta else ""
         print(f"  {path:<{width}}  cost {float(m['cost']):.4f}  accuracy {alone[-1]:.4f}  "
               f"({network_text(params)}{trained})")
-        inputs.append(X)
+        outputs.append(m["outputs"])
         classes.append(np.asarray(m["predicted"]))
-    widest = max(inputs, key=lambda X: X.dtype.itemsize)  # so that no network reads its inputs rounded
-    predicted = np.asarray(ftrain.vote([params for _, params, _ in networks], widest))
+    voted = {v: np.asarray(ftrain.vote_of(outputs, v)) for v in ("hard", "soft")}
     split_votes = int(np.sum(np.any(np.stack(classes) != classes[0], axis=0)))
-    print(f"vote: accuracy {np.mean(predicted == truth):.4f} (the best network alone: {max(alone):.4f}; the "
+    print(f"vote: accuracy {np.mean(voted['hard'] == truth):.4f} (the best network alone: {max(alone):.4f}; the "
           f"networks disagree on {split_votes} of the {len(split)} examples)")
-    return predicted
+    differ = int(np.sum(voted["soft"] != voted["hard"]))
+    print(f"soft vote (the largest summed output): accuracy {np.mean(voted['soft'] == truth):.4f}; it differs from "
+          f"the vote on {differ} example{'' if differ == 1 else 's'}")
+    print(f"{'the vote' if voting == 'hard' else 'the soft vote'} (--voting {voting}), class by class:")
+    return voted[voting]

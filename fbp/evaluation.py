@@ -2,7 +2,7 @@
 jitted pass a chunk at a time, and from the same pass what autodiff does not
 give (each layer's ‖∂C/∂b^l‖, the gradient noise scale, each example's cost
 and gradient norm); ``predict``, and ``vote``, the class an ensemble of
-networks votes for. ``fbp.train`` re-exports them and monitors with
+networks votes for (``vote_of`` from their outputs). ``fbp.train`` re-exports them and monitors with
 ``evaluate`` after each epoch.
 """
 
@@ -64,10 +64,10 @@ def _chunked_sums(one: Callable, xs, chunk_size: Optional[int], sums: Callable):
     return kept, total
 
 
-@functools.partial(jax.jit, static_argnames=("cost", "chunk_size", "predictions", "deltas", "noise_scale",
-                                             "per_example"))
+@functools.partial(jax.jit, static_argnames=("cost", "chunk_size", "predictions", "outputs", "deltas",
+                                             "noise_scale", "per_example"))
 def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] = 10_000,
-             predictions: bool = False, deltas: bool = False, noise_scale: bool = False,
+             predictions: bool = False, outputs: bool = False, deltas: bool = False, noise_scale: bool = False,
              per_example: bool = False) -> dict:
     """Mean cost and accuracy (argmax of the output against argmax of Y),
     and ``correct``, the number of examples whose class is right: the
@@ -75,7 +75,8 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
     (0.71388888359 for 257 of 360), and ``correct / n`` on the host is the
     exact fraction, which ``fit``'s records and ``fbp train`` report. With
     ``predictions=True`` also each example's predicted class, (n,) ints,
-    from the same pass (what ``predict`` gives).
+    from the same pass (what ``predict`` gives); with ``outputs=True`` each
+    example's output a^L, ``outputs`` (n, n_out), as ``vote_of`` takes them.
 
     With ``deltas=True`` the same pass also runs the δ recursion (BP1, BP2)
     for each example and gives ``delta_norms``, (L,): for each layer l,
@@ -111,10 +112,12 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
         x = decode_inputs(x)
         zs, activations = forward_trace(params, x)
         kept: tuple = (_example_loss_from(params, zs, activations, y, cost), jnp.argmax(activations[-1]))
+        if outputs:
+            kept += (activations[-1],)
         if not (deltas or noise_scale or per_example):
             return kept
         ds = _deltas_from(params, zs, activations, y, cost)  # [δ^1_n, …, δ^L_n]
-        if per_example:  # ‖g_n‖ and its layers' parts ‖g^l_n‖, (L,): kept, not summed
+        if per_example:  # ‖g_n‖ and its layers' parts ‖g^l_n‖, (L,): kept, not summed (after the outputs)
             sq = _layer_sq_norms(params, ds, activations[:-1])
             kept += (jnp.sqrt(sum(sq)), jnp.sqrt(jnp.stack(sq)))
         if not (deltas or noise_scale):
@@ -136,6 +139,8 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
     out = dict(cost=jnp.mean(costs), accuracy=jnp.mean(right), correct=jnp.sum(right, dtype=jnp.int32))
     if predictions:
         out["predicted"] = predicted
+    if outputs:
+        out["outputs"], *norms = norms
     if per_example:
         out["costs"], out["grad_norms"], out["grad_norms_by_layer"] = costs, norms[0], norms[1]
     if deltas:
@@ -164,16 +169,24 @@ def predict(params: list, X: Array, chunk_size: Optional[int] = 10_000) -> Array
     return jnp.argmax(_outputs(params, X, chunk_size), axis=1)
 
 
-def vote(networks: Sequence, X: ArrayLike, chunk_size: Optional[int] = 10_000) -> Array:
+VOTINGS = ("hard", "soft")
+
+
+def vote(networks: Sequence, X: ArrayLike, chunk_size: Optional[int] = 10_000, voting: str = "hard") -> Array:
     """The class an ensemble of networks gives each example: (n,) ints.
 
     NNDL ch. 6 trains five convolutional networks, each near 99.6% on
-    MNIST, and lets them vote, to 99.67%. Each network
-    votes for its own class (``predict``'s argmax) and the most votes win;
-    a tie goes to the class, among those tied, whose outputs summed over
-    the networks are largest (with one network: its own class). The
-    networks may differ in shape, as long as they take the same inputs and
-    have the same number of outputs (classes). X as in ``predict``.
+    MNIST, and lets them vote, to 99.67%. With ``voting="hard"``, the
+    book's, each network votes for its own class (``predict``'s argmax) and
+    the most votes win; a tie goes to the class, among those tied, whose
+    outputs summed over the networks are largest (with one network: its
+    own class). With ``voting="soft"`` the class is the argmax of the
+    outputs summed over the networks (their mean, as scikit-learn's
+    ``VotingClassifier(voting="soft")`` takes it): a network sure of its
+    class outweighs two that hesitate. The networks may differ in shape, as
+    long as they take the same inputs and have the same number of outputs
+    (classes). X as in ``predict``; ``vote_of`` does the same from outputs
+    already computed (``evaluate(..., outputs=True)``).
     """
     if not isinstance(networks, (list, tuple)):
         raise TypeError(f"vote takes a list of networks, got {type(networks).__name__}.")
@@ -182,12 +195,34 @@ def vote(networks: Sequence, X: ArrayLike, chunk_size: Optional[int] = 10_000) -
     if not all(isinstance(params, (list, tuple)) for params in networks):
         raise TypeError("vote takes a list of networks, each a list of layers; this looks like one network: "
                         "vote([params], X), or predict(params, X).")
-    outs = [_outputs(params, X, chunk_size) for params in networks]  # each (n, n_out)
-    classes = [o.shape[1] for o in outs]
+    _check_voting(voting)
+    return vote_of([_outputs(params, X, chunk_size) for params in networks], voting)
+
+
+def _check_voting(voting) -> None:
+    if voting not in VOTINGS:
+        raise ValueError(f"voting must be one of {VOTINGS}, got {voting!r}: 'hard' counts each network's class "
+                         f"(the book's), 'soft' sums their outputs.")
+
+
+def vote_of(outputs: Sequence, voting: str = "hard") -> Array:
+    """``vote``'s classes from each network's outputs, a list of (n, n_out)
+    arrays (``evaluate(..., outputs=True)["outputs"]`` of each network)."""
+    _check_voting(voting)
+    if not outputs:
+        raise ValueError("vote_of takes each network's outputs, and the list is empty; give at least one.")
+    outs = [jnp.asarray(o) for o in outputs]
+    shapes = [o.shape for o in outs]
+    if any(len(shape) != 2 for shape in shapes) or len({shape[0] for shape in shapes}) > 1:
+        raise ValueError(f"vote_of takes one (n, n_out) array of outputs per network, the same n for all; got "
+                         f"shapes {shapes}.")
+    classes = [shape[1] for shape in shapes]
     if len(set(classes)) > 1:
         raise ValueError(f"the networks' outputs differ in number ({classes}); a vote needs one class per output, "
                          f"the same classes for every network.")
-    votes = sum(jax.nn.one_hot(jnp.argmax(o, axis=1), classes[0], dtype=jnp.int32) for o in outs)  # (n, classes)
     summed = sum(outs)
+    if voting == "soft":
+        return jnp.argmax(summed, axis=1)
+    votes = sum(jax.nn.one_hot(jnp.argmax(o, axis=1), classes[0], dtype=jnp.int32) for o in outs)  # (n, classes)
     tied = votes == jnp.max(votes, axis=1, keepdims=True)
     return jnp.argmax(jnp.where(tied, summed, -jnp.inf), axis=1)

@@ -153,8 +153,10 @@ def test_cli_evaluate_takes_a_training_checkpoint_as_it_takes_a_saved_network(tm
 
 def test_cli_evaluate_lets_several_networks_vote(tmp_path, capsys):
     """fbp evaluate NET NET NET: a line for each network (its cost and
-    accuracy, as it alone gives them), then the vote's accuracy, which is
-    fbp.train.vote's on the loaded networks; --worst wants one network, and
+    accuracy, as it alone gives them), then the vote's and the soft vote's
+    accuracies, which are fbp.train.vote's on the loaded networks, and the
+    per-class accuracy of the one --voting names; --worst and --voting want
+    one network and several, and
     a network that does not fit the data is named; networks of other
     kinds and dtypes vote together."""
     paths = [str(tmp_path / f"seed{k}.npz") for k in range(3)]
@@ -171,9 +173,22 @@ def test_cli_evaluate_lets_several_networks_vote(tmp_path, capsys):
         assert line.split()[:5] == [path] + alone.split()[:4]
     ds = fdata.digits(n_validation=0)
     nets = [fbp.load_params(path) for path in paths]
-    voted = np.mean(np.asarray(ftrain.vote(nets, ds.test.X)) == ds.test.Y.argmax(1))
+    hard = np.asarray(ftrain.vote(nets, ds.test.X))
+    voted = np.mean(hard == ds.test.Y.argmax(1))
     assert re.match(rf"vote: accuracy {voted:.4f} \(the best network alone: ", lines[4]), lines[4]
-    assert lines[5].startswith("accuracy per class: ")
+    soft = np.asarray(ftrain.vote(nets, ds.test.X, voting="soft"))
+    truth = ds.test.Y.argmax(1)
+    assert lines[5].startswith(f"soft vote (the largest summed output): accuracy {np.mean(soft == truth):.4f}; ")
+    assert lines[6:8] == ["the vote (--voting hard), class by class:",
+                          "accuracy per class: " + "  ".join(
+                              f"{c}: {np.mean(hard[truth == c] == c):.3f} ({np.sum(truth == c)})" for c in range(10))]
+    proc = fbp_here(capsys, "evaluate", *paths, "--voting", "soft")
+    assert proc.stdout.splitlines()[6:8] == ["the soft vote (--voting soft), class by class:",
+                                             "accuracy per class: " + "  ".join(
+                                                 f"{c}: {np.mean(soft[truth == c] == c):.3f} ({np.sum(truth == c)})"
+                                                 for c in range(10))]
+    proc = fbp_here(capsys, "evaluate", paths[0], "--voting", "soft")
+    assert proc.returncode == 2 and "give two or more" in proc.stderr
     proc = fbp_here(capsys, "evaluate", *paths[:2], "--worst", "3")
     assert proc.returncode == 2 and "give one, not 2" in proc.stderr.strip().splitlines()[-1]
     # networks of other kinds and dtypes vote together: a float64 MLP first, a float32 convolutional one

@@ -653,9 +653,10 @@ def test_shuffle_rejects_bad_arguments():
 def test_vote_is_the_majority_of_the_networks_classes_ties_to_the_largest_summed_output():
     """vote: each network's argmax is a vote and the most votes win; two
     networks tie wherever they disagree, and there the larger summed output
-    decides (computed here in NumPy from each network's forward pass). One
-    network's vote is its predict; bytes vote as their floats; a wrong
-    argument is named."""
+    decides (computed here in NumPy from each network's forward pass). The
+    soft vote is the largest summed output; vote_of gives both from
+    evaluate's outputs. One network's vote is its predict; bytes vote as
+    their floats; a wrong argument is named."""
     rng = np.random.default_rng(0)
     X = jnp.asarray(rng.integers(0, 256, (300, 6)).astype(np.float32) / np.float32(255))
     nets = [fbp.init_mlp(jax.random.key(k), [6, 8, 4], output_activation="softmax", dtype=jnp.float32)
@@ -669,7 +670,24 @@ def test_vote_is_the_majority_of_the_networks_classes_ties_to_the_largest_summed
         np.testing.assert_array_equal(got, expected)
         assert m == 3 or np.any(outs[0].argmax(1) != outs[1].argmax(1))  # ties there to break
         np.testing.assert_array_equal(ftrain.vote(nets[:m], fepoch.byte_codes(X)), got)
+        soft = np.asarray(ftrain.vote(nets[:m], X, voting="soft"))
+        np.testing.assert_array_equal(soft, summed.argmax(1))  # the soft vote: the largest summed output
+        # from outputs already computed, as evaluate's same pass gives them
+        Y = jnp.eye(4)[np.arange(300) % 4]
+        evaluated = [ftrain.evaluate(p, X, Y, "log_likelihood", outputs=True, per_example=True) for p in nets[:m]]
+        for e, o in zip(evaluated, outs):
+            np.testing.assert_allclose(e["outputs"], o, rtol=1e-6)
+            assert e["costs"].shape == e["grad_norms"].shape == (300,)  # outputs=True leaves the others in place
+        for voting, expect in (("hard", got), ("soft", soft)):
+            np.testing.assert_array_equal(ftrain.vote_of([e["outputs"] for e in evaluated], voting), expect)
     np.testing.assert_array_equal(ftrain.vote(nets[:1], X), ftrain.predict(nets[0], X))
+    # two networks hesitate for class 0, one is sure of class 1: the vote is 0, the soft vote 1
+    hesitant, sure = np.array([[0.4, 0.35, 0.25]]), np.array([[0.0, 1.0, 0.0]])
+    assert [int(ftrain.vote_of([hesitant, hesitant, sure], v)[0]) for v in ("hard", "soft")] == [0, 1]
+    with pytest.raises(ValueError, match=r"voting must be one of \('hard', 'soft'\), got 'mean'"):
+        ftrain.vote(nets, X, voting="mean")
+    with pytest.raises(ValueError, match=r"the same n for all; got shapes \[\(300, 4\), \(299, 4\)\]"):
+        ftrain.vote_of([outs[0], outs[1][:299]])
     with pytest.raises(TypeError, match=r"this looks like one network: vote\(\[params\], X\)"):
         ftrain.vote(nets[0], X)
     with pytest.raises(ValueError, match="empty"):
