@@ -132,17 +132,22 @@ def _check_finite(arrays: Sequence, names: Sequence[str]) -> None:
                              f"such a row would make the params NaN. Fix or drop those rows first.")
 
 
-def _same_config(config: Optional[dict]) -> Callable[[str, dict], None]:
+def _same_config(config: Optional[dict], settings: dict) -> Callable[[str, dict], None]:
     """A header check refusing checkpoints whose saved run settings differ:
-    resuming one would train on with other settings, not finish its run."""
+    the caller's ``config``, and fit's own ``settings`` (those of its
+    arguments that shape each step: the batch size, the training set's size,
+    ...), which it saves beside them. Resuming one would train on with other
+    settings, not finish its run."""
     now = json.loads(json.dumps(config or {}))  # as it reads back from a header
 
     def check(path: str, header: dict) -> None:
-        if "config" not in header["meta"]:
-            return  # written before runs recorded their settings
-        saved = header["meta"]["config"] or {}
-        differ = [f"{name}: saved {saved.get(name)!r}, now {now.get(name)!r}"
-                  for name in sorted(set(saved) | set(now)) if saved.get(name) != now.get(name)]
+        differ = []
+        for key, current, prefix in (("config", now, ""), ("fit", settings, "fit's ")):
+            if key not in header["meta"]:
+                continue  # written before runs recorded these settings
+            saved = header["meta"][key] or {}
+            differ += [f"{prefix}{name}: saved {saved.get(name)!r}, now {current.get(name)!r}"
+                       for name in sorted(set(saved) | set(current)) if saved.get(name) != current.get(name)]
         if differ:
             raise _another_run(path, differ)
 
@@ -398,16 +403,16 @@ def _first_opt_state(optimizer, params, opt_state, lr_halving):
     return opt_state
 
 
-def _restore_newest(checkpoint_dir: str, params, opt_state, key, config):
+def _restore_newest(checkpoint_dir: str, params, opt_state, key, config, settings):
     """The newest checkpoint in ``checkpoint_dir`` written by this run (same
-    ``key`` and ``config``): ``(params, opt_state, progress, best_params)``,
+    ``key``, ``config`` and fit ``settings``): ``(params, opt_state, progress, best_params)``,
     best_params None when its best epoch's checkpoint is gone; None when
     there is no checkpoint. Process 0 reads it, and every process gets it."""
     template = dict(params=params, opt_state=opt_state, key=key)
     read = {}  # process 0's arrays
 
     def read_newest():
-        restored = ckpt.latest(checkpoint_dir, template, check_header=_same_config(config))
+        restored = ckpt.latest(checkpoint_dir, template, check_header=_same_config(config, settings))
         if restored is None:
             return None
         tree, header = restored
@@ -599,9 +604,12 @@ def fit(
       resume: continue from the newest complete checkpoint in ``checkpoint_dir``;
         a newer one that cannot be read (cut short, damaged) is passed over
         with a ``fbp.checkpoint.CheckpointWarning`` naming it.
-        It must have been written with the same ``key`` and ``config`` (and a
-        network and optimizer of the same structure, shapes and dtypes), or
-        resuming raises ``fbp.checkpoint.CheckpointMismatch`` naming what differs.
+        It must have been written with the same ``key`` and ``config``, a
+        network and optimizer of the same structure, shapes and dtypes, and
+        the same ``batch_size``, ``drop_last``, ``dropout``, ``reduction``,
+        ``cost``, ``lr_halving`` and number of training examples (which fit
+        saves with it), or resuming raises
+        ``fbp.checkpoint.CheckpointMismatch`` naming what differs.
       config: a JSON-able description of the run (learning rate, batch size,
         data: whatever the params' structure does not show), saved with each
         checkpoint and checked on resume. The epoch count is not part of it:
@@ -711,6 +719,10 @@ def fit(
     (X, Y), training, evaluated = _fit_data(params, train, evaluation, cost, batch_size, drop_last, mesh)
     if not monitor_evaluation:
         evaluated = None
+    # What shapes each step beside the params and the optimizer's state (whose structure the checkpoint
+    # shows): saved with each checkpoint, and a resume with others is refused as config's are.
+    settings = dict(batch_size=batch_size, drop_last=drop_last, n_train=len(X), dropout=dropout,
+                    reduction=reduction, cost=getattr(cost, "name", cost), lr_halving=lr_halving)
     if lr_halving is not None:
         optimizer = compiled_once(with_lr_schedule, optimizer)
     opt_state = _first_opt_state(optimizer, params, opt_state, lr_halving)
@@ -756,8 +768,8 @@ def fit(
     with contextlib.ExitStack() as held:
         if checkpoint_dir:
             multihost.process_0_does(lambda: held.enter_context(ckpt.lock_dir(checkpoint_dir)))
-        restored = _restore_newest(checkpoint_dir, params, opt_state, key, config) if resume and checkpoint_dir \
-            else None
+        restored = _restore_newest(checkpoint_dir, params, opt_state, key, config, settings) \
+            if resume and checkpoint_dir else None
         if restored is not None:
             params, opt_state, progress, best_params = restored
             if on_resume is not None:
@@ -823,7 +835,7 @@ def fit(
                 progress.history.append(record)
                 if checkpoint_dir:
                     _save_epoch(checkpoint_dir, epoch, dict(params=params, opt_state=opt_state, key=key),
-                                progress.meta(config=config, network=network), progress.best_epoch)
+                                progress.meta(config=config, fit=settings, network=network), progress.best_epoch)
                 kept = (params, opt_state, len(progress.history), progress.best_epoch, best_params)
                 asked = after_epoch(record)
                 if report_error is not None:

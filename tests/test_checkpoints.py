@@ -288,10 +288,11 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     params, X, Y = small_problem(jnp.float32)
     d = str(tmp_path)
 
-    def run(key=0, lr=0.1, config=None, params=params, epochs=2):
-        return ftrain.fit(params, (X, Y), optimizer=optax.sgd(lr), cost="log_likelihood", epochs=epochs,
-                          batch_size=8, key=jax.random.key(key), checkpoint_dir=d, resume=True,
-                          config=config if config is not None else dict(lr=lr))
+    def run(key=0, lr=0.1, config=None, params=params, epochs=2, batch_size=8, n=len(X), cost="log_likelihood",
+            **more):
+        return ftrain.fit(params, (X[:n], Y[:n]), optimizer=optax.sgd(lr), cost=cost, epochs=epochs,
+                          batch_size=batch_size, key=jax.random.key(key), checkpoint_dir=d, resume=True,
+                          config=config if config is not None else dict(lr=lr), **more)
 
     first = run()
     assert first.epochs_run == 2
@@ -307,7 +308,13 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
                    key=jax.random.key(0), resume=True)
     params64 = jax.tree.map(lambda a: a.astype(jnp.float64), params)
     for kw, needle in ((dict(lr=0.5), r"lr: saved 0\.1, now 0\.5"), (dict(key=1), "another PRNG key"),
-                       (dict(params=params64), "is float32, expected float64")):
+                       (dict(params=params64), "is float32, expected float64"),
+                       # fit's own arguments that shape each step, whatever config holds
+                       (dict(batch_size=4), r"fit's batch_size: saved 8, now 4"),
+                       (dict(n=len(X) - 8), rf"fit's n_train: saved {len(X)}, now {len(X) - 8}"),
+                       (dict(drop_last=False, dropout=0.5), r"fit's drop_last: saved True, now False; "
+                                                            r"fit's dropout: saved 0\.0, now 0\.5"),
+                       (dict(cost="cross_entropy"), r"fit's cost: saved 'log_likelihood', now 'cross_entropy'")):
         with pytest.raises(ckpt.CheckpointMismatch, match=needle) as e:
             run(epochs=3, **kw)
         assert "--" not in str(e.value) and "fresh checkpoint directory" in str(e.value)
