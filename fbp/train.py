@@ -141,15 +141,16 @@ def _same_config(config: Optional[dict], settings: dict) -> Callable[[str, dict]
     now = json.loads(json.dumps(config or {}))  # as it reads back from a header
 
     def check(path: str, header: dict) -> None:
-        differ = []
+        # config's differences first, alone: they are the caller's own words (fbp train's flags), and
+        # fit's arguments follow from them there
         for key, current, prefix in (("config", now, ""), ("fit", settings, "fit's ")):
             if key not in header["meta"]:
                 continue  # written before runs recorded these settings
             saved = header["meta"][key] or {}
-            differ += [f"{prefix}{name}: saved {saved.get(name)!r}, now {current.get(name)!r}"
-                       for name in sorted(set(saved) | set(current)) if saved.get(name) != current.get(name)]
-        if differ:
-            raise _another_run(path, differ)
+            differ = [f"{prefix}{name}: saved {saved.get(name)!r}, now {current.get(name)!r}"
+                      for name in sorted(set(saved) | set(current)) if saved.get(name) != current.get(name)]
+            if differ:
+                raise _another_run(path, differ)
 
     return check
 
@@ -721,7 +722,7 @@ def fit(
         evaluated = None
     # What shapes each step beside the params and the optimizer's state (whose structure the checkpoint
     # shows): saved with each checkpoint, and a resume with others is refused as config's are.
-    settings = dict(batch_size=batch_size, drop_last=drop_last, n_train=len(X), dropout=dropout,
+    settings = dict(batch_size=batch_size, drop_last=drop_last, training_examples=len(X), dropout=dropout,
                     reduction=reduction, cost=getattr(cost, "name", cost), lr_halving=lr_halving)
     if lr_halving is not None:
         optimizer = compiled_once(with_lr_schedule, optimizer)

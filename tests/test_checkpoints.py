@@ -311,10 +311,12 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
                        (dict(params=params64), "is float32, expected float64"),
                        # fit's own arguments that shape each step, whatever config holds
                        (dict(batch_size=4), r"fit's batch_size: saved 8, now 4"),
-                       (dict(n=len(X) - 8), rf"fit's n_train: saved {len(X)}, now {len(X) - 8}"),
+                       (dict(n=len(X) - 8), rf"fit's training_examples: saved {len(X)}, now {len(X) - 8}"),
                        (dict(drop_last=False, dropout=0.5), r"fit's drop_last: saved True, now False; "
                                                             r"fit's dropout: saved 0\.0, now 0\.5"),
-                       (dict(cost="cross_entropy"), r"fit's cost: saved 'log_likelihood', now 'cross_entropy'")):
+                       (dict(cost="cross_entropy"), r"fit's cost: saved 'log_likelihood', now 'cross_entropy'"),
+                       # config's differences alone, where it has any: the caller's words
+                       (dict(lr=0.5, batch_size=4), r"\(lr: saved 0\.1, now 0\.5\)")):
         with pytest.raises(ckpt.CheckpointMismatch, match=needle) as e:
             run(epochs=3, **kw)
         assert "--" not in str(e.value) and "fresh checkpoint directory" in str(e.value)
