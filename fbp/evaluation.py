@@ -2,8 +2,8 @@
 jitted pass a chunk at a time, and from the same pass what autodiff does not
 give (each layer's ‖∂C/∂b^l‖, the gradient noise scale, each example's cost
 and gradient norm); ``predict``, and ``vote``, the class an ensemble of
-networks votes for (``vote_of`` from their outputs). ``fbp.train`` re-exports them and monitors with
-``evaluate`` after each epoch.
+networks votes for (``vote_of`` from their outputs). ``fbp.train``
+re-exports them and monitors with ``evaluate`` after each epoch.
 """
 
 from __future__ import annotations
@@ -151,7 +151,6 @@ def evaluate(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] =
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
 def _outputs(params: list, X: Array, chunk_size: Optional[int] = 10_000) -> Array:
     """Each example's output a^L, (n, n_out), ``chunk_size`` examples at a
