@@ -312,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp evaluate run/ --split validation                  # the newest checkpoint of run/\n"
         "  fbp evaluate net.npz --split train --worst 16 --worst-images worst.png\n"
         "                                                        # the costliest training images: wrong labels?\n"
+        "  fbp evaluate net.npz --weights-image w.png            # what each hidden unit looks for\n"
         "  fbp evaluate seed0.npz seed1.npz seed2.npz            # each network, then the three voting",
     )
     evaluate.add_argument("params", nargs="+", help="the .npz file written by --save-params, a checkpoint file, or "
@@ -337,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--worst-images", default=None, metavar="FILE",
                           help="draw --worst's examples as images into FILE (.png, .pdf, .svg), each titled with "
                                "its row, true → predicted class and cost; needs square images and matplotlib")
+    evaluate.add_argument("--weights-image", default=None, metavar="FILE",
+                          help="draw the first layer's weights into FILE (.png, .pdf, .svg): each convolutional "
+                               "kernel, as the book's ch. 6 draws its 20 feature maps, or each hidden unit's "
+                               "incoming weights as an image of the input (square images); the first 100; needs "
+                               "matplotlib")
     evaluate.add_argument("--worst-by", choices=["cost", "gradient"], default=None,
                           help="rank --worst's examples by their cost C_x, or by ‖∇C_x‖: those that pull hardest "
                                "on the params (default: cost)")

@@ -26,17 +26,21 @@ def cmd_evaluate(args) -> int:
         flag = (f"--worst-by {args.worst_by} ranks" if args.worst_by is not None else
                 f"--worst-images {args.worst_images} draws")
         return fail(f"{flag} the list of --worst N; give --worst N too")
-    if args.worst_images is not None:
+    for flag, path in (("--worst-images", args.worst_images), ("--weights-image", args.weights_image)):
+        if path is None:
+            continue
         from fbp import plot
 
         try:
-            problem = _image_path_problem("--worst-images", args.worst_images)
+            problem = _image_path_problem(flag, path)
         except plot.MetricsError as e:  # no matplotlib
-            return fail(f"--worst-images: {e}")
+            return fail(f"{flag}: {e}")
         if problem:
             return fail(problem)
     if args.worst is not None and len(args.params) > 1:
         return fail(f"--worst lists the costliest examples of one network; give one, not {len(args.params)}")
+    if args.weights_image is not None and len(args.params) > 1:
+        return fail(f"--weights-image draws the weights of one network; give one, not {len(args.params)}")
     if args.voting is not None and len(args.params) == 1:
         return fail(f"--voting {args.voting} picks the vote of several networks; give two or more, or drop it")
     networks = []  # (path, params, meta) of each network, in the order given
@@ -81,6 +85,12 @@ def cmd_evaluate(args) -> int:
     if args.worst_images is not None and plot.image_side(ds.n_in) is None:
         return fail(f"--worst-images: an example of {ds.name} is {ds.n_in} numbers, not a square image to draw; "
                     f"drop --worst-images (--worst lists the examples)")
+    weights_figure = None
+    if args.weights_image is not None:
+        try:
+            weights_figure = plot.weights(params, title=networks[0][0])
+        except plot.MetricsError as e:
+            return fail(f"--weights-image: {str(e).removeprefix('weights: ')}; drop --weights-image")
     truth = np.argmax(split.Y, axis=1)
     if len(networks) > 1:
         predicted = _print_vote(networks, split, truth, cost, f"{ds.name} {args.split}", args.voting or "hard")
@@ -114,6 +124,12 @@ def cmd_evaluate(args) -> int:
             except OSError as e:
                 return fail(f"--worst-images {args.worst_images} cannot be written ({e.strerror or e})")
             print(f"wrote {args.worst_images}: {len(rows)} images")
+    if weights_figure is not None:
+        try:
+            plot.save(weights_figure, args.weights_image)
+        except OSError as e:
+            return fail(f"--weights-image {args.weights_image} cannot be written ({e.strerror or e})")
+        print(f"wrote {args.weights_image}: the first layer's weights")
     return 0
 
 

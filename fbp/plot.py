@@ -7,7 +7,8 @@ axes, and, when a run recorded them, each layer's ‖δ^l‖ (``--monitor-deltas
 and the gradient noise scale (``--monitor-noise-scale``). A dotted line
 marks each epoch at which ``--lr-halving`` halved η, a ring the epoch of the
 best evaluation accuracy. ``images`` draws examples as pictures (``fbp
-evaluate --worst-images``). matplotlib is needed only here (``pip install
+evaluate --worst-images``), ``weights`` a network's first-layer weights
+(``fbp evaluate --weights-image``). matplotlib is needed only here (``pip install
 matplotlib``); nothing else in fbp imports it.
 """
 
@@ -302,23 +303,70 @@ def images(X, titles: Sequence[str], cols: int = 8, title: Optional[str] = None)
         raise MetricsError(f"images: X must be (n, k²) rows of square images, n ≥ 1, got shape {X.shape}")
     if len(titles) != len(X):
         raise MetricsError(f"images: {len(titles)} titles for {len(X)} images")
+    k = image_side(X.shape[1])
+    return _grid(X.reshape(len(X), k, k), titles, cols, title, dict(cmap="gray_r", vmin=0.0, vmax=1.0))
+
+
+def weights(params, cols: int = 10, limit: int = 100, title: Optional[str] = None):
+    """A matplotlib ``Figure`` of the first layer's weights, one image for
+    each unit, as the book's ch. 6 draws the 5×5 weights of its first
+    convolutional layer's 20 feature maps: for a ``Conv`` layer each kernel
+    (each map's, and each input channel's), for a ``Dense`` layer on square
+    images each unit's incoming weights w_j as an image of the input (what
+    the unit looks for in it). One colour scale for all of them, symmetric
+    about 0 (red positive, blue negative, white 0), so that they compare;
+    the first ``limit`` units are drawn, ``cols`` to a row. For ``fbp
+    evaluate --weights-image``."""
+    import numpy as np
+
+    from fbp.layers import Conv
+    from fbp.network import check_int, validate_params
+
+    validate_params(params)
+    first = params[0]
+    w = np.asarray(first.w, np.float64)
+    if isinstance(first, Conv):  # (C_out, C_in, k, k)
+        maps, channels = w.shape[:2]
+        pictures = w.reshape(maps * channels, *w.shape[2:])
+        names = [f"map {m + 1}" + (f", channel {c + 1}" if channels > 1 else "")
+                 for m in range(maps) for c in range(channels)]
+        what = f"{w.shape[2]}×{w.shape[3]} kernels of the {maps} feature maps"
+    else:  # Dense: (n_out, n_in)
+        k = image_side(w.shape[1])
+        if k is None:
+            raise MetricsError(f"weights: the first layer takes {w.shape[1]} inputs, not a square image; each "
+                               f"unit's weights can be drawn only as an image of a square input")
+        pictures = w.reshape(len(w), k, k)
+        names = [f"unit {j + 1}" for j in range(len(w))]
+        what = f"incoming weights of the {len(w)} hidden units, each as a {k}×{k} image"
+    shown = pictures[:check_int("limit", limit, 1)]
+    norms = np.sqrt(np.sum(shown ** 2, axis=(1, 2)))
+    scale = float(np.max(np.abs(shown))) or 1.0
+    heading = f"the first layer's {what}" + (f" (the first {len(shown)})" if len(shown) < len(pictures) else "")
+    heading += f"; colour scale ±{scale:.3g}"
+    return _grid(shown, [f"{name}\n‖w‖ {norm:.2f}" for name, norm in zip(names, norms)], cols,
+                 f"{title}: {heading}" if title else heading, dict(cmap="RdBu_r", vmin=-scale, vmax=scale))
+
+
+def _grid(pictures, titles: Sequence[str], cols: int, title: Optional[str], style: dict):
+    """The pictures (n, h, w) in a grid, ``cols`` to a row, each with its title."""
     _matplotlib()
     from matplotlib.figure import Figure
 
-    k = image_side(X.shape[1])
-    cols = min(cols, len(X))
-    rows = -(-len(X) // cols)
+    cols = min(cols, len(pictures))
+    rows = -(-len(pictures) // cols)
     top = 0.5 if title else 0.0  # inches for the title above the grid
-    fig = Figure(figsize=(1.8 * cols, 2.0 * rows + top))
+    height = 2.0 * rows + top
+    fig = Figure(figsize=(1.8 * cols, height))
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
-        if i < len(X):
-            ax.imshow(X[i].reshape(k, k), cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+        if i < len(pictures):
+            ax.imshow(pictures[i], interpolation="nearest", **style)
             ax.set_title(titles[i], fontsize=7.5)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - (top + 0.15) / (2.0 * rows + top),
+    if title:  # a tenth of an inch from the top, however tall the grid
+        fig.suptitle(title, fontsize=9, y=1 - 0.1 / height, va="top")
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - (top + 0.15) / height,
                         wspace=0.15, hspace=0.45)
     return fig
 

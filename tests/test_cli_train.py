@@ -250,6 +250,16 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path, capsys):
         proc = evaluate(str(net), *argv)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
         assert "cost" not in proc.stdout  # refused before the evaluation
+    # --weights-image draws the first layer's 100 units, checked first like --worst-images, one network only
+    drawn = tmp_path / "weights.png"
+    proc = evaluate(str(net), "--weights-image", str(drawn))
+    assert proc.returncode == 0 and f"wrote {drawn}: the first layer's weights" in proc.stdout, proc.stderr
+    assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for argv, needle in ((["--weights-image", "w.txt"], "--weights-image w.txt: the suffix names no image format"),
+                         ([str(net), "--weights-image", str(drawn)], "draws the weights of one network; give one, "
+                                                                    "not 2")):
+        proc = evaluate(str(net), *argv)
+        assert proc.returncode == 2 and needle in proc.stderr and "cost" not in proc.stdout, proc.stderr
     # a float64 network is tested in float64, not narrowed to float32 on loading
     net64 = str(tmp_path / "net64.npz")
     fbp.save_params(net64, fbp.init_mlp(jax.random.key(0), [64, 5, 10], dtype=jnp.float64), dict(data_flag="digits"))

@@ -433,6 +433,10 @@ def test_cli_trains_and_evaluates_on_an_npz(tmp_path, capsys):
     assert proc.returncode == 2 and proc.stderr.strip() == ("fbp evaluate: error: --worst-images: an example of "
                                                              "mnist is 12 numbers, not a square image to draw; drop "
                                                              "--worst-images (--worst lists the examples)")
+    proc = fbp_here(capsys, "evaluate", net, "--weights-image", str(tmp_path / "w.png"))
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "fbp evaluate: error: --weights-image: the first layer takes 12 inputs, not a square image; each unit's "
+        "weights can be drawn only as an image of a square input; drop --weights-image")
     for flags, message in ((["--data", "npz"], "error: --data npz needs --data-dir, the .npz file"),
                            (["--data", "npz", "--data-dir", net, "--validation", "20"],
                             "error: --data-dir: " + net + ": no x_train")):

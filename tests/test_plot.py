@@ -244,3 +244,30 @@ def test_images_draws_square_rows_with_their_titles():
                                 (X, ["a"], "1 titles for 10 images")):
         with pytest.raises(plot.MetricsError, match=needle):
             plot.images(bad, titles)
+
+
+def test_weights_draws_each_first_layer_unit_or_kernel_on_one_colour_scale():
+    """Each hidden unit's incoming weights as an image of the (square) input,
+    or each kernel of a first Conv layer: the arrays drawn are the weights,
+    in order, on one colour scale symmetric about 0 and set by the largest
+    |w| drawn; the first ``limit`` only; an input that is not square is named."""
+    params = fbp.init_mlp(jax.random.key(0), [49, 12, 10])
+    w = np.asarray(params[0].w, np.float64)  # (12, 49)
+    fig = plot.weights(params, cols=5, limit=8)
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(drawn) == 8 and len(fig.axes) == 10  # 2 rows of 5, the last two empty
+    scale = np.max(np.abs(w[:8]))
+    for j, ax in enumerate(drawn):
+        np.testing.assert_array_equal(ax.images[0].get_array(), w[j].reshape(7, 7))
+        assert ax.images[0].get_clim() == pytest.approx((-scale, scale))
+        assert ax.get_title() == f"unit {j + 1}\n‖w‖ {np.linalg.norm(w[j]):.2f}"
+    assert fig._suptitle.get_text() == ("the first layer's incoming weights of the 12 hidden units, each as a 7×7 "
+                                        f"image (the first 8); colour scale ±{scale:.3g}")
+    conv = fbp.init_convnet(jax.random.key(1), (8, 8), [(3, 3, 2)], [10])
+    k = np.asarray(conv[0].w, np.float64)  # (3 maps, 1 channel, 3, 3)
+    drawn = [ax for ax in plot.weights(conv, title="net.npz").axes if ax.images]
+    assert [ax.get_title().split("\n")[0] for ax in drawn] == ["map 1", "map 2", "map 3"]
+    for m, ax in enumerate(drawn):
+        np.testing.assert_array_equal(ax.images[0].get_array(), k[m, 0])
+    with pytest.raises(plot.MetricsError, match="takes 12 inputs, not a square image"):
+        plot.weights(fbp.init_mlp(jax.random.key(0), [12, 5, 3]))
