@@ -146,14 +146,15 @@ def check_batch(params: list, X, Y, cost, names: tuple = ("X", "Y")):
     return cost, X, Y
 
 
-def batch_deltas(params: list, X: Array, Y: Array, cost, scale=None, masks=None):
+def batch_deltas(params: list, X: Array, Y: Array, cost, scale=None, masks=None, names: tuple = ("X", "Y")):
     """The stacked recursion: (Δ^1..Δ^L, A^0..A^{L−1}), Δ^l of shape (B, n_l).
 
     Row n of Δ^l is δ^l of example n (times ``scale``); row n of A^{l−1} is its
     a^{l−1}. Everything per-example in ``fbp.stats`` is built from these pairs.
     ``masks``: dropout's (``fbp.dropout_masks``), row n for example n.
+    ``names``: what an error calls X and Y.
     """
-    cost, X, Y = check_batch(params, X, Y, cost)
+    cost, X, Y = check_batch(params, X, Y, cost, names)
     check_masks(params, masks, X.shape[0])
     fn = functools.partial(_deltas_and_inputs, params, cost=cost, scale=scale)
     return jax.vmap(fn)(X, Y, masks=masks)

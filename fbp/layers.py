@@ -96,6 +96,12 @@ class Dense:
         (a scalar for one example's δ and input)."""
         return jnp.sum(deltas * deltas, axis=-1) * (jnp.sum(a_prev * a_prev, axis=-1) + 1.0)
 
+    def grad_gram(self, deltas: Array, a_prev: Array, deltas2: Array, a_prev2: Array) -> Array:
+        """g_n · g'_m for each row n of (``deltas``, ``a_prev``) and m of
+        (``deltas2``, ``a_prev2``): (B, B2). Identity: (δ_n a_nᵀ) · (δ'_m a'_mᵀ)
+        + δ_n · δ'_m = (δ_n · δ'_m)(a_n · a'_m + 1), two products."""
+        return (deltas @ deltas2.T) * (a_prev @ a_prev2.T + 1.0)
+
     def sum_sq_grads(self, deltas: Array, a_prev: Array) -> "Dense":
         """Σ_n Σ_k (g_{n,k})², elementwise: ``deltas`` (B, K, n_out) holds K
         δ's sent back for each example, all with the example's input ``a_prev``
@@ -313,6 +319,16 @@ class Conv:
             return jax.vmap(self.sq_norms)(deltas, a_prev)
         g = self.grads(deltas, a_prev)
         return jnp.sum(jnp.square(g.w)) + jnp.sum(jnp.square(g.b))
+
+    def grad_gram(self, deltas: Array, a_prev: Array, deltas2: Array, a_prev2: Array) -> Array:
+        """g_n · g'_m, (B, B2), as ``Dense.grad_gram``: here from each
+        example's gradient, formed (the sum over the positions does not
+        factor as a Dense layer's does)."""
+        def flat(ds, a):
+            g = jax.vmap(self.grads)(ds, a)
+            return jnp.concatenate([g.w.reshape(len(ds), -1), g.b.reshape(len(ds), -1)], axis=1)
+
+        return flat(deltas, a_prev) @ flat(deltas2, a_prev2).T
 
     def sum_sq_grads(self, deltas: Array, a_prev: Array) -> "Conv":
         """Σ_n Σ_k (g_{n,k})², elementwise: ``deltas`` (B, K, n_out) holds K

@@ -66,6 +66,43 @@ def per_example_grad_norms(params: list, X: Array, Y: Array, cost, per_layer: bo
     return jnp.sqrt(sq) if per_layer else jnp.sqrt(jnp.sum(sq, axis=1))
 
 
+@functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
+def grad_gram(params: list, X: Array, Y: Array, cost, X2: Optional[Array] = None, Y2: Optional[Array] = None,
+              chunk_size: Optional[int] = None) -> Array:
+    """The inner products of per-example gradients: (B, B2), entry (n, m)
+    g_n · g'_m over all the params, for the examples of (X, Y) and those of
+    (X2, Y2) (by default (X, Y) again: the Gram matrix of the gradients).
+
+    Identity, for a Dense layer: (δ_n a_nᵀ) · (δ'_m a'_mᵀ) + δ_n · δ'_m =
+    (δ_n · δ'_m)(a_n · a'_m + 1), so two products of the stacked δ's and
+    inputs, Δ Δ'ᵀ ⊙ (A A'ᵀ + 1), give each layer's part; no gradient is formed
+    (a Conv layer's are). A step of SGD on example n moves example m's cost
+    by about −η g_n · g'_m: a positive entry is an example whose step helps m
+    (the TracIn score of one checkpoint, Pruthi et al. 2020). ``chunk_size``
+    takes the rows of (X, Y) that many at a time (``lax.map``), against
+    all of (X2, Y2): the memory of a chunk's δ's, not of all of them.
+    """
+    if (X2 is None) != (Y2 is None):
+        raise ValueError("grad_gram takes X2 and Y2 together (the second set of examples), or neither "
+                         "(the Gram matrix of X's own).")
+    cost, X, Y = check_batch(params, X, Y, cost)
+    ds2, a2 = batch_deltas(params, X, Y, cost) if X2 is None or Y2 is None else \
+        batch_deltas(params, X2, Y2, cost, names=("X2", "Y2"))
+
+    def rows(ds, a_prev):  # (chunk, B2)
+        return sum(layer.grad_gram(d, a, d2, b) for layer, d, a, d2, b in zip(params, ds, a_prev, ds2, a2))
+
+    if chunk_size is None:
+        return rows(*batch_deltas(params, X, Y, cost))
+    check_int("chunk_size", chunk_size, 1, " or None")
+
+    def one(xy):
+        ds, a_prev = _deltas_and_inputs(params, xy[0], xy[1], cost)
+        return rows([d[None] for d in ds], [a[None] for a in a_prev])[0]
+
+    return jax.lax.map(one, (X, Y), batch_size=chunk_size)
+
+
 def _clip_factors(params, ds, a_prev, clip_norm):
     sq = sum(_layer_sq_norms(params, ds, a_prev))  # (B,)
     norms = jnp.sqrt(sq)

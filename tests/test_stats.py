@@ -57,6 +57,10 @@ def test_every_quantity_equals_the_vmap_grad_route(trees_close, p):
                 scale = max(float(np.max(m)), 1e-300)
                 assert float(np.max(np.abs(np.asarray(v) - r))) / scale <= 1e-10
 
+    gram = flat @ flat.T  # g_n · g_m, from the gradients formed by vmap(jax.grad)
+    assert fbp.relative_error(stats.grad_gram(params, X, Y, cost), gram) <= 1e-10
+    assert fbp.relative_error(stats.grad_gram(params, X, Y, cost, X[-2:], Y[-2:], chunk_size=5), gram[:, -2:]) <= 1e-10
+
     mean_b = [np.linalg.norm(np.mean(np.asarray(l.b), 0)) for l in ref]
     assert fbp.relative_error(stats.delta_norms(params, X, Y, cost), mean_b) <= 1e-10
     mean_norm = [np.mean(np.linalg.norm(np.asarray(l.b), axis=1)) for l in ref]
@@ -67,6 +71,19 @@ def test_every_quantity_equals_the_vmap_grad_route(trees_close, p):
     if g2 > 0:  # tr Σ is a difference of sums: compare it on the scale of E‖g‖², as the variance above
         ns = float(stats.gradient_noise_scale(params, X, Y, cost))
         assert abs(ns * g2 - trace) <= 1e-10 * float(np.mean(np.sum(flat * flat, 1)))
+
+
+def test_grad_gram_refuses_half_a_second_set_and_names_its_shape():
+    params, X, Y = make(dict(sizes=[5, 4, 3], hidden="sigmoid", out="softmax", cost="log_likelihood", batch=6,
+                             init="normalized", seed=0), jnp.float64)
+    with pytest.raises(ValueError, match="takes X2 and Y2 together"):
+        stats.grad_gram(params, X, Y, "log_likelihood", X2=X)
+    with pytest.raises(ValueError, match=r"X2 has shape \(6, 4\) but the first layer takes 5 inputs"):
+        stats.grad_gram(params, X, Y, "log_likelihood", X[:, :4], Y)
+    gram = np.asarray(stats.grad_gram(params, X, Y, "log_likelihood"))
+    np.testing.assert_allclose(gram, gram.T, rtol=1e-12)  # a Gram matrix: symmetric, its diagonal ‖g_n‖²
+    np.testing.assert_allclose(np.diag(gram), stats.per_example_grad_norms(params, X, Y, "log_likelihood") ** 2,
+                               rtol=1e-12)
 
 
 def test_noise_scale_of_examples_that_agree_is_zero_not_negative():
