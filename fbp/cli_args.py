@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp evaluate net.npz --split train --worst 16 --worst-images worst.png\n"
         "                                                        # the costliest training images: wrong labels?\n"
         "  fbp evaluate net.npz --weights-image w.png            # what each hidden unit looks for\n"
+        "  fbp evaluate net.npz --explain 17                     # the training images that pull test row 17 "
+        "each way\n"
         "  fbp evaluate seed0.npz seed1.npz seed2.npz            # each network, then the three voting",
     )
     evaluate.add_argument("params", nargs="+", help="the .npz file written by --save-params, a checkpoint file, or "
@@ -338,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--worst-images", default=None, metavar="FILE",
                           help="draw --worst's examples as images into FILE (.png, .pdf, .svg), each titled with "
                                "its row, true → predicted class and cost; needs square images and matplotlib")
+    evaluate.add_argument("--explain", type=_nonneg_int, default=None, metavar="ROW",
+                          help="list the training examples whose steps help and hurt example ROW of the split "
+                               "most: the largest and smallest g_n · g_ROW, the inner products of their gradients "
+                               "(a step of SGD on n changes ROW's cost by about −η g_n · g_ROW), from each "
+                               "example's δ's (fbp.stats.grad_gram)")
     evaluate.add_argument("--weights-image", default=None, metavar="FILE",
                           help="draw the first layer's weights into FILE (.png, .pdf, .svg): each convolutional "
                                "kernel, as the book's ch. 6 draws its 20 feature maps, or each hidden unit's "

@@ -41,6 +41,9 @@ def cmd_evaluate(args) -> int:
         return fail(f"--worst lists the costliest examples of one network; give one, not {len(args.params)}")
     if args.weights_image is not None and len(args.params) > 1:
         return fail(f"--weights-image draws the weights of one network; give one, not {len(args.params)}")
+    if args.explain is not None and len(args.params) > 1:
+        return fail(f"--explain {args.explain} looks at the gradients of one network; give one, not "
+                    f"{len(args.params)}")
     if args.voting is not None and len(args.params) == 1:
         return fail(f"--voting {args.voting} picks the vote of several networks; give two or more, or drop it")
     networks = []  # (path, params, meta) of each network, in the order given
@@ -82,6 +85,9 @@ def cmd_evaluate(args) -> int:
                         f"trained on")
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
+    if args.explain is not None and args.explain >= len(split):
+        return fail(f"--explain {args.explain}: the {ds.name} {args.split} split has {len(split)} examples, rows "
+                    f"0 to {len(split) - 1}")
     if args.worst_images is not None and plot.image_side(ds.n_in) is None:
         return fail(f"--worst-images: an example of {ds.name} is {ds.n_in} numbers, not a square image to draw; "
                     f"drop --worst-images (--worst lists the examples)")
@@ -124,6 +130,8 @@ def cmd_evaluate(args) -> int:
             except OSError as e:
                 return fail(f"--worst-images {args.worst_images} cannot be written ({e.strerror or e})")
             print(f"wrote {args.worst_images}: {len(rows)} images")
+    if args.explain is not None:
+        _print_explained(params, ds, args.split, args.explain, cost, truth, predicted, names)
     if weights_figure is not None:
         try:
             plot.save(weights_figure, args.weights_image)
@@ -131,6 +139,43 @@ def cmd_evaluate(args) -> int:
             return fail(f"--weights-image {args.weights_image} cannot be written ({e.strerror or e})")
         print(f"wrote {args.weights_image}: the first layer's weights")
     return 0
+
+
+EXPLAINED = 5  # the training examples listed each way by --explain
+
+
+def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names):
+    """fbp evaluate --explain ROW: the training examples whose gradients
+    point most with and most against example ROW's (``stats.grad_gram``),
+    those whose steps lower and raise its cost most."""
+    import numpy as np
+
+    from fbp import stats
+    from fbp import train as ftrain
+
+    def named(c):
+        return f"{c} {names[c]}" if names else str(c)
+
+    dtype = params[0].w.dtype
+    X = np.asarray(getattr(ds, split).X[row:row + 1], dtype)
+    Y = np.asarray(getattr(ds, split).Y[row:row + 1], dtype)
+    train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
+    dots = np.asarray(stats.grad_gram(params, train_X, train_Y, cost, X, Y, chunk_size=10_000))[:, 0]
+    norms = np.asarray(ftrain.evaluate(params, train_X, train_Y, cost, per_example=True)["grad_norms"])
+    own = ftrain.evaluate(params, X, Y, cost, per_example=True)
+    own_norm = float(own["grad_norms"][0])
+    cos = dots / np.maximum(norms * own_norm, np.finfo(np.float64).tiny)
+    print(f"explain row {row} of the {split} split: true {named(truth[row])} → predicted {named(predicted[row])}, "
+          f"cost {float(own['costs'][0]):.4f}, ‖∇C_x‖ {own_norm:.4f}")
+    print(f"the training examples whose gradient g_n points most with and against this one's g_x, of the "
+          f"{len(dots)} (a step of SGD on n changes its cost by about −η g_n · g_x):")
+    labels = np.argmax(ds.train.Y, axis=1)
+    width = len(str(len(dots) - 1))
+    order = np.argsort(-dots, kind="stable")
+    for title, rows in (("helps most", order[:EXPLAINED]), ("hurts most", order[::-1][:EXPLAINED])):
+        for r in rows:
+            print(f"  {title}  row {r:>{width}}  true {named(labels[r])}  g_n · g_x {dots[r]:>+10.4g}  "
+                  f"cos {cos[r]:+.3f}")
 
 
 def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms):

@@ -260,6 +260,23 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path, capsys):
                                                                     "not 2")):
         proc = evaluate(str(net), *argv)
         assert proc.returncode == 2 and needle in proc.stderr and "cost" not in proc.stdout, proc.stderr
+    # --explain ROW: the training examples whose gradients point most with and against ROW's, by grad_gram
+    proc = evaluate(str(net), "--explain", "3")
+    assert proc.returncode == 0, proc.stderr
+    shown = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(shown) if line.startswith("explain row 3 of the test split: "))
+    train = fdata.load("digits", None, None).train
+    dots = np.asarray(fbp.stats.grad_gram(params, train.X, train.Y, "log_likelihood", test.X[3:4], test.Y[3:4]))[:, 0]
+    listed = [line.split() for line in shown[at + 2:at + 12]]
+    assert [(" ".join(l[:2]), int(l[3])) for l in listed] == (
+        [("helps most", int(r)) for r in np.argsort(-dots)[:5]] + [("hurts most", int(r)) for r in np.argsort(dots)[:5]])
+    np.testing.assert_allclose([float(l[9]) for l in listed], dots[[int(l[3]) for l in listed]], rtol=1e-3)
+    assert float(listed[0][9]) > 0 > float(listed[-1][9])
+    for argv, needle in ((["--explain", "360"], "--explain 360: the digits test split has 360 examples, rows 0 to 359"),
+                         ([str(net), "--explain", "0"], "--explain 0 looks at the gradients of one network; give "
+                                                        "one, not 2")):
+        proc = evaluate(str(net), *argv)
+        assert proc.returncode == 2 and needle in proc.stderr and "cost" not in proc.stdout, proc.stderr
     # a float64 network is tested in float64, not narrowed to float32 on loading
     net64 = str(tmp_path / "net64.npz")
     fbp.save_params(net64, fbp.init_mlp(jax.random.key(0), [64, 5, 10], dtype=jnp.float64), dict(data_flag="digits"))
