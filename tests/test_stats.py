@@ -57,8 +57,8 @@ def test_every_quantity_equals_the_vmap_grad_route(trees_close, p):
                 scale = max(float(np.max(m)), 1e-300)
                 assert float(np.max(np.abs(np.asarray(v) - r))) / scale <= 1e-10
 
-    gram = flat @ flat.T  # g_n · g_m, from the gradients formed by vmap(jax.grad)
-    assert fbp.relative_error(stats.grad_gram(params, X, Y, cost), gram) <= 1e-10
+    gram = flat @ flat.T  # g_n · g_m, from the gradients formed by vmap(jax.grad); X against its last two rows,
+    # a chunk at a time (the whole Gram matrix, in one piece, is checked below on a problem of its own)
     assert fbp.relative_error(stats.grad_gram(params, X, Y, cost, X[-2:], Y[-2:], chunk_size=5), gram[:, -2:]) <= 1e-10
 
     mean_b = [np.linalg.norm(np.mean(np.asarray(l.b), 0)) for l in ref]
@@ -73,7 +73,7 @@ def test_every_quantity_equals_the_vmap_grad_route(trees_close, p):
         assert abs(ns * g2 - trace) <= 1e-10 * float(np.mean(np.sum(flat * flat, 1)))
 
 
-def test_grad_gram_refuses_half_a_second_set_and_names_its_shape():
+def test_grad_gram_is_the_gram_matrix_and_refuses_half_a_second_set():
     params, X, Y = make(dict(sizes=[5, 4, 3], hidden="sigmoid", out="softmax", cost="log_likelihood", batch=6,
                              init="normalized", seed=0), jnp.float64)
     with pytest.raises(ValueError, match="takes X2 and Y2 together"):
@@ -81,9 +81,10 @@ def test_grad_gram_refuses_half_a_second_set_and_names_its_shape():
     with pytest.raises(ValueError, match=r"X2 has shape \(6, 4\) but the first layer takes 5 inputs"):
         stats.grad_gram(params, X, Y, "log_likelihood", X[:, :4], Y)
     gram = np.asarray(stats.grad_gram(params, X, Y, "log_likelihood"))
+    ref = per_example_ref(params, X, Y, "log_likelihood")
+    flat = np.concatenate([np.asarray(leaf).reshape(len(X), -1) for leaf in jax.tree.leaves(ref)], axis=1)
+    assert fbp.relative_error(gram, flat @ flat.T) <= 1e-10
     np.testing.assert_allclose(gram, gram.T, rtol=1e-12)  # a Gram matrix: symmetric, its diagonal ‖g_n‖²
-    np.testing.assert_allclose(np.diag(gram), stats.per_example_grad_norms(params, X, Y, "log_likelihood") ** 2,
-                               rtol=1e-12)
 
 
 def test_noise_scale_of_examples_that_agree_is_zero_not_negative():
