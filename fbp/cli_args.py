@@ -345,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "most: the largest and smallest g_n · g_ROW, the inner products of their gradients "
                                "(a step of SGD on n changes ROW's cost by about −η g_n · g_ROW), from each "
                                "example's δ's (fbp.stats.grad_gram)")
+    evaluate.add_argument("--explain-images", default=None, metavar="FILE",
+                          help="draw --explain's example and the training examples listed for it into FILE (.png, "
+                               ".pdf, .svg): the ones that help it on the first row, those that hurt it on the "
+                               "second; needs square images and matplotlib")
     evaluate.add_argument("--weights-image", default=None, metavar="FILE",
                           help="draw the first layer's weights into FILE (.png, .pdf, .svg): each convolutional "
                                "kernel, as the book's ch. 6 draws its 20 feature maps, or each hidden unit's "

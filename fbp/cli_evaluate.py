@@ -26,7 +26,10 @@ def cmd_evaluate(args) -> int:
         flag = (f"--worst-by {args.worst_by} ranks" if args.worst_by is not None else
                 f"--worst-images {args.worst_images} draws")
         return fail(f"{flag} the list of --worst N; give --worst N too")
-    for flag, path in (("--worst-images", args.worst_images), ("--weights-image", args.weights_image)):
+    if args.explain is None and args.explain_images is not None:
+        return fail(f"--explain-images {args.explain_images} draws the lists of --explain ROW; give --explain ROW too")
+    for flag, path in (("--worst-images", args.worst_images), ("--weights-image", args.weights_image),
+                       ("--explain-images", args.explain_images)):
         if path is None:
             continue
         from fbp import plot
@@ -88,9 +91,11 @@ def cmd_evaluate(args) -> int:
     if args.explain is not None and args.explain >= len(split):
         return fail(f"--explain {args.explain}: the {ds.name} {args.split} split has {len(split)} examples, rows "
                     f"0 to {len(split) - 1}")
-    if args.worst_images is not None and plot.image_side(ds.n_in) is None:
-        return fail(f"--worst-images: an example of {ds.name} is {ds.n_in} numbers, not a square image to draw; "
-                    f"drop --worst-images (--worst lists the examples)")
+    for flag, path, lists in (("--worst-images", args.worst_images, "--worst"),
+                              ("--explain-images", args.explain_images, "--explain")):
+        if path is not None and plot.image_side(ds.n_in) is None:
+            return fail(f"{flag}: an example of {ds.name} is {ds.n_in} numbers, not a square image to draw; "
+                        f"drop {flag} ({lists} lists the examples)")
     weights_figure = None
     if args.weights_image is not None:
         try:
@@ -131,7 +136,16 @@ def cmd_evaluate(args) -> int:
                 return fail(f"--worst-images {args.worst_images} cannot be written ({e.strerror or e})")
             print(f"wrote {args.worst_images}: {len(rows)} images")
     if args.explain is not None:
-        _print_explained(params, ds, args.split, args.explain, cost, truth, predicted, names)
+        pictures, titles = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted, names)
+        if args.explain_images is not None:
+            try:
+                plot.save(plot.images(pictures, titles, cols=EXPLAINED + 1,
+                                      title=f"{ds.name}: the training examples whose steps help (first row) and "
+                                            f"hurt (second row) {args.split} row {args.explain} most"),
+                          args.explain_images)
+            except OSError as e:
+                return fail(f"--explain-images {args.explain_images} cannot be written ({e.strerror or e})")
+            print(f"wrote {args.explain_images}: {len(pictures) - 1} images")
     if weights_figure is not None:
         try:
             plot.save(weights_figure, args.weights_image)
@@ -147,7 +161,9 @@ EXPLAINED = 5  # the training examples listed each way by --explain
 def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names):
     """fbp evaluate --explain ROW: the training examples whose gradients
     point most with and most against example ROW's (``stats.grad_gram``),
-    those whose steps lower and raise its cost most."""
+    those whose steps lower and raise its cost most. Returns the pictures
+    for --explain-images (ROW, those that help, a blank, those that hurt)
+    and their titles."""
     import numpy as np
 
     from fbp import stats
@@ -172,10 +188,16 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     labels = np.argmax(ds.train.Y, axis=1)
     width = len(str(len(dots) - 1))
     order = np.argsort(-dots, kind="stable")
-    for title, rows in (("helps most", order[:EXPLAINED]), ("hurts most", order[::-1][:EXPLAINED])):
+    lists = (("helps most", order[:EXPLAINED]), ("hurts most", order[::-1][:EXPLAINED]))
+    for title, rows in lists:
         for r in rows:
             print(f"  {title}  row {r:>{width}}  true {named(labels[r])}  g_n · g_x {dots[r]:>+10.4g}  "
                   f"cos {cos[r]:+.3f}")
+    pictures = [X[0], *ds.train.X[lists[0][1]], np.zeros_like(X[0]), *ds.train.X[lists[1][1]]]
+    titles = [f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}"]
+    for (title, rows), first in zip(lists, ([], [""])):
+        titles += first + [f"{title.split()[0]}: row {r}\n{named(labels[r])}, cos {cos[r]:+.2f}" for r in rows]
+    return np.stack(pictures), titles
 
 
 def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms):

@@ -272,7 +272,13 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path, capsys):
         [("helps most", int(r)) for r in np.argsort(-dots)[:5]] + [("hurts most", int(r)) for r in np.argsort(dots)[:5]])
     np.testing.assert_allclose([float(l[9]) for l in listed], dots[[int(l[3]) for l in listed]], rtol=1e-3)
     assert float(listed[0][9]) > 0 > float(listed[-1][9])
+    drawn = tmp_path / "explain.png"  # --explain-images draws the example and both lists
+    proc = evaluate(str(net), "--explain", "3", "--explain-images", str(drawn))
+    assert proc.returncode == 0 and f"wrote {drawn}: 11 images" in proc.stdout, proc.stderr
+    assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for argv, needle in ((["--explain", "360"], "--explain 360: the digits test split has 360 examples, rows 0 to 359"),
+                         (["--explain-images", str(drawn)], f"--explain-images {drawn} draws the lists of --explain "
+                                                            f"ROW; give --explain ROW too"),
                          ([str(net), "--explain", "0"], "--explain 0 looks at the gradients of one network; give "
                                                         "one, not 2")):
         proc = evaluate(str(net), *argv)

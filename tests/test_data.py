@@ -433,6 +433,10 @@ def test_cli_trains_and_evaluates_on_an_npz(tmp_path, capsys):
     assert proc.returncode == 2 and proc.stderr.strip() == ("fbp evaluate: error: --worst-images: an example of "
                                                              "mnist is 12 numbers, not a square image to draw; drop "
                                                              "--worst-images (--worst lists the examples)")
+    proc = fbp_here(capsys, "evaluate", net, "--explain", "0", "--explain-images", str(tmp_path / "w.png"))
+    assert proc.returncode == 2 and proc.stderr.strip() == ("fbp evaluate: error: --explain-images: an example of "
+                                                             "mnist is 12 numbers, not a square image to draw; drop "
+                                                             "--explain-images (--explain lists the examples)")
     proc = fbp_here(capsys, "evaluate", net, "--weights-image", str(tmp_path / "w.png"))
     assert proc.returncode == 2 and proc.stderr.strip() == (
         "fbp evaluate: error: --weights-image: the first layer takes 12 inputs, not a square image; each unit's "
