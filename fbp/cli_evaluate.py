@@ -136,7 +136,8 @@ def cmd_evaluate(args) -> int:
                 return fail(f"--worst-images {args.worst_images} cannot be written ({e.strerror or e})")
             print(f"wrote {args.worst_images}: {len(rows)} images")
     if args.explain is not None:
-        pictures, titles = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted, names)
+        pictures, titles, listed = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted,
+                                                    names)
         if args.explain_images is not None:
             try:
                 plot.save(plot.images(pictures, titles, cols=EXPLAINED + 1,
@@ -145,7 +146,7 @@ def cmd_evaluate(args) -> int:
                           args.explain_images)
             except OSError as e:
                 return fail(f"--explain-images {args.explain_images} cannot be written ({e.strerror or e})")
-            print(f"wrote {args.explain_images}: {len(pictures) - 1} images")
+            print(f"wrote {args.explain_images}: {1 + listed} images")
     if weights_figure is not None:
         try:
             plot.save(weights_figure, args.weights_image)
@@ -162,8 +163,8 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     """fbp evaluate --explain ROW: the training examples whose gradients
     point most with and most against example ROW's (``stats.grad_gram``),
     those whose steps lower and raise its cost most. Returns the pictures
-    for --explain-images (ROW, those that help, a blank, those that hurt)
-    and their titles."""
+    for --explain-images (ROW, those that help, a blank, those that hurt),
+    their titles, and how many training examples were listed."""
     import numpy as np
 
     from fbp import stats
@@ -187,17 +188,21 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
           f"{len(dots)} (a step of SGD on n changes its cost by about −η g_n · g_x):")
     labels = np.argmax(ds.train.Y, axis=1)
     width = len(str(len(dots) - 1))
-    order = np.argsort(-dots, kind="stable")
-    lists = (("helps most", order[:EXPLAINED]), ("hurts most", order[::-1][:EXPLAINED]))
+    order = np.argsort(-dots, kind="stable")  # those that help have g_n · g_x > 0, those that hurt < 0
+    lists = (("helps most", [r for r in order[:EXPLAINED] if dots[r] > 0]),
+             ("hurts most", [r for r in order[::-1][:EXPLAINED] if dots[r] < 0]))
     for title, rows in lists:
         for r in rows:
             print(f"  {title}  row {r:>{width}}  true {named(labels[r])}  g_n · g_x {dots[r]:>+10.4g}  "
                   f"cos {cos[r]:+.3f}")
-    pictures = [X[0], *ds.train.X[lists[0][1]], np.zeros_like(X[0]), *ds.train.X[lists[1][1]]]
-    titles = [f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}"]
-    for (title, rows), first in zip(lists, ([], [""])):
-        titles += first + [f"{title.split()[0]}: row {r}\n{named(labels[r])}, cos {cos[r]:+.2f}" for r in rows]
-    return np.stack(pictures), titles
+    # the example, then a row of those that help and one of those that hurt, blanks where a list is short
+    blank = np.zeros_like(X[0])
+    pictures, titles = [X[0]], [f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}"]
+    for (title, rows), lead in zip(lists, (0, 1)):
+        pictures += [blank] * lead + list(ds.train.X[rows]) + [blank] * (EXPLAINED - len(rows))
+        titles += [""] * lead + [f"{title.split()[0]}: row {r}\n{named(labels[r])}, cos {cos[r]:+.2f}"
+                                 for r in rows] + [""] * (EXPLAINED - len(rows))
+    return np.stack(pictures), titles, sum(len(rows) for _, rows in lists)
 
 
 def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms):
