@@ -50,13 +50,18 @@ def test_earlier_sigmoid_layers_learn_slower_at_init(out):
         assert all(a < b for a, b in zip(norms, norms[1:])), norms
 
 
-def test_finite_differences_grow_with_parameters_backprop_stays_flat(out):
+def test_finite_differences_grow_with_parameters_backprop_far_less(out):
     # on the CPU: a GPU runs the quick sizes' extra forward passes side by
     # side, so their time grows with P only at larger sizes (slope 0.47 on an
-    # H200 at these)
+    # H200 at these). What is asserted is what both times in the same run
+    # show: finite differences grow at least as P, and P times faster than
+    # backprop does (their ratio's slope, slope_fd − slope_backprop, is about
+    # 1.4). Backprop's own slope alone, a few tens of µs a call at these
+    # sizes, is the machine's load as much as P: 0.16 in the recorded run,
+    # 0.53 in a clean-clone CI run beside the other test process.
     r = run("backprop_vs_finite_differences", out, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert r["slope_fd"] > 0.9, r
-    assert r["slope_backprop"] < 0.5, r
+    assert r["slope_fd"] - r["slope_backprop"] > 0.7, r
     assert all(row["fd_vs_backprop_rel"] < 0.05 for row in r["rows"])
 
 
