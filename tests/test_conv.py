@@ -19,6 +19,7 @@ from test_stats import ggn_diag_ref, per_example_ref
 
 import fbp
 from fbp import checkpoint as ckpt
+from fbp import data as fdata
 from fbp import stats
 from fbp import train as ftrain
 
@@ -312,6 +313,13 @@ def test_fbp_train_and_check_take_conv(capsys, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "conv.npz (64,100,10 conv=8:3:2, trained to epoch" in r.stdout.splitlines()[0], r.stdout
     assert f"accuracy {accuracy:.4f}" in r.stdout, r.stdout
+    # --explain on a conv net (its Conv layer forms each example's gradient, 1,000 examples at a time)
+    r = fbp_here(capsys, "evaluate", str(net), "--explain", "0")
+    assert r.returncode == 0, r.stderr
+    ds = fdata.digits()
+    dots = np.asarray(stats.grad_gram(loaded, ds.train.X, ds.train.Y, "log_likelihood", ds.test.X[:1], ds.test.Y[:1]))
+    first = next(line for line in r.stdout.splitlines() if line.startswith("  helps most"))
+    assert int(first.split()[3]) == int(np.argmax(dots[:, 0])), r.stdout
 
     r = fbp_here(capsys, "check", "--conv", "3:5:2", "--sizes", "144,6,4", "--cost", "log_likelihood",
                  "--output-activation", "softmax", "--fd-samples", "4")
