@@ -340,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--worst-images", default=None, metavar="FILE",
                           help="draw --worst's examples as images into FILE (.png, .pdf, .svg), each titled with "
                                "its row, true → predicted class and cost; needs square images and matplotlib")
+    evaluate.add_argument("--worst-by", choices=["cost", "gradient"], default=None,
+                          help="rank --worst's examples by their cost C_x, or by ‖∇C_x‖: those that pull hardest "
+                               "on the params (default: cost)")
     evaluate.add_argument("--explain", type=_nonneg_int, default=None, metavar="ROW",
                           help="list the training examples whose steps help and hurt example ROW of the split "
                                "most: the largest and smallest g_n · g_ROW, the inner products of their gradients "
@@ -354,9 +357,6 @@ def build_parser() -> argparse.ArgumentParser:
                                "kernel, as the book's ch. 6 draws its 20 feature maps, or each hidden unit's "
                                "incoming weights as an image of the input (square images); the first 100; needs "
                                "matplotlib")
-    evaluate.add_argument("--worst-by", choices=["cost", "gradient"], default=None,
-                          help="rank --worst's examples by their cost C_x, or by ‖∇C_x‖: those that pull hardest "
-                               "on the params (default: cost)")
 
     plot = sub.add_parser(
         "plot",
