@@ -40,13 +40,11 @@ def cmd_evaluate(args) -> int:
             return fail(f"{flag}: {e}")
         if problem:
             return fail(problem)
-    if args.worst is not None and len(args.params) > 1:
-        return fail(f"--worst lists the costliest examples of one network; give one, not {len(args.params)}")
-    if args.weights_image is not None and len(args.params) > 1:
-        return fail(f"--weights-image draws the weights of one network; give one, not {len(args.params)}")
-    if args.explain is not None and len(args.params) > 1:
-        return fail(f"--explain {args.explain} looks at the gradients of one network; give one, not "
-                    f"{len(args.params)}")
+    for given, what in ((args.worst is not None, "--worst lists the costliest examples of"),
+                        (args.weights_image is not None, "--weights-image draws the weights of"),
+                        (args.explain is not None, f"--explain {args.explain} looks at the gradients of")):
+        if given and len(args.params) > 1:
+            return fail(f"{what} one network; give one, not {len(args.params)}")
     if args.voting is not None and len(args.params) == 1:
         return fail(f"--voting {args.voting} picks the vote of several networks; give two or more, or drop it")
     networks = []  # (path, params, meta) of each network, in the order given
