@@ -167,7 +167,6 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
 
     from fbp import stats
     from fbp import train as ftrain
-    from fbp.layers import Conv
 
     def named(c):
         return f"{c} {names[c]}" if names else str(c)
@@ -176,10 +175,9 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     X = np.asarray(getattr(ds, split).X[row:row + 1], dtype)
     Y = np.asarray(getattr(ds, split).Y[row:row + 1], dtype)
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
-    # a Conv layer forms each example's gradient (its im2col patches with it): 1,000 at a time keeps the
-    # book's first conv net on Fashion-MNIST under 1 GB (3.1 GB at 10,000, in about the same time)
-    chunk = 1_000 if any(isinstance(layer, Conv) for layer in params) else 10_000
-    dots = np.asarray(stats.grad_gram(params, train_X, train_Y, cost, X, Y, chunk_size=chunk))[:, 0]
+    # a Conv layer forms each example's gradient (its im2col patches with it): evaluate's chunks (about 700
+    # for the book's first conv net) keep it on Fashion-MNIST under 1 GB (3.1 GB at 10,000, in about the same time)
+    dots = np.asarray(stats.grad_gram(params, train_X, train_Y, cost, X, Y, chunk_size=ftrain.chunk_for(params)))[:, 0]
     order = np.argsort(-dots, kind="stable")  # those that help have g_n · g_x > 0, those that hurt < 0
     lists = (("helps most", [r for r in order[:EXPLAINED] if dots[r] > 0]),
              ("hurts most", [r for r in order[::-1][:EXPLAINED] if dots[r] < 0]))

@@ -67,6 +67,13 @@ class Dense:
         """Multiply-adds of one example's forward pass."""
         return int(np.prod(self.w.shape))
 
+    @property
+    def example_floats(self) -> int:
+        """About how many numbers one example's pass through the layer and
+        back holds at once: its input, z and δ (``fbp.evaluation`` sizes
+        its chunks by it)."""
+        return self.n_in + 2 * self.n_out
+
     # backward, the matrix half of BP2: (w^l)ᵀ δ^l, the error sent to layer l−1
     # (a_prev, the layer's input, is not needed here; a Conv's pooling needs it)
     def backward(self, delta: Array, a_prev=None) -> Array:
@@ -192,6 +199,17 @@ class Conv:
         """Multiply-adds of one example's forward pass."""
         _, h, w = self.conv_shape
         return int(np.prod(self.w.shape)) * h * w
+
+    @property
+    def example_floats(self) -> int:
+        """As ``Dense.example_floats``: the input, the k·k shifted views of it
+        (``_patches``), the maps before pooling and their δ's, and the output
+        with its δ's. A convolution holds far more per example than its
+        output's size: the book's first network (20 maps of 24×24 over
+        28×28) about 42,000, a Dense layer of 100 over 784 about 1,000."""
+        maps, channels, k, _ = self.w.shape
+        _, h, w = self.conv_shape
+        return self.n_in + channels * k * k * h * w + 2 * maps * h * w + 2 * self.n_out
 
     # The forward's convolution over an input of one channel is XLA's own
     # (lax.conv_general_dilated, channel-first); over several it is written as

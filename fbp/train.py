@@ -30,7 +30,7 @@ from fbp.epoch import (  # noqa: F401  (re-exported: train.make_epoch, …)
     BYTE_VALUES, _is_codes, byte_codes, check_drop_last, check_optimizer, compact_inputs, decode_inputs, dropout_key,
     epoch_steps, in_host_memory, make_epoch, make_train_step, shuffle, step_keys,
 )
-from fbp.evaluation import evaluate, predict, vote, vote_of  # noqa: F401  (re-exported)
+from fbp.evaluation import chunk_for, evaluate, predict, vote, vote_of  # noqa: F401  (re-exported)
 from fbp.network import check_int, check_key, check_rate
 from fbp.optimizers import (  # noqa: F401  (re-exported: train.make_optimizer, …)
     DEFAULT_MOMENTUM, OPTIMIZERS, add_l1, halve_lr, l1_cost, l2_cost, lr_factor, make_optimizer, penalty_terms,

@@ -20,6 +20,7 @@ from test_stats import ggn_diag_ref, per_example_ref
 import fbp
 from fbp import checkpoint as ckpt
 from fbp import data as fdata
+from fbp import evaluation
 from fbp import stats
 from fbp import train as ftrain
 
@@ -192,6 +193,48 @@ def test_per_example_quantities_of_a_conv_net_equal_the_vmap_grad_route(trees_cl
     gram = flat @ flat.T  # g_n · g_m, here against the first two examples
     assert fbp.relative_error(stats.grad_gram(params, X, Y, cost, X[:2], Y[:2]), gram[:, :2]) <= 1e-10
 
+
+def _shapes(in_shape, conv, sizes):
+    """The layers of ``init_convnet(key, in_shape, conv, sizes)`` with shapes
+    for their weights, no numbers drawn: what ``chunk_for`` reads."""
+    def shape(*dims):
+        return jax.ShapeDtypeStruct(dims, jnp.float32)
+
+    layers, image = [], tuple(in_shape)
+    for maps, k, pool in conv:
+        layers.append(fbp.Conv(w=shape(maps, image[0], k, k), b=shape(maps), in_shape=image, pool=pool))
+        image = layers[-1].out_shape
+    n = int(np.prod(image))
+    for m in sizes:
+        layers.append(fbp.Dense(w=shape(m, n), b=shape(m)))
+        n = m
+    return layers
+
+
+def test_evaluate_takes_a_conv_net_in_smaller_chunks_sized_by_what_an_example_holds():
+    """evaluate's chunk_size="auto" (chunk_for): a convolution holds its
+    patches and maps per example, so the book's first conv net goes through
+    some hundreds of examples at a time where an MLP goes 10,000 (at 10,000
+    its per-example norms on Fashion-MNIST took 2.6 GB), and the chunks give
+    what the whole batch at once gives."""
+    mlp = _shapes((784,), [], [100, 10])
+    book = _shapes((1, 28, 28), [(20, 5, 2)], [100, 10])
+    assert ftrain.chunk_for(mlp) == 10_000
+    floats = sum(layer.example_floats for layer in book)
+    assert floats > 40 * sum(layer.example_floats for layer in mlp)
+    chunk = ftrain.chunk_for(book)
+    assert 100 < chunk < 1_000 and chunk * floats <= evaluation.CHUNK_FLOATS < (chunk + 1) * floats
+    assert ftrain.chunk_for(_shapes((1, 200, 200), [(64, 5, 2)], [10])) == 100  # the least
+    p = dict(shape=(1, 60, 60), conv=[(8, 5, 2)], sizes=[5], hidden="sigmoid", out="softmax", cost="log_likelihood",
+             init="normalized", reduction="mean", seed=1)
+    chunk = ftrain.chunk_for(_shapes(p["shape"], p["conv"], p["sizes"]))
+    assert chunk < 1_000
+    params, X, Y = make(dict(p, batch=2 * chunk + chunk // 2))  # three chunks, the last one short
+    auto = ftrain.evaluate(params, X, Y, "log_likelihood", predictions=True, per_example=True)
+    whole = ftrain.evaluate(params, X, Y, "log_likelihood", chunk_size=None, predictions=True, per_example=True)
+    np.testing.assert_array_equal(auto["predicted"], whole["predicted"])
+    for name in ("cost", "costs", "grad_norms"):
+        assert fbp.relative_error(auto[name], whole[name]) <= 1e-12, name
 
 def test_dropout_thins_the_maps_and_the_gradient_still_equals_jax_grad(trees_close):
     p = dict(shape=(1, 8, 8), conv=[(3, 3, 2)], sizes=[6, 4], hidden="relu", out="softmax", cost="log_likelihood",

@@ -248,7 +248,7 @@ def test_counts_must_be_ints_where_training_takes_them(net):
     with pytest.raises(ValueError, match="batch_size must be a positive int, got 2.0"):
         parallel.make_sharded_epoch(step, 2.0, parallel.make_mesh(1))
     for bad in (0, 2.5):
-        with pytest.raises(ValueError, match=f"chunk_size must be a positive int or None, got {bad}"):
+        with pytest.raises(ValueError, match=f"chunk_size must be a positive int, 'auto' or None, got {bad}"):
             train.evaluate(params, X, Y, "log_likelihood", chunk_size=bad)
     # np.int64 counts, as NumPy arithmetic gives them, are ints
     assert len(fit(epochs=np.int64(2), batch_size=np.int64(2)).history) == 2
