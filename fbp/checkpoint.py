@@ -66,6 +66,14 @@ def path_of(directory: str, epoch: int) -> str:
     return os.path.join(directory, f"ckpt-{epoch:06d}.npz")
 
 
+def epoch_of(path: str) -> int:
+    """The epoch of the checkpoint at ``path`` (``path_of``'s inverse)."""
+    match = PATTERN.match(os.path.basename(path))
+    if match is None:
+        raise ValueError(f"{path}: not the name of a checkpoint (ckpt-NNNNNN.npz)")
+    return int(match.group(1))
+
+
 def _fsync_dir(directory: str) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -108,11 +116,13 @@ def _savez(arrays: dict) -> Callable[[str], None]:
 
 
 def save(directory: str, epoch: int, tree: Any, meta: Optional[dict] = None, keep: int = 3,
-         protect: Sequence[int] = ()) -> str:
+         protect: Sequence[int] = (), keep_every: Optional[int] = None) -> str:
     """Atomically write ``tree`` (arrays and PRNG keys) and ``meta`` as epoch ``epoch``.
 
-    Keeps the newest ``keep`` checkpoints and those of the epochs in
-    ``protect`` (fit protects the best one). Returns the final path.
+    Keeps the newest ``keep`` checkpoints, those of the epochs in ``protect``
+    (fit protects the best one) and, given ``keep_every``, those of the
+    epochs it divides (orbax's ``keep_period``: checkpoints spread over a
+    run, for ``fbp.stats.tracin``). Returns the final path.
     """
     os.makedirs(directory, exist_ok=True)
     leaves, treedef = jax.tree.flatten(tree)
@@ -131,7 +141,7 @@ def save(directory: str, epoch: int, tree: Any, meta: Optional[dict] = None, kee
     write_atomic(final, os.path.join(directory, f".tmp-ckpt-{epoch:06d}-{os.getpid()}.npz"), _savez(arrays))
     kept = {path_of(directory, e) for e in protect}
     for old in list_checkpoints(directory)[:-keep] if keep else []:
-        if old not in kept:
+        if old not in kept and not (keep_every and epoch_of(old) % keep_every == 0):
             os.remove(old)
     for stray in glob.glob(os.path.join(directory, ".tmp-ckpt-*")):
         if not stray.endswith(f"-{os.getpid()}.npz"):

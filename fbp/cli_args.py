@@ -267,9 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     sgd.add_argument("--restore-best", action="store_true",
                      help="test (and report) the params of the epoch with the best validation accuracy, "
                           "not the last epoch's")
-    checkpoints.add_argument("--checkpoint-dir", default=None, help="save a checkpoint here every epoch (atomic)")
+    checkpoints.add_argument("--checkpoint-dir", default=None, help="save a checkpoint here every epoch (atomic); "
+                             "the newest three are kept, and the best epoch's")
     checkpoints.add_argument("--resume", action="store_true",
                              help="continue from the newest checkpoint in --checkpoint-dir")
+    checkpoints.add_argument("--keep-every", type=_positive_int, default=None, metavar="N",
+                             help="also keep the checkpoint of every N-th epoch: checkpoints over the whole run, "
+                                  "for fbp evaluate --explain ROW --over-checkpoints")
     watching.add_argument("--save-params", default=None,
                           help="write the tested network (the last epoch's, or the best with --restore-best) to this "
                                ".npz file; fbp.load_params reads it back")
@@ -315,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp evaluate net.npz --weights-image w.png            # what each hidden unit looks for\n"
         "  fbp evaluate net.npz --explain 17                     # the training images that pull test row 17 "
         "each way\n"
+        "  fbp evaluate run/ --explain 17 --over-checkpoints     # … summed over the run's checkpoints (TracIn)\n"
         "  fbp evaluate seed0.npz seed1.npz seed2.npz            # each network, then the three voting",
     )
     evaluate.add_argument("params", nargs="+", help="the .npz file written by --save-params, a checkpoint file, or "
@@ -348,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
                                "most: the largest and smallest g_n · g_ROW, the inner products of their gradients "
                                "(a step of SGD on n changes ROW's cost by about −η g_n · g_ROW), from each "
                                "example's δ's (fbp.stats.grad_gram)")
+    evaluate.add_argument("--over-checkpoints", action="store_true",
+                          help="with --explain and a --checkpoint-dir: sum the products over the run's kept "
+                               "checkpoints w_i, each times its epochs' η_i and the e_i epochs it stands for, "
+                               "Σ_i η_i e_i g_n(w_i) · g_ROW(w_i) (TracIn, Pruthi et al. 2020): what the steps on "
+                               "n did to ROW's cost over the run; fbp train --keep-every N keeps checkpoints spread "
+                               "over it")
     evaluate.add_argument("--explain-images", default=None, metavar="FILE",
                           help="draw --explain's example and the training examples listed for it into FILE (.png, "
                                ".pdf, .svg): the ones that help it on the first row, those that hurt it on the "

@@ -7,6 +7,7 @@ calls ``cmd_evaluate``)."""
 from __future__ import annotations
 
 import functools
+import os
 
 from fbp.cli import _data_dir_problem, _error, _image_path_problem, _validation_size_problem, network_text
 
@@ -28,6 +29,8 @@ def cmd_evaluate(args) -> int:
         return fail(f"{flag} the list of --worst N; give --worst N too")
     if args.explain is None and args.explain_images is not None:
         return fail(f"--explain-images {args.explain_images} draws the lists of --explain ROW; give --explain ROW too")
+    if args.over_checkpoints and args.explain is None:
+        return fail("--over-checkpoints sums --explain's products over a run's checkpoints; give --explain ROW too")
     for flag, path in (("--worst-images", args.worst_images), ("--weights-image", args.weights_image),
                        ("--explain-images", args.explain_images)):
         if path is None:
@@ -45,6 +48,9 @@ def cmd_evaluate(args) -> int:
                         (args.explain is not None, f"--explain {args.explain} looks at the gradients of")):
         if given and len(args.params) > 1:
             return fail(f"{what} one network; give one, not {len(args.params)}")
+    if args.over_checkpoints and len(args.params) == 1 and not os.path.isdir(args.params[0]):
+        return fail(f"--over-checkpoints sums over the checkpoints of a run, and {args.params[0]} is one file; "
+                    f"give the --checkpoint-dir it is in")
     if args.voting is not None and len(args.params) == 1:
         return fail(f"--voting {args.voting} picks the vote of several networks; give two or more, or drop it")
     networks = []  # (path, params, meta) of each network, in the order given
@@ -134,8 +140,13 @@ def cmd_evaluate(args) -> int:
                 return fail(f"--worst-images {args.worst_images} cannot be written ({e.strerror or e})")
             print(f"wrote {args.worst_images}: {len(rows)} images")
     if args.explain is not None:
+        over = None
+        if args.over_checkpoints:
+            over = _run_checkpoints(args.params[0], params)
+            if isinstance(over, str):
+                return fail(over)
         pictures, titles, listed = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted,
-                                                    names)
+                                                    names, over)
         if args.explain_images is not None:
             try:
                 plot.save(plot.images(pictures, titles, cols=EXPLAINED + 1,
@@ -157,12 +168,55 @@ def cmd_evaluate(args) -> int:
 EXPLAINED = 5  # the training examples listed each way by --explain
 
 
-def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names):
+def _run_checkpoints(directory: str, params):
+    """--over-checkpoints: [(epoch, params, η, span)] of each checkpoint of
+    the run in ``directory`` that reads, oldest first: η the step size its
+    epoch trained with (fbp train's --lr times the epoch's --lr-halving
+    factor; 1 where the checkpoint does not say), span the epochs it stands
+    for (those since the checkpoint before it); or the one-line reason there
+    are none."""
+    import warnings
+
+    import jax
+
+    from fbp import checkpoint as fckpt
+
+    over: list = []
+    for path in fckpt.list_checkpoints(directory):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", fckpt.CheckpointWarning)
+                net, meta = fckpt.load_params(path, with_meta=True)
+        except fckpt.CheckpointError as e:
+            print(f"skipped a checkpoint: {e}")
+            continue
+        try:
+            same = all(jax.tree.leaves(jax.tree.map(lambda a, b: a.shape == b.shape, net, params)))
+        except ValueError:  # another structure: other layers or activations
+            same = False
+        if not same:
+            return f"--over-checkpoints: {path} holds another network than the newest checkpoint of {directory}"
+        config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        epoch = int(meta.get("epoch", fckpt.epoch_of(path)))
+        record: dict = next((r for r in meta.get("history", []) if r.get("epoch") == epoch), {})
+        lr = config.get("--lr")
+        lr = 1.0 if not isinstance(lr, (int, float)) else float(lr) * float(record.get("lr_factor", 1.0))
+        over.append((epoch, net, lr, epoch - (over[-1][0] if over else 0)))
+    if not over:
+        return f"--over-checkpoints: no checkpoint of {directory} could be read"
+    return over
+
+
+def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names, over=None):
     """fbp evaluate --explain ROW: the training examples whose gradients
     point most with and most against example ROW's (``stats.grad_gram``),
-    those whose steps lower and raise its cost most. Returns the pictures
-    for --explain-images (ROW, those that help, a blank, those that hurt),
-    their titles, and how many training examples were listed."""
+    those whose steps lower and raise its cost most; with ``over``, the
+    [(epoch, params, η, span)] of a run's checkpoints, the same from the
+    products summed over them, each times its η and the epochs it stands
+    for (``stats.tracin``): each example is stepped on once an epoch, so
+    the sum follows what its steps did over the whole run. Returns the
+    pictures for --explain-images (ROW, those that help, a blank, those
+    that hurt), their titles, and how many training examples were listed."""
     import numpy as np
 
     from fbp import stats
@@ -175,27 +229,45 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     X = np.asarray(getattr(ds, split).X[row:row + 1], dtype)
     Y = np.asarray(getattr(ds, split).Y[row:row + 1], dtype)
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
+    weighted = [(params, 1.0)] if over is None else [(net, lr * span) for _, net, lr, span in over]
     # a Conv layer forms each example's gradient (its im2col patches with it): evaluate's chunks (about 700
     # for the book's first conv net) keep it on Fashion-MNIST under 1 GB (3.1 GB at 10,000, in about the same time)
-    dots = np.asarray(stats.grad_gram(params, train_X, train_Y, cost, X, Y, chunk_size=ftrain.chunk_for(params)))[:, 0]
+    dots = np.asarray(stats.tracin(weighted, train_X, train_Y, cost, X, Y,
+                                   chunk_size=ftrain.chunk_for(params)))[:, 0]
     order = np.argsort(-dots, kind="stable")  # those that help have g_n · g_x > 0, those that hurt < 0
     lists = (("helps most", [r for r in order[:EXPLAINED] if dots[r] > 0]),
              ("hurts most", [r for r in order[::-1][:EXPLAINED] if dots[r] < 0]))
     # the cosines need ‖g‖ of the example and of the listed ones only: one small pass, not one over the set
+    # (over checkpoints, the norms of the gradients stacked, each times the √ of its weight: Σ_i η_i e_i ‖g(w_i)‖²)
     listed = [r for _, rows in lists for r in rows]
-    m = ftrain.evaluate(params, np.concatenate([X, train_X[listed]]), np.concatenate([Y, train_Y[listed]]), cost,
-                        per_example=True)
-    own_norm, norms = float(m["grad_norms"][0]), np.asarray(m["grad_norms"][1:], np.float64)
-    cos = dict(zip(listed, dots[listed] / np.maximum(norms * own_norm, np.finfo(np.float64).tiny)))
+    both = np.concatenate([X, train_X[listed]]), np.concatenate([Y, train_Y[listed]])
+    m = ftrain.evaluate(params, *both, cost, per_example=True)
+
+    def sq_norms(net):
+        got = m if net is params else ftrain.evaluate(net, *both, cost, per_example=True)
+        return np.asarray(got["grad_norms"], np.float64) ** 2
+
+    sq = np.sum([lr * sq_norms(net) for net, lr in weighted], axis=0)
+    own, norms = np.sqrt(sq[0]), np.sqrt(sq[1:])
+    cos = dict(zip(listed, dots[listed] / np.maximum(norms * own, np.finfo(np.float64).tiny)))
     print(f"explain row {row} of the {split} split: true {named(truth[row])} → predicted {named(predicted[row])}, "
-          f"cost {float(m['costs'][0]):.4f}, ‖∇C_x‖ {own_norm:.4f}")
-    print(f"the training examples whose gradient g_n points most with and against this one's g_x, of the "
-          f"{len(dots)} (a step of SGD on n changes its cost by about −η g_n · g_x):")
+          f"cost {float(m['costs'][0]):.4f}, ‖∇C_x‖ {float(m['grad_norms'][0]):.4f}")
+    product = "g_n · g_x"
+    if over is None:
+        print(f"the training examples whose gradient g_n points most with and against this one's g_x, of the "
+              f"{len(dots)} (a step of SGD on n changes its cost by about −η g_n · g_x):")
+    else:
+        product = "Σ ηe g_n · g_x"
+        print(f"TracIn over the run's {len(over)} checkpoints w_i, of epochs "
+              f"{', '.join(str(e) for e, _, _, _ in over)}, each standing for e_i = "
+              f"{', '.join(str(span) for _, _, _, span in over)} epochs of step size η_i = "
+              f"{', '.join(f'{lr:g}' for _, _, lr, _ in over)}: the training examples whose steps lowered and "
+              f"raised this one's cost most over the run, of the {len(dots)}, by Σ_i η_i e_i g_n(w_i) · g_x(w_i):")
     labels = np.argmax(ds.train.Y, axis=1)
     width = len(str(len(dots) - 1))
     for title, rows in lists:
         for r in rows:
-            print(f"  {title}  row {r:>{width}}  true {named(labels[r])}  g_n · g_x {dots[r]:>+10.4g}  "
+            print(f"  {title}  row {r:>{width}}  true {named(labels[r])}  {product} {dots[r]:>+10.4g}  "
                   f"cos {cos[r]:+.3f}")
     # the example, then a row of those that help and one of those that hurt, blanks where a list is short
     blank = np.zeros_like(X[0])

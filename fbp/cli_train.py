@@ -326,6 +326,8 @@ def _check_flags(args, writer: bool) -> Optional[float]:
             ftrain.check_checkpoint_dir(args.checkpoint_dir, args.resume, flags=True)
     except ValueError as e:
         raise _refuse(str(e) if args.checkpoint_dir else "--resume needs --checkpoint-dir") from None
+    if args.keep_every is not None and not args.checkpoint_dir:
+        raise _refuse(f"--keep-every {args.keep_every} keeps checkpoints: give --checkpoint-dir too")
     if args.momentum is not None and args.optimizer != "momentum":
         raise _refuse(f"--momentum is the coefficient of --optimizer momentum; it does nothing with --optimizer "
                       f"{args.optimizer} (drop it, or add --optimizer momentum)")
@@ -493,7 +495,8 @@ def _fit(args, run: _Run, report: Report, writer: bool, joined: bool, stopping: 
             evaluation=run.arrays(run.ds.validation if len(run.ds.validation) else run.ds.test),
             patience=args.patience, lr_halving=args.lr_halving, monitor_training=args.monitor_training,
             monitor_deltas=args.monitor_deltas, monitor_noise_scale=args.monitor_noise_scale,
-            checkpoint_dir=args.checkpoint_dir, resume=args.resume, on_epoch=report.epoch, grad=run.grad,
+            checkpoint_dir=args.checkpoint_dir, resume=args.resume, keep_every=args.keep_every,
+            on_epoch=report.epoch, grad=run.grad,
             dropout=args.dropout,
             mesh=run.mesh, config=run.config, on_resume=report.resumed,
             on_progress=on_progress, stop=stop, monitor=terms if args.l2 or args.l1 else None)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from fbp.backprop import _check_reduction, _deltas_and_inputs, batch_deltas, batch_trace, check_batch, propagate, reduce
 from fbp.network import check_int, forward_trace, like_params
@@ -102,6 +103,38 @@ def grad_gram(params: list, X: Array, Y: Array, cost, X2: Optional[Array] = None
 
     return jax.lax.map(one, (X, Y), batch_size=chunk_size)
 
+
+def tracin(checkpoints, X: ArrayLike, Y: ArrayLike, cost, X2: Optional[ArrayLike] = None,
+           Y2: Optional[ArrayLike] = None, chunk_size: Optional[int] = None) -> Array:
+    """TracIn over checkpoints (TracInCP, Pruthi et al. 2020): (B, B2),
+    entry (n, m) Σ_i η_i g_n(w_i) · g'_m(w_i), ``checkpoints`` a sequence of
+    pairs (params w_i, weight η_i), each term a ``grad_gram``.
+
+    Summed over the checkpoints of a run (``fit(keep_every=...)`` keeps them
+    spread over it), it follows what the steps on example n did to example
+    m's cost over training, where one checkpoint's ``grad_gram`` gives what
+    one step does there. The paper's η_i is the step size at checkpoint i,
+    for checkpoints evenly spaced; where they are not (fit keeps the newest
+    three beside every ``keep_every``-th), weigh each by the epochs it
+    stands for too, as ``fbp evaluate --over-checkpoints`` does. With
+    momentum or Adam the step size is only the base rate. The networks must
+    have one structure; X2, Y2 and ``chunk_size`` as in ``grad_gram``."""
+    checkpoints = list(checkpoints)
+    if not checkpoints or not all(isinstance(c, (tuple, list)) and len(c) == 2 for c in checkpoints):
+        raise ValueError("tracin takes a non-empty list of (params, step size) pairs, one per checkpoint.")
+    structures = {jax.tree.structure(params) for params, _ in checkpoints}
+    if len(structures) > 1:
+        raise ValueError(f"tracin's checkpoints differ in structure ({len(structures)} kinds of network): "
+                         f"give the checkpoints of one run.")
+    for _, lr in checkpoints:
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) or not lr >= 0 \
+                or not np.isfinite(lr):
+            raise ValueError(f"tracin takes (params, step size) pairs, the step sizes finite numbers ≥ 0; got "
+                             f"{lr!r} for one.")
+    X, Y = jnp.asarray(X), jnp.asarray(Y)  # on the device once, not once per checkpoint
+    X2, Y2 = (None if a is None else jnp.asarray(a) for a in (X2, Y2))
+    parts = [lr * grad_gram(params, X, Y, cost, X2, Y2, chunk_size=chunk_size) for params, lr in checkpoints]
+    return sum(parts[1:], parts[0])
 
 def _clip_factors(params, ds, a_prev, clip_norm):
     sq = sum(_layer_sq_norms(params, ds, a_prev))  # (B,)

@@ -481,7 +481,8 @@ def _own_monitor(monitor: Callable, params, record: dict) -> dict:
     return out
 
 
-def _save_epoch(checkpoint_dir: str, epoch: int, tree: dict, meta: dict, best_epoch: Optional[int]) -> None:
+def _save_epoch(checkpoint_dir: str, epoch: int, tree: dict, meta: dict, best_epoch: Optional[int],
+                keep_every: Optional[int]) -> None:
     """Epoch ``epoch``'s checkpoint (process 0 writes it). Every epoch is
     saved (a failed save ends the run), so a failed write raises
     ``CheckpointWriteError`` saying that the previous epoch's is intact."""
@@ -489,7 +490,8 @@ def _save_epoch(checkpoint_dir: str, epoch: int, tree: dict, meta: dict, best_ep
 
     def write():
         try:
-            ckpt.save(checkpoint_dir, epoch, tree, meta, protect=() if best_epoch is None else (best_epoch,))
+            ckpt.save(checkpoint_dir, epoch, tree, meta, protect=() if best_epoch is None else (best_epoch,),
+                      keep_every=keep_every)
         except OSError as err:
             intact = f"the checkpoint of epoch {saved} is intact" if saved else "no checkpoint was written yet"
             raise ckpt.CheckpointWriteError(
@@ -523,6 +525,7 @@ def fit(
     lr_floor: float = 1 / 128,
     checkpoint_dir: Optional[str] = None,
     resume: bool = False,
+    keep_every: Optional[int] = None,
     on_epoch: Optional[Callable[[dict], None]] = None,
     monitor: Optional[Callable[[list], dict]] = None,
     on_resume: Optional[Callable[[list], None]] = None,
@@ -601,7 +604,10 @@ def fit(
         ones are intact, so the run can be resumed. In a run of several
         processes (multi-host), process 0 alone holds, reads and writes it and
         sends what it read to the others, and an error there is raised in
-        every process.
+        every process. The newest three checkpoints are kept, and the best
+        epoch's.
+      keep_every: also keep the checkpoint of every epoch this divides
+        (checkpoints spread over the run, as ``fbp.stats.tracin`` sums over).
       resume: continue from the newest complete checkpoint in ``checkpoint_dir``;
         a newer one that cannot be read (cut short, damaged) is passed over
         with a ``fbp.checkpoint.CheckpointWarning`` naming it.
@@ -696,12 +702,17 @@ def fit(
         grad=grad if isinstance(grad, str) else "a function", dropout=dropout, monitor_training=monitor_training,
         monitor_evaluation=monitor_evaluation, monitor_deltas=monitor_deltas,
         monitor_noise_scale=monitor_noise_scale, patience=patience, lr_halving=lr_halving, lr_floor=lr_floor,
-        checkpoint_dir=checkpoint_dir is not None, resume=resume, opt_state=opt_state, config=config,
-        stop=stop is not None, on_progress=on_progress is not None))
+        checkpoint_dir=checkpoint_dir is not None, resume=resume, keep_every=keep_every, opt_state=opt_state,
+        config=config, stop=stop is not None, on_progress=on_progress is not None))
     epochs, batch_size = _check_fit_arguments(optimizer, key, epochs, batch_size, evaluation, monitor_evaluation,
                                               patience, lr_halving, lr_floor)
     dropout = check_rate("dropout", dropout)
     check_drop_last(drop_last)
+    if keep_every is not None:
+        check_int("keep_every", keep_every, 1, " (epochs) or None")
+        if not checkpoint_dir:
+            raise ValueError(f"keep_every={keep_every} keeps checkpoints, and there are none without a "
+                             f"checkpoint_dir: give one, or leave keep_every=None.")
     if dropout and isinstance(params, (list, tuple)) and len(params) == 1:
         raise ValueError(f"dropout={dropout} drops hidden units, and this network has none (one layer): it would "
                          f"train as without it. Give it a hidden layer, or leave dropout=0.")
@@ -836,7 +847,8 @@ def fit(
                 progress.history.append(record)
                 if checkpoint_dir:
                     _save_epoch(checkpoint_dir, epoch, dict(params=params, opt_state=opt_state, key=key),
-                                progress.meta(config=config, fit=settings, network=network), progress.best_epoch)
+                                progress.meta(config=config, fit=settings, network=network), progress.best_epoch,
+                                keep_every)
                 kept = (params, opt_state, len(progress.history), progress.best_epoch, best_params)
                 asked = after_epoch(record)
                 if report_error is not None:

@@ -34,6 +34,10 @@ def test_pruning_keeps_the_newest_and_the_protected(tmp_path):
     ckpt.save(str(tmp_path), 7, tree, keep=3, protect=(6,))  # the best moved on: 2 goes
     assert [os.path.basename(p) for p in ckpt.list_checkpoints(str(tmp_path))] == [
         "ckpt-000005.npz", "ckpt-000006.npz", "ckpt-000007.npz"]
+    spread = str(tmp_path / "spread")  # keep_every: those of the epochs it divides stay too
+    for e in range(1, 9):
+        ckpt.save(spread, e, tree, keep=3, protect=(1,), keep_every=3)
+    assert [ckpt.epoch_of(p) for p in ckpt.list_checkpoints(spread)] == [1, 3, 6, 7, 8]
 
 
 def test_checkpoint_roundtrip_and_atomic_leftovers(tmp_path):
@@ -150,6 +154,52 @@ def test_cli_evaluate_takes_a_training_checkpoint_as_it_takes_a_saved_network(tm
     recorded = json.loads(metrics.read_text().splitlines()[1])["delta_norms"]
     np.testing.assert_allclose([float(shown.group(1)), float(shown.group(2))], recorded, rtol=5e-3)
 
+
+def test_cli_keeps_every_nth_checkpoint_and_explains_a_row_over_them_as_tracin(tmp_path, capsys):
+    """fbp train --keep-every N keeps checkpoints over the run; fbp evaluate
+    run/ --explain ROW --over-checkpoints sums each one's products g_n · g_x
+    times its epochs' η (here halved as --lr-halving goes) and the epochs it
+    stands for."""
+    run_dir = str(tmp_path / "run")
+    proc = fbp_cli("train", "--epochs", "6", "--quiet", "--sizes", "64,20,10", "--lr-halving", "1",
+                   "--keep-every", "2", "--checkpoint-dir", run_dir)
+    assert proc.returncode == 0, proc.stderr
+    epochs = [ckpt.epoch_of(p) for p in ckpt.list_checkpoints(run_dir)]
+    assert {2, 4, 5, 6} <= set(epochs) and len(epochs) <= 5  # every second, the newest three, maybe the best
+    r = fbp_here(capsys, "evaluate", run_dir, "--explain", "3", "--over-checkpoints")
+    assert r.returncode == 0, r.stderr
+    shown = r.stdout.splitlines()
+    at = next(i for i, line in enumerate(shown) if line.startswith("TracIn over the run's"))
+    ds = fdata.load("digits", None, None)
+    weighted, spans, rates, before = [], [], [], 0
+    for path in ckpt.list_checkpoints(run_dir):
+        net, meta = fbp.load_params(path, with_meta=True)
+        factor = meta["history"][-1]["lr_factor"]  # the factor its own epoch trained with
+        weighted.append((net, 0.5 * factor * (meta["epoch"] - before)))
+        spans.append(meta["epoch"] - before)
+        rates.append(0.5 * factor)
+        before = meta["epoch"]
+    assert len(set(rates)) > 1  # the halvings show: a test that tells the epochs' η apart
+    assert (f"of epochs {', '.join(map(str, epochs))}, each standing for e_i = {', '.join(map(str, spans))} epochs "
+            f"of step size η_i = {', '.join(f'{lr:g}' for lr in rates)}:") in shown[at]
+    scores = np.asarray(fbp.stats.tracin(weighted, ds.train.X, ds.train.Y, "log_likelihood", ds.test.X[3:4],
+                                         ds.test.Y[3:4]))[:, 0]
+    listed = [line.split() for line in shown[at + 1:at + 11]]
+    assert [(" ".join(l[:2]), int(l[3])) for l in listed] == (
+        [("helps most", int(r)) for r in np.argsort(-scores)[:5]] + [("hurts most", int(r)) for r in np.argsort(scores)[:5]])
+    np.testing.assert_allclose([float(l[11]) for l in listed], scores[[int(l[3]) for l in listed]], rtol=1e-3)
+    newest = np.asarray(fbp.stats.grad_gram(weighted[-1][0], ds.train.X, ds.train.Y, "log_likelihood",
+                                            ds.test.X[3:4], ds.test.Y[3:4]))[:, 0]
+    assert list(np.argsort(-scores)[:5]) != list(np.argsort(-newest)[:5])  # not the newest checkpoint's list
+    for argv, needle in ((["--explain", "3", "--over-checkpoints", ckpt.path_of(run_dir, 6)],
+                          f"--over-checkpoints sums over the checkpoints of a run, and {ckpt.path_of(run_dir, 6)} "
+                          f"is one file; give the --checkpoint-dir it is in"),
+                         (["--over-checkpoints", run_dir], "--over-checkpoints sums --explain's products over a "
+                                                           "run's checkpoints; give --explain ROW too")):
+        r = fbp_here(capsys, "evaluate", *argv)
+        assert r.returncode == 2 and needle in r.stderr and "cost" not in r.stdout, r.stderr
+    r = fbp_here(capsys, "train", "--keep-every", "2")
+    assert r.returncode == 2 and "--keep-every 2 keeps checkpoints: give --checkpoint-dir too" in r.stderr, r.stderr
 
 def test_cli_evaluate_lets_several_networks_vote(tmp_path, capsys):
     """fbp evaluate NET NET NET: a line for each network (its cost and

@@ -356,7 +356,7 @@ def test_fbp_train_and_check_take_conv(capsys, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "conv.npz (64,100,10 conv=8:3:2, trained to epoch" in r.stdout.splitlines()[0], r.stdout
     assert f"accuracy {accuracy:.4f}" in r.stdout, r.stdout
-    # --explain on a conv net (its Conv layer forms each example's gradient, 1,000 examples at a time)
+    # --explain on a conv net (its Conv layer forms each example's gradient, in evaluate's chunks)
     r = fbp_here(capsys, "evaluate", str(net), "--explain", "0")
     assert r.returncode == 0, r.stderr
     ds = fdata.digits()

@@ -237,9 +237,12 @@ def test_counts_must_be_ints_where_training_takes_them(net):
     for kwargs, name in ((dict(epochs=1.5, batch_size=2), "epochs"), (dict(epochs=-1, batch_size=2), "epochs"),
                          (dict(epochs=1, batch_size=2.0), "batch_size"), (dict(epochs=1, batch_size=True), "batch_size"),
                          (dict(epochs=1, batch_size=2, patience=1.5), "patience"),
-                         (dict(epochs=1, batch_size=2, lr_halving=0), "lr_halving")):
+                         (dict(epochs=1, batch_size=2, lr_halving=0), "lr_halving"),
+                         (dict(epochs=1, batch_size=2, keep_every=0, checkpoint_dir="ck"), "keep_every")):
         with pytest.raises(ValueError, match=rf"^{name} must be (a positive int|an int ≥ 0)"):
             fit(**kwargs)
+    with pytest.raises(ValueError, match="keep_every=2 keeps checkpoints, and there are none without a checkpoint_dir"):
+        fit(epochs=1, batch_size=2, keep_every=2)
     step = train.make_train_step(optax.sgd(0.1), "log_likelihood")
     with pytest.raises(ValueError, match="batch_size must be a positive int, got 2.5"):
         train.make_epoch(step, 2.5)

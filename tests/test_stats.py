@@ -87,6 +87,29 @@ def test_grad_gram_is_the_gram_matrix_and_refuses_half_a_second_set():
     np.testing.assert_allclose(gram, gram.T, rtol=1e-12)  # a Gram matrix: symmetric, its diagonal ‖g_n‖²
 
 
+def test_tracin_is_each_checkpoints_gradient_products_times_its_weight_summed():
+    params, X, Y = make(dict(sizes=[5, 4, 3], hidden="tanh", out="softmax", cost="log_likelihood", batch=6,
+                             init="normalized", seed=1), jnp.float64)
+    later = jax.tree.map(lambda a: 0.7 * a + 0.1, params)  # a second checkpoint: the same network, other weights
+    ref = 0.0
+    for net, weight in ((params, 0.5), (later, 1.5)):
+        flat = np.concatenate([np.asarray(leaf).reshape(len(X), -1)
+                               for leaf in jax.tree.leaves(per_example_ref(net, X, Y, "log_likelihood"))], axis=1)
+        ref = ref + weight * flat @ flat[-2:].T
+    got = stats.tracin([(params, 0.5), (later, 1.5)], X, Y, "log_likelihood", X[-2:], Y[-2:], chunk_size=4)
+    assert got.shape == (6, 2) and fbp.relative_error(got, ref) <= 1e-10
+    one = stats.tracin([(later, 1.5)], X, Y, "log_likelihood")  # one checkpoint: its Gram matrix times η
+    assert fbp.relative_error(one, 1.5 * np.asarray(stats.grad_gram(later, X, Y, "log_likelihood"))) <= 1e-12
+    for bad, needle in (([], "non-empty list of \\(params, step size\\) pairs"),
+                        ([(params,)], "non-empty list of \\(params, step size\\) pairs"),
+                        ([params], "the step sizes finite numbers ≥ 0; got Dense"),  # a network, not a pair
+                        ([(params, -0.1)], "finite numbers ≥ 0; got -0.1 for one"),
+                        ([(params, float("nan"))], "finite numbers ≥ 0; got nan"),
+                        ([(params, True)], "finite numbers ≥ 0; got True"),
+                        ([(params, 1.0), (params[:1], 1.0)], "differ in structure \\(2 kinds of network\\)")):
+        with pytest.raises(ValueError, match=needle):
+            stats.tracin(bad, X, Y, "log_likelihood")
+
 def test_noise_scale_of_examples_that_agree_is_zero_not_negative():
     """One example, or eight copies of it: no noise, tr Σ = 0 up to rounding,
     and a difference of sums in float32 rounds to either sign (10 of these 20
