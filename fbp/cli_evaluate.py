@@ -172,7 +172,7 @@ def _run_checkpoints(directory: str, params):
     """--over-checkpoints: [(epoch, params, η, span)] of each checkpoint of
     the run in ``directory`` that reads, oldest first: η the step size its
     epoch trained with (fbp train's --lr times the epoch's --lr-halving
-    factor; 1 where the checkpoint does not say), span the epochs it stands
+    factor; None where the checkpoint does not say), span the epochs it stands
     for (those since the checkpoint before it); or the one-line reason there
     are none."""
     import warnings
@@ -199,8 +199,8 @@ def _run_checkpoints(directory: str, params):
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         epoch = int(meta.get("epoch", fckpt.epoch_of(path)))
         record: dict = next((r for r in meta.get("history", []) if r.get("epoch") == epoch), {})
-        lr = config.get("--lr")
-        lr = 1.0 if not isinstance(lr, (int, float)) else float(lr) * float(record.get("lr_factor", 1.0))
+        lr = config.get("--lr")  # None: a checkpoint of fit from a script, whose config need not say
+        lr = None if not isinstance(lr, (int, float)) else float(lr) * float(record.get("lr_factor", 1.0))
         over.append((epoch, net, lr, epoch - (over[-1][0] if over else 0)))
     if not over:
         return f"--over-checkpoints: no checkpoint of {directory} could be read"
@@ -229,7 +229,8 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     X = np.asarray(getattr(ds, split).X[row:row + 1], dtype)
     Y = np.asarray(getattr(ds, split).Y[row:row + 1], dtype)
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
-    weighted = [(params, 1.0)] if over is None else [(net, lr * span) for _, net, lr, span in over]
+    weighted = [(params, 1.0)] if over is None else [(net, (1.0 if lr is None else lr) * span)
+                                                     for _, net, lr, span in over]
     # a Conv layer forms each example's gradient (its im2col patches with it): evaluate's chunks (about 700
     # for the book's first conv net) keep it on Fashion-MNIST under 1 GB (3.1 GB at 10,000, in about the same time)
     dots = np.asarray(stats.tracin(weighted, train_X, train_Y, cost, X, Y,
@@ -261,7 +262,8 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
         print(f"TracIn over the run's {len(over)} checkpoints w_i, of epochs "
               f"{', '.join(str(e) for e, _, _, _ in over)}, each standing for e_i = "
               f"{', '.join(str(span) for _, _, _, span in over)} epochs of step size η_i = "
-              f"{', '.join(f'{lr:g}' for _, _, lr, _ in over)}: the training examples whose steps lowered and "
+              f"{', '.join('1 (not recorded)' if lr is None else f'{lr:g}' for _, _, lr, _ in over)}: "
+              f"the training examples whose steps lowered and "
               f"raised this one's cost most over the run, of the {len(dots)}, by Σ_i η_i e_i g_n(w_i) · g_x(w_i):")
     labels = np.argmax(ds.train.Y, axis=1)
     width = len(str(len(dots) - 1))

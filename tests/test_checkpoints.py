@@ -200,6 +200,16 @@ def test_cli_keeps_every_nth_checkpoint_and_explains_a_row_over_them_as_tracin(t
         assert r.returncode == 2 and needle in r.stderr and "cost" not in r.stdout, r.stderr
     r = fbp_here(capsys, "train", "--keep-every", "2")
     assert r.returncode == 2 and "--keep-every 2 keeps checkpoints: give --checkpoint-dir too" in r.stderr, r.stderr
+    # fit's checkpoints from a script: keep_every there too, and η not recorded (no config) is said, and taken as 1
+    script_dir = str(tmp_path / "script")
+    ftrain.fit(fbp.init_mlp(jax.random.key(0), [64, 10, 10], output_activation="softmax"), ds.train,
+               optimizer=optax.sgd(0.5), cost="log_likelihood", epochs=5, batch_size=10, key=jax.random.key(1),
+               monitor_training=False, checkpoint_dir=script_dir, keep_every=1)
+    assert [ckpt.epoch_of(p) for p in ckpt.list_checkpoints(script_dir)] == [1, 2, 3, 4, 5]
+    r = fbp_here(capsys, "evaluate", script_dir, "--explain", "0", "--over-checkpoints")
+    assert r.returncode == 0, r.stderr
+    assert ("of epochs 1, 2, 3, 4, 5, each standing for e_i = 1, 1, 1, 1, 1 epochs of step size η_i = "
+            + ", ".join(["1 (not recorded)"] * 5)) in r.stdout, r.stdout
 
 def test_cli_evaluate_lets_several_networks_vote(tmp_path, capsys):
     """fbp evaluate NET NET NET: a line for each network (its cost and
