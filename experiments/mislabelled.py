@@ -13,7 +13,9 @@ sigmoid, softmax and log-likelihood, SGD η = 0.5, mini-batch 10) on the
 noisy labels, and after epochs 1, 3, 10 and 30 rank the training examples by
 ‖g_x‖. Reported: the precision of the top k (k = the number flipped: what
 fraction of them are flipped; 2% by chance), the recall in the top 2k, the
-same for ranking by cost C_x from the same pass, and how many flipped
+same for ranking by cost C_x from the same pass, by TracIn's self-influence
+Σ_e η ‖g_x(w_e)‖² over the epochs so far (Pruthi et al. 2020, each epoch a
+checkpoint; of all the params, and of the output layer), and how many flipped
 examples the network has come to predict as their wrong label (memorized).
 Then the effect on the test set: the network trained on clean labels, on the
 noisy ones, and on the noisy ones less k examples (the top k by ‖g_x‖ after
@@ -36,6 +38,7 @@ from fbp import data as fdata
 from fbp import train as ftrain
 
 COST = "log_likelihood"
+LR = 0.5  # fbp train's default η, plain SGD
 
 
 def flip_labels(Y, fraction, seed):
@@ -74,7 +77,7 @@ def train(ds, X, Y, hidden, epochs, seed, watch=False):
     t0 = time.perf_counter()
     # The same key for every run: the clean and the noisy labels are shuffled alike, and so are the
     # runs less k examples among themselves.
-    r = ftrain.fit(params, (X, Y), optimizer=ftrain.make_optimizer("sgd", 0.5), cost=COST, epochs=epochs,
+    r = ftrain.fit(params, (X, Y), optimizer=ftrain.make_optimizer("sgd", LR), cost=COST, epochs=epochs,
                    batch_size=10, key=jax.random.key(seed + 1000), monitor_training=False,
                    monitor=monitor if watch else None)
     seconds = time.perf_counter() - t0
@@ -89,10 +92,17 @@ def one_seed(ds, fraction, epochs, hidden, drop_after, seed):
     clean_test = train(ds, X, Y_true, hidden, epochs, seed)[2]
     _, seen, noisy_test, seconds = train(ds, X, Y, hidden, epochs, seed, watch=True)
     by_epoch = []
+    # TracIn's self-influence (Pruthi et al. 2020), every epoch a checkpoint: Σ_{e' ≤ e} η ‖g_x(w_e')‖², each
+    # example's own steps' drop in its own cost summed over the run so far; and the same of the output layer alone
+    influence, influence_last = np.zeros(len(X)), np.zeros(len(X))
     for s in seen:
+        influence = influence + LR * np.asarray(s["norms"], np.float64) ** 2
+        influence_last = influence_last + LR * np.asarray(s["last_layer"], np.float64) ** 2
         by_epoch.append(dict(
             epoch=s["epoch"], by_grad_norm=ranking(s["norms"], flipped), by_cost=ranking(s["costs"], flipped),
             by_output_layer_grad_norm=ranking(s["last_layer"], flipped),
+            by_tracin_self_influence=ranking(influence, flipped),
+            by_tracin_output_layer=ranking(influence_last, flipped),
             memorized=float(np.mean(s["predicted"][flipped] == Y[flipped].argmax(1))),
             median_norm_flipped=float(np.median(s["norms"][flipped])),
             median_norm_others=float(np.median(s["norms"][~flipped])),
@@ -132,7 +142,7 @@ def main():
     seeds = [args.seed] if args.quick else [args.seed + 10 * k for k in range(args.seeds)]
     runs = [one_seed(ds, fraction, epochs, hidden, drop_after, seed) for seed in seeds]
     results = dict(data=ds.name, sizes=[ds.n_in, hidden, ds.n_classes], n_train=len(ds.train), fraction=fraction,
-                   flipped=runs[0]["flipped"], lr=0.5, batch_size=10, cost=COST, epochs=epochs,
+                   flipped=runs[0]["flipped"], lr=LR, batch_size=10, cost=COST, epochs=epochs,
                    drop_after=drop_after, seeds=seeds, runs=runs, mean={})
     mean = results["mean"]
     for i in range(epochs):
@@ -145,6 +155,12 @@ def main():
             "recall_at_2k by cost": float(np.mean([e["by_cost"]["recall_at_2k"] for e in rows])),
             "precision_at_k by output layer ‖g^L‖": float(np.mean([e["by_output_layer_grad_norm"]["precision_at_k"]
                                                                    for e in rows])),
+            "precision_at_k by TracIn self-influence": float(np.mean([e["by_tracin_self_influence"]["precision_at_k"]
+                                                                      for e in rows])),
+            "recall_at_2k by TracIn self-influence": float(np.mean([e["by_tracin_self_influence"]["recall_at_2k"]
+                                                                   for e in rows])),
+            "precision_at_k by TracIn self-influence, output layer": float(np.mean(
+                [e["by_tracin_output_layer"]["precision_at_k"] for e in rows])),
             "memorized": float(np.mean([e["memorized"] for e in rows])),
         }
         m = mean[f"epoch {epoch}"]
@@ -152,7 +168,9 @@ def main():
             print(f"{ds.name} epoch {epoch:2d}: top-{runs[0]['flipped']} by ‖g_x‖ {m['precision_at_k by ‖g‖']:.3f} "
                   f"flipped (chance {fraction:.3f}), top-2k recall {m['recall_at_2k by ‖g‖']:.3f}; by the output "
                   f"layer's ‖g^L‖ {m['precision_at_k by output layer ‖g^L‖']:.3f}; by cost "
-                  f"{m['precision_at_k by cost']:.3f}, top-2k recall {m['recall_at_2k by cost']:.3f}; flipped ones "
+                  f"{m['precision_at_k by cost']:.3f}, top-2k recall {m['recall_at_2k by cost']:.3f}; by TracIn "
+                  f"self-influence Σ η ‖g_x‖² {m['precision_at_k by TracIn self-influence']:.3f}, of the output "
+                  f"layer {m['precision_at_k by TracIn self-influence, output layer']:.3f}; flipped ones "
                   f"predicted as their wrong label {m['memorized']:.3f}")
     for name in runs[0]["test_accuracy"]:
         mean[f"test accuracy, {name}"] = float(np.mean([r["test_accuracy"][name] for r in runs]))
@@ -187,6 +205,8 @@ def main():
     for key, label in (("precision_at_k by ‖g‖", "top k by ‖g_x‖: flipped"),
                        ("precision_at_k by output layer ‖g^L‖", "top k by the output layer's ‖g^L_x‖"),
                        ("precision_at_k by cost", "top k by C_x: flipped"),
+                       ("precision_at_k by TracIn self-influence", "top k by Σ_e η ‖g_x‖² (TracIn)"),
+                       ("precision_at_k by TracIn self-influence, output layer", "top k by Σ_e η ‖g^L_x‖²"),
                        ("memorized", "flipped, predicted as their wrong label")):
         ax2.plot(range(1, epochs + 1), [mean[f"epoch {e}"][key] for e in range(1, epochs + 1)], ".-", label=label)
     ax2.axhline(fraction, color="grey", ls=":", label="chance")
