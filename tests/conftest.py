@@ -40,9 +40,26 @@ _warnings = os.environ.get("PYTHONWARNINGS", "")
 if os.environ["JAX_COMPILATION_CACHE_DIR"] and _QUIET not in _warnings.split(","):
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [_warnings, _QUIET]))
 
+# The pytest processes themselves compile with LLVM's optimizations off:
+# most of their time is compiling (each hypothesis-drawn network is new
+# shapes, so new programs), little is running what was compiled. Two such
+# tests took 42 s this way and 67 s with XLA's default, the same checks
+# passing (their tolerances are float64's, 1e-10). The flag is read once,
+# when the backend starts below; it is then taken out of the environment
+# again, so that the `fbp train` processes the tests start compile as a
+# user's would.
+_xla_flags = os.environ.get("XLA_FLAGS")
+os.environ["XLA_FLAGS"] = " ".join(filter(None, [_xla_flags, "--xla_backend_optimization_level=0"]))
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+jax.devices()  # the backend starts, and reads XLA_FLAGS
+if _xla_flags is None:
+    del os.environ["XLA_FLAGS"]
+else:
+    os.environ["XLA_FLAGS"] = _xla_flags
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
