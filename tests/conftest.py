@@ -21,6 +21,8 @@ kept."""
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the run's first process (set before jax is imported)
@@ -40,16 +42,24 @@ _warnings = os.environ.get("PYTHONWARNINGS", "")
 if os.environ["JAX_COMPILATION_CACHE_DIR"] and _QUIET not in _warnings.split(","):
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [_warnings, _QUIET]))
 
-# The pytest processes themselves compile with LLVM's optimizations off:
-# most of their time is compiling (each hypothesis-drawn network is new
-# shapes, so new programs), little is running what was compiled. Two such
-# tests took 42 s this way and 67 s with XLA's default, the same checks
-# passing (their tolerances are float64's, 1e-10). The flag is read once,
-# when the backend starts below; it is then taken out of the environment
-# again, so that the `fbp train` processes the tests start compile as a
-# user's would.
+# The pytest processes themselves compile fast rather than well: most of
+# their time is compiling (each hypothesis-drawn network is new shapes, so
+# new programs), little is running what was compiled. XLA's CPU backend
+# then skips LLVM's optimizations and its newer fusion emitters (which
+# jaxlib 0.4.36, the floor, does not know: XLA aborts on a flag it does not
+# know, so the first process asks a child whether it starts with them, and
+# the workers inherit the answer). Two gradient tests took 66 s with XLA's
+# defaults, 36–41 s without the optimizations and 20 s without both, the same
+# checks passing (float64, 1e-10). The flags are read once, when the backend
+# starts below, and then taken out of the environment again, so that the
+# `fbp train` processes the tests start compile as a user's would.
+if "FBP_TESTS_XLA_FLAGS" not in os.environ:
+    _fast = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+    _probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], capture_output=True,
+                            env=dict(os.environ, XLA_FLAGS=" ".join(filter(None, [os.environ.get("XLA_FLAGS"), _fast]))))
+    os.environ["FBP_TESTS_XLA_FLAGS"] = _fast if _probe.returncode == 0 else "--xla_backend_optimization_level=0"
 _xla_flags = os.environ.get("XLA_FLAGS")
-os.environ["XLA_FLAGS"] = " ".join(filter(None, [_xla_flags, "--xla_backend_optimization_level=0"]))
+os.environ["XLA_FLAGS"] = " ".join(filter(None, [_xla_flags, os.environ["FBP_TESTS_XLA_FLAGS"]]))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
