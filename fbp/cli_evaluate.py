@@ -187,8 +187,8 @@ def _run_checkpoints(directory: str, params):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", fckpt.CheckpointWarning)
                 net, meta = fckpt.load_params(path, with_meta=True)
-        except fckpt.CheckpointError as e:
-            print(f"skipped a checkpoint: {e}")
+        except fckpt.CheckpointError as e:  # one line on stderr (fbp.cli), and the next one stands for its epochs
+            warnings.warn(f"--over-checkpoints: skipped a checkpoint: {e}", fckpt.CheckpointWarning, stacklevel=2)
             continue
         try:
             same = all(jax.tree.leaves(jax.tree.map(lambda a, b: a.shape == b.shape, net, params)))

@@ -194,6 +194,17 @@ def test_cli_keeps_every_nth_checkpoint_and_explains_a_row_over_them_as_tracin(t
     newest = np.asarray(fbp.stats.grad_gram(weighted[-1][0], ds.train.X, ds.train.Y, "log_likelihood",
                                             ds.test.X[3:4], ds.test.Y[3:4]))[:, 0]
     assert list(np.argsort(-scores)[:5]) != list(np.argsort(-newest)[:5])  # not the newest checkpoint's list
+    # a checkpoint that cannot be read is passed over, said in one line, and the next stands for its epochs too
+    cut = ckpt.path_of(run_dir, epochs[1])
+    with open(cut, "r+b") as f:
+        f.truncate(os.path.getsize(cut) // 2)
+    r = fbp_here(capsys, "evaluate", run_dir, "--explain", "3", "--over-checkpoints")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith(f"fbp evaluate: warning: --over-checkpoints: skipped a checkpoint: {cut}")
+    assert r.stderr.count("\n") == 1, r.stderr
+    rest = [e for e in epochs if e != epochs[1]]
+    assert f"of epochs {', '.join(map(str, rest))}, each standing for e_i = {epochs[0]}, {epochs[2] - epochs[0]}, " \
+        in r.stdout, r.stdout
     for argv, needle in ((["--explain", "3", "--over-checkpoints", ckpt.path_of(run_dir, 6)],
                           f"--over-checkpoints sums over the checkpoints of a run, and {ckpt.path_of(run_dir, 6)} "
                           f"is one file; give the --checkpoint-dir it is in"),
