@@ -136,6 +136,7 @@ def tracin(checkpoints, X: ArrayLike, Y: ArrayLike, cost, X2: Optional[ArrayLike
     parts = [lr * grad_gram(params, X, Y, cost, X2, Y2, chunk_size=chunk_size) for params, lr in checkpoints]
     return sum(parts[1:], parts[0])
 
+
 def _clip_factors(params, ds, a_prev, clip_norm):
     sq = sum(_layer_sq_norms(params, ds, a_prev))  # (B,)
     norms = jnp.sqrt(sq)

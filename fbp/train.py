@@ -606,8 +606,6 @@ def fit(
         sends what it read to the others, and an error there is raised in
         every process. The newest three checkpoints are kept, and the best
         epoch's.
-      keep_every: also keep the checkpoint of every epoch this divides
-        (checkpoints spread over the run, as ``fbp.stats.tracin`` sums over).
       resume: continue from the newest complete checkpoint in ``checkpoint_dir``;
         a newer one that cannot be read (cut short, damaged) is passed over
         with a ``fbp.checkpoint.CheckpointWarning`` naming it.
@@ -617,6 +615,8 @@ def fit(
         ``cost``, ``lr_halving`` and number of training examples (which fit
         saves with it), or resuming raises
         ``fbp.checkpoint.CheckpointMismatch`` naming what differs.
+      keep_every: also keep the checkpoint of every epoch this divides
+        (checkpoints spread over the run, as ``fbp.stats.tracin`` sums over).
       config: a JSON-able description of the run (learning rate, batch size,
         data: whatever the params' structure does not show), saved with each
         checkpoint and checked on resume. The epoch count is not part of it:
