@@ -184,9 +184,7 @@ def _run_checkpoints(directory: str, params):
     over: list = []
     for path in fckpt.list_checkpoints(directory):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", fckpt.CheckpointWarning)
-                net, meta = fckpt.load_params(path, with_meta=True)
+            net, meta = fckpt.load_params(path, with_meta=True)
         except fckpt.CheckpointError as e:  # one line on stderr (fbp.cli), and the next one stands for its epochs
             warnings.warn(f"--over-checkpoints: skipped a checkpoint: {e}", fckpt.CheckpointWarning, stacklevel=2)
             continue
@@ -197,7 +195,7 @@ def _run_checkpoints(directory: str, params):
         if not same:
             return f"--over-checkpoints: {path} holds another network than the newest checkpoint of {directory}"
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-        epoch = int(meta.get("epoch", fckpt.epoch_of(path)))
+        epoch = fckpt.epoch_of(path)
         record: dict = next((r for r in meta.get("history", []) if r.get("epoch") == epoch), {})
         lr = config.get("--lr")  # None: a checkpoint of fit from a script, whose config need not say
         lr = None if not isinstance(lr, (int, float)) else float(lr) * float(record.get("lr_factor", 1.0))
