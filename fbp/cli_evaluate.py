@@ -61,7 +61,9 @@ def cmd_evaluate(args) -> int:
             return fail(str(e))
         if "network" in meta:  # a training checkpoint: what it was trained with is in fbp train's flags
             config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-            meta = dict(data_flag=config.get("--data"), validation=config.get("--validation"),
+            notes = meta.get("notes") if isinstance(meta.get("notes"), dict) else {}
+            meta = dict(data_flag=config.get("--data"), data_dir=notes.get("--data-dir"),
+                        validation=config.get("--validation"),
                         cost=config.get("--cost"), tested_epoch=meta["epoch"], checkpoint=meta.get("checkpoint"))
         networks.append((path, params, meta))
     params, meta = networks[0][1:]  # the data, split and cost they were trained with: the first one's

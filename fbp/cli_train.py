@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
@@ -499,6 +500,7 @@ def _fit(args, run: _Run, report: Report, writer: bool, joined: bool, stopping: 
             on_epoch=report.epoch, grad=run.grad,
             dropout=args.dropout,
             mesh=run.mesh, config=run.config, on_resume=report.resumed,
+            notes={"--data-dir": args.data_dir and os.path.abspath(args.data_dir)},  # for fbp evaluate RUN_DIR
             on_progress=on_progress, stop=stop, monitor=terms if args.l2 or args.l1 else None)
 
     def terms(params) -> dict:  # the L2 and L1 terms of the cost that the steps descend, beside the data cost
@@ -591,9 +593,9 @@ def _finish(args, run: _Run, report: Report, result, seconds: float, writer: boo
     if args.save_params:
         try:
             fckpt.save_params(args.save_params, tested, dict(
-                data=ds.name, data_flag=args.data, data_dir=args.data_dir, validation=len(ds.validation),
-                sizes=run.sizes, cost=args.cost, dtype=args.dtype, tested_epoch=tested_epoch,
-                test_accuracy=final["test_accuracy"], test_cost=final["test_cost"]))
+                data=ds.name, data_flag=args.data, data_dir=args.data_dir and os.path.abspath(args.data_dir),
+                validation=len(ds.validation), sizes=run.sizes, cost=args.cost, dtype=args.dtype,
+                tested_epoch=tested_epoch, test_accuracy=final["test_accuracy"], test_cost=final["test_cost"]))
             network_saved = True
         except OSError as e:
             errors.append(f"could not write --save-params {args.save_params} ({e.strerror or e}); "

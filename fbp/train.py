@@ -534,6 +534,7 @@ def fit(
     opt_state=None,
     mesh=None,
     config: Optional[dict] = None,
+    notes: Optional[dict] = None,
 ) -> FitResult:
     """Train for ``epochs`` epochs; return params, optimizer state and history.
 
@@ -621,6 +622,10 @@ def fit(
         data: whatever the params' structure does not show), saved with each
         checkpoint and checked on resume. The epoch count is not part of it:
         a run can be resumed with more epochs.
+      notes: a JSON-able dict saved with each checkpoint and not checked on
+        resume: what a reader of the checkpoint may want that may change
+        from one resume to the next (fbp train saves where the data was read
+        from, which ``fbp evaluate RUN_DIR`` then reads again).
       on_epoch: called with each epoch's record (for printing, logging).
         In a run of several processes, this and the other callbacks
         (``monitor``, ``stop``, ``on_resume``) run on every process, and
@@ -717,10 +722,13 @@ def fit(
         raise ValueError(f"dropout={dropout} drops hidden units, and this network has none (one layer): it would "
                          f"train as without it. Give it a hidden layer, or leave dropout=0.")
     multihost.process_0_does(lambda: check_checkpoint_dir(checkpoint_dir, resume))
-    try:
-        json.dumps(config)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"config must be JSON-able (it is saved with each checkpoint): {e}") from None
+    for name, value in (("config", config), ("notes", notes)):
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name} must be JSON-able (it is saved with each checkpoint): {e}") from None
+        if value is not None and not isinstance(value, dict):
+            raise TypeError(f"{name} must be a dict (saved with each checkpoint) or None, got {type(value).__name__}")
     for name, f, what in (("monitor", monitor, "of the params that returns a dict of numbers"),
                           ("stop", stop, "of no arguments that returns None or a reason to stop"),
                           ("on_progress", on_progress, "(epoch, steps_done, steps)"),
@@ -847,7 +855,8 @@ def fit(
                 progress.history.append(record)
                 if checkpoint_dir:
                     _save_epoch(checkpoint_dir, epoch, dict(params=params, opt_state=opt_state, key=key),
-                                progress.meta(config=config, fit=settings, network=network), progress.best_epoch,
+                                progress.meta(config=config, fit=settings, network=network,
+                                              **({} if notes is None else dict(notes=notes))), progress.best_epoch,
                                 keep_every)
                 kept = (params, opt_state, len(progress.history), progress.best_epoch, best_params)
                 asked = after_epoch(record)

@@ -394,10 +394,18 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
         with pytest.raises(ckpt.CheckpointMismatch, match=needle) as e:
             run(epochs=3, **kw)
         assert "--" not in str(e.value) and "fresh checkpoint directory" in str(e.value)
-    more = run(epochs=3)  # same run, more epochs: resumes
+    more = run(epochs=3, notes=dict(data="here"))  # same run, more epochs: resumes
     assert [h["epoch"] for h in more.history] == [1, 2, 3]
-    with pytest.raises(TypeError, match="JSON-able"):
+    # notes are saved with each checkpoint, and not compared on resume: other notes go on
+    assert ckpt.load_params(d, with_meta=True)[1]["notes"] == dict(data="here")
+    assert run(epochs=4, notes=dict(data="moved")).epochs_run == 4
+    assert ckpt.load_params(d, with_meta=True)[1]["notes"] == dict(data="moved")
+    with pytest.raises(TypeError, match="config must be JSON-able"):
         run(config=dict(lr=object()))
+    with pytest.raises(TypeError, match="notes must be JSON-able"):
+        run(notes=dict(lr=object()))
+    with pytest.raises(TypeError, match=r"^notes must be a dict \(saved with each checkpoint\) or None, got list$"):
+        run(notes=["data"])
 
 
 # The runs compared bitwise across processes below pass --deterministic: on a

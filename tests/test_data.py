@@ -418,16 +418,20 @@ def test_a_bad_npz_is_named_with_what_is_wrong(tmp_path):
         fdata.npz(str(tmp_path))
 
 
-def test_cli_trains_and_evaluates_on_an_npz(tmp_path, capsys):
+def test_cli_trains_and_evaluates_on_an_npz(tmp_path, capsys, monkeypatch):
     np.savez(tmp_path / "mnist.npz", **npz_arrays(n_train=120, n_test=30, shape=(3, 4)))
-    net = str(tmp_path / "net.npz")
-    proc = fbp_here(capsys, "train", "--data", "npz", "--data-dir",
-                    str(tmp_path / "mnist.npz"), "--validation", "20", "--epochs", "2", "--quiet",
-                    "--save-params", net)
+    net, run = str(tmp_path / "net.npz"), str(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)  # --data-dir given relative to here
+    proc = fbp_here(capsys, "train", "--data", "npz", "--data-dir", "mnist.npz", "--validation", "20", "--epochs",
+                    "2", "--quiet", "--save-params", net, "--checkpoint-dir", run)
     assert proc.returncode == 0, proc.stderr
     assert "mnist (100 train / 20 validation / 30 test), sizes=12,100,10" in proc.stdout
-    proc = fbp_here(capsys, "evaluate", net)
-    assert proc.returncode == 0 and "on mnist test (30 examples)" in proc.stdout, proc.stderr
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for trained in (net, run):  # each finds the data it was trained on from another directory, as its absolute path
+        proc = fbp_here(capsys, "evaluate", trained)
+        assert proc.returncode == 0 and "on mnist test (30 examples)" in proc.stdout, proc.stderr
+    assert fbp.checkpoint.load_params(run, with_meta=True)[1]["notes"] == {"--data-dir": str(tmp_path / "mnist.npz")}
     proc = fbp_here(capsys, "evaluate", net, "--worst", "2", "--worst-images",
                     str(tmp_path / "w.png"))  # 3×4 images: not square
     assert proc.returncode == 2 and proc.stderr.strip() == ("fbp evaluate: error: --worst-images: an example of "
