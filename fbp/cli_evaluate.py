@@ -29,8 +29,13 @@ def cmd_evaluate(args) -> int:
         return fail(f"{flag} the list of --worst N; give --worst N too")
     if args.explain is None and args.explain_images is not None:
         return fail(f"--explain-images {args.explain_images} draws the lists of --explain ROW; give --explain ROW too")
-    if args.over_checkpoints and args.explain is None:
-        return fail("--over-checkpoints sums --explain's products over a run's checkpoints; give --explain ROW too")
+    if args.over_checkpoints and args.explain is None and args.worst is None:
+        return fail("--over-checkpoints sums --explain's products, or --worst's gradients, over a run's checkpoints; "
+                    "give --explain ROW or --worst N too")
+    if args.over_checkpoints and args.worst is not None and args.worst_by == "cost":
+        return fail("--worst-by cost ranks by the newest checkpoint's costs, and --over-checkpoints sums the "
+                    "gradients' squares over the run (TracIn's self-influence); give --worst-by gradient or "
+                    "output-gradient, or drop --over-checkpoints")
     for flag, path in (("--worst-images", args.worst_images), ("--weights-image", args.weights_image),
                        ("--explain-images", args.explain_images)):
         if path is None:
@@ -125,28 +130,34 @@ def cmd_evaluate(args) -> int:
     print("‖δ‖ by layer (‖∂C/∂b^l‖ of the mean cost here, first to last): "
           + " ".join(f"{v:.3g}" for v in np.asarray(m["delta_norms"])))
     names = _print_classes(ds, truth, predicted)
+    over = None  # --over-checkpoints: the run's checkpoints, [(epoch, params, η, span)]
+    if args.over_checkpoints:
+        over = _run_checkpoints(args.params[0], params)
+        if isinstance(over, str):
+            return fail(over)
     if args.worst is not None:
-        by = args.worst_by or "cost"
-        rows = _print_worst(args.worst, by, args.split, truth, predicted, np.asarray(m["costs"]),
-                            np.asarray(m["grad_norms"]))
+        by = args.worst_by or ("gradient" if over is not None else "cost")
+        norms = np.asarray(m["grad_norms"])
+        scores = {"cost": np.asarray(m["costs"]), "gradient": norms,
+                  "output-gradient": np.asarray(m["grad_norms_by_layer"])[:, -1]}[by]
+        if over is not None:
+            scores = _self_influence(over, X, np.asarray(split.Y, X.dtype), cost, output_layer=by != "gradient")
+        rows = _print_worst(args.worst, by, args.split, truth, predicted, np.asarray(m["costs"]), norms,
+                            scores, over)
         if args.worst_images is not None:
             def named(c):
                 return names[c] if names else str(c)
 
             titles = [f"row {r}, cost {m['costs'][r]:.2f}\n{named(truth[r])} → {named(predicted[r])}" for r in rows]
             try:
-                what = "cost" if by == "cost" else "‖∇C_x‖"
+                what = {"cost": "cost", "gradient": "‖∇C_x‖", "output-gradient": "output layer's ‖∇C_x‖"}[by]
+                what = f"self-influence (Σ ηe {what}²)" if over is not None else what
                 plot.save(plot.images(split.X[rows], titles, title=f"{ds.name} {args.split}: the largest {what} "
                                       f"of single examples (true → predicted class)"), args.worst_images)
             except OSError as e:
                 return fail(f"--worst-images {args.worst_images} cannot be written ({e.strerror or e})")
             print(f"wrote {args.worst_images}: {len(rows)} images")
     if args.explain is not None:
-        over = None
-        if args.over_checkpoints:
-            over = _run_checkpoints(args.params[0], params)
-            if isinstance(over, str):
-                return fail(over)
         pictures, titles, listed = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted,
                                                     names, over)
         if args.explain_images is not None:
@@ -207,6 +218,32 @@ def _run_checkpoints(directory: str, params):
     return over
 
 
+def _checkpoints_text(over) -> str:
+    """The checkpoints of --over-checkpoints, their epochs, the epochs each stands for and their η's, in words."""
+    return (f"the run's {len(over)} checkpoints w_i, of epochs {', '.join(str(e) for e, _, _, _ in over)}, each "
+            f"standing for e_i = {', '.join(str(span) for _, _, _, span in over)} epochs of step size η_i = "
+            f"{', '.join('1 (not recorded)' if lr is None else f'{lr:g}' for _, _, lr, _ in over)}")
+
+
+def _self_influence(over, X, Y, cost: str, output_layer: bool):
+    """--worst --over-checkpoints: each example's TracIn self-influence
+    Σ_i η_i e_i ‖g_x(w_i)‖² over the run's checkpoints (``_run_checkpoints``),
+    of all the params or of the output layer's alone (float64, (n,)): in
+    proportion to what its own steps lowered its own cost by over the run.
+    Each checkpoint's ‖g_x‖ comes from its δ's by BP3 and BP4 (``evaluate``'s
+    per-example norms), one pass over the split per checkpoint."""
+    import numpy as np
+
+    from fbp import train as ftrain
+
+    total = np.zeros(len(X))
+    for _, net, lr, span in over:
+        m = ftrain.evaluate(net, X, Y, cost, per_example=True)
+        norms = np.asarray(m["grad_norms_by_layer"])[:, -1] if output_layer else np.asarray(m["grad_norms"])
+        total += (1.0 if lr is None else lr) * span * norms.astype(np.float64) ** 2
+    return total
+
+
 def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names, over=None):
     """fbp evaluate --explain ROW: the training examples whose gradients
     point most with and most against example ROW's (``stats.grad_gram``),
@@ -259,11 +296,7 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
               f"{len(dots)} (a step of SGD on n changes its cost by about −η g_n · g_x):")
     else:
         product = "Σ ηe g_n · g_x"
-        print(f"TracIn over the run's {len(over)} checkpoints w_i, of epochs "
-              f"{', '.join(str(e) for e, _, _, _ in over)}, each standing for e_i = "
-              f"{', '.join(str(span) for _, _, _, span in over)} epochs of step size η_i = "
-              f"{', '.join('1 (not recorded)' if lr is None else f'{lr:g}' for _, _, lr, _ in over)}: "
-              f"the training examples whose steps lowered and "
+        print(f"TracIn over {_checkpoints_text(over)}: the training examples whose steps lowered and "
               f"raised this one's cost most over the run, of the {len(dots)}, by Σ_i η_i e_i g_n(w_i) · g_x(w_i):")
     labels = np.argmax(ds.train.Y, axis=1)
     width = len(str(len(dots) - 1))
@@ -281,21 +314,34 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     return np.stack(pictures), titles, sum(len(rows) for _, rows in lists)
 
 
-def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms):
+def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms, scores, over=None):
     """fbp evaluate --worst: the n examples of the split with the largest
-    cost (or gradient norm, ``by``), largest first, one line each; returns
-    their rows."""
+    ``scores`` (their costs, gradient norms or output layer's gradient norms,
+    ``by``; with ``over``, the run's checkpoints, their self-influences),
+    largest first, one line each with its cost and ‖∇C_x‖; returns their
+    rows."""
     import numpy as np
 
-    rows = np.argsort(-(costs if by == "cost" else norms), kind="stable")[:n]
-    what = "costs C_x" if by == "cost" else "gradients ‖∇C_x‖"
-    print(f"the {len(rows)} largest {what} of single examples (‖∇C_x‖ by BP3 and BP4 from each one's δ's), by row "
-          f"of the {split} split:")
+    rows = np.argsort(-np.asarray(scores), kind="stable")[:n]
+    g = "g^L_x" if by == "output-gradient" else "g_x"
+    column = None if by != "output-gradient" else "‖g^L_x‖"
+    if over is None:
+        what = {"cost": "costs C_x", "gradient": "gradients ‖∇C_x‖",
+                "output-gradient": "gradients of the output layer, ‖g^L_x‖ = ‖∂C_x/∂(w^L, b^L)‖,"}[by]
+        print(f"the {len(rows)} largest {what} of single examples (‖∇C_x‖ by BP3 and BP4 from each one's δ's), by "
+              f"row of the {split} split:")
+    else:
+        column = f"Σ ηe ‖{g}‖²"
+        layer = " of the output layer" if by == "output-gradient" else ""
+        print(f"the {len(rows)} largest self-influences Σ_i η_i e_i ‖{g}(w_i)‖²{layer} (TracIn) of single examples "
+              f"over {_checkpoints_text(over)}, by row of the {split} split (the cost and ‖∇C_x‖ are the newest "
+              f"checkpoint's):")
     width = len(str(len(norms) - 1))
     for r in rows:
         mark = "" if truth[r] == predicted[r] else "  (wrong)"
+        extra = "" if column is None else f"  {column} {scores[r]:.4g}"
         print(f"  row {r:>{width}}  true {truth[r]} → predicted {predicted[r]}  cost {costs[r]:7.4f}  "
-              f"‖∇C_x‖ {norms[r]:7.4f}{mark}")
+              f"‖∇C_x‖ {norms[r]:7.4f}{extra}{mark}")
     return rows
 
 

@@ -214,11 +214,14 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path, capsys):
     # evaluate gives them.
     m = ftrain.evaluate(params, test.X, test.Y, "log_likelihood", predictions=True, per_example=True)
     orders = []
-    for by, key in (("cost", "costs"), ("gradient", "grad_norms")):
+    for by, key in (("cost", "costs"), ("gradient", "grad_norms"), ("output-gradient", "grad_norms_by_layer")):
         proc = evaluate(str(net), "--worst", "4", *(["--worst-by", by] if by != "cost" else []))
         assert proc.returncode == 0, proc.stderr
         rows = re.findall(r"row +(\d+)  true (\d) → predicted (\d)  cost +([\d.]+)  ‖∇C_x‖ +([\d.]+)", proc.stdout)
-        scores = np.asarray(m[key])
+        scores = np.asarray(m[key]) if by != "output-gradient" else np.asarray(m[key])[:, -1]  # ‖g^L_x‖
+        if by == "output-gradient":
+            shown = [float(v) for v in re.findall(r"  ‖g\^L_x‖ ([\d.]+)", proc.stdout)]
+            np.testing.assert_allclose(shown, scores[[int(r[0]) for r in rows]], rtol=1e-3)
         orders.append([int(r[0]) for r in rows])
         assert orders[-1] == list(np.argsort(-scores, kind="stable")[:4])
         for row, true, predicted, cost, norm in rows:
@@ -226,7 +229,7 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path, capsys):
             assert (int(true), int(predicted)) == (int(np.argmax(test.Y[i])), int(m["predicted"][i]))
             np.testing.assert_allclose([float(cost), float(norm)], [m["costs"][i], m["grad_norms"][i]], atol=6e-5)
         assert scores[orders[-1][0]] > 3 * np.median(scores)  # the list picks out examples that stand apart
-    assert orders[0] != orders[1]
+    assert orders[0] != orders[1] and orders[2] != orders[1]
     proc = evaluate(str(net), "--worst-by", "gradient")
     assert proc.returncode == 2 and proc.stderr.strip() == (
         "fbp evaluate: error: --worst-by gradient ranks the list of --worst N; give --worst N too")
