@@ -1,7 +1,9 @@
 """``fbp evaluate``: a network saved by ``fbp train --save-params`` (or a
 checkpoint's) tested on a split of a data set: its cost and accuracy, each
-layer's ‖δ‖, accuracy per class, the classes most confused, and with
-``--worst`` the costliest single examples (``fbp.cli`` parses the flags and
+layer's ‖δ‖, accuracy per class, the classes most confused; with
+``--worst`` the costliest single examples (or those of the largest gradient,
+or self-influence over a run's checkpoints), with ``--explain`` the training
+examples that pull one example each way (``fbp.cli`` parses the flags and
 calls ``cmd_evaluate``)."""
 
 from __future__ import annotations
