@@ -150,10 +150,14 @@ def cmd_evaluate(args) -> int:
             def named(c):
                 return names[c] if names else str(c)
 
-            titles = [f"row {r}, cost {m['costs'][r]:.2f}\n{named(truth[r])} → {named(predicted[r])}" for r in rows]
+            # each titled with what ranked it
+            short = {"cost": "cost", "gradient": "‖∇C_x‖", "output-gradient": "‖g^L_x‖"}[by]
+            what = {"cost": "cost", "gradient": "‖∇C_x‖", "output-gradient": "output layer's ‖g^L_x‖"}[by]
+            if over is not None:
+                short = "Σ ηe ‖g^L_x‖²" if by == "output-gradient" else "Σ ηe ‖g_x‖²"
+                what = f"self-influence {short} over {len(over)} checkpoints"
+            titles = [f"row {r}, {short} {scores[r]:.3g}\n{named(truth[r])} → {named(predicted[r])}" for r in rows]
             try:
-                what = {"cost": "cost", "gradient": "‖∇C_x‖", "output-gradient": "output layer's ‖∇C_x‖"}[by]
-                what = f"self-influence (Σ ηe {what}²)" if over is not None else what
                 plot.save(plot.images(split.X[rows], titles, title=f"{ds.name} {args.split}: the largest {what} "
                                       f"of single examples (true → predicted class)"), args.worst_images)
             except OSError as e:
