@@ -202,9 +202,11 @@ def test_cli_keeps_every_nth_checkpoint_and_explains_a_row_over_them_as_tracin(t
         influence = sum(weight * sum(np.sum(np.asarray(leaf, np.float64).reshape(len(X), -1) ** 2, axis=1)
                                      for leaf in jax.tree.leaves(part(grads(net, X, Y))))
                         for net, weight in weighted)
+        images = tmp_path / f"{by}.png"  # drawn too, each image titled with its self-influence
         r = fbp_here(capsys, "evaluate", run_dir, "--split", "train", "--worst", "6", "--over-checkpoints",
-                     *(["--worst-by", by] if by != "gradient" else []))
+                     "--worst-images", str(images), *(["--worst-by", by] if by != "gradient" else []))
         assert r.returncode == 0, r.stderr
+        assert f"wrote {images}: 6 images" in r.stdout and images.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"over the run's {len(epochs)} checkpoints w_i, of epochs {', '.join(map(str, epochs))}, " in r.stdout
         listed = re.findall(r"^  row +(\d+) .*  Σ ηe ‖g(?:\^L)?_x‖² (\S+)", r.stdout, re.M)
         rows, shown_values = [int(row) for row, _ in listed], [float(v) for _, v in listed]
