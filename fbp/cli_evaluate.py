@@ -142,8 +142,13 @@ def cmd_evaluate(args) -> int:
         norms = np.asarray(m["grad_norms"])
         scores = {"cost": np.asarray(m["costs"]), "gradient": norms,
                   "output-gradient": np.asarray(m["grad_norms_by_layer"])[:, -1]}[by]
-        if over is not None:
-            scores = _self_influence(over, X, np.asarray(split.Y, X.dtype), cost, output_layer=by != "gradient")
+        if over is not None:  # TracIn's self-influence Σ_i η_i e_i ‖g_x(w_i)‖², or of the output layer's part
+            from fbp import stats
+
+            scores = np.asarray(stats.self_influence(
+                [(net, (1.0 if lr is None else lr) * span) for _, net, lr, span in over], X,
+                np.asarray(split.Y, X.dtype), cost, layers=None if by == "gradient" else -1,
+                chunk_size=ftrain.chunk_for(params)), np.float64)
         rows = _print_worst(args.worst, by, args.split, truth, predicted, np.asarray(m["costs"]), norms,
                             scores, over)
         if args.worst_images is not None:
@@ -229,25 +234,6 @@ def _checkpoints_text(over) -> str:
     return (f"the run's {len(over)} checkpoints w_i, of epochs {', '.join(str(e) for e, _, _, _ in over)}, each "
             f"standing for e_i = {', '.join(str(span) for _, _, _, span in over)} epochs of step size η_i = "
             f"{', '.join('1 (not recorded)' if lr is None else f'{lr:g}' for _, _, lr, _ in over)}")
-
-
-def _self_influence(over, X, Y, cost: str, output_layer: bool):
-    """--worst --over-checkpoints: each example's TracIn self-influence
-    Σ_i η_i e_i ‖g_x(w_i)‖² over the run's checkpoints (``_run_checkpoints``),
-    of all the params or of the output layer's alone (float64, (n,)): in
-    proportion to what its own steps lowered its own cost by over the run.
-    Each checkpoint's ‖g_x‖ comes from its δ's by BP3 and BP4 (``evaluate``'s
-    per-example norms), one pass over the split per checkpoint."""
-    import numpy as np
-
-    from fbp import train as ftrain
-
-    total = np.zeros(len(X))
-    for _, net, lr, span in over:
-        m = ftrain.evaluate(net, X, Y, cost, per_example=True)
-        norms = np.asarray(m["grad_norms_by_layer"])[:, -1] if output_layer else np.asarray(m["grad_norms"])
-        total += (1.0 if lr is None else lr) * span * norms.astype(np.float64) ** 2
-    return total
 
 
 def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names, over=None):

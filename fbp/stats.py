@@ -5,8 +5,10 @@ BP4 says example n's gradient for layer l is the outer product δ^l_n (a^{l−1}
 built from those pairs, never from B copies of the parameters (except
 ``per_example_grads``, which is asked for exactly that).
 
-All functions take ``(params, X, Y, cost)`` with X (B, n_in), Y (B, n_out), are
-jitted, and refer to the per-example cost C_n (not divided by B).
+All functions take ``(params, X, Y, cost)`` with X (B, n_in), Y (B, n_out)
+(``tracin`` and ``self_influence`` a list of (params, weight) pairs, a run's
+checkpoints, in place of params), are jitted, and refer to the per-example
+cost C_n (not divided by B).
 """
 
 from __future__ import annotations
@@ -119,21 +121,75 @@ def tracin(checkpoints, X: ArrayLike, Y: ArrayLike, cost, X2: Optional[ArrayLike
     stands for too, as ``fbp evaluate --over-checkpoints`` does. With
     momentum or Adam the step size is only the base rate. The networks must
     have one structure; X2, Y2 and ``chunk_size`` as in ``grad_gram``."""
+    checkpoints = _checked_checkpoints("tracin", checkpoints)
+    X, Y = jnp.asarray(X), jnp.asarray(Y)  # on the device once, not once per checkpoint
+    X2, Y2 = (None if a is None else jnp.asarray(a) for a in (X2, Y2))
+    parts = [lr * grad_gram(params, X, Y, cost, X2, Y2, chunk_size=chunk_size) for params, lr in checkpoints]
+    return sum(parts[1:], parts[0])
+
+
+def _checked_checkpoints(name: str, checkpoints) -> list:
+    """``checkpoints`` as a list of (params, step size) pairs of one structure, or a ValueError naming ``name``."""
     checkpoints = list(checkpoints)
     if not checkpoints or not all(isinstance(c, (tuple, list)) and len(c) == 2 for c in checkpoints):
-        raise ValueError("tracin takes a non-empty list of (params, step size) pairs, one per checkpoint.")
+        raise ValueError(f"{name} takes a non-empty list of (params, step size) pairs, one per checkpoint.")
     structures = {jax.tree.structure(params) for params, _ in checkpoints}
     if len(structures) > 1:
-        raise ValueError(f"tracin's checkpoints differ in structure ({len(structures)} kinds of network): "
+        raise ValueError(f"{name}'s checkpoints differ in structure ({len(structures)} kinds of network): "
                          f"give the checkpoints of one run.")
     for _, lr in checkpoints:
         if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) or not lr >= 0 \
                 or not np.isfinite(lr):
-            raise ValueError(f"tracin takes (params, step size) pairs, the step sizes finite numbers ≥ 0; got "
+            raise ValueError(f"{name} takes (params, step size) pairs, the step sizes finite numbers ≥ 0; got "
                              f"{lr!r} for one.")
+    return checkpoints
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
+def _layer_sq_norms_of(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] = None) -> Array:
+    """‖g^l_n‖² of each example and layer, (B, L), ``chunk_size`` examples at a time (``lax.map``) or all at once."""
+    cost, X, Y = check_batch(params, X, Y, cost)
+    if chunk_size is None:
+        ds, a_prev = batch_deltas(params, X, Y, cost)
+        return jnp.stack(_layer_sq_norms(params, ds, a_prev), axis=1)
+
+    def one(xy):
+        ds, a_prev = _deltas_and_inputs(params, xy[0], xy[1], cost)
+        return jnp.stack(_layer_sq_norms(params, ds, a_prev))
+
+    return jax.lax.map(one, (X, Y), batch_size=chunk_size)
+
+
+def self_influence(checkpoints, X: ArrayLike, Y: ArrayLike, cost, layers=None,
+                   chunk_size: Optional[int] = None) -> Array:
+    """TracIn's self-influence over checkpoints (Pruthi et al. 2020): (B,),
+    Σ_i η_i ‖g_n(w_i)‖² for each example n, ``checkpoints`` a sequence of
+    pairs (params w_i, weight η_i) as ``tracin`` takes them: the diagonal of
+    ``tracin(checkpoints, X, Y, cost)`` without the B × B matrix.
+
+    Summed over a run's checkpoints, an example's self-influence is in
+    proportion to what its own steps lowered its own cost by over the run;
+    wrong labels gather among the largest (``fbp evaluate --worst N
+    --over-checkpoints``, experiments/mislabelled.py). Identity: ‖g_n‖² =
+    Σ_l ‖δ^l_n‖² (‖a^{l−1}_n‖² + 1) (BP3, BP4), no gradient formed. ``layers``
+    (None: all) takes the sum over those layers only, an index or a list of
+    them (``layers=-1``: the output layer's part, which the hidden units' σ'
+    does not blur). ``chunk_size`` as in ``grad_gram``."""
+    checkpoints = _checked_checkpoints("self_influence", checkpoints)
+    if not isinstance(checkpoints[0][0], (list, tuple)):
+        raise TypeError(f"self_influence takes (params, step size) pairs, params a list of layers (as fbp.init_mlp "
+                        f"gives), got {type(checkpoints[0][0]).__name__}.")
+    n_layers = len(checkpoints[0][0])
+    picked = list(range(n_layers)) if layers is None else [layers] if isinstance(layers, (int, np.integer)) \
+        else list(layers) if isinstance(layers, (list, tuple)) else []
+    if not picked or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n_layers <= i < n_layers
+                         for i in picked):
+        raise ValueError(f"self_influence's layers must be None, or a layer's index or a list of them, each in "
+                         f"[-{n_layers}, {n_layers}) for this network of {n_layers} layers; got {layers!r}.")
     X, Y = jnp.asarray(X), jnp.asarray(Y)  # on the device once, not once per checkpoint
-    X2, Y2 = (None if a is None else jnp.asarray(a) for a in (X2, Y2))
-    parts = [lr * grad_gram(params, X, Y, cost, X2, Y2, chunk_size=chunk_size) for params, lr in checkpoints]
+    columns = jnp.asarray(sorted({i % n_layers for i in picked}))
+    parts = [lr * jnp.sum(_layer_sq_norms_of(params, X, Y, cost, chunk_size=chunk_size)[:, columns], axis=1)
+             for params, lr in checkpoints]
     return sum(parts[1:], parts[0])
 
 

@@ -110,6 +110,33 @@ def test_tracin_is_each_checkpoints_gradient_products_times_its_weight_summed():
         with pytest.raises(ValueError, match=needle):
             stats.tracin(bad, X, Y, "log_likelihood")
 
+def test_self_influence_is_tracins_diagonal_and_sums_the_layers_asked_for():
+    params, X, Y = make(dict(sizes=[5, 4, 4, 3], hidden="tanh", out="softmax", cost="log_likelihood", batch=7,
+                             init="normalized", seed=2), jnp.float64)
+    later = jax.tree.map(lambda a: 0.7 * a + 0.1, params)
+    checkpoints = [(params, 0.5), (later, 1.5)]
+    by_layer = 0.0  # Σ_i η_i ‖g^l_n(w_i)‖², (B, L), from vmap(jax.grad)'s per-example gradients
+    for net, weight in checkpoints:
+        grads = per_example_ref(net, X, Y, "log_likelihood")
+        by_layer = by_layer + weight * np.stack(
+            [sum(np.sum(np.asarray(leaf).reshape(len(X), -1) ** 2, axis=1) for leaf in jax.tree.leaves(layer))
+             for layer in grads], axis=1)
+    for layers, columns in ((None, [0, 1, 2]), (-1, [2]), (2, [2]), ([0, 1], [0, 1]), ((0, -3), [0])):
+        for chunk_size in (None, 3):  # 7 examples: chunks of 3, 3 and 1
+            got = stats.self_influence(checkpoints, X, Y, "log_likelihood", layers=layers, chunk_size=chunk_size)
+            assert got.shape == (7,) and fbp.relative_error(got, by_layer[:, columns].sum(axis=1)) <= 1e-10
+    diagonal = np.diag(np.asarray(stats.tracin(checkpoints, X, Y, "log_likelihood")))
+    assert fbp.relative_error(stats.self_influence(checkpoints, X, Y, "log_likelihood"), diagonal) <= 1e-12
+    for layers in (3, -4, [], [0, 5], True, "output", 1.0):
+        with pytest.raises(ValueError, match=r"layers must be None, or a layer's index or a list of them, each in "
+                                             r"\[-3, 3\) for this network of 3 layers"):
+            stats.self_influence(checkpoints, X, Y, "log_likelihood", layers=layers)
+    with pytest.raises(ValueError, match="self_influence takes a non-empty list of \\(params, step size\\) pairs"):
+        stats.self_influence([], X, Y, "log_likelihood")
+    with pytest.raises(ValueError, match="self_influence's checkpoints differ in structure"):
+        stats.self_influence([(params, 1.0), (params[:2], 1.0)], X, Y, "log_likelihood")
+
+
 def test_noise_scale_of_examples_that_agree_is_zero_not_negative():
     """One example, or eight copies of it: no noise, tr Σ = 0 up to rounding,
     and a difference of sums in float32 rounds to either sign (10 of these 20
