@@ -346,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "mislabelled examples gather there")
     evaluate.add_argument("--worst-images", default=None, metavar="FILE",
                           help="draw --worst's examples as images into FILE (.png, .pdf, .svg), each titled with "
-                               "its row, true → predicted class and the quantity that ranked it (--worst-by); needs square "
-                               "images and matplotlib")
+                               "its row, true → predicted class and the quantity that ranked it (--worst-by); "
+                               "needs square images and matplotlib")
     evaluate.add_argument("--worst-by", choices=["cost", "gradient", "output-gradient"], default=None,
                           help="rank --worst's examples by their cost C_x; by ‖∇C_x‖, those that pull hardest on "
                                "the params; or by the output layer's part of it, ‖g^L_x‖ = ‖δ^L‖ (‖a^{L−1}‖² + "
