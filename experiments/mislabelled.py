@@ -15,7 +15,8 @@ noisy labels, and after epochs 1, 3, 10 and 30 rank the training examples by
 fraction of them are flipped; 2% by chance), the recall in the top 2k, the
 same for ranking by cost C_x from the same pass, by TracIn's self-influence
 Σ_e η ‖g_x(w_e)‖² over the epochs so far (Pruthi et al. 2020, each epoch a
-checkpoint; of all the params, and of the output layer), and how many flipped
+checkpoint; of all the params, and of the output layer), by the cost averaged
+over the epochs so far, and how many flipped
 examples the network has come to predict as their wrong label (memorized).
 Then the effect on the test set: the network trained on clean labels, on the
 noisy ones, and on the noisy ones less k examples (the top k by ‖g_x‖ after
@@ -94,15 +95,18 @@ def one_seed(ds, fraction, epochs, hidden, drop_after, seed):
     by_epoch = []
     # TracIn's self-influence (Pruthi et al. 2020), every epoch a checkpoint: Σ_{e' ≤ e} η ‖g_x(w_e')‖², each
     # example's own steps' drop in its own cost summed over the run so far; and the same of the output layer alone
-    influence, influence_last = np.zeros(len(X)), np.zeros(len(X))
+    # And each example's cost averaged over the epochs so far (its sum ranks alike): how hard it was over the run
+    influence, influence_last, cost_sum = np.zeros(len(X)), np.zeros(len(X)), np.zeros(len(X))
     for s in seen:
         influence = influence + LR * np.asarray(s["norms"], np.float64) ** 2
         influence_last = influence_last + LR * np.asarray(s["last_layer"], np.float64) ** 2
+        cost_sum = cost_sum + np.asarray(s["costs"], np.float64)
         by_epoch.append(dict(
             epoch=s["epoch"], by_grad_norm=ranking(s["norms"], flipped), by_cost=ranking(s["costs"], flipped),
             by_output_layer_grad_norm=ranking(s["last_layer"], flipped),
             by_tracin_self_influence=ranking(influence, flipped),
             by_tracin_output_layer=ranking(influence_last, flipped),
+            by_mean_cost=ranking(cost_sum / s["epoch"], flipped),
             memorized=float(np.mean(s["predicted"][flipped] == Y[flipped].argmax(1))),
             median_norm_flipped=float(np.median(s["norms"][flipped])),
             median_norm_others=float(np.median(s["norms"][~flipped])),
@@ -161,6 +165,8 @@ def main():
                                                                    for e in rows])),
             "precision_at_k by TracIn self-influence, output layer": float(np.mean(
                 [e["by_tracin_output_layer"]["precision_at_k"] for e in rows])),
+            "precision_at_k by the mean cost so far": float(np.mean([e["by_mean_cost"]["precision_at_k"]
+                                                                     for e in rows])),
             "memorized": float(np.mean([e["memorized"] for e in rows])),
         }
         m = mean[f"epoch {epoch}"]
@@ -170,7 +176,8 @@ def main():
                   f"layer's ‖g^L‖ {m['precision_at_k by output layer ‖g^L‖']:.3f}; by cost "
                   f"{m['precision_at_k by cost']:.3f}, top-2k recall {m['recall_at_2k by cost']:.3f}; by TracIn "
                   f"self-influence Σ η ‖g_x‖² {m['precision_at_k by TracIn self-influence']:.3f}, of the output "
-                  f"layer {m['precision_at_k by TracIn self-influence, output layer']:.3f}; flipped ones "
+                  f"layer {m['precision_at_k by TracIn self-influence, output layer']:.3f}; by the mean cost over "
+                  f"the epochs so far {m['precision_at_k by the mean cost so far']:.3f}; flipped ones "
                   f"predicted as their wrong label {m['memorized']:.3f}")
     for name in runs[0]["test_accuracy"]:
         mean[f"test accuracy, {name}"] = float(np.mean([r["test_accuracy"][name] for r in runs]))
@@ -207,6 +214,7 @@ def main():
                        ("precision_at_k by cost", "top k by C_x: flipped"),
                        ("precision_at_k by TracIn self-influence", "top k by Σ_e η ‖g_x‖² (TracIn)"),
                        ("precision_at_k by TracIn self-influence, output layer", "top k by Σ_e η ‖g^L_x‖²"),
+                       ("precision_at_k by the mean cost so far", "top k by the mean of C_x over the epochs"),
                        ("memorized", "flipped, predicted as their wrong label")):
         ax2.plot(range(1, epochs + 1), [mean[f"epoch {e}"][key] for e in range(1, epochs + 1)], ".-", label=label)
     ax2.axhline(fraction, color="grey", ls=":", label="chance")

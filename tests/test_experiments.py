@@ -142,6 +142,7 @@ def test_mislabelled_examples_stand_out_by_their_gradients_and_costs(out):
         # both rankings put flipped examples on top far above chance, and the flipped ones pull harder
         assert e["by_grad_norm"]["precision_at_k"] > 10 * chance and e["by_cost"]["precision_at_k"] > 10 * chance
         assert e["by_tracin_self_influence"]["precision_at_k"] > 10 * chance  # Σ η ‖g_x‖² over the epochs so far
+        assert e["by_mean_cost"]["precision_at_k"] > 10 * chance  # the cost averaged over the epochs so far
         assert e["median_norm_flipped"] > 5 * e["median_norm_others"]
         assert e["median_cost_flipped"] > 5 * e["median_cost_others"]
     assert seed["by_epoch"][-1]["by_grad_norm"]["recall_at_2k"] > 0.8
