@@ -316,8 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp evaluate run/ --split validation                  # the newest checkpoint of run/\n"
         "  fbp evaluate net.npz --split train --worst 16 --worst-images worst.png\n"
         "                                                        # the costliest training images: wrong labels?\n"
-        "  fbp evaluate run/ --split train --worst 16 --worst-by output-gradient --over-checkpoints\n"
-        "                                                        # … by their self-influence over the run (TracIn)\n"
+        "  fbp evaluate run/ --split train --worst 16 --over-checkpoints\n"
+        "                                                        # … by their cost averaged over the run\n"
         "  fbp evaluate net.npz --weights-image w.png            # what each hidden unit looks for\n"
         "  fbp evaluate net.npz --explain 17                     # the training images that pull test row 17 "
         "each way\n"
@@ -351,8 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--worst-by", choices=["cost", "gradient", "output-gradient"], default=None,
                           help="rank --worst's examples by their cost C_x; by ‖∇C_x‖, those that pull hardest on "
                                "the params; or by the output layer's part of it, ‖g^L_x‖ = ‖δ^L‖ (‖a^{L−1}‖² + "
-                               "1)^½, which the hidden units' σ' does not blur (default: cost; gradient with "
-                               "--over-checkpoints)")
+                               "1)^½, which the hidden units' σ' does not blur (default: cost)")
     evaluate.add_argument("--explain", type=_nonneg_int, default=None, metavar="ROW",
                           help="list the training examples whose steps help and hurt example ROW of the split "
                                "most: the largest and smallest g_n · g_ROW, the inner products of their gradients "
@@ -362,10 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with a --checkpoint-dir: sum --explain's products over the run's kept "
                                "checkpoints w_i, each times its epochs' η_i and the e_i epochs it stands for, "
                                "Σ_i η_i e_i g_n(w_i) · g_ROW(w_i) (TracIn, Pruthi et al. 2020): what the steps on "
-                               "n did to ROW's cost over the run; and rank --worst's examples by their "
-                               "self-influence Σ_i η_i e_i ‖g_x(w_i)‖² (of the output layer's part with --worst-by "
-                               "output-gradient), what their own steps did to their own cost, where wrong labels "
-                               "gather; fbp train --keep-every N keeps checkpoints spread over the run")
+                               "n did to ROW's cost over the run; and rank --worst's examples by their cost "
+                               "averaged over the run, Σ_i e_i C_x(w_i) / Σ_i e_i (what found wrong labels best "
+                               "in experiments/mislabelled.py), "
+                               "or (--worst-by gradient, output-gradient) by their self-influence Σ_i η_i e_i "
+                               "‖g_x(w_i)‖², of the output layer's part for output-gradient, what their own steps "
+                               "did to their own cost; fbp train --keep-every N keeps checkpoints spread over the "
+                               "run")
     evaluate.add_argument("--explain-images", default=None, metavar="FILE",
                           help="draw --explain's example and the training examples listed for it into FILE (.png, "
                                ".pdf, .svg): the ones that help it on the first row, those that hurt it on the "

@@ -32,12 +32,8 @@ def cmd_evaluate(args) -> int:
     if args.explain is None and args.explain_images is not None:
         return fail(f"--explain-images {args.explain_images} draws the lists of --explain ROW; give --explain ROW too")
     if args.over_checkpoints and args.explain is None and args.worst is None:
-        return fail("--over-checkpoints sums --explain's products, or --worst's gradients, over a run's checkpoints; "
-                    "give --explain ROW or --worst N too")
-    if args.over_checkpoints and args.worst is not None and args.worst_by == "cost":
-        return fail("--worst-by cost ranks by the newest checkpoint's costs, and --over-checkpoints sums the "
-                    "gradients' squares over the run (TracIn's self-influence); give --worst-by gradient or "
-                    "output-gradient, or drop --over-checkpoints")
+        return fail("--over-checkpoints sums --explain's products, or --worst's costs or gradients, over a run's "
+                    "checkpoints; give --explain ROW or --worst N too")
     for flag, path in (("--worst-images", args.worst_images), ("--weights-image", args.weights_image),
                        ("--explain-images", args.explain_images)):
         if path is None:
@@ -138,11 +134,15 @@ def cmd_evaluate(args) -> int:
         if isinstance(over, str):
             return fail(over)
     if args.worst is not None:
-        by = args.worst_by or ("gradient" if over is not None else "cost")
+        by = args.worst_by or "cost"
         norms = np.asarray(m["grad_norms"])
         scores = {"cost": np.asarray(m["costs"]), "gradient": norms,
                   "output-gradient": np.asarray(m["grad_norms_by_layer"])[:, -1]}[by]
-        if over is not None:  # TracIn's self-influence Σ_i η_i e_i ‖g_x(w_i)‖², or of the output layer's part
+        if over is not None and by == "cost":  # the cost averaged over the run, Σ_i e_i C_x(w_i) / Σ_i e_i
+            scores = sum(span * np.asarray(ftrain.evaluate(net, X, np.asarray(split.Y, X.dtype), cost,
+                                                           per_example=True)["costs"], np.float64)
+                         for _, net, _, span in over) / sum(span for _, _, _, span in over)
+        elif over is not None:  # TracIn's self-influence Σ_i η_i e_i ‖g_x(w_i)‖², or of the output layer's part
             from fbp import stats
 
             scores = np.asarray(stats.self_influence(
@@ -158,7 +158,9 @@ def cmd_evaluate(args) -> int:
             # each titled with what ranked it
             short = {"cost": "cost", "gradient": "‖∇C_x‖", "output-gradient": "‖g^L_x‖"}[by]
             what = {"cost": "cost", "gradient": "‖∇C_x‖", "output-gradient": "output layer's ‖g^L_x‖"}[by]
-            if over is not None:
+            if over is not None and by == "cost":
+                short, what = "mean C_x", f"cost averaged over {len(over)} checkpoints"
+            elif over is not None:
                 short = "Σ ηe ‖g^L_x‖²" if by == "output-gradient" else "Σ ηe ‖g_x‖²"
                 what = f"self-influence {short} over {len(over)} checkpoints"
             titles = [f"row {r}, {short} {scores[r]:.3g}\n{named(truth[r])} → {named(predicted[r])}" for r in rows]
@@ -309,7 +311,8 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
 def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms, scores, over=None):
     """fbp evaluate --worst: the n examples of the split with the largest
     ``scores`` (their costs, gradient norms or output layer's gradient norms,
-    ``by``; with ``over``, the run's checkpoints, their self-influences),
+    ``by``; with ``over``, the run's checkpoints, their costs averaged over
+    the run or their self-influences),
     largest first, one line each with its cost and ‖∇C_x‖; returns their
     rows."""
     import numpy as np
@@ -322,6 +325,11 @@ def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms, sc
                 "output-gradient": "gradients of the output layer, ‖g^L_x‖ = ‖∂C_x/∂(w^L, b^L)‖,"}[by]
         print(f"the {len(rows)} largest {what} of single examples (‖∇C_x‖ by BP3 and BP4 from each one's δ's), by "
               f"row of the {split} split:")
+    elif by == "cost":
+        column = "mean C_x"
+        print(f"the {len(rows)} largest costs C_x averaged over {_checkpoints_text(over)}, each checkpoint weighing "
+              f"as the epochs it stands for, Σ_i e_i C_x(w_i) / Σ_i e_i, by row of the {split} split (the cost and "
+              f"‖∇C_x‖ are the newest checkpoint's):")
     else:
         column = f"Σ ηe ‖{g}‖²"
         layer = " of the output layer" if by == "output-gradient" else ""

@@ -194,21 +194,27 @@ def test_cli_keeps_every_nth_checkpoint_and_explains_a_row_over_them_as_tracin(t
     newest = np.asarray(fbp.stats.grad_gram(weighted[-1][0], ds.train.X, ds.train.Y, "log_likelihood",
                                             ds.test.X[3:4], ds.test.Y[3:4]))[:, 0]
     assert list(np.argsort(-scores)[:5]) != list(np.argsort(-newest)[:5])  # not the newest checkpoint's list
-    # --worst N --over-checkpoints: the examples of the largest self-influence Σ_i η_i e_i ‖g_x(w_i)‖², of all the
-    # params, or of the output layer's alone (--worst-by output-gradient); here from vmap(jax.grad)'s gradients
+    # --worst N --over-checkpoints: the examples of the largest cost averaged over the run, Σ_i e_i C_x(w_i) / Σ_i e_i
+    # (the default), or self-influence Σ_i η_i e_i ‖g_x(w_i)‖², of all the params, or of the output layer's alone
+    # (--worst-by output-gradient); here from example_loss and vmap(jax.grad)'s gradients
+    loss = jax.vmap(lambda p, x, y: fbp.example_loss(p, x, y, "log_likelihood"), in_axes=(None, 0, 0))
     grads = jax.vmap(jax.grad(lambda p, x, y: fbp.example_loss(p, x, y, "log_likelihood")), in_axes=(None, 0, 0))
     X, Y = ds.train.X, ds.train.Y
-    for by, part in (("gradient", lambda g: g), ("output-gradient", lambda g: g[-1])):
-        influence = sum(weight * sum(np.sum(np.asarray(leaf, np.float64).reshape(len(X), -1) ** 2, axis=1)
-                                     for leaf in jax.tree.leaves(part(grads(net, X, Y))))
-                        for net, weight in weighted)
-        images = tmp_path / f"{by}.png"  # drawn too, each image titled with its self-influence
+    for by, part in (("cost", None), ("gradient", lambda g: g), ("output-gradient", lambda g: g[-1])):
+        if part is None:
+            influence = sum(span * np.asarray(loss(net, X, Y), np.float64)
+                            for (net, _), span in zip(weighted, spans)) / sum(spans)
+        else:
+            influence = sum(weight * sum(np.sum(np.asarray(leaf, np.float64).reshape(len(X), -1) ** 2, axis=1)
+                                         for leaf in jax.tree.leaves(part(grads(net, X, Y))))
+                            for net, weight in weighted)
+        images = tmp_path / f"{by}.png"  # drawn too, each image titled with its score
         r = fbp_here(capsys, "evaluate", run_dir, "--split", "train", "--worst", "6", "--over-checkpoints",
-                     "--worst-images", str(images), *(["--worst-by", by] if by != "gradient" else []))
+                     "--worst-images", str(images), *(["--worst-by", by] if by != "cost" else []))
         assert r.returncode == 0, r.stderr
         assert f"wrote {images}: 6 images" in r.stdout and images.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"over the run's {len(epochs)} checkpoints w_i, of epochs {', '.join(map(str, epochs))}, " in r.stdout
-        listed = re.findall(r"^  row +(\d+) .*  Σ ηe ‖g(?:\^L)?_x‖² (\S+)", r.stdout, re.M)
+        listed = re.findall(r"^  row +(\d+) .*  (?:Σ ηe ‖g(?:\^L)?_x‖²|mean C_x) (\S+)", r.stdout, re.M)
         rows, shown_values = [int(row) for row, _ in listed], [float(v) for _, v in listed]
         assert len(rows) == 6 and shown_values == sorted(shown_values, reverse=True)
         np.testing.assert_allclose(shown_values, influence[rows], rtol=1e-3)
@@ -229,12 +235,8 @@ def test_cli_keeps_every_nth_checkpoint_and_explains_a_row_over_them_as_tracin(t
                           f"--over-checkpoints sums over the checkpoints of a run, and {ckpt.path_of(run_dir, 6)} "
                           f"is one file; give the --checkpoint-dir it is in"),
                          (["--over-checkpoints", run_dir], "--over-checkpoints sums --explain's products, or "
-                                                           "--worst's gradients, over a run's checkpoints; give "
-                                                           "--explain ROW or --worst N too"),
-                         (["--worst", "3", "--worst-by", "cost", "--over-checkpoints", run_dir],
-                          "--worst-by cost ranks by the newest checkpoint's costs, and --over-checkpoints sums the "
-                          "gradients' squares over the run (TracIn's self-influence); give --worst-by gradient or "
-                          "output-gradient, or drop --over-checkpoints")):
+                                                           "--worst's costs or gradients, over a run's checkpoints; "
+                                                           "give --explain ROW or --worst N too")):
         r = fbp_here(capsys, "evaluate", *argv)
         assert r.returncode == 2 and needle in r.stderr and "cost" not in r.stdout, r.stderr
     r = fbp_here(capsys, "train", "--keep-every", "2")
