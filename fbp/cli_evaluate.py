@@ -135,34 +135,14 @@ def cmd_evaluate(args) -> int:
             return fail(over)
     if args.worst is not None:
         by = args.worst_by or "cost"
-        norms = np.asarray(m["grad_norms"])
-        scores = {"cost": np.asarray(m["costs"]), "gradient": norms,
-                  "output-gradient": np.asarray(m["grad_norms_by_layer"])[:, -1]}[by]
-        if over is not None and by == "cost":  # the cost averaged over the run, Σ_i e_i C_x(w_i) / Σ_i e_i
-            scores = sum(span * np.asarray(ftrain.evaluate(net, X, np.asarray(split.Y, X.dtype), cost,
-                                                           per_example=True)["costs"], np.float64)
-                         for _, net, _, span in over) / sum(span for _, _, _, span in over)
-        elif over is not None:  # TracIn's self-influence Σ_i η_i e_i ‖g_x(w_i)‖², or of the output layer's part
-            from fbp import stats
-
-            scores = np.asarray(stats.self_influence(
-                [(net, (1.0 if lr is None else lr) * span) for _, net, lr, span in over], X,
-                np.asarray(split.Y, X.dtype), cost, layers=None if by == "gradient" else -1,
-                chunk_size=ftrain.chunk_for(params)), np.float64)
-        rows = _print_worst(args.worst, by, args.split, truth, predicted, np.asarray(m["costs"]), norms,
-                            scores, over)
+        scores = _worst_scores(by, m, over, params, X, np.asarray(split.Y, X.dtype), cost)
+        short, what = _ranked_by(by, over)
+        rows = _print_worst(args.worst, by, args.split, truth, predicted, np.asarray(m["costs"]),
+                            np.asarray(m["grad_norms"]), scores, over, short)
         if args.worst_images is not None:
             def named(c):
                 return names[c] if names else str(c)
 
-            # each titled with what ranked it
-            short = {"cost": "cost", "gradient": "‖∇C_x‖", "output-gradient": "‖g^L_x‖"}[by]
-            what = {"cost": "cost", "gradient": "‖∇C_x‖", "output-gradient": "output layer's ‖g^L_x‖"}[by]
-            if over is not None and by == "cost":
-                short, what = "mean C_x", f"cost averaged over {len(over)} checkpoints"
-            elif over is not None:
-                short = "Σ ηe ‖g^L_x‖²" if by == "output-gradient" else "Σ ηe ‖g_x‖²"
-                what = f"self-influence {short} over {len(over)} checkpoints"
             titles = [f"row {r}, {short} {scores[r]:.3g}\n{named(truth[r])} → {named(predicted[r])}" for r in rows]
             try:
                 plot.save(plot.images(split.X[rows], titles, title=f"{ds.name} {args.split}: the largest {what} "
@@ -238,6 +218,40 @@ def _checkpoints_text(over) -> str:
             f"{', '.join('1 (not recorded)' if lr is None else f'{lr:g}' for _, _, lr, _ in over)}")
 
 
+def _worst_scores(by: str, m: dict, over, params, X, Y, cost: str):
+    """What ranks --worst's list, (n,): from ``m``, evaluate's per-example
+    pass over the split, its costs, ‖∇C_x‖ or the output layer's ‖g^L_x‖
+    (``by``); with ``over``, the run's checkpoints (``_run_checkpoints``), each
+    example's cost averaged over the run, Σ_i e_i C_x(w_i) / Σ_i e_i, or its
+    self-influence Σ_i η_i e_i ‖g_x(w_i)‖² (of the output layer's part for
+    output-gradient)."""
+    import numpy as np
+
+    from fbp import stats
+    from fbp import train as ftrain
+
+    if over is None:
+        return np.asarray(m["costs"] if by == "cost" else m["grad_norms"] if by == "gradient"
+                          else np.asarray(m["grad_norms_by_layer"])[:, -1])
+    if by == "cost":
+        return sum(span * np.asarray(ftrain.evaluate(net, X, Y, cost, per_example=True)["costs"], np.float64)
+                   for _, net, _, span in over) / sum(span for _, _, _, span in over)
+    return np.asarray(stats.self_influence([(net, (1.0 if lr is None else lr) * span) for _, net, lr, span in over],
+                                           X, Y, cost, layers=None if by == "gradient" else -1,
+                                           chunk_size=ftrain.chunk_for(params)), np.float64)
+
+
+def _ranked_by(by: str, over) -> tuple:
+    """(a short name, a longer one) of what ranks --worst's list, for its column and its images' titles."""
+    if over is None:
+        return {"cost": ("cost", "cost"), "gradient": ("‖∇C_x‖", "‖∇C_x‖"),
+                "output-gradient": ("‖g^L_x‖", "output layer's ‖g^L_x‖")}[by]
+    if by == "cost":
+        return "mean C_x", f"cost averaged over {len(over)} checkpoints"
+    short = "Σ ηe ‖g^L_x‖²" if by == "output-gradient" else "Σ ηe ‖g_x‖²"
+    return short, f"self-influence {short} over {len(over)} checkpoints"
+
+
 def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names, over=None):
     """fbp evaluate --explain ROW: the training examples whose gradients
     point most with and most against example ROW's (``stats.grad_gram``),
@@ -308,30 +322,26 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     return np.stack(pictures), titles, sum(len(rows) for _, rows in lists)
 
 
-def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms, scores, over=None):
+def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms, scores, over, short: str):
     """fbp evaluate --worst: the n examples of the split with the largest
-    ``scores`` (their costs, gradient norms or output layer's gradient norms,
-    ``by``; with ``over``, the run's checkpoints, their costs averaged over
-    the run or their self-influences),
-    largest first, one line each with its cost and ‖∇C_x‖; returns their
-    rows."""
+    ``scores`` (``_worst_scores``), largest first, one line each with its
+    cost and ‖∇C_x‖, and ``short``, the name of the scores, where they are
+    neither; returns their rows."""
     import numpy as np
 
     rows = np.argsort(-np.asarray(scores), kind="stable")[:n]
     g = "g^L_x" if by == "output-gradient" else "g_x"
-    column = None if by != "output-gradient" else "‖g^L_x‖"
+    column = None if over is None and by != "output-gradient" else short
     if over is None:
         what = {"cost": "costs C_x", "gradient": "gradients ‖∇C_x‖",
                 "output-gradient": "gradients of the output layer, ‖g^L_x‖ = ‖∂C_x/∂(w^L, b^L)‖,"}[by]
         print(f"the {len(rows)} largest {what} of single examples (‖∇C_x‖ by BP3 and BP4 from each one's δ's), by "
               f"row of the {split} split:")
     elif by == "cost":
-        column = "mean C_x"
         print(f"the {len(rows)} largest costs C_x averaged over {_checkpoints_text(over)}, each checkpoint weighing "
               f"as the epochs it stands for, Σ_i e_i C_x(w_i) / Σ_i e_i, by row of the {split} split (the cost and "
               f"‖∇C_x‖ are the newest checkpoint's):")
     else:
-        column = f"Σ ηe ‖{g}‖²"
         layer = " of the output layer" if by == "output-gradient" else ""
         print(f"the {len(rows)} largest self-influences Σ_i η_i e_i ‖{g}(w_i)‖²{layer} (TracIn) of single examples "
               f"over {_checkpoints_text(over)}, by row of the {split} split (the cost and ‖∇C_x‖ are the newest "
