@@ -115,6 +115,27 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors (a flag's value of the wrong type or out of its
+    choices, an unknown flag) in one line, as fbp's own are: the message,
+    which names the flag, and where the flags are listed, without the usage
+    block first (21 lines for fbp train). The subcommands' parsers are of
+    this class too (``add_subparsers`` makes them of their parent's)."""
+
+    commands: dict = {}  # the top-level parser's: each command's parser, which names the flags it does not know
+
+    def error(self, message):
+        listed = "commands" if self.prog == "fbp" else "flags"
+        self.exit(2, f"{self.prog}: error: {message}; {self.prog} --help lists the {listed}\n")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:  # said by the command's parser (fbp train: ...), where argparse has the top level say it
+            self.commands.get(getattr(parsed, "command", None), self).error(
+                f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+
 def versions() -> dict:
     """fbp's version and those of what it computes with (``fbp --version``;
     the final --metrics-out record)."""
@@ -133,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fbp.data import DATASETS
     from fbp.network import INITS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fbp", description="Backpropagation written by hand, checked against jax.grad."
     )
     v = versions()
@@ -394,4 +415,5 @@ def build_parser() -> argparse.ArgumentParser:
                       "(png, pdf, svg, …; default: the first file's or directory's name with .png)")
     plot.add_argument("--labels", default=None, help="comma-separated names for the legend, one per file "
                       "(default: the file names)")
+    parser.commands = {"check": check, "train": train, "evaluate": evaluate, "plot": plot}
     return parser

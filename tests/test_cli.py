@@ -9,6 +9,8 @@ import pytest
 from fbp.cli import main
 from fbp.cli_args import build_parser
 
+from training_helpers import fbp_here
+
 
 def test_check_prints_a_passing_table(capsys):
     rc = main(["check", "--sizes", "6,5,3", "--activation", "tanh", "--output-activation", "softmax",
@@ -43,8 +45,24 @@ def test_check_exits_1_above_tolerance(capsys):
 def test_bad_flags_are_one_line_errors(argv, needle):
     proc = subprocess.run([sys.executable, "-m", "fbp", *argv], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    assert needle in proc.stderr.strip().splitlines()[-1]
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("fbp check: error: "), proc.stderr  # no usage block
+    assert needle in proc.stderr
+
+
+@pytest.mark.parametrize("argv,said", [
+    ([], "fbp: error: the following arguments are required: command; fbp --help lists the commands"),
+    (["bogus"], "fbp: error: argument command: invalid choice: 'bogus' (choose from 'check', 'train', 'evaluate', "
+                "'plot'); fbp --help lists the commands"),
+    (["train", "--optimizer", "foo"], "fbp train: error: argument --optimizer: invalid choice: 'foo' (choose from "
+                                      "'sgd', 'momentum', 'adam'); fbp train --help lists the flags"),
+    # an unknown flag is said by its command, not by fbp (argparse's top level would)
+    (["evaluate", "net.npz", "--bogus", "3"], "fbp evaluate: error: unrecognized arguments: --bogus 3; fbp evaluate "
+                                              "--help lists the flags"),
+    (["plot"], "fbp plot: error: the following arguments are required: metrics; fbp plot --help lists the flags"),
+])
+def test_argparses_own_errors_are_one_line_too(argv, said, capsys):
+    proc = fbp_here(capsys, *argv)
+    assert proc.returncode == 2 and proc.stderr == said + "\n" and proc.stdout == ""
 
 
 def test_version_names_fbp_and_the_jax_it_runs_on():
