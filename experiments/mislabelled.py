@@ -20,7 +20,8 @@ over the epochs so far, and how many flipped
 examples the network has come to predict as their wrong label (memorized).
 Then the effect on the test set: the network trained on clean labels, on the
 noisy ones, and on the noisy ones less k examples (the top k by ‖g_x‖ after
-10 epochs, the top k by cost, or k at random; dropped, and trained again
+10 epochs, the top k by cost, by the cost averaged over those 10 epochs, or
+k at random; dropped, and trained again
 from the same start), with the gradient noise scale of the training set at
 epoch 10's params, whole and less each dropped set.
 
@@ -119,8 +120,10 @@ def one_seed(ds, fraction, epochs, hidden, drop_after, seed):
     # each dropped set: how much of SGD's step-to-step noise the dropped examples made.
     noise = dict(noisy=float(ftrain.evaluate(after["params"], X, Y, COST, noise_scale=True)["noise_scale"]))
     random_order = np.random.default_rng(seed + 1).permutation(len(X))
+    mean_cost = np.mean([np.asarray(s["costs"], np.float64) for s in seen[:drop_after]], axis=0)  # to drop_after
     for by, order in (("grad_norm", np.argsort(-after["norms"], kind="stable")),
-                      ("cost", np.argsort(-after["costs"], kind="stable")), ("random", random_order)):
+                      ("cost", np.argsort(-after["costs"], kind="stable")),
+                      ("mean_cost", np.argsort(-mean_cost, kind="stable")), ("random", random_order)):
         keep = np.ones(len(X), bool)
         keep[order[:k]] = False
         test[f"less_top_k_by_{by}"] = train(ds, X[keep], Y[keep], hidden, epochs, seed)[2]
@@ -181,7 +184,7 @@ def main():
                   f"predicted as their wrong label {m['memorized']:.3f}")
     for name in runs[0]["test_accuracy"]:
         mean[f"test accuracy, {name}"] = float(np.mean([r["test_accuracy"][name] for r in runs]))
-    for by in ("grad_norm", "cost", "random"):
+    for by in ("grad_norm", "cost", "mean_cost", "random"):
         mean[f"dropped by {by} that were flipped"] = float(np.mean([r["dropped_that_were_flipped"][by] for r in runs]))
     for name in runs[0]["noise_scale_at_drop"]:
         mean[f"noise scale at epoch {drop_after}, {name}"] = float(np.mean([r["noise_scale_at_drop"][name]
@@ -190,12 +193,15 @@ def main():
           f"{fraction:.0%} flipped {mean['test accuracy, noisy']:.4f}; less the top {runs[0]['flipped']} after epoch "
           f"{drop_after} by ‖g_x‖ {mean['test accuracy, less_top_k_by_grad_norm']:.4f} "
           f"({mean['dropped by grad_norm that were flipped']:.0f} of them flipped), by cost "
-          f"{mean['test accuracy, less_top_k_by_cost']:.4f} ({mean['dropped by cost that were flipped']:.0f}), at "
-          f"random {mean['test accuracy, less_top_k_by_random']:.4f} ({mean['dropped by random that were flipped']:.0f})")
+          f"{mean['test accuracy, less_top_k_by_cost']:.4f} ({mean['dropped by cost that were flipped']:.0f}), by "
+          f"the mean cost of epochs 1 to {drop_after} {mean['test accuracy, less_top_k_by_mean_cost']:.4f} "
+          f"({mean['dropped by mean_cost that were flipped']:.0f}), at random "
+          f"{mean['test accuracy, less_top_k_by_random']:.4f} ({mean['dropped by random that were flipped']:.0f})")
     print(f"gradient noise scale tr Σ / ‖G‖² at epoch {drop_after}'s params: all "
           f"{mean[f'noise scale at epoch {drop_after}, noisy']:.0f}, less the top k by ‖g_x‖ "
           f"{mean[f'noise scale at epoch {drop_after}, less_top_k_by_grad_norm']:.0f}, by cost "
-          f"{mean[f'noise scale at epoch {drop_after}, less_top_k_by_cost']:.0f}, at random "
+          f"{mean[f'noise scale at epoch {drop_after}, less_top_k_by_cost']:.0f}, by the mean cost "
+          f"{mean[f'noise scale at epoch {drop_after}, less_top_k_by_mean_cost']:.0f}, at random "
           f"{mean[f'noise scale at epoch {drop_after}, less_top_k_by_random']:.0f}")
 
     plt = pyplot()
