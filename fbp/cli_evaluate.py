@@ -225,6 +225,7 @@ def _worst_scores(by: str, m: dict, over, params, X, Y, cost: str):
     example's cost averaged over the run, Σ_i e_i C_x(w_i) / Σ_i e_i, or its
     self-influence Σ_i η_i e_i ‖g_x(w_i)‖² (of the output layer's part for
     output-gradient)."""
+    import jax.numpy as jnp
     import numpy as np
 
     from fbp import stats
@@ -234,6 +235,7 @@ def _worst_scores(by: str, m: dict, over, params, X, Y, cost: str):
         return np.asarray(m["costs"] if by == "cost" else m["grad_norms"] if by == "gradient"
                           else np.asarray(m["grad_norms_by_layer"])[:, -1])
     if by == "cost":
+        X, Y = jnp.asarray(X), jnp.asarray(Y)  # on the device once, not once per checkpoint
         return sum(span * np.asarray(ftrain.evaluate(net, X, Y, cost, per_example=True)["costs"], np.float64)
                    for _, net, _, span in over) / sum(span for _, _, _, span in over)
     return np.asarray(stats.self_influence([(net, (1.0 if lr is None else lr) * span) for _, net, lr, span in over],

@@ -64,9 +64,23 @@ def per_example_grad_norms(params: list, X: Array, Y: Array, cost, per_layer: bo
 
     Identity: ‖δ aᵀ‖²_F = ‖δ‖² ‖a‖², and ‖∂C_n/∂b‖² = ‖δ‖²; no outer product is formed.
     """
-    ds, a_prev = batch_deltas(params, X, Y, cost)
-    sq = jnp.stack(_layer_sq_norms(params, ds, a_prev), axis=1)  # (B, L)
+    sq = _layer_sq_norms_of(params, X, Y, cost)  # (B, L)
     return jnp.sqrt(sq) if per_layer else jnp.sqrt(jnp.sum(sq, axis=1))
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
+def _layer_sq_norms_of(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] = None) -> Array:
+    """‖g^l_n‖² of each example and layer, (B, L), ``chunk_size`` examples at a time (``lax.map``) or all at once."""
+    cost, X, Y = check_batch(params, X, Y, cost)
+    if chunk_size is None:
+        ds, a_prev = batch_deltas(params, X, Y, cost)
+        return jnp.stack(_layer_sq_norms(params, ds, a_prev), axis=1)
+
+    def one(xy):
+        ds, a_prev = _deltas_and_inputs(params, xy[0], xy[1], cost)
+        return jnp.stack(_layer_sq_norms(params, ds, a_prev))
+
+    return jax.lax.map(one, (X, Y), batch_size=chunk_size)
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
@@ -143,21 +157,6 @@ def _checked_checkpoints(name: str, checkpoints) -> list:
             raise ValueError(f"{name} takes (params, step size) pairs, the step sizes finite numbers ≥ 0; got "
                              f"{lr!r} for one.")
     return checkpoints
-
-
-@functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
-def _layer_sq_norms_of(params: list, X: Array, Y: Array, cost, chunk_size: Optional[int] = None) -> Array:
-    """‖g^l_n‖² of each example and layer, (B, L), ``chunk_size`` examples at a time (``lax.map``) or all at once."""
-    cost, X, Y = check_batch(params, X, Y, cost)
-    if chunk_size is None:
-        ds, a_prev = batch_deltas(params, X, Y, cost)
-        return jnp.stack(_layer_sq_norms(params, ds, a_prev), axis=1)
-
-    def one(xy):
-        ds, a_prev = _deltas_and_inputs(params, xy[0], xy[1], cost)
-        return jnp.stack(_layer_sq_norms(params, ds, a_prev))
-
-    return jax.lax.map(one, (X, Y), batch_size=chunk_size)
 
 
 def self_influence(checkpoints, X: ArrayLike, Y: ArrayLike, cost, layers=None,
