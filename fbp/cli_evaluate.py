@@ -238,9 +238,14 @@ def _worst_scores(by: str, m: dict, over, params, X, Y, cost: str):
         X, Y = jnp.asarray(X), jnp.asarray(Y)  # on the device once, not once per checkpoint
         return sum(span * np.asarray(ftrain.evaluate(net, X, Y, cost, per_example=True)["costs"], np.float64)
                    for _, net, _, span in over) / sum(span for _, _, _, span in over)
-    return np.asarray(stats.self_influence([(net, (1.0 if lr is None else lr) * span) for _, net, lr, span in over],
-                                           X, Y, cost, layers=None if by == "gradient" else -1,
+    return np.asarray(stats.self_influence(_weighted(over), X, Y, cost, layers=None if by == "gradient" else -1,
                                            chunk_size=ftrain.chunk_for(params)), np.float64)
+
+
+def _weighted(over) -> list:
+    """The run's checkpoints as (params, weight) pairs, each weighing as its η (1 where not recorded) times the
+    epochs it stands for: what ``stats.tracin`` and ``stats.self_influence`` take."""
+    return [(net, (1.0 if lr is None else lr) * span) for _, net, lr, span in over]
 
 
 def _ranked_by(by: str, over) -> tuple:
@@ -276,8 +281,7 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     X = np.asarray(getattr(ds, split).X[row:row + 1], dtype)
     Y = np.asarray(getattr(ds, split).Y[row:row + 1], dtype)
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
-    weighted = [(params, 1.0)] if over is None else [(net, (1.0 if lr is None else lr) * span)
-                                                     for _, net, lr, span in over]
+    weighted = [(params, 1.0)] if over is None else _weighted(over)
     # a Conv layer forms each example's gradient (its im2col patches with it): evaluate's chunks (about 700
     # for the book's first conv net) keep it on Fashion-MNIST under 1 GB (3.1 GB at 10,000, in about the same time)
     dots = np.asarray(stats.tracin(weighted, train_X, train_Y, cost, X, Y,
@@ -290,12 +294,7 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     listed = [r for _, rows in lists for r in rows]
     both = np.concatenate([X, train_X[listed]]), np.concatenate([Y, train_Y[listed]])
     m = ftrain.evaluate(params, *both, cost, per_example=True)
-
-    def sq_norms(net):
-        got = m if net is params else ftrain.evaluate(net, *both, cost, per_example=True)
-        return np.asarray(got["grad_norms"], np.float64) ** 2
-
-    sq = np.sum([lr * sq_norms(net) for net, lr in weighted], axis=0)
+    sq = np.asarray(stats.self_influence(weighted, *both, cost), np.float64)
     own, norms = np.sqrt(sq[0]), np.sqrt(sq[1:])
     cos = dict(zip(listed, dots[listed] / np.maximum(norms * own, np.finfo(np.float64).tiny)))
     print(f"explain row {row} of the {split} split: true {named(truth[row])} → predicted {named(predicted[row])}, "
