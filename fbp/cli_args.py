@@ -343,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp evaluate net.npz --explain 17                     # the training images that pull test row 17 "
         "each way\n"
         "  fbp evaluate run/ --explain 17 --over-checkpoints     # … summed over the run's checkpoints (TracIn)\n"
-        "  fbp evaluate seed0.npz seed1.npz seed2.npz            # each network, then the three voting",
+        "  fbp evaluate seed0.npz seed1.npz seed2.npz            # each network, then the three voting\n"
+        "  fbp evaluate net.npz --worst 100 --json - | jq '.worst.rows[].row'\n"
+        "                                                        # the report as JSON, for a script",
     )
     evaluate.add_argument("params", nargs="+", help="the .npz file written by --save-params, a checkpoint file, or "
                           "a --checkpoint-dir (its newest checkpoint); several for a vote")
@@ -393,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="draw --explain's example and the training examples listed for it into FILE (.png, "
                                ".pdf, .svg): the ones that help it on the first row, those that hurt it on the "
                                "second; needs square images and matplotlib")
+    evaluate.add_argument("--json", default=None, metavar="FILE",
+                          help="also write the report as one JSON object into FILE (written whole or not at all; - "
+                               "prints it on stdout instead of the report): the data and split, the network, cost, "
+                               "accuracy, each layer's ‖δ‖, each class's accuracy, every pair of classes confused "
+                               "and how often, and --worst's and --explain's lists (with several networks each "
+                               "one's figures and the votes'); a non-finite number is written as null")
     evaluate.add_argument("--weights-image", default=None, metavar="FILE",
                           help="draw the first layer's weights into FILE (.png, .pdf, .svg): each convolutional "
                                "kernel, as the book's ch. 6 draws its 20 feature maps, or each hidden unit's "

@@ -3,18 +3,63 @@ checkpoint's) tested on a split of a data set: its cost and accuracy, each
 layer's ‖δ‖, accuracy per class, the classes most confused; with
 ``--worst`` the costliest single examples (or those of the largest gradient,
 or self-influence over a run's checkpoints), with ``--explain`` the training
-examples that pull one example each way (``fbp.cli`` parses the flags and
-calls ``cmd_evaluate``)."""
+examples that pull one example each way; with ``--json FILE`` all of it as
+one JSON object too (``fbp.cli`` parses the flags and calls
+``cmd_evaluate``)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
+import sys
 
 from fbp.cli import _data_dir_problem, _error, _image_path_problem, _validation_size_problem, network_text
 
 
 def cmd_evaluate(args) -> int:
+    """fbp evaluate: the report on stdout; with --json FILE the same as one
+    JSON object in FILE, written atomically once the report is whole (with
+    --json -, on stdout in the report's place)."""
+    from fbp import checkpoint as fckpt
+    from fbp.cli_report import metrics_line
+
+    if args.json is not None and args.json != "-":
+        try:
+            fckpt.check_params_path(args.json)
+        except OSError as e:
+            return _error("evaluate", f"--json {args.json} cannot be written ({e.strerror or e}); give a writable "
+                                      f"file, or - for stdout")
+    record: dict = {}
+    if args.json != "-":
+        status = _evaluate(args, record)
+    else:
+        with contextlib.redirect_stdout(io.StringIO()):  # the JSON alone on stdout, for a pipe
+            status = _evaluate(args, record)
+    if status != 0 or args.json is None:
+        return status
+    text = metrics_line(record)
+    if args.json == "-":
+        sys.stdout.write(text)
+        return 0
+    path = os.path.abspath(args.json)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    try:
+        fckpt.write_atomic(path, os.path.join(os.path.dirname(path), f".tmp-json-{os.getpid()}"), write)
+    except OSError as e:
+        return _error("evaluate", f"--json {args.json} cannot be written ({e.strerror or e})")
+    print(f"wrote {args.json}: the report as JSON")
+    return 0
+
+
+def _evaluate(args, record: dict) -> int:
+    """fbp evaluate's work and its report, each figure of which also goes
+    into ``record`` (--json); the command's exit status."""
     import jax
     import numpy as np
 
@@ -112,9 +157,11 @@ def cmd_evaluate(args) -> int:
         except plot.MetricsError as e:
             return fail(f"--weights-image: {str(e).removeprefix('weights: ')}; drop --weights-image")
     truth = np.argmax(split.Y, axis=1)
+    record.update(data=ds.name, split=args.split, examples=len(split), cost_function=cost)
     if len(networks) > 1:
-        predicted = _print_vote(networks, split, truth, cost, f"{ds.name} {args.split}", args.voting or "hard")
-        _print_classes(ds, truth, predicted)
+        predicted = _print_vote(networks, split, truth, cost, f"{ds.name} {args.split}", args.voting or "hard",
+                                record)
+        _print_classes(ds, truth, predicted, record)
         return 0
     X = np.asarray(split.X, params[0].w.dtype)
     m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True, deltas=True,
@@ -127,18 +174,25 @@ def cmd_evaluate(args) -> int:
     print(f"cost {float(m['cost']):.4f}  accuracy {int(m['correct']) / len(split):.4f}  ({cost})")
     print("‖δ‖ by layer (‖∂C/∂b^l‖ of the mean cost here, first to last): "
           + " ".join(f"{v:.3g}" for v in np.asarray(m["delta_norms"])))
-    names = _print_classes(ds, truth, predicted)
+    record["network"] = _network_record(networks[0][0], params, meta)
+    record.update(cost=float(m["cost"]), accuracy=int(m["correct"]) / len(split), correct=int(m["correct"]),
+                  delta_norms=[float(v) for v in np.asarray(m["delta_norms"])])
+    names = _print_classes(ds, truth, predicted, record)
     over = None  # --over-checkpoints: the run's checkpoints, [(epoch, params, η, span)]
     if args.over_checkpoints:
         over = _run_checkpoints(args.params[0], params)
         if isinstance(over, str):
             return fail(over)
+        record["checkpoints"] = [dict(epoch=epoch, lr=lr, epochs_spanned=span) for epoch, _, lr, span in over]
     if args.worst is not None:
         by = args.worst_by or "cost"
         scores = _worst_scores(by, m, over, params, X, np.asarray(split.Y, X.dtype), cost)
         short, what = _ranked_by(by, over)
         rows = _print_worst(args.worst, by, args.split, truth, predicted, np.asarray(m["costs"]),
                             np.asarray(m["grad_norms"]), scores, over, short)
+        record["worst"] = dict(by=by, over_checkpoints=over is not None, ranked_by=what, rows=[
+            dict(row=int(r), true=int(truth[r]), predicted=int(predicted[r]), cost=float(m["costs"][r]),
+                 grad_norm=float(m["grad_norms"][r]), score=float(scores[r])) for r in rows])
         if args.worst_images is not None:
             def named(c):
                 return names[c] if names else str(c)
@@ -150,9 +204,10 @@ def cmd_evaluate(args) -> int:
             except OSError as e:
                 return fail(f"--worst-images {args.worst_images} cannot be written ({e.strerror or e})")
             print(f"wrote {args.worst_images}: {len(rows)} images")
+            record["worst"]["images"] = args.worst_images
     if args.explain is not None:
         pictures, titles, listed = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted,
-                                                    names, over)
+                                                    names, over, record)
         if args.explain_images is not None:
             try:
                 plot.save(plot.images(pictures, titles, cols=EXPLAINED + 1,
@@ -162,16 +217,25 @@ def cmd_evaluate(args) -> int:
             except OSError as e:
                 return fail(f"--explain-images {args.explain_images} cannot be written ({e.strerror or e})")
             print(f"wrote {args.explain_images}: {1 + listed} images")
+            record["explain"]["images"] = args.explain_images
     if weights_figure is not None:
         try:
             plot.save(weights_figure, args.weights_image)
         except OSError as e:
             return fail(f"--weights-image {args.weights_image} cannot be written ({e.strerror or e})")
         print(f"wrote {args.weights_image}: the first layer's weights")
+        record["weights_image"] = args.weights_image
     return 0
 
 
 EXPLAINED = 5  # the training examples listed each way by --explain
+
+
+def _network_record(path: str, params, meta: dict) -> dict:
+    """A network as --json names it: the file given, the checkpoint read (for a --checkpoint-dir), its layers
+    as fbp train's flags give them, and the epoch it was trained to where its file says."""
+    return dict(path=path, checkpoint=meta.get("checkpoint"), layers=network_text(params),
+                trained_epoch=meta.get("tested_epoch"))
 
 
 def _run_checkpoints(directory: str, params):
@@ -259,7 +323,8 @@ def _ranked_by(by: str, over) -> tuple:
     return short, f"self-influence {short} over {len(over)} checkpoints"
 
 
-def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names, over=None):
+def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names, over=None,
+                     record=None):
     """fbp evaluate --explain ROW: the training examples whose gradients
     point most with and most against example ROW's (``stats.grad_gram``),
     those whose steps lower and raise its cost most; with ``over``, the
@@ -268,7 +333,8 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     for (``stats.tracin``): each example is stepped on once an epoch, so
     the sum follows what its steps did over the whole run. Returns the
     pictures for --explain-images (ROW, those that help, a blank, those
-    that hurt), their titles, and how many training examples were listed."""
+    that hurt), their titles, and how many training examples were listed;
+    the lists go into ``record["explain"]`` too."""
     import numpy as np
 
     from fbp import stats
@@ -308,6 +374,12 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
         print(f"TracIn over {_checkpoints_text(over)}: the training examples whose steps lowered and "
               f"raised this one's cost most over the run, of the {len(dots)}, by Σ_i η_i e_i g_n(w_i) · g_x(w_i):")
     labels = np.argmax(ds.train.Y, axis=1)
+    if record is not None:
+        record["explain"] = dict(
+            row=row, true=int(truth[row]), predicted=int(predicted[row]), cost=float(m["costs"][0]),
+            grad_norm=float(m["grad_norms"][0]), over_checkpoints=over is not None, training_examples=len(dots),
+            **{title.split()[0]: [dict(row=int(r), true=int(labels[r]), product=float(dots[r]), cos=float(cos[r]))
+                                  for r in rows] for title, rows in lists})
     width = len(str(len(dots) - 1))
     for title, rows in lists:
         for r in rows:
@@ -356,38 +428,46 @@ def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms, sc
     return rows
 
 
-def _print_classes(ds, truth, predicted):
+def _print_classes(ds, truth, predicted, record: dict):
     """Accuracy per class, the classes' names where the data set has them,
-    and the pairs of classes most confused; returns the names (or None)."""
+    and the pairs of classes most confused; returns the names (or None).
+    ``record`` gets each class's accuracy and every pair confused, most
+    often first."""
     import numpy as np
 
     from fbp import data as fdata
 
-    per_class = []
+    names = fdata.CLASS_NAMES.get(ds.name)
+    if names is not None and len(names) != ds.n_classes:
+        names = None
+    per_class, classes = [], []
     for c in range(ds.n_classes):
         n_c = int(np.sum(truth == c))
         if n_c:
-            per_class.append(f"{c}: {np.mean(predicted[truth == c] == c):.3f} ({n_c})")
+            right = int(np.sum(predicted[truth == c] == c))
+            per_class.append(f"{c}: {right / n_c:.3f} ({n_c})")
+            classes.append(dict({"class": c}, name=names[c] if names else None, examples=n_c, accuracy=right / n_c))
     print("accuracy per class: " + "  ".join(per_class))
-    names = fdata.CLASS_NAMES.get(ds.name)
-    if names is not None and len(names) == ds.n_classes:
+    if names is not None:
         print("classes: " + ", ".join(f"{c} {name}" for c, name in enumerate(names)))
-    else:
-        names = None
+    record.update(classes=classes, confusions=[])
     wrong = np.flatnonzero(predicted != truth)
     if wrong.size:
         pairs, counts = np.unique(np.stack([truth[wrong], predicted[wrong]], 1), axis=0, return_counts=True)
-        top = np.argsort(-counts, kind="stable")[:5]
+        order = np.argsort(-counts, kind="stable")
         print("most confused (true → predicted): " + ", ".join(
-            f"{pairs[i][0]} → {pairs[i][1]} ×{counts[i]}" for i in top))
+            f"{pairs[i][0]} → {pairs[i][1]} ×{counts[i]}" for i in order[:5]))
+        record["confusions"] = [dict(true=int(pairs[i][0]), predicted=int(pairs[i][1]), count=int(counts[i]))
+                                for i in order]
     return names
 
 
-def _print_vote(networks, split, truth, cost: str, where: str, voting: str):
+def _print_vote(networks, split, truth, cost: str, where: str, voting: str, record: dict):
     """fbp evaluate with several networks: each one's cost and accuracy,
     then the accuracy of their vote and of their soft vote
     (``fbp.train.vote_of``), all from one pass over the split per network;
-    returns the classes of the vote named by ``voting``."""
+    returns the classes of the vote named by ``voting``, and puts what it
+    printed into ``record``."""
     import numpy as np
 
     from fbp import train as ftrain
@@ -404,6 +484,8 @@ def _print_vote(networks, split, truth, cost: str, where: str, voting: str):
               f"({network_text(params)}{trained})")
         outputs.append(m["outputs"])
         classes.append(np.asarray(m["predicted"]))
+        record.setdefault("networks", []).append(dict(_network_record(path, params, meta), cost=float(m["cost"]),
+                                                      accuracy=alone[-1], correct=int(m["correct"])))
     voted = {v: np.asarray(ftrain.vote_of(outputs, v)) for v in ("hard", "soft")}
     split_votes = int(np.sum(np.any(np.stack(classes) != classes[0], axis=0)))
     print(f"vote: accuracy {np.mean(voted['hard'] == truth):.4f} (the best network alone: {max(alone):.4f}; the "
@@ -412,4 +494,7 @@ def _print_vote(networks, split, truth, cost: str, where: str, voting: str):
     print(f"soft vote (the largest summed output): accuracy {np.mean(voted['soft'] == truth):.4f}; it differs from "
           f"the vote on {differ} example{'' if differ == 1 else 's'}")
     print(f"{'the vote' if voting == 'hard' else 'the soft vote'} (--voting {voting}), class by class:")
+    record.update(vote=dict(accuracy=float(np.mean(voted["hard"] == truth)), disagree=split_votes),
+                  soft_vote=dict(accuracy=float(np.mean(voted["soft"] == truth)), differs=differ),
+                  voting=voting)
     return voted[voting]

@@ -220,6 +220,13 @@ def test_cli_keeps_every_nth_checkpoint_and_explains_a_row_over_them_as_tracin(t
         np.testing.assert_allclose(shown_values, influence[rows], rtol=1e-3)
         assert np.sort(influence)[-7] <= min(shown_values) * (1 + 1e-3)  # none left out that ranks above them
         assert influence[rows[0]] > 5 * np.median(influence)
+        if by == "cost":  # --json: the checkpoints and the list, unrounded
+            rec = json.loads(fbp_here(capsys, "evaluate", run_dir, "--split", "train", "--worst", "6",
+                                      "--over-checkpoints", "--json", "-").stdout)
+            assert rec["checkpoints"] == [dict(epoch=e, lr=lr, epochs_spanned=span)
+                                          for e, lr, span in zip(epochs, rates, spans)]
+            assert rec["worst"]["over_checkpoints"] and [w["row"] for w in rec["worst"]["rows"]] == rows
+            np.testing.assert_allclose([w["score"] for w in rec["worst"]["rows"]], influence[rows], rtol=1e-6)
     # a checkpoint that cannot be read is passed over, said in one line, and the next stands for its epochs too
     cut = ckpt.path_of(run_dir, epochs[1])
     with open(cut, "r+b") as f:
@@ -283,6 +290,12 @@ def test_cli_evaluate_lets_several_networks_vote(tmp_path, capsys):
     assert lines[6:8] == ["the vote (--voting hard), class by class:",
                           "accuracy per class: " + "  ".join(
                               f"{c}: {np.mean(hard[truth == c] == c):.3f} ({np.sum(truth == c)})" for c in range(10))]
+    record = json.loads(fbp_here(capsys, "evaluate", *paths, "--json", "-").stdout)  # the same, as JSON
+    assert [(n["path"], f"{n['accuracy']:.4f}") for n in record["networks"]] == [
+        (path, line.split()[4]) for path, line in zip(paths, lines[1:4])]
+    assert record["vote"]["accuracy"] == voted and record["soft_vote"]["accuracy"] == np.mean(soft == truth)
+    assert record["voting"] == "hard" and [c["accuracy"] for c in record["classes"]] == [
+        np.mean(hard[truth == c] == c) for c in range(10)]
     proc = fbp_here(capsys, "evaluate", *paths, "--voting", "soft")
     assert proc.stdout.splitlines()[6:8] == ["the soft vote (--voting soft), class by class:",
                                              "accuracy per class: " + "  ".join(

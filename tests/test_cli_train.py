@@ -313,6 +313,63 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path, capsys):
     assert "None" not in proc.stderr and "params of epoch 0" in proc.stdout
 
 
+def test_cli_evaluate_json_holds_the_report_as_one_object(tmp_path, capsys):
+    """fbp evaluate --json FILE: the report's figures as one strict JSON
+    object, written atomically beside the printed report (which it leaves as
+    it was); --json - prints the object alone; a FILE that cannot be written
+    is refused before the evaluation."""
+    evaluate = functools.partial(fbp_here, capsys, "evaluate")
+    net, out = str(tmp_path / "net.npz"), tmp_path / "report.json"
+    proc = fbp_here(capsys, "train", "--epochs", "2", "--quiet", "--sizes", "64,20,10", "--save-params", net)
+    assert proc.returncode == 0, proc.stderr
+    flags = [net, "--worst", "4", "--explain", "3"]
+    plain = evaluate(*flags)
+    proc = evaluate(*flags, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == plain.stdout + f"wrote {out}: the report as JSON\n"
+    assert not list(tmp_path.glob(".tmp-json-*"))
+    r = json.loads(out.read_text())
+    params = fbp.load_params(net)
+    ds = fdata.load("digits", None, None)
+    X, Y = ds.test.X, ds.test.Y
+    m = ftrain.evaluate(params, X, Y, "log_likelihood", predictions=True, per_example=True, deltas=True)
+    truth, predicted = Y.argmax(1), np.asarray(m["predicted"])
+    assert (r["data"], r["split"], r["examples"], r["cost_function"]) == ("digits", "test", 360, "log_likelihood")
+    assert r["network"] == dict(path=net, checkpoint=None, layers="64,20,10", trained_epoch=2)
+    assert r["correct"] == int(m["correct"]) and r["accuracy"] == int(m["correct"]) / 360
+    np.testing.assert_allclose([r["cost"], *r["delta_norms"]], [m["cost"], *m["delta_norms"]], rtol=1e-6)
+    assert [(c["class"], c["examples"], c["accuracy"]) for c in r["classes"]] == [
+        (k, int(np.sum(truth == k)), float(np.mean(predicted[truth == k] == k))) for k in range(10)]
+    pairs = [(c["true"], c["predicted"], c["count"]) for c in r["confusions"]]
+    assert sum(n for _, _, n in pairs) == 360 - r["correct"] > 0
+    assert [n for _, _, n in pairs] == sorted((n for _, _, n in pairs), reverse=True)
+    assert all(n == np.sum((truth == t) & (predicted == p)) and t != p for t, p, n in pairs)
+    rows = list(np.argsort(-np.asarray(m["costs"]), kind="stable")[:4])
+    assert r["worst"]["by"] == "cost" and [w["row"] for w in r["worst"]["rows"]] == rows
+    np.testing.assert_allclose([[w["cost"], w["score"], w["grad_norm"]] for w in r["worst"]["rows"]],
+                               [[m["costs"][i], m["costs"][i], m["grad_norms"][i]] for i in rows], rtol=1e-6)
+    assert [(w["true"], w["predicted"]) for w in r["worst"]["rows"]] == [(truth[i], predicted[i]) for i in rows]
+    dots = np.asarray(fbp.stats.grad_gram(params, ds.train.X, ds.train.Y, "log_likelihood", X[3:4], Y[3:4]))[:, 0]
+    e = r["explain"]
+    assert (e["row"], e["true"], e["predicted"], e["training_examples"]) == (3, truth[3], predicted[3], 1257)
+    assert [h["row"] for h in e["helps"]] == list(np.argsort(-dots)[:5])
+    assert [h["row"] for h in e["hurts"]] == list(np.argsort(dots)[:5])
+    np.testing.assert_allclose([h["product"] for h in e["helps"] + e["hurts"]],
+                               dots[[h["row"] for h in e["helps"] + e["hurts"]]], rtol=1e-4)
+    assert all(0 < h["cos"] <= 1 for h in e["helps"]) and all(-1 <= h["cos"] < 0 for h in e["hurts"])
+    # --json -: the object alone on stdout, the same one
+    proc = evaluate(*flags, "--json", "-")
+    assert proc.returncode == 0 and proc.stdout.count("\n") == 1 and json.loads(proc.stdout) == r, proc.stderr
+    (tmp_path / "d.json").mkdir()
+    for argv, needle in ((["--json", str(tmp_path / "d.json")], "(a directory, not a file); give a writable file, "
+                                                                 "or - for stdout"),
+                         (["--json", os.path.join(net, "r.json")], "(a file, not a directory)"),
+                         (["--explain", "360", "--json", "-"], "--explain 360: the digits test split has 360")):
+        proc = evaluate(net, *argv)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
+        assert proc.stdout == ""  # refused before the evaluation, and nothing half-said on stdout
+
+
 def test_cli_lr_halving_halves_eta_and_stops_at_one_128th(tmp_path):
     out = tmp_path / "m.jsonl"
     proc = fbp_cli("train", "--epochs", "40", "--quiet", "--lr-halving", "1", "--metrics-out", str(out))
