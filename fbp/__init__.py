@@ -16,7 +16,7 @@ from fbp.backprop import (
     value_and_batch_backward,
 )
 from fbp.check import GradReport, autodiff_grad, compare_grads, finite_differences, relative_error
-from fbp.checkpoint import load_params, save_params
+from fbp.checkpoint import load_params, save_network2, save_params
 from fbp.costs import COSTS, Cost, get_cost
 from fbp.layers import Conv, Dense
 from fbp.network import INITS, dropout_masks, forward, forward_trace, init_convnet, init_mlp
@@ -51,6 +51,7 @@ __all__ = [
     "load_params",
     "loss",
     "relative_error",
+    "save_network2",
     "save_params",
     "stats",
     "value_and_batch_backward",

@@ -426,7 +426,8 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
     checkpoint written by ``fit`` (its params alone, at that epoch):
     ``list[Dense]``, or a tuple where a tuple was saved (and the file's
     ``meta`` dict if ``with_meta``; a checkpoint's has its ``epoch``
-    added). ``path`` may also be a checkpoint
+    added). A network saved by the book's ``network2.py``
+    (``Network.save``, JSON) reads too (``save_network2``). ``path`` may also be a checkpoint
     directory: its newest checkpoint that reads is taken (an unreadable newer
     one is passed over with a CheckpointWarning, as ``fit(resume=True)``
     does), and the meta names it under ``checkpoint``. Built-in activations
@@ -439,6 +440,8 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
 
     if os.path.isdir(path):
         return _newest_params(path, activations, with_meta)
+    if _is_json(path):  # the book's network2.py saves its networks as JSON
+        return _load_network2(path, with_meta)
 
     def keys(header):
         if header.get("format") == PARAMS_FORMAT:  # w_0 … w_{L-1}, then b_0 … b_{L-1}
@@ -497,6 +500,142 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
                       f"{ws[0].dtype}.", stacklevel=2)
     network = tuple(params) if container == "tuple" else params
     return (network, meta) if with_meta else network
+
+
+# --- the book's own file: network2.py's Network.save and load ---------------
+# network2.save writes {"sizes", "weights": [w.tolist()], "biases": [b.tolist()], "cost": cost.__name__}, each w
+# (n_out, n_in) and each b a column (n_out, 1); every layer is sigmoid, the output too; load looks the cost class
+# up by that name and reads no other key.
+NETWORK2_COSTS = {"QuadraticCost": "quadratic", "CrossEntropyCost": "cross_entropy"}
+
+
+def network2_problem(params, cost) -> Optional[str]:
+    """Why the book's ``network2.py`` could not hold ``params`` trained with
+    ``cost`` (it knows Dense sigmoid layers, the output too, and the
+    quadratic and cross-entropy costs), in words; None if it can."""
+    from fbp.activations import get_activation
+    from fbp.costs import get_cost
+    from fbp.layers import Dense
+
+    name = get_cost(cost).name
+    if name not in NETWORK2_COSTS.values():
+        return (f"network2 trains with QuadraticCost or CrossEntropyCost, the costs quadratic and cross_entropy, "
+                f"not {name}")
+    for i, layer in enumerate(params):
+        if not isinstance(layer, Dense):
+            return f"network2's layers are fully connected, and layer {i} is a {type(layer).__name__}"
+        if layer.act != get_activation("sigmoid"):  # the built-in one: network2 knows no other σ
+            where = "the output layer" if i == len(params) - 1 else f"layer {i}"
+            act = layer.act.name if layer.act.name != "sigmoid" else "a σ of its own named sigmoid"
+            return f"network2's neurons are sigmoid in every layer, the output too, and {where} is {act}"
+    return None
+
+
+def save_network2(path: str, params, cost, meta: Optional[dict] = None) -> str:
+    """Atomically write a network as the book's ``network2.py`` saves one
+    (``Network.save``): JSON of its ``sizes``, its ``weights`` and ``biases``
+    as nested lists (each bias a column, (n, 1), as network2 keeps them) and
+    its cost's class name, ``QuadraticCost`` or ``CrossEntropyCost``, so that
+    ``network2.load(path)`` reads it back; ``load_params`` reads it too.
+    ``meta`` (JSON-able) goes under the key ``"fbp"``, which network2.load
+    passes over. ValueError (saying why) for a network network2 cannot hold
+    (``network2_problem``) or a weight that is not finite; returns the
+    path."""
+    from fbp.costs import get_cost
+    from fbp.network import validate_params
+
+    if not isinstance(params, (list, tuple)) or not params:
+        raise TypeError(f"save_network2 takes a network, a non-empty list of fbp.Dense layers; got "
+                        f"{type(params).__name__}.")
+    validate_params(params)
+    problem = network2_problem(params, cost)
+    if problem:
+        raise ValueError(f"save_network2: {problem}; save it with fbp.save_params (an .npz) instead.")
+    name = get_cost(cost).name
+    data: dict = dict(sizes=[params[0].n_in] + [layer.n_out for layer in params],
+                      weights=[np.asarray(layer.w, np.float64).tolist() for layer in params],
+                      biases=[np.asarray(layer.b, np.float64).reshape(-1, 1).tolist() for layer in params],
+                      cost=next(k for k, v in NETWORK2_COSTS.items() if v == name))
+    if meta:
+        data["fbp"] = meta
+    try:
+        text = json.dumps(data, allow_nan=False)
+    except ValueError:
+        raise ValueError("save_network2: a weight or bias is not finite, which JSON cannot hold (and a network "
+                         "cannot use)") from None
+    except TypeError as e:
+        raise TypeError(f"meta must be JSON-able: {e}") from None
+    path = os.fspath(path)
+    check_params_path(path, probe=False)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    write_atomic(path, os.path.join(directory, f".tmp-params-{os.getpid()}.json"), write)
+    return path
+
+
+def _is_json(path: str) -> bool:
+    """Whether ``path`` is a file whose first character that is not white space is ``{``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    return head.lstrip()[:1] == b"{"
+
+
+def _load_network2(path: str, with_meta: bool):
+    """``load_params`` of a network saved by the book's ``network2.py``: Dense
+    sigmoid layers, float64 (float32 with JAX's 64-bit mode off, with a
+    warning, as for an .npz of float64 params); the meta names its cost by
+    fbp's name and holds what ``save_network2`` put under "fbp"."""
+    import jax.numpy as jnp
+
+    from fbp.layers import Dense
+    from fbp.network import validate_params
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a network: it starts as JSON but does not read as JSON ({e}); cut "
+                              f"short?") from None
+    what = "JSON, but not a network saved by the book's network2.py (Network.save)"
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: {what}: not an object")
+    missing = [k for k in ("sizes", "weights", "biases", "cost") if k not in data]
+    if missing:
+        raise CheckpointError(f"{path}: {what}: it has no {', '.join(repr(k) for k in missing)}")
+    sizes, cost = data["sizes"], data["cost"]
+    if (not isinstance(sizes, list) or len(sizes) < 2 or not all(isinstance(n, int) and n > 0 for n in sizes)
+            or not isinstance(data["weights"], list) or not isinstance(data["biases"], list)
+            or not len(data["weights"]) == len(data["biases"]) == len(sizes) - 1):
+        raise CheckpointError(f"{path}: {what}: its sizes {sizes!r} do not match its lists of weights and biases")
+    if cost not in NETWORK2_COSTS:
+        raise CheckpointError(f"{path}: its cost {cost!r} is none of network2.py's ({', '.join(NETWORK2_COSTS)})")
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)  # float32 where JAX's 64-bit mode is off
+    params = []
+    for i, (w, b) in enumerate(zip(data["weights"], data["biases"])):
+        try:
+            w, b = np.asarray(w, np.float64), np.asarray(b, np.float64)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path}: layer {i}'s weights or biases are not arrays of numbers") from None
+        if w.shape != (sizes[i + 1], sizes[i]) or b.shape not in ((sizes[i + 1], 1), (sizes[i + 1],)):
+            raise CheckpointError(f"{path}: layer {i} has weights {w.shape} and biases {b.shape}, where its sizes "
+                                  f"{sizes} say ({sizes[i + 1]}, {sizes[i]}) and ({sizes[i + 1]}, 1)")
+        params.append(Dense(jnp.asarray(w, dtype), jnp.asarray(b.reshape(-1), dtype), "sigmoid"))
+    validate_params(params)
+    if dtype != np.float64:
+        warnings.warn(f"{path} holds float64 params (the book's network2.py), loaded as {dtype} because JAX's "
+                      f"64-bit mode is off; call jax.config.update('jax_enable_x64', True) before load_params to "
+                      f"keep float64.", stacklevel=3)
+    own = data.get("fbp")  # what save_network2 kept of an fbp run
+    meta = dict(own if isinstance(own, dict) else {}, format="network2", sizes=sizes, cost=NETWORK2_COSTS[cost])
+    return (params, meta) if with_meta else params
 
 
 def _newest_params(directory: str, activations: Optional[dict], with_meta: bool):

@@ -297,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "for fbp evaluate --explain ROW --over-checkpoints")
     watching.add_argument("--save-params", default=None,
                           help="write the tested network (the last epoch's, or the best with --restore-best) to this "
-                               ".npz file; fbp.load_params reads it back")
+                               ".npz file; fbp.load_params reads it back. A .json name writes the book's network2.py "
+                               "file instead, which its network2.load reads (sigmoid layers and --cost quadratic or "
+                               "cross_entropy only)")
     watching.add_argument("--metrics-out", default=None,
                           help="write one JSON object per epoch (and a final one) to this .jsonl file")
     privacy.add_argument("--dp-clip", type=_positive_float, default=None,

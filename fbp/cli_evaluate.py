@@ -134,12 +134,14 @@ def _evaluate(args, record: dict) -> int:
             return fail(_validation_size_problem(e, given=validation is not None))
         return fail(str(e) if str(e).startswith("--") else f"--data {data}: {e}")  # one that names its flag already
     split = getattr(ds, args.split)
-    for path, net, _ in networks:
+    for path, net, net_meta in networks:
         sizes = [net[0].n_in] + [p.n_out for p in net]
         if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
+            book = (" (the book's network2.py trains on MNIST: --data mnist-pkl --data-dir mnist.pkl.gz, or --data "
+                    "idx)" if net_meta.get("format") == "network2" and "data_flag" not in net_meta else "")
             return fail(f"the network{f' {path}' if len(networks) > 1 else ''} ({','.join(map(str, sizes))}) does "
                         f"not fit {ds.name} ({ds.n_in} inputs, {ds.n_classes} classes); give the --data it was "
-                        f"trained on")
+                        f"trained on{book}")
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
     if args.explain is not None and args.explain >= len(split):

@@ -354,7 +354,24 @@ def _check_flags(args, writer: bool) -> Optional[float]:
         except OSError as e:
             raise _refuse(f"--save-params {args.save_params} cannot be written ({e.strerror or e}); "
                           f"give a writable .npz path") from None
+    if args.save_params and _network2_file(args.save_params):
+        other = [f"--{flag.replace('_', '-')} {getattr(args, flag)}" for flag, ok in (
+            ("activation", ("sigmoid",)), ("output_activation", ("sigmoid",)),
+            ("cost", tuple(fckpt.NETWORK2_COSTS.values()))) if getattr(args, flag) not in ok]
+        if args.conv:
+            other.append(f"--conv {conv_text(args.conv)}")
+        if other:
+            raise _refuse(f"--save-params {args.save_params}: a .json file is the book's network2.py format, "
+                          f"whose layers are all sigmoid (the output too), fully connected, and whose cost is "
+                          f"quadratic or cross_entropy, and this run has {', '.join(other)}; give "
+                          f"--output-activation sigmoid --cost cross_entropy (and a sigmoid --activation, no "
+                          f"--conv), or an .npz name")
     return momentum
+
+
+def _network2_file(path: str) -> bool:
+    """Whether --save-params names a .json file: the book's network2.py format (``fbp.save_network2``)."""
+    return os.path.splitext(path)[1].lower() == ".json"
 
 
 def _load(args):
@@ -592,10 +609,14 @@ def _finish(args, run: _Run, report: Report, result, seconds: float, writer: boo
     network_saved = False
     if args.save_params:
         try:
-            fckpt.save_params(args.save_params, tested, dict(
+            meta = dict(
                 data=ds.name, data_flag=args.data, data_dir=args.data_dir and os.path.abspath(args.data_dir),
                 validation=len(ds.validation), sizes=run.sizes, cost=args.cost, dtype=args.dtype,
-                tested_epoch=tested_epoch, test_accuracy=final["test_accuracy"], test_cost=final["test_cost"]))
+                tested_epoch=tested_epoch, test_accuracy=final["test_accuracy"], test_cost=final["test_cost"])
+            if _network2_file(args.save_params):  # the book's file, which network2.load reads
+                fckpt.save_network2(args.save_params, tested, args.cost, meta)
+            else:
+                fckpt.save_params(args.save_params, tested, meta)
             network_saved = True
         except OSError as e:
             errors.append(f"could not write --save-params {args.save_params} ({e.strerror or e}); "

@@ -732,3 +732,115 @@ def test_a_second_ctrl_c_stops_the_running_epoch_at_once(tmp_path, devices):
     assert f"epoch {newest + 1:3d} " not in out
     assert err.strip().splitlines()[-1] == (f"fbp train: interrupted; the checkpoint of epoch {newest} is in "
                                             f"{run_dir}: add --resume to the same command to go on")
+
+
+def _book_file(path, sizes, cost, seed=0):
+    """A network written as the book's network2.py writes one (Network.save):
+    its weights (n_out, n_in) and its biases as columns (n_out, 1), as lists."""
+    rng = np.random.default_rng(seed)
+    ws = [rng.standard_normal((m, n)) for n, m in zip(sizes[:-1], sizes[1:])]
+    bs = [rng.standard_normal((m, 1)) for m in sizes[1:]]
+    with open(path, "w") as f:
+        json.dump({"sizes": sizes, "weights": [w.tolist() for w in ws], "biases": [b.tolist() for b in bs],
+                   "cost": cost}, f)
+    return ws, bs
+
+
+def _book_backprop(ws, bs, x, y, cost):
+    """network2.py's backprop, one example as a column: δ^L = a − y for its
+    CrossEntropyCost, (a − y) σ'(z) for its QuadraticCost; then BP2, BP3, BP4."""
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    a, activations, zs = x[:, None], [x[:, None]], []
+    for w, b in zip(ws, bs):
+        zs.append(w @ a + b)
+        a = sigmoid(zs[-1])
+        activations.append(a)
+    delta = a - y[:, None]
+    if cost == "QuadraticCost":
+        delta = delta * sigmoid(zs[-1]) * (1 - sigmoid(zs[-1]))
+    nabla_w, nabla_b = [delta @ activations[-2].T], [delta]
+    for l in range(2, len(ws) + 1):
+        s = sigmoid(zs[-l])
+        delta = (ws[-l + 1].T @ delta) * s * (1 - s)
+        nabla_w.insert(0, delta @ activations[-l - 1].T)
+        nabla_b.insert(0, delta)
+    return a[:, 0], nabla_w, nabla_b
+
+
+@pytest.mark.parametrize("cost", ["CrossEntropyCost", "QuadraticCost"])
+def test_a_network_of_the_books_network2_file_loads_and_gets_the_books_gradient(tmp_path, cost):
+    """load_params reads the JSON the book's network2.py saves: the same
+    outputs, and from fbp's hand-written backward the gradient network2's
+    own backprop gives (float64, 1e-12); save_network2 writes what
+    network2.load reads, and reads back bitwise."""
+    path = str(tmp_path / "book.json")
+    sizes = [6, 5, 4, 3]
+    ws, bs = _book_file(path, sizes, cost)
+    params, meta = fbp.load_params(path, with_meta=True)
+    name = {"CrossEntropyCost": "cross_entropy", "QuadraticCost": "quadratic"}[cost]
+    assert meta == dict(format="network2", sizes=sizes, cost=name)
+    assert [layer.activation for layer in params] == ["sigmoid"] * 3 and params[0].w.dtype == jnp.float64
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x, y = rng.uniform(size=6), np.eye(3)[rng.integers(3)]
+        out, nabla_w, nabla_b = _book_backprop(ws, bs, x, y, cost)
+        np.testing.assert_allclose(fbp.forward(params, x), out, rtol=1e-13)
+        g = fbp.backward(params, x, y, name)
+        for layer, w, b in zip(g, nabla_w, nabla_b, strict=True):
+            assert fbp.relative_error(layer.w, w) <= 1e-12 and fbp.relative_error(layer.b, b[:, 0]) <= 1e-12
+    # written back as network2 writes it: what network2.load reads (json, then np.array of each list)
+    again = str(tmp_path / "again.json")
+    assert fbp.save_network2(again, params, name, dict(note="fbp's")) == again
+    with open(again) as f:
+        data = json.load(f)
+    assert data["sizes"] == sizes and data["cost"] == cost and data["fbp"] == dict(note="fbp's")
+    for w, b, w0, b0 in zip(data["weights"], data["biases"], ws, bs, strict=True):
+        np.testing.assert_array_equal(np.array(w), w0)
+        np.testing.assert_array_equal(np.array(b), b0)  # a column, (n, 1), as network2 keeps its biases
+    back, meta = fbp.load_params(again, with_meta=True)
+    assert meta["note"] == "fbp's" and meta["cost"] == name
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp")]
+
+
+def test_networks_network2_cannot_hold_and_files_it_did_not_write_are_refused_saying_why(tmp_path):
+    path = str(tmp_path / "n.json")
+    net = fbp.init_mlp(jax.random.key(0), [4, 3, 2], output_activation="sigmoid", dtype=jnp.float64)
+    for params, cost, needle in (
+            (net, "log_likelihood", "QuadraticCost or CrossEntropyCost, the costs quadratic and cross_entropy, not "
+                                    "log_likelihood"),
+            (fbp.init_mlp(jax.random.key(0), [4, 3, 2], output_activation="softmax"), "cross_entropy",
+             "and the output layer is softmax"),
+            (fbp.init_mlp(jax.random.key(0), [4, 3, 2], activation="relu", output_activation="sigmoid"),
+             "quadratic", "and layer 0 is relu"),
+            (fbp.init_convnet(jax.random.key(0), (4, 4), [(2, 3, 1)], [2], output_activation="sigmoid"),
+             "quadratic", "layer 0 is a Conv"),
+            ([fbp.Dense(net[0].w.at[0, 0].set(jnp.nan), net[0].b), net[1]], "quadratic", "not finite")):
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            fbp.save_network2(path, params, cost)
+    assert not os.path.exists(path)
+    # files that are not the book's network, each said for what it is
+    for text, needle in (('{"sizes": [2, 3], "weights": [[[1, 2', "starts as JSON but does not read as JSON"),
+                         ('{"sizes": [2, 3]}', "not a network saved by the book's network2.py (Network.save): it "
+                                               "has no 'weights', 'biases', 'cost'"),
+                         ('{"sizes": [2, 3], "weights": [[[1, 2]]], "biases": [[[0]]], "cost": "LogCost"}',
+                          "its cost 'LogCost' is none of network2.py's (QuadraticCost, CrossEntropyCost)"),
+                         ('{"sizes": [2, 3], "weights": [[[1, 2]]], "biases": [[[0]]], "cost": "QuadraticCost"}',
+                          "layer 0 has weights (1, 2) and biases (1, 1), where its sizes [2, 3] say (3, 2) and "
+                          "(3, 1)"),
+                         ('{"sizes": [2, 3, 1], "weights": [], "biases": [], "cost": "QuadraticCost"}',
+                          "its sizes [2, 3, 1] do not match its lists")):
+        with open(path, "w") as f:
+            f.write(text)
+        with pytest.raises(ckpt.CheckpointError, match=re.escape(f"{path}: ") + ".*" + re.escape(needle)):
+            fbp.load_params(path)
+    # with JAX's 64-bit mode off, the book's float64 numbers load as float32, as an .npz of float64 does
+    _book_file(path, [3, 2], "QuadraticCost")
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.warns(UserWarning, match=r"holds float64 params \(the book's network2.py\), loaded as float32"):
+            narrowed = fbp.load_params(path)
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    assert narrowed[0].w.dtype == jnp.float32

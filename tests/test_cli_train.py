@@ -370,6 +370,38 @@ def test_cli_evaluate_json_holds_the_report_as_one_object(tmp_path, capsys):
         assert proc.stdout == ""  # refused before the evaluation, and nothing half-said on stdout
 
 
+def test_cli_save_params_to_a_json_name_writes_the_books_network2_file(tmp_path, capsys):
+    """fbp train --save-params net.json writes the book's network2.py file
+    (sigmoid layers, the quadratic or cross-entropy cost), refused before
+    training for a network network2 cannot hold; fbp evaluate reads it, and
+    for a file of the book's own, which says no data, names the book's."""
+    net = str(tmp_path / "net.json")
+    proc = fbp_here(capsys, "train", "--epochs", "2", "--quiet", "--save-params", net)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert (f"--save-params {net}: a .json file is the book's network2.py format, whose layers are all sigmoid (the "
+            f"output too), fully connected, and whose cost is quadratic or cross_entropy, and this run has "
+            f"--output-activation softmax, --cost log_likelihood; give --output-activation sigmoid") in proc.stderr
+    assert "epoch" not in proc.stdout and not os.path.exists(net)
+    proc = fbp_here(capsys, "train", "--epochs", "2", "--quiet", "--sizes", "64,20,10", "--output-activation",
+                    "sigmoid", "--cost", "cross_entropy", "--save-params", net)
+    assert proc.returncode == 0, proc.stderr
+    with open(net) as f:
+        data = json.load(f)
+    assert data["sizes"] == [64, 20, 10] and data["cost"] == "CrossEntropyCost"
+    assert [np.shape(b) for b in data["biases"]] == [(20, 1), (10, 1)]
+    accuracy = re.search(r"test accuracy (\S+) ", proc.stdout).group(1)
+    proc = fbp_here(capsys, "evaluate", net)  # the data and cost it was trained with, from the file
+    assert proc.returncode == 0 and f"accuracy {accuracy}  (cross_entropy)" in proc.stdout, proc.stderr
+    del data["fbp"]  # as the book's network2.save writes it: no data named
+    book = tmp_path / "book.json"
+    book.write_text(json.dumps(dict(data, sizes=[784, 20, 10], weights=[np.zeros((20, 784)).tolist(),
+                                                                           data["weights"][1]])))
+    proc = fbp_here(capsys, "evaluate", str(book))
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "does not fit digits (64 inputs, 10 classes); give the --data it was trained on (the book's network2.py "
+        "trains on MNIST: --data mnist-pkl --data-dir mnist.pkl.gz, or --data idx)"), proc.stderr
+
+
 def test_cli_lr_halving_halves_eta_and_stops_at_one_128th(tmp_path):
     out = tmp_path / "m.jsonl"
     proc = fbp_cli("train", "--epochs", "40", "--quiet", "--lr-halving", "1", "--metrics-out", str(out))
