@@ -422,11 +422,14 @@ def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms, sc
               f"over {_checkpoints_text(over)}, by row of the {split} split (the cost and ‖∇C_x‖ are the newest "
               f"checkpoint's):")
     width = len(str(len(norms) - 1))
+    # each column as wide as its widest entry (the two of 4 decimals 7 at least), so that they line up
+    cw, nw, sw = (max([least] + [len(f"{v[r]:{f}}") for r in rows])
+                  for v, f, least in ((costs, ".4f", 7), (norms, ".4f", 7), (scores, ".4g", 0)))
     for r in rows:
         mark = "" if truth[r] == predicted[r] else "  (wrong)"
-        extra = "" if column is None else f"  {column} {scores[r]:.4g}"
-        print(f"  row {r:>{width}}  true {truth[r]} → predicted {predicted[r]}  cost {costs[r]:7.4f}  "
-              f"‖∇C_x‖ {norms[r]:7.4f}{extra}{mark}")
+        extra = "" if column is None else f"  {column} {scores[r]:<{sw}.4g}"
+        print(f"  row {r:>{width}}  true {truth[r]} → predicted {predicted[r]}  cost {costs[r]:{cw}.4f}  "
+              f"‖∇C_x‖ {norms[r]:{nw}.4f}{extra}{mark}")
     return rows
 
 

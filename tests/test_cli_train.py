@@ -370,6 +370,24 @@ def test_cli_evaluate_json_holds_the_report_as_one_object(tmp_path, capsys):
         assert proc.stdout == ""  # refused before the evaluation, and nothing half-said on stdout
 
 
+def test_cli_evaluate_worst_lines_up_its_columns_whatever_their_widths(tmp_path, capsys):
+    """--worst's columns stay aligned when a cost or norm reaches 100 or more
+    among smaller ones (an untrained network with large weights)."""
+    net = str(tmp_path / "big.npz")
+    params = fbp.init_mlp(jax.random.key(0), [64, 20, 10], output_activation="softmax", init="large")
+    fbp.save_params(net, [fbp.Dense(layer.w * 40, layer.b, layer.activation) for layer in params],
+                    dict(data_flag="digits"))
+    proc = fbp_here(capsys, "evaluate", net, "--worst", "60", "--worst-by", "output-gradient")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("  row ")]
+    costs = [float(re.search(r"cost +(\S+)", line).group(1)) for line in lines]
+    norms = [float(re.search(r"‖∇C_x‖ +(\S+)", line).group(1)) for line in lines]
+    assert len(lines) == 60 and min(costs) < 100 <= max(costs) and min(norms) < 10 <= max(norms)
+    for column in ("cost ", "‖∇C_x‖", "‖g^L_x‖"):
+        assert len({line.index(column) for line in lines}) == 1, column
+    assert len({line.index("(wrong)") for line in lines if "(wrong)" in line}) == 1
+
+
 def test_cli_save_params_to_a_json_name_writes_the_books_network2_file(tmp_path, capsys):
     """fbp train --save-params net.json writes the book's network2.py file
     (sigmoid layers, the quadratic or cross-entropy cost), refused before
