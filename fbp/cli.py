@@ -160,45 +160,97 @@ def cmd_plot(args) -> int:
 
 
 def cmd_check(args) -> int:
+    """fbp check: the hand-written gradient against jax.grad and finite
+    differences, of a network made from the flags or read from --params, on
+    random inputs or a batch of --data; exit 1 above --tol."""
     import jax
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
+    import numpy as np
 
     import fbp
 
+    fail = functools.partial(_error, "check")
     dtype = jnp.float64 if args.dtype == "float64" else jnp.float32
     k_params, k_x, k_y, k_fd, k_drop = jax.random.split(jax.random.key(args.seed), 5)
-    output = args.output_activation or args.activation
-    if output == "softmax" and args.sizes[-1] == 1:  # the library's message names params[i] and its keywords
-        print(f"fbp check: error: --output-activation softmax over the one output unit of --sizes "
-              f"{','.join(map(str, args.sizes))} is always 1 and learns nothing; use --output-activation sigmoid, "
-              f"or end --sizes with 2 or more", file=sys.stderr)
-        return 2
-    try:
-        params = make_network(args, k_params, args.sizes, dtype)
-        mismatch = _cost_pairing(params, args.cost)
-        if mismatch:
-            raise ValueError(mismatch)
-        n_in, n_out = args.sizes[0], args.sizes[-1]
+    if args.data is None and args.data_dir is not None:
+        return fail(f"--data-dir {args.data_dir} is where --data reads its files; give --data too")
+    if args.params is not None:
+        shaping = [flag for flag, value in (("--sizes", args.sizes), ("--conv", args.conv),
+                                            ("--activation", args.activation),
+                                            ("--output-activation", args.output_activation), ("--init", args.init))
+                   if value is not None]
+        if shaping:
+            return fail(f"--params {args.params} gives the network, its layers and activations; drop "
+                        f"{', '.join(shaping)}")
+        from fbp import checkpoint as fckpt
+
+        try:
+            params, meta = fckpt.load_params(args.params, with_meta=True)
+        except fckpt.CheckpointError as e:
+            return fail(str(e))
+        params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)  # float32 → float64 is exact
+        cost = args.cost or _trained_cost(meta) or "quadratic"
+    else:
+        args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
+        sizes = args.sizes or [784, 30, 10]
+        if (args.output_activation or args.activation) == "softmax" and sizes[-1] == 1:
+            return fail(f"--output-activation softmax over the one output unit of --sizes "
+                        f"{','.join(map(str, sizes))} is always 1 and learns nothing; use --output-activation "
+                        f"sigmoid, or end --sizes with 2 or more")  # the library's message names params[i]
+        try:
+            params = make_network(args, k_params, sizes, dtype)
+        except (ValueError, TypeError) as e:
+            return fail(str(e))
+        cost = args.cost or "quadratic"
+    n_in, n_out = params[0].n_in, params[-1].n_out
+    mismatch = _cost_pairing(params, cost)
+    if mismatch:
+        return fail(mismatch)
+    if args.data is None:
         X = jax.random.uniform(k_x, (args.batch_size, n_in), dtype)
-        labels = jax.random.randint(k_y, (args.batch_size,), 0, n_out)
-        Y = jax.nn.one_hot(labels, n_out, dtype=dtype)
+        Y = jax.nn.one_hot(jax.random.randint(k_y, (args.batch_size,), 0, n_out), n_out, dtype=dtype)
+        batch = "random inputs in [0, 1) and random labels"
+    else:
+        from fbp import data as fdata
+
+        problem = _data_dir_problem(args.data, args.data_dir)
+        if problem:
+            return fail(problem)
+        try:
+            ds = fdata.load(args.data, args.data_dir, 0)
+        except (fdata.DataError, ValueError) as e:
+            return fail(str(e) if str(e).startswith("--") else f"--data {args.data}: {e}")
+        if (ds.n_in, ds.n_classes) != (n_in, n_out):
+            fix = ("give the --data it was trained on" if args.params is not None else
+                   f"give --sizes {ds.n_in},…,{ds.n_classes}")
+            return fail(f"--data {args.data}: its examples are {ds.n_in} numbers in {ds.n_classes} classes, and "
+                        f"the network takes {n_in} and gives {n_out}; {fix}")
+        if args.batch_size > len(ds.train):
+            return fail(f"--batch-size {args.batch_size}: {ds.name} has {len(ds.train)} training examples")
+        rows = np.sort(np.random.default_rng(args.seed).choice(len(ds.train), args.batch_size, replace=False))
+        X, Y = jnp.asarray(ds.train.X[rows], dtype), jnp.asarray(ds.train.Y[rows], dtype)
+        batch = f"the training examples of {ds.name}, rows {', '.join(map(str, rows))}"
+    try:
         masks = fbp.dropout_masks(k_drop, params, args.batch_size, args.dropout) if args.dropout else None
-        report = fbp.compare_grads(params, X, Y, args.cost, args.reduction, fd_samples=args.fd_samples, key=k_fd,
+        report = fbp.compare_grads(params, X, Y, cost, args.reduction, fd_samples=args.fd_samples, key=k_fd,
                                    masks=masks)
     except (ValueError, TypeError) as e:
-        print(f"fbp check: error: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e))
     tol = args.tol if args.tol is not None else (1e-10 if args.dtype == "float64" else 1e-4)
-    out = params[-1].act.name
+    if args.params is not None:
+        network = f"network={args.params} ({network_text(params)})"
+    else:
+        network = f"sizes={','.join(map(str, sizes))}" + (f" conv={conv_text(args.conv)}" if args.conv else "")
     print(
-        f"fbp check: sizes={','.join(map(str, args.sizes))}"
-        + (f" conv={conv_text(args.conv)}" if args.conv else "") + f" activation={args.activation} "
-        f"output={out} cost={args.cost} init={args.init} batch={args.batch_size} "
-        f"reduction={args.reduction} dtype={args.dtype}" + (f" dropout={args.dropout}" if args.dropout else "")
+        f"fbp check: {network} activation={params[0].act.name} output={params[-1].act.name} cost={cost} "
+        + (f"init={args.init} " if args.params is None else "")
+        + f"batch={args.batch_size} reduction={args.reduction} dtype={args.dtype}"
+        + (f" dropout={args.dropout}" if args.dropout else "")
     )
+    print(f"on {batch}")
     print("hand-written batch_backward vs jax.grad (rel = max|diff| / max|jax.grad| per leaf)")
     print("and vs central finite differences (fd rel = max|diff| / max|gradient| over all leaves)\n")
     print(report.table())
@@ -206,6 +258,15 @@ def cmd_check(args) -> int:
     print(f"\n{'OK' if ok else 'FAIL'}: worst relative difference from jax.grad {report.max_rel:.2e} "
           f"(tolerance {tol:.0e})")
     return 0 if ok else 1
+
+
+def _trained_cost(meta: dict) -> Optional[str]:
+    """The cost a loaded network was trained with, where its file says: a
+    checkpoint's fbp train flags, or the meta of --save-params (and of the
+    book's network2 files); None where it does not."""
+    config = meta.get("config")
+    cost = config.get("--cost") if isinstance(config, dict) else meta.get("cost")
+    return cost if isinstance(cost, str) else None
 
 
 @contextlib.contextmanager

@@ -167,19 +167,35 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_DefaultsFormatter,
         help="compare the hand-written gradient with jax.grad and finite differences",
         description="Compare the hand-written gradient (batch_backward) with jax.grad and with "
-        "central finite differences on random data, and print a per-leaf table.",
+        "central finite differences, and print a per-leaf table: of a network made from the flags, or of a "
+        "saved one (--params), on random inputs or on examples of a data set (--data).",
+        epilog="examples:\n\n"
+        "  fbp check                                     # the book's 784,30,10 sigmoid net, random inputs\n"
+        "  fbp check --sizes 64,30,10 --data digits      # on 16 of digits' training images\n"
+        "  fbp check --params net.npz --data digits      # a trained network, on images it learned from",
     )
-    check.add_argument("--sizes", type=_sizes, default=[784, 30, 10], help="layer widths, input first")
+    check.add_argument("--params", default=None, metavar="FILE",
+                       help="check this network instead of a new one: an .npz of fbp train --save-params, a "
+                            "checkpoint or a --checkpoint-dir, or the book's network2.py JSON; its weights are "
+                            "widened (exactly) to --dtype, and its cost is the one it was trained with unless "
+                            "--cost is given")
+    check.add_argument("--data", choices=DATASETS, default=None,
+                       help="take the batch from this data set's training images (rows drawn by --seed) instead "
+                            "of random inputs and labels")
+    check.add_argument("--data-dir", default=None, help="for --data idx, mnist-pkl or npz, as fbp train takes it")
+    check.add_argument("--sizes", type=_sizes, default=None, help="layer widths, input first (default: 784,30,10)")
     check.add_argument("--conv", type=parse_conv, default=None, metavar="MAPS:K[:POOL],…",
                        help="convolutional layers after the input (--sizes' first width, a square image), as "
                             "fbp train --conv makes them")
-    check.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default="sigmoid",
-                       help="hidden activation (softmax is for --output-activation)")
+    check.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default=None,
+                       help="hidden activation (softmax is for --output-activation) (default: sigmoid)")
     check.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default=None,
                        help="output activation (default: --activation)")
-    check.add_argument("--cost", choices=_choices(COSTS), default="quadratic", help="cost function C")
-    check.add_argument("--init", choices=_choices(INITS), default="normalized", help="weight initialization")
-    check.add_argument("--batch-size", type=_positive_int, default=16, help="random examples in the batch")
+    check.add_argument("--cost", choices=_choices(COSTS), default=None,
+                       help="cost function C (default: quadratic; with --params the one it was trained with)")
+    check.add_argument("--init", choices=_choices(INITS), default=None,
+                       help="weight initialization (default: normalized)")
+    check.add_argument("--batch-size", type=_positive_int, default=16, help="examples in the batch")
     check.add_argument("--reduction", choices=["mean", "sum"], default="mean", help="cost over the batch")
     check.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
                        help="check the gradient of a network thinned by dropout masks (each hidden unit of each "
@@ -187,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dtype", choices=["float32", "float64"], default="float64", help="floating-point type")
     check.add_argument("--fd-samples", type=_nonneg_int, default=24,
                        help="finite-difference entries to check (0: none)")
-    check.add_argument("--seed", type=_seed, default=0, help="PRNG seed of params and data")
+    check.add_argument("--seed", type=_seed, default=0, help="PRNG seed of the params and data (the rows of --data)")
     check.add_argument("--tol", type=_tolerance, default=None,
                        help="fail (exit 1) above this relative difference from jax.grad (default 1e-10 in float64, "
                             "1e-4 in float32)")

@@ -22,6 +22,43 @@ def test_check_prints_a_passing_table(capsys):
     assert "OK: worst relative difference" in out
 
 
+def test_check_takes_a_saved_network_and_a_batch_of_real_data(tmp_path, capsys):
+    """fbp check --params FILE --data NAME: the saved network (its weights
+    widened to float64, its cost the one it was trained with) on training
+    images drawn by --seed, the same comparison compare_grads makes of them;
+    flags that would shape another network are refused."""
+    import jax
+    import jax.numpy as jnp
+
+    import fbp
+    from fbp import data as fdata
+
+    net = str(tmp_path / "net.npz")
+    r = fbp_here(capsys, "train", "--epochs", "2", "--quiet", "--sizes", "64,20,10", "--save-params", net)
+    assert r.returncode == 0, r.stderr
+    r = fbp_here(capsys, "check", "--params", net, "--data", "digits", "--batch-size", "8", "--seed", "3")
+    assert r.returncode == 0, r.stderr + r.stdout
+    lines = r.stdout.splitlines()
+    assert lines[0] == (f"fbp check: network={net} (64,20,10) activation=sigmoid output=softmax cost=log_likelihood "
+                        f"batch=8 reduction=mean dtype=float64")
+    rows = [int(v) for v in lines[1].removeprefix("on the training examples of digits, rows ").split(", ")]
+    assert len(set(rows)) == 8 and "worst      float64" in r.stdout  # float32 weights, checked in float64
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), fbp.load_params(net))
+    train = fdata.load("digits", None, 0).train
+    report = fbp.compare_grads(params, train.X[rows], train.Y[rows], "log_likelihood", fd_samples=0)
+    assert f"OK: worst relative difference from jax.grad {report.max_rel:.2e} (tolerance 1e-10)" in r.stdout
+    other = fbp_here(capsys, "check", "--params", net, "--data", "digits", "--batch-size", "8", "--seed", "4")
+    assert other.stdout.splitlines()[1] != lines[1]  # another seed, other rows
+    for argv, needle in ((["--params", net, "--sizes", "64,5,10", "--init", "he"],
+                          f"--params {net} gives the network, its layers and activations; drop --sizes, --init"),
+                         (["--data", "digits"], "--data digits: its examples are 64 numbers in 10 classes, and the "
+                                                "network takes 784 and gives 10; give --sizes 64,…,10"),
+                         (["--data-dir", str(tmp_path)], "is where --data reads its files; give --data too"),
+                         (["--params", str(tmp_path / "none.npz")], "none.npz: no such file")):
+        r = fbp_here(capsys, "check", *argv)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+
+
 def test_check_exits_1_above_tolerance(capsys):
     rc = main(["check", "--sizes", "6,5,3", "--fd-samples", "0", "--batch-size", "4", "--tol", "-1"])
     out = capsys.readouterr().out
