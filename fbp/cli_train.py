@@ -355,17 +355,21 @@ def _check_flags(args, writer: bool) -> Optional[float]:
             raise _refuse(f"--save-params {args.save_params} cannot be written ({e.strerror or e}); "
                           f"give a writable .npz path") from None
     if args.save_params and _network2_file(args.save_params):
-        other = [f"--{flag.replace('_', '-')} {getattr(args, flag)}" for flag, ok in (
-            ("activation", ("sigmoid",)), ("output_activation", ("sigmoid",)),
-            ("cost", tuple(fckpt.NETWORK2_COSTS.values()))) if getattr(args, flag) not in ok]
+        other, gives = [], []
+        for flag, value, ok, fix in (("--activation", args.activation, ("sigmoid",), "sigmoid"),
+                                     ("--output-activation", args.output_activation, ("sigmoid",), "sigmoid"),
+                                     ("--cost", args.cost, tuple(fckpt.NETWORK2_COSTS.values()), "cross_entropy")):
+            if value not in ok:
+                other.append(f"{flag} {value}")
+                gives.append(f"{flag} {fix}")
         if args.conv:
             other.append(f"--conv {conv_text(args.conv)}")
         if other:
+            fix = " and ".join(([f"give {' '.join(gives)}"] if gives else []) + (["drop --conv"] if args.conv else []))
             raise _refuse(f"--save-params {args.save_params}: a .json file is the book's network2.py format, "
                           f"whose layers are all sigmoid (the output too), fully connected, and whose cost is "
-                          f"quadratic or cross_entropy, and this run has {', '.join(other)}; give "
-                          f"--output-activation sigmoid --cost cross_entropy (and a sigmoid --activation, no "
-                          f"--conv), or an .npz name")
+                          f"quadratic or cross_entropy, and this run has {', '.join(other)}; {fix}, or name an "
+                          f".npz file")
     return momentum
 
 
