@@ -109,6 +109,63 @@ def _image_path_problem(flag: str, path: str) -> Optional[str]:
     return None
 
 
+def trained_with(meta: dict) -> dict:
+    """A loaded network's meta (``load_params(..., with_meta=True)``) as the
+    commands read it: what fbp train's --save-params writes (data_flag,
+    data_dir, validation, cost, tested_epoch, …), also for a training
+    checkpoint, whose fbp train flags say it (its ``checkpoint`` too)."""
+    if "network" not in meta:
+        return meta
+    config, notes = meta.get("config"), meta.get("notes")
+    config, notes = (config if isinstance(config, dict) else {}), (notes if isinstance(notes, dict) else {})
+    return dict(data_flag=config.get("--data"), data_dir=notes.get("--data-dir"), validation=config.get("--validation"),
+                cost=config.get("--cost"), tested_epoch=meta["epoch"], checkpoint=meta.get("checkpoint"))
+
+
+def with_json(command: str, path: Optional[str], work, args) -> int:
+    """``work(args, record)``, a command that prints its report and fills
+    ``record``; with ``path`` (a --json FILE) the record is written there
+    too, as one strict JSON object, atomically once the work has succeeded,
+    or (``-``) printed on stdout in the report's place. The file name is
+    checked first. Returns the exit status."""
+    import io
+    import os
+
+    from fbp import checkpoint as fckpt
+    from fbp.cli_report import metrics_line
+
+    if path is not None and path != "-":
+        try:
+            fckpt.check_params_path(path)
+        except OSError as e:
+            return _error(command, f"--json {path} cannot be written ({e.strerror or e}); give a writable file, "
+                                   f"or - for stdout")
+    record: dict = {}
+    if path != "-":
+        status = work(args, record)
+    else:
+        with contextlib.redirect_stdout(io.StringIO()):  # the JSON alone on stdout, for a pipe
+            status = work(args, record)
+    if status != 0 or path is None:
+        return status
+    text = metrics_line(record)
+    if path == "-":
+        sys.stdout.write(text)
+        return 0
+    final = os.path.abspath(path)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    try:
+        fckpt.write_atomic(final, os.path.join(os.path.dirname(final), f".tmp-json-{os.getpid()}"), write)
+    except OSError as e:
+        return _error(command, f"--json {path} cannot be written ({e.strerror or e})")
+    print(f"wrote {path}: the report as JSON")
+    return 0
+
+
 def _error(command: str, msg: str) -> int:
     """A command's one-line error on stderr; its exit status, 2."""
     print(f"fbp {command}: error: {msg}", file=sys.stderr)
@@ -192,7 +249,8 @@ def cmd_check(args) -> int:
         except fckpt.CheckpointError as e:
             return fail(str(e))
         params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)  # float32 → float64 is exact
-        cost = args.cost or _trained_cost(meta) or "quadratic"
+        trained = trained_with(meta).get("cost")  # the cost it was trained with, where its file says
+        cost = args.cost or (trained if isinstance(trained, str) else None) or "quadratic"
     else:
         args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
         sizes = args.sizes or [784, 30, 10]
@@ -258,15 +316,6 @@ def cmd_check(args) -> int:
     print(f"\n{'OK' if ok else 'FAIL'}: worst relative difference from jax.grad {report.max_rel:.2e} "
           f"(tolerance {tol:.0e})")
     return 0 if ok else 1
-
-
-def _trained_cost(meta: dict) -> Optional[str]:
-    """The cost a loaded network was trained with, where its file says: a
-    checkpoint's fbp train flags, or the meta of --save-params (and of the
-    book's network2 files); None where it does not."""
-    config = meta.get("config")
-    cost = config.get("--cost") if isinstance(config, dict) else meta.get("cost")
-    return cost if isinstance(cost, str) else None
 
 
 @contextlib.contextmanager

@@ -9,52 +9,18 @@ one JSON object too (``fbp.cli`` parses the flags and calls
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import os
-import sys
 
-from fbp.cli import _data_dir_problem, _error, _image_path_problem, _validation_size_problem, network_text
+from fbp.cli import (_data_dir_problem, _error, _image_path_problem, _validation_size_problem, network_text,
+                     trained_with, with_json)
 
 
 def cmd_evaluate(args) -> int:
     """fbp evaluate: the report on stdout; with --json FILE the same as one
     JSON object in FILE, written atomically once the report is whole (with
     --json -, on stdout in the report's place)."""
-    from fbp import checkpoint as fckpt
-    from fbp.cli_report import metrics_line
-
-    if args.json is not None and args.json != "-":
-        try:
-            fckpt.check_params_path(args.json)
-        except OSError as e:
-            return _error("evaluate", f"--json {args.json} cannot be written ({e.strerror or e}); give a writable "
-                                      f"file, or - for stdout")
-    record: dict = {}
-    if args.json != "-":
-        status = _evaluate(args, record)
-    else:
-        with contextlib.redirect_stdout(io.StringIO()):  # the JSON alone on stdout, for a pipe
-            status = _evaluate(args, record)
-    if status != 0 or args.json is None:
-        return status
-    text = metrics_line(record)
-    if args.json == "-":
-        sys.stdout.write(text)
-        return 0
-    path = os.path.abspath(args.json)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    try:
-        fckpt.write_atomic(path, os.path.join(os.path.dirname(path), f".tmp-json-{os.getpid()}"), write)
-    except OSError as e:
-        return _error("evaluate", f"--json {args.json} cannot be written ({e.strerror or e})")
-    print(f"wrote {args.json}: the report as JSON")
-    return 0
+    return with_json("evaluate", args.json, _evaluate, args)
 
 
 def _evaluate(args, record: dict) -> int:
@@ -107,13 +73,7 @@ def _evaluate(args, record: dict) -> int:
             params, meta = fckpt.load_params(path, with_meta=True)
         except fckpt.CheckpointError as e:
             return fail(str(e))
-        if "network" in meta:  # a training checkpoint: what it was trained with is in fbp train's flags
-            config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-            notes = meta.get("notes") if isinstance(meta.get("notes"), dict) else {}
-            meta = dict(data_flag=config.get("--data"), data_dir=notes.get("--data-dir"),
-                        validation=config.get("--validation"),
-                        cost=config.get("--cost"), tested_epoch=meta["epoch"], checkpoint=meta.get("checkpoint"))
-        networks.append((path, params, meta))
+        networks.append((path, params, trained_with(meta)))
     params, meta = networks[0][1:]  # the data, split and cost they were trained with: the first one's
     data = args.data or meta.get("data_flag") or "digits"
     # The directory and validation split the network was trained with hold
