@@ -1,10 +1,12 @@
-"""The command line: ``fbp check``, ``fbp train``, ``fbp evaluate``, ``fbp plot`` (also ``python -m fbp``).
+"""The command line: ``fbp check``, ``fbp train``, ``fbp evaluate``, ``fbp predict``, ``fbp plot`` (also
+``python -m fbp``).
 
 ``main`` parses the flags (``fbp.cli_args``) and runs the command they
 name. ``fbp check`` and ``fbp plot`` are here, with what the commands share
 (the network from its flags, the one-line errors, the checked standard
-output); ``fbp train`` is ``fbp.cli_train`` and ``fbp evaluate``
-``fbp.cli_evaluate``, each imported when it runs."""
+output, --json); ``fbp train`` is ``fbp.cli_train``, ``fbp evaluate``
+``fbp.cli_evaluate`` and ``fbp predict`` ``fbp.cli_predict``, each
+imported when it runs."""
 
 from __future__ import annotations
 
@@ -389,7 +391,15 @@ def _devnull_for_stdout() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
 
 
-COMMANDS = {"check": cmd_check, "train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot}
+def cmd_predict(args) -> int:
+    """fbp predict (``fbp.cli_predict``, imported when it runs)."""
+    from fbp import cli_predict
+
+    return cli_predict.cmd_predict(args)
+
+
+COMMANDS = {"check": cmd_check, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "plot": cmd_plot}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

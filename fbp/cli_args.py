@@ -425,6 +425,32 @@ def build_parser() -> argparse.ArgumentParser:
                                "incoming weights as an image of the input (square images); the first 100; needs "
                                "matplotlib")
 
+    predict = sub.add_parser(
+        "predict",
+        formatter_class=_DefaultsFormatter,
+        help="classify inputs of one's own (image files, .npy arrays) with a saved network",
+        description="Run a network written by `fbp train --save-params` (or a checkpoint's, or the book's "
+        "network2 JSON) on inputs of one's own and print each one's class, with the network's output for it and "
+        "for the next likeliest classes. An image file is read as grey levels, inverted when its border is light "
+        "(the training images are light on dark; --invert), and scaled as a whole to the network's square input "
+        "(crop it first to frame the object as the training images do; needs matplotlib). A .npy array holds "
+        "one example or a stack of them, in [0, 1], as fbp.data gives them.",
+        epilog="examples:\n\n"
+        "  fbp predict f.npz shirt.jpg boot.png          # a Fashion-MNIST network on two photographs\n"
+        "  fbp predict net.npz rows.npy --top 1          # each row of an (n, 64) array, its class alone\n"
+        "  fbp predict net.npz seven.png --json -        # as JSON, each class's output too",
+    )
+    predict.add_argument("network", help="the .npz file written by --save-params, a checkpoint file or "
+                         "--checkpoint-dir, or the book's network2 JSON")
+    predict.add_argument("inputs", nargs="+", help="image files (.png, .jpg, …) or .npy arrays")
+    predict.add_argument("--top", type=_positive_int, default=3, help="classes shown for each input")
+    predict.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
+                         help="turn an image's grey levels over (1 − v), so that its ink is light as in the "
+                              "training images: auto does where the image's border is lighter than mid-grey")
+    predict.add_argument("--json", default=None, metavar="FILE",
+                         help="also write the predictions as one JSON object into FILE, every class's output "
+                              "included (- prints it on stdout instead of the lines)")
+
     plot = sub.add_parser(
         "plot",
         formatter_class=_DefaultsFormatter,
@@ -441,5 +467,5 @@ def build_parser() -> argparse.ArgumentParser:
                       "(png, pdf, svg, …; default: the first file's or directory's name with .png)")
     plot.add_argument("--labels", default=None, help="comma-separated names for the legend, one per file "
                       "(default: the file names)")
-    parser.commands = {"check": check, "train": train, "evaluate": evaluate, "plot": plot}
+    parser.commands = {"check": check, "train": train, "evaluate": evaluate, "predict": predict, "plot": plot}
     return parser

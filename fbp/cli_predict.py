@@ -1,0 +1,169 @@
+"""``fbp predict``: a saved network's classes for inputs of one's own, image
+files (a drawing, a photograph) or ``.npy`` arrays, each with its output
+for the likeliest classes (``fbp.cli`` parses the flags and calls
+``cmd_predict``)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Optional
+
+from fbp.cli import _error, network_text, trained_with, with_json
+
+
+class InputError(ValueError):
+    """An input that cannot be made into examples for the network; the message says why."""
+
+
+def cmd_predict(args) -> int:
+    """fbp predict: a line for each input (its class, then the runners-up);
+    with --json the same as one JSON object."""
+    return with_json("predict", args.json, _predict, args)
+
+
+def _predict(args, record: dict) -> int:
+    import jax
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", True)  # a float64 network runs in float64, as it was trained
+    import fbp
+    from fbp import checkpoint as fckpt
+    from fbp import data as fdata
+    from fbp import plot
+
+    fail = functools.partial(_error, "predict")
+    try:
+        params, meta = fckpt.load_params(args.network, with_meta=True)
+    except fckpt.CheckpointError as e:
+        return fail(str(e))
+    meta = trained_with(meta)
+    n_in, n_out = params[0].n_in, params[-1].n_out
+    side = plot.image_side(n_in)
+    names = fdata.CLASS_NAMES.get(meta.get("data_flag") or "")
+    names = names if names is not None and len(names) == n_out else None
+    examples, labels, notes = [], [], []
+    for path in args.inputs:
+        try:
+            if path.lower().endswith((".npy", ".npz")):
+                rows = _array_rows(path, n_in, side)
+                examples.append(rows)
+                labels += [path] if len(rows) == 1 else [f"{path}[{i}]" for i in range(len(rows))]
+                notes += [""] * len(rows)
+            else:
+                if side is None:
+                    return fail(f"{path}: the network takes {n_in} numbers, not a square image; give its "
+                                f"inputs as a .npy array of {n_in} numbers")
+                x, note = image_input(path, side, args.invert)
+                examples.append(x[None])
+                labels.append(path)
+                notes.append(note)
+        except InputError as e:
+            return fail(f"{path}: {e}")
+    X = np.concatenate(examples).astype(params[0].w.dtype)
+    outputs = np.asarray(jax.jit(fbp.forward)(params, X), np.float64)
+    top = min(args.top, n_out)
+    output = params[-1].act.name
+    trained = f", trained on {meta['data_flag']}" if meta.get("data_flag") else ""
+    print(f"fbp predict: {meta.get('checkpoint') or args.network} ({network_text(params)}{trained}); "
+          f"for each input its class and output a^L ({'probabilities' if output == 'softmax' else output})"
+          + (f", then the next {top - 1} likeliest" if top > 1 else ""))
+
+    def named(c: int) -> str:
+        return f"{c} {names[c]}" if names else str(c)
+
+    width, class_width = max(len(label) for label in labels), max(len(named(c)) for c in range(n_out))
+    record.update(network=args.network, checkpoint=meta.get("checkpoint"), layers=network_text(params),
+                  output_activation=output, predictions=[])
+    for label, out, note in zip(labels, outputs, notes):
+        order = np.argsort(-out, kind="stable")[:top]
+        rest = ", ".join(f"{named(int(c))} {out[c]:.3f}" for c in order[1:])
+        print(f"  {label:<{width}}  {named(int(order[0])):<{class_width}}  {out[order[0]]:.3f}"
+              + (f"  (then {rest})" if rest else "") + (f"  [{note}]" if note else ""))
+        record["predictions"].append(dict(input=label, predicted=int(order[0]),
+                                          name=names[int(order[0])] if names else None,
+                                          outputs=[float(v) for v in out], note=note or None))
+    return 0
+
+
+def _array_rows(path: str, n_in: int, side: Optional[int]):
+    """The examples of a .npy file: one example of ``n_in`` numbers (or a
+    side × side image), or a stack of them, (n, n_in) or (n, side, side),
+    in [0, 1] as fbp.data gives them; InputError otherwise."""
+    import numpy as np
+
+    try:
+        a = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError("no such file") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"not a NumPy array file ({e})") from None
+    if not isinstance(a, np.ndarray):  # an .npz: the archive's one array
+        files = list(a.files)
+        if len(files) != 1:
+            raise InputError(f"an .npz of {len(files)} arrays ({', '.join(files)}); give one array, a .npy")
+        a = a[files[0]]
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise InputError(f"an array of {a.dtype}, not of numbers")
+    shapes = [(n_in,)] + ([(side, side)] if side else [])
+    if a.shape in shapes:
+        a = a.reshape(1, n_in)
+    elif a.ndim >= 2 and a.shape[1:] in shapes and len(a):
+        a = a.reshape(len(a), n_in)
+    else:
+        wanted = f"({n_in},)" + (f" or ({side}, {side})" if side else "")
+        raise InputError(f"an array of shape {a.shape}; the network takes examples of shape {wanted}, one or a "
+                         f"stack of them")
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
+        raise InputError(f"its numbers run from {a.min():g} to {a.max():g}; the network was trained on inputs "
+                         f"in [0, 1] (divide bytes by 255)")
+    return a
+
+
+def image_input(path: str, side: int, invert: str = "auto") -> tuple:
+    """An image file as one input of a network trained on side × side
+    images: grey levels (colours by their luminance, ITU-R 601, transparency
+    over white), inverted when ``invert`` is "yes", or "auto" and its
+    border is lighter than mid-grey (training images are light ink, 1, on a
+    dark ground, 0, and a drawing or a photograph of a page is the other way
+    round), then scaled as a whole to side × side by averaging the pixels
+    each new one covers (Pillow's box filter; crop the image first to frame
+    the object as the training images do). Returns (the (side²,) input in
+    [0, 1], a note of what was done); InputError for a file that is not an
+    image."""
+    import numpy as np
+
+    try:
+        import matplotlib.image as mpimg
+        from PIL import Image
+    except ImportError:
+        raise InputError("reading images needs matplotlib (and its Pillow): pip install matplotlib, or give "
+                         "the input as a .npy array") from None
+    if not os.path.isfile(path):
+        raise InputError("no such file")
+    try:
+        img = np.asarray(mpimg.imread(path))
+    except (OSError, ValueError, SyntaxError) as e:  # Pillow says an unknown format with an OSError
+        raise InputError(f"not an image matplotlib can read ({e})") from None
+    if np.issubdtype(img.dtype, np.integer):
+        img = img / float(np.iinfo(img.dtype).max)
+    img = img.astype(np.float64)
+    if img.ndim == 3 and img.shape[2] in (2, 4):  # with transparency: over a white page
+        alpha = img[..., -1:]
+        img = img[..., :-1] * alpha + (1 - alpha)
+    if img.ndim == 3:
+        img = img[..., 0] if img.shape[2] == 1 else img[..., :3] @ np.array([0.299, 0.587, 0.114])
+    if img.ndim != 2 or min(img.shape) == 0:
+        raise InputError(f"an image of shape {img.shape}, not a picture")
+    height, width = img.shape
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    flip = invert == "yes" or (invert == "auto" and float(np.mean(border)) > 0.5)
+    if flip:
+        img = 1 - img
+    resampling = getattr(Image, "Resampling", Image)  # Pillow ≥ 9.1 names its filters there
+    scaled = np.asarray(Image.fromarray(img.astype(np.float32)).resize((side, side), resampling.BOX),
+                        np.float64)
+    note = f"{width}×{height} image" + (", inverted" if flip else "") + (
+        f", scaled to {side}×{side}" if (height, width) != (side, side) else "")
+    return np.clip(scaled, 0, 1).reshape(-1), note
