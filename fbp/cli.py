@@ -398,8 +398,15 @@ def cmd_predict(args) -> int:
     return cli_predict.cmd_predict(args)
 
 
-COMMANDS = {"check": cmd_check, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "plot": cmd_plot}
+def cmd_trace(args) -> int:
+    """fbp trace (``fbp.cli_trace``, imported when it runs)."""
+    from fbp import cli_trace
+
+    return cli_trace.cmd_trace(args)
+
+
+COMMANDS = {"check": cmd_check, "trace": cmd_trace, "train": cmd_train, "evaluate": cmd_evaluate,
+            "predict": cmd_predict, "plot": cmd_plot}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

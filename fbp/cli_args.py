@@ -208,6 +208,49 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fail (exit 1) above this relative difference from jax.grad (default 1e-10 in float64, "
                             "1e-4 in float32)")
 
+    trace = sub.add_parser(
+        "trace",
+        formatter_class=_DefaultsFormatter,
+        help="print backpropagation's every number for one example of a small network, BP1 to BP4",
+        description="Run backpropagation on one example of a small fully connected network and print every "
+        "number in the book's notation (ch. 2): the forward pass z^l and a^l, the cost, then BP1 (δ^L), BP2 "
+        "(each δ^l from δ^(l+1)), BP3 (∂C/∂b^l) and BP4 (∂C/∂w^l), each with the factors it is made of, and "
+        "last how far jax.grad of the same cost is from it. A new network's weights, biases and input are "
+        "rounded (--round) so that the arithmetic can be followed by hand.",
+        epilog="examples:\n\n"
+        "  fbp trace                                        # 2,3,2 sigmoid, quadratic cost, the book's BP1-BP4\n"
+        "  fbp trace --output-activation softmax --cost log_likelihood --target 0\n"
+        "                                                   # δ^L = a^L − y\n"
+        "  fbp trace --sizes 3,4,4,2 --activation relu --input 1,0,0.5 --seed 7\n"
+        "  fbp trace --params tiny.npz --input 0.2,0.9      # a saved network of 16 units a layer or fewer",
+    )
+    trace.add_argument("--params", default=None, metavar="FILE",
+                       help="trace this saved network (an .npz of fbp train --save-params, a checkpoint, the "
+                            "book's network2 JSON) instead of a new one, its numbers as they are")
+    trace.add_argument("--sizes", type=_sizes, default=None,
+                       help="layer widths, input first, each at most 16 (default: 2,3,2)")
+    trace.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default=None,
+                       help="hidden activation σ (default: sigmoid)")
+    trace.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default=None,
+                       help="output activation (default: --activation)")
+    trace.add_argument("--cost", choices=_choices(COSTS), default=None,
+                       help="cost function C (default: quadratic; with --params the one it was trained with)")
+    trace.add_argument("--init", choices=_choices(INITS), default=None,
+                       help="weight initialization (default: normalized)")
+    trace.add_argument("--input", default=None, metavar="X1,X2,…",
+                       help="the example x, one number per input (default: drawn in [0, 1) by --seed)")
+    trace.add_argument("--target", default=None, metavar="Y",
+                       help="the wanted output: a class (one number, its one-hot y) or one number per output "
+                            "(default: a class drawn by --seed)")
+    trace.add_argument("--seed", type=_seed, default=0, help="PRNG seed of the weights, input and class")
+    trace.add_argument("--round", type=_nonneg_int, default=2, metavar="N",
+                       help="round a new network's weights and biases, and a drawn input and target, to N "
+                            "decimals, so that a hand calculation can start from the numbers shown")
+    trace.add_argument("--digits", type=_nonneg_int, default=4, help="decimals shown")
+    trace.add_argument("--json", default=None, metavar="FILE",
+                       help="also write every number, unrounded, as one JSON object into FILE (- prints it on "
+                            "stdout instead of the trace)")
+
     train = sub.add_parser(
         "train",
         formatter_class=_DefaultsFormatter,
@@ -467,5 +510,6 @@ def build_parser() -> argparse.ArgumentParser:
                       "(png, pdf, svg, …; default: the first file's or directory's name with .png)")
     plot.add_argument("--labels", default=None, help="comma-separated names for the legend, one per file "
                       "(default: the file names)")
-    parser.commands = {"check": check, "train": train, "evaluate": evaluate, "predict": predict, "plot": plot}
+    parser.commands = {"check": check, "trace": trace, "train": train, "evaluate": evaluate, "predict": predict,
+                       "plot": plot}
     return parser

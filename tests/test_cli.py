@@ -88,8 +88,8 @@ def test_bad_flags_are_one_line_errors(argv, needle):
 
 @pytest.mark.parametrize("argv,said", [
     ([], "fbp: error: the following arguments are required: command; fbp --help lists the commands"),
-    (["bogus"], "fbp: error: argument command: invalid choice: 'bogus' (choose from 'check', 'train', 'evaluate', "
-                "'predict', 'plot'); fbp --help lists the commands"),
+    (["bogus"], "fbp: error: argument command: invalid choice: 'bogus' (choose from 'check', 'trace', 'train', "
+                "'evaluate', 'predict', 'plot'); fbp --help lists the commands"),
     (["train", "--optimizer", "foo"], "fbp train: error: argument --optimizer: invalid choice: 'foo' (choose from "
                                       "'sgd', 'momentum', 'adam'); fbp train --help lists the flags"),
     # an unknown flag is said by its command, not by fbp (argparse's top level would)
@@ -140,7 +140,7 @@ def _subparser(command):
     return next(a for a in build_parser()._actions if a.dest == "command").choices[command]
 
 
-@pytest.mark.parametrize("command", ["train", "check", "evaluate", "predict", "plot"])
+@pytest.mark.parametrize("command", ["train", "check", "trace", "evaluate", "predict", "plot"])
 def test_help_documents_every_flag_and_its_default(capsys, command):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
@@ -154,7 +154,8 @@ def test_help_documents_every_flag_and_its_default(capsys, command):
             assert f"(default: {shown})" in text, f"{command} {action.option_strings[0]}: default not shown"
 
 
-@pytest.mark.parametrize("command,least", [("train", 4), ("check", 3), ("evaluate", 8), ("predict", 3)])
+@pytest.mark.parametrize("command,least", [("train", 4), ("check", 3), ("trace", 4), ("evaluate", 8),
+                                           ("predict", 3)])
 def test_the_help_examples_are_valid_command_lines(command, least):
     epilog = _subparser(command).epilog
     # each example up to its comment, or up to the pipe it feeds
