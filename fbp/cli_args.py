@@ -248,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "decimals, so that a hand calculation can start from the numbers shown")
     trace.add_argument("--digits", type=_nonneg_int, default=4, help="decimals shown")
     trace.add_argument("--json", default=None, metavar="FILE",
-                       help="also write every number, unrounded, as one JSON object into FILE (- prints it on "
-                            "stdout instead of the trace)")
+                       help="also write every number in full (not cut to --digits) as one JSON object into "
+                            "FILE (- prints it on stdout instead of the trace)")
 
     train = sub.add_parser(
         "train",
