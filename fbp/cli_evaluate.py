@@ -381,6 +381,10 @@ def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms, sc
         print(f"the {len(rows)} largest self-influences Σ_i η_i e_i ‖{g}(w_i)‖²{layer} (TracIn) of single examples "
               f"over {_checkpoints_text(over)}, by row of the {split} split (the cost and ‖∇C_x‖ are the newest "
               f"checkpoint's):")
+        if split != "train":  # nothing stepped on these examples: the sum is of their norms, not of their steps
+            print(f"  (the {split} split was not trained on: for its examples the sum weighs the squared norms of "
+                  f"their gradients over the run, not what steps on them did; --worst-by cost ranks by the cost "
+                  f"averaged over the run)")
     width = len(str(len(norms) - 1))
     # each column as wide as its widest entry (the two of 4 decimals 7 at least), so that they line up
     cw, nw, sw = (max([least] + [len(f"{v[r]:{f}}") for r in rows])

@@ -140,6 +140,8 @@ def image_input(path: str, side: int, invert: str = "auto") -> tuple:
     except ImportError:
         raise InputError("reading images needs matplotlib (and its Pillow): pip install matplotlib, or give "
                          "the input as a .npy array") from None
+    if os.path.isdir(path):
+        raise InputError("a directory, not an image file")
     if not os.path.isfile(path):
         raise InputError("no such file")
     try:

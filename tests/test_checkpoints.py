@@ -227,6 +227,10 @@ def test_cli_keeps_every_nth_checkpoint_and_explains_a_row_over_them_as_tracin(t
                                           for e, lr, span in zip(epochs, rates, spans)]
             assert rec["worst"]["over_checkpoints"] and [w["row"] for w in rec["worst"]["rows"]] == rows
             np.testing.assert_allclose([w["score"] for w in rec["worst"]["rows"]], influence[rows], rtol=1e-6)
+        assert "was not trained on" not in r.stdout
+    # on a split not trained on, the self-influence is only a weighted sum of norms, and the list says so
+    r = fbp_here(capsys, "evaluate", run_dir, "--worst", "2", "--over-checkpoints", "--worst-by", "gradient")
+    assert r.returncode == 0 and "  (the test split was not trained on: for its examples the sum weighs" in r.stdout
     # a checkpoint that cannot be read is passed over, said in one line, and the next stands for its epochs too
     cut = ckpt.path_of(run_dir, epochs[1])
     with open(cut, "r+b") as f:

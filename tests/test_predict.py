@@ -92,6 +92,7 @@ def test_predict_names_fashion_mnist_classes_and_refuses_inputs_it_cannot_use(di
     small = str(tmp_path / "small.npz")
     fbp.save_params(small, fbp.init_mlp(jax.random.key(0), [10, 3, 2]))
     for argv, needle in (([digits_net, str(tmp_path / "none.png")], "none.png: no such file"),
+                         ([digits_net, str(tmp_path)], f"{tmp_path}: a directory, not an image file"),
                          ([digits_net, str(tmp_path / "text.png")], "text.png: not an image matplotlib can read"),
                          ([digits_net, str(tmp_path / "wide.npy")], "wide.npy: an array of shape (3, 65); the "
                                                                     "network takes examples of shape (64,) or (8, 8)"),
