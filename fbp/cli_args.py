@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp trace --output-activation softmax --cost log_likelihood --target 0\n"
         "                                                   # δ^L = a^L − y\n"
         "  fbp trace --sizes 3,4,4,2 --activation relu --input 1,0,0.5 --seed 7\n"
-        "  fbp trace --params tiny.npz --input 0.2,0.9      # a saved network of 16 units a layer or fewer",
+        "  fbp trace --params tiny.npz --input 0.2,0.9      # a saved network of 16 units a layer or fewer\n"
+        "  fbp trace --lr 3                                 # … and the step of gradient descent, η = 3",
     )
     trace.add_argument("--params", default=None, metavar="FILE",
                        help="trace this saved network (an .npz of fbp train --save-params, a checkpoint, the "
@@ -242,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--target", default=None, metavar="Y",
                        help="the wanted output: a class (one number, its one-hot y) or one number per output "
                             "(default: a class drawn by --seed)")
+    trace.add_argument("--lr", type=_positive_float, default=None, metavar="η",
+                       help="also take the step of gradient descent, w^l → w^l − η ∂C/∂w^l and b^l → b^l − η "
+                            "∂C/∂b^l, and show the new weights and the cost after it")
     trace.add_argument("--seed", type=_seed, default=0, help="PRNG seed of the weights, input and class")
     trace.add_argument("--round", type=_nonneg_int, default=2, metavar="N",
                        help="round a new network's weights and biases, and a drawn input and target, to N "

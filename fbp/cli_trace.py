@@ -1,8 +1,9 @@
 """``fbp trace``: backpropagation for one example of a small network, every
 number printed in the book's notation (ch. 2): the forward pass z^l, a^l,
 the cost, then BP1 (δ^L), BP2 (each δ^l from δ^{l+1}), BP3 (∂C/∂b^l) and BP4
-(∂C/∂w^l), each with the factors that make it, and at the end the
-difference from ``jax.grad`` of the same cost. For following the algorithm
+(∂C/∂w^l), each with the factors that make it, with --lr the step of
+gradient descent they give, and at the end the difference from
+``jax.grad`` of the same cost. For following the algorithm
 by hand, or setting it as an exercise (``fbp.cli`` parses the flags and
 calls ``cmd_trace``)."""
 
@@ -187,6 +188,19 @@ def _trace(args, record: dict) -> int:
         print(_matrix(f"  BP4  ∂C/∂w{sup(l)} = δ{sup(l)} (a{sup(l - 1)})ᵀ = ", grads[i].w, args.digits))
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     worst = max(fbp.relative_error(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
+    if args.lr is not None:  # the book's update, one example: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l
+        stepped = [fbp.Dense(layer.w - args.lr * g.w, layer.b - args.lr * g.b, layer.activation)
+                   for layer, g in zip(params, grads)]
+        after = float(fbp.example_loss(stepped, x, y, cost_fn))
+        print()
+        print(f"a step of gradient descent, η = {args.lr:g}: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l")
+        for i, layer in enumerate(stepped):
+            l = i + 2
+            print(_matrix(f"  w{sup(l)} = ", layer.w, args.digits))
+            print(f"  b{sup(l)} = {fmt(layer.b)}")
+        print(f"cost    C = {after:.{args.digits}f} after the step ({float(c):.{args.digits}f} before)")
+        record["step"] = dict(lr=args.lr, cost=after, layers=[dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b))
+                                                              for i, layer in enumerate(stepped)])
     print()
     print(f"jax.grad of the same C: the largest difference from BP3 and BP4 {diff:.1e} (relative {worst:.1e})")
     record.update(sizes=sizes, activation=hidden_act.name, output_activation=out_act.name, cost_function=cost,

@@ -62,6 +62,20 @@ def test_trace_gives_the_books_numbers_for_each_step(capsys, output, cost):
     assert lines[-1].startswith("jax.grad of the same C: the largest difference from BP3 and BP4 ")
 
 
+def test_trace_lr_takes_the_step_of_gradient_descent_and_it_lowers_the_cost(capsys):
+    r = fbp_here(capsys, "trace", "--sizes", "2,3,2", "--lr", "0.5", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    for layer, after in zip(t["layers"], t["step"]["layers"], strict=True):
+        np.testing.assert_allclose(after["w"], np.asarray(layer["w"]) - 0.5 * np.asarray(layer["grad_w"]), rtol=1e-15)
+        np.testing.assert_allclose(after["b"], np.asarray(layer["b"]) - 0.5 * np.asarray(layer["grad_b"]), rtol=1e-15)
+    stepped = [fbp.Dense(jnp.asarray(a["w"]), jnp.asarray(a["b"]), "sigmoid") for a in t["step"]["layers"]]
+    after = float(fbp.example_loss(stepped, jnp.asarray(t["x"]), jnp.asarray(t["y"]), fbp.get_cost("quadratic")))
+    assert t["step"]["cost"] == pytest.approx(after, rel=1e-12) and after < t["cost"]
+    printed = fbp_here(capsys, "trace", "--sizes", "2,3,2", "--lr", "0.5").stdout
+    assert f"cost    C = {after:.4f} after the step ({t['cost']:.4f} before)" in printed
+
+
 def test_trace_takes_a_saved_network_its_input_and_target_and_refuses_what_it_cannot_show(tmp_path, capsys):
     tiny = str(tmp_path / "tiny.npz")
     net = fbp.init_mlp(jax.random.key(3), [2, 3, 2], output_activation="softmax", dtype=jnp.float64)
