@@ -121,7 +121,8 @@ def trained_with(meta: dict) -> dict:
     config, notes = meta.get("config"), meta.get("notes")
     config, notes = (config if isinstance(config, dict) else {}), (notes if isinstance(notes, dict) else {})
     return dict(data_flag=config.get("--data"), data_dir=notes.get("--data-dir"), validation=config.get("--validation"),
-                cost=config.get("--cost"), tested_epoch=meta["epoch"], checkpoint=meta.get("checkpoint"))
+                cost=config.get("--cost"), tested_epoch=meta["epoch"], checkpoint=meta.get("checkpoint"),
+                classes=notes.get("classes"))
 
 
 def with_json(command: str, path: Optional[str], work, args) -> int:

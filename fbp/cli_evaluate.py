@@ -404,11 +404,7 @@ def _print_classes(ds, truth, predicted, record: dict):
     often first."""
     import numpy as np
 
-    from fbp import data as fdata
-
-    names = fdata.CLASS_NAMES.get(ds.name)
-    if names is not None and len(names) != ds.n_classes:
-        names = None
+    names = ds.classes if ds.classes is not None and len(ds.classes) == ds.n_classes else None
     per_class, classes = [], []
     for c in range(ds.n_classes):
         n_c = int(np.sum(truth == c))

@@ -40,8 +40,8 @@ def _predict(args, record: dict) -> int:
     meta = trained_with(meta)
     n_in, n_out = params[0].n_in, params[-1].n_out
     side = plot.image_side(n_in)
-    names = fdata.CLASS_NAMES.get(meta.get("data_flag") or "")
-    names = names if names is not None and len(names) == n_out else None
+    names = meta.get("classes") or fdata.CLASS_NAMES.get(meta.get("data_flag") or "")  # older files: by the data
+    names = names if isinstance(names, (list, tuple)) and len(names) == n_out else None
     examples, labels, notes = [], [], []
     for path in args.inputs:
         try:

@@ -521,7 +521,8 @@ def _fit(args, run: _Run, report: Report, writer: bool, joined: bool, stopping: 
             on_epoch=report.epoch, grad=run.grad,
             dropout=args.dropout,
             mesh=run.mesh, config=run.config, on_resume=report.resumed,
-            notes={"--data-dir": args.data_dir and os.path.abspath(args.data_dir)},  # for fbp evaluate RUN_DIR
+            notes={"--data-dir": args.data_dir and os.path.abspath(args.data_dir),  # for fbp evaluate RUN_DIR
+                   "classes": run.ds.classes and list(run.ds.classes)},  # and fbp predict RUN_DIR
             on_progress=on_progress, stop=stop, monitor=terms if args.l2 or args.l1 else None)
 
     def terms(params) -> dict:  # the L2 and L1 terms of the cost that the steps descend, beside the data cost
@@ -616,7 +617,8 @@ def _finish(args, run: _Run, report: Report, result, seconds: float, writer: boo
             meta = dict(
                 data=ds.name, data_flag=args.data, data_dir=args.data_dir and os.path.abspath(args.data_dir),
                 validation=len(ds.validation), sizes=run.sizes, cost=args.cost, dtype=args.dtype,
-                tested_epoch=tested_epoch, test_accuracy=final["test_accuracy"], test_cost=final["test_cost"])
+                tested_epoch=tested_epoch, test_accuracy=final["test_accuracy"], test_cost=final["test_cost"],
+                classes=ds.classes and list(ds.classes))
             if _network2_file(args.save_params):  # the book's file, which network2.load reads
                 fckpt.save_network2(args.save_params, tested, args.cost, meta)
             else:

@@ -73,6 +73,7 @@ class Dataset(NamedTuple):
     train: Split
     validation: Split  # may be empty (0 rows)
     test: Split
+    classes: Optional[tuple] = None  # the classes' names, where the data set has them (Fashion-MNIST's)
 
     @property
     def n_in(self) -> int:
@@ -296,7 +297,7 @@ def fashion_mnist(directory: Optional[str] = None, n_validation: int = 10_000) -
             f"shows its files), or give the directory that holds its four IDX files elsewhere (fbp train "
             f"--data-dir, fbp.data.fashion_mnist(directory))."
         )
-    return idx(directory, n_validation, name="fashion-mnist")
+    return idx(directory, n_validation, name="fashion-mnist")._replace(classes=CLASS_NAMES["fashion-mnist"])
 
 
 def write_idx(path: str, array: np.ndarray, compress: Optional[bool] = None) -> None:
@@ -455,7 +456,9 @@ def npz(path: str, n_validation: int = 0, name: Optional[str] = None) -> Dataset
     floats already in [0, 1]; each is flattened. Labels are integer classes
     (n,) or one-hot rows (n, classes); there are 1 + the largest label
     classes (at least 2), or the one-hot width. The last ``n_validation``
-    training examples are the validation set. Nothing pickled is loaded
+    training examples are the validation set. An optional array
+    ``class_names`` of strings, one per class, names them (``Dataset.classes``,
+    which ``fbp evaluate`` and ``fbp predict`` show). Nothing pickled is loaded
     (``allow_pickle=False``): a file of object arrays is a ``DataError``, as
     are a missing or damaged file, a missing array and a bad shape or type,
     each naming the file.
@@ -480,6 +483,7 @@ def npz(path: str, n_validation: int = 0, name: Optional[str] = None) -> Dataset
                                 f"fbp reads the arrays {', '.join(NPZ_KEYS)}, as np.savez(path, x_train=..., "
                                 f"y_train=..., x_test=..., y_test=...) names them")
             arrays = {k: f[k] for k in NPZ_KEYS}
+            names = f["class_names"] if "class_names" in f.files else None
     except DataError:
         raise
     except FileNotFoundError:
@@ -506,9 +510,15 @@ def npz(path: str, n_validation: int = 0, name: Optional[str] = None) -> Dataset
         raise DataError(f"{path}: y_train and y_test are one-hot over {' and '.join(map(str, sorted(widths)))} "
                         f"classes; they must agree")
     n_classes = max(2, 1 + int(max(y_train.max(), y_test.max())), *widths)
+    classes = None
+    if names is not None:
+        if names.dtype.kind != "U" or names.shape != (n_classes,):
+            raise DataError(f"{path}: class_names is {names.dtype} {names.shape}; it names the classes, {n_classes} "
+                            f"strings, as np.savez(path, ..., class_names=np.array(['a', 'b', ...])) writes them")
+        classes = tuple(str(v) for v in names)
     train, validation = split_validation(Split(X_train, one_hot(y_train, n_classes)), n_validation)
     name = name or os.path.splitext(os.path.basename(path))[0]
-    return Dataset(name, train, validation, Split(X_test, one_hot(y_test, n_classes)))
+    return Dataset(name, train, validation, Split(X_test, one_hot(y_test, n_classes)), classes)
 
 
 def load(name: str, data_dir: Optional[str] = None, n_validation: Optional[int] = None) -> Dataset:

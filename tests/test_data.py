@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import pickletools
+import re
 import struct
 import subprocess
 import sys
@@ -343,7 +344,7 @@ def test_npz_reads_kerass_layout_as_idx_reads_the_same_bytes(tmp_path):
     same = fdata.idx(str(tmp_path), n_validation=8)
     n_classes = 1 + int(max(arrays["y_train"].max(), arrays["y_test"].max()))
     assert ds.n_classes == same.n_classes == n_classes
-    for a, b in zip(ds[1:], same[1:]):
+    for a, b in zip(ds[1:4], same[1:4]):  # train, validation, test
         np.testing.assert_array_equal(a.X, b.X)
         np.testing.assert_array_equal(a.Y, b.Y)
     assert ftrain.byte_codes(ds.train.X) is not None
@@ -431,7 +432,7 @@ def test_cli_trains_and_evaluates_on_an_npz(tmp_path, capsys, monkeypatch):
     for trained in (net, run):  # each finds the data it was trained on from another directory, as its absolute path
         proc = fbp_here(capsys, "evaluate", trained)
         assert proc.returncode == 0 and "on mnist test (30 examples)" in proc.stdout, proc.stderr
-    assert fbp.checkpoint.load_params(run, with_meta=True)[1]["notes"] == {"--data-dir": str(tmp_path / "mnist.npz")}
+    assert fbp.checkpoint.load_params(run, with_meta=True)[1]["notes"]["--data-dir"] == str(tmp_path / "mnist.npz")
     proc = fbp_here(capsys, "evaluate", net, "--worst", "2", "--worst-images",
                     str(tmp_path / "w.png"))  # 3×4 images: not square
     assert proc.returncode == 2 and proc.stderr.strip() == ("fbp evaluate: error: --worst-images: an example of "
@@ -450,6 +451,33 @@ def test_cli_trains_and_evaluates_on_an_npz(tmp_path, capsys, monkeypatch):
                             "error: --data-dir: " + net + ": no x_train")):
         proc = fbp_here(capsys, "train", *flags)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+
+
+def test_an_npz_may_name_its_classes_and_the_commands_show_the_names(tmp_path, capsys):
+    """An .npz's optional class_names (one string a class) become
+    Dataset.classes, kept with the saved network and the checkpoints, and
+    fbp evaluate and fbp predict show them; a wrong class_names is named."""
+    names = ["ring", "square", "star", "heart", "moon", "sun", "cloud", "drop", "leaf", "key"]
+    np.savez(tmp_path / "shapes.npz", **npz_arrays(n_train=120, n_test=30, shape=(4, 4)), class_names=np.array(names))
+    ds = fdata.npz(str(tmp_path / "shapes.npz"))
+    assert ds.classes == tuple(names) and fdata.npz(str(tmp_path / "shapes.npz"), n_validation=10).classes == ds.classes
+    assert fdata.fashion_mnist.__doc__ and fdata.CLASS_NAMES["fashion-mnist"][9] == "Ankle boot"
+    net, run = str(tmp_path / "net.npz"), str(tmp_path / "run")
+    proc = fbp_here(capsys, "train", "--data", "npz", "--data-dir", str(tmp_path / "shapes.npz"), "--validation", "20",
+                    "--epochs", "1", "--quiet", "--save-params", net, "--checkpoint-dir", run)
+    assert proc.returncode == 0, proc.stderr
+    proc = fbp_here(capsys, "evaluate", net)
+    assert proc.returncode == 0 and "classes: 0 ring, 1 square, 2 star, 3 heart" in proc.stdout, proc.stderr
+    np.save(tmp_path / "x.npy", ds.test.X[:1])
+    for trained in (net, run):  # the saved network's meta, and the checkpoint's notes, keep the names
+        record = json.loads(fbp_here(capsys, "predict", trained, str(tmp_path / "x.npy"), "--json", "-").stdout)
+        p = record["predictions"][0]
+        assert p["name"] == names[p["predicted"]], record
+    for bad, says in ((np.array(names[:3]), "class_names is <U6 (3,); it names the classes, 10 strings"),
+                      (np.arange(10), "class_names is int64 (10,)")):
+        np.savez(tmp_path / "bad.npz", **npz_arrays(), class_names=bad)
+        with pytest.raises(fdata.DataError, match=re.escape(says)):
+            fdata.npz(str(tmp_path / "bad.npz"))
 
 
 def _shifted_by_roll(image, rows, cols):
