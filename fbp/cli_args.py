@@ -479,8 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a network written by `fbp train --save-params` (or a checkpoint's, or the book's "
         "network2 JSON) on inputs of one's own and print each one's class, with the network's output for it and "
         "for the next likeliest classes. An image file is read as grey levels, inverted when its border is light "
-        "(the training images are light on dark; --invert), and scaled as a whole to the network's square input "
-        "(crop it first to frame the object as the training images do; needs matplotlib). A .npy array holds "
+        "(the training images are light on dark; --invert), padded to a square, its shape kept, and scaled as a "
+        "whole to the network's input (crop it first to frame the object as the training images do; needs "
+        "matplotlib). A .npy array holds "
         "one example or a stack of them, in [0, 1], as fbp.data gives them.",
         epilog="examples:\n\n"
         "  fbp predict f.npz shirt.jpg boot.png          # a Fashion-MNIST network on two photographs\n"

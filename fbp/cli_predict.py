@@ -127,9 +127,11 @@ def image_input(path: str, side: int, invert: str = "auto") -> tuple:
     over white), inverted when ``invert`` is "yes", or "auto" and its
     border is lighter than mid-grey (training images are light ink, 1, on a
     dark ground, 0, and a drawing or a photograph of a page is the other way
-    round), then scaled as a whole to side × side by averaging the pixels
-    each new one covers (Pillow's box filter; crop the image first to frame
-    the object as the training images do). Returns (the (side²,) input in
+    round), padded with the dark ground to a square (its shape kept, as
+    Fashion-MNIST's images were made and MNIST's centred), then scaled as a
+    whole to side × side by averaging the pixels each new one covers
+    (Pillow's box filter; crop the image first to frame the object as the
+    training images do). Returns (the (side²,) input in
     [0, 1], a note of what was done); InputError for a file that is not an
     image."""
     import numpy as np
@@ -163,9 +165,16 @@ def image_input(path: str, side: int, invert: str = "auto") -> tuple:
     flip = invert == "yes" or (invert == "auto" and float(np.mean(border)) > 0.5)
     if flip:
         img = 1 - img
+    if height != width:  # to a square on the dark ground, its shape kept, as MNIST and Fashion-MNIST framed theirs
+        side_now = max(height, width)
+        top, left = (side_now - height) // 2, (side_now - width) // 2
+        square = np.zeros((side_now, side_now))
+        square[top:top + height, left:left + width] = img
+        img = square
     resampling = getattr(Image, "Resampling", Image)  # Pillow ≥ 9.1 names its filters there
     scaled = np.asarray(Image.fromarray(img.astype(np.float32)).resize((side, side), resampling.BOX),
                         np.float64)
     note = f"{width}×{height} image" + (", inverted" if flip else "") + (
-        f", scaled to {side}×{side}" if (height, width) != (side, side) else "")
+        ", padded to a square" if height != width else "") + (
+        f", scaled to {side}×{side}" if max(height, width) != side else "")
     return np.clip(scaled, 0, 1).reshape(-1), note

@@ -67,6 +67,15 @@ def test_predict_reads_images_as_the_training_images_and_arrays_as_they_are(digi
     r = fbp_here(capsys, "predict", digits_net, board, "--json", "-")
     np.testing.assert_allclose(json.loads(r.stdout)["predictions"][0]["outputs"],
                                fbp.forward(params, np.full(64, 0.5)), rtol=1e-5, atol=1e-7)
+    # a wide image is padded with the dark ground to a square, not squashed: a band of ink 8 high and 16 wide
+    # is the middle half of the rows at 8×8
+    band = str(tmp_path / "band.png")
+    mpimg.imsave(band, np.ones((8, 16)), cmap="gray", vmin=0, vmax=1)
+    r = fbp_here(capsys, "predict", digits_net, band, "--invert", "no", "--json", "-")
+    p = json.loads(r.stdout)["predictions"][0]
+    assert p["note"] == "16×8 image, padded to a square, scaled to 8×8"
+    np.testing.assert_allclose(p["outputs"], fbp.forward(params, np.repeat([0.0, 1.0, 0.0], [16, 32, 16])),
+                               rtol=1e-5, atol=1e-7)
     r = fbp_here(capsys, "predict", digits_net, files[0], "--invert", "no", "--top", "1", "--json", "-")
     kept = json.loads(r.stdout)["predictions"][0]
     assert kept["note"] == "40×40 image, scaled to 8×8" and kept["outputs"] != record["predictions"][8]["outputs"]
