@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--target", default=None, metavar="Y",
                        help="the wanted output: a class (one number, its one-hot y) or one number per output "
                             "(default: a class drawn by --seed)")
+    trace.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
+                       help="drop each hidden unit with probability P (the book's ch. 3; kept ones times "
+                            "1/(1 − P)), drawn by --seed, and show the masks in the forward pass, BP2 and BP4")
     trace.add_argument("--lr", type=_positive_float, default=None, metavar="η",
                        help="also take the step of gradient descent, w^l → w^l − η ∂C/∂w^l and b^l → b^l − η "
                             "∂C/∂b^l, and show the new weights and the cost after it")

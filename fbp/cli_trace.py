@@ -52,7 +52,7 @@ def _trace(args, record: dict) -> int:
     from fbp.costs import closed_form
 
     fail = functools.partial(_error, "trace")
-    k_params, k_x, k_y = jax.random.split(jax.random.key(args.seed), 3)
+    k_params, k_x, k_y, k_drop = jax.random.split(jax.random.key(args.seed), 4)
     digits = args.round
     if args.params is not None:
         shaping = [flag for flag, value in (("--sizes", args.sizes), ("--activation", args.activation),
@@ -124,12 +124,15 @@ def _trace(args, record: dict) -> int:
     if label is not None:
         y_np = np.eye(n_out)[label]
     x, y = jnp.asarray(x_np, jnp.float64), jnp.asarray(y_np, jnp.float64)
+    batch_masks = fbp.dropout_masks(k_drop, params, 1, args.dropout) if args.dropout else None
+    masks = None if batch_masks is None else [m[0] for m in batch_masks]  # this example's: m^l of each hidden layer
     try:
-        zs, acts = fbp.forward_trace(params, x)
-        ds = fbp.deltas(params, x, y, cost)
-        grads = fbp.backward(params, x, y, cost)
-        c = fbp.example_loss(params, x, y, fbp.get_cost(cost))
-        auto = fbp.autodiff_grad(params, x[None], y[None], cost)
+        zs, acts = fbp.forward_trace(params, x, masks)
+        stacked, _ = fbp.batch_deltas(params, x[None], y[None], cost, masks=batch_masks)  # BP1, BP2 (⊙ m^l)
+        ds = [d[0] for d in stacked]
+        grads = fbp.batch_backward(params, x[None], y[None], cost, masks=batch_masks)  # BP3, BP4 of one example
+        c = fbp.example_loss(params, x, y, fbp.get_cost(cost), masks)
+        auto = fbp.autodiff_grad(params, x[None], y[None], cost, masks=batch_masks)
     except (ValueError, TypeError) as e:  # an input or target the library refuses (its message says why)
         return fail(str(e))
 
@@ -137,7 +140,8 @@ def _trace(args, record: dict) -> int:
     L = len(sizes)
     out_act, hidden_act = params[-1].act, params[0].act
     print(f"fbp trace: sizes={','.join(map(str, sizes))} activation={hidden_act.name} output={out_act.name} "
-          f"cost={cost}" + (f" network={args.params}" if args.params is not None else
+          f"cost={cost}" + (f" dropout={args.dropout:g}" if args.dropout else "")
+          + (f" network={args.params}" if args.params is not None else
                             f" init={args.init} seed={args.seed}"
                             + (f" (weights, biases and input rounded to {digits} decimals)" if digits is not None
                                else "")))
@@ -147,15 +151,20 @@ def _trace(args, record: dict) -> int:
     print(f"input   a¹ = x = {fmt(x)}")
     print(f"target  y = {fmt(y)}" + (f"  (class {label})" if label is not None else ""))
     print()
-    print("forward: z^l = w^l a^(l−1) + b^l, a^l = σ(z^l)")
+    print("forward: z^l = w^l a^(l−1) + b^l, a^l = σ(z^l)" + (
+        f"; dropout hands on m^l ⊙ a^l, m^l a unit's 0 (dropped, with probability {args.dropout:g}) or "
+        f"1/(1 − {args.dropout:g})" if masks else ""))
     for i, layer in enumerate(params):
         l = i + 2
         kind = "output" if l == L else "hidden"
         print(f"  layer {l} ({kind}, {layer.act.name})")
         print(_matrix(f"    w{sup(l)} = ", layer.w, args.digits))
         print(f"    b{sup(l)} = {fmt(layer.b)}")
-        print(f"    z{sup(l)} = w{sup(l)} a{sup(l - 1)} + b{sup(l)} = {fmt(zs[i])}")
+        handed = f"(m{sup(l - 1)} ⊙ a{sup(l - 1)})" if masks and i > 0 else f"a{sup(l - 1)}"
+        print(f"    z{sup(l)} = w{sup(l)} {handed} + b{sup(l)} = {fmt(zs[i])}")
         print(f"    a{sup(l)} = {layer.act.name}(z{sup(l)}) = {fmt(acts[i + 1])}")
+        if masks and l < L:
+            print(f"    m{sup(l)} = {fmt(masks[i])}, handed on m{sup(l)} ⊙ a{sup(l)} = {fmt(masks[i] * acts[i + 1])}")
     aL = f"a{sup(L)}"
     print(f"cost    C = {COST_TEXT.get(cost, cost).format(L=sup(L))} = {float(c):.{args.digits}f}")
     print()
@@ -176,8 +185,11 @@ def _trace(args, record: dict) -> int:
     print(f"       δ{sup(L)} = {fmt(ds[-1])}")
     for i in range(len(params) - 2, -1, -1):
         l = i + 2
-        print(f"  BP2  δ{sup(l)} = ((w{sup(l + 1)})ᵀ δ{sup(l + 1)}) ⊙ σ'(z{sup(l)})")
+        mask = f" ⊙ m{sup(l)}" if masks else ""
+        print(f"  BP2  δ{sup(l)} = ((w{sup(l + 1)})ᵀ δ{sup(l + 1)}){mask} ⊙ σ'(z{sup(l)})")
         print(f"       (w{sup(l + 1)})ᵀ δ{sup(l + 1)} = {fmt(params[i + 1].w.T @ ds[i + 1])}")
+        if masks:
+            print(f"       m{sup(l)} = {fmt(masks[i])}")
         print(f"       σ'(z{sup(l)}) = {fmt(params[i].act.prime(zs[i]))}")
         print(f"       δ{sup(l)} = {fmt(ds[i])}")
     for i in range(len(params) - 1, -1, -1):
@@ -185,13 +197,14 @@ def _trace(args, record: dict) -> int:
         print(f"  BP3  ∂C/∂b{sup(l)} = δ{sup(l)} = {fmt(grads[i].b)}")
     for i in range(len(params) - 1, -1, -1):
         l = i + 2
-        print(_matrix(f"  BP4  ∂C/∂w{sup(l)} = δ{sup(l)} (a{sup(l - 1)})ᵀ = ", grads[i].w, args.digits))
+        handed = f"(m{sup(l - 1)} ⊙ a{sup(l - 1)})" if masks and i > 0 else f"(a{sup(l - 1)})"
+        print(_matrix(f"  BP4  ∂C/∂w{sup(l)} = δ{sup(l)} {handed}ᵀ = ", grads[i].w, args.digits))
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     worst = max(fbp.relative_error(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     if args.lr is not None:  # the book's update, one example: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l
         stepped = [fbp.Dense(layer.w - args.lr * g.w, layer.b - args.lr * g.b, layer.activation)
                    for layer, g in zip(params, grads)]
-        after = float(fbp.example_loss(stepped, x, y, cost_fn))
+        after = float(fbp.example_loss(stepped, x, y, cost_fn, masks))  # the same units dropped
         print()
         print(f"a step of gradient descent, η = {args.lr:g}: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l")
         for i, layer in enumerate(stepped):
@@ -208,7 +221,8 @@ def _trace(args, record: dict) -> int:
                       dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b), z=_list(zs[i]), a=_list(acts[i + 1]),
                            delta=_list(ds[i]), grad_w=_list(grads[i].w), grad_b=_list(grads[i].b))
                       for i, layer in enumerate(params)],
-                  autodiff_max_difference=diff, autodiff_max_relative=worst)
+                  autodiff_max_difference=diff, autodiff_max_relative=worst,
+                  dropout=args.dropout or None, masks=None if masks is None else [_list(m) for m in masks])
     return 0
 
 

@@ -62,6 +62,30 @@ def test_trace_gives_the_books_numbers_for_each_step(capsys, output, cost):
     assert lines[-1].startswith("jax.grad of the same C: the largest difference from BP3 and BP4 ")
 
 
+def test_trace_dropout_shows_the_masks_where_the_book_puts_them(capsys):
+    """--dropout P: the hidden layer hands on m ⊙ a, BP2 multiplies by m,
+    BP4 takes m ⊙ a; the numbers as NumPy does the same arithmetic."""
+    r = fbp_here(capsys, "trace", "--sizes", "3,6,2", "--dropout", "0.5", "--seed", "2", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    (m,) = [np.asarray(v) for v in t["masks"]]
+    assert set(m) == {0.0, 2.0}  # some units dropped, the others kept and doubled
+    w2, w3 = (np.asarray(layer["w"]) for layer in t["layers"])
+    b2, b3 = (np.asarray(layer["b"]) for layer in t["layers"])
+    x, y = np.asarray(t["x"]), np.asarray(t["y"])
+    a2 = _sigmoid(w2 @ x + b2)
+    a3 = _sigmoid(w3 @ (m * a2) + b3)
+    d3 = (a3 - y) * a3 * (1 - a3)
+    d2 = (w3.T @ d3) * m * a2 * (1 - a2)
+    for got, want in ((t["layers"][1]["a"], a3), (t["layers"][0]["delta"], d2),
+                      (t["layers"][1]["grad_w"], np.outer(d3, m * a2)), (t["layers"][0]["grad_w"], np.outer(d2, x))):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert t["autodiff_max_relative"] <= 1e-14
+    lines = fbp_here(capsys, "trace", "--sizes", "3,6,2", "--dropout", "0.5", "--seed", "2").stdout.splitlines()
+    assert "  BP2  δ² = ((w³)ᵀ δ³) ⊙ m² ⊙ σ'(z²)" in lines
+    assert any(line.startswith("  BP4  ∂C/∂w³ = δ³ (m² ⊙ a²)ᵀ = ") for line in lines)
+
+
 def test_trace_lr_takes_the_step_of_gradient_descent_and_it_lowers_the_cost(capsys):
     r = fbp_here(capsys, "trace", "--sizes", "2,3,2", "--lr", "0.5", "--json", "-")
     assert r.returncode == 0, r.stderr
