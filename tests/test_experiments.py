@@ -173,3 +173,12 @@ def test_conv_nets_train_with_the_hand_written_conv_gradient_as_with_jax_grad(ou
     # 32 of its 40 epochs, and when it leaves that plateau depends on rounding. ReLU, the book's next step, learns.
     for name in ("fully connected", "conv 8:3:2", "+ ReLU, η 0.03, λ 0.1"):
         assert runs[name]["best_validation_accuracy"] > 0.8, (name, runs[name]["validation_accuracy"])
+
+
+def test_fbp_trains_as_the_books_network2_does(out):
+    r = run("same_as_network2", out)
+    for row in r["runs"]["eta 0.1"]:
+        assert row["fbp_vs_network2"] < 1e-12, row
+        assert row["test_accuracy_fbp"] == row["test_accuracy_network2"]
+    assert r["runs"]["eta 0.1"][-1]["test_accuracy_fbp"] > 0.3  # it learned
+    assert r["saved_and_loaded_by_network2"]["bitwise_same"]
