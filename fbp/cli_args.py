@@ -498,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
                          help="turn an image's grey levels over (1 − v), so that its ink is light as in the "
                               "training images: auto does where the image's border is lighter than mid-grey")
+    predict.add_argument("--crop", action="store_true",
+                         help="cut an image to the box around its ink first, so that the object fills the frame "
+                              "as in the training images (digits and Fashion-MNIST fill theirs)")
+    predict.add_argument("--margin", type=_fraction, default=0.0, metavar="F",
+                         help="with --crop, add F times the object's size around it on each side (MNIST's digits "
+                              "sit in the middle 20 of their 28 pixels: 0.2)")
     predict.add_argument("--json", default=None, metavar="FILE",
                          help="also write the predictions as one JSON object into FILE, every class's output "
                               "included (- prints it on stdout instead of the lines)")

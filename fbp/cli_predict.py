@@ -54,7 +54,7 @@ def _predict(args, record: dict) -> int:
                 if side is None:
                     return fail(f"{path}: the network takes {n_in} numbers, not a square image; give its "
                                 f"inputs as a .npy array of {n_in} numbers")
-                x, note = image_input(path, side, args.invert)
+                x, note = image_input(path, side, args.invert, args.crop, args.margin)
                 examples.append(x[None])
                 labels.append(path)
                 notes.append(note)
@@ -121,19 +121,22 @@ def _array_rows(path: str, n_in: int, side: Optional[int]):
     return a
 
 
-def image_input(path: str, side: int, invert: str = "auto") -> tuple:
+INK = 0.25  # --crop: a pixel is ink where it reaches this fraction of the image's brightest (after turning over)
+
+
+def image_input(path: str, side: int, invert: str = "auto", crop: bool = False, margin: float = 0.0) -> tuple:
     """An image file as one input of a network trained on side × side
     images: grey levels (colours by their luminance, ITU-R 601, transparency
     over white), inverted when ``invert`` is "yes", or "auto" and its
     border is lighter than mid-grey (training images are light ink, 1, on a
     dark ground, 0, and a drawing or a photograph of a page is the other way
-    round), padded with the dark ground to a square (its shape kept, as
-    Fashion-MNIST's images were made and MNIST's centred), then scaled as a
-    whole to side × side by averaging the pixels each new one covers
-    (Pillow's box filter; crop the image first to frame the object as the
-    training images do). Returns (the (side²,) input in
-    [0, 1], a note of what was done); InputError for a file that is not an
-    image."""
+    round); with ``crop``, cut to the box around its ink (the pixels of at
+    least ``INK`` times the brightest) and ``margin`` times its side added
+    around it on each side; padded with the dark ground to a square (its
+    shape kept, as Fashion-MNIST's images were made and MNIST's centred),
+    then scaled as a whole to side × side by averaging the pixels each new
+    one covers (Pillow's box filter). Returns (the (side²,) input in [0, 1],
+    a note of what was done); InputError for a file that is not an image."""
     import numpy as np
 
     try:
@@ -160,21 +163,32 @@ def image_input(path: str, side: int, invert: str = "auto") -> tuple:
         img = img[..., 0] if img.shape[2] == 1 else img[..., :3] @ np.array([0.299, 0.587, 0.114])
     if img.ndim != 2 or min(img.shape) == 0:
         raise InputError(f"an image of shape {img.shape}, not a picture")
-    height, width = img.shape
+    notes = [f"{img.shape[1]}×{img.shape[0]} image"]
     border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
     flip = invert == "yes" or (invert == "auto" and float(np.mean(border)) > 0.5)
     if flip:
         img = 1 - img
-    if height != width:  # to a square on the dark ground, its shape kept, as MNIST and Fashion-MNIST framed theirs
-        side_now = max(height, width)
+        notes.append("inverted")
+    rows, cols = np.nonzero(img >= INK * img.max()) if img.max() > 0 else (np.arange(0), np.arange(0))
+    hint = ""
+    if crop and len(rows):
+        img = img[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        notes.append(f"cropped to its ink, {img.shape[1]}×{img.shape[0]}")
+    elif not crop and len(rows):
+        filled = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) / img.size
+        if filled < 0.4:  # the object is small in its frame, where the training images fill theirs
+            hint = f"; its ink fills {filled:.0%} of it: --crop?"
+    height, width = img.shape
+    pad = int(round(margin * max(height, width)))
+    if height != width or pad:  # to a square on the dark ground, its shape kept, as MNIST and Fashion-MNIST framed theirs
+        side_now = max(height, width) + 2 * pad
         top, left = (side_now - height) // 2, (side_now - width) // 2
         square = np.zeros((side_now, side_now))
         square[top:top + height, left:left + width] = img
         img = square
+        notes.append("padded to a square" if not pad else f"padded to a square, a margin of {margin:g} of its side")
     resampling = getattr(Image, "Resampling", Image)  # Pillow ≥ 9.1 names its filters there
-    scaled = np.asarray(Image.fromarray(img.astype(np.float32)).resize((side, side), resampling.BOX),
-                        np.float64)
-    note = f"{width}×{height} image" + (", inverted" if flip else "") + (
-        ", padded to a square" if height != width else "") + (
-        f", scaled to {side}×{side}" if max(height, width) != side else "")
-    return np.clip(scaled, 0, 1).reshape(-1), note
+    if img.shape[0] != side:
+        img = np.asarray(Image.fromarray(img.astype(np.float32)).resize((side, side), resampling.BOX), np.float64)
+        notes.append(f"scaled to {side}×{side}")
+    return np.clip(img, 0, 1).reshape(-1), ", ".join(notes) + hint

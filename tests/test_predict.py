@@ -76,6 +76,24 @@ def test_predict_reads_images_as_the_training_images_and_arrays_as_they_are(digi
     assert p["note"] == "16×8 image, padded to a square, scaled to 8×8"
     np.testing.assert_allclose(p["outputs"], fbp.forward(params, np.repeat([0.0, 1.0, 0.0], [16, 32, 16])),
                                rtol=1e-5, atol=1e-7)
+    # --crop: an image small in a large page is cut to its ink first; without it the note says so
+    framed = X[3].reshape(8, 8).copy()
+    framed[[0, 0, -1, -1], [0, -1, 0, -1]] = 1.0  # ink in the corners: the ink's box is the whole 8×8
+    page = np.ones((60, 80))
+    page[10:34, 30:54] = 1 - np.kron(framed, np.ones((3, 3)))
+    small = str(tmp_path / "small.png")
+    mpimg.imsave(small, page, cmap="gray", vmin=0, vmax=1)
+    r = fbp_here(capsys, "predict", digits_net, small, "--json", "-")
+    assert json.loads(r.stdout)["predictions"][0]["note"] == ("80×60 image, inverted, padded to a square, scaled to "
+                                                              "8×8; its ink fills 12% of it: --crop?")
+    r = fbp_here(capsys, "predict", digits_net, small, "--crop", "--json", "-")
+    p = json.loads(r.stdout)["predictions"][0]
+    assert p["note"] == "80×60 image, inverted, cropped to its ink, 24×24, scaled to 8×8"
+    np.testing.assert_allclose(p["outputs"], fbp.forward(params, framed.reshape(-1)), atol=0.02)
+    r = fbp_here(capsys, "predict", digits_net, small, "--crop", "--margin", "0.25", "--json", "-")
+    assert json.loads(r.stdout)["predictions"][0]["note"] == (
+        "80×60 image, inverted, cropped to its ink, 24×24, padded to a square, a margin of 0.25 of its side, "
+        "scaled to 8×8")
     r = fbp_here(capsys, "predict", digits_net, files[0], "--invert", "no", "--top", "1", "--json", "-")
     kept = json.loads(r.stdout)["predictions"][0]
     assert kept["note"] == "40×40 image, scaled to 8×8" and kept["outputs"] != record["predictions"][8]["outputs"]
