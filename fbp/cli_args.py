@@ -487,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
         "matplotlib). A .npy array holds "
         "one example or a stack of them, in [0, 1], as fbp.data gives them.",
         epilog="examples:\n\n"
-        "  fbp predict f.npz shirt.jpg boot.png          # a Fashion-MNIST network on two photographs\n"
+        "  fbp predict f.npz shirt.jpg boot.png --crop   # a Fashion-MNIST network on two photographs\n"
         "  fbp predict net.npz rows.npy --top 1          # each row of an (n, 64) array, its class alone\n"
         "  fbp predict net.npz seven.png --json -        # as JSON, each class's output too",
     )
