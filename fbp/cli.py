@@ -1,12 +1,12 @@
-"""The command line: ``fbp check``, ``fbp train``, ``fbp evaluate``, ``fbp predict``, ``fbp plot`` (also
-``python -m fbp``).
+"""The command line: ``fbp check``, ``fbp trace``, ``fbp train``, ``fbp evaluate``, ``fbp predict``, ``fbp plot``
+(also ``python -m fbp``).
 
 ``main`` parses the flags (``fbp.cli_args``) and runs the command they
 name. ``fbp check`` and ``fbp plot`` are here, with what the commands share
 (the network from its flags, the one-line errors, the checked standard
-output, --json); ``fbp train`` is ``fbp.cli_train``, ``fbp evaluate``
-``fbp.cli_evaluate`` and ``fbp predict`` ``fbp.cli_predict``, each
-imported when it runs."""
+output, --json); ``fbp trace`` is ``fbp.cli_trace``, ``fbp train``
+``fbp.cli_train``, ``fbp evaluate`` ``fbp.cli_evaluate`` and ``fbp
+predict`` ``fbp.cli_predict``, each imported when it runs."""
 
 from __future__ import annotations
 
