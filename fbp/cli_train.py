@@ -353,7 +353,7 @@ def _check_flags(args, writer: bool) -> Optional[float]:
             fckpt.check_params_path(args.save_params)
         except OSError as e:
             raise _refuse(f"--save-params {args.save_params} cannot be written ({e.strerror or e}); "
-                          f"give a writable .npz path") from None
+                          f"give a writable .npz (or network2 .json) path") from None
     if args.save_params and _network2_file(args.save_params):
         other, gives = [], []
         for flag, value, ok, fix in (("--activation", args.activation, ("sigmoid",), "sigmoid"),
