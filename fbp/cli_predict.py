@@ -99,10 +99,11 @@ def _array_rows(path: str, n_in: int, side: Optional[int]):
     except (OSError, ValueError) as e:
         raise InputError(f"not a NumPy array file ({e})") from None
     if not isinstance(a, np.ndarray):  # an .npz: the archive's one array
-        files = list(a.files)
-        if len(files) != 1:
-            raise InputError(f"an .npz of {len(files)} arrays ({', '.join(files)}); give one array, a .npy")
-        a = a[files[0]]
+        with a as archive:
+            files = list(archive.files)
+            if len(files) != 1:
+                raise InputError(f"an .npz of {len(files)} arrays ({', '.join(files)}); give one array, a .npy")
+            a = archive[files[0]]
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise InputError(f"an array of {a.dtype}, not of numbers")
     shapes = [(n_in,)] + ([(side, side)] if side else [])
@@ -115,7 +116,9 @@ def _array_rows(path: str, n_in: int, side: Optional[int]):
         raise InputError(f"an array of shape {a.shape}; the network takes examples of shape {wanted}, one or a "
                          f"stack of them")
     a = a.astype(np.float64)
-    if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
+    if not np.all(np.isfinite(a)):
+        raise InputError("it holds NaN or infinite numbers; the network takes inputs in [0, 1]")
+    if a.min() < 0 or a.max() > 1:
         raise InputError(f"its numbers run from {a.min():g} to {a.max():g}; the network was trained on inputs "
                          f"in [0, 1] (divide bytes by 255)")
     return a

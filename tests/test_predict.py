@@ -116,6 +116,8 @@ def test_predict_names_fashion_mnist_classes_and_refuses_inputs_it_cannot_use(di
     (tmp_path / "text.png").write_text("not an image")
     np.save(tmp_path / "wide.npy", np.zeros((3, 65)))
     np.save(tmp_path / "bytes.npy", np.full((2, 64), 255))
+    np.save(tmp_path / "nan.npy", np.full(64, np.nan))
+    np.savez(tmp_path / "two.npz", a=np.zeros(64), b=np.zeros(64))
     small = str(tmp_path / "small.npz")
     fbp.save_params(small, fbp.init_mlp(jax.random.key(0), [10, 3, 2]))
     for argv, needle in (([digits_net, str(tmp_path / "none.png")], "none.png: no such file"),
@@ -125,6 +127,9 @@ def test_predict_names_fashion_mnist_classes_and_refuses_inputs_it_cannot_use(di
                                                                     "network takes examples of shape (64,) or (8, 8)"),
                          ([digits_net, str(tmp_path / "bytes.npy")], "bytes.npy: its numbers run from 255 to 255; "
                                                                      "the network was trained on inputs in [0, 1]"),
+                         ([digits_net, str(tmp_path / "nan.npy")], "nan.npy: it holds NaN or infinite numbers"),
+                         ([digits_net, str(tmp_path / "two.npz")], "two.npz: an .npz of 2 arrays (a, b); give one "
+                                                                   "array, a .npy"),
                          ([small, str(tmp_path / "text.png")], "the network takes 10 numbers, not a square image"),
                          ([str(tmp_path / "none.npz"), x], "none.npz: no such file")):
         r = fbp_here(capsys, "predict", *argv)
