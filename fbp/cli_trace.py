@@ -35,10 +35,16 @@ def cmd_trace(args) -> int:
 
 
 def _numbers(flag: str, text: str) -> list:
+    """The comma-separated finite numbers of --input or --target; ValueError naming the flag otherwise."""
+    import math
+
     try:
-        return [float(v) for v in text.split(",")]
+        values = [float(v) for v in text.split(",")]
     except ValueError:
         raise ValueError(f"{flag} {text}: expected numbers separated by commas") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{flag} {text}: expected finite numbers, not NaN or infinity")
+    return values
 
 
 def _trace(args, record: dict) -> int:

@@ -117,6 +117,7 @@ def test_trace_takes_a_saved_network_its_input_and_target_and_refuses_what_it_ca
                                                  "weight, so give 16 units a layer or fewer"),
                          (["--input", "0.5"], "--input 0.5: 1 numbers, and the network takes 2"),
                          (["--input", "a,b"], "--input a,b: expected numbers separated by commas"),
+                         (["--input", "nan,1"], "--input nan,1: expected finite numbers, not NaN or infinity"),
                          (["--target", "2"], "--target 2: one number is a class, 0 to 1"),
                          (["--target", "0.5"], "--target 0.5: one number is a class, 0 to 1"),
                          (["--target", "1,0,0"], "--target 1,0,0: 3 numbers, and the network gives 2"),
