@@ -169,6 +169,15 @@ def with_json(command: str, path: Optional[str], work, args) -> int:
     return 0
 
 
+def _one_unit_softmax_problem(sizes, output: str) -> Optional[str]:
+    """The flags' words for a softmax over one output unit (the library's
+    message names params[i] and its keywords), or None."""
+    if output == "softmax" and sizes[-1] == 1:
+        return (f"--output-activation softmax over the one output unit of --sizes {','.join(map(str, sizes))} is "
+                f"always 1 and learns nothing; use --output-activation sigmoid, or end --sizes with 2 or more")
+    return None
+
+
 def _error(command: str, msg: str) -> int:
     """A command's one-line error on stderr; its exit status, 2."""
     print(f"fbp {command}: error: {msg}", file=sys.stderr)
@@ -257,10 +266,9 @@ def cmd_check(args) -> int:
     else:
         args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
         sizes = args.sizes or [784, 30, 10]
-        if (args.output_activation or args.activation) == "softmax" and sizes[-1] == 1:
-            return fail(f"--output-activation softmax over the one output unit of --sizes "
-                        f"{','.join(map(str, sizes))} is always 1 and learns nothing; use --output-activation "
-                        f"sigmoid, or end --sizes with 2 or more")  # the library's message names params[i]
+        problem = _one_unit_softmax_problem(sizes, args.output_activation or args.activation)
+        if problem:
+            return fail(problem)
         try:
             params = make_network(args, k_params, sizes, dtype)
         except (ValueError, TypeError) as e:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
-from fbp.cli import _cost_pairing, _error, trained_with, with_json
+from fbp.cli import _cost_pairing, _error, _one_unit_softmax_problem, trained_with, with_json
 
 MAX_UNITS = 16  # each layer's width at most: every weight is printed
 _SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -82,6 +82,9 @@ def _trace(args, record: dict) -> int:
         digits = None  # a saved network's numbers as they are
     else:
         args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
+        problem = _one_unit_softmax_problem(args.sizes or [2, 3, 2], args.output_activation or args.activation)
+        if problem:
+            return fail(problem)
         try:
             params = fbp.init_mlp(k_params, args.sizes or [2, 3, 2], activation=args.activation,
                                   output_activation=args.output_activation, init=args.init, dtype=jnp.float64)

@@ -124,6 +124,8 @@ def test_trace_takes_a_saved_network_its_input_and_target_and_refuses_what_it_ca
                          (["--params", tiny, "--sizes", "2,3,2"], f"--params {tiny} gives the network, its layers "
                                                                   f"and activations; drop --sizes"),
                          (["--params", conv], "starts with convolutional layers; fbp trace shows fully connected"),
+                         (["--sizes", "2,3,1", "--output-activation", "softmax"],
+                          "--output-activation softmax over the one output unit of --sizes 2,3,1 is always 1"),
                          (["--output-activation", "tanh", "--cost", "log_likelihood"],
                           "--cost log_likelihood with --output-activation tanh")):
         r = fbp_here(capsys, "trace", *argv)
