@@ -169,6 +169,32 @@ def with_json(command: str, path: Optional[str], work, args) -> int:
     return 0
 
 
+def saved_network(args, dtype):
+    """fbp check's and fbp trace's --params: (the network, each leaf in
+    ``dtype``, float32 → float64 being exact; the cost to use, --cost or the
+    one it was trained with where its file says, else quadratic), or the
+    one-line problem: a flag that would shape another network, a file that
+    is not a network."""
+    import jax
+    import jax.numpy as jnp
+
+    from fbp import checkpoint as fckpt
+
+    shaping = [flag for flag, value in (("--sizes", args.sizes), ("--conv", getattr(args, "conv", None)),
+                                        ("--activation", args.activation),
+                                        ("--output-activation", args.output_activation), ("--init", args.init))
+               if value is not None]
+    if shaping:
+        return f"--params {args.params} gives the network, its layers and activations; drop {', '.join(shaping)}"
+    try:
+        params, meta = fckpt.load_params(args.params, with_meta=True)
+    except fckpt.CheckpointError as e:
+        return str(e)
+    trained = trained_with(meta).get("cost")
+    return (jax.tree.map(lambda a: jnp.asarray(a, dtype), params),
+            args.cost or (trained if isinstance(trained, str) else None) or "quadratic")
+
+
 def _one_unit_softmax_problem(sizes, output: str) -> Optional[str]:
     """The flags' words for a softmax over one output unit (the library's
     message names params[i] and its keywords), or None."""
@@ -247,22 +273,10 @@ def cmd_check(args) -> int:
     if args.data is None and args.data_dir is not None:
         return fail(f"--data-dir {args.data_dir} is where --data reads its files; give --data too")
     if args.params is not None:
-        shaping = [flag for flag, value in (("--sizes", args.sizes), ("--conv", args.conv),
-                                            ("--activation", args.activation),
-                                            ("--output-activation", args.output_activation), ("--init", args.init))
-                   if value is not None]
-        if shaping:
-            return fail(f"--params {args.params} gives the network, its layers and activations; drop "
-                        f"{', '.join(shaping)}")
-        from fbp import checkpoint as fckpt
-
-        try:
-            params, meta = fckpt.load_params(args.params, with_meta=True)
-        except fckpt.CheckpointError as e:
-            return fail(str(e))
-        params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)  # float32 → float64 is exact
-        trained = trained_with(meta).get("cost")  # the cost it was trained with, where its file says
-        cost = args.cost or (trained if isinstance(trained, str) else None) or "quadratic"
+        loaded = saved_network(args, dtype)
+        if isinstance(loaded, str):
+            return fail(loaded)
+        params, cost = loaded
     else:
         args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
         sizes = args.sizes or [784, 30, 10]

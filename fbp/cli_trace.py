@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
-from fbp.cli import _cost_pairing, _error, _one_unit_softmax_problem, trained_with, with_json
+from fbp.cli import _cost_pairing, _error, _one_unit_softmax_problem, saved_network, with_json
 
 MAX_UNITS = 16  # each layer's width at most: every weight is printed
 _SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -61,24 +61,13 @@ def _trace(args, record: dict) -> int:
     k_params, k_x, k_y, k_drop = jax.random.split(jax.random.key(args.seed), 4)
     digits = args.round
     if args.params is not None:
-        shaping = [flag for flag, value in (("--sizes", args.sizes), ("--activation", args.activation),
-                                            ("--output-activation", args.output_activation), ("--init", args.init))
-                   if value is not None]
-        if shaping:
-            return fail(f"--params {args.params} gives the network, its layers and activations; drop "
-                        f"{', '.join(shaping)}")
-        from fbp import checkpoint as fckpt
-
-        try:
-            params, meta = fckpt.load_params(args.params, with_meta=True)
-        except fckpt.CheckpointError as e:
-            return fail(str(e))
+        loaded = saved_network(args, jnp.float64)
+        if isinstance(loaded, str):
+            return fail(loaded)
+        params, cost = loaded
         if not all(isinstance(layer, fbp.Dense) for layer in params):
             return fail(f"--params {args.params} starts with convolutional layers; fbp trace shows fully "
                         f"connected ones (fbp check compares a convolutional network's gradient)")
-        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-        trained = trained_with(meta).get("cost")
-        cost = args.cost or (trained if isinstance(trained, str) else None) or "quadratic"
         digits = None  # a saved network's numbers as they are
     else:
         args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
