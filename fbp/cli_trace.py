@@ -56,9 +56,12 @@ def _trace(args, record: dict) -> int:
 
     import fbp
     from fbp.costs import closed_form
+    from fbp.network import INITS
 
     fail = functools.partial(_error, "trace")
-    k_params, k_x, k_y, k_drop = jax.random.split(jax.random.key(args.seed), 4)
+    # NumPy's legacy generator, whose streams never change, rather than jax.random, whose numbers for a seed
+    # changed with jax 0.5 (threefry_partitionable): a trace set as an exercise reads the same on any jax
+    rs = np.random.RandomState(args.seed)
     digits = args.round
     if args.params is not None:
         loaded = saved_network(args, jnp.float64)
@@ -74,19 +77,22 @@ def _trace(args, record: dict) -> int:
         problem = _one_unit_softmax_problem(args.sizes or [2, 3, 2], args.output_activation or args.activation)
         if problem:
             return fail(problem)
-        try:
-            params = fbp.init_mlp(k_params, args.sizes or [2, 3, 2], activation=args.activation,
-                                  output_activation=args.output_activation, init=args.init, dtype=jnp.float64)
-        except (ValueError, TypeError) as e:
-            return fail(str(e))
-        if digits is not None:  # numbers a hand calculation can start from
-            params = jax.tree.map(lambda a: jnp.asarray(_rounded(a, digits)), params)
+        sizes = args.sizes or [2, 3, 2]
+        if max(sizes) > MAX_UNITS:
+            return fail(_too_wide(sizes))
+        w_std, b_std = INITS[args.init]  # fbp.init_mlp's scales, drawn here from rs
+        params = []
+        for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            w, b = rs.standard_normal((n_out, n_in)) * w_std(n_in, n_out), rs.standard_normal(n_out) * b_std
+            if digits is not None:  # numbers a hand calculation can start from
+                w, b = _rounded(w, digits), _rounded(b, digits)
+            last = l == len(sizes) - 2
+            params.append(fbp.Dense(jnp.asarray(w), jnp.asarray(b),
+                                    (args.output_activation or args.activation) if last else args.activation))
         cost = args.cost or "quadratic"
     sizes = [params[0].n_in] + [layer.n_out for layer in params]
     if max(sizes) > MAX_UNITS:
-        return fail(f"the network {','.join(map(str, sizes))} has a layer of {max(sizes)} units; fbp trace prints "
-                    f"every weight, so give {MAX_UNITS} units a layer or fewer (fbp check compares a larger "
-                    f"network's gradient with jax.grad)")
+        return fail(_too_wide(sizes))
     mismatch = _cost_pairing(params, cost)
     if mismatch:
         return fail(mismatch)
@@ -97,7 +103,7 @@ def _trace(args, record: dict) -> int:
     except ValueError as e:
         return fail(str(e))
     if given_x is None:
-        x_np = np.asarray(jax.random.uniform(k_x, (n_in,), jnp.float64))
+        x_np = rs.uniform(size=n_in)
         x_np = _rounded(x_np, digits) if digits is not None else x_np
     elif len(given_x) != n_in:
         return fail(f"--input {args.input}: {len(given_x)} numbers, and the network takes {n_in}")
@@ -106,10 +112,10 @@ def _trace(args, record: dict) -> int:
     label: Optional[int] = None
     if target is None:
         if n_out == 1:
-            y_np = np.asarray(jax.random.uniform(k_y, (1,), jnp.float64))
+            y_np = rs.uniform(size=1)
             y_np = _rounded(y_np, digits) if digits is not None else y_np
         else:
-            label = int(jax.random.randint(k_y, (), 0, n_out))
+            label = int(rs.randint(n_out))
     elif len(target) == 1 and n_out > 1:
         if target[0] != int(target[0]) or not 0 <= target[0] < n_out:
             return fail(f"--target {args.target}: one number is a class, 0 to {n_out - 1}; or give the {n_out} "
@@ -122,7 +128,10 @@ def _trace(args, record: dict) -> int:
     if label is not None:
         y_np = np.eye(n_out)[label]
     x, y = jnp.asarray(x_np, jnp.float64), jnp.asarray(y_np, jnp.float64)
-    batch_masks = fbp.dropout_masks(k_drop, params, 1, args.dropout) if args.dropout else None
+    batch_masks = None
+    if args.dropout:  # fbp.dropout_masks' 0 or 1/(1 − P) for each hidden unit, drawn from rs
+        batch_masks = [jnp.asarray((rs.uniform(size=(1, layer.n_out)) >= args.dropout) / (1 - args.dropout))
+                       for layer in params[:-1]]
     masks = None if batch_masks is None else [m[0] for m in batch_masks]  # this example's: m^l of each hidden layer
     try:
         zs, acts = fbp.forward_trace(params, x, masks)
@@ -222,6 +231,12 @@ def _trace(args, record: dict) -> int:
                   autodiff_max_difference=diff, autodiff_max_relative=worst,
                   dropout=args.dropout or None, masks=None if masks is None else [_list(m) for m in masks])
     return 0
+
+
+def _too_wide(sizes) -> str:
+    return (f"the network {','.join(map(str, sizes))} has a layer of {max(sizes)} units; fbp trace prints every "
+            f"weight, so give {MAX_UNITS} units a layer or fewer (fbp check compares a larger network's gradient "
+            f"with jax.grad)")
 
 
 def _rounded(a, digits: int):
