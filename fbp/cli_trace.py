@@ -74,12 +74,11 @@ def _trace(args, record: dict) -> int:
         digits = None  # a saved network's numbers as they are
     else:
         args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
-        problem = _one_unit_softmax_problem(args.sizes or [2, 3, 2], args.output_activation or args.activation)
+        sizes = args.sizes or [2, 3, 2]
+        problem = _one_unit_softmax_problem(sizes, args.output_activation or args.activation) or (
+            _too_wide(sizes) if max(sizes) > MAX_UNITS else None)
         if problem:
             return fail(problem)
-        sizes = args.sizes or [2, 3, 2]
-        if max(sizes) > MAX_UNITS:
-            return fail(_too_wide(sizes))
         w_std, b_std = INITS[args.init]  # fbp.init_mlp's scales, drawn here from rs
         params = []
         for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
