@@ -431,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with several networks: the vote whose accuracy per class and confusions are shown "
                                "(both votes' accuracies are): hard, the book's, counts each network's class; soft "
                                "takes the largest output summed over the networks (default: hard)")
+    evaluate.add_argument("--confusion", action="store_true",
+                          help="also print the whole confusion matrix: how many examples of each true class "
+                               "went to each predicted one (--json holds it always)")
     evaluate.add_argument("--worst", type=_positive_int, default=None, metavar="N",
                           help="also list the N examples of the split with the largest cost C_x, each with the "
                                "norm of its own gradient ‖∇C_x‖ (from its δ's by BP3 and BP4, in the same pass); "

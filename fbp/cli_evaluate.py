@@ -123,7 +123,7 @@ def _evaluate(args, record: dict) -> int:
     if len(networks) > 1:
         predicted = _print_vote(networks, split, truth, cost, f"{ds.name} {args.split}", args.voting or "hard",
                                 record)
-        _print_classes(ds, truth, predicted, record)
+        _print_classes(ds, truth, predicted, record, args.confusion)
         return 0
     X = np.asarray(split.X, params[0].w.dtype)
     m = ftrain.evaluate(params, X, np.asarray(split.Y, X.dtype), cost, predictions=True, deltas=True,
@@ -139,7 +139,7 @@ def _evaluate(args, record: dict) -> int:
     record["network"] = _network_record(networks[0][0], params, meta)
     record.update(cost=float(m["cost"]), accuracy=int(m["correct"]) / len(split), correct=int(m["correct"]),
                   delta_norms=[float(v) for v in np.asarray(m["delta_norms"])])
-    names = _print_classes(ds, truth, predicted, record)
+    names = _print_classes(ds, truth, predicted, record, args.confusion)
     over = None  # --over-checkpoints: the run's checkpoints, [(epoch, params, η, span)]
     if args.over_checkpoints:
         over = _run_checkpoints(args.params[0], params)
@@ -397,11 +397,12 @@ def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms, sc
     return rows
 
 
-def _print_classes(ds, truth, predicted, record: dict):
+def _print_classes(ds, truth, predicted, record: dict, matrix: bool = False):
     """Accuracy per class, the classes' names where the data set has them,
-    and the pairs of classes most confused; returns the names (or None).
-    ``record`` gets each class's accuracy and every pair confused, most
-    often first."""
+    and the pairs of classes most confused, with ``matrix`` the whole
+    confusion matrix; returns the names (or None). ``record`` gets each
+    class's accuracy, every pair confused (most often first) and the
+    matrix."""
     import numpy as np
 
     names = ds.classes if ds.classes is not None and len(ds.classes) == ds.n_classes else None
@@ -424,6 +425,16 @@ def _print_classes(ds, truth, predicted, record: dict):
             f"{pairs[i][0]} → {pairs[i][1]} ×{counts[i]}" for i in order[:5]))
         record["confusions"] = [dict(true=int(pairs[i][0]), predicted=int(pairs[i][1]), count=int(counts[i]))
                                 for i in order]
+    counts_by_pair = np.zeros((ds.n_classes, ds.n_classes), np.int64)
+    np.add.at(counts_by_pair, (truth, predicted), 1)
+    record["confusion_matrix"] = counts_by_pair.tolist()  # [true][predicted]
+    if matrix:
+        width = max(3, len(str(int(counts_by_pair.max()))))
+        print("confusion matrix (a row for each true class, a column for each predicted one):")
+        print("true ↓ predicted → " + " ".join(f"{c:>{width}}" for c in range(ds.n_classes)))
+        for c, row in enumerate(counts_by_pair):
+            label = f"{c} {names[c]}" if names else str(c)
+            print(f"  {label:<16.16} " + " ".join(f"{v:>{width}}" for v in row))
     return names
 
 

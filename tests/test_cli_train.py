@@ -344,6 +344,12 @@ def test_cli_evaluate_json_holds_the_report_as_one_object(tmp_path, capsys):
     assert sum(n for _, _, n in pairs) == 360 - r["correct"] > 0
     assert [n for _, _, n in pairs] == sorted((n for _, _, n in pairs), reverse=True)
     assert all(n == np.sum((truth == t) & (predicted == p)) and t != p for t, p, n in pairs)
+    matrix = np.asarray(r["confusion_matrix"])  # [true][predicted]
+    assert matrix.shape == (10, 10) and np.trace(matrix) == r["correct"] and matrix.sum() == 360
+    assert all(matrix[t, p] == n for t, p, n in pairs)
+    shown = evaluate(net, "--confusion").stdout.splitlines()  # --confusion prints it, a row a true class
+    at = shown.index("confusion matrix (a row for each true class, a column for each predicted one):")
+    assert [[int(v) for v in line.split()[1:]] for line in shown[at + 2:at + 12]] == matrix.tolist()
     rows = list(np.argsort(-np.asarray(m["costs"]), kind="stable")[:4])
     assert r["worst"]["by"] == "cost" and [w["row"] for w in r["worst"]["rows"]] == rows
     np.testing.assert_allclose([[w["cost"], w["score"], w["grad_norm"]] for w in r["worst"]["rows"]],
