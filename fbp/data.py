@@ -68,12 +68,33 @@ class Split(NamedTuple):
         return len(self.X)
 
 
-class Dataset(NamedTuple):
+class _DatasetFields(NamedTuple):
     name: str
     train: Split
     validation: Split  # may be empty (0 rows)
     test: Split
-    classes: Optional[tuple] = None  # the classes' names, where the data set has them (Fashion-MNIST's)
+
+
+class Dataset(_DatasetFields):
+    """A data set's name and its three splits, the 4-tuple (name, train,
+    validation, test), with its classes' names beside it where it has them
+    (``classes``: Fashion-MNIST's, an ``.npz``'s ``class_names``; None
+    otherwise). ``classes`` is not one of the tuple's fields, so a Dataset
+    still unpacks into four names."""
+
+    classes: Optional[tuple]
+
+    def __new__(cls, name: str, train: Split, validation: Split, test: Split, classes=None):
+        self = super().__new__(cls, name, train, validation, test)
+        self.classes = None if classes is None else tuple(classes)
+        return self
+
+    def _replace(self, **changes) -> "Dataset":
+        classes = changes.pop("classes", self.classes)
+        return Dataset(*_DatasetFields._replace(self, **changes), classes=classes)
+
+    def __getnewargs__(self):  # pickling and copying keep the names
+        return (*self, self.classes)
 
     @property
     def n_in(self) -> int:

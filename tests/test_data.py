@@ -344,7 +344,7 @@ def test_npz_reads_kerass_layout_as_idx_reads_the_same_bytes(tmp_path):
     same = fdata.idx(str(tmp_path), n_validation=8)
     n_classes = 1 + int(max(arrays["y_train"].max(), arrays["y_test"].max()))
     assert ds.n_classes == same.n_classes == n_classes
-    for a, b in zip(ds[1:4], same[1:4]):  # train, validation, test
+    for a, b in zip(ds[1:], same[1:]):
         np.testing.assert_array_equal(a.X, b.X)
         np.testing.assert_array_equal(a.Y, b.Y)
     assert ftrain.byte_codes(ds.train.X) is not None
@@ -461,6 +461,8 @@ def test_an_npz_may_name_its_classes_and_the_commands_show_the_names(tmp_path, c
     np.savez(tmp_path / "shapes.npz", **npz_arrays(n_train=120, n_test=30, shape=(4, 4)), class_names=np.array(names))
     ds = fdata.npz(str(tmp_path / "shapes.npz"))
     assert ds.classes == tuple(names) and fdata.npz(str(tmp_path / "shapes.npz"), n_validation=10).classes == ds.classes
+    name, train, validation, test = ds  # still the 4-tuple it was, the names beside it
+    assert name == "shapes" and len(ds) == 4 and ds._replace(train=validation).classes == ds.classes
     assert fdata.fashion_mnist.__doc__ and fdata.CLASS_NAMES["fashion-mnist"][9] == "Ankle boot"
     net, run = str(tmp_path / "net.npz"), str(tmp_path / "run")
     proc = fbp_here(capsys, "train", "--data", "npz", "--data-dir", str(tmp_path / "shapes.npz"), "--validation", "20",
