@@ -406,33 +406,30 @@ def _print_classes(ds, truth, predicted, record: dict, matrix: bool = False):
     import numpy as np
 
     names = ds.classes if ds.classes is not None and len(ds.classes) == ds.n_classes else None
+    confusion = np.zeros((ds.n_classes, ds.n_classes), np.int64)  # [true][predicted]: the rest comes from it
+    np.add.at(confusion, (truth, predicted), 1)
     per_class, classes = [], []
-    for c in range(ds.n_classes):
-        n_c = int(np.sum(truth == c))
+    for c, (n_c, right) in enumerate(zip(confusion.sum(axis=1).tolist(), np.diag(confusion).tolist())):
         if n_c:
-            right = int(np.sum(predicted[truth == c] == c))
             per_class.append(f"{c}: {right / n_c:.3f} ({n_c})")
             classes.append(dict({"class": c}, name=names[c] if names else None, examples=n_c, accuracy=right / n_c))
     print("accuracy per class: " + "  ".join(per_class))
     if names is not None:
         print("classes: " + ", ".join(f"{c} {name}" for c, name in enumerate(names)))
-    record.update(classes=classes, confusions=[])
-    wrong = np.flatnonzero(predicted != truth)
-    if wrong.size:
-        pairs, counts = np.unique(np.stack([truth[wrong], predicted[wrong]], 1), axis=0, return_counts=True)
-        order = np.argsort(-counts, kind="stable")
+    true, said = np.nonzero(confusion * (1 - np.eye(ds.n_classes, dtype=np.int64)))  # the pairs confused, in order
+    counts = confusion[true, said]
+    order = np.argsort(-counts, kind="stable")  # most often first
+    if len(order):
         print("most confused (true → predicted): " + ", ".join(
-            f"{pairs[i][0]} → {pairs[i][1]} ×{counts[i]}" for i in order[:5]))
-        record["confusions"] = [dict(true=int(pairs[i][0]), predicted=int(pairs[i][1]), count=int(counts[i]))
-                                for i in order]
-    counts_by_pair = np.zeros((ds.n_classes, ds.n_classes), np.int64)
-    np.add.at(counts_by_pair, (truth, predicted), 1)
-    record["confusion_matrix"] = counts_by_pair.tolist()  # [true][predicted]
+            f"{true[i]} → {said[i]} ×{counts[i]}" for i in order[:5]))
+    record.update(classes=classes, confusions=[
+        dict(true=int(true[i]), predicted=int(said[i]), count=int(counts[i])) for i in order],
+        confusion_matrix=confusion.tolist())
     if matrix:
-        width = max(3, len(str(int(counts_by_pair.max()))))
+        width = max(3, len(str(int(confusion.max()))))
         print("confusion matrix (a row for each true class, a column for each predicted one):")
         print("true ↓ predicted → " + " ".join(f"{c:>{width}}" for c in range(ds.n_classes)))
-        for c, row in enumerate(counts_by_pair):
+        for c, row in enumerate(confusion):
             label = f"{c} {names[c]}" if names else str(c)
             print(f"  {label:<16.16} " + " ".join(f"{v:>{width}}" for v in row))
     return names
