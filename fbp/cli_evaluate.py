@@ -31,7 +31,6 @@ def _evaluate(args, record: dict) -> int:
 
     jax.config.update("jax_enable_x64", True)  # a float64 network is tested in float64, as it was trained
     from fbp import checkpoint as fckpt
-    from fbp import data as fdata
     from fbp import train as ftrain
 
     fail = functools.partial(_error, "evaluate")
@@ -75,33 +74,15 @@ def _evaluate(args, record: dict) -> int:
             return fail(str(e))
         networks.append((path, params, trained_with(meta)))
     params, meta = networks[0][1:]  # the data, split and cost they were trained with: the first one's
-    data = args.data or meta.get("data_flag") or "digits"
-    # The directory and validation split the network was trained with hold
-    # only for its own data; other data gets that data's defaults.
-    same_data = data == meta.get("data_flag")
-    data_dir = args.data_dir if args.data_dir is not None else (meta.get("data_dir") if same_data else None)
-    validation = args.validation if args.validation is not None else (meta.get("validation") if same_data else None)
-    if validation is None and args.split == "test":
-        validation = 0  # the test set is the same whatever the split, and a small IDX set then needs no flag
     cost = args.cost or meta.get("cost") or "log_likelihood"
-    problem = _data_dir_problem(data, data_dir)
-    if problem:
-        return fail(problem)
-    try:
-        ds = fdata.load(data, data_dir, validation)
-    except (fdata.DataError, ValueError) as e:
-        if isinstance(e, fdata.ValidationSizeError):
-            return fail(_validation_size_problem(e, given=validation is not None))
-        return fail(str(e) if str(e).startswith("--") else f"--data {data}: {e}")  # one that names its flag already
+    ds = trained_data(args, meta, args.split)
+    if isinstance(ds, str):
+        return fail(ds)
     split = getattr(ds, args.split)
     for path, net, net_meta in networks:
-        sizes = [net[0].n_in] + [p.n_out for p in net]
-        if sizes[0] != ds.n_in or sizes[-1] != ds.n_classes:
-            book = (" (the book's network2.py trains on MNIST: --data mnist-pkl --data-dir mnist.pkl.gz, or --data "
-                    "idx)" if net_meta.get("format") == "network2" and "data_flag" not in net_meta else "")
-            return fail(f"the network{f' {path}' if len(networks) > 1 else ''} ({','.join(map(str, sizes))}) does "
-                        f"not fit {ds.name} ({ds.n_in} inputs, {ds.n_classes} classes); give the --data it was "
-                        f"trained on{book}")
+        problem = misfit(net, net_meta, ds, path if len(networks) > 1 else None)
+        if problem:
+            return fail(problem)
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
     if args.explain is not None and args.explain >= len(split):
@@ -191,6 +172,45 @@ def _evaluate(args, record: dict) -> int:
 
 
 EXPLAINED = 5  # the training examples listed each way by --explain
+
+
+def trained_data(args, meta: dict, split: str):
+    """The data set of ``args.data``, ``args.data_dir`` and
+    ``args.validation`` (fbp evaluate's and fbp predict's flags), each by
+    default the one the network of ``meta`` (``trained_with``) was trained
+    on, so that its training split is the one it was trained on; or the
+    one-line problem. The directory and validation split the network was
+    trained with hold only for its own data; other data gets that data's
+    defaults."""
+    from fbp import data as fdata
+
+    data = args.data or meta.get("data_flag") or "digits"
+    same_data = data == meta.get("data_flag")
+    data_dir = args.data_dir if args.data_dir is not None else (meta.get("data_dir") if same_data else None)
+    validation = args.validation if args.validation is not None else (meta.get("validation") if same_data else None)
+    if validation is None and split == "test":
+        validation = 0  # the test set is the same whatever the split, and a small IDX set then needs no flag
+    problem = _data_dir_problem(data, data_dir)
+    if problem:
+        return problem
+    try:
+        return fdata.load(data, data_dir, validation)
+    except (fdata.DataError, ValueError) as e:
+        if isinstance(e, fdata.ValidationSizeError):
+            return _validation_size_problem(e, given=validation is not None)
+        return str(e) if str(e).startswith("--") else f"--data {data}: {e}"  # one that names its flag already
+
+
+def misfit(params, meta: dict, ds, path=None):
+    """Why the network ``params`` (``meta`` its ``trained_with``) cannot be run on ``ds``, its inputs or classes
+    another number (``path`` names it where there are several), or None."""
+    sizes = [params[0].n_in] + [p.n_out for p in params]
+    if sizes[0] == ds.n_in and sizes[-1] == ds.n_classes:
+        return None
+    book = (" (the book's network2.py trains on MNIST: --data mnist-pkl --data-dir mnist.pkl.gz, or --data idx)"
+            if meta.get("format") == "network2" and "data_flag" not in meta else "")
+    return (f"the network{f' {path}' if path else ''} ({','.join(map(str, sizes))}) does not fit {ds.name} "
+            f"({ds.n_in} inputs, {ds.n_classes} classes); give the --data it was trained on{book}")
 
 
 def _network_record(path: str, params, meta: dict) -> dict:
@@ -285,6 +305,78 @@ def _ranked_by(by: str, over) -> tuple:
     return short, f"self-influence {short} over {len(over)} checkpoints"
 
 
+def explained(params, weighted, train_X, train_Y, X, Y, cost: str) -> dict:
+    """The training examples that pull each example of X, Y (k of them)
+    each way: ``weighted``, (params, weight) pairs (one checkpoint weighing
+    1, or a run's, ``_weighted``), gives the products Σ_i η_i g_n(w_i) ·
+    g_x(w_i) of every training example n with each x (``stats.tracin``, the
+    gradients by each one's δ's); for each x, up to EXPLAINED of the largest
+    positive ones (their steps lower its cost most) and of the most negative
+    (they raise it most). Returns dict(dots (n, k), lists [(helps rows,
+    hurts rows)] for each x, cos [{row: g_n · g_x / (‖g_n‖ ‖g_x‖)}] for each
+    x, its listed rows only, costs (k,) and grad_norms (k,), the examples'
+    own under ``params``)."""
+    import numpy as np
+
+    from fbp import stats
+    from fbp import train as ftrain
+
+    k = len(X)
+    # a Conv layer forms each example's gradient (its im2col patches with it): evaluate's chunks (about 700
+    # for the book's first conv net) keep it on Fashion-MNIST under 1 GB (3.1 GB at 10,000, in about the same time)
+    dots = np.asarray(stats.tracin(weighted, train_X, train_Y, cost, X, Y, chunk_size=ftrain.chunk_for(params)))
+    lists = []
+    for j in range(k):
+        order = np.argsort(-dots[:, j], kind="stable")  # those that help have g_n · g_x > 0, those that hurt < 0
+        lists.append(([r for r in order[:EXPLAINED] if dots[r, j] > 0],
+                      [r for r in order[::-1][:EXPLAINED] if dots[r, j] < 0]))
+    # the cosines need ‖g‖ of the examples and of the listed ones only: one small pass, not one over the set
+    # (over checkpoints, the norms of the gradients stacked, each times the √ of its weight: Σ_i η_i e_i ‖g(w_i)‖²)
+    listed = [r for helps, hurts in lists for r in helps + hurts]
+    both = np.concatenate([X, train_X[listed]]), np.concatenate([Y, train_Y[listed]])
+    m = ftrain.evaluate(params, *both, cost, per_example=True)
+    sq = np.asarray(stats.self_influence(weighted, *both, cost), np.float64)
+    own, norms = np.sqrt(sq[:k]), np.sqrt(sq[k:])
+    cos, at = [], 0
+    for j, (helps, hurts) in enumerate(lists):
+        rows = helps + hurts
+        cos.append(dict(zip(rows, dots[rows, j] / np.maximum(norms[at:at + len(rows)] * own[j],
+                                                              np.finfo(np.float64).tiny))))
+        at += len(rows)
+    return dict(dots=dots, lists=lists, cos=cos, costs=np.asarray(m["costs"])[:k],
+                grad_norms=np.asarray(m["grad_norms"])[:k])
+
+
+def explained_lines(dots, lists, cos, labels, named, product: str, indent: str = "  ") -> list:
+    """--explain's lines for one example: each listed training row, its class, its product (``dots``, the
+    example's column) and cosine; the class column as wide as its widest name, so that the numbers line up."""
+    width = len(str(len(dots) - 1))
+    cw = max([len(named(labels[r])) for rows in lists for r in rows], default=0)
+    return [f"{indent}{title}  row {r:>{width}}  true {named(labels[r]):<{cw}}  {product} {dots[r]:>+10.4g}  "
+            f"cos {cos[r]:+.3f}"
+            for title, rows in zip(("helps most", "hurts most"), lists) for r in rows]
+
+
+def explained_record(dots, lists, cos, labels) -> dict:
+    """--explain's lists as --json holds them: each listed training row, its class, product and cosine."""
+    return {title: [dict(row=int(r), true=int(labels[r]), product=float(dots[r]), cos=float(cos[r])) for r in rows]
+            for title, rows in zip(("helps", "hurts"), lists)}
+
+
+def explained_pictures(x, title: str, lists, cos, train_X, labels, named) -> tuple:
+    """--explain-images' two rows for one example: it and the training examples that help it, then a blank and
+    those that hurt it, blanks where a list is short; and their titles."""
+    import numpy as np
+
+    blank = np.zeros_like(x)
+    pictures, titles = [x], [title]
+    for (what, rows), lead in zip(zip(("helps", "hurts"), lists), (0, 1)):
+        pictures += [blank] * lead + list(train_X[rows]) + [blank] * (EXPLAINED - len(rows))
+        titles += [""] * lead + [f"{what}: row {r}\n{named(labels[r])}, cos {cos[r]:+.2f}"
+                                 for r in rows] + [""] * (EXPLAINED - len(rows))
+    return pictures, titles
+
+
 def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names, over=None,
                      record=None):
     """fbp evaluate --explain ROW: the training examples whose gradients
@@ -293,14 +385,11 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     [(epoch, params, η, span)] of a run's checkpoints, the same from the
     products summed over them, each times its η and the epochs it stands
     for (``stats.tracin``): each example is stepped on once an epoch, so
-    the sum follows what its steps did over the whole run. Returns the
-    pictures for --explain-images (ROW, those that help, a blank, those
-    that hurt), their titles, and how many training examples were listed;
-    the lists go into ``record["explain"]`` too."""
+    the sum follows what its steps did over the whole run (``explained``).
+    Returns the pictures for --explain-images (ROW, those that help, a
+    blank, those that hurt), their titles, and how many training examples
+    were listed; the lists go into ``record["explain"]`` too."""
     import numpy as np
-
-    from fbp import stats
-    from fbp import train as ftrain
 
     def named(c):
         return f"{c} {names[c]}" if names else str(c)
@@ -309,24 +398,10 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     X = np.asarray(getattr(ds, split).X[row:row + 1], dtype)
     Y = np.asarray(getattr(ds, split).Y[row:row + 1], dtype)
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
-    weighted = [(params, 1.0)] if over is None else _weighted(over)
-    # a Conv layer forms each example's gradient (its im2col patches with it): evaluate's chunks (about 700
-    # for the book's first conv net) keep it on Fashion-MNIST under 1 GB (3.1 GB at 10,000, in about the same time)
-    dots = np.asarray(stats.tracin(weighted, train_X, train_Y, cost, X, Y,
-                                   chunk_size=ftrain.chunk_for(params)))[:, 0]
-    order = np.argsort(-dots, kind="stable")  # those that help have g_n · g_x > 0, those that hurt < 0
-    lists = (("helps most", [r for r in order[:EXPLAINED] if dots[r] > 0]),
-             ("hurts most", [r for r in order[::-1][:EXPLAINED] if dots[r] < 0]))
-    # the cosines need ‖g‖ of the example and of the listed ones only: one small pass, not one over the set
-    # (over checkpoints, the norms of the gradients stacked, each times the √ of its weight: Σ_i η_i e_i ‖g(w_i)‖²)
-    listed = [r for _, rows in lists for r in rows]
-    both = np.concatenate([X, train_X[listed]]), np.concatenate([Y, train_Y[listed]])
-    m = ftrain.evaluate(params, *both, cost, per_example=True)
-    sq = np.asarray(stats.self_influence(weighted, *both, cost), np.float64)
-    own, norms = np.sqrt(sq[0]), np.sqrt(sq[1:])
-    cos = dict(zip(listed, dots[listed] / np.maximum(norms * own, np.finfo(np.float64).tiny)))
+    e = explained(params, [(params, 1.0)] if over is None else _weighted(over), train_X, train_Y, X, Y, cost)
+    dots, lists, cos = e["dots"][:, 0], e["lists"][0], e["cos"][0]
     print(f"explain row {row} of the {split} split: true {named(truth[row])} → predicted {named(predicted[row])}, "
-          f"cost {float(m['costs'][0]):.4f}, ‖∇C_x‖ {float(m['grad_norms'][0]):.4f}")
+          f"cost {float(e['costs'][0]):.4f}, ‖∇C_x‖ {float(e['grad_norms'][0]):.4f}")
     product = "g_n · g_x"
     if over is None:
         print(f"the training examples whose gradient g_n points most with and against this one's g_x, of the "
@@ -338,23 +413,14 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     labels = np.argmax(ds.train.Y, axis=1)
     if record is not None:
         record["explain"] = dict(
-            row=row, true=int(truth[row]), predicted=int(predicted[row]), cost=float(m["costs"][0]),
-            grad_norm=float(m["grad_norms"][0]), over_checkpoints=over is not None, training_examples=len(dots),
-            **{title.split()[0]: [dict(row=int(r), true=int(labels[r]), product=float(dots[r]), cos=float(cos[r]))
-                                  for r in rows] for title, rows in lists})
-    width = len(str(len(dots) - 1))
-    for title, rows in lists:
-        for r in rows:
-            print(f"  {title}  row {r:>{width}}  true {named(labels[r])}  {product} {dots[r]:>+10.4g}  "
-                  f"cos {cos[r]:+.3f}")
-    # the example, then a row of those that help and one of those that hurt, blanks where a list is short
-    blank = np.zeros_like(X[0])
-    pictures, titles = [X[0]], [f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}"]
-    for (title, rows), lead in zip(lists, (0, 1)):
-        pictures += [blank] * lead + list(ds.train.X[rows]) + [blank] * (EXPLAINED - len(rows))
-        titles += [""] * lead + [f"{title.split()[0]}: row {r}\n{named(labels[r])}, cos {cos[r]:+.2f}"
-                                 for r in rows] + [""] * (EXPLAINED - len(rows))
-    return np.stack(pictures), titles, sum(len(rows) for _, rows in lists)
+            row=row, true=int(truth[row]), predicted=int(predicted[row]), cost=float(e["costs"][0]),
+            grad_norm=float(e["grad_norms"][0]), over_checkpoints=over is not None, training_examples=len(dots),
+            **explained_record(dots, lists, cos, labels))
+    for line in explained_lines(dots, lists, cos, labels, named, product):
+        print(line)
+    pictures, titles = explained_pictures(X[0], f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}",
+                                          lists, cos, ds.train.X, labels, named)
+    return np.stack(pictures), titles, sum(len(rows) for rows in lists)
 
 
 def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms, scores, over, short: str):
