@@ -492,7 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n\n"
         "  fbp predict f.npz shirt.jpg boot.png --crop   # a Fashion-MNIST network on two photographs\n"
         "  fbp predict net.npz rows.npy --top 1          # each row of an (n, 64) array, its class alone\n"
-        "  fbp predict net.npz seven.png --json -        # as JSON, each class's output too",
+        "  fbp predict net.npz seven.png --json -        # as JSON, each class's output too\n"
+        "  fbp predict net.npz seven.png --explain       # the training images behind its class\n"
+        "  fbp predict run/ seven.png --explain --over-checkpoints\n"
+        "                                                # … summed over the run's checkpoints (TracIn)",
     )
     predict.add_argument("network", help="the .npz file written by --save-params, a checkpoint file or "
                          "--checkpoint-dir, or the book's network2 JSON")
@@ -507,9 +510,30 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--margin", type=_fraction, default=0.0, metavar="F",
                          help="with --crop, add F times the object's size around it on each side (MNIST's digits "
                               "sit in the middle 20 of their 28 pixels: 0.2)")
+    predict.add_argument("--explain", action="store_true",
+                         help="with each input, list the training examples whose steps pull it most toward its "
+                              "predicted class and most away from it: the largest and smallest g_n · g_x, x the "
+                              "input with its predicted class as the target (a step of SGD on n changes x's cost "
+                              "there by about −η g_n · g_x), from each example's δ's (fbp.stats.tracin)")
+    predict.add_argument("--over-checkpoints", action="store_true",
+                         help="with a --checkpoint-dir: sum --explain's products over the run's kept checkpoints, "
+                              "each times its η_i and the e_i epochs it stands for (TracIn, as fbp evaluate "
+                              "--over-checkpoints does), the newest one's prediction as the target")
+    predict.add_argument("--explain-images", default=None, metavar="FILE",
+                         help="draw each input and the training examples --explain lists for it into FILE (.png, "
+                              ".pdf, .svg), two rows an input: those that pull toward its class, then those that "
+                              "pull away; needs square images and matplotlib")
+    predict.add_argument("--data", choices=DATASETS, default=None,
+                         help="for --explain: the data set whose training examples are listed (default: the one "
+                              "the network was trained on)")
+    predict.add_argument("--data-dir", default=None, help="for --explain: directory of the four MNIST-format IDX "
+                         "files, the book's mnist.pkl.gz, or the .npz file (default: the one it was trained on)")
+    predict.add_argument("--validation", type=_nonneg_int, default=None,
+                         help="for --explain: validation examples taken from the training set before its examples "
+                              "are listed (default: as it was trained)")
     predict.add_argument("--json", default=None, metavar="FILE",
                          help="also write the predictions as one JSON object into FILE, every class's output "
-                              "included (- prints it on stdout instead of the lines)")
+                              "included, and --explain's lists (- prints it on stdout instead of the lines)")
 
     plot = sub.add_parser(
         "plot",

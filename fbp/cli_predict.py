@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Optional
+from typing import Any, Optional
 
 from fbp.cli import _error, network_text, trained_with, with_json
 
@@ -33,6 +33,30 @@ def _predict(args, record: dict) -> int:
     from fbp import plot
 
     fail = functools.partial(_error, "predict")
+    for given, flag in ((args.over_checkpoints, "--over-checkpoints sums --explain's products over a run's "
+                                                "checkpoints"),
+                        (args.explain_images is not None, f"--explain-images {args.explain_images} draws --explain's "
+                                                          f"lists"),
+                        (args.data is not None, f"--data {args.data} names the data whose training examples "
+                                                f"--explain lists"),
+                        (args.data_dir is not None, f"--data-dir {args.data_dir} names the data whose training "
+                                                    f"examples --explain lists"),
+                        (args.validation is not None, f"--validation {args.validation} takes the validation "
+                                                      f"examples out of --explain's training examples")):
+        if given and not args.explain:
+            return fail(f"{flag}; give --explain too")
+    if args.over_checkpoints and not os.path.isdir(args.network):
+        return fail(f"--over-checkpoints sums over the checkpoints of a run, and {args.network} is one file; "
+                    f"give the --checkpoint-dir it is in")
+    if args.explain_images is not None:
+        from fbp.cli import _image_path_problem
+
+        try:
+            problem = _image_path_problem("--explain-images", args.explain_images)
+        except plot.MetricsError as e:  # no matplotlib
+            return fail(f"--explain-images: {e}")
+        if problem:
+            return fail(problem)
     try:
         params, meta = fckpt.load_params(args.network, with_meta=True)
     except fckpt.CheckpointError as e:
@@ -61,6 +85,26 @@ def _predict(args, record: dict) -> int:
         except InputError as e:
             return fail(f"{path}: {e}")
     X = np.concatenate(examples).astype(params[0].w.dtype)
+    ds: Any = None
+    over = None
+    if args.explain:  # the training data and the run's checkpoints, their problems before any output
+        from fbp import cli_evaluate
+
+        ds = cli_evaluate.trained_data(args, meta, "train")
+        if isinstance(ds, str):
+            return fail(ds)
+        problem = cli_evaluate.misfit(params, meta, ds)
+        if problem:
+            return fail(problem)
+        if len(ds.train) == 0:
+            return fail(f"{ds.name} has no training examples to list (--validation {args.validation}?)")
+        if args.explain_images is not None and plot.image_side(ds.n_in) is None:
+            return fail(f"--explain-images: an example of {ds.name} is {ds.n_in} numbers, not a square image to "
+                        f"draw; drop --explain-images (--explain lists the examples)")
+        if args.over_checkpoints:
+            over = cli_evaluate._run_checkpoints(args.network, params)
+            if isinstance(over, str):
+                return fail(over)
     outputs = np.asarray(jax.jit(fbp.forward)(params, X), np.float64)
     top = min(args.top, n_out)
     output = params[-1].act.name
@@ -75,7 +119,13 @@ def _predict(args, record: dict) -> int:
     width, class_width = max(len(label) for label in labels), max(len(named(c)) for c in range(n_out))
     record.update(network=args.network, checkpoint=meta.get("checkpoint"), layers=network_text(params),
                   output_activation=output, predictions=[])
-    for label, out, note in zip(labels, outputs, notes):
+    explained: Optional[dict] = None
+    if ds is not None:
+        explained = _explain(params, ds, over, X, np.argmax(outputs, axis=1), meta, record)
+    pictures: list = []
+    titles: list = []
+    listed = 0  # the training images drawn
+    for j, (label, out, note) in enumerate(zip(labels, outputs, notes)):
         order = np.argsort(-out, kind="stable")[:top]
         rest = ", ".join(f"{named(int(c))} {out[c]:.3f}" for c in order[1:])
         print(f"  {label:<{width}}  {named(int(order[0])):<{class_width}}  {out[order[0]]:.3f}"
@@ -83,7 +133,76 @@ def _predict(args, record: dict) -> int:
         record["predictions"].append(dict(input=label, predicted=int(order[0]),
                                           name=names[int(order[0])] if names else None,
                                           outputs=[float(v) for v in out], note=note or None))
+        if explained is None:
+            continue
+        from fbp import cli_evaluate
+
+        dots, lists, cos = explained["dots"][:, j], explained["lists"][j], explained["cos"][j]
+        train_labels = explained["labels"]
+        print(f"    its cost at {named(int(order[0]))} {float(explained['costs'][j]):.4f}, ‖∇C_x‖ "
+              f"{float(explained['grad_norms'][j]):.4f}" + ("" if any(lists) else "; no training example pulls it"))
+        for line in cli_evaluate.explained_lines(dots, lists, cos, train_labels, named, explained["product"],
+                                                 indent="    "):
+            print(line)
+        record["predictions"][-1]["explain"] = dict(
+            cost=float(explained["costs"][j]), grad_norm=float(explained["grad_norms"][j]),
+            **cli_evaluate.explained_record(dots, lists, cos, train_labels))
+        if args.explain_images is not None:
+            more, more_titles = cli_evaluate.explained_pictures(X[j], f"{label}\n→ {named(int(order[0]))}", lists,
+                                                                cos, ds.train.X, train_labels, named)
+            pictures += more
+            titles += more_titles
+            listed += sum(len(rows) for rows in lists)
+    if args.explain_images is not None:
+        from fbp.cli_evaluate import EXPLAINED
+
+        try:
+            plot.save(plot.images(np.stack(pictures), titles, cols=EXPLAINED + 1,
+                                  title=f"the {ds.name} training examples whose steps pull each input toward its "
+                                        f"predicted class (first row) and away from it (second row) most"),
+                      args.explain_images)
+        except OSError as e:
+            return fail(f"--explain-images {args.explain_images} cannot be written ({e.strerror or e})")
+        print(f"wrote {args.explain_images}: {len(labels)} inputs and {listed} training images")
+        record["explain"]["images"] = args.explain_images
     return 0
+
+
+def _explain(params, ds, over, X, predicted, meta: dict, record: dict) -> dict:
+    """--explain's products of every training example of ``ds`` with each
+    input of ``X``, its ``predicted`` class the target, under the network
+    or (``over``) summed over the run's checkpoints
+    (``cli_evaluate.explained``); prints what they are and puts it into
+    ``record["explain"]``. Returns ``explained``'s dict with the training
+    examples' classes (labels) and the products' name (product) added."""
+    import numpy as np
+
+    from fbp import cli_evaluate
+
+    dtype = params[0].w.dtype
+    cost = meta.get("cost") or "log_likelihood"
+    Y = np.eye(params[-1].n_out, dtype=dtype)[predicted]
+    train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
+    weighted = [(params, 1.0)] if over is None else cli_evaluate._weighted(over)
+    e = cli_evaluate.explained(params, weighted, train_X, train_Y, X, Y, cost)
+    n = len(train_X)
+    if over is None:
+        e["product"] = "g_n · g_x"
+        print(f"with each input, the {ds.name} training examples (of the {n}) whose gradient g_n points most with "
+              f"and against the input's g_x, its predicted class the target ({cost}): a step of SGD on n changes "
+              f"the input's cost there by about −η g_n · g_x, so those that help pull it toward that class")
+    else:
+        e["product"] = "Σ ηe g_n · g_x"
+        print(f"TracIn over {cli_evaluate._checkpoints_text(over)}: with each input, the {ds.name} training "
+              f"examples (of the {n}) whose steps lowered and raised its cost at its predicted class ({cost}) "
+              f"most over the run, by Σ_i η_i e_i g_n(w_i) · g_x(w_i)")
+    e["labels"] = np.argmax(ds.train.Y, axis=1)
+    record["explain"] = dict(data=ds.name, training_examples=n, cost_function=cost,
+                             over_checkpoints=over is not None)
+    if over is not None:
+        record["explain"]["checkpoints"] = [dict(epoch=epoch, lr=lr, epochs_spanned=span)
+                                            for epoch, _, lr, span in over]
+    return e
 
 
 def _array_rows(path: str, n_in: int, side: Optional[int]):

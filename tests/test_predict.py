@@ -1,6 +1,7 @@
 """`fbp predict`: a saved network on inputs of one's own, image files and
 .npy arrays, as fbp.forward gives their outputs."""
 
+import functools
 import json
 import re
 
@@ -134,4 +135,125 @@ def test_predict_names_fashion_mnist_classes_and_refuses_inputs_it_cannot_use(di
                          ([str(tmp_path / "none.npz"), x], "none.npz: no such file")):
         r = fbp_here(capsys, "predict", *argv)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+        assert r.stdout == ""
+
+
+def test_predict_explain_lists_the_training_examples_behind_each_prediction(digits_net, tmp_path, capsys):
+    """--explain: with each input, the training examples whose gradients,
+    the input's predicted class its target, have the largest and smallest
+    products with the input's; the same, to float32's rounding, as jax.grad's
+    gradients of all 1257 training examples and of the input give, their
+    cosines and the input's cost and ‖∇C_x‖ too (--json holds them)."""
+    from fbp.cli import trained_with
+
+    params, meta = fbp.load_params(digits_net, with_meta=True)
+    meta = trained_with(meta)
+    ds = fdata.load("digits", None, meta["validation"])
+    X = np.stack([ds.test.X[3], ds.test.X[40], np.full(64, 0.5, np.float32)])
+    rows = str(tmp_path / "rows.npy")
+    np.save(rows, X)
+    r = fbp_here(capsys, "predict", digits_net, rows, "--explain", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["explain"] == dict(data="digits", training_examples=len(ds.train), cost_function=meta["cost"],
+                                  over_checkpoints=False)
+    f64 = functools.partial(jax.tree.map, lambda a: a.astype(np.float64))
+
+    def grads(X, Y):  # each example's gradient by jax.grad, one row each, in float64
+        g = jax.vmap(jax.grad(fbp.example_loss), in_axes=(None, 0, 0, None))(params, X, Y, meta["cost"])
+        return np.concatenate([np.asarray(leaf, np.float64).reshape(len(X), -1) for leaf in jax.tree.leaves(g)], 1)
+
+    G = grads(ds.train.X, ds.train.Y)
+    labels = np.argmax(ds.train.Y, axis=1)
+    predicted = np.argmax(np.asarray(fbp.forward(params, X)), axis=1)
+    for x, c, p in zip(X, predicted, got["predictions"]):
+        assert p["predicted"] == c
+        y = np.eye(10, dtype=np.float32)[c]
+        gx = grads(x[None], y[None])[0]
+        dots = G @ gx
+        e = p["explain"]
+        np.testing.assert_allclose(e["cost"], float(fbp.example_loss(f64(params), x.astype(np.float64), y,
+                                                                     meta["cost"])), rtol=1e-5)
+        np.testing.assert_allclose(e["grad_norm"], np.linalg.norm(gx), rtol=1e-5)
+        for key, top in (("helps", np.sort(dots)[::-1][:5]), ("hurts", np.sort(dots)[:5])):
+            listed = e[key]
+            assert len(listed) == 5 and all(np.sign(top) == (1 if key == "helps" else -1))
+            # the five largest (smallest) products, those of the rows listed, in order
+            np.testing.assert_allclose([item["product"] for item in listed], top, rtol=1e-4)
+            at = [item["row"] for item in listed]
+            np.testing.assert_allclose([item["product"] for item in listed], dots[at], rtol=1e-4)
+            np.testing.assert_allclose([item["cos"] for item in listed],
+                                       dots[at] / np.linalg.norm(G[at], axis=1) / np.linalg.norm(gx), rtol=1e-4)
+            assert [item["true"] for item in listed] == list(labels[at])
+    # the text: each input's line, its cost, then its ten training rows
+    drawn = tmp_path / "explain.png"
+    r = fbp_here(capsys, "predict", digits_net, rows, "--explain", "--top", "1", "--explain-images", str(drawn))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[1].startswith(f"with each input, the digits training examples (of the {len(ds.train)}) whose "
+                               f"gradient g_n points most with and against")
+    first = got["predictions"][0]
+    assert lines[2].startswith(f"  {rows}[0]  {first['predicted']}  ")
+    assert lines[3] == (f"    its cost at {first['predicted']} {first['explain']['cost']:.4f}, ‖∇C_x‖ "
+                        f"{first['explain']['grad_norm']:.4f}")
+    h = first["explain"]["helps"][0]
+    assert lines[4] == (f"    helps most  row {h['row']:>4}  true {h['true']}  g_n · g_x {h['product']:>+10.4g}  "
+                        f"cos {h['cos']:+.3f}")
+    assert len(lines) == 2 + 3 * 12 + 1 and lines[-1] == f"wrote {drawn}: 3 inputs and 30 training images"
+    assert mpimg.imread(drawn).ndim == 3  # two rows of six for each input
+
+
+def test_predict_explain_over_checkpoints_is_evaluate_explain_for_a_row_it_gets_right(tmp_path, capsys):
+    """--explain --over-checkpoints sums the products over a run's
+    checkpoints as fbp evaluate --explain ROW --over-checkpoints does: for a
+    test row the network gets right (its predicted class its true one), the
+    same lists; and the flags that need --explain, a run, or data that fits
+    are refused in a line."""
+    run = str(tmp_path / "run")
+    r = fbp_here(capsys, "train", "--epochs", "3", "--quiet", "--sizes", "64,12,10", "--keep-every", "1",
+                 "--checkpoint-dir", run)
+    assert r.returncode == 0, r.stderr
+    ds = fdata.load("digits", None, None)
+    params = fbp.load_params(run)
+    predicted = np.argmax(np.asarray(fbp.forward(params, ds.test.X)), axis=1)
+    row = int(np.flatnonzero(predicted == np.argmax(ds.test.Y, axis=1))[0])
+    x = str(tmp_path / "x.npy")
+    np.save(x, ds.test.X[row])
+    r = fbp_here(capsys, "predict", run, x, "--explain", "--over-checkpoints", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    r = fbp_here(capsys, "evaluate", run, "--explain", str(row), "--over-checkpoints", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    want = json.loads(r.stdout)
+    assert got["explain"]["checkpoints"] == want["checkpoints"] and len(want["checkpoints"]) == 3
+    e = got["predictions"][0]["explain"]
+    for key in ("helps", "hurts"):
+        assert [i["row"] for i in e[key]] == [i["row"] for i in want["explain"][key]]
+        np.testing.assert_allclose([i["product"] for i in e[key]], [i["product"] for i in want["explain"][key]],
+                                   rtol=1e-5)
+    r = fbp_here(capsys, "predict", run, x, "--explain", "--over-checkpoints")
+    assert r.stdout.splitlines()[1].startswith("TracIn over the run's 3 checkpoints w_i, of epochs 1, 2, 3")
+    three = str(tmp_path / "three.npz")  # 64 inputs, but 3 classes: not a digits network
+    fbp.save_params(three, fbp.init_mlp(jax.random.key(0), [64, 5, 3]), dict(data_flag="digits"))
+    one = str(tmp_path / "one.npz")
+    fbp.save_params(one, params, dict(data_flag="digits"))
+    for argv, needle in (([run, x, "--over-checkpoints"], "--over-checkpoints sums --explain's products over a "
+                                                          "run's checkpoints; give --explain too"),
+                         ([run, x, "--data", "digits"], "--data digits names the data whose training examples "
+                                                        "--explain lists; give --explain too"),
+                         ([run, x, "--explain-images", str(tmp_path / "e.png")], "draws --explain's lists; give "
+                                                                                 "--explain too"),
+                         ([one, x, "--explain", "--over-checkpoints"], f"--over-checkpoints sums over the "
+                                                                       f"checkpoints of a run, and {one} is one file"),
+                         ([one, x, "--explain", "--data", "iris"], "invalid choice"),
+                         ([three, x, "--explain"], "the network (64,5,3) does not fit digits (64 inputs, 10 "
+                                                   "classes); give the --data it was trained on"),
+                         ([one, x, "--explain", "--validation", "2000"],
+                          "--validation: validation size must be in [0, 1437)"),
+                         ([one, x, "--explain", "--explain-images", str(tmp_path / "e.txt")],
+                          "--explain-images"),
+                         ([run, x, "--explain", "--data", "fashion-mnist", "--data-dir", str(tmp_path)],
+                          "fashion-mnist")):
+        r = fbp_here(capsys, "predict", *argv)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, (argv, r.stderr)
         assert r.stdout == ""
