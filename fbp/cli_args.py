@@ -147,6 +147,12 @@ def versions() -> dict:
     return {"fbp": fbp.__version__, "jax": jax.__version__, "jaxlib": jax.lib.__version__, "optax": optax.__version__}
 
 
+EXPLAIN_BY = ("rank --explain's training examples by the product g_n · g_x, what a step on n does to x's cost "
+              "(TracIn), or by its cosine g_n · g_x / (‖g_n‖ ‖g_x‖), which leaves out how large g_n is: examples of "
+              "large gradients, mislabelled ones most of all, head the products' lists for many examples (default: "
+              "product)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fbp import multihost
     from fbp.activations import ACTIVATIONS
@@ -462,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "‖g_x(w_i)‖², of the output layer's part for output-gradient, what their own steps "
                                "did to their own cost; fbp train --keep-every N keeps checkpoints spread over the "
                                "run")
+    evaluate.add_argument("--explain-by", choices=["product", "cosine"], default=None, help=EXPLAIN_BY)
     evaluate.add_argument("--explain-images", default=None, metavar="FILE",
                           help="draw --explain's example and the training examples listed for it into FILE (.png, "
                                ".pdf, .svg): the ones that help it on the first row, those that hurt it on the "
@@ -519,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with a --checkpoint-dir: sum --explain's products over the run's kept checkpoints, "
                               "each times its η_i and the e_i epochs it stands for (TracIn, as fbp evaluate "
                               "--over-checkpoints does), the newest one's prediction as the target")
+    predict.add_argument("--explain-by", choices=["product", "cosine"], default=None, help=EXPLAIN_BY)
     predict.add_argument("--explain-images", default=None, metavar="FILE",
                          help="draw each input and the training examples --explain lists for it into FILE (.png, "
                               ".pdf, .svg), two rows an input: those that pull toward its class, then those that "

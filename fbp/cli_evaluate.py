@@ -41,6 +41,8 @@ def _evaluate(args, record: dict) -> int:
         return fail(f"{flag} the list of --worst N; give --worst N too")
     if args.explain is None and args.explain_images is not None:
         return fail(f"--explain-images {args.explain_images} draws the lists of --explain ROW; give --explain ROW too")
+    if args.explain is None and args.explain_by is not None:
+        return fail(f"--explain-by {args.explain_by} ranks the lists of --explain ROW; give --explain ROW too")
     if args.over_checkpoints and args.explain is None and args.worst is None:
         return fail("--over-checkpoints sums --explain's products, or --worst's costs or gradients, over a run's "
                     "checkpoints; give --explain ROW or --worst N too")
@@ -150,7 +152,7 @@ def _evaluate(args, record: dict) -> int:
             record["worst"]["images"] = args.worst_images
     if args.explain is not None:
         pictures, titles, listed = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted,
-                                                    names, over, record)
+                                                    names, over, record, args.explain_by or "product")
         if args.explain_images is not None:
             try:
                 plot.save(plot.images(pictures, titles, cols=EXPLAINED + 1,
@@ -305,33 +307,47 @@ def _ranked_by(by: str, over) -> tuple:
     return short, f"self-influence {short} over {len(over)} checkpoints"
 
 
-def explained(params, weighted, train_X, train_Y, X, Y, cost: str) -> dict:
+def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "product") -> dict:
     """The training examples that pull each example of X, Y (k of them)
     each way: ``weighted``, (params, weight) pairs (one checkpoint weighing
     1, or a run's, ``_weighted``), gives the products Σ_i η_i g_n(w_i) ·
     g_x(w_i) of every training example n with each x (``stats.tracin``, the
     gradients by each one's δ's); for each x, up to EXPLAINED of the largest
     positive ones (their steps lower its cost most) and of the most negative
-    (they raise it most). Returns dict(dots (n, k), lists [(helps rows,
-    hurts rows)] for each x, cos [{row: g_n · g_x / (‖g_n‖ ‖g_x‖)}] for each
-    x, its listed rows only, costs (k,) and grad_norms (k,), the examples'
-    own under ``params``)."""
+    (they raise it most), ranked ``by`` the products or by their cosines
+    (the products over ‖g_n‖ ‖g_x‖, the norms of the gradients stacked over
+    the checkpoints, each times the √ of its weight: one more pass over the
+    training set, for every ‖g_n‖). Returns dict(dots (n, k), lists [(helps
+    rows, hurts rows)] for each x, cos [{row: cosine}] for each x, its
+    listed rows only, costs (k,) and grad_norms (k,), the examples' own
+    under ``params``)."""
     import numpy as np
 
     from fbp import stats
     from fbp import train as ftrain
 
     k = len(X)
+    tiny = np.finfo(np.float64).tiny
     # a Conv layer forms each example's gradient (its im2col patches with it): evaluate's chunks (about 700
     # for the book's first conv net) keep it on Fashion-MNIST under 1 GB (3.1 GB at 10,000, in about the same time)
-    dots = np.asarray(stats.tracin(weighted, train_X, train_Y, cost, X, Y, chunk_size=ftrain.chunk_for(params)))
+    chunk = ftrain.chunk_for(params)
+    dots = np.asarray(stats.tracin(weighted, train_X, train_Y, cost, X, Y, chunk_size=chunk))
+    scores = dots
+    if by == "cosine":
+        norms_all = np.sqrt(np.asarray(stats.self_influence(weighted, train_X, train_Y, cost, chunk_size=chunk),
+                                       np.float64))
+        own = np.sqrt(np.asarray(stats.self_influence(weighted, X, Y, cost), np.float64))
+        scores = dots / np.maximum(norms_all[:, None] * own[None, :], tiny)
     lists = []
     for j in range(k):
-        order = np.argsort(-dots[:, j], kind="stable")  # those that help have g_n · g_x > 0, those that hurt < 0
-        lists.append(([r for r in order[:EXPLAINED] if dots[r, j] > 0],
-                      [r for r in order[::-1][:EXPLAINED] if dots[r, j] < 0]))
+        order = np.argsort(-scores[:, j], kind="stable")  # those that help have g_n · g_x > 0, those that hurt < 0
+        lists.append(([r for r in order[:EXPLAINED] if scores[r, j] > 0],
+                      [r for r in order[::-1][:EXPLAINED] if scores[r, j] < 0]))
+    if by == "cosine":
+        m = ftrain.evaluate(params, X, Y, cost, per_example=True)
+        cos = [{r: scores[r, j] for rows in lists[j] for r in rows} for j in range(k)]
+        return dict(dots=dots, lists=lists, cos=cos, costs=np.asarray(m["costs"]), grad_norms=np.asarray(m["grad_norms"]))
     # the cosines need ‖g‖ of the examples and of the listed ones only: one small pass, not one over the set
-    # (over checkpoints, the norms of the gradients stacked, each times the √ of its weight: Σ_i η_i e_i ‖g(w_i)‖²)
     listed = [r for helps, hurts in lists for r in helps + hurts]
     both = np.concatenate([X, train_X[listed]]), np.concatenate([Y, train_Y[listed]])
     m = ftrain.evaluate(params, *both, cost, per_example=True)
@@ -340,8 +356,7 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str) -> dict:
     cos, at = [], 0
     for j, (helps, hurts) in enumerate(lists):
         rows = helps + hurts
-        cos.append(dict(zip(rows, dots[rows, j] / np.maximum(norms[at:at + len(rows)] * own[j],
-                                                              np.finfo(np.float64).tiny))))
+        cos.append(dict(zip(rows, dots[rows, j] / np.maximum(norms[at:at + len(rows)] * own[j], tiny))))
         at += len(rows)
     return dict(dots=dots, lists=lists, cos=cos, costs=np.asarray(m["costs"])[:k],
                 grad_norms=np.asarray(m["grad_norms"])[:k])
@@ -378,7 +393,7 @@ def explained_pictures(x, title: str, lists, cos, train_X, labels, named) -> tup
 
 
 def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names, over=None,
-                     record=None):
+                     record=None, by: str = "product"):
     """fbp evaluate --explain ROW: the training examples whose gradients
     point most with and most against example ROW's (``stats.grad_gram``),
     those whose steps lower and raise its cost most; with ``over``, the
@@ -398,24 +413,30 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     X = np.asarray(getattr(ds, split).X[row:row + 1], dtype)
     Y = np.asarray(getattr(ds, split).Y[row:row + 1], dtype)
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
-    e = explained(params, [(params, 1.0)] if over is None else _weighted(over), train_X, train_Y, X, Y, cost)
+    e = explained(params, [(params, 1.0)] if over is None else _weighted(over), train_X, train_Y, X, Y, cost, by)
     dots, lists, cos = e["dots"][:, 0], e["lists"][0], e["cos"][0]
     print(f"explain row {row} of the {split} split: true {named(truth[row])} → predicted {named(predicted[row])}, "
           f"cost {float(e['costs'][0]):.4f}, ‖∇C_x‖ {float(e['grad_norms'][0]):.4f}")
     product = "g_n · g_x"
-    if over is None:
+    if over is None and by == "product":
         print(f"the training examples whose gradient g_n points most with and against this one's g_x, of the "
               f"{len(dots)} (a step of SGD on n changes its cost by about −η g_n · g_x):")
+    elif over is None:
+        print(f"the training examples whose gradient g_n points most nearly with and against this one's g_x, by "
+              f"the cosine g_n · g_x / (‖g_n‖ ‖g_x‖), of the {len(dots)} (a step of SGD on n changes its cost by "
+              f"about −η g_n · g_x; the cosine leaves out how large g_n is):")
     else:
         product = "Σ ηe g_n · g_x"
         print(f"TracIn over {_checkpoints_text(over)}: the training examples whose steps lowered and "
-              f"raised this one's cost most over the run, of the {len(dots)}, by Σ_i η_i e_i g_n(w_i) · g_x(w_i):")
+              f"raised this one's cost most over the run, of the {len(dots)}, by Σ_i η_i e_i g_n(w_i) · g_x(w_i)"
+              + (":" if by == "product" else ", over the norms of the two gradients stacked over the checkpoints "
+                                              "(the cosine, which leaves out how large g_n is):"))
     labels = np.argmax(ds.train.Y, axis=1)
     if record is not None:
         record["explain"] = dict(
             row=row, true=int(truth[row]), predicted=int(predicted[row]), cost=float(e["costs"][0]),
             grad_norm=float(e["grad_norms"][0]), over_checkpoints=over is not None, training_examples=len(dots),
-            **explained_record(dots, lists, cos, labels))
+            ranked_by=by, **explained_record(dots, lists, cos, labels))
     for line in explained_lines(dots, lists, cos, labels, named, product):
         print(line)
     pictures, titles = explained_pictures(X[0], f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}",

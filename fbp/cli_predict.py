@@ -37,6 +37,7 @@ def _predict(args, record: dict) -> int:
                                                 "checkpoints"),
                         (args.explain_images is not None, f"--explain-images {args.explain_images} draws --explain's "
                                                           f"lists"),
+                        (args.explain_by is not None, f"--explain-by {args.explain_by} ranks --explain's lists"),
                         (args.data is not None, f"--data {args.data} names the data whose training examples "
                                                 f"--explain lists"),
                         (args.data_dir is not None, f"--data-dir {args.data_dir} names the data whose training "
@@ -121,7 +122,8 @@ def _predict(args, record: dict) -> int:
                   output_activation=output, predictions=[])
     explained: Optional[dict] = None
     if ds is not None:
-        explained = _explain(params, ds, over, X, np.argmax(outputs, axis=1), meta, record)
+        explained = _explain(params, ds, over, X, np.argmax(outputs, axis=1), meta, record,
+                             args.explain_by or "product")
     pictures: list = []
     titles: list = []
     listed = 0  # the training images drawn
@@ -168,11 +170,11 @@ def _predict(args, record: dict) -> int:
     return 0
 
 
-def _explain(params, ds, over, X, predicted, meta: dict, record: dict) -> dict:
+def _explain(params, ds, over, X, predicted, meta: dict, record: dict, by: str) -> dict:
     """--explain's products of every training example of ``ds`` with each
     input of ``X``, its ``predicted`` class the target, under the network
-    or (``over``) summed over the run's checkpoints
-    (``cli_evaluate.explained``); prints what they are and puts it into
+    or (``over``) summed over the run's checkpoints, ranked ``by`` the
+    products or their cosines (``cli_evaluate.explained``); prints what they are and puts it into
     ``record["explain"]``. Returns ``explained``'s dict with the training
     examples' classes (labels) and the products' name (product) added."""
     import numpy as np
@@ -184,21 +186,24 @@ def _explain(params, ds, over, X, predicted, meta: dict, record: dict) -> dict:
     Y = np.eye(params[-1].n_out, dtype=dtype)[predicted]
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
     weighted = [(params, 1.0)] if over is None else cli_evaluate._weighted(over)
-    e = cli_evaluate.explained(params, weighted, train_X, train_Y, X, Y, cost)
+    e = cli_evaluate.explained(params, weighted, train_X, train_Y, X, Y, cost, by)
     n = len(train_X)
+    cosine = ("" if by == "product" else
+              ", ranked by the cosine, the product over ‖g_n‖ ‖g_x‖ (which leaves out how large g_n is)")
     if over is None:
         e["product"] = "g_n · g_x"
         print(f"with each input, the {ds.name} training examples (of the {n}) whose gradient g_n points most with "
-              f"and against the input's g_x, its predicted class the target ({cost}): a step of SGD on n changes "
-              f"the input's cost there by about −η g_n · g_x, so those that help pull it toward that class")
+              f"and against the input's g_x, its predicted class the target ({cost}){cosine}: a step of SGD on n "
+              f"changes the input's cost there by about −η g_n · g_x, so those that help pull it toward that class")
     else:
         e["product"] = "Σ ηe g_n · g_x"
         print(f"TracIn over {cli_evaluate._checkpoints_text(over)}: with each input, the {ds.name} training "
               f"examples (of the {n}) whose steps lowered and raised its cost at its predicted class ({cost}) "
-              f"most over the run, by Σ_i η_i e_i g_n(w_i) · g_x(w_i)")
+              f"most over the run, by Σ_i η_i e_i g_n(w_i) · g_x(w_i)"
+              + cosine.replace("‖g_n‖ ‖g_x‖", "the norms of the two gradients stacked over the checkpoints"))
     e["labels"] = np.argmax(ds.train.Y, axis=1)
     record["explain"] = dict(data=ds.name, training_examples=n, cost_function=cost,
-                             over_checkpoints=over is not None)
+                             over_checkpoints=over is not None, ranked_by=by)
     if over is not None:
         record["explain"]["checkpoints"] = [dict(epoch=epoch, lr=lr, epochs_spanned=span)
                                             for epoch, _, lr, span in over]

@@ -275,6 +275,17 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path, capsys):
         [("helps most", int(r)) for r in np.argsort(-dots)[:5]] + [("hurts most", int(r)) for r in np.argsort(dots)[:5]])
     np.testing.assert_allclose([float(l[9]) for l in listed], dots[[int(l[3]) for l in listed]], rtol=1e-3)
     assert float(listed[0][9]) > 0 > float(listed[-1][9])
+    # --explain-by cosine: ranked by g_n · g_x / (‖g_n‖ ‖g_x‖), the norms from the Gram matrices' diagonals
+    norms = np.sqrt(np.diag(np.asarray(fbp.stats.grad_gram(params, train.X, train.Y, "log_likelihood"), np.float64)))
+    own = np.sqrt(float(np.asarray(fbp.stats.grad_gram(params, test.X[3:4], test.Y[3:4], "log_likelihood"))[0, 0]))
+    cosines = dots / norms / own
+    proc = evaluate(str(net), "--explain", "3", "--explain-by", "cosine")
+    assert proc.returncode == 0, proc.stderr
+    shown = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(shown) if line.startswith("explain row 3 of the test split: "))
+    listed = [line.split() for line in shown[at + 2:at + 12]]
+    assert [int(l[3]) for l in listed] == list(np.argsort(-cosines)[:5]) + list(np.argsort(cosines)[:5])
+    np.testing.assert_allclose([float(l[11]) for l in listed], cosines[[int(l[3]) for l in listed]], atol=1e-3)
     drawn = tmp_path / "explain.png"  # --explain-images draws the example and both lists
     proc = evaluate(str(net), "--explain", "3", "--explain-images", str(drawn))
     assert proc.returncode == 0 and f"wrote {drawn}: 11 images" in proc.stdout, proc.stderr
@@ -282,6 +293,8 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path, capsys):
     for argv, needle in ((["--explain", "360"], "--explain 360: the digits test split has 360 examples, rows 0 to 359"),
                          (["--explain-images", str(drawn)], f"--explain-images {drawn} draws the lists of --explain "
                                                             f"ROW; give --explain ROW too"),
+                         (["--explain-by", "cosine"], "--explain-by cosine ranks the lists of --explain ROW; give "
+                                                      "--explain ROW too"),
                          ([str(net), "--explain", "0"], "--explain 0 looks at the gradients of one network; give "
                                                         "one, not 2")):
         proc = evaluate(str(net), *argv)

@@ -156,7 +156,11 @@ def test_predict_explain_lists_the_training_examples_behind_each_prediction(digi
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["explain"] == dict(data="digits", training_examples=len(ds.train), cost_function=meta["cost"],
-                                  over_checkpoints=False)
+                                  over_checkpoints=False, ranked_by="product")
+    r = fbp_here(capsys, "predict", digits_net, rows, "--explain", "--explain-by", "cosine", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    by_cosine = json.loads(r.stdout)
+    assert by_cosine["explain"]["ranked_by"] == "cosine"
     f64 = functools.partial(jax.tree.map, lambda a: a.astype(np.float64))
 
     def grads(X, Y):  # each example's gradient by jax.grad, one row each, in float64
@@ -166,7 +170,7 @@ def test_predict_explain_lists_the_training_examples_behind_each_prediction(digi
     G = grads(ds.train.X, ds.train.Y)
     labels = np.argmax(ds.train.Y, axis=1)
     predicted = np.argmax(np.asarray(fbp.forward(params, X)), axis=1)
-    for x, c, p in zip(X, predicted, got["predictions"]):
+    for x, c, p, q in zip(X, predicted, got["predictions"], by_cosine["predictions"]):
         assert p["predicted"] == c
         y = np.eye(10, dtype=np.float32)[c]
         gx = grads(x[None], y[None])[0]
@@ -185,6 +189,14 @@ def test_predict_explain_lists_the_training_examples_behind_each_prediction(digi
             np.testing.assert_allclose([item["cos"] for item in listed],
                                        dots[at] / np.linalg.norm(G[at], axis=1) / np.linalg.norm(gx), rtol=1e-4)
             assert [item["true"] for item in listed] == list(labels[at])
+        # --explain-by cosine: the five largest (smallest) cosines, whatever the sizes of the gradients
+        cosines = dots / np.linalg.norm(G, axis=1) / np.linalg.norm(gx)
+        for key, top in (("helps", np.sort(cosines)[::-1][:5]), ("hurts", np.sort(cosines)[:5])):
+            listed = q["explain"][key]
+            np.testing.assert_allclose([item["cos"] for item in listed], top, rtol=1e-4)
+            at = [item["row"] for item in listed]
+            np.testing.assert_allclose([item["cos"] for item in listed], cosines[at], rtol=1e-4)
+            np.testing.assert_allclose([item["product"] for item in listed], dots[at], rtol=1e-4)
     # the text: each input's line, its cost, then its ten training rows
     drawn = tmp_path / "explain.png"
     r = fbp_here(capsys, "predict", digits_net, rows, "--explain", "--top", "1", "--explain-images", str(drawn))
@@ -239,6 +251,8 @@ def test_predict_explain_over_checkpoints_is_evaluate_explain_for_a_row_it_gets_
     fbp.save_params(one, params, dict(data_flag="digits"))
     for argv, needle in (([run, x, "--over-checkpoints"], "--over-checkpoints sums --explain's products over a "
                                                           "run's checkpoints; give --explain too"),
+                         ([run, x, "--explain-by", "cosine"], "--explain-by cosine ranks --explain's lists; give "
+                                                              "--explain too"),
                          ([run, x, "--data", "digits"], "--data digits names the data whose training examples "
                                                         "--explain lists; give --explain too"),
                          ([run, x, "--explain-images", str(tmp_path / "e.png")], "draws --explain's lists; give "
