@@ -182,3 +182,20 @@ def test_fbp_trains_as_the_books_network2_does(out):
         assert row["test_accuracy_fbp"] == row["test_accuracy_network2"]
     assert r["runs"]["eta 0.1"][-1]["test_accuracy_fbp"] > 0.3  # it learned
     assert r["saved_and_loaded_by_network2"]["bitwise_same"]
+
+
+def test_explain_lists_by_product_gather_on_large_gradients_and_by_cosine_on_like_examples(out):
+    r = run("explanations", out)
+    assert r["explained"] == 360 and r["flipped"] == round(r["fraction"] * r["n_train"])  # --quick: digits, 5%
+    for over, by in r["by"].items():  # the last epoch's params, and the sum over three checkpoints
+        product, cosine, all_norms = by["product"], by["cosine"], by["median_norm_all"]
+        assert product["helps"]["listed"] == cosine["helps"]["listed"] == 5 * r["explained"], over
+        # by product the lists fill with a few examples of large gradients, most of them flipped
+        assert product["helps"]["flipped_share"] > 5 * r["fraction"], over
+        assert product["helps"]["median_norm_listed"] > 5 * all_norms, over
+        assert product["helps"]["distinct"] < 0.2 * product["helps"]["listed"], over
+        # by cosine, examples of the test example's own class, of ordinary gradients, hardly any flipped
+        assert cosine["helps"]["flipped_share"] < r["fraction"] / 2, over
+        assert cosine["helps"]["same_class_share"] > 0.99, over
+        assert cosine["helps"]["distinct"] > 3 * product["helps"]["distinct"], over
+        assert cosine["helps"]["median_norm_listed"] < 2 * all_norms, over
