@@ -88,6 +88,19 @@ def _data_dir_problem(data: str, data_dir: Optional[str]) -> Optional[str]:
     return None
 
 
+def image_unwritten(flag: str, path: str, figure) -> Optional[str]:
+    """``figure`` written into ``path`` (``plot.save``: atomically, its
+    format by the suffix), or the one-line error naming ``flag`` where it
+    could not be."""
+    from fbp import plot
+
+    try:
+        plot.save(figure, path)
+    except OSError as e:
+        return f"{flag} {path} cannot be written ({e.strerror or e})"
+    return None
+
+
 def _image_path_problem(flag: str, path: str) -> Optional[str]:
     """The one-line error for an image file name that ``plot.save`` cannot
     write (a suffix that names no format, a directory, a place that cannot

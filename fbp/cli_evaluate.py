@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import os
 
-from fbp.cli import (_data_dir_problem, _error, _image_path_problem, _validation_size_problem, network_text,
-                     trained_with, with_json)
+from fbp.cli import (_data_dir_problem, _error, _image_path_problem, _validation_size_problem, image_unwritten,
+                     network_text, trained_with, with_json)
 
 
 def cmd_evaluate(args) -> int:
@@ -143,31 +143,29 @@ def _evaluate(args, record: dict) -> int:
                 return names[c] if names else str(c)
 
             titles = [f"row {r}, {short} {scores[r]:.3g}\n{named(truth[r])} → {named(predicted[r])}" for r in rows]
-            try:
-                plot.save(plot.images(split.X[rows], titles, title=f"{ds.name} {args.split}: the largest {what} "
-                                      f"of single examples (true → predicted class)"), args.worst_images)
-            except OSError as e:
-                return fail(f"--worst-images {args.worst_images} cannot be written ({e.strerror or e})")
+            problem = image_unwritten("--worst-images", args.worst_images, plot.images(
+                split.X[rows], titles, title=f"{ds.name} {args.split}: the largest {what} of single examples (true "
+                                             f"→ predicted class)"))
+            if problem:
+                return fail(problem)
             print(f"wrote {args.worst_images}: {len(rows)} images")
             record["worst"]["images"] = args.worst_images
     if args.explain is not None:
         pictures, titles, listed = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted,
                                                     names, over, record, args.explain_by or "product")
         if args.explain_images is not None:
-            try:
-                plot.save(plot.images(pictures, titles, cols=EXPLAINED + 1,
-                                      title=f"{ds.name}: the training examples whose steps help (first row) and "
-                                            f"hurt (second row) {args.split} row {args.explain} most"),
-                          args.explain_images)
-            except OSError as e:
-                return fail(f"--explain-images {args.explain_images} cannot be written ({e.strerror or e})")
+            problem = image_unwritten("--explain-images", args.explain_images, plot.images(
+                pictures, titles, cols=EXPLAINED + 1, title=f"{ds.name}: the training examples whose steps help "
+                                                            f"(first row) and hurt (second row) {args.split} row "
+                                                            f"{args.explain} most"))
+            if problem:
+                return fail(problem)
             print(f"wrote {args.explain_images}: {1 + listed} images")
             record["explain"]["images"] = args.explain_images
     if weights_figure is not None:
-        try:
-            plot.save(weights_figure, args.weights_image)
-        except OSError as e:
-            return fail(f"--weights-image {args.weights_image} cannot be written ({e.strerror or e})")
+        problem = image_unwritten("--weights-image", args.weights_image, weights_figure)
+        if problem:
+            return fail(problem)
         print(f"wrote {args.weights_image}: the first layer's weights")
         record["weights_image"] = args.weights_image
     return 0

@@ -156,15 +156,15 @@ def _predict(args, record: dict) -> int:
             titles += more_titles
             listed += sum(len(rows) for rows in lists)
     if args.explain_images is not None:
+        from fbp.cli import image_unwritten
         from fbp.cli_evaluate import EXPLAINED
 
-        try:
-            plot.save(plot.images(np.stack(pictures), titles, cols=EXPLAINED + 1,
-                                  title=f"the {ds.name} training examples whose steps pull each input toward its "
-                                        f"predicted class (first row) and away from it (second row) most"),
-                      args.explain_images)
-        except OSError as e:
-            return fail(f"--explain-images {args.explain_images} cannot be written ({e.strerror or e})")
+        problem = image_unwritten("--explain-images", args.explain_images, plot.images(
+            np.stack(pictures), titles, cols=EXPLAINED + 1, title=f"the {ds.name} training examples whose steps pull "
+                                                                  f"each input toward its predicted class (first row) "
+                                                                  f"and away from it (second row) most"))
+        if problem:
+            return fail(problem)
         print(f"wrote {args.explain_images}: {len(labels)} inputs and {listed} training images")
         record["explain"]["images"] = args.explain_images
     return 0
