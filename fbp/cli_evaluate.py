@@ -305,19 +305,23 @@ def _ranked_by(by: str, over) -> tuple:
     return short, f"self-influence {short} over {len(over)} checkpoints"
 
 
+EXPLAINED_AT_ONCE = 1000  # the examples explained in one pass over the training set: their products, n × this
+
+
 def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "product") -> dict:
     """The training examples that pull each example of X, Y (k of them)
     each way: ``weighted``, (params, weight) pairs (one checkpoint weighing
     1, or a run's, ``_weighted``), gives the products Σ_i η_i g_n(w_i) ·
     g_x(w_i) of every training example n with each x (``stats.tracin``, the
-    gradients by each one's δ's); for each x, up to EXPLAINED of the largest
-    positive ones (their steps lower its cost most) and of the most negative
-    (they raise it most), ranked ``by`` the products or by their cosines
-    (the products over ‖g_n‖ ‖g_x‖, the norms of the gradients stacked over
-    the checkpoints, each times the √ of its weight: one more pass over the
-    training set, for every ‖g_n‖). Returns dict(dots (n, k), lists [(helps
-    rows, hurts rows)] for each x, cos [{row: cosine}] for each x, its
-    listed rows only, costs (k,) and grad_norms (k,), the examples' own
+    gradients by each one's δ's, EXPLAINED_AT_ONCE examples x a pass); for
+    each x, up to EXPLAINED of the largest positive ones (their steps lower
+    its cost most) and of the most negative (they raise it most), ranked
+    ``by`` the products or by their cosines (the products over ‖g_n‖ ‖g_x‖,
+    the norms of the gradients stacked over the checkpoints, each times the
+    √ of its weight: one more pass over the training set, for every ‖g_n‖).
+    Returns dict(n, the training examples; lists [(helps rows, hurts rows)]
+    for each x; products and cos [{row: product or cosine}] for each x, its
+    listed rows only; costs (k,) and grad_norms (k,), the examples' own
     under ``params``)."""
     import numpy as np
 
@@ -329,50 +333,75 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "pr
     # a Conv layer forms each example's gradient (its im2col patches with it): evaluate's chunks (about 700
     # for the book's first conv net) keep it on Fashion-MNIST under 1 GB (3.1 GB at 10,000, in about the same time)
     chunk = ftrain.chunk_for(params)
-    dots = np.asarray(stats.tracin(weighted, train_X, train_Y, cost, X, Y, chunk_size=chunk))
-    scores = dots
     if by == "cosine":
         norms_all = np.sqrt(np.asarray(stats.self_influence(weighted, train_X, train_Y, cost, chunk_size=chunk),
                                        np.float64))
-        own = np.sqrt(np.asarray(stats.self_influence(weighted, X, Y, cost), np.float64))
-        scores = dots / np.maximum(norms_all[:, None] * own[None, :], tiny)
-    lists = []
-    for j in range(k):
-        order = np.argsort(-scores[:, j], kind="stable")  # those that help have g_n · g_x > 0, those that hurt < 0
-        lists.append(([r for r in order[:EXPLAINED] if scores[r, j] > 0],
-                      [r for r in order[::-1][:EXPLAINED] if scores[r, j] < 0]))
+    lists, products, cos = [], [], []
+    for at in range(0, k, EXPLAINED_AT_ONCE):
+        block = slice(at, at + EXPLAINED_AT_ONCE)
+        dots = np.asarray(stats.tracin(weighted, train_X, train_Y, cost, X[block], Y[block], chunk_size=chunk))
+        scores = dots
+        if by == "cosine":
+            own = np.sqrt(np.asarray(stats.self_influence(weighted, X[block], Y[block], cost), np.float64))
+            scores = dots / np.maximum(norms_all[:, None] * own[None, :], tiny)
+        for j in range(dots.shape[1]):
+            lists.append(_extremes(scores[:, j]))
+            rows = lists[-1][0] + lists[-1][1]
+            products.append({r: dots[r, j] for r in rows})
+            if by == "cosine":
+                cos.append({r: scores[r, j] for r in rows})
     if by == "cosine":
         m = ftrain.evaluate(params, X, Y, cost, per_example=True)
-        cos = [{r: scores[r, j] for rows in lists[j] for r in rows} for j in range(k)]
-        return dict(dots=dots, lists=lists, cos=cos, costs=np.asarray(m["costs"]), grad_norms=np.asarray(m["grad_norms"]))
+        return dict(n=len(train_X), lists=lists, products=products, cos=cos, costs=np.asarray(m["costs"]),
+                    grad_norms=np.asarray(m["grad_norms"]))
     # the cosines need ‖g‖ of the examples and of the listed ones only: one small pass, not one over the set
     listed = [r for helps, hurts in lists for r in helps + hurts]
     both = np.concatenate([X, train_X[listed]]), np.concatenate([Y, train_Y[listed]])
     m = ftrain.evaluate(params, *both, cost, per_example=True)
-    sq = np.asarray(stats.self_influence(weighted, *both, cost), np.float64)
+    sq = np.asarray(stats.self_influence(weighted, *both, cost, chunk_size=chunk if len(both[0]) > chunk else None),
+                    np.float64)
     own, norms = np.sqrt(sq[:k]), np.sqrt(sq[k:])
-    cos, at = [], 0
+    at = 0
     for j, (helps, hurts) in enumerate(lists):
         rows = helps + hurts
-        cos.append(dict(zip(rows, dots[rows, j] / np.maximum(norms[at:at + len(rows)] * own[j], tiny))))
+        cos.append(dict(zip(rows, np.array([products[j][r] for r in rows], np.float64)
+                            / np.maximum(norms[at:at + len(rows)] * own[j], tiny))))
         at += len(rows)
-    return dict(dots=dots, lists=lists, cos=cos, costs=np.asarray(m["costs"])[:k],
+    return dict(n=len(train_X), lists=lists, products=products, cos=cos, costs=np.asarray(m["costs"])[:k],
                 grad_norms=np.asarray(m["grad_norms"])[:k])
 
 
-def explained_lines(dots, lists, cos, labels, named, product: str, indent: str = "  ") -> list:
-    """--explain's lines for one example: each listed training row, its class, its product (``dots``, the
-    example's column) and cosine; the class column as wide as its widest name, so that the numbers line up."""
-    width = len(str(len(dots) - 1))
+def _extremes(scores) -> tuple:
+    """The rows of the EXPLAINED largest positive ``scores`` (those that help), largest first, and of the
+    EXPLAINED most negative (those that hurt), most negative first; ties in the order a stable sort of −scores
+    gives them and its reverse, found by a partition, not by sorting all n."""
+    import numpy as np
+
+    n = len(scores)
+    k = min(EXPLAINED, n)
+    top = np.partition(scores, n - k)[n - k]  # the k-th largest: the rows at least as large are the candidates
+    cand = np.flatnonzero(scores >= top)
+    helps = cand[np.lexsort((cand, -scores[cand]))][:k]
+    low = np.partition(scores, k - 1)[k - 1]
+    cand = np.flatnonzero(scores <= low)
+    hurts = cand[np.lexsort((-cand, scores[cand]))][:k]
+    return [int(r) for r in helps if scores[r] > 0], [int(r) for r in hurts if scores[r] < 0]
+
+
+def explained_lines(n: int, products, lists, cos, labels, named, product: str, indent: str = "  ") -> list:
+    """--explain's lines for one example: each listed training row (of ``n``), its class, its product and cosine;
+    the class column as wide as its widest name, so that the numbers line up."""
+    width = len(str(n - 1))
     cw = max([len(named(labels[r])) for rows in lists for r in rows], default=0)
-    return [f"{indent}{title}  row {r:>{width}}  true {named(labels[r]):<{cw}}  {product} {dots[r]:>+10.4g}  "
+    return [f"{indent}{title}  row {r:>{width}}  true {named(labels[r]):<{cw}}  {product} {products[r]:>+10.4g}  "
             f"cos {cos[r]:+.3f}"
             for title, rows in zip(("helps most", "hurts most"), lists) for r in rows]
 
 
-def explained_record(dots, lists, cos, labels) -> dict:
+def explained_record(products, lists, cos, labels) -> dict:
     """--explain's lists as --json holds them: each listed training row, its class, product and cosine."""
-    return {title: [dict(row=int(r), true=int(labels[r]), product=float(dots[r]), cos=float(cos[r])) for r in rows]
+    return {title: [dict(row=int(r), true=int(labels[r]), product=float(products[r]), cos=float(cos[r]))
+                    for r in rows]
             for title, rows in zip(("helps", "hurts"), lists)}
 
 
@@ -412,30 +441,30 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     Y = np.asarray(getattr(ds, split).Y[row:row + 1], dtype)
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
     e = explained(params, [(params, 1.0)] if over is None else _weighted(over), train_X, train_Y, X, Y, cost, by)
-    dots, lists, cos = e["dots"][:, 0], e["lists"][0], e["cos"][0]
+    n, products, lists, cos = e["n"], e["products"][0], e["lists"][0], e["cos"][0]
     print(f"explain row {row} of the {split} split: true {named(truth[row])} → predicted {named(predicted[row])}, "
           f"cost {float(e['costs'][0]):.4f}, ‖∇C_x‖ {float(e['grad_norms'][0]):.4f}")
     product = "g_n · g_x"
     if over is None and by == "product":
         print(f"the training examples whose gradient g_n points most with and against this one's g_x, of the "
-              f"{len(dots)} (a step of SGD on n changes its cost by about −η g_n · g_x):")
+              f"{n} (a step of SGD on n changes its cost by about −η g_n · g_x):")
     elif over is None:
         print(f"the training examples whose gradient g_n points most nearly with and against this one's g_x, by "
-              f"the cosine g_n · g_x / (‖g_n‖ ‖g_x‖), of the {len(dots)} (a step of SGD on n changes its cost by "
+              f"the cosine g_n · g_x / (‖g_n‖ ‖g_x‖), of the {n} (a step of SGD on n changes its cost by "
               f"about −η g_n · g_x; the cosine leaves out how large g_n is):")
     else:
         product = "Σ ηe g_n · g_x"
         print(f"TracIn over {_checkpoints_text(over)}: the training examples whose steps lowered and "
-              f"raised this one's cost most over the run, of the {len(dots)}, by Σ_i η_i e_i g_n(w_i) · g_x(w_i)"
+              f"raised this one's cost most over the run, of the {n}, by Σ_i η_i e_i g_n(w_i) · g_x(w_i)"
               + (":" if by == "product" else ", over the norms of the two gradients stacked over the checkpoints "
                                               "(the cosine, which leaves out how large g_n is):"))
     labels = np.argmax(ds.train.Y, axis=1)
     if record is not None:
         record["explain"] = dict(
             row=row, true=int(truth[row]), predicted=int(predicted[row]), cost=float(e["costs"][0]),
-            grad_norm=float(e["grad_norms"][0]), over_checkpoints=over is not None, training_examples=len(dots),
-            ranked_by=by, **explained_record(dots, lists, cos, labels))
-    for line in explained_lines(dots, lists, cos, labels, named, product):
+            grad_norm=float(e["grad_norms"][0]), over_checkpoints=over is not None, training_examples=n,
+            ranked_by=by, **explained_record(products, lists, cos, labels))
+    for line in explained_lines(n, products, lists, cos, labels, named, product):
         print(line)
     pictures, titles = explained_pictures(X[0], f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}",
                                           lists, cos, ds.train.X, labels, named)

@@ -139,16 +139,16 @@ def _predict(args, record: dict) -> int:
             continue
         from fbp import cli_evaluate
 
-        dots, lists, cos = explained["dots"][:, j], explained["lists"][j], explained["cos"][j]
+        products, lists, cos = explained["products"][j], explained["lists"][j], explained["cos"][j]
         train_labels = explained["labels"]
         print(f"    its cost at {named(int(order[0]))} {float(explained['costs'][j]):.4f}, ‖∇C_x‖ "
               f"{float(explained['grad_norms'][j]):.4f}" + ("" if any(lists) else "; no training example pulls it"))
-        for line in cli_evaluate.explained_lines(dots, lists, cos, train_labels, named, explained["product"],
-                                                 indent="    "):
+        for line in cli_evaluate.explained_lines(explained["n"], products, lists, cos, train_labels, named,
+                                                 explained["product"], indent="    "):
             print(line)
         record["predictions"][-1]["explain"] = dict(
             cost=float(explained["costs"][j]), grad_norm=float(explained["grad_norms"][j]),
-            **cli_evaluate.explained_record(dots, lists, cos, train_labels))
+            **cli_evaluate.explained_record(products, lists, cos, train_labels))
         if args.explain_images is not None:
             more, more_titles = cli_evaluate.explained_pictures(X[j], f"{label}\n→ {named(int(order[0]))}", lists,
                                                                 cos, ds.train.X, train_labels, named)

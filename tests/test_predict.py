@@ -138,13 +138,18 @@ def test_predict_names_fashion_mnist_classes_and_refuses_inputs_it_cannot_use(di
         assert r.stdout == ""
 
 
-def test_predict_explain_lists_the_training_examples_behind_each_prediction(digits_net, tmp_path, capsys):
+def test_predict_explain_lists_the_training_examples_behind_each_prediction(digits_net, tmp_path, capsys,
+                                                                            monkeypatch):
     """--explain: with each input, the training examples whose gradients,
     the input's predicted class its target, have the largest and smallest
     products with the input's; the same, to float32's rounding, as jax.grad's
     gradients of all 1257 training examples and of the input give, their
-    cosines and the input's cost and ‖∇C_x‖ too (--json holds them)."""
+    cosines and the input's cost and ‖∇C_x‖ too (--json holds them); the
+    inputs taken two at a time here, as 1,000 are by default."""
+    from fbp import cli_evaluate
     from fbp.cli import trained_with
+
+    monkeypatch.setattr(cli_evaluate, "EXPLAINED_AT_ONCE", 2)
 
     params, meta = fbp.load_params(digits_net, with_meta=True)
     meta = trained_with(meta)
