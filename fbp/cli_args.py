@@ -527,6 +527,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "each times its η_i and the e_i epochs it stands for (TracIn, as fbp evaluate "
                               "--over-checkpoints does), the newest one's prediction as the target")
     predict.add_argument("--explain-by", choices=["product", "cosine"], default=None, help=EXPLAIN_BY)
+    predict.add_argument("--explain-class", default=None, metavar="C",
+                         help="take --explain's costs at class C, a number or a name (default: each input's "
+                              "predicted class): the training examples that pull the inputs toward C and away from "
+                              "it, to ask why an input was not taken for C")
     predict.add_argument("--explain-images", default=None, metavar="FILE",
                          help="draw each input and the training examples --explain lists for it into FILE (.png, "
                               ".pdf, .svg), two rows an input: those that pull toward its class, then those that "

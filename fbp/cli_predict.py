@@ -38,6 +38,8 @@ def _predict(args, record: dict) -> int:
                         (args.explain_images is not None, f"--explain-images {args.explain_images} draws --explain's "
                                                           f"lists"),
                         (args.explain_by is not None, f"--explain-by {args.explain_by} ranks --explain's lists"),
+                        (args.explain_class is not None, f"--explain-class {args.explain_class} picks the class "
+                                                         f"--explain's lists are of"),
                         (args.data is not None, f"--data {args.data} names the data whose training examples "
                                                 f"--explain lists"),
                         (args.data_dir is not None, f"--data-dir {args.data_dir} names the data whose training "
@@ -67,6 +69,12 @@ def _predict(args, record: dict) -> int:
     side = plot.image_side(n_in)
     names = meta.get("classes") or fdata.CLASS_NAMES.get(meta.get("data_flag") or "")  # older files: by the data
     names = names if isinstance(names, (list, tuple)) and len(names) == n_out else None
+    target: Optional[int] = None  # --explain-class: the class the costs are taken at, else each one's predicted
+    if args.explain_class is not None:
+        found = _class_named(args.explain_class, n_out, names)
+        if isinstance(found, str):
+            return fail(found)
+        target = found
     examples, labels, notes = [], [], []
     for path in args.inputs:
         try:
@@ -122,8 +130,9 @@ def _predict(args, record: dict) -> int:
                   output_activation=output, predictions=[])
     explained: Optional[dict] = None
     if ds is not None:
-        explained = _explain(params, ds, over, X, np.argmax(outputs, axis=1), meta, record,
-                             args.explain_by or "product")
+        explained = _explain(params, ds, over, X, np.argmax(outputs, axis=1) if target is None else
+                             np.full(len(X), target), meta, record, args.explain_by or "product",
+                             "its predicted class" if target is None else f"class {named(target)}")
     pictures: list = []
     titles: list = []
     listed = 0  # the training images drawn
@@ -141,17 +150,19 @@ def _predict(args, record: dict) -> int:
 
         products, lists, cos = explained["products"][j], explained["lists"][j], explained["cos"][j]
         train_labels = explained["labels"]
-        print(f"    its cost at {named(int(order[0]))} {float(explained['costs'][j]):.4f}, ‖∇C_x‖ "
+        at = int(order[0]) if target is None else target
+        print(f"    its cost at {named(at)} {float(explained['costs'][j]):.4f}, ‖∇C_x‖ "
               f"{float(explained['grad_norms'][j]):.4f}" + ("" if any(lists) else "; no training example pulls it"))
         for line in cli_evaluate.explained_lines(explained["n"], products, lists, cos, train_labels, named,
                                                  explained["product"], indent="    "):
             print(line)
         record["predictions"][-1]["explain"] = dict(
-            cost=float(explained["costs"][j]), grad_norm=float(explained["grad_norms"][j]),
+            target=at, cost=float(explained["costs"][j]), grad_norm=float(explained["grad_norms"][j]),
             **cli_evaluate.explained_record(products, lists, cos, train_labels))
         if args.explain_images is not None:
-            more, more_titles = cli_evaluate.explained_pictures(X[j], f"{label}\n→ {named(int(order[0]))}", lists,
-                                                                cos, ds.train.X, train_labels, named)
+            title = f"{label}\n→ {named(int(order[0]))}" + ("" if target is None else f", at {named(at)}")
+            more, more_titles = cli_evaluate.explained_pictures(X[j], title, lists, cos, ds.train.X, train_labels,
+                                                                named)
             pictures += more
             titles += more_titles
             listed += sum(len(rows) for rows in lists)
@@ -160,19 +171,34 @@ def _predict(args, record: dict) -> int:
         from fbp.cli_evaluate import EXPLAINED
 
         problem = image_unwritten("--explain-images", args.explain_images, plot.images(
-            np.stack(pictures), titles, cols=EXPLAINED + 1, title=f"the {ds.name} training examples whose steps pull "
-                                                                  f"each input toward its predicted class (first row) "
-                                                                  f"and away from it (second row) most"))
+            np.stack(pictures), titles, cols=EXPLAINED + 1,
+            title=f"the {ds.name} training examples whose steps pull each input toward "
+                  f"{'its predicted class' if target is None else f'class {named(target)}'} (first row) and away "
+                  f"from it (second row) most"))
         if problem:
             return fail(problem)
-        print(f"wrote {args.explain_images}: {len(labels)} inputs and {listed} training images")
+        print(f"wrote {args.explain_images}: {len(labels)} input{'s' if len(labels) > 1 else ''} and {listed} "
+              f"training images")
         record["explain"]["images"] = args.explain_images
     return 0
 
 
-def _explain(params, ds, over, X, predicted, meta: dict, record: dict, by: str) -> dict:
+def _class_named(text: str, n_out: int, names) -> "int | str":
+    """--explain-class's class: a number below ``n_out`` or one of ``names`` (any case); or the one-line problem."""
+    if text.strip().isdigit() and int(text) < n_out:
+        return int(text)
+    if names:
+        found = [c for c, name in enumerate(names) if name.lower() == text.strip().lower()]
+        if found:
+            return found[0]
+    known = ", ".join(f"{c} {name}" for c, name in enumerate(names)) if names else f"0 to {n_out - 1}"
+    return f"--explain-class {text}: the network's classes are {known}"
+
+
+def _explain(params, ds, over, X, targets, meta: dict, record: dict, by: str, at: str) -> dict:
     """--explain's products of every training example of ``ds`` with each
-    input of ``X``, its ``predicted`` class the target, under the network
+    input of ``X``, its class of ``targets`` the target (each one's
+    predicted class, or --explain-class's; ``at`` says which), under the network
     or (``over``) summed over the run's checkpoints, ranked ``by`` the
     products or their cosines (``cli_evaluate.explained``); prints what they are and puts it into
     ``record["explain"]``. Returns ``explained``'s dict with the training
@@ -183,7 +209,7 @@ def _explain(params, ds, over, X, predicted, meta: dict, record: dict, by: str) 
 
     dtype = params[0].w.dtype
     cost = meta.get("cost") or "log_likelihood"
-    Y = np.eye(params[-1].n_out, dtype=dtype)[predicted]
+    Y = np.eye(params[-1].n_out, dtype=dtype)[targets]
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
     weighted = [(params, 1.0)] if over is None else cli_evaluate._weighted(over)
     e = cli_evaluate.explained(params, weighted, train_X, train_Y, X, Y, cost, by)
@@ -193,17 +219,18 @@ def _explain(params, ds, over, X, predicted, meta: dict, record: dict, by: str) 
     if over is None:
         e["product"] = "g_n · g_x"
         print(f"with each input, the {ds.name} training examples (of the {n}) whose gradient g_n points most with "
-              f"and against the input's g_x, its predicted class the target ({cost}){cosine}: a step of SGD on n "
-              f"changes the input's cost there by about −η g_n · g_x, so those that help pull it toward that class")
+              f"and against the input's g_x, {at} the target ({cost}){cosine}: a step of SGD on n changes the "
+              f"input's cost there by about −η g_n · g_x, so those that help pull it toward that class")
     else:
         e["product"] = "Σ ηe g_n · g_x"
         print(f"TracIn over {cli_evaluate._checkpoints_text(over)}: with each input, the {ds.name} training "
-              f"examples (of the {n}) whose steps lowered and raised its cost at its predicted class ({cost}) "
+              f"examples (of the {n}) whose steps lowered and raised its cost at {at} ({cost}) "
               f"most over the run, by Σ_i η_i e_i g_n(w_i) · g_x(w_i)"
               + cosine.replace("‖g_n‖ ‖g_x‖", "the norms of the two gradients stacked over the checkpoints"))
     e["labels"] = np.argmax(ds.train.Y, axis=1)
     record["explain"] = dict(data=ds.name, training_examples=n, cost_function=cost,
-                             over_checkpoints=over is not None, ranked_by=by)
+                             over_checkpoints=over is not None, ranked_by=by,
+                             target=None if at == "its predicted class" else int(targets[0]))
     if over is not None:
         record["explain"]["checkpoints"] = [dict(epoch=epoch, lr=lr, epochs_spanned=span)
                                             for epoch, _, lr, span in over]

@@ -161,7 +161,7 @@ def test_predict_explain_lists_the_training_examples_behind_each_prediction(digi
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["explain"] == dict(data="digits", training_examples=len(ds.train), cost_function=meta["cost"],
-                                  over_checkpoints=False, ranked_by="product")
+                                  over_checkpoints=False, ranked_by="product", target=None)
     r = fbp_here(capsys, "predict", digits_net, rows, "--explain", "--explain-by", "cosine", "--json", "-")
     assert r.returncode == 0, r.stderr
     by_cosine = json.loads(r.stdout)
@@ -202,6 +202,28 @@ def test_predict_explain_lists_the_training_examples_behind_each_prediction(digi
             at = [item["row"] for item in listed]
             np.testing.assert_allclose([item["cos"] for item in listed], cosines[at], rtol=1e-4)
             np.testing.assert_allclose([item["product"] for item in listed], dots[at], rtol=1e-4)
+    # --explain-class 3: every input's lists are of its cost at class 3, whatever it was taken for
+    r = fbp_here(capsys, "predict", digits_net, rows, "--explain", "--explain-class", "3", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    at3 = json.loads(r.stdout)
+    assert at3["explain"]["target"] == 3 and got["explain"]["target"] is None
+    y3 = np.eye(10, dtype=np.float32)[3]
+    for x, p in zip(X, at3["predictions"]):
+        dots = G @ grads(x[None], y3[None])[0]
+        assert p["explain"]["target"] == 3
+        np.testing.assert_allclose([i["product"] for i in p["explain"]["helps"]], np.sort(dots)[::-1][:5], rtol=1e-4)
+        np.testing.assert_allclose([i["product"] for i in p["explain"]["hurts"]], np.sort(dots)[:5], rtol=1e-4)
+    from fbp.cli_predict import _class_named
+
+    names = fdata.CLASS_NAMES["fashion-mnist"]  # a network whose data names its classes takes names, in any case
+    assert [_class_named(t, 10, names) for t in ("ankle BOOT", " 9", "T-shirt/top")] == [9, 9, 0]
+    assert _class_named("boot", 10, names) == ("--explain-class boot: the network's classes are 0 T-shirt/top, 1 "
+                                               "Trouser, 2 Pullover, 3 Dress, 4 Coat, 5 Sandal, 6 Shirt, 7 Sneaker, "
+                                               "8 Bag, 9 Ankle boot")
+    for bad in ("10", "three"):  # digits name no classes: numbers only
+        r = fbp_here(capsys, "predict", digits_net, rows, "--explain", "--explain-class", bad)
+        assert r.returncode == 2 and r.stderr == (f"fbp predict: error: --explain-class {bad}: the network's "
+                                                  f"classes are 0 to 9\n"), r.stderr
     # the text: each input's line, its cost, then its ten training rows
     drawn = tmp_path / "explain.png"
     r = fbp_here(capsys, "predict", digits_net, rows, "--explain", "--top", "1", "--explain-images", str(drawn))
@@ -258,6 +280,8 @@ def test_predict_explain_over_checkpoints_is_evaluate_explain_for_a_row_it_gets_
                                                           "run's checkpoints; give --explain too"),
                          ([run, x, "--explain-by", "cosine"], "--explain-by cosine ranks --explain's lists; give "
                                                               "--explain too"),
+                         ([run, x, "--explain-class", "3"], "--explain-class 3 picks the class --explain's lists "
+                                                            "are of; give --explain too"),
                          ([run, x, "--data", "digits"], "--data digits names the data whose training examples "
                                                         "--explain lists; give --explain too"),
                          ([run, x, "--explain-images", str(tmp_path / "e.png")], "draws --explain's lists; give "
