@@ -133,6 +133,7 @@ def _predict(args, record: dict) -> int:
         explained = _explain(params, ds, over, X, np.argmax(outputs, axis=1) if target is None else
                              np.full(len(X), target), meta, record, args.explain_by or "product",
                              "its predicted class" if target is None else f"class {named(target)}")
+        record["explain"]["target"] = target
     pictures: list = []
     titles: list = []
     listed = 0  # the training images drawn
@@ -229,8 +230,7 @@ def _explain(params, ds, over, X, targets, meta: dict, record: dict, by: str, at
               + cosine.replace("‖g_n‖ ‖g_x‖", "the norms of the two gradients stacked over the checkpoints"))
     e["labels"] = np.argmax(ds.train.Y, axis=1)
     record["explain"] = dict(data=ds.name, training_examples=n, cost_function=cost,
-                             over_checkpoints=over is not None, ranked_by=by,
-                             target=None if at == "its predicted class" else int(targets[0]))
+                             over_checkpoints=over is not None, ranked_by=by)
     if over is not None:
         record["explain"]["checkpoints"] = [dict(epoch=epoch, lr=lr, epochs_spanned=span)
                                             for epoch, _, lr, span in over]
