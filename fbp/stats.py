@@ -121,7 +121,7 @@ def grad_gram(params: list, X: Array, Y: Array, cost, X2: Optional[Array] = None
 
 
 def tracin(checkpoints, X: ArrayLike, Y: ArrayLike, cost, X2: Optional[ArrayLike] = None,
-           Y2: Optional[ArrayLike] = None, chunk_size: Optional[int] = None) -> Array:
+           Y2: Optional[ArrayLike] = None, chunk_size: Optional[int] = None, cosine: bool = False) -> Array:
     """TracIn over checkpoints (TracInCP, Pruthi et al. 2020): (B, B2),
     entry (n, m) Σ_i η_i g_n(w_i) · g'_m(w_i), ``checkpoints`` a sequence of
     pairs (params w_i, weight η_i), each term a ``grad_gram``.
@@ -134,12 +134,29 @@ def tracin(checkpoints, X: ArrayLike, Y: ArrayLike, cost, X2: Optional[ArrayLike
     three beside every ``keep_every``-th), weigh each by the epochs it
     stands for too, as ``fbp evaluate --over-checkpoints`` does. With
     momentum or Adam the step size is only the base rate. The networks must
-    have one structure; X2, Y2 and ``chunk_size`` as in ``grad_gram``."""
+    have one structure; X2, Y2 and ``chunk_size`` as in ``grad_gram``.
+
+    ``cosine``: each entry over the norms of the two gradients stacked over
+    the checkpoints, each times the √ of its weight, Σ_i η_i g_n · g'_m /
+    (√(Σ_i η_i ‖g_n‖²) √(Σ_i η_i ‖g'_m‖²)) (``self_influence`` gives the
+    sums under the roots): in [−1, 1], how nearly the two examples' steps
+    point the same way, however large they are. A product grows with
+    ‖g_n‖, so the examples of the largest gradients (late in training,
+    those not fitted, mislabelled ones above all) head the products' lists
+    of many examples; the cosine's lists hold examples like the one
+    explained (``experiments/explanations.py``). A zero gradient gives 0."""
     checkpoints = _checked_checkpoints("tracin", checkpoints)
     X, Y = jnp.asarray(X), jnp.asarray(Y)  # on the device once, not once per checkpoint
     X2, Y2 = (None if a is None else jnp.asarray(a) for a in (X2, Y2))
     parts = [lr * grad_gram(params, X, Y, cost, X2, Y2, chunk_size=chunk_size) for params, lr in checkpoints]
-    return sum(parts[1:], parts[0])
+    products = sum(parts[1:], parts[0])
+    if not cosine:
+        return products
+    norms = jnp.sqrt(self_influence(checkpoints, X, Y, cost, chunk_size=chunk_size))
+    norms2 = norms if X2 is None or Y2 is None else jnp.sqrt(self_influence(checkpoints, X2, Y2, cost,
+                                                                            chunk_size=chunk_size))
+    scale = norms[:, None] * norms2[None, :]
+    return jnp.where(scale > 0, products / jnp.where(scale > 0, scale, 1), 0)
 
 
 def _checked_checkpoints(name: str, checkpoints) -> list:

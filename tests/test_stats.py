@@ -98,6 +98,19 @@ def test_tracin_is_each_checkpoints_gradient_products_times_its_weight_summed():
         ref = ref + weight * flat @ flat[-2:].T
     got = stats.tracin([(params, 0.5), (later, 1.5)], X, Y, "log_likelihood", X[-2:], Y[-2:], chunk_size=4)
     assert got.shape == (6, 2) and fbp.relative_error(got, ref) <= 1e-10
+    # cosine=True: over the norms of the gradients stacked over the checkpoints, each times √ of its weight
+    sq = 0.0
+    for net, weight in ((params, 0.5), (later, 1.5)):
+        flat = np.concatenate([np.asarray(leaf).reshape(len(X), -1)
+                               for leaf in jax.tree.leaves(per_example_ref(net, X, Y, "log_likelihood"))], axis=1)
+        sq = sq + weight * np.sum(flat ** 2, axis=1)
+    cos = stats.tracin([(params, 0.5), (later, 1.5)], X, Y, "log_likelihood", X[-2:], Y[-2:], cosine=True)
+    assert fbp.relative_error(cos, ref / np.sqrt(sq)[:, None] / np.sqrt(sq[-2:])[None, :]) <= 1e-10
+    assert np.allclose(np.diag(np.asarray(cos)[-2:]), 1.0)  # the last two examples, each with itself: 1
+    square = stats.tracin([(params, 0.5)], X, Y, "log_likelihood", cosine=True)  # X against itself
+    assert np.allclose(np.diag(np.asarray(square)), 1.0) and np.all(np.abs(np.asarray(square)) <= 1 + 1e-12)
+    zero = stats.tracin([(params, 0.0)], X, Y, "log_likelihood", cosine=True)  # no step: no gradient, 0 not NaN
+    assert np.array_equal(np.asarray(zero), np.zeros((6, 6)))
     one = stats.tracin([(later, 1.5)], X, Y, "log_likelihood")  # one checkpoint: its Gram matrix times η
     assert fbp.relative_error(one, 1.5 * np.asarray(stats.grad_gram(later, X, Y, "log_likelihood"))) <= 1e-12
     for bad, needle in (([], "non-empty list of \\(params, step size\\) pairs"),
