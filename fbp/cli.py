@@ -88,6 +88,19 @@ def _data_dir_problem(data: str, data_dir: Optional[str]) -> Optional[str]:
     return None
 
 
+def class_named(text: str, n_out: int, names) -> "int | str":
+    """--explain-class's class (fbp evaluate's and fbp predict's): a number below ``n_out`` or one of ``names`` (any
+    case); or the one-line problem."""
+    if text.strip().isdigit() and int(text) < n_out:
+        return int(text)
+    if names:
+        found = [c for c, name in enumerate(names) if name.lower() == text.strip().lower()]
+        if found:
+            return found[0]
+    known = ", ".join(f"{c} {name}" for c, name in enumerate(names)) if names else f"0 to {n_out - 1}"
+    return f"--explain-class {text}: the network's classes are {known}"
+
+
 def image_unwritten(flag: str, path: str, figure) -> Optional[str]:
     """``figure`` written into ``path`` (``plot.save``: atomically, its
     format by the suffix), or the one-line error naming ``flag`` where it

@@ -469,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "did to their own cost; fbp train --keep-every N keeps checkpoints spread over the "
                                "run")
     evaluate.add_argument("--explain-by", choices=["product", "cosine"], default=None, help=EXPLAIN_BY)
+    evaluate.add_argument("--explain-class", default=None, metavar="C",
+                          help="take --explain's cost of ROW at class C, a number or a name (default: its true "
+                               "class): the training examples that pull ROW toward C and away from it, to ask why "
+                               "it was, or was not, taken for C")
     evaluate.add_argument("--explain-images", default=None, metavar="FILE",
                           help="draw --explain's example and the training examples listed for it into FILE (.png, "
                                ".pdf, .svg): the ones that help it on the first row, those that hurt it on the "

@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import os
 
-from fbp.cli import (_data_dir_problem, _error, _image_path_problem, _validation_size_problem, image_unwritten,
-                     network_text, trained_with, with_json)
+from fbp.cli import (_data_dir_problem, _error, _image_path_problem, _validation_size_problem, class_named,
+                     image_unwritten, network_text, trained_with, with_json)
 
 
 def cmd_evaluate(args) -> int:
@@ -43,6 +43,9 @@ def _evaluate(args, record: dict) -> int:
         return fail(f"--explain-images {args.explain_images} draws the lists of --explain ROW; give --explain ROW too")
     if args.explain is None and args.explain_by is not None:
         return fail(f"--explain-by {args.explain_by} ranks the lists of --explain ROW; give --explain ROW too")
+    if args.explain is None and args.explain_class is not None:
+        return fail(f"--explain-class {args.explain_class} picks the class the lists of --explain ROW are of; give "
+                    f"--explain ROW too")
     if args.over_checkpoints and args.explain is None and args.worst is None:
         return fail("--over-checkpoints sums --explain's products, or --worst's costs or gradients, over a run's "
                     "checkpoints; give --explain ROW or --worst N too")
@@ -90,6 +93,11 @@ def _evaluate(args, record: dict) -> int:
     if args.explain is not None and args.explain >= len(split):
         return fail(f"--explain {args.explain}: the {ds.name} {args.split} split has {len(split)} examples, rows "
                     f"0 to {len(split) - 1}")
+    target = None  # --explain-class: the class ROW's cost is taken at, else its true class
+    if args.explain_class is not None:
+        target = class_named(args.explain_class, ds.n_classes, ds.classes)
+        if isinstance(target, str):
+            return fail(target)
     for flag, path, lists in (("--worst-images", args.worst_images, "--worst"),
                               ("--explain-images", args.explain_images, "--explain")):
         if path is not None and plot.image_side(ds.n_in) is None:
@@ -152,7 +160,7 @@ def _evaluate(args, record: dict) -> int:
             record["worst"]["images"] = args.worst_images
     if args.explain is not None:
         pictures, titles, listed = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted,
-                                                    names, over, record, args.explain_by or "product")
+                                                    names, over, record, args.explain_by or "product", target)
         if args.explain_images is not None:
             problem = image_unwritten("--explain-images", args.explain_images, plot.images(
                 pictures, titles, cols=EXPLAINED + 1, title=f"{ds.name}: the training examples whose steps help "
@@ -420,15 +428,15 @@ def explained_pictures(x, title: str, lists, cos, train_X, labels, named) -> tup
 
 
 def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names, over=None,
-                     record=None, by: str = "product"):
+                     record=None, by: str = "product", target=None):
     """fbp evaluate --explain ROW: the training examples whose gradients
     point most with and most against example ROW's (``stats.grad_gram``),
     those whose steps lower and raise its cost most; with ``over``, the
     [(epoch, params, η, span)] of a run's checkpoints, the same from the
     products summed over them, each times its η and the epochs it stands
     for (``stats.tracin``): each example is stepped on once an epoch, so
-    the sum follows what its steps did over the whole run (``explained``).
-    Returns the pictures for --explain-images (ROW, those that help, a
+    the sum follows what its steps did over the whole run (``explained``);
+    ROW's cost taken at its true class, or at class ``target``. Returns the pictures for --explain-images (ROW, those that help, a
     blank, those that hurt), their titles, and how many training examples
     were listed; the lists go into ``record["explain"]`` too."""
     import numpy as np
@@ -439,11 +447,14 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     dtype = params[0].w.dtype
     X = np.asarray(getattr(ds, split).X[row:row + 1], dtype)
     Y = np.asarray(getattr(ds, split).Y[row:row + 1], dtype)
+    if target is not None:
+        Y = np.eye(ds.n_classes, dtype=dtype)[[target]]
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
     e = explained(params, [(params, 1.0)] if over is None else _weighted(over), train_X, train_Y, X, Y, cost, by)
     n, products, lists, cos = e["n"], e["products"][0], e["lists"][0], e["cos"][0]
-    print(f"explain row {row} of the {split} split: true {named(truth[row])} → predicted {named(predicted[row])}, "
-          f"cost {float(e['costs'][0]):.4f}, ‖∇C_x‖ {float(e['grad_norms'][0]):.4f}")
+    at = "" if target is None else f", at class {named(target)}"
+    print(f"explain row {row} of the {split} split: true {named(truth[row])} → predicted {named(predicted[row])}"
+          f"{at}, cost {float(e['costs'][0]):.4f}, ‖∇C_x‖ {float(e['grad_norms'][0]):.4f}")
     product = "g_n · g_x"
     if over is None and by == "product":
         print(f"the training examples whose gradient g_n points most with and against this one's g_x, of the "
@@ -461,13 +472,15 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     labels = np.argmax(ds.train.Y, axis=1)
     if record is not None:
         record["explain"] = dict(
-            row=row, true=int(truth[row]), predicted=int(predicted[row]), cost=float(e["costs"][0]),
+            row=row, true=int(truth[row]), predicted=int(predicted[row]),
+            target=int(truth[row]) if target is None else target, cost=float(e["costs"][0]),
             grad_norm=float(e["grad_norms"][0]), over_checkpoints=over is not None, training_examples=n,
             ranked_by=by, **explained_record(products, lists, cos, labels))
     for line in explained_lines(n, products, lists, cos, labels, named, product):
         print(line)
-    pictures, titles = explained_pictures(X[0], f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}",
-                                          lists, cos, ds.train.X, labels, named)
+    pictures, titles = explained_pictures(X[0], f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}"
+                                          + ("" if target is None else f", at {named(target)}"), lists, cos,
+                                          ds.train.X, labels, named)
     return np.stack(pictures), titles, sum(len(rows) for rows in lists)
 
 

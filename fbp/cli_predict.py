@@ -9,7 +9,7 @@ import functools
 import os
 from typing import Any, Optional
 
-from fbp.cli import _error, network_text, trained_with, with_json
+from fbp.cli import _error, class_named, network_text, trained_with, with_json
 
 
 class InputError(ValueError):
@@ -71,7 +71,7 @@ def _predict(args, record: dict) -> int:
     names = names if isinstance(names, (list, tuple)) and len(names) == n_out else None
     target: Optional[int] = None  # --explain-class: the class the costs are taken at, else each one's predicted
     if args.explain_class is not None:
-        found = _class_named(args.explain_class, n_out, names)
+        found = class_named(args.explain_class, n_out, names)
         if isinstance(found, str):
             return fail(found)
         target = found
@@ -182,18 +182,6 @@ def _predict(args, record: dict) -> int:
               f"training images")
         record["explain"]["images"] = args.explain_images
     return 0
-
-
-def _class_named(text: str, n_out: int, names) -> "int | str":
-    """--explain-class's class: a number below ``n_out`` or one of ``names`` (any case); or the one-line problem."""
-    if text.strip().isdigit() and int(text) < n_out:
-        return int(text)
-    if names:
-        found = [c for c, name in enumerate(names) if name.lower() == text.strip().lower()]
-        if found:
-            return found[0]
-    known = ", ".join(f"{c} {name}" for c, name in enumerate(names)) if names else f"0 to {n_out - 1}"
-    return f"--explain-class {text}: the network's classes are {known}"
 
 
 def _explain(params, ds, over, X, targets, meta: dict, record: dict, by: str, at: str) -> dict:

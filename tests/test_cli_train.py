@@ -286,6 +286,16 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path, capsys):
     listed = [line.split() for line in shown[at + 2:at + 12]]
     assert [int(l[3]) for l in listed] == list(np.argsort(-cosines)[:5]) + list(np.argsort(cosines)[:5])
     np.testing.assert_allclose([float(l[11]) for l in listed], cosines[[int(l[3]) for l in listed]], atol=1e-3)
+    # --explain-class 5: ROW's cost at class 5, not at its true class
+    five = np.eye(10, dtype=np.asarray(test.Y).dtype)[[5]]
+    dots5 = np.asarray(fbp.stats.grad_gram(params, train.X, train.Y, "log_likelihood", test.X[3:4], five))[:, 0]
+    proc = evaluate(str(net), "--explain", "3", "--explain-class", "5")
+    assert proc.returncode == 0, proc.stderr
+    shown = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(shown) if line.startswith("explain row 3 of the test split: "))
+    assert ", at class 5, cost " in shown[at]
+    listed = [line.split() for line in shown[at + 2:at + 12]]
+    assert [int(l[3]) for l in listed] == list(np.argsort(-dots5)[:5]) + list(np.argsort(dots5)[:5])
     drawn = tmp_path / "explain.png"  # --explain-images draws the example and both lists
     proc = evaluate(str(net), "--explain", "3", "--explain-images", str(drawn))
     assert proc.returncode == 0 and f"wrote {drawn}: 11 images" in proc.stdout, proc.stderr
@@ -295,6 +305,10 @@ def test_cli_restore_best_tests_the_best_epochs_params(tmp_path, capsys):
                                                             f"ROW; give --explain ROW too"),
                          (["--explain-by", "cosine"], "--explain-by cosine ranks the lists of --explain ROW; give "
                                                       "--explain ROW too"),
+                         (["--explain-class", "5"], "--explain-class 5 picks the class the lists of --explain ROW "
+                                                    "are of; give --explain ROW too"),
+                         (["--explain", "3", "--explain-class", "10"], "--explain-class 10: the network's classes "
+                                                                       "are 0 to 9"),
                          ([str(net), "--explain", "0"], "--explain 0 looks at the gradients of one network; give "
                                                         "one, not 2")):
         proc = evaluate(str(net), *argv)
@@ -371,6 +385,7 @@ def test_cli_evaluate_json_holds_the_report_as_one_object(tmp_path, capsys):
     dots = np.asarray(fbp.stats.grad_gram(params, ds.train.X, ds.train.Y, "log_likelihood", X[3:4], Y[3:4]))[:, 0]
     e = r["explain"]
     assert (e["row"], e["true"], e["predicted"], e["training_examples"]) == (3, truth[3], predicted[3], 1257)
+    assert e["target"] == truth[3]  # the cost at its true class
     assert [h["row"] for h in e["helps"]] == list(np.argsort(-dots)[:5])
     assert [h["row"] for h in e["hurts"]] == list(np.argsort(dots)[:5])
     np.testing.assert_allclose([h["product"] for h in e["helps"] + e["hurts"]],

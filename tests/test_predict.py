@@ -213,11 +213,11 @@ def test_predict_explain_lists_the_training_examples_behind_each_prediction(digi
         assert p["explain"]["target"] == 3
         np.testing.assert_allclose([i["product"] for i in p["explain"]["helps"]], np.sort(dots)[::-1][:5], rtol=1e-4)
         np.testing.assert_allclose([i["product"] for i in p["explain"]["hurts"]], np.sort(dots)[:5], rtol=1e-4)
-    from fbp.cli_predict import _class_named
+    from fbp.cli import class_named
 
     names = fdata.CLASS_NAMES["fashion-mnist"]  # a network whose data names its classes takes names, in any case
-    assert [_class_named(t, 10, names) for t in ("ankle BOOT", " 9", "T-shirt/top")] == [9, 9, 0]
-    assert _class_named("boot", 10, names) == ("--explain-class boot: the network's classes are 0 T-shirt/top, 1 "
+    assert [class_named(t, 10, names) for t in ("ankle BOOT", " 9", "T-shirt/top")] == [9, 9, 0]
+    assert class_named("boot", 10, names) == ("--explain-class boot: the network's classes are 0 T-shirt/top, 1 "
                                                "Trouser, 2 Pullover, 3 Dress, 4 Coat, 5 Sandal, 6 Shirt, 7 Sneaker, "
                                                "8 Bag, 9 Ankle boot")
     for bad in ("10", "three"):  # digits name no classes: numbers only
