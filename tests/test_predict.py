@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fbp
+from fbp import checkpoint as ckpt
 from fbp import data as fdata
 
 from training_helpers import fbp_here
@@ -272,6 +273,18 @@ def test_predict_explain_over_checkpoints_is_evaluate_explain_for_a_row_it_gets_
                                    rtol=1e-5)
     r = fbp_here(capsys, "predict", run, x, "--explain", "--over-checkpoints")
     assert r.stdout.splitlines()[1].startswith("TracIn over the run's 3 checkpoints w_i, of epochs 1, 2, 3")
+    # --explain-by cosine over the run: the five largest and smallest of stats.tracin(..., cosine=True) with the
+    # checkpoints weighing as the JSON says, η_i times the epochs each stands for
+    r = fbp_here(capsys, "predict", run, x, "--explain", "--over-checkpoints", "--explain-by", "cosine", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    e = json.loads(r.stdout)["predictions"][0]["explain"]
+    weighted = [(fbp.load_params(ckpt.path_of(run, c["epoch"])), c["lr"] * c["epochs_spanned"])
+                for c in got["explain"]["checkpoints"]]
+    y = np.eye(10, dtype=np.float32)[[predicted[row]]]
+    cos = np.asarray(fbp.stats.tracin(weighted, ds.train.X, ds.train.Y, "log_likelihood", ds.test.X[row:row + 1], y,
+                                      cosine=True))[:, 0]
+    np.testing.assert_allclose([i["cos"] for i in e["helps"]], np.sort(cos)[::-1][:5], rtol=1e-4)
+    np.testing.assert_allclose([i["cos"] for i in e["hurts"]], np.sort(cos)[:5], rtol=1e-4)
     three = str(tmp_path / "three.npz")  # 64 inputs, but 3 classes: not a digits network
     fbp.save_params(three, fbp.init_mlp(jax.random.key(0), [64, 5, 3]), dict(data_flag="digits"))
     one = str(tmp_path / "one.npz")
