@@ -547,6 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--validation", type=_nonneg_int, default=None,
                          help="for --explain: validation examples taken from the training set before its examples "
                               "are listed (default: as it was trained)")
+    predict.add_argument("--center", choices=["box", "mass"], default="box",
+                         help="where an image's object goes in the frame: box keeps the box around it in the "
+                              "middle, as the padding leaves it; mass then moves it by whole pixels so that its "
+                              "centre of mass is at the middle, as MNIST's digits were placed (with --crop --margin "
+                              "0.2, MNIST's framing: the digit in the middle 20 of 28 pixels, centred by its mass)")
     predict.add_argument("--json", default=None, metavar="FILE",
                          help="also write the predictions as one JSON object into FILE, every class's output "
                               "included, and --explain's lists (- prints it on stdout instead of the lines)")

@@ -87,7 +87,7 @@ def _predict(args, record: dict) -> int:
                 if side is None:
                     return fail(f"{path}: the network takes {n_in} numbers, not a square image; give its "
                                 f"inputs as a .npy array of {n_in} numbers")
-                x, note = image_input(path, side, args.invert, args.crop, args.margin)
+                x, note = image_input(path, side, args.invert, args.crop, args.margin, args.center)
                 examples.append(x[None])
                 labels.append(path)
                 notes.append(note)
@@ -266,7 +266,8 @@ def _array_rows(path: str, n_in: int, side: Optional[int]):
 INK = 0.25  # --crop: a pixel is ink where it reaches this fraction of the image's brightest (after turning over)
 
 
-def image_input(path: str, side: int, invert: str = "auto", crop: bool = False, margin: float = 0.0) -> tuple:
+def image_input(path: str, side: int, invert: str = "auto", crop: bool = False, margin: float = 0.0,
+                center: str = "box") -> tuple:
     """An image file as one input of a network trained on side × side
     images: grey levels (colours by their luminance, ITU-R 601, transparency
     over white), inverted when ``invert`` is "yes", or "auto" and its
@@ -277,8 +278,11 @@ def image_input(path: str, side: int, invert: str = "auto", crop: bool = False, 
     around it on each side; padded with the dark ground to a square (its
     shape kept, as Fashion-MNIST's images were made and MNIST's centred),
     then scaled as a whole to side × side by averaging the pixels each new
-    one covers (Pillow's box filter). Returns (the (side²,) input in [0, 1],
-    a note of what was done); InputError for a file that is not an image."""
+    one covers (Pillow's box filter); with ``center`` "mass", moved then by
+    whole pixels so that its centre of mass is at the middle, as MNIST's
+    digits were placed (as near as its ink lets, none of it moved out of
+    the frame: ``_centred_by_mass``). Returns (the (side²,) input in [0, 1], a note of what was
+    done); InputError for a file that is not an image."""
     import numpy as np
 
     try:
@@ -333,4 +337,33 @@ def image_input(path: str, side: int, invert: str = "auto", crop: bool = False, 
     if img.shape[0] != side:
         img = np.asarray(Image.fromarray(img.astype(np.float32)).resize((side, side), resampling.BOX), np.float64)
         notes.append(f"scaled to {side}×{side}")
-    return np.clip(img, 0, 1).reshape(-1), ", ".join(notes) + hint
+    img = np.clip(img, 0, 1)
+    if center == "mass" and img.sum() > 0:
+        img, moved = _centred_by_mass(img)
+        notes.append(f"moved {moved[1]:+d}, {moved[0]:+d} pixels to centre its mass" if any(moved) else
+                     "its mass centred already")
+    return img.reshape(-1), ", ".join(notes) + hint
+
+
+def _centred_by_mass(img) -> tuple:
+    """``img`` (side × side, ≥ 0, not all 0) moved by whole pixels, the
+    ground filling in, so that its centre of mass Σ v·(row, col) / Σ v comes
+    to the middle, (side − 1) / 2 each way, as near as whole pixels allow and
+    no further than keeps every pixel of ink (as --crop counts it: at least
+    INK times the brightest) in the frame; and the move (rows, cols)."""
+    import numpy as np
+
+    side = img.shape[0]
+    at = np.arange(side)
+    mass = img.sum()
+    centre = ((img.sum(axis=1) @ at) / mass, (img.sum(axis=0) @ at) / mass)
+    rows, cols = np.nonzero(img >= INK * img.max())  # ink as --crop counts it; the ground's faint rest may go
+    moves = []
+    for c, ink in zip(centre, (rows, cols)):
+        want = int(np.round((side - 1) / 2 - c))
+        moves.append(int(np.clip(want, -ink.min(), side - 1 - ink.max())))
+    dr, dc = moves
+    out = np.zeros_like(img)
+    out[max(dr, 0):side + min(dr, 0), max(dc, 0):side + min(dc, 0)] = \
+        img[max(-dr, 0):side + min(-dr, 0), max(-dc, 0):side + min(-dc, 0)]
+    return out, (dr, dc)

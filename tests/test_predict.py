@@ -313,3 +313,52 @@ def test_predict_explain_over_checkpoints_is_evaluate_explain_for_a_row_it_gets_
         r = fbp_here(capsys, "predict", *argv)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, (argv, r.stderr)
         assert r.stdout == ""
+
+
+def test_predict_center_mass_places_the_object_as_mnist_placed_its_digits(tmp_path, capsys):
+    """--crop --margin 0.2 --center mass: MNIST's framing, the object in the
+    middle 20 of 28 pixels, then moved by whole pixels so that its centre of
+    mass is at the middle; an L whose mass sits low and left ends within
+    half a pixel of the middle, where --center box leaves it over a pixel
+    off; ink at the frame's edge is moved only as far as keeps all of it."""
+    from fbp.cli_predict import image_input
+
+    shape = np.zeros((40, 30))
+    shape[:, :6] = 1.0  # an L: a bar down the left, a heavy foot along the bottom
+    shape[-12:, :] = 1.0
+    page = np.ones((300, 260))
+    page[120:200, 90:150] = 1 - np.kron(shape, np.ones((2, 2)))
+    path = str(tmp_path / "L.png")
+    mpimg.imsave(path, page, cmap="gray", vmin=0, vmax=1)
+    at = np.arange(28)
+
+    def centre(x):
+        img = x.reshape(28, 28)
+        return np.array([img.sum(axis=1) @ at, img.sum(axis=0) @ at]) / img.sum()
+
+    box, note_box = image_input(path, 28, crop=True, margin=0.2)
+    mass, note_mass = image_input(path, 28, crop=True, margin=0.2, center="mass")
+    rows = np.flatnonzero(box.reshape(28, 28).max(axis=1) > 0.5)
+    assert rows.max() - rows.min() + 1 == 20  # the object's longer side: 20 of the 28 pixels
+    assert np.max(np.abs(centre(box) - 13.5)) > 1 and np.max(np.abs(centre(mass) - 13.5)) <= 0.5
+    assert mass.sum() == pytest.approx(box.sum(), rel=1e-12)  # moved, none of it lost
+    dr, dc = np.round(centre(box) - centre(mass)).astype(int)
+    assert note_mass == note_box + f", moved {-dc:+d}, {-dr:+d} pixels to centre its mass"
+    # ink from edge to edge (no --crop, no margin): a bar across the top and a block at the left, whose mass asks
+    # to go right; the bar would leave the frame, so it moves down only
+    edge = np.ones((28, 28))
+    edge[0:3, :] = 0.0  # dark on a white page: inverted, ink across the whole width
+    edge[8:20, 0:8] = 0.0
+    side_path = str(tmp_path / "edge.png")
+    mpimg.imsave(side_path, edge, cmap="gray", vmin=0, vmax=1)
+    kept, _ = image_input(side_path, 28)
+    moved, note = image_input(side_path, 28, center="mass")
+    ink = moved.reshape(28, 28) > 0.5
+    assert ink.sum() == (kept.reshape(28, 28) > 0.5).sum() and ink[:, 0].any() and ink[:, -1].any()  # all of it
+    assert abs(centre(moved)[0] - 13.5) <= 0.5 and centre(moved)[1] == pytest.approx(centre(kept)[1])
+    assert abs(centre(kept)[1] - 13.5) > 3  # its mass is left of the middle, and stays there
+    assert note.endswith(f"moved +0, {round(13.5 - centre(kept)[0]):+d} pixels to centre its mass")
+    net = str(tmp_path / "net.npz")
+    fbp.save_params(net, fbp.init_mlp(jax.random.key(0), [784, 5, 10]))
+    r = fbp_here(capsys, "predict", net, path, "--crop", "--margin", "0.2", "--center", "mass", "--json", "-")
+    assert r.returncode == 0 and json.loads(r.stdout)["predictions"][0]["note"] == note_mass, r.stderr
