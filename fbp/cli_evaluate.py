@@ -436,9 +436,10 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     products summed over them, each times its η and the epochs it stands
     for (``stats.tracin``): each example is stepped on once an epoch, so
     the sum follows what its steps did over the whole run (``explained``);
-    ROW's cost taken at its true class, or at class ``target``. Returns the pictures for --explain-images (ROW, those that help, a
-    blank, those that hurt), their titles, and how many training examples
-    were listed; the lists go into ``record["explain"]`` too."""
+    ROW's cost taken at its true class, or at class ``target``. Returns
+    the pictures for --explain-images (ROW, those that help, a blank, those
+    that hurt), their titles, and how many training examples were listed;
+    the lists go into ``record["explain"]`` too."""
     import numpy as np
 
     def named(c):

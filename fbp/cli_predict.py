@@ -187,11 +187,12 @@ def _predict(args, record: dict) -> int:
 def _explain(params, ds, over, X, targets, meta: dict, record: dict, by: str, at: str) -> dict:
     """--explain's products of every training example of ``ds`` with each
     input of ``X``, its class of ``targets`` the target (each one's
-    predicted class, or --explain-class's; ``at`` says which), under the network
-    or (``over``) summed over the run's checkpoints, ranked ``by`` the
-    products or their cosines (``cli_evaluate.explained``); prints what they are and puts it into
-    ``record["explain"]``. Returns ``explained``'s dict with the training
-    examples' classes (labels) and the products' name (product) added."""
+    predicted class, or --explain-class's; ``at`` says which), under the
+    network or (``over``) summed over the run's checkpoints, ranked ``by``
+    the products or their cosines (``cli_evaluate.explained``); prints what
+    they are and puts it into ``record["explain"]``. Returns ``explained``'s
+    dict with the training examples' classes (labels) and the products'
+    name (product) added."""
     import numpy as np
 
     from fbp import cli_evaluate
@@ -281,8 +282,9 @@ def image_input(path: str, side: int, invert: str = "auto", crop: bool = False, 
     one covers (Pillow's box filter); with ``center`` "mass", moved then by
     whole pixels so that its centre of mass is at the middle, as MNIST's
     digits were placed (as near as its ink lets, none of it moved out of
-    the frame: ``_centred_by_mass``). Returns (the (side²,) input in [0, 1], a note of what was
-    done); InputError for a file that is not an image."""
+    the frame: ``_centred_by_mass``). Returns (the (side²,) input in
+    [0, 1], a note of what was done); InputError for a file that is not an
+    image."""
     import numpy as np
 
     try:
