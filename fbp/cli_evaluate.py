@@ -352,8 +352,9 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "pr
         if by == "cosine":
             own = np.sqrt(np.asarray(stats.self_influence(weighted, X[block], Y[block], cost), np.float64))
             scores = dots / np.maximum(norms_all[:, None] * own[None, :], tiny)
+        by_example = np.ascontiguousarray(scores.T)  # each example's scores in a row: a column is read strided
         for j in range(dots.shape[1]):
-            lists.append(_extremes(scores[:, j]))
+            lists.append(_extremes(by_example[j]))
             rows = lists[-1][0] + lists[-1][1]
             products.append({r: dots[r, j] for r in rows})
             if by == "cosine":
