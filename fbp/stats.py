@@ -23,6 +23,7 @@ import optax
 from jax.typing import ArrayLike
 
 from fbp.backprop import _check_reduction, _deltas_and_inputs, batch_deltas, batch_trace, check_batch, propagate, reduce
+from fbp.layers import Dense
 from fbp.network import check_int, forward_trace, like_params
 
 Array = jax.Array
@@ -383,6 +384,18 @@ def _output_hessian_factor(params, z_L, a_L, y, cost):
     )
 
 
+def _ggn_deltas(params, cost, x, y):
+    """One example's δ's of the Gauss-Newton matrix: each column of the
+    output Hessian's factor S pushed back through BP2, [(n_out, n_l)] (row c
+    the δ^l that column c gives), and the layers' inputs [(n_{l−1},)]; the
+    example's GGN is Σ_c g_c g_cᵀ, g_c the gradient BP3 and BP4 make of
+    column c's δ's."""
+    zs, activations = forward_trace(params, x)
+    S = _output_hessian_factor(params, zs[-1], activations[-1], y, cost)  # (n_out, n_out)
+    ds = jax.vmap(lambda d: propagate(params, zs, activations, d))(S)  # [(n_out, n_l)]: a δ per column
+    return ds, activations[:-1]
+
+
 @functools.partial(jax.jit, static_argnames=("cost", "reduction"))
 def diag_ggn(params: list, X: Array, Y: Array, cost, reduction: str = "mean") -> list:
     """The exact diagonal of the generalised Gauss-Newton matrix Σ_n J_nᵀ H_n J_n.
@@ -392,17 +405,207 @@ def diag_ggn(params: list, X: Array, Y: Array, cost, reduction: str = "mean") ->
     """
     _check_reduction(reduction)
     cost, X, Y = check_batch(params, X, Y, cost)
-
-    def one(x, y):
-        zs, activations = forward_trace(params, x)
-        S = _output_hessian_factor(params, zs[-1], activations[-1], y, cost)  # (n_out, n_out)
-        ds = jax.vmap(lambda d: propagate(params, zs, activations, d))(S)  # [(n_out, n_l)]: a δ per column
-        return ds, activations[:-1]
-
-    ds, a_prev = jax.vmap(one)(X, Y)  # [(B, n_out, n_l)], [(B, n_{l-1})]
+    ds, a_prev = jax.vmap(functools.partial(_ggn_deltas, params, cost))(X, Y)  # [(B, n_out, n_l)], [(B, n_{l-1})]
     scale = 1.0 / X.shape[0] if reduction == "mean" else 1.0
     return like_params(params, [jax.tree.map(lambda s: s * scale, layer.sum_sq_grads(d, a))
                                 for layer, d, a in zip(params, ds, a_prev)])
+
+
+# --- K-FAC and influence ------------------------------------------------------
+INFLUENCE_DAMPING = 1e-3  # influence's default ε: each Kronecker factor gets √ε times its mean eigenvalue
+
+
+def _dense_only(name: str, params: list) -> None:
+    for i, layer in enumerate(params):
+        if not isinstance(layer, Dense):
+            raise ValueError(f"{name} takes fully connected networks: its Kronecker factors are those of Dense "
+                             f"layers (K-FAC), and layer {i + 1} is a {type(layer).__name__}; explain a Conv "
+                             f"network's predictions by the products of its gradients (fbp.stats.tracin) instead.")
+
+
+def _with_ones(a: Array) -> Array:
+    """ā = [a, 1]: a layer's inputs with the bias's constant input last, (B, n + 1)."""
+    return jnp.concatenate([a, jnp.ones(a.shape[:-1] + (1,), a.dtype)], axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("cost",))
+def _kfac_sums(params: list, X: Array, Y: Array, cost) -> list:
+    cost, X, Y = check_batch(params, X, Y, cost)
+    ds, a_prev = jax.vmap(functools.partial(_ggn_deltas, params, cost))(X, Y)
+    with _exact_products():
+        return [(_with_ones(a).T @ _with_ones(a), jnp.einsum("bci,bcj->ij", d, d)) for d, a in zip(ds, a_prev)]
+
+
+def kfac_factors(params: list, X: ArrayLike, Y: ArrayLike, cost, chunk_size: Optional[int] = None) -> list:
+    """The Kronecker factors of K-FAC (Martens & Grosse 2015) for each layer,
+    [(A^l, G^l)]: A^l = (1/B) Σ_n ā_n ā_nᵀ, ā_n = [a^{l−1}_n, 1] the layer's
+    inputs with the bias's 1 last ((n_{l−1} + 1)², float), and G^l = (1/B) Σ_n
+    Σ_c δ^l_{n,c} (δ^l_{n,c})ᵀ (n_l × n_l), δ^l_{n,c} the δ's that column c of
+    the output Hessian's factor sends back through BP2 (as ``diag_ggn``'s).
+
+    For one example, BP4 makes column c's gradient of [w^l | b^l] the outer
+    product δ_c āᵀ, so the layer's block of the generalised Gauss-Newton
+    matrix (the Fisher, for softmax with the log-likelihood and sigmoid with
+    the cross-entropy), Σ_c vec(δ_c āᵀ) vec(δ_c āᵀ)ᵀ, is exactly A ⊗ G, with
+    vec stacking columns (the bias's column last). Over a batch, K-FAC takes
+    the mean of those products as the product of the means: the
+    approximation is there. Dense layers only. ``chunk_size`` sums that
+    many examples at a time (each its n_out δ's per layer)."""
+    _dense_only("kfac_factors", params)
+    X, Y = jnp.asarray(X), jnp.asarray(Y)
+    B = X.shape[0]
+    size = B if chunk_size is None else check_int("chunk_size", chunk_size, 1, " or None")
+    sums = _kfac_sums(params, X[:size], Y[:size], cost)
+    for at in range(size, B, size):
+        part = _kfac_sums(params, X[at:at + size], Y[at:at + size], cost)
+        sums = [(a + pa, g + pg) for (a, g), (pa, pg) in zip(sums, part)]
+    return [(a / B, g / B) for a, g in sums]
+
+
+def _damped(factor: Array, damping) -> Array:
+    """factor + γ I, γ = √ε m, m = tr(factor)/dim its mean eigenvalue (1 where the trace is 0): K-FAC's
+    factored Tikhonov damping (its §6.3), (A + γ_A I) ⊗ (G + γ_G I) = A ⊗ G + γ_G A ⊗ I + γ_A I ⊗ G
+    + ε m_A m_G I."""
+    dim = factor.shape[0]
+    mean = jnp.trace(factor) / dim
+    gamma = jnp.sqrt(jnp.asarray(damping, factor.dtype)) * jnp.where(mean > 0, mean, 1)
+    return factor + gamma * jnp.eye(dim, dtype=factor.dtype)
+
+
+def _check_damping(damping) -> None:
+    if isinstance(damping, bool) or not isinstance(damping, (int, float, np.integer, np.floating)) \
+            or not (damping > 0 and np.isfinite(damping)):
+        raise ValueError(f"damping (ε) must be a number > 0, such as {INFLUENCE_DAMPING}; got {damping!r}.")
+
+
+def _solves(factors, damping) -> list:
+    """Each layer's two damped factors, Cholesky-factored once: [(Ã's, G̃'s)]."""
+    cho = jax.scipy.linalg.cho_factor
+    return [(cho(_damped(A, damping)), cho(_damped(G, damping))) for A, G in factors]
+
+
+def _preconditioned(solves, ds, a_prev) -> list:
+    """H̃⁻¹ g for each example of the stacked δ's and inputs: its outer-product factors (G̃⁻¹ δ, Ã⁻¹ ā) per layer,
+    as rows (H̃⁻¹ vec(δ āᵀ) = vec(G̃⁻¹ δ (Ã⁻¹ ā)ᵀ), the K-FAC block being a Kronecker product)."""
+    solve = jax.scipy.linalg.cho_solve
+    with _exact_products():
+        return [(solve(g_cho, d.T).T, solve(a_cho, _with_ones(a).T).T) for (a_cho, g_cho), d, a in
+                zip(solves, ds, a_prev)]
+
+
+def _kfac_products(ds, a_prev, pre):
+    """(B, B2): Σ_l (δ_n · G̃⁻¹δ'_m)(ā_n · Ã⁻¹ā'_m), g_nᵀ H̃⁻¹ g'_m from each one's factors."""
+    return sum((d @ pd.T) * (_with_ones(a) @ pa.T) for d, a, (pd, pa) in zip(ds, a_prev, pre))
+
+
+def _kfac_diagonal(ds, a_prev, pre):
+    """(B,): g_nᵀ H̃⁻¹ g_n of each example, from its δ's and inputs and its own preconditioned factors."""
+    return sum(jnp.sum(d * pd, -1) * jnp.sum(_with_ones(a) * pa, -1) for d, a, (pd, pa) in zip(ds, a_prev, pre))
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
+def _influence_diagonal(params, factors, X, Y, cost, damping, chunk_size):
+    cost, X, Y = check_batch(params, X, Y, cost)
+    solves = _solves(factors, damping)
+
+    def diagonal(ds, a_prev):
+        return _kfac_diagonal(ds, a_prev, _preconditioned(solves, ds, a_prev))
+
+    if chunk_size is None:
+        return diagonal(*batch_deltas(params, X, Y, cost))
+
+    def one(xy):
+        ds, a_prev = _deltas_and_inputs(params, xy[0], xy[1], cost)
+        return diagonal([d[None] for d in ds], [a[None] for a in a_prev])[0]
+
+    return jax.lax.map(one, (X, Y), batch_size=chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
+def _influence(params, factors, X, Y, cost, X2, Y2, damping, chunk_size):
+    cost, X, Y = check_batch(params, X, Y, cost)
+    ds2, a2 = batch_deltas(params, X2, Y2, cost, names=("X2", "Y2"))
+    pre = _preconditioned(_solves(factors, damping), ds2, a2)  # H̃⁻¹ g'_m's factors for the examples of (X2, Y2)
+
+    if chunk_size is None:
+        ds, a_prev = batch_deltas(params, X, Y, cost)
+        return _kfac_products(ds, a_prev, pre)
+
+    def one(xy):
+        ds, a_prev = _deltas_and_inputs(params, xy[0], xy[1], cost)
+        return _kfac_products([d[None] for d in ds], [a[None] for a in a_prev], pre)[0]
+
+    return jax.lax.map(one, (X, Y), batch_size=chunk_size)
+
+
+def _influence_args(name, params, X, Y, cost, factors, damping, chunk_size):
+    """The arguments of influence and influence_diagonal checked, and the factors computed where none are given."""
+    _dense_only(name, params)
+    _check_damping(damping)
+    if chunk_size is not None:
+        check_int("chunk_size", chunk_size, 1, " or None")
+    X, Y = jnp.asarray(X), jnp.asarray(Y)
+    if factors is None:
+        return X, Y, kfac_factors(params, X, Y, cost, chunk_size)
+    if len(factors) != len(params) or not all(
+            isinstance(f, (tuple, list)) and len(f) == 2 and jnp.shape(f[0]) == (layer.n_in + 1,) * 2
+            and jnp.shape(f[1]) == (layer.n_out,) * 2 for f, layer in zip(factors, params)):
+        raise ValueError(f"{name}'s factors must be kfac_factors' of this network: one (A, G) pair per layer, A "
+                         f"(n_in + 1)², G n_out²; compute them with fbp.stats.kfac_factors(params, X, Y, cost).")
+    dtype = params[0].w.dtype
+    return X, Y, [(jnp.asarray(A, dtype), jnp.asarray(G, dtype)) for A, G in factors]
+
+
+def influence(params: list, X: ArrayLike, Y: ArrayLike, cost, X2: Optional[ArrayLike] = None,
+              Y2: Optional[ArrayLike] = None, *, factors: Optional[list] = None,
+              damping: float = INFLUENCE_DAMPING, cosine: bool = False, chunk_size: Optional[int] = None) -> Array:
+    """Influence functions (Koh & Liang 2017) with K-FAC's curvature: (B, B2),
+    entry (n, m) g_nᵀ H̃⁻¹ g'_m, g_n the gradient of example n of (X, Y) (the
+    training set) and g'_m that of example m of (X2, Y2) (by default (X, Y)
+    again), H̃ the block-diagonal K-FAC approximation of the mean cost's
+    Gauss-Newton matrix, each layer's block (A + γ_A I) ⊗ (G + γ_G I).
+
+    Weighing example n up by a small ε in the mean training cost moves the
+    minimum by −ε H⁻¹ g_n, and m's cost by about −ε g'_mᵀ H⁻¹ g_n: a positive
+    entry is a training example that helps m, whose removal raises m's cost
+    by about the entry / B. Where TracIn's product g_n · g'_m follows one
+    step of SGD, this follows the trained network's minimum.
+
+    ``factors``: ``kfac_factors``' of the training set (by default those of
+    (X, Y)); pass them when (X, Y) is a part of it, or to reuse them.
+    ``damping`` ε > 0 adds √ε times each factor's mean eigenvalue to its
+    diagonal (K-FAC's factored Tikhonov damping). The K-FAC block is a
+    Kronecker product, so H̃⁻¹ g'_m = vec(G̃⁻¹ δ'_m (Ã⁻¹ ā'_m)ᵀ) is again an
+    outer product and entry (n, m) is Σ_l (δ_n · G̃⁻¹ δ'_m)(ā_n · Ã⁻¹ ā'_m):
+    no gradient and no inverse of H̃ is formed, only each factor's Cholesky
+    solves. Dense layers only. ``chunk_size`` as in ``grad_gram``.
+
+    ``cosine``: each entry over √(g_nᵀ H̃⁻¹ g_n) √(g'_mᵀ H̃⁻¹ g'_m)
+    (``influence_diagonal``), the cosine of the two gradients where lengths
+    are measured by H̃⁻¹; it ranks each example's training examples as
+    RelatIF's ℓ-relative influence does (Barshan et al. 2020), which found
+    influence itself led by the same few outliers for every example.
+    ``experiments/explanations.py`` measures both."""
+    X, Y, factors = _influence_args("influence", params, X, Y, cost, factors, damping, chunk_size)
+    if (X2 is None) != (Y2 is None):
+        raise ValueError("influence takes X2 and Y2 together (the examples to explain), or neither (X's own).")
+    X2, Y2 = (X, Y) if X2 is None or Y2 is None else (jnp.asarray(X2), jnp.asarray(Y2))
+    products = _influence(params, factors, X, Y, cost, X2, Y2, damping, chunk_size)
+    if not cosine:
+        return products
+    norms = jnp.sqrt(_influence_diagonal(params, factors, X, Y, cost, damping, chunk_size))
+    norms2 = jnp.sqrt(_influence_diagonal(params, factors, X2, Y2, cost, damping, chunk_size))
+    scale = norms[:, None] * norms2[None, :]
+    return jnp.where(scale > 0, products / jnp.where(scale > 0, scale, 1), 0)
+
+
+def influence_diagonal(params: list, X: ArrayLike, Y: ArrayLike, cost, *, factors: Optional[list] = None,
+                       damping: float = INFLUENCE_DAMPING, chunk_size: Optional[int] = None) -> Array:
+    """(B,): g_nᵀ H̃⁻¹ g_n for each example, the diagonal of ``influence(params, X, Y, cost)`` without the rest
+    of the matrix: Koh & Liang's self-influence (how much an example's own cost rests on its being in the
+    training set; they rank training labels for checking by it). Arguments as ``influence``'s."""
+    X, Y, factors = _influence_args("influence_diagonal", params, X, Y, cost, factors, damping, chunk_size)
+    return _influence_diagonal(params, factors, X, Y, cost, damping, chunk_size)
 
 
 # --- DP-SGD -----------------------------------------------------------------

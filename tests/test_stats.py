@@ -1,6 +1,8 @@
 """Per-example quantities from Δ and A against the same quantities computed from
 vmap(jax.grad(per-example loss)), float64, ≤ 1e-10 relative."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -206,6 +208,89 @@ def test_diag_ggn_names_unsupported_pairs():
     params = fbp.init_mlp(jax.random.key(0), [3, 2], output_activation="softmax")
     with pytest.raises(ValueError, match=r"cross_entropy.*softmax"):
         stats.diag_ggn(params, jnp.ones((1, 3)), jnp.ones((1, 2)) / 2, "cross_entropy")
+
+
+def ggn_block_ref(params, l, x, y, cost_name):
+    """One example's GGN block of layer l from autodiff, J_vᵀ H J_v, v = vec([w^l | b^l]) (columns stacked)."""
+    cost = fbp.get_cost(cost_name)
+    pair = closed_form(cost, params[-1].act)
+    n_out, n_in = params[l].w.shape
+
+    def out(v):
+        M = v.reshape(n_in + 1, n_out).T
+        net = list(params)
+        net[l] = dataclasses.replace(params[l], w=M[:, :-1], b=M[:, -1])
+        zs, acts = fbp.forward_trace(net, x)
+        return zs[-1] if pair is not None else acts[-1]
+
+    v0 = jnp.concatenate([params[l].w, params[l].b[:, None]], axis=1).T.reshape(-1)
+    J = jax.jacfwd(out)(v0)
+    H = jax.hessian(lambda o: pair.loss(o, y) if pair is not None else cost.fn(o, y))(out(v0))
+    return J.T @ H @ J
+
+
+@pytest.mark.parametrize("case", [("quadratic", "sigmoid"), ("mse", "tanh"), ("log_likelihood", "softmax"),
+                                  ("cross_entropy", "sigmoid")])
+def test_kfac_factors_are_the_gauss_newton_blocks_kronecker_factors(case):
+    cost = case[0]
+    params, X, Y = make(dict(sizes=[5, 4, 3], hidden="tanh", out=case[1], cost=cost, batch=5, init="normalized",
+                             seed=3), jnp.float64)
+    blocks = [[ggn_block_ref(params, l, x, y, cost) for x, y in zip(X, Y)] for l in range(2)]
+    for n in range(2):  # one example: its GGN block is exactly A ⊗ G
+        for (A, G), block in zip(stats.kfac_factors(params, X[n:n + 1], Y[n:n + 1], cost), blocks):
+            assert fbp.relative_error(jnp.kron(A, G), block[n]) <= 1e-10
+    # a batch: A the mean of ā āᵀ, G the mean of the examples' G's (each its block's bias-by-bias corner, ā's 1 × 1)
+    acts = jax.vmap(lambda x: fbp.forward_trace(params, x)[1])(X)
+    for chunk in (None, 2):
+        for l, (A, G) in enumerate(stats.kfac_factors(params, X, Y, cost, chunk_size=chunk)):
+            ab = np.concatenate([np.asarray(acts[l]), np.ones((5, 1))], axis=1)
+            n_out = params[l].n_out
+            assert fbp.relative_error(A, ab.T @ ab / 5) <= 1e-12
+            assert fbp.relative_error(G, sum(b[-n_out:, -n_out:] for b in blocks[l]) / 5) <= 1e-10
+
+
+def test_influence_is_the_gradients_through_the_damped_kfac_inverse():
+    params, X, Y = make(dict(sizes=[5, 4, 4, 3], hidden="sigmoid", out="softmax", cost="log_likelihood", batch=7,
+                             init="normalized", seed=4), jnp.float64)
+    X2, Y2 = X[:3] * 0.5, Y[np.array([2, 0, 1])]
+    eps = 0.02
+    factors = stats.kfac_factors(params, X, Y, "log_likelihood")
+
+    def flat(XX, YY):  # per layer, each example's gradient as vec([w | b]), columns stacked
+        g = per_example_ref(params, XX, YY, "log_likelihood")
+        return [np.concatenate([np.asarray(layer.w), np.asarray(layer.b)[:, :, None]], axis=2).transpose(0, 2, 1)
+                .reshape(len(XX), -1) for layer in g]
+
+    ref = 0.0
+    for (A, G), g1, g2 in zip(factors, flat(X, Y), flat(X2, Y2)):
+        A, G = np.asarray(A), np.asarray(G)
+        damped = [F + np.sqrt(eps) * np.trace(F) / len(F) * np.eye(len(F)) for F in (A, G)]
+        ref = ref + g1 @ np.linalg.solve(np.kron(*damped), g2.T)
+    got = stats.influence(params, X, Y, "log_likelihood", X2, Y2, damping=eps)
+    assert got.shape == (7, 3) and fbp.relative_error(got, ref) <= 1e-10
+    chunked = stats.influence(params, X, Y, "log_likelihood", X2, Y2, factors=factors, damping=eps, chunk_size=3)
+    assert fbp.relative_error(chunked, ref) <= 1e-10
+    other = stats.influence(params, X, Y, "log_likelihood", X2, Y2, damping=10 * eps)
+    assert fbp.relative_error(other, ref) > 1e-3  # the damping is used
+    # the diagonal, and the cosine in H̃⁻¹'s lengths
+    square = np.asarray(stats.influence(params, X, Y, "log_likelihood", damping=eps))
+    d1 = np.asarray(stats.influence_diagonal(params, X, Y, "log_likelihood", damping=eps))
+    d2 = np.asarray(stats.influence_diagonal(params, X2, Y2, "log_likelihood", factors=factors, damping=eps,
+                                             chunk_size=2))
+    assert fbp.relative_error(d1, np.diag(square)) <= 1e-10 and np.all(d1 > 0)
+    cos = stats.influence(params, X, Y, "log_likelihood", X2, Y2, damping=eps, cosine=True)
+    assert fbp.relative_error(cos, ref / np.sqrt(np.outer(d1, d2))) <= 1e-10
+    for kwargs, needle in ((dict(damping=0.0), "damping \\(ε\\) must be a number > 0"),
+                           (dict(damping=True), "damping \\(ε\\) must be a number > 0"),
+                           (dict(factors=factors[:1]), "one \\(A, G\\) pair per layer"),
+                           (dict(factors=[(G, A) for A, G in factors]), "one \\(A, G\\) pair per layer")):
+        with pytest.raises(ValueError, match=needle):
+            stats.influence(params, X, Y, "log_likelihood", X2, Y2, **kwargs)
+    with pytest.raises(ValueError, match="X2 and Y2 together"):
+        stats.influence(params, X, Y, "log_likelihood", X2)
+    conv = fbp.init_convnet(jax.random.key(0), (6, 6), [(2, 3, 1)], [8, 3], output_activation="softmax")
+    with pytest.raises(ValueError, match="layer 1 is a Conv.*fbp.stats.tracin"):
+        stats.kfac_factors(conv, np.ones((2, 36), np.float32), np.eye(3, dtype=np.float32)[[0, 1]], "log_likelihood")
 
 
 def test_clipping_limits():
