@@ -149,8 +149,14 @@ def versions() -> dict:
 
 EXPLAIN_BY = ("rank --explain's training examples by the product g_n · g_x, what a step on n does to x's cost "
               "(TracIn), or by its cosine g_n · g_x / (‖g_n‖ ‖g_x‖), which leaves out how large g_n is: examples of "
-              "large gradients, mislabelled ones most of all, head the products' lists for many examples (default: "
-              "product)")
+              "large gradients, mislabelled ones most of all, head the products' lists for many examples; or by "
+              "influence g_nᵀ H̃⁻¹ g_x (Koh & Liang 2017), what weighing n up in the training cost does to x's cost "
+              "at the trained minimum, H̃ the K-FAC Gauss-Newton matrix of the training set (fully connected "
+              "networks), or by influence-cosine, the same over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x) (as RelatIF ranks) "
+              "(default: product)")
+EXPLAIN_CHOICES = ("product", "cosine", "influence", "influence-cosine")
+DAMPING = ("for --explain-by influence and influence-cosine: the damping ε of H̃, each K-FAC factor's diagonal "
+           "raised by √ε times its mean eigenvalue (default: 0.001)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -468,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "‖g_x(w_i)‖², of the output layer's part for output-gradient, what their own steps "
                                "did to their own cost; fbp train --keep-every N keeps checkpoints spread over the "
                                "run")
-    evaluate.add_argument("--explain-by", choices=["product", "cosine"], default=None, help=EXPLAIN_BY)
+    evaluate.add_argument("--explain-by", choices=EXPLAIN_CHOICES, default=None, help=EXPLAIN_BY)
+    evaluate.add_argument("--damping", type=_positive_float, default=None, metavar="ε", help=DAMPING)
     evaluate.add_argument("--explain-class", default=None, metavar="C",
                           help="take --explain's cost of ROW at class C, a number or a name (default: its true "
                                "class): the training examples that pull ROW toward C and away from it, to ask why "
@@ -530,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with a --checkpoint-dir: sum --explain's products over the run's kept checkpoints, "
                               "each times its η_i and the e_i epochs it stands for (TracIn, as fbp evaluate "
                               "--over-checkpoints does), the newest one's prediction as the target")
-    predict.add_argument("--explain-by", choices=["product", "cosine"], default=None, help=EXPLAIN_BY)
+    predict.add_argument("--explain-by", choices=EXPLAIN_CHOICES, default=None, help=EXPLAIN_BY)
+    predict.add_argument("--damping", type=_positive_float, default=None, metavar="ε", help=DAMPING)
     predict.add_argument("--explain-class", default=None, metavar="C",
                          help="take --explain's costs at class C, a number or a name (default: each input's "
                               "predicted class): the training examples that pull the inputs toward C and away from "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Optional
 
 from fbp.cli import (_data_dir_problem, _error, _image_path_problem, _validation_size_problem, class_named,
                      image_unwritten, network_text, trained_with, with_json)
@@ -46,6 +47,9 @@ def _evaluate(args, record: dict) -> int:
     if args.explain is None and args.explain_class is not None:
         return fail(f"--explain-class {args.explain_class} picks the class the lists of --explain ROW are of; give "
                     f"--explain ROW too")
+    problem = explain_by_problem(args.explain_by, args.damping, args.over_checkpoints)
+    if problem:
+        return fail(problem)
     if args.over_checkpoints and args.explain is None and args.worst is None:
         return fail("--over-checkpoints sums --explain's products, or --worst's costs or gradients, over a run's "
                     "checkpoints; give --explain ROW or --worst N too")
@@ -88,6 +92,10 @@ def _evaluate(args, record: dict) -> int:
         problem = misfit(net, net_meta, ds, path if len(networks) > 1 else None)
         if problem:
             return fail(problem)
+    if args.explain_by in INFLUENCE:
+        problem = influence_problem(params, cost)
+        if problem:
+            return fail(f"--explain-by {args.explain_by}: {problem}")
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
     if args.explain is not None and args.explain >= len(split):
@@ -159,8 +167,12 @@ def _evaluate(args, record: dict) -> int:
             print(f"wrote {args.worst_images}: {len(rows)} images")
             record["worst"]["images"] = args.worst_images
     if args.explain is not None:
-        pictures, titles, listed = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted,
-                                                    names, over, record, args.explain_by or "product", target)
+        try:
+            pictures, titles, listed = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted,
+                                                        names, over, record, args.explain_by or "product", target,
+                                                        args.damping)
+        except ExplainError as e:
+            return fail(f"--explain-by {args.explain_by}: {e}")
         if args.explain_images is not None:
             problem = image_unwritten("--explain-images", args.explain_images, plot.images(
                 pictures, titles, cols=EXPLAINED + 1, title=f"{ds.name}: the training examples whose steps help "
@@ -316,7 +328,40 @@ def _ranked_by(by: str, over) -> tuple:
 EXPLAINED_AT_ONCE = 1000  # the examples explained in one pass over the training set: their products, n × this
 
 
-def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "product") -> dict:
+INFLUENCE = ("influence", "influence-cosine")  # the --explain-by rankings of one network's K-FAC influence
+COSINES = ("cosine", "influence-cosine")  # those that rank by a cosine
+
+
+class ExplainError(ValueError):
+    """A network or cost that --explain-by influence cannot take (a Conv layer, a cost without a Gauss-Newton
+    matrix here)."""
+
+
+def explain_by_problem(by: Optional[str], damping: Optional[float], over_checkpoints: bool) -> Optional[str]:
+    """What is wrong with --explain-by, --damping and --over-checkpoints together, if anything."""
+    if damping is not None and by not in INFLUENCE:
+        return (f"--damping {damping} is the damping of H̃ for --explain-by influence and influence-cosine; "
+                f"give one of them, or drop --damping")
+    if over_checkpoints and by in INFLUENCE:
+        return (f"--explain-by {by} is of one network, at its trained minimum, and --over-checkpoints sums TracIn's "
+                f"products over a run's checkpoints; drop one of them")
+    return None
+
+
+def influence_problem(params, cost: str) -> Optional[str]:
+    """Why --explain-by influence cannot take this network and cost, or None: K-FAC's factors are those of
+    fully connected layers, and the Gauss-Newton matrix is known for some costs and outputs only."""
+    from fbp import stats
+
+    if any(type(layer).__name__ == "Conv" for layer in params):
+        return ("K-FAC's Kronecker factors here are those of fully connected layers, and this network has a "
+                "convolutional one; rank by product or cosine")
+    problem = stats.gauss_newton_problem(cost, params[-1].act.name)
+    return problem and f"{problem.rstrip('.')}; rank by product or cosine"
+
+
+def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "product",
+              damping: Optional[float] = None) -> dict:
     """The training examples that pull each example of X, Y (k of them)
     each way: ``weighted``, (params, weight) pairs (one checkpoint weighing
     1, or a run's, ``_weighted``), gives the products Σ_i η_i g_n(w_i) ·
@@ -327,6 +372,10 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "pr
     ``by`` the products or by their cosines (the products over ‖g_n‖ ‖g_x‖,
     the norms of the gradients stacked over the checkpoints, each times the
     √ of its weight: one more pass over the training set, for every ‖g_n‖).
+    ``by`` "influence" and "influence-cosine" do the same with g_nᵀ H̃⁻¹ g_x
+    in place of the product and √(gᵀ H̃⁻¹ g) in place of ‖g‖, H̃ the K-FAC
+    Gauss-Newton matrix of the training set at ``params`` (its factors one
+    pass over it; ``damping`` ε, ``stats.influence``'s by default).
     Returns dict(n, the training examples; lists [(helps rows, hurts rows)]
     for each x; products and cos [{row: product or cosine}] for each x, its
     listed rows only; costs (k,) and grad_norms (k,), the examples' own
@@ -341,34 +390,54 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "pr
     # a Conv layer forms each example's gradient (its im2col patches with it): evaluate's chunks (about 700
     # for the book's first conv net) keep it on Fashion-MNIST under 1 GB (3.1 GB at 10,000, in about the same time)
     chunk = ftrain.chunk_for(params)
-    if by == "cosine":
-        norms_all = np.sqrt(np.asarray(stats.self_influence(weighted, train_X, train_Y, cost, chunk_size=chunk),
-                                       np.float64))
+    if by in INFLUENCE:
+        damping = stats.INFLUENCE_DAMPING if damping is None else damping
+        problem = influence_problem(params, cost)
+        if problem:
+            raise ExplainError(problem)
+        factors = stats.kfac_factors(params, train_X, train_Y, cost, chunk_size=chunk)
+
+        def products_of(Xb, Yb):
+            return stats.influence(params, train_X, train_Y, cost, Xb, Yb, factors=factors, damping=damping,
+                                   chunk_size=chunk)
+
+        def squares(Xs, Ys, chunk_size=None):  # g_nᵀ H̃⁻¹ g_n, the squared lengths of the cosines
+            return stats.influence_diagonal(params, Xs, Ys, cost, factors=factors, damping=damping,
+                                            chunk_size=chunk_size)
+    else:
+        def products_of(Xb, Yb):
+            return stats.tracin(weighted, train_X, train_Y, cost, Xb, Yb, chunk_size=chunk)
+
+        def squares(Xs, Ys, chunk_size=None):  # Σ_i η_i ‖g(w_i)‖²
+            return stats.self_influence(weighted, Xs, Ys, cost, chunk_size=chunk_size)
+
+    cosine = by in COSINES
+    if cosine:
+        norms_all = np.sqrt(np.asarray(squares(train_X, train_Y, chunk), np.float64))
     lists, products, cos = [], [], []
     for at in range(0, k, EXPLAINED_AT_ONCE):
         block = slice(at, at + EXPLAINED_AT_ONCE)
-        dots = np.asarray(stats.tracin(weighted, train_X, train_Y, cost, X[block], Y[block], chunk_size=chunk))
+        dots = np.asarray(products_of(X[block], Y[block]))
         scores = dots
-        if by == "cosine":
-            own = np.sqrt(np.asarray(stats.self_influence(weighted, X[block], Y[block], cost), np.float64))
+        if cosine:
+            own = np.sqrt(np.asarray(squares(X[block], Y[block]), np.float64))
             scores = dots / np.maximum(norms_all[:, None] * own[None, :], tiny)
         by_example = np.ascontiguousarray(scores.T)  # each example's scores in a row: a column is read strided
         for j in range(dots.shape[1]):
             lists.append(_extremes(by_example[j]))
             rows = lists[-1][0] + lists[-1][1]
             products.append({r: dots[r, j] for r in rows})
-            if by == "cosine":
+            if cosine:
                 cos.append({r: scores[r, j] for r in rows})
-    if by == "cosine":
+    if cosine:
         m = ftrain.evaluate(params, X, Y, cost, per_example=True)
         return dict(n=len(train_X), lists=lists, products=products, cos=cos, costs=np.asarray(m["costs"]),
                     grad_norms=np.asarray(m["grad_norms"]))
-    # the cosines need ‖g‖ of the examples and of the listed ones only: one small pass, not one over the set
+    # the cosines need the lengths of the examples and of the listed ones only: one small pass, not one over the set
     listed = [r for helps, hurts in lists for r in helps + hurts]
     both = np.concatenate([X, train_X[listed]]), np.concatenate([Y, train_Y[listed]])
     m = ftrain.evaluate(params, *both, cost, per_example=True)
-    sq = np.asarray(stats.self_influence(weighted, *both, cost, chunk_size=chunk if len(both[0]) > chunk else None),
-                    np.float64)
+    sq = np.asarray(squares(*both, chunk_size=chunk if len(both[0]) > chunk else None), np.float64)
     own, norms = np.sqrt(sq[:k]), np.sqrt(sq[k:])
     at = 0
     for j, (helps, hurts) in enumerate(lists):
@@ -378,6 +447,14 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "pr
         at += len(rows)
     return dict(n=len(train_X), lists=lists, products=products, cos=cos, costs=np.asarray(m["costs"])[:k],
                 grad_norms=np.asarray(m["grad_norms"])[:k])
+
+
+def influence_damping(damping: Optional[float], words: bool = True):
+    """--damping's ε as used (the default where none was given), in words for a header or as the number."""
+    from fbp import stats
+
+    eps = stats.INFLUENCE_DAMPING if damping is None else damping
+    return f"damping ε = {eps:g}" if words else eps
 
 
 def _extremes(scores) -> tuple:
@@ -407,9 +484,10 @@ def explained_lines(n: int, products, lists, cos, labels, named, product: str, i
             for title, rows in zip(("helps most", "hurts most"), lists) for r in rows]
 
 
-def explained_record(products, lists, cos, labels) -> dict:
-    """--explain's lists as --json holds them: each listed training row, its class, product and cosine."""
-    return {title: [dict(row=int(r), true=int(labels[r]), product=float(products[r]), cos=float(cos[r]))
+def explained_record(products, lists, cos, labels, score: str = "product") -> dict:
+    """--explain's lists as --json holds them: each listed training row, its class, product (under the key
+    ``score``: "influence" for --explain-by influence's g_nᵀ H̃⁻¹ g_x) and cosine."""
+    return {title: [{"row": int(r), "true": int(labels[r]), score: float(products[r]), "cos": float(cos[r])}
                     for r in rows]
             for title, rows in zip(("helps", "hurts"), lists)}
 
@@ -429,7 +507,7 @@ def explained_pictures(x, title: str, lists, cos, train_X, labels, named) -> tup
 
 
 def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names, over=None,
-                     record=None, by: str = "product", target=None):
+                     record=None, by: str = "product", target=None, damping: Optional[float] = None):
     """fbp evaluate --explain ROW: the training examples whose gradients
     point most with and most against example ROW's (``stats.grad_gram``),
     those whose steps lower and raise its cost most; with ``over``, the
@@ -452,13 +530,23 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
     if target is not None:
         Y = np.eye(ds.n_classes, dtype=dtype)[[target]]
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
-    e = explained(params, [(params, 1.0)] if over is None else _weighted(over), train_X, train_Y, X, Y, cost, by)
+    e = explained(params, [(params, 1.0)] if over is None else _weighted(over), train_X, train_Y, X, Y, cost, by,
+                  damping)
     n, products, lists, cos = e["n"], e["products"][0], e["lists"][0], e["cos"][0]
     at = "" if target is None else f", at class {named(target)}"
     print(f"explain row {row} of the {split} split: true {named(truth[row])} → predicted {named(predicted[row])}"
           f"{at}, cost {float(e['costs'][0]):.4f}, ‖∇C_x‖ {float(e['grad_norms'][0]):.4f}")
     product = "g_n · g_x"
-    if over is None and by == "product":
+    if by in INFLUENCE:
+        product = "g_nᵀ H̃⁻¹ g_x"
+        print(f"the training examples of the most positive and most negative influence g_nᵀ H̃⁻¹ g_x on this "
+              f"one's cost, of the {n} (Koh & Liang's influence functions: weighing n up by ε in the training cost "
+              f"lowers x's cost at the trained minimum by about ε g_nᵀ H̃⁻¹ g_x; H̃ the K-FAC Gauss-Newton matrix of "
+              f"the training set, {influence_damping(damping)})"
+              + (":" if by == "influence" else ", ranked by its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) "
+                                               "√(g_xᵀ H̃⁻¹ g_x) (which leaves out how large g_n is, as RelatIF "
+                                               "ranks):"))
+    elif over is None and by == "product":
         print(f"the training examples whose gradient g_n points most with and against this one's g_x, of the "
               f"{n} (a step of SGD on n changes its cost by about −η g_n · g_x):")
     elif over is None:
@@ -477,7 +565,8 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
             row=row, true=int(truth[row]), predicted=int(predicted[row]),
             target=int(truth[row]) if target is None else target, cost=float(e["costs"][0]),
             grad_norm=float(e["grad_norms"][0]), over_checkpoints=over is not None, training_examples=n,
-            ranked_by=by, **explained_record(products, lists, cos, labels))
+            ranked_by=by, **({"damping": influence_damping(damping, words=False)} if by in INFLUENCE else {}),
+            **explained_record(products, lists, cos, labels, "influence" if by in INFLUENCE else "product"))
     for line in explained_lines(n, products, lists, cos, labels, named, product):
         print(line)
     pictures, titles = explained_pictures(X[0], f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}"

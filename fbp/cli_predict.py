@@ -10,6 +10,8 @@ import os
 from typing import Any, Optional
 
 from fbp.cli import _error, class_named, network_text, trained_with, with_json
+from fbp import cli_evaluate
+from fbp.cli_evaluate import ExplainError, explain_by_problem
 
 
 class InputError(ValueError):
@@ -38,6 +40,8 @@ def _predict(args, record: dict) -> int:
                         (args.explain_images is not None, f"--explain-images {args.explain_images} draws --explain's "
                                                           f"lists"),
                         (args.explain_by is not None, f"--explain-by {args.explain_by} ranks --explain's lists"),
+                        (args.damping is not None, f"--damping {args.damping} is the damping of --explain-by "
+                                                   f"influence"),
                         (args.explain_class is not None, f"--explain-class {args.explain_class} picks the class "
                                                          f"--explain's lists are of"),
                         (args.data is not None, f"--data {args.data} names the data whose training examples "
@@ -48,6 +52,9 @@ def _predict(args, record: dict) -> int:
                                                       f"examples out of --explain's training examples")):
         if given and not args.explain:
             return fail(f"{flag}; give --explain too")
+    problem = explain_by_problem(args.explain_by, args.damping, args.over_checkpoints)
+    if problem:
+        return fail(problem)
     if args.over_checkpoints and not os.path.isdir(args.network):
         return fail(f"--over-checkpoints sums over the checkpoints of a run, and {args.network} is one file; "
                     f"give the --checkpoint-dir it is in")
@@ -65,6 +72,10 @@ def _predict(args, record: dict) -> int:
     except fckpt.CheckpointError as e:
         return fail(str(e))
     meta = trained_with(meta)
+    if args.explain_by in cli_evaluate.INFLUENCE:
+        problem = cli_evaluate.influence_problem(params, meta.get("cost") or "log_likelihood")
+        if problem:
+            return fail(f"--explain-by {args.explain_by}: {problem}")
     n_in, n_out = params[0].n_in, params[-1].n_out
     side = plot.image_side(n_in)
     names = meta.get("classes") or fdata.CLASS_NAMES.get(meta.get("data_flag") or "")  # older files: by the data
@@ -97,8 +108,6 @@ def _predict(args, record: dict) -> int:
     ds: Any = None
     over = None
     if args.explain:  # the training data and the run's checkpoints, their problems before any output
-        from fbp import cli_evaluate
-
         ds = cli_evaluate.trained_data(args, meta, "train")
         if isinstance(ds, str):
             return fail(ds)
@@ -130,9 +139,12 @@ def _predict(args, record: dict) -> int:
                   output_activation=output, predictions=[])
     explained: Optional[dict] = None
     if ds is not None:
-        explained = _explain(params, ds, over, X, np.argmax(outputs, axis=1) if target is None else
-                             np.full(len(X), target), meta, record, args.explain_by or "product",
-                             "its predicted class" if target is None else f"class {named(target)}")
+        try:
+            explained = _explain(params, ds, over, X, np.argmax(outputs, axis=1) if target is None else
+                                 np.full(len(X), target), meta, record, args.explain_by or "product",
+                                 "its predicted class" if target is None else f"class {named(target)}", args.damping)
+        except ExplainError as e:
+            return fail(f"--explain-by {args.explain_by}: {e}")
         record["explain"]["target"] = target
     pictures: list = []
     titles: list = []
@@ -147,7 +159,6 @@ def _predict(args, record: dict) -> int:
                                           outputs=[float(v) for v in out], note=note or None))
         if explained is None:
             continue
-        from fbp import cli_evaluate
 
         products, lists, cos = explained["products"][j], explained["lists"][j], explained["cos"][j]
         train_labels = explained["labels"]
@@ -159,7 +170,7 @@ def _predict(args, record: dict) -> int:
             print(line)
         record["predictions"][-1]["explain"] = dict(
             target=at, cost=float(explained["costs"][j]), grad_norm=float(explained["grad_norms"][j]),
-            **cli_evaluate.explained_record(products, lists, cos, train_labels))
+            **cli_evaluate.explained_record(products, lists, cos, train_labels, explained["score"]))
         if args.explain_images is not None:
             title = f"{label}\n→ {named(int(order[0]))}" + ("" if target is None else f", at {named(at)}")
             more, more_titles = cli_evaluate.explained_pictures(X[j], title, lists, cos, ds.train.X, train_labels,
@@ -184,29 +195,39 @@ def _predict(args, record: dict) -> int:
     return 0
 
 
-def _explain(params, ds, over, X, targets, meta: dict, record: dict, by: str, at: str) -> dict:
+def _explain(params, ds, over, X, targets, meta: dict, record: dict, by: str, at: str,
+             damping: Optional[float] = None) -> dict:
     """--explain's products of every training example of ``ds`` with each
     input of ``X``, its class of ``targets`` the target (each one's
     predicted class, or --explain-class's; ``at`` says which), under the
     network or (``over``) summed over the run's checkpoints, ranked ``by``
     the products or their cosines (``cli_evaluate.explained``); prints what
     they are and puts it into ``record["explain"]``. Returns ``explained``'s
-    dict with the training examples' classes (labels) and the products'
-    name (product) added."""
+    dict with the training examples' classes (labels), the products'
+    name (product) and their --json key (score) added."""
     import numpy as np
 
-    from fbp import cli_evaluate
 
     dtype = params[0].w.dtype
     cost = meta.get("cost") or "log_likelihood"
     Y = np.eye(params[-1].n_out, dtype=dtype)[targets]
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
     weighted = [(params, 1.0)] if over is None else cli_evaluate._weighted(over)
-    e = cli_evaluate.explained(params, weighted, train_X, train_Y, X, Y, cost, by)
+    e = cli_evaluate.explained(params, weighted, train_X, train_Y, X, Y, cost, by, damping)
     n = len(train_X)
     cosine = ("" if by == "product" else
               ", ranked by the cosine, the product over ‖g_n‖ ‖g_x‖ (which leaves out how large g_n is)")
-    if over is None:
+    e["score"] = "product"
+    if by in cli_evaluate.INFLUENCE:
+        e["product"], e["score"] = "g_nᵀ H̃⁻¹ g_x", "influence"
+        print(f"with each input, the {ds.name} training examples (of the {n}) of the most positive and most "
+              f"negative influence g_nᵀ H̃⁻¹ g_x on the input's cost, {at} the target ({cost}): weighing n up by ε "
+              f"in the training cost lowers that cost at the trained minimum by about ε g_nᵀ H̃⁻¹ g_x (Koh & "
+              f"Liang's influence functions; H̃ the K-FAC Gauss-Newton matrix of the training set, "
+              f"{cli_evaluate.influence_damping(damping)})"
+              + ("" if by == "influence" else ", ranked by its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) "
+                                              "√(g_xᵀ H̃⁻¹ g_x) (which leaves out how large g_n is, as RelatIF ranks)"))
+    elif over is None:
         e["product"] = "g_n · g_x"
         print(f"with each input, the {ds.name} training examples (of the {n}) whose gradient g_n points most with "
               f"and against the input's g_x, {at} the target ({cost}){cosine}: a step of SGD on n changes the "
@@ -220,6 +241,8 @@ def _explain(params, ds, over, X, targets, meta: dict, record: dict, by: str, at
     e["labels"] = np.argmax(ds.train.Y, axis=1)
     record["explain"] = dict(data=ds.name, training_examples=n, cost_function=cost,
                              over_checkpoints=over is not None, ranked_by=by)
+    if by in cli_evaluate.INFLUENCE:
+        record["explain"]["damping"] = cli_evaluate.influence_damping(damping, words=False)
     if over is not None:
         record["explain"]["checkpoints"] = [dict(epoch=epoch, lr=lr, epochs_spanned=span)
                                             for epoch, _, lr, span in over]

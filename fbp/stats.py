@@ -378,10 +378,16 @@ def _output_hessian_factor(params, z_L, a_L, y, cost):
         scale = 1.0 if cost.name == "quadratic" else (2.0 / n) ** 0.5  # H_a = I or (2/n) I
         eye = scale * jnp.eye(n, dtype=z_L.dtype)
         return jax.vmap(lambda e: out.backward(z_L, a_L, e))(eye)  # rows: J_σᵀ e_c
-    raise ValueError(
-        f"diag_ggn knows the output Hessian of quadratic, mse, softmax + log_likelihood and "
-        f"sigmoid + cross_entropy; got cost {cost.name!r} with output activation {out.name!r}."
-    )
+    raise ValueError(gauss_newton_problem(cost.name, out.name))
+
+
+def gauss_newton_problem(cost: str, output: str) -> Optional[str]:
+    """Why the Gauss-Newton matrix of a cost (by name) and output activation is not known here, or None."""
+    if cost in ("quadratic", "mse") or (cost, output) in (("log_likelihood", "softmax"), ("cross_entropy", "sigmoid")):
+        return None
+    return (f"the Gauss-Newton matrix (diag_ggn, kfac_factors, influence) is known for the costs quadratic and mse "
+            f"with any output, log_likelihood with a softmax output and cross_entropy with a sigmoid one; got cost "
+            f"{cost!r} with output activation {output!r}.")
 
 
 def _ggn_deltas(params, cost, x, y):

@@ -362,3 +362,99 @@ def test_predict_center_mass_places_the_object_as_mnist_placed_its_digits(tmp_pa
     fbp.save_params(net, fbp.init_mlp(jax.random.key(0), [784, 5, 10]))
     r = fbp_here(capsys, "predict", net, path, "--crop", "--margin", "0.2", "--center", "mass", "--json", "-")
     assert r.returncode == 0 and json.loads(r.stdout)["predictions"][0]["note"] == note_mass, r.stderr
+
+
+def test_explain_by_influence_is_each_gradient_through_the_damped_kfac_inverse(digits_net, tmp_path, capsys):
+    """--explain-by influence: the lists of g_nᵀ H̃⁻¹ g_x, H̃ the damped K-FAC
+    Gauss-Newton matrix of the training set, as jax.grad's gradients of all
+    1257 training examples give them, each layer's [∂w | ∂b] of the input
+    carried through H̃⁻¹ as G̃⁻¹ M Ã⁻¹ (the Kronecker product's inverse, not
+    fbp's outer-product route), in float64 from the float32 network; the
+    cosines over √(gᵀ H̃⁻¹ g); fbp predict for an input and fbp evaluate
+    --explain ROW for a test row; and the refusals."""
+    params, meta = fbp.load_params(digits_net, with_meta=True)
+    cost = meta["cost"]
+    ds = fdata.load("digits", None, meta["validation"])
+    eps = 0.01
+    factors = fbp.stats.kfac_factors(jax.tree.map(lambda a: np.asarray(a, np.float64), params),
+                                     ds.train.X.astype(np.float64), ds.train.Y.astype(np.float64), cost)
+    inverses = [[np.linalg.inv(F + np.sqrt(eps) * np.trace(F) / len(F) * np.eye(len(F)))
+                 for F in (np.asarray(A, np.float64), np.asarray(G, np.float64))] for A, G in factors]
+
+    def grads(X, Y):  # each example's [∂w | ∂b] per layer by jax.grad, in float64: (B, n_out, n_in + 1)
+        g = jax.vmap(jax.grad(fbp.example_loss), in_axes=(None, 0, 0, None))(params, X, Y, cost)
+        return [np.concatenate([np.asarray(layer.w, np.float64), np.asarray(layer.b, np.float64)[:, :, None]], 2)
+                for layer in g]
+
+    def through(M):  # H̃⁻¹ g per layer: G̃⁻¹ M Ã⁻¹
+        return [np.einsum("ij,bjk,kl->bil", Gi, m, Ai) for (Ai, Gi), m in zip(inverses, M)]
+
+    train = grads(ds.train.X, ds.train.Y)
+    own = np.sum([np.sum(m * p, axis=(1, 2)) for m, p in zip(train, through(train))], axis=0)  # g_nᵀ H̃⁻¹ g_n
+
+    def reference(x, c):
+        gx = grads(x[None], np.eye(10, dtype=np.float32)[[c]])
+        pre = through(gx)
+        infl = np.sum([np.einsum("bij,ij->b", m, p[0]) for m, p in zip(train, pre)], axis=0)
+        return infl, infl / np.sqrt(own) / np.sqrt(np.sum([np.sum(m * p) for m, p in zip(gx, pre)]))
+
+    def check(listed, infl, cos, by):
+        ranked = infl if by == "influence" else cos
+        for key, top in (("helps", np.sort(ranked)[::-1][:5]), ("hurts", np.sort(ranked)[:5])):
+            items = listed[key]
+            assert len(items) == 5
+            np.testing.assert_allclose([i["influence" if by == "influence" else "cos"] for i in items], top,
+                                       rtol=2e-3)
+            at = [i["row"] for i in items]
+            np.testing.assert_allclose([i["influence"] for i in items], infl[at], rtol=2e-3)
+            np.testing.assert_allclose([i["cos"] for i in items], cos[at], rtol=2e-3)
+
+    x = ds.test.X[40]
+    xs = str(tmp_path / "x.npy")
+    np.save(xs, x)
+    c = int(np.argmax(np.asarray(fbp.forward(params, x[None]))[0]))
+    infl, cos = reference(x, c)
+    for by in ("influence", "influence-cosine"):
+        r = fbp_here(capsys, "predict", digits_net, xs, "--explain", "--explain-by", by, "--damping", str(eps),
+                     "--json", "-")
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout)
+        assert got["explain"]["ranked_by"] == by and got["explain"]["damping"] == eps
+        check(got["predictions"][0]["explain"], infl, cos, by)
+    row = 17  # fbp evaluate --explain ROW: its true class the target
+    infl, cos = reference(ds.test.X[row], int(np.argmax(ds.test.Y[row])))
+    r = fbp_here(capsys, "evaluate", digits_net, "--explain", str(row), "--explain-by", "influence-cosine",
+                 "--damping", str(eps), "--json", "-")
+    assert r.returncode == 0, r.stderr
+    e = json.loads(r.stdout)["explain"]
+    assert e["ranked_by"] == "influence-cosine" and e["damping"] == eps
+    check(e, infl, cos, "influence-cosine")
+    r = fbp_here(capsys, "evaluate", digits_net, "--explain", str(row), "--explain-by", "influence")
+    assert r.returncode == 0, r.stderr
+    assert "influence g_nᵀ H̃⁻¹ g_x" in r.stdout and "damping ε = 0.001" in r.stdout
+    assert re.search(r"helps most  row +\d+  true \d  g_nᵀ H̃⁻¹ g_x +[-+][0-9.e+-]+  cos [-+]0\.\d{3}\n", r.stdout)
+    conv = str(tmp_path / "conv.npz")
+    fbp.save_params(conv, fbp.init_convnet(jax.random.key(0), (8, 8), [(2, 3, 1)], [10],
+                                           output_activation="softmax"), dict(data_flag="digits"))
+    sigmoid = str(tmp_path / "sigmoid.npz")  # the log-likelihood of a sigmoid output: no Gauss-Newton matrix here
+    fbp.save_params(sigmoid, fbp.init_mlp(jax.random.key(0), [64, 5, 10]), dict(data_flag="digits",
+                                                                                   cost="log_likelihood"))
+    for argv, needle in (
+            (["evaluate", digits_net, "--explain", "3", "--damping", "0.1"],
+             "--damping 0.1 is the damping of H̃ for --explain-by influence and influence-cosine; give one of them, "
+             "or drop --damping"),
+            (["predict", digits_net, xs, "--damping", "0.1"],
+             "--damping 0.1 is the damping of --explain-by influence; give --explain too"),
+            (["evaluate", digits_net, "--explain", "3", "--explain-by", "influence", "--over-checkpoints"],
+             "--explain-by influence is of one network, at its trained minimum, and --over-checkpoints sums "
+             "TracIn's products over a run's checkpoints; drop one of them"),
+            (["predict", conv, xs, "--explain", "--explain-by", "influence"],
+             "--explain-by influence: K-FAC's Kronecker factors here are those of fully connected layers, and this "
+             "network has a convolutional one; rank by product or cosine"),
+            (["evaluate", sigmoid, "--explain", "3", "--explain-by", "influence-cosine"],
+             "--explain-by influence-cosine: the Gauss-Newton matrix (diag_ggn, kfac_factors, influence) is known "
+             "for the costs quadratic and mse with any output, log_likelihood with a softmax output and "
+             "cross_entropy with a sigmoid one; got cost 'log_likelihood' with output activation 'sigmoid'; rank "
+             "by product or cosine")):
+        r = fbp_here(capsys, *argv)
+        assert r.returncode == 2 and r.stderr == f"fbp {argv[0]}: error: {needle}\n" and r.stdout == "", r.stderr
