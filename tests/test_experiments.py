@@ -199,3 +199,13 @@ def test_explain_lists_by_product_gather_on_large_gradients_and_by_cosine_on_lik
         assert cosine["helps"]["same_class_share"] > 0.99, over
         assert cosine["helps"]["distinct"] > 3 * product["helps"]["distinct"], over
         assert cosine["helps"]["median_norm_listed"] < 2 * all_norms, over
+    # influence functions (the last epoch only): g_nᵀ H̃⁻¹ g_x gathers on flipped examples of large gradients as
+    # the product does, its cosine in H̃⁻¹'s lengths on examples of the test example's own class, as the cosine does
+    last = r["by"]["last epoch"]
+    influence, relative = last["influence"]["helps"], last["influence-cosine"]["helps"]
+    assert influence["flipped_share"] > 4 * r["fraction"]
+    assert influence["median_norm_listed"] > 5 * last["median_norm_all"]
+    assert relative["flipped_share"] < r["fraction"] / 2 and relative["same_class_share"] > 0.99
+    assert relative["distinct"] > 2 * influence["distinct"]
+    assert sorted(r["influence"]) == ["0.0001", "0.001", "0.01", "0.1", "1"]
+    assert r["influence"]["0.001"]["influence"] == last["influence"]  # the default damping's, as listed above
