@@ -209,3 +209,17 @@ def test_explain_lists_by_product_gather_on_large_gradients_and_by_cosine_on_lik
     assert relative["distinct"] > 2 * influence["distinct"]
     assert sorted(r["influence"]) == ["0.0001", "0.001", "0.01", "0.1", "1"]
     assert r["influence"]["0.001"]["influence"] == last["influence"]  # the default damping's, as listed above
+
+
+def test_removing_the_examples_influence_lists_moves_the_cost_most_and_as_forecast(out):
+    r = run("removals", out)
+    assert r["explained"] == 10 and r["retrainings"] == 10 * (2 * 4 + r["random_draws"])  # --quick: k = 10
+    by = r["by"]["10"]
+    random = by["random"]["median_cost_ratio"]
+    # without the examples that help most by influence the cost rises, without those that hurt it falls, far
+    # beyond what training again without k random ones does (its order of the examples changes with n)
+    assert by["influence: helps"]["median_cost_ratio"] > max(1.5, 1.5 * random)
+    assert by["influence: hurts"]["median_cost_ratio"] < min(0.67, random / 1.5)
+    assert by["influence: helps"]["went_as_listed"] >= 0.8 and by["influence: hurts"]["went_as_listed"] >= 0.8
+    assert by["influence: helps"]["median_cost_ratio"] > by["product: helps"]["median_cost_ratio"] > random
+    assert by["forecasts"]["influence"] > 0.3
