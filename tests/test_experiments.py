@@ -213,7 +213,9 @@ def test_explain_lists_by_product_gather_on_large_gradients_and_by_cosine_on_lik
 
 def test_removing_the_examples_influence_lists_moves_the_cost_most_and_as_forecast(out):
     r = run("removals", out)
-    assert r["explained"] == 10 and r["retrainings"] == 10 * (2 * 4 + r["random_draws"])  # --quick: k = 10
+    # --quick: k = 10; each of 10 test examples without 2 lists of 4 rankings, random ones, and influence's 2
+    # lists at the 5 dampings besides the default
+    assert r["explained"] == 10 and r["retrainings"] == 10 * (2 * 4 + r["random_draws"] + 2 * 5)
     by = r["by"]["10"]
     random = by["random"]["median_cost_ratio"]
     # without the examples that help most by influence the cost rises, without those that hurt it falls, far
@@ -223,3 +225,5 @@ def test_removing_the_examples_influence_lists_moves_the_cost_most_and_as_foreca
     assert by["influence: helps"]["went_as_listed"] >= 0.8 and by["influence: hurts"]["went_as_listed"] >= 0.8
     assert by["influence: helps"]["median_cost_ratio"] > by["product: helps"]["median_cost_ratio"] > random
     assert by["forecasts"]["influence"] > 0.3
+    assert r["by_damping"]["0.001"] == {w: by[f"influence: {w}"]["median_cost_ratio"] for w in ("helps", "hurts")}
+    assert all(e["helps"] > 1 > e["hurts"] for e in r["by_damping"].values())  # at every damping in 1e-5 to 1
