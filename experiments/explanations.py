@@ -73,6 +73,16 @@ def summary(helps, hurts, flipped, labels, test_labels, norms):
     return out
 
 
+def show(over: str, by: str, s: dict, fraction: float, median_norm: float) -> None:
+    """A ranking's two lines: what its "helps" and "hurts" hold (``summary``'s)."""
+    for name in ("helps", "hurts"):
+        e = s[name]
+        print(f"  {over:>18}, by {by:7}: {name} {e['flipped_share']:.3f} flipped (chance {fraction:.2f})"
+              + (f", {e['same_class_share']:.3f} of the test example's class" if name == "helps" else "")
+              + f", {e['distinct']} distinct of {e['listed']}, the most listed {e['most_repeated']} times, "
+              f"median ‖g_n‖ {e['median_norm_listed']:.3g} (all {median_norm:.3g})")
+
+
 def main():
     p = parser(__doc__)
     p.add_argument("--fraction", type=float, default=None, help="fraction of training labels flipped "
@@ -120,12 +130,7 @@ def main():
             helps, hurts = lists_of(scores)
             s = results["by"][over][by] = summary(helps, hurts, flipped, labels, test_labels, norms)
             shown[over, by] = helps
-            for name in ("helps", "hurts"):
-                e = s[name]
-                print(f"  {over:>18}, by {by:7}: {name} {e['flipped_share']:.3f} flipped (chance {fraction:.2f})"
-                      + (f", {e['same_class_share']:.3f} of the test example's class" if name == "helps" else "")
-                      + f", {e['distinct']} distinct of {e['listed']}, the most listed {e['most_repeated']} times, "
-                      f"median ‖g_n‖ {e['median_norm_listed']:.3g} (all {np.median(norms):.3g})")
+            show(over, by, s, fraction, np.median(norms))
         print(f"  {over:>18}: {seconds:.1f} s for the products and norms")
         if over != "last epoch":
             continue
@@ -154,12 +159,7 @@ def main():
                     continue
                 results["by"][over][by] = s
                 shown[over, by] = helps
-                for name in ("helps", "hurts"):
-                    e = s[name]
-                    print(f"  {over:>18}, by {by:7}: {name} {e['flipped_share']:.3f} flipped (chance {fraction:.2f})"
-                          + (f", {e['same_class_share']:.3f} of the test example's class" if name == "helps" else "")
-                          + f", {e['distinct']} distinct of {e['listed']}, the most listed {e['most_repeated']} "
-                          f"times, median ‖g_n‖ {e['median_norm_listed']:.3g} (all {np.median(norms):.3g})")
+                show(over, by, s, fraction, np.median(norms))
         results["by"][over]["seconds_influence"] = seconds
         print(f"  {over:>18}: {seconds:.1f} s for the K-FAC factors, the influences and their norms (damping "
               f"{stats.INFLUENCE_DAMPING:g})")
