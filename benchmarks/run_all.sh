@@ -59,6 +59,8 @@ fi
 gpu_flag=()
 [[ $platform == gpu ]] && gpu_flag=(--gpu)
 part parallel 60 "$py" "$here/parallel.py" "${gpu_flag[@]}"
+part influence 120 "$py" "$here/influence.py" --rounds "$r_pe" --json "$out/influence.json" \
+    ${fashion:+--data-dir "$fashion"}
 # last: on a GPU its second network has run past 150 s (first calls print as they finish)
 part per_example 240 "$py" "$here/per_example.py" --rounds "$r_pe" --out "$out"
 echo "=== done" | tee -a "$log"
