@@ -591,7 +591,8 @@ def influence(params: list, X: ArrayLike, Y: ArrayLike, cost, X2: Optional[Array
     are measured by H̃⁻¹; it ranks each example's training examples as
     RelatIF's ℓ-relative influence does (Barshan et al. 2020), which found
     influence itself led by the same few outliers for every example.
-    ``experiments/explanations.py`` measures both."""
+    ``experiments/explanations.py`` measures what both list and
+    ``experiments/removals.py`` what the network does without it."""
     X, Y, factors = _influence_args("influence", params, X, Y, cost, factors, damping, chunk_size)
     if (X2 is None) != (Y2 is None):
         raise ValueError("influence takes X2 and Y2 together (the examples to explain), or neither (X's own).")
