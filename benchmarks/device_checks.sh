@@ -23,7 +23,9 @@
 #      and second: hand-written against jax.grad's gradient, on the GPU);
 #   9. XLA's compile time on the GPU against the step it gives
 #      (compile_time.py), and on two of the host's cores under the machine's
-#      jaxlib, beside the CPU figures of the README's jax-release table.
+#      jaxlib, beside the CPU figures of the README's jax-release table;
+#  10. influence functions on the GPU (influence.py: fbp's outer products
+#      against vmap(jax.grad)'s gradients, 10,000 training images against 100).
 #
 #   [PARTS="1 2 6"] benchmarks/device_checks.sh OUT_DIR [FASHION_MNIST_DIR]
 #
@@ -96,4 +98,6 @@ want 8 && part gpu-conv-second-net 120 "$py" "$here/conv_throughput.py" --conv 2
 want 9 && part gpu-compile-time 90 "$py" "$here/compile_time.py" --json "$out/compile_time_gpu.json"
 want 9 && part cpu2-compile-time 90 env JAX_PLATFORMS=cpu "${pin2[@]}" "$py" "$here/compile_time.py" \
     --json "$out/compile_time_cpu2.json"
+want 10 && part gpu-influence 90 "$py" "$here/influence.py" --json "$out/influence_gpu.json" \
+    ${fashion:+--data-dir "$fashion"}
 echo "=== done" | tee -a "$log"
