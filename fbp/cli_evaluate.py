@@ -330,6 +330,7 @@ EXPLAINED_AT_ONCE = 1000  # the examples explained in one pass over the training
 
 INFLUENCE = ("influence", "influence-cosine")  # the --explain-by rankings of one network's K-FAC influence
 COSINES = ("cosine", "influence-cosine")  # those that rank by a cosine
+INFLUENCE_COSINE = "H̃⁻¹-cos"  # the influence rankings' cosine column: lengths measured by H̃⁻¹
 
 
 class ExplainError(ValueError):
@@ -474,13 +475,15 @@ def _extremes(scores) -> tuple:
     return [int(r) for r in helps if scores[r] > 0], [int(r) for r in hurts if scores[r] < 0]
 
 
-def explained_lines(n: int, products, lists, cos, labels, named, product: str, indent: str = "  ") -> list:
-    """--explain's lines for one example: each listed training row (of ``n``), its class, its product and cosine;
-    the class column as wide as its widest name, so that the numbers line up."""
+def explained_lines(n: int, products, lists, cos, labels, named, product: str, indent: str = "  ",
+                    cosine: str = "cos") -> list:
+    """--explain's lines for one example: each listed training row (of ``n``), its class, its product and cosine
+    (named ``cosine``: "H̃⁻¹-cos" for influence's); the class column as wide as its widest name, so that the
+    numbers line up."""
     width = len(str(n - 1))
     cw = max([len(named(labels[r])) for rows in lists for r in rows], default=0)
     return [f"{indent}{title}  row {r:>{width}}  true {named(labels[r]):<{cw}}  {product} {products[r]:>+10.4g}  "
-            f"cos {cos[r]:+.3f}"
+            f"{cosine} {cos[r]:+.3f}"
             for title, rows in zip(("helps most", "hurts most"), lists) for r in rows]
 
 
@@ -543,9 +546,10 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
               f"one's cost, of the {n} (Koh & Liang's influence functions: weighing n up by ε in the training cost "
               f"lowers x's cost at the trained minimum by about ε g_nᵀ H̃⁻¹ g_x; H̃ the K-FAC Gauss-Newton matrix of "
               f"the training set, {influence_damping(damping)})"
-              + (":" if by == "influence" else ", ranked by its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) "
-                                               "√(g_xᵀ H̃⁻¹ g_x) (which leaves out how large g_n is, as RelatIF "
-                                               "ranks):"))
+              + (f"; {INFLUENCE_COSINE} its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x):"
+                 if by == "influence" else
+                 ", ranked by its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x) (which leaves out "
+                 "how large g_n is, as RelatIF ranks):"))
     elif over is None and by == "product":
         print(f"the training examples whose gradient g_n points most with and against this one's g_x, of the "
               f"{n} (a step of SGD on n changes its cost by about −η g_n · g_x):")
@@ -567,7 +571,8 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
             grad_norm=float(e["grad_norms"][0]), over_checkpoints=over is not None, training_examples=n,
             ranked_by=by, **({"damping": influence_damping(damping, words=False)} if by in INFLUENCE else {}),
             **explained_record(products, lists, cos, labels, "influence" if by in INFLUENCE else "product"))
-    for line in explained_lines(n, products, lists, cos, labels, named, product):
+    for line in explained_lines(n, products, lists, cos, labels, named, product,
+                                cosine=INFLUENCE_COSINE if by in INFLUENCE else "cos"):
         print(line)
     pictures, titles = explained_pictures(X[0], f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}"
                                           + ("" if target is None else f", at {named(target)}"), lists, cos,

@@ -165,8 +165,9 @@ def _predict(args, record: dict) -> int:
         at = int(order[0]) if target is None else target
         print(f"    its cost at {named(at)} {float(explained['costs'][j]):.4f}, ‖∇C_x‖ "
               f"{float(explained['grad_norms'][j]):.4f}" + ("" if any(lists) else "; no training example pulls it"))
-        for line in cli_evaluate.explained_lines(explained["n"], products, lists, cos, train_labels, named,
-                                                 explained["product"], indent="    "):
+        for line in cli_evaluate.explained_lines(
+                explained["n"], products, lists, cos, train_labels, named, explained["product"], indent="    ",
+                cosine=cli_evaluate.INFLUENCE_COSINE if explained["score"] == "influence" else "cos"):
             print(line)
         record["predictions"][-1]["explain"] = dict(
             target=at, cost=float(explained["costs"][j]), grad_norm=float(explained["grad_norms"][j]),
@@ -225,8 +226,10 @@ def _explain(params, ds, over, X, targets, meta: dict, record: dict, by: str, at
               f"in the training cost lowers that cost at the trained minimum by about ε g_nᵀ H̃⁻¹ g_x (Koh & "
               f"Liang's influence functions; H̃ the K-FAC Gauss-Newton matrix of the training set, "
               f"{cli_evaluate.influence_damping(damping)})"
-              + ("" if by == "influence" else ", ranked by its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) "
-                                              "√(g_xᵀ H̃⁻¹ g_x) (which leaves out how large g_n is, as RelatIF ranks)"))
+              + (f"; {cli_evaluate.INFLUENCE_COSINE} its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) "
+                 f"√(g_xᵀ H̃⁻¹ g_x)" if by == "influence" else
+                 ", ranked by its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x) (which leaves out "
+                 "how large g_n is, as RelatIF ranks)"))
     elif over is None:
         e["product"] = "g_n · g_x"
         print(f"with each input, the {ds.name} training examples (of the {n}) whose gradient g_n points most with "

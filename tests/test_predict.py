@@ -432,7 +432,9 @@ def test_explain_by_influence_is_each_gradient_through_the_damped_kfac_inverse(d
     r = fbp_here(capsys, "evaluate", digits_net, "--explain", str(row), "--explain-by", "influence")
     assert r.returncode == 0, r.stderr
     assert "influence g_nᵀ H̃⁻¹ g_x" in r.stdout and "damping ε = 0.001" in r.stdout
-    assert re.search(r"helps most  row +\d+  true \d  g_nᵀ H̃⁻¹ g_x +[-+][0-9.e+-]+  cos [-+]0\.\d{3}\n", r.stdout)
+    assert re.search(r"helps most  row +\d+  true \d  g_nᵀ H̃⁻¹ g_x +[-+][0-9.e+-]+  H̃⁻¹-cos [-+]0\.\d{3}\n",
+                     r.stdout)
+    assert "; H̃⁻¹-cos its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x):\n" in r.stdout
     conv = str(tmp_path / "conv.npz")
     fbp.save_params(conv, fbp.init_convnet(jax.random.key(0), (8, 8), [(2, 3, 1)], [10],
                                            output_activation="softmax"), dict(data_flag="digits"))
