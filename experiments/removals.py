@@ -6,7 +6,9 @@ cost) and hurt it most (their removal should lower it), ranked by the
 product g_n · g_x (TracIn: what a step on n does), its cosine, influence
 g_nᵀ H̃⁻¹ g_x (Koh & Liang 2017, H̃ the K-FAC Gauss-Newton matrix: what
 weighing n up does at the trained minimum) or influence's cosine in H̃⁻¹'s
-lengths (``--explain-by``). Experiment 13 asked what kind of examples each
+lengths (``--explain-by``), or by the product summed over the params of
+epochs 10, 20 and 30, each weighing η × 10 epochs (TracIn over checkpoints,
+``--over-checkpoints``). Experiment 13 asked what kind of examples each
 ranking lists; this one asks what the network does without them.
 
 The test: the default network of ``fbp train`` on digits ([64, 100, 10],
@@ -24,7 +26,7 @@ removal takes away, rank the changes measured (Spearman's ρ over every
 example and removal). Last, influence's lists at the damping ε from 10⁻⁵
 to 1 (k = 40), removed likewise.
 
-Digits only: a run takes 0.05 s there, so the ~3,000 retrainings take a
+Digits only: a run takes 0.05 s there, so the ~3,400 retrainings take a
 few minutes (a Fashion-MNIST run takes 15 s). ``--quick`` explains 10
 test examples with k = 10 only, at every damping.
 """
@@ -42,7 +44,8 @@ from fbp import train as ftrain
 
 COST = "log_likelihood"
 LR, BATCH, EPOCHS = 0.5, 10, 30  # fbp train's defaults
-RANKINGS = ("product", "cosine", "influence", "influence-cosine")
+RANKINGS = ("product", "cosine", "influence", "influence-cosine", "tracin")
+SAVED = (10, 20, 30)  # the epochs whose params make the checkpoints of "tracin", the product summed over them
 RANDOM_DRAWS = 2
 DAMPINGS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # influence's ε, for the largest k: the default and around it
 
@@ -68,13 +71,17 @@ def main():
     epoch = ftrain.make_epoch(ftrain.make_train_step(optimizer, COST), BATCH)
     init = fbp.init_mlp(jax.random.key(args.seed), [ds.n_in, 100, ds.n_classes], output_activation="softmax")
 
+    saved = {}  # the full run's params at the epochs of SAVED
+
     def train(keep):
         """The network trained on the training rows ``keep``, from ``init`` with the run's key."""
         params, state, key = init, optimizer.init(init), jax.random.key(args.seed + 1)
         Xk, Yk = jax.numpy.asarray(X[keep]), jax.numpy.asarray(Y[keep])
-        for _ in range(EPOCHS):
+        for e in range(1, EPOCHS + 1):
             key, k = jax.random.split(key)
             params, state, _ = epoch(params, state, k, Xk, Yk)
+            if len(keep) == n and e in SAVED:
+                saved[e] = params
         return params
 
     def outputs(params):
@@ -93,7 +100,8 @@ def main():
                   cosine=np.asarray(stats.tracin([(params, 1.0)], X, Y, COST, test_X, test_Y, cosine=True)),
                   influence=influence,
                   **{"influence-cosine": np.asarray(stats.influence(params, X, Y, COST, test_X, test_Y,
-                                                                    factors=factors, cosine=True))})
+                                                                    factors=factors, cosine=True))},
+                  tracin=np.asarray(stats.tracin([(saved[e], LR * 10) for e in SAVED], X, Y, COST, test_X, test_Y)))
     # the forecasts of the change in x's cost when the rows S go: influence's first-order Σ_S g_nᵀ H̃⁻¹ g_x / N,
     # and the product's, the steps on S that the run no longer takes (each lowered x's cost by about η/m g_n · g_x)
     forecast = dict(influence=lambda S, j: influence[S, j].sum() / n,

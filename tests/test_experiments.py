@@ -213,9 +213,9 @@ def test_explain_lists_by_product_gather_on_large_gradients_and_by_cosine_on_lik
 
 def test_removing_the_examples_influence_lists_moves_the_cost_most_and_as_forecast(out):
     r = run("removals", out)
-    # --quick: k = 10; each of 10 test examples without 2 lists of 4 rankings, random ones, and influence's 2
+    # --quick: k = 10; each of 10 test examples without 2 lists of 5 rankings, random ones, and influence's 2
     # lists at the 5 dampings besides the default
-    assert r["explained"] == 10 and r["retrainings"] == 10 * (2 * 4 + r["random_draws"] + 2 * 5)
+    assert r["explained"] == 10 and r["retrainings"] == 10 * (2 * 5 + r["random_draws"] + 2 * 5)
     by = r["by"]["10"]
     random = by["random"]["median_cost_ratio"]
     # without the examples that help most by influence the cost rises, without those that hurt it falls, far
