@@ -175,7 +175,7 @@ def main():
               f"× {e['hurts']:.3f} (medians)")
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.8), gridspec_kw=dict(width_ratios=[1.5, 1]))
     k = ks[-1]
     names = kinds
     ratios = [np.array([r["cost"] / base_cost[r["example"]] for r in removals if r["k"] == k and r["removed"] == w])
