@@ -100,8 +100,9 @@ def main():
         print(f"  {route:26} {med[route] * 1e3:9.1f} ms   {mem[route] / 2 ** 20:8.1f} MiB")
     print(f"  K-FAC factors of the N examples {statistics.median(factor_times) * 1e3:9.1f} ms (first call "
           f"{factors_first:.1f} s)")
-    print(f"  speed-up of fbp's route: {auto_s / fbp_s:.1f}×, memory {mem['vmap(jax.grad) gradients'] / mem['fbp (outer products)']:.0f}× "
-          f"less; largest difference {diff:.1e} of the largest influence")
+    less = mem["vmap(jax.grad) gradients"] / mem["fbp (outer products)"]
+    print(f"  speed-up of fbp's route: {auto_s / fbp_s:.1f}×, memory {less:.0f}× less; largest difference "
+          f"{diff:.1e} of the largest influence")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(device=str(device), device_kind=device.device_kind, jax=jax.__version__, data=name,
