@@ -175,9 +175,9 @@ def _evaluate(args, record: dict) -> int:
             return fail(f"--explain-by {args.explain_by}: {e}")
         if args.explain_images is not None:
             problem = image_unwritten("--explain-images", args.explain_images, plot.images(
-                pictures, titles, cols=EXPLAINED + 1, title=f"{ds.name}: the training examples whose steps help "
-                                                            f"(first row) and hurt (second row) {args.split} row "
-                                                            f"{args.explain} most"))
+                pictures, titles, cols=EXPLAINED + 1, title=f"{ds.name}: the training examples whose "
+                                                            f"{pulling(args.explain_by)} help (first row) and hurt "
+                                                            f"(second row) {args.split} row {args.explain} most"))
             if problem:
                 return fail(problem)
             print(f"wrote {args.explain_images}: {1 + listed} images")
@@ -349,6 +349,11 @@ def explain_by_problem(by: Optional[str], damping: Optional[float], over_checkpo
     return None
 
 
+def pulling(by: Optional[str]) -> str:
+    """What --explain-images' title says moves the example: the training examples' steps, or their influence."""
+    return "influence would" if by in INFLUENCE else "steps"
+
+
 def influence_problem(params, cost: str) -> Optional[str]:
     """Why --explain-by influence cannot take this network and cost, or None: K-FAC's factors are those of
     fully connected layers, and the Gauss-Newton matrix is known for some costs and outputs only."""
@@ -495,16 +500,16 @@ def explained_record(products, lists, cos, labels, score: str = "product") -> di
             for title, rows in zip(("helps", "hurts"), lists)}
 
 
-def explained_pictures(x, title: str, lists, cos, train_X, labels, named) -> tuple:
+def explained_pictures(x, title: str, lists, cos, train_X, labels, named, cosine: str = "cos") -> tuple:
     """--explain-images' two rows for one example: it and the training examples that help it, then a blank and
-    those that hurt it, blanks where a list is short; and their titles."""
+    those that hurt it, blanks where a list is short; and their titles (each with its cosine, named ``cosine``)."""
     import numpy as np
 
     blank = np.zeros_like(x)
     pictures, titles = [x], [title]
     for (what, rows), lead in zip(zip(("helps", "hurts"), lists), (0, 1)):
         pictures += [blank] * lead + list(train_X[rows]) + [blank] * (EXPLAINED - len(rows))
-        titles += [""] * lead + [f"{what}: row {r}\n{named(labels[r])}, cos {cos[r]:+.2f}"
+        titles += [""] * lead + [f"{what}: row {r}\n{named(labels[r])}, {cosine} {cos[r]:+.2f}"
                                  for r in rows] + [""] * (EXPLAINED - len(rows))
     return pictures, titles
 
@@ -571,12 +576,12 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
             grad_norm=float(e["grad_norms"][0]), over_checkpoints=over is not None, training_examples=n,
             ranked_by=by, **({"damping": influence_damping(damping, words=False)} if by in INFLUENCE else {}),
             **explained_record(products, lists, cos, labels, "influence" if by in INFLUENCE else "product"))
-    for line in explained_lines(n, products, lists, cos, labels, named, product,
-                                cosine=INFLUENCE_COSINE if by in INFLUENCE else "cos"):
+    cosine = INFLUENCE_COSINE if by in INFLUENCE else "cos"
+    for line in explained_lines(n, products, lists, cos, labels, named, product, cosine=cosine):
         print(line)
     pictures, titles = explained_pictures(X[0], f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}"
                                           + ("" if target is None else f", at {named(target)}"), lists, cos,
-                                          ds.train.X, labels, named)
+                                          ds.train.X, labels, named, cosine)
     return np.stack(pictures), titles, sum(len(rows) for rows in lists)
 
 

@@ -165,9 +165,9 @@ def _predict(args, record: dict) -> int:
         at = int(order[0]) if target is None else target
         print(f"    its cost at {named(at)} {float(explained['costs'][j]):.4f}, ‖∇C_x‖ "
               f"{float(explained['grad_norms'][j]):.4f}" + ("" if any(lists) else "; no training example pulls it"))
-        for line in cli_evaluate.explained_lines(
-                explained["n"], products, lists, cos, train_labels, named, explained["product"], indent="    ",
-                cosine=cli_evaluate.INFLUENCE_COSINE if explained["score"] == "influence" else "cos"):
+        cosine = cli_evaluate.INFLUENCE_COSINE if explained["score"] == "influence" else "cos"
+        for line in cli_evaluate.explained_lines(explained["n"], products, lists, cos, train_labels, named,
+                                                 explained["product"], indent="    ", cosine=cosine):
             print(line)
         record["predictions"][-1]["explain"] = dict(
             target=at, cost=float(explained["costs"][j]), grad_norm=float(explained["grad_norms"][j]),
@@ -175,7 +175,7 @@ def _predict(args, record: dict) -> int:
         if args.explain_images is not None:
             title = f"{label}\n→ {named(int(order[0]))}" + ("" if target is None else f", at {named(at)}")
             more, more_titles = cli_evaluate.explained_pictures(X[j], title, lists, cos, ds.train.X, train_labels,
-                                                                named)
+                                                                named, cosine)
             pictures += more
             titles += more_titles
             listed += sum(len(rows) for rows in lists)
@@ -185,7 +185,8 @@ def _predict(args, record: dict) -> int:
 
         problem = image_unwritten("--explain-images", args.explain_images, plot.images(
             np.stack(pictures), titles, cols=EXPLAINED + 1,
-            title=f"the {ds.name} training examples whose steps pull each input toward "
+            title=f"the {ds.name} training examples whose {cli_evaluate.pulling(args.explain_by)} pull each input "
+                  f"toward "
                   f"{'its predicted class' if target is None else f'class {named(target)}'} (first row) and away "
                   f"from it (second row) most"))
         if problem:

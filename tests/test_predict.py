@@ -435,6 +435,16 @@ def test_explain_by_influence_is_each_gradient_through_the_damped_kfac_inverse(d
     assert re.search(r"helps most  row +\d+  true \d  g_nᵀ H̃⁻¹ g_x +[-+][0-9.e+-]+  H̃⁻¹-cos [-+]0\.\d{3}\n",
                      r.stdout)
     assert "; H̃⁻¹-cos its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x):\n" in r.stdout
+    drawn = tmp_path / "influence.png"  # --explain-images: the pictures' titles name the H̃⁻¹-cosine too
+    r = fbp_here(capsys, "predict", digits_net, xs, "--explain", "--explain-by", "influence", "--explain-images",
+                 str(drawn))
+    assert r.returncode == 0 and r.stdout.endswith(f"wrote {drawn}: 1 input and 10 training images\n"), r.stderr
+    from fbp import cli_evaluate
+
+    titles = cli_evaluate.explained_pictures(x, "x", ([1, 2], [3]), {1: 0.5, 2: 0.25, 3: -0.125}, ds.train.X,
+                                             np.zeros(len(ds.train), int), str, "H̃⁻¹-cos")[1]
+    assert titles[1:3] == ["helps: row 1\n0, H̃⁻¹-cos +0.50", "helps: row 2\n0, H̃⁻¹-cos +0.25"]
+    assert titles[7] == "hurts: row 3\n0, H̃⁻¹-cos -0.12"
     conv = str(tmp_path / "conv.npz")
     fbp.save_params(conv, fbp.init_convnet(jax.random.key(0), (8, 8), [(2, 3, 1)], [10],
                                            output_activation="softmax"), dict(data_flag="digits"))
