@@ -167,12 +167,10 @@ def _evaluate(args, record: dict) -> int:
             print(f"wrote {args.worst_images}: {len(rows)} images")
             record["worst"]["images"] = args.worst_images
     if args.explain is not None:
-        try:
-            pictures, titles, listed = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted,
-                                                        names, over, record, args.explain_by or "product", target,
-                                                        args.damping)
-        except ExplainError as e:
-            return fail(f"--explain-by {args.explain_by}: {e}")
+        # (influence_problem was asked above, before any output: explained's ExplainError cannot come here)
+        pictures, titles, listed = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted,
+                                                    names, over, record, args.explain_by or "product", target,
+                                                    args.damping)
         if args.explain_images is not None:
             problem = image_unwritten("--explain-images", args.explain_images, plot.images(
                 pictures, titles, cols=EXPLAINED + 1, title=f"{ds.name}: the training examples whose "
@@ -397,7 +395,7 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "pr
     # for the book's first conv net) keep it on Fashion-MNIST under 1 GB (3.1 GB at 10,000, in about the same time)
     chunk = ftrain.chunk_for(params)
     if by in INFLUENCE:
-        damping = stats.INFLUENCE_DAMPING if damping is None else damping
+        damping = damping_used(damping)
         problem = influence_problem(params, cost)
         if problem:
             raise ExplainError(problem)
@@ -455,12 +453,11 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "pr
                 grad_norms=np.asarray(m["grad_norms"])[:k])
 
 
-def influence_damping(damping: Optional[float], words: bool = True):
-    """--damping's ε as used (the default where none was given), in words for a header or as the number."""
+def damping_used(damping: Optional[float]) -> float:
+    """--damping's ε as the influence rankings use it: the flag's, or stats.influence's default."""
     from fbp import stats
 
-    eps = stats.INFLUENCE_DAMPING if damping is None else damping
-    return f"damping ε = {eps:g}" if words else eps
+    return stats.INFLUENCE_DAMPING if damping is None else damping
 
 
 def _extremes(scores) -> tuple:
@@ -550,7 +547,7 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
         print(f"the training examples of the most positive and most negative influence g_nᵀ H̃⁻¹ g_x on this "
               f"one's cost, of the {n} (Koh & Liang's influence functions: weighing n up by ε in the training cost "
               f"lowers x's cost at the trained minimum by about ε g_nᵀ H̃⁻¹ g_x; H̃ the K-FAC Gauss-Newton matrix of "
-              f"the training set, {influence_damping(damping)})"
+              f"the training set, damping ε = {damping_used(damping):g})"
               + (f"; {INFLUENCE_COSINE} its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x):"
                  if by == "influence" else
                  ", ranked by its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x) (which leaves out "
@@ -574,7 +571,7 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
             row=row, true=int(truth[row]), predicted=int(predicted[row]),
             target=int(truth[row]) if target is None else target, cost=float(e["costs"][0]),
             grad_norm=float(e["grad_norms"][0]), over_checkpoints=over is not None, training_examples=n,
-            ranked_by=by, **({"damping": influence_damping(damping, words=False)} if by in INFLUENCE else {}),
+            ranked_by=by, **({"damping": damping_used(damping)} if by in INFLUENCE else {}),
             **explained_record(products, lists, cos, labels, "influence" if by in INFLUENCE else "product"))
     cosine = INFLUENCE_COSINE if by in INFLUENCE else "cos"
     for line in explained_lines(n, products, lists, cos, labels, named, product, cosine=cosine):

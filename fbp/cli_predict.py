@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from fbp.cli import _error, class_named, network_text, trained_with, with_json
 from fbp import cli_evaluate
-from fbp.cli_evaluate import ExplainError, explain_by_problem
+from fbp.cli_evaluate import explain_by_problem
 
 
 class InputError(ValueError):
@@ -139,12 +139,10 @@ def _predict(args, record: dict) -> int:
                   output_activation=output, predictions=[])
     explained: Optional[dict] = None
     if ds is not None:
-        try:
-            explained = _explain(params, ds, over, X, np.argmax(outputs, axis=1) if target is None else
-                                 np.full(len(X), target), meta, record, args.explain_by or "product",
-                                 "its predicted class" if target is None else f"class {named(target)}", args.damping)
-        except ExplainError as e:
-            return fail(f"--explain-by {args.explain_by}: {e}")
+        # (influence_problem was asked above, before any output: explained's ExplainError cannot come here)
+        explained = _explain(params, ds, over, X, np.argmax(outputs, axis=1) if target is None else
+                             np.full(len(X), target), meta, record, args.explain_by or "product",
+                             "its predicted class" if target is None else f"class {named(target)}", args.damping)
         record["explain"]["target"] = target
     pictures: list = []
     titles: list = []
@@ -226,7 +224,7 @@ def _explain(params, ds, over, X, targets, meta: dict, record: dict, by: str, at
               f"negative influence g_nᵀ H̃⁻¹ g_x on the input's cost, {at} the target ({cost}): weighing n up by ε "
               f"in the training cost lowers that cost at the trained minimum by about ε g_nᵀ H̃⁻¹ g_x (Koh & "
               f"Liang's influence functions; H̃ the K-FAC Gauss-Newton matrix of the training set, "
-              f"{cli_evaluate.influence_damping(damping)})"
+              f"damping ε = {cli_evaluate.damping_used(damping):g})"
               + (f"; {cli_evaluate.INFLUENCE_COSINE} its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) "
                  f"√(g_xᵀ H̃⁻¹ g_x)" if by == "influence" else
                  ", ranked by its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x) (which leaves out "
@@ -246,7 +244,7 @@ def _explain(params, ds, over, X, targets, meta: dict, record: dict, by: str, at
     record["explain"] = dict(data=ds.name, training_examples=n, cost_function=cost,
                              over_checkpoints=over is not None, ranked_by=by)
     if by in cli_evaluate.INFLUENCE:
-        record["explain"]["damping"] = cli_evaluate.influence_damping(damping, words=False)
+        record["explain"]["damping"] = cli_evaluate.damping_used(damping)
     if over is not None:
         record["explain"]["checkpoints"] = [dict(epoch=epoch, lr=lr, epochs_spanned=span)
                                             for epoch, _, lr, span in over]
