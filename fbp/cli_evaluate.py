@@ -332,7 +332,7 @@ INFLUENCE_COSINE = "H̃⁻¹-cos"  # the influence rankings' cosine column: leng
 
 
 class ExplainError(ValueError):
-    """A network or cost that --explain-by influence cannot take (a Conv layer, a cost without a Gauss-Newton
+    """A network and cost that --explain-by influence cannot take (a cost and output without a Gauss-Newton
     matrix here)."""
 
 
@@ -353,13 +353,10 @@ def pulling(by: Optional[str]) -> str:
 
 
 def influence_problem(params, cost: str) -> Optional[str]:
-    """Why --explain-by influence cannot take this network and cost, or None: K-FAC's factors are those of
-    fully connected layers, and the Gauss-Newton matrix is known for some costs and outputs only."""
+    """Why --explain-by influence cannot take this network and cost, or None: the Gauss-Newton matrix is
+    known for some costs and outputs only."""
     from fbp import stats
 
-    if any(type(layer).__name__ == "Conv" for layer in params):
-        return ("K-FAC's Kronecker factors here are those of fully connected layers, and this network has a "
-                "convolutional one; rank by product or cosine")
     problem = stats.gauss_newton_problem(cost, params[-1].act.name)
     return problem and f"{problem.rstrip('.')}; rank by product or cosine"
 

@@ -115,9 +115,46 @@ class Dense:
         (B, n_in). Identity: Σ_n Σ_k (δ_{n,k} a_nᵀ)² = (Σ_k Δ_k ⊙ Δ_k)ᵀ (A ⊙ A)."""
         return self.batch_grads(jnp.sum(deltas * deltas, axis=1), a_prev * a_prev)
 
+    # K-FAC (fbp.stats.kfac_factors and influence). The gradient of [w | b]
+    # (the bias a last column) is one outer product, δ āᵀ with ā = [a, 1], so
+    # H̃⁻¹ of it, H̃'s block (Ã ⊗ G̃) a Kronecker product, is again one:
+    # G̃⁻¹ δ (Ã⁻¹ ā)ᵀ, and no gradient is formed.
+    @property
+    def kfac_shapes(self) -> tuple:
+        """The sizes of the two Kronecker factors: A over [w | b]'s columns, G over its rows."""
+        return self.n_in + 1, self.n_out
+
+    def kfac_sums(self, deltas: Array, a_prev: Array) -> tuple:
+        """(Σ_n ā_n ā_nᵀ, Σ_n Σ_k δ_{n,k} δ_{n,k}ᵀ): ``deltas`` (B, K, n_out) K δ's
+        sent back for each example (``sum_sq_grads``' kind), ``a_prev`` (B, n_in)."""
+        ab = _with_ones(a_prev)
+        return ab.T @ ab, jnp.einsum("bki,bkj->ij", deltas, deltas)
+
+    def kfac_preconditioned(self, inv_a, inv_g, deltas: Array, a_prev: Array) -> tuple:
+        """H̃⁻¹ g_n for each row n, as its factors (G̃⁻¹ δ_n, Ã⁻¹ ā_n), stacked
+        in rows: ``inv_a`` and ``inv_g`` apply Ã⁻¹ and G̃⁻¹ to the columns of
+        an array."""
+        return inv_g(deltas.T).T, inv_a(_with_ones(a_prev).T).T
+
+    def kfac_products(self, deltas: Array, a_prev: Array, pre: tuple) -> Array:
+        """(B, B2): g_n · H̃⁻¹ g'_m = (δ_n · G̃⁻¹ δ'_m)(ā_n · Ã⁻¹ ā'_m), ``pre``
+        being ``kfac_preconditioned``'s of the B2 examples."""
+        pd, pa = pre
+        return (deltas @ pd.T) * (_with_ones(a_prev) @ pa.T)
+
+    def kfac_diagonal(self, deltas: Array, a_prev: Array, pre: tuple) -> Array:
+        """(B,): g_n · H̃⁻¹ g_n, ``pre`` being ``kfac_preconditioned``'s of the same rows."""
+        pd, pa = pre
+        return jnp.sum(deltas * pd, -1) * jnp.sum(_with_ones(a_prev) * pa, -1)
+
     def __repr__(self) -> str:
         act = self.activation if isinstance(self.activation, str) else self.activation.name
         return f"Dense(w={_desc(self.w)}, b={_desc(self.b)}, activation={act!r})"
+
+
+def _with_ones(a: Array) -> Array:
+    """ā = [a, 1]: a layer's inputs with the bias's constant input last (along the last axis)."""
+    return jnp.concatenate([a, jnp.ones(a.shape[:-1] + (1,), a.dtype)], axis=-1)
 
 
 def _desc(x) -> str:
@@ -355,6 +392,58 @@ class Conv:
         g = jax.vmap(jax.vmap(self.grads, in_axes=(0, None)))(deltas, a_prev)
         return dataclasses.replace(self, w=jnp.sum(jnp.square(g.w), axis=(0, 1)),
                                    b=jnp.sum(jnp.square(g.b), axis=(0, 1)))
+
+    # K-FAC for convolutions: KFC (Grosse & Martens 2016). Example n's
+    # gradient of [W | b], W the kernels as a (C_out, C_in·k·k) matrix (the
+    # rows of _patches) and b a last column, is Σ_t δ̃_t ā_tᵀ over the T
+    # positions t of the convolution: δ̃_t the maps' unpooled δ's there
+    # (C_out), ā_t the patch of input the kernels meet there with a 1 under
+    # it. Not one outer product, so its GGN block is not one Kronecker
+    # product. KFC takes the δ's at two positions as uncorrelated and every
+    # position alike, and the block becomes Ω ⊗ Γ with Ω = Σ_t ā_t ā_tᵀ (a sum
+    # over the positions) and Γ = (1/T) Σ_t Σ_c δ̃_{c,t} δ̃_{c,t}ᵀ (a mean), each
+    # averaged over the examples. With one position (a kernel as large as its
+    # input, no pooling) it is exactly a Dense layer's. H̃⁻¹ of the gradient
+    # is G̃⁻¹ g Ã⁻¹: each example's gradient is formed (it is small, the
+    # kernels' size), as grad_gram does.
+    @property
+    def kfac_shapes(self) -> tuple:
+        """The sizes of the two Kronecker factors: A over [W | b]'s columns (C_in·k·k + 1), G over its rows (C_out)."""
+        maps, channels, k, _ = self.w.shape
+        return channels * k * k + 1, maps
+
+    def kfac_sums(self, deltas: Array, a_prev: Array) -> tuple:
+        """(Σ_n Σ_t ā_{n,t} ā_{n,t}ᵀ, Σ_n (1/T) Σ_t Σ_k δ̃_{n,k,t} δ̃_{n,k,t}ᵀ), as
+        ``Dense.kfac_sums``: ``deltas`` (B, K, n_out), ``a_prev`` (B, n_in)."""
+        B, K, maps = deltas.shape[0], deltas.shape[1], self.w.shape[0]
+        patches = jax.vmap(lambda a: _with_ones(self._patches(a).T))(a_prev)  # (B, T, C_in·k·k + 1)
+        unpooled = jax.vmap(jax.vmap(self._unpool, in_axes=(0, None)))(deltas, a_prev).reshape(B, K, maps, -1)
+        T = unpooled.shape[-1]
+        return (jnp.einsum("btp,btq->pq", patches, patches),
+                jnp.einsum("bkit,bkjt->ij", unpooled, unpooled) / T)
+
+    def _kfac_grads(self, deltas: Array, a_prev: Array) -> Array:
+        """(B, C_out, C_in·k·k + 1): each example's gradient of [W | b], formed."""
+        g = jax.vmap(self.grads)(deltas, a_prev)
+        B, maps = deltas.shape[0], self.w.shape[0]
+        return jnp.concatenate([g.w.reshape(B, maps, -1), g.b[:, :, None]], axis=2)
+
+    def kfac_preconditioned(self, inv_a, inv_g, deltas: Array, a_prev: Array) -> Array:
+        """H̃⁻¹ g_n = G̃⁻¹ g_n Ã⁻¹ for each row n, (B, C_out, C_in·k·k + 1); ``inv_a``
+        and ``inv_g`` apply Ã⁻¹ and G̃⁻¹ to the columns of an array."""
+        g = self._kfac_grads(deltas, a_prev)
+        B, maps, P = g.shape
+        right = inv_a(g.reshape(B * maps, P).T).T.reshape(B, maps, P)  # g Ã⁻¹ (Ã symmetric)
+        return inv_g(right.transpose(1, 0, 2).reshape(maps, B * P)).reshape(maps, B, P).transpose(1, 0, 2)
+
+    def kfac_products(self, deltas: Array, a_prev: Array, pre: Array) -> Array:
+        """(B, B2): g_n · H̃⁻¹ g'_m, ``pre`` being ``kfac_preconditioned``'s of the B2 examples."""
+        g = self._kfac_grads(deltas, a_prev)
+        return g.reshape(len(g), -1) @ pre.reshape(len(pre), -1).T
+
+    def kfac_diagonal(self, deltas: Array, a_prev: Array, pre: Array) -> Array:
+        """(B,): g_n · H̃⁻¹ g_n, ``pre`` being ``kfac_preconditioned``'s of the same rows."""
+        return jnp.sum(self._kfac_grads(deltas, a_prev) * pre, axis=(1, 2))
 
     def __repr__(self) -> str:
         act = self.activation if isinstance(self.activation, str) else self.activation.name

@@ -23,7 +23,6 @@ import optax
 from jax.typing import ArrayLike
 
 from fbp.backprop import _check_reduction, _deltas_and_inputs, batch_deltas, batch_trace, check_batch, propagate, reduce
-from fbp.layers import Dense
 from fbp.network import check_int, forward_trace, like_params
 
 Array = jax.Array
@@ -421,33 +420,21 @@ def diag_ggn(params: list, X: Array, Y: Array, cost, reduction: str = "mean") ->
 INFLUENCE_DAMPING = 1e-3  # influence's default ε: each Kronecker factor gets √ε times its mean eigenvalue
 
 
-def _dense_only(name: str, params: list) -> None:
-    for i, layer in enumerate(params):
-        if not isinstance(layer, Dense):
-            raise ValueError(f"{name} takes fully connected networks: its Kronecker factors are those of Dense "
-                             f"layers (K-FAC), and layer {i + 1} is a {type(layer).__name__}; explain a Conv "
-                             f"network's predictions by the products of its gradients (fbp.stats.tracin) instead.")
-
-
-def _with_ones(a: Array) -> Array:
-    """ā = [a, 1]: a layer's inputs with the bias's constant input last, (B, n + 1)."""
-    return jnp.concatenate([a, jnp.ones(a.shape[:-1] + (1,), a.dtype)], axis=-1)
-
-
 @functools.partial(jax.jit, static_argnames=("cost",))
 def _kfac_sums(params: list, X: Array, Y: Array, cost) -> list:
     cost, X, Y = check_batch(params, X, Y, cost)
     ds, a_prev = jax.vmap(functools.partial(_ggn_deltas, params, cost))(X, Y)
     with _exact_products():
-        return [(_with_ones(a).T @ _with_ones(a), jnp.einsum("bci,bcj->ij", d, d)) for d, a in zip(ds, a_prev)]
+        return [layer.kfac_sums(d, a) for layer, d, a in zip(params, ds, a_prev)]
 
 
 def kfac_factors(params: list, X: ArrayLike, Y: ArrayLike, cost, chunk_size: Optional[int] = None) -> list:
     """The Kronecker factors of K-FAC (Martens & Grosse 2015) for each layer,
-    [(A^l, G^l)]: A^l = (1/B) Σ_n ā_n ā_nᵀ, ā_n = [a^{l−1}_n, 1] the layer's
-    inputs with the bias's 1 last ((n_{l−1} + 1)², float), and G^l = (1/B) Σ_n
-    Σ_c δ^l_{n,c} (δ^l_{n,c})ᵀ (n_l × n_l), δ^l_{n,c} the δ's that column c of
-    the output Hessian's factor sends back through BP2 (as ``diag_ggn``'s).
+    [(A^l, G^l)]: for a Dense layer A^l = (1/B) Σ_n ā_n ā_nᵀ, ā_n = [a^{l−1}_n, 1]
+    the layer's inputs with the bias's 1 last ((n_{l−1} + 1)², float), and
+    G^l = (1/B) Σ_n Σ_c δ^l_{n,c} (δ^l_{n,c})ᵀ (n_l × n_l), δ^l_{n,c} the δ's
+    that column c of the output Hessian's factor sends back through BP2 (as
+    ``diag_ggn``'s).
 
     For one example, BP4 makes column c's gradient of [w^l | b^l] the outer
     product δ_c āᵀ, so the layer's block of the generalised Gauss-Newton
@@ -455,9 +442,17 @@ def kfac_factors(params: list, X: ArrayLike, Y: ArrayLike, cost, chunk_size: Opt
     the cross-entropy), Σ_c vec(δ_c āᵀ) vec(δ_c āᵀ)ᵀ, is exactly A ⊗ G, with
     vec stacking columns (the bias's column last). Over a batch, K-FAC takes
     the mean of those products as the product of the means: the
-    approximation is there. Dense layers only. ``chunk_size`` sums that
-    many examples at a time (each its n_out δ's per layer)."""
-    _dense_only("kfac_factors", params)
+    approximation is there.
+
+    A Conv layer's are KFC's (Grosse & Martens 2016), over [W | b], W the
+    kernels as a (C_out, C_in·k·k) matrix: A = (1/B) Σ_n Σ_t ā_{n,t} ā_{n,t}ᵀ,
+    ā_{n,t} the patch of input the kernels meet at position t of the
+    convolution with a 1 last, and G = (1/B) Σ_n (1/T) Σ_t Σ_c δ̃_{n,c,t}
+    δ̃_{n,c,t}ᵀ, δ̃ the maps' unpooled δ's at t, T the positions: A ⊗ G is the
+    GGN block if the δ's at two positions are uncorrelated and every position
+    alike (``Conv.kfac_sums``), exactly so for one example when there is one
+    position. ``chunk_size`` sums that many examples at a time (each its
+    n_out δ's per layer)."""
     X, Y = jnp.asarray(X), jnp.asarray(Y)
     B = X.shape[0]
     size = B if chunk_size is None else check_int("chunk_size", chunk_size, 1, " or None")
@@ -485,28 +480,29 @@ def _check_damping(damping) -> None:
 
 
 def _solves(factors, damping) -> list:
-    """Each layer's two damped factors, Cholesky-factored once: [(Ã's, G̃'s)]."""
-    cho = jax.scipy.linalg.cho_factor
-    return [(cho(_damped(A, damping)), cho(_damped(G, damping))) for A, G in factors]
+    """Each layer's two damped factors, Cholesky-factored once: [(Ã⁻¹, G̃⁻¹)], each a function applying the
+    inverse to the columns of an array."""
+    cho, solve = jax.scipy.linalg.cho_factor, jax.scipy.linalg.cho_solve
+    return [(functools.partial(solve, cho(_damped(A, damping))), functools.partial(solve, cho(_damped(G, damping))))
+            for A, G in factors]
 
 
-def _preconditioned(solves, ds, a_prev) -> list:
-    """H̃⁻¹ g for each example of the stacked δ's and inputs: its outer-product factors (G̃⁻¹ δ, Ã⁻¹ ā) per layer,
-    as rows (H̃⁻¹ vec(δ āᵀ) = vec(G̃⁻¹ δ (Ã⁻¹ ā)ᵀ), the K-FAC block being a Kronecker product)."""
-    solve = jax.scipy.linalg.cho_solve
+def _preconditioned(params, solves, ds, a_prev) -> list:
+    """H̃⁻¹ g for each example of the stacked δ's and inputs, per layer in the layer's own form
+    (``kfac_preconditioned``: for a Dense layer the factors of an outer product)."""
     with _exact_products():
-        return [(solve(g_cho, d.T).T, solve(a_cho, _with_ones(a).T).T) for (a_cho, g_cho), d, a in
-                zip(solves, ds, a_prev)]
+        return [layer.kfac_preconditioned(inv_a, inv_g, d, a)
+                for layer, (inv_a, inv_g), d, a in zip(params, solves, ds, a_prev)]
 
 
-def _kfac_products(ds, a_prev, pre):
-    """(B, B2): Σ_l (δ_n · G̃⁻¹δ'_m)(ā_n · Ã⁻¹ā'_m), g_nᵀ H̃⁻¹ g'_m from each one's factors."""
-    return sum((d @ pd.T) * (_with_ones(a) @ pa.T) for d, a, (pd, pa) in zip(ds, a_prev, pre))
+def _kfac_products(params, ds, a_prev, pre):
+    """(B, B2): g_nᵀ H̃⁻¹ g'_m, summed over the layers, from the δ's and inputs of the B and pre of the B2."""
+    return sum(layer.kfac_products(d, a, p) for layer, d, a, p in zip(params, ds, a_prev, pre))
 
 
-def _kfac_diagonal(ds, a_prev, pre):
-    """(B,): g_nᵀ H̃⁻¹ g_n of each example, from its δ's and inputs and its own preconditioned factors."""
-    return sum(jnp.sum(d * pd, -1) * jnp.sum(_with_ones(a) * pa, -1) for d, a, (pd, pa) in zip(ds, a_prev, pre))
+def _kfac_diagonal(params, ds, a_prev, pre):
+    """(B,): g_nᵀ H̃⁻¹ g_n of each example, from its δ's and inputs and its own pre."""
+    return sum(layer.kfac_diagonal(d, a, p) for layer, d, a, p in zip(params, ds, a_prev, pre))
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
@@ -515,7 +511,7 @@ def _influence_diagonal(params, factors, X, Y, cost, damping, chunk_size):
     solves = _solves(factors, damping)
 
     def diagonal(ds, a_prev):
-        return _kfac_diagonal(ds, a_prev, _preconditioned(solves, ds, a_prev))
+        return _kfac_diagonal(params, ds, a_prev, _preconditioned(params, solves, ds, a_prev))
 
     if chunk_size is None:
         return diagonal(*batch_deltas(params, X, Y, cost))
@@ -531,22 +527,21 @@ def _influence_diagonal(params, factors, X, Y, cost, damping, chunk_size):
 def _influence(params, factors, X, Y, cost, X2, Y2, damping, chunk_size):
     cost, X, Y = check_batch(params, X, Y, cost)
     ds2, a2 = batch_deltas(params, X2, Y2, cost, names=("X2", "Y2"))
-    pre = _preconditioned(_solves(factors, damping), ds2, a2)  # H̃⁻¹ g'_m's factors for the examples of (X2, Y2)
+    pre = _preconditioned(params, _solves(factors, damping), ds2, a2)  # H̃⁻¹ g'_m's factors for the examples of (X2, Y2)
 
     if chunk_size is None:
         ds, a_prev = batch_deltas(params, X, Y, cost)
-        return _kfac_products(ds, a_prev, pre)
+        return _kfac_products(params, ds, a_prev, pre)
 
     def one(xy):
         ds, a_prev = _deltas_and_inputs(params, xy[0], xy[1], cost)
-        return _kfac_products([d[None] for d in ds], [a[None] for a in a_prev], pre)[0]
+        return _kfac_products(params, [d[None] for d in ds], [a[None] for a in a_prev], pre)[0]
 
     return jax.lax.map(one, (X, Y), batch_size=chunk_size)
 
 
 def _influence_args(name, params, X, Y, cost, factors, damping, chunk_size):
     """The arguments of influence and influence_diagonal checked, and the factors computed where none are given."""
-    _dense_only(name, params)
     _check_damping(damping)
     if chunk_size is not None:
         check_int("chunk_size", chunk_size, 1, " or None")
@@ -554,10 +549,11 @@ def _influence_args(name, params, X, Y, cost, factors, damping, chunk_size):
     if factors is None:
         return X, Y, kfac_factors(params, X, Y, cost, chunk_size)
     if len(factors) != len(params) or not all(
-            isinstance(f, (tuple, list)) and len(f) == 2 and jnp.shape(f[0]) == (layer.n_in + 1,) * 2
-            and jnp.shape(f[1]) == (layer.n_out,) * 2 for f, layer in zip(factors, params)):
+            isinstance(f, (tuple, list)) and len(f) == 2 and jnp.shape(f[0]) == (layer.kfac_shapes[0],) * 2
+            and jnp.shape(f[1]) == (layer.kfac_shapes[1],) * 2 for f, layer in zip(factors, params)):
         raise ValueError(f"{name}'s factors must be kfac_factors' of this network: one (A, G) pair per layer, A "
-                         f"(n_in + 1)², G n_out²; compute them with fbp.stats.kfac_factors(params, X, Y, cost).")
+                         f"(n_in + 1)² and G n_out² for a Dense one, (C_in·k·k + 1)² and C_out² for a Conv one; "
+                         f"compute them with fbp.stats.kfac_factors(params, X, Y, cost).")
     dtype = params[0].w.dtype
     return X, Y, [(jnp.asarray(A, dtype), jnp.asarray(G, dtype)) for A, G in factors]
 
@@ -581,10 +577,12 @@ def influence(params: list, X: ArrayLike, Y: ArrayLike, cost, X2: Optional[Array
     (X, Y)); pass them when (X, Y) is a part of it, or to reuse them.
     ``damping`` ε > 0 adds √ε times each factor's mean eigenvalue to its
     diagonal (K-FAC's factored Tikhonov damping). The K-FAC block is a
-    Kronecker product, so H̃⁻¹ g'_m = vec(G̃⁻¹ δ'_m (Ã⁻¹ ā'_m)ᵀ) is again an
-    outer product and entry (n, m) is Σ_l (δ_n · G̃⁻¹ δ'_m)(ā_n · Ã⁻¹ ā'_m):
-    no gradient and no inverse of H̃ is formed, only each factor's Cholesky
-    solves. Dense layers only. ``chunk_size`` as in ``grad_gram``.
+    Kronecker product, so for a Dense layer H̃⁻¹ g'_m = vec(G̃⁻¹ δ'_m (Ã⁻¹
+    ā'_m)ᵀ) is again an outer product and its part of entry (n, m) is
+    (δ_n · G̃⁻¹ δ'_m)(ā_n · Ã⁻¹ ā'_m): no gradient and no inverse of H̃ is
+    formed, only each factor's Cholesky solves. A Conv layer's gradients
+    (KFC's factors, ``kfac_factors``) are formed, small as they are, and
+    H̃⁻¹ g'_m = G̃⁻¹ g'_m Ã⁻¹. ``chunk_size`` as in ``grad_gram``.
 
     ``cosine``: each entry over √(g_nᵀ H̃⁻¹ g_n) √(g'_mᵀ H̃⁻¹ g'_m)
     (``influence_diagonal``), the cosine of the two gradients where lengths

@@ -371,32 +371,40 @@ def test_explain_by_influence_is_each_gradient_through_the_damped_kfac_inverse(d
     carried through H̃⁻¹ as G̃⁻¹ M Ã⁻¹ (the Kronecker product's inverse, not
     fbp's outer-product route), in float64 from the float32 network; the
     cosines over √(gᵀ H̃⁻¹ g); fbp predict for an input and fbp evaluate
-    --explain ROW for a test row; and the refusals."""
+    --explain ROW for a test row; a convolutional network's (KFC's
+    factors); and the refusals."""
     params, meta = fbp.load_params(digits_net, with_meta=True)
     cost = meta["cost"]
     ds = fdata.load("digits", None, meta["validation"])
     eps = 0.01
-    factors = fbp.stats.kfac_factors(jax.tree.map(lambda a: np.asarray(a, np.float64), params),
-                                     ds.train.X.astype(np.float64), ds.train.Y.astype(np.float64), cost)
-    inverses = [[np.linalg.inv(F + np.sqrt(eps) * np.trace(F) / len(F) * np.eye(len(F)))
-                 for F in (np.asarray(A, np.float64), np.asarray(G, np.float64))] for A, G in factors]
 
-    def grads(X, Y):  # each example's [∂w | ∂b] per layer by jax.grad, in float64: (B, n_out, n_in + 1)
-        g = jax.vmap(jax.grad(fbp.example_loss), in_axes=(None, 0, 0, None))(params, X, Y, cost)
-        return [np.concatenate([np.asarray(layer.w, np.float64), np.asarray(layer.b, np.float64)[:, :, None]], 2)
-                for layer in g]
+    def references(params):
+        """reference(x, c): the influences and H̃⁻¹-cosines of the training examples on input x, target c."""
+        factors = fbp.stats.kfac_factors(jax.tree.map(lambda a: np.asarray(a, np.float64), params),
+                                         ds.train.X.astype(np.float64), ds.train.Y.astype(np.float64), cost)
+        inverses = [[np.linalg.inv(F + np.sqrt(eps) * np.trace(F) / len(F) * np.eye(len(F)))
+                     for F in (np.asarray(A, np.float64), np.asarray(G, np.float64))] for A, G in factors]
 
-    def through(M):  # H̃⁻¹ g per layer: G̃⁻¹ M Ã⁻¹
-        return [np.einsum("ij,bjk,kl->bil", Gi, m, Ai) for (Ai, Gi), m in zip(inverses, M)]
+        def grads(X, Y):  # each example's [∂w | ∂b] per layer by jax.grad, in float64: (B, n_out, n_in + 1)
+            g = jax.vmap(jax.grad(fbp.example_loss), in_axes=(None, 0, 0, None))(params, X, Y, cost)
+            return [np.concatenate([np.asarray(layer.w, np.float64).reshape(len(X), layer.w.shape[1], -1),
+                                    np.asarray(layer.b, np.float64)[:, :, None]], 2) for layer in g]
 
-    train = grads(ds.train.X, ds.train.Y)
-    own = np.sum([np.sum(m * p, axis=(1, 2)) for m, p in zip(train, through(train))], axis=0)  # g_nᵀ H̃⁻¹ g_n
+        def through(M):  # H̃⁻¹ g per layer: G̃⁻¹ M Ã⁻¹
+            return [np.einsum("ij,bjk,kl->bil", Gi, m, Ai) for (Ai, Gi), m in zip(inverses, M)]
 
-    def reference(x, c):
-        gx = grads(x[None], np.eye(10, dtype=np.float32)[[c]])
-        pre = through(gx)
-        infl = np.sum([np.einsum("bij,ij->b", m, p[0]) for m, p in zip(train, pre)], axis=0)
-        return infl, infl / np.sqrt(own) / np.sqrt(np.sum([np.sum(m * p) for m, p in zip(gx, pre)]))
+        train = grads(ds.train.X, ds.train.Y)
+        own = np.sum([np.sum(m * p, axis=(1, 2)) for m, p in zip(train, through(train))], axis=0)  # g_nᵀ H̃⁻¹ g_n
+
+        def reference(x, c):
+            gx = grads(x[None], np.eye(10, dtype=np.float32)[[c]])
+            pre = through(gx)
+            infl = np.sum([np.einsum("bij,ij->b", m, p[0]) for m, p in zip(train, pre)], axis=0)
+            return infl, infl / np.sqrt(own) / np.sqrt(np.sum([np.sum(m * p) for m, p in zip(gx, pre)]))
+
+        return reference
+
+    reference = references(params)
 
     def check(listed, infl, cos, by):
         ranked = infl if by == "influence" else cos
@@ -445,9 +453,16 @@ def test_explain_by_influence_is_each_gradient_through_the_damped_kfac_inverse(d
                                              np.zeros(len(ds.train), int), str, "H̃⁻¹-cos")[1]
     assert titles[1:3] == ["helps: row 1\n0, H̃⁻¹-cos +0.50", "helps: row 2\n0, H̃⁻¹-cos +0.25"]
     assert titles[7] == "hurts: row 3\n0, H̃⁻¹-cos -0.12"
+    # a convolutional network: its layers' factors KFC's, carried through in the same way
+    conv_params = fbp.init_convnet(jax.random.key(0), (8, 8), [(2, 3, 2)], [10], output_activation="softmax")
     conv = str(tmp_path / "conv.npz")
-    fbp.save_params(conv, fbp.init_convnet(jax.random.key(0), (8, 8), [(2, 3, 1)], [10],
-                                           output_activation="softmax"), dict(data_flag="digits"))
+    fbp.save_params(conv, conv_params, dict(data_flag="digits", cost=cost))
+    c = int(np.argmax(np.asarray(fbp.forward(conv_params, x[None]))[0]))
+    infl, cos = references(conv_params)(x, c)
+    r = fbp_here(capsys, "predict", conv, xs, "--explain", "--explain-by", "influence", "--damping", str(eps),
+                 "--json", "-")
+    assert r.returncode == 0, r.stderr
+    check(json.loads(r.stdout)["predictions"][0]["explain"], infl, cos, "influence")
     sigmoid = str(tmp_path / "sigmoid.npz")  # the log-likelihood of a sigmoid output: no Gauss-Newton matrix here
     fbp.save_params(sigmoid, fbp.init_mlp(jax.random.key(0), [64, 5, 10]), dict(data_flag="digits",
                                                                                    cost="log_likelihood"))
@@ -460,9 +475,6 @@ def test_explain_by_influence_is_each_gradient_through_the_damped_kfac_inverse(d
             (["evaluate", digits_net, "--explain", "3", "--explain-by", "influence", "--over-checkpoints"],
              "--explain-by influence is of one network, at its trained minimum, and --over-checkpoints sums "
              "TracIn's products over a run's checkpoints; drop one of them"),
-            (["predict", conv, xs, "--explain", "--explain-by", "influence"],
-             "--explain-by influence: K-FAC's Kronecker factors here are those of fully connected layers, and this "
-             "network has a convolutional one; rank by product or cosine"),
             (["evaluate", sigmoid, "--explain", "3", "--explain-by", "influence-cosine"],
              "--explain-by influence-cosine: the Gauss-Newton matrix (diag_ggn, kfac_factors, influence) is known "
              "for the costs quadratic and mse with any output, log_likelihood with a softmax output and "

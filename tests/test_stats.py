@@ -211,19 +211,20 @@ def test_diag_ggn_names_unsupported_pairs():
 
 
 def ggn_block_ref(params, l, x, y, cost_name):
-    """One example's GGN block of layer l from autodiff, J_vᵀ H J_v, v = vec([w^l | b^l]) (columns stacked)."""
+    """One example's GGN block of layer l from autodiff, J_vᵀ H J_v, v = vec([w^l | b^l]) (columns stacked;
+    a Conv layer's kernels as a (C_out, C_in·k·k) matrix)."""
     cost = fbp.get_cost(cost_name)
     pair = closed_form(cost, params[-1].act)
-    n_out, n_in = params[l].w.shape
+    n_out = params[l].w.shape[0]
 
     def out(v):
-        M = v.reshape(n_in + 1, n_out).T
+        M = v.reshape(-1, n_out).T
         net = list(params)
-        net[l] = dataclasses.replace(params[l], w=M[:, :-1], b=M[:, -1])
+        net[l] = dataclasses.replace(params[l], w=M[:, :-1].reshape(params[l].w.shape), b=M[:, -1])
         zs, acts = fbp.forward_trace(net, x)
         return zs[-1] if pair is not None else acts[-1]
 
-    v0 = jnp.concatenate([params[l].w, params[l].b[:, None]], axis=1).T.reshape(-1)
+    v0 = jnp.concatenate([params[l].w.reshape(n_out, -1), params[l].b[:, None]], axis=1).T.reshape(-1)
     J = jax.jacfwd(out)(v0)
     H = jax.hessian(lambda o: pair.loss(o, y) if pair is not None else cost.fn(o, y))(out(v0))
     return J.T @ H @ J
@@ -249,23 +250,78 @@ def test_kfac_factors_are_the_gauss_newton_blocks_kronecker_factors(case):
             assert fbp.relative_error(G, sum(b[-n_out:, -n_out:] for b in blocks[l]) / 5) <= 1e-10
 
 
+def maps_ggn_ref(params, x, y, cost_name):
+    """One example's GGN in the first (Conv) layer's maps before pooling, J_eᵀ H J_e, e a change of those
+    (C_out·rows·columns) numbers, by autodiff through lax's convolution and max-pooling."""
+    cost = fbp.get_cost(cost_name)
+    pair = closed_form(cost, params[-1].act)
+    conv, p = params[0], params[0].pool
+
+    def out(e):
+        c = jax.lax.conv_general_dilated(x.reshape((1,) + conv.in_shape), conv.w, (1, 1), "VALID",
+                                         dimension_numbers=("NCHW", "OIHW", "NCHW"))[0]
+        m = jax.lax.reduce_window(c + e.reshape(c.shape), -jnp.inf, jax.lax.max, (1, p, p), (1, p, p), "VALID")
+        zs, acts = fbp.forward_trace(params[1:], conv.act.fn(m + conv.b[:, None, None]).reshape(-1))
+        return zs[-1] if pair is not None else acts[-1]
+
+    e0 = jnp.zeros(int(np.prod(conv.conv_shape)), x.dtype)
+    J = jax.jacfwd(out)(e0)
+    H = jax.hessian(lambda o: pair.loss(o, y) if pair is not None else cost.fn(o, y))(out(e0))
+    return J.T @ H @ J
+
+
+@pytest.mark.parametrize("case", [("quadratic", "sigmoid"), ("log_likelihood", "softmax")])
+def test_kfac_factors_of_a_conv_layer_are_kfcs(case):
+    cost, out = case
+    rng = np.random.default_rng(6)
+    # one position (3×3 kernels over 3×3 images, no pooling): the example's GGN block is exactly A ⊗ G
+    one = fbp.init_convnet(jax.random.key(5), (2, 3, 3), [(3, 3, 1)], [4, 3], activation="tanh",
+                           output_activation=out, dtype=jnp.float64)
+    X, Y = rng.random((2, 18)), np.eye(3)[[2, 0]]
+    for n in range(2):
+        (A, G), _, _ = stats.kfac_factors(one, X[n:n + 1], Y[n:n + 1], cost)
+        assert fbp.relative_error(jnp.kron(A, G), ggn_block_ref(one, 0, X[n], Y[n], cost)) <= 1e-10
+    # 4×4 positions and 2×2 pooling: A = mean Σ_t ā_t ā_tᵀ over lax's own patches, G = mean (1/T) Σ_t of the
+    # GGN of the maps before pooling at (i, t), (j, t)
+    net = fbp.init_convnet(jax.random.key(6), (2, 6, 6), [(3, 3, 2)], [4, 3], activation="tanh",
+                           output_activation=out, dtype=jnp.float64)
+    X, Y = rng.random((5, 72)), np.eye(3)[rng.integers(0, 3, 5)]
+    patches = jax.lax.conv_general_dilated_patches(X.reshape(5, 2, 6, 6), (3, 3), (1, 1), "VALID")  # (5, 18, 4, 4)
+    ab = np.concatenate([np.asarray(patches).reshape(5, 18, 16), np.ones((5, 1, 16))], axis=1)
+    A_ref = np.einsum("npt,nqt->pq", ab, ab) / 5
+    G_ref = sum(np.einsum("itjt->ij", np.asarray(maps_ggn_ref(net, x, y, cost)).reshape(3, 16, 3, 16)) / 16
+                for x, y in zip(X, Y)) / 5
+    for chunk in (None, 2):
+        A, G = stats.kfac_factors(net, X, Y, cost, chunk_size=chunk)[0]
+        assert fbp.relative_error(A, A_ref) <= 1e-12
+        assert fbp.relative_error(G, G_ref) <= 1e-10
+
+
+def flat_grads(params, X, Y, cost):
+    """Per layer, each example's gradient as vec([w | b]) (columns stacked, a Conv layer's kernels as a
+    (C_out, C_in·k·k) matrix), from jax.grad."""
+    return [np.concatenate([np.asarray(layer.w).reshape(len(X), layer.w.shape[1], -1), np.asarray(layer.b)[:, :, None]],
+                           axis=2).transpose(0, 2, 1).reshape(len(X), -1) for layer in per_example_ref(params, X, Y, cost)]
+
+
+def influence_ref(factors, g1, g2, eps):
+    """Σ_l g1 (Ã ⊗ G̃)⁻¹ g2ᵀ, the damped Kronecker products formed and solved by NumPy."""
+    ref = 0.0
+    for (A, G), a, b in zip(factors, g1, g2):
+        A, G = np.asarray(A), np.asarray(G)
+        damped = [F + np.sqrt(eps) * np.trace(F) / len(F) * np.eye(len(F)) for F in (A, G)]
+        ref = ref + a @ np.linalg.solve(np.kron(*damped), b.T)
+    return ref
+
+
 def test_influence_is_the_gradients_through_the_damped_kfac_inverse():
     params, X, Y = make(dict(sizes=[5, 4, 4, 3], hidden="sigmoid", out="softmax", cost="log_likelihood", batch=7,
                              init="normalized", seed=4), jnp.float64)
     X2, Y2 = X[:3] * 0.5, Y[np.array([2, 0, 1])]
     eps = 0.02
     factors = stats.kfac_factors(params, X, Y, "log_likelihood")
-
-    def flat(XX, YY):  # per layer, each example's gradient as vec([w | b]), columns stacked
-        g = per_example_ref(params, XX, YY, "log_likelihood")
-        return [np.concatenate([np.asarray(layer.w), np.asarray(layer.b)[:, :, None]], axis=2).transpose(0, 2, 1)
-                .reshape(len(XX), -1) for layer in g]
-
-    ref = 0.0
-    for (A, G), g1, g2 in zip(factors, flat(X, Y), flat(X2, Y2)):
-        A, G = np.asarray(A), np.asarray(G)
-        damped = [F + np.sqrt(eps) * np.trace(F) / len(F) * np.eye(len(F)) for F in (A, G)]
-        ref = ref + g1 @ np.linalg.solve(np.kron(*damped), g2.T)
+    ref = influence_ref(factors, flat_grads(params, X, Y, "log_likelihood"), flat_grads(params, X2, Y2, "log_likelihood"),
+                        eps)
     got = stats.influence(params, X, Y, "log_likelihood", X2, Y2, damping=eps)
     assert got.shape == (7, 3) and fbp.relative_error(got, ref) <= 1e-10
     chunked = stats.influence(params, X, Y, "log_likelihood", X2, Y2, factors=factors, damping=eps, chunk_size=3)
@@ -288,9 +344,28 @@ def test_influence_is_the_gradients_through_the_damped_kfac_inverse():
             stats.influence(params, X, Y, "log_likelihood", X2, Y2, **kwargs)
     with pytest.raises(ValueError, match="X2 and Y2 together"):
         stats.influence(params, X, Y, "log_likelihood", X2)
-    conv = fbp.init_convnet(jax.random.key(0), (6, 6), [(2, 3, 1)], [8, 3], output_activation="softmax")
-    with pytest.raises(ValueError, match="layer 1 is a Conv.*fbp.stats.tracin"):
-        stats.kfac_factors(conv, np.ones((2, 36), np.float32), np.eye(3, dtype=np.float32)[[0, 1]], "log_likelihood")
+
+
+@pytest.mark.parametrize("channels", [1, 2])  # lax's convolution, or the product of the kernels and the patches
+def test_influence_of_a_conv_network_is_the_gradients_through_kfc(channels):
+    params = fbp.init_convnet(jax.random.key(1), (channels, 7, 7), [(3, 3, 1), (2, 2, 2)], [4, 3],
+                              output_activation="softmax", dtype=jnp.float64)
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((6, channels * 49)), np.eye(3)[rng.integers(0, 3, 6)]
+    X2, Y2 = X[:2] * 0.7, Y[[1, 0]]
+    eps = 0.05
+    factors = stats.kfac_factors(params, X, Y, "log_likelihood")
+    assert [tuple(np.shape(A)) + tuple(np.shape(G)) for A, G in factors] == [
+        (channels * 9 + 1,) * 2 + (3, 3), (13, 13, 2, 2), (9, 9, 4, 4), (5, 5, 3, 3)]
+    ref = influence_ref(factors, flat_grads(params, X, Y, "log_likelihood"),
+                        flat_grads(params, X2, Y2, "log_likelihood"), eps)
+    for chunk in (None, 4):
+        got = stats.influence(params, X, Y, "log_likelihood", X2, Y2, damping=eps, chunk_size=chunk)
+        assert fbp.relative_error(got, ref) <= 1e-10
+    d = stats.influence_diagonal(params, X, Y, "log_likelihood", damping=eps, chunk_size=4)
+    assert fbp.relative_error(d, np.diag(stats.influence(params, X, Y, "log_likelihood", damping=eps))) <= 1e-10
+    with pytest.raises(ValueError, match="\\(C_in·k·k \\+ 1\\)² and C_out² for a Conv one"):
+        stats.influence(params, X, Y, "log_likelihood", factors=[(G, A) for A, G in factors])
 
 
 def test_clipping_limits():
