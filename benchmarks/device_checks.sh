@@ -25,7 +25,8 @@
 #      (compile_time.py), and on two of the host's cores under the machine's
 #      jaxlib, beside the CPU figures of the README's jax-release table;
 #  10. influence functions on the GPU (influence.py: fbp's outer products
-#      against vmap(jax.grad)'s gradients, 10,000 training images against 100).
+#      against vmap(jax.grad)'s gradients, 10,000 training images against 100;
+#      and the book's first conv net, KFC's factors, 5,000 against 100).
 #
 #   [PARTS="1 2 6"] benchmarks/device_checks.sh OUT_DIR [FASHION_MNIST_DIR]
 #
@@ -100,4 +101,6 @@ want 9 && part cpu2-compile-time 90 env JAX_PLATFORMS=cpu "${pin2[@]}" "$py" "$h
     --json "$out/compile_time_cpu2.json"
 want 10 && part gpu-influence 90 "$py" "$here/influence.py" --json "$out/influence_gpu.json" \
     ${fashion:+--data-dir "$fashion"}
+want 10 && part gpu-influence-conv 150 "$py" "$here/influence.py" --conv --train 5000 \
+    --json "$out/influence_conv_gpu.json" ${fashion:+--data-dir "$fashion"}
 echo "=== done" | tee -a "$log"

@@ -61,6 +61,9 @@ gpu_flag=()
 part parallel 60 "$py" "$here/parallel.py" "${gpu_flag[@]}"
 part influence 120 "$py" "$here/influence.py" --rounds "$r_pe" --json "$out/influence.json" \
     ${fashion:+--data-dir "$fashion"}
+# the book's first conv net (KFC's factors); 5,000 training images: jax.grad's route holds 11.6 GB at them
+part influence-conv 400 "$py" "$here/influence.py" --conv --train 5000 --rounds "$r_pe" \
+    --json "$out/influence_conv.json" ${fashion:+--data-dir "$fashion"}
 # last: on a GPU its second network has run past 150 s (first calls print as they finish)
 part per_example 240 "$py" "$here/per_example.py" --rounds "$r_pe" --out "$out"
 echo "=== done" | tee -a "$log"
