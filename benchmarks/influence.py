@@ -119,7 +119,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(device=str(device), device_kind=device.device_kind, jax=jax.__version__, data=name,
-                           sizes=SIZES, conv=CONV if args.conv else None, train=args.train, test=args.test, rounds=args.rounds, damping=damping,
+                           sizes=SIZES, conv=CONV if args.conv else None, train=args.train, test=args.test,
+                           rounds=args.rounds, damping=damping,
                            ms={route: v * 1e3 for route, v in med.items()},
                            rounds_ms={route: [x * 1e3 for x in v] for route, v in times.items()},
                            factors_ms=statistics.median(factor_times) * 1e3, memory_bytes=mem,

@@ -154,7 +154,8 @@ def main():
     seconds = time.perf_counter() - t0
     retrainings = len(removals) + (len(DAMPINGS) - 1) * n_test * 2
 
-    results = dict(data=ds.name, sizes=[ds.n_in, 100, ds.n_classes], conv=CONV if args.conv else None, n_train=n, lr=LR, batch_size=BATCH,
+    results = dict(data=ds.name, sizes=[ds.n_in, 100, ds.n_classes], conv=CONV if args.conv else None, n_train=n,
+                   lr=LR, batch_size=BATCH,
                    epochs=EPOCHS, cost=COST, test_accuracy=accuracy, explained=n_test, ks=list(ks),
                    damping=stats.INFLUENCE_DAMPING, random_draws=RANDOM_DRAWS, retrainings=retrainings,
                    seconds=seconds, base_costs=base_cost, by={}, damping_k=k, by_damping=by_damping)

@@ -152,8 +152,8 @@ EXPLAIN_BY = ("rank --explain's training examples by the product g_n · g_x, wha
               "large gradients, mislabelled ones most of all, head the products' lists for many examples; or by "
               "influence g_nᵀ H̃⁻¹ g_x (Koh & Liang 2017), what weighing n up in the training cost does to x's cost "
               "at the trained minimum, H̃ the K-FAC Gauss-Newton matrix of the training set (KFC's for a "
-              "convolutional layer), or by influence-cosine, the same over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x) (as RelatIF ranks) "
-              "(default: product)")
+              "convolutional layer), or by influence-cosine, the same over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x) (as "
+              "RelatIF ranks) (default: product)")
 EXPLAIN_CHOICES = ("product", "cosine", "influence", "influence-cosine")
 DAMPING = ("for --explain-by influence and influence-cosine: the damping ε of H̃, each K-FAC factor's diagonal "
            "raised by √ε times its mean eigenvalue (default: 0.001)")

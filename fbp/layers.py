@@ -408,7 +408,8 @@ class Conv:
     # kernels' size), as grad_gram does.
     @property
     def kfac_shapes(self) -> tuple:
-        """The sizes of the two Kronecker factors: A over [W | b]'s columns (C_in·k·k + 1), G over its rows (C_out)."""
+        """The sizes of the two Kronecker factors: A over [W | b]'s columns (C_in·k·k + 1), G over its rows
+        (C_out)."""
         maps, channels, k, _ = self.w.shape
         return channels * k * k + 1, maps
 

@@ -527,7 +527,7 @@ def _influence_diagonal(params, factors, X, Y, cost, damping, chunk_size):
 def _influence(params, factors, X, Y, cost, X2, Y2, damping, chunk_size):
     cost, X, Y = check_batch(params, X, Y, cost)
     ds2, a2 = batch_deltas(params, X2, Y2, cost, names=("X2", "Y2"))
-    pre = _preconditioned(params, _solves(factors, damping), ds2, a2)  # H̃⁻¹ g'_m's factors for the examples of (X2, Y2)
+    pre = _preconditioned(params, _solves(factors, damping), ds2, a2)  # H̃⁻¹ g'_m for the examples of (X2, Y2)
 
     if chunk_size is None:
         ds, a_prev = batch_deltas(params, X, Y, cost)

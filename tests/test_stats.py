@@ -300,8 +300,9 @@ def test_kfac_factors_of_a_conv_layer_are_kfcs(case):
 def flat_grads(params, X, Y, cost):
     """Per layer, each example's gradient as vec([w | b]) (columns stacked, a Conv layer's kernels as a
     (C_out, C_in·k·k) matrix), from jax.grad."""
-    return [np.concatenate([np.asarray(layer.w).reshape(len(X), layer.w.shape[1], -1), np.asarray(layer.b)[:, :, None]],
-                           axis=2).transpose(0, 2, 1).reshape(len(X), -1) for layer in per_example_ref(params, X, Y, cost)]
+    return [np.concatenate([np.asarray(layer.w).reshape(len(X), layer.w.shape[1], -1),
+                            np.asarray(layer.b)[:, :, None]], axis=2).transpose(0, 2, 1).reshape(len(X), -1)
+            for layer in per_example_ref(params, X, Y, cost)]
 
 
 def influence_ref(factors, g1, g2, eps):
@@ -320,8 +321,8 @@ def test_influence_is_the_gradients_through_the_damped_kfac_inverse():
     X2, Y2 = X[:3] * 0.5, Y[np.array([2, 0, 1])]
     eps = 0.02
     factors = stats.kfac_factors(params, X, Y, "log_likelihood")
-    ref = influence_ref(factors, flat_grads(params, X, Y, "log_likelihood"), flat_grads(params, X2, Y2, "log_likelihood"),
-                        eps)
+    ref = influence_ref(factors, flat_grads(params, X, Y, "log_likelihood"),
+                        flat_grads(params, X2, Y2, "log_likelihood"), eps)
     got = stats.influence(params, X, Y, "log_likelihood", X2, Y2, damping=eps)
     assert got.shape == (7, 3) and fbp.relative_error(got, ref) <= 1e-10
     chunked = stats.influence(params, X, Y, "log_likelihood", X2, Y2, factors=factors, damping=eps, chunk_size=3)
