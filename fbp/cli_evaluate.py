@@ -347,6 +347,11 @@ def explain_by_problem(by: Optional[str], damping: Optional[float], over_checkpo
     return None
 
 
+def cosine_named(by: Optional[str]) -> str:
+    """The lists' cosine column: "H̃⁻¹-cos" for the influence rankings (lengths measured by H̃⁻¹), else "cos"."""
+    return INFLUENCE_COSINE if by in INFLUENCE else "cos"
+
+
 def pulling(by: Optional[str]) -> str:
     """What --explain-images' title says moves the example: the training examples' steps, or their influence."""
     return "influence would" if by in INFLUENCE else "steps"
@@ -570,7 +575,7 @@ def _print_explained(params, ds, split: str, row: int, cost: str, truth, predict
             grad_norm=float(e["grad_norms"][0]), over_checkpoints=over is not None, training_examples=n,
             ranked_by=by, **({"damping": damping_used(damping)} if by in INFLUENCE else {}),
             **explained_record(products, lists, cos, labels, "influence" if by in INFLUENCE else "product"))
-    cosine = INFLUENCE_COSINE if by in INFLUENCE else "cos"
+    cosine = cosine_named(by)
     for line in explained_lines(n, products, lists, cos, labels, named, product, cosine=cosine):
         print(line)
     pictures, titles = explained_pictures(X[0], f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}"

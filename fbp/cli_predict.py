@@ -163,7 +163,7 @@ def _predict(args, record: dict) -> int:
         at = int(order[0]) if target is None else target
         print(f"    its cost at {named(at)} {float(explained['costs'][j]):.4f}, ‖∇C_x‖ "
               f"{float(explained['grad_norms'][j]):.4f}" + ("" if any(lists) else "; no training example pulls it"))
-        cosine = cli_evaluate.INFLUENCE_COSINE if explained["score"] == "influence" else "cos"
+        cosine = cli_evaluate.cosine_named(args.explain_by)
         for line in cli_evaluate.explained_lines(explained["n"], products, lists, cos, train_labels, named,
                                                  explained["product"], indent="    ", cosine=cosine):
             print(line)
@@ -184,9 +184,8 @@ def _predict(args, record: dict) -> int:
         problem = image_unwritten("--explain-images", args.explain_images, plot.images(
             np.stack(pictures), titles, cols=EXPLAINED + 1,
             title=f"the {ds.name} training examples whose {cli_evaluate.pulling(args.explain_by)} pull each input "
-                  f"toward "
-                  f"{'its predicted class' if target is None else f'class {named(target)}'} (first row) and away "
-                  f"from it (second row) most"))
+                  f"toward {'its predicted class' if target is None else f'class {named(target)}'} (first row) "
+                  f"and away from it (second row) most"))
         if problem:
             return fail(problem)
         print(f"wrote {args.explain_images}: {len(labels)} input{'s' if len(labels) > 1 else ''} and {listed} "

@@ -380,8 +380,7 @@ class Conv:
         example's gradient, formed (the sum over the positions does not
         factor as a Dense layer's does)."""
         def flat(ds, a):
-            g = jax.vmap(self.grads)(ds, a)
-            return jnp.concatenate([g.w.reshape(len(ds), -1), g.b.reshape(len(ds), -1)], axis=1)
+            return self._grad_matrices(ds, a).reshape(len(ds), -1)
 
         return flat(deltas, a_prev) @ flat(deltas2, a_prev2).T
 
@@ -427,8 +426,8 @@ class Conv:
         T = unpooled.shape[-1] * unpooled.shape[-2]
         return jnp.einsum("btp,btq->pq", patches, patches), rows.T @ rows / T
 
-    def _kfac_grads(self, deltas: Array, a_prev: Array) -> Array:
-        """(B, C_out, C_in·k·k + 1): each example's gradient of [W | b], formed."""
+    def _grad_matrices(self, deltas: Array, a_prev: Array) -> Array:
+        """(B, C_out, C_in·k·k + 1): each example's gradient of [W | b], formed (grad_gram's and K-FAC's)."""
         g = jax.vmap(self.grads)(deltas, a_prev)
         B, maps = deltas.shape[0], self.w.shape[0]
         return jnp.concatenate([g.w.reshape(B, maps, -1), g.b[:, :, None]], axis=2)
@@ -436,19 +435,19 @@ class Conv:
     def kfac_preconditioned(self, inv_a, inv_g, deltas: Array, a_prev: Array) -> Array:
         """H̃⁻¹ g_n = G̃⁻¹ g_n Ã⁻¹ for each row n, (B, C_out, C_in·k·k + 1); ``inv_a``
         and ``inv_g`` apply Ã⁻¹ and G̃⁻¹ to the columns of an array."""
-        g = self._kfac_grads(deltas, a_prev)
+        g = self._grad_matrices(deltas, a_prev)
         B, maps, P = g.shape
         right = inv_a(g.reshape(B * maps, P).T).T.reshape(B, maps, P)  # g Ã⁻¹ (Ã symmetric)
         return inv_g(right.transpose(1, 0, 2).reshape(maps, B * P)).reshape(maps, B, P).transpose(1, 0, 2)
 
     def kfac_products(self, deltas: Array, a_prev: Array, pre: Array) -> Array:
         """(B, B2): g_n · H̃⁻¹ g'_m, ``pre`` being ``kfac_preconditioned``'s of the B2 examples."""
-        g = self._kfac_grads(deltas, a_prev)
+        g = self._grad_matrices(deltas, a_prev)
         return g.reshape(len(g), -1) @ pre.reshape(len(pre), -1).T
 
     def kfac_diagonal(self, deltas: Array, a_prev: Array, pre: Array) -> Array:
         """(B,): g_n · H̃⁻¹ g_n, ``pre`` being ``kfac_preconditioned``'s of the same rows."""
-        return jnp.sum(self._kfac_grads(deltas, a_prev) * pre, axis=(1, 2))
+        return jnp.sum(self._grad_matrices(deltas, a_prev) * pre, axis=(1, 2))
 
     def __repr__(self) -> str:
         act = self.activation if isinstance(self.activation, str) else self.activation.name
