@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from training_helpers import compiling_fast
 
 HERE = os.path.dirname(__file__)
 
@@ -27,7 +28,7 @@ def _cpu_env(devices=None):
 
 
 def run(what):
-    env = _cpu_env(8)
+    env = compiling_fast(_cpu_env(8))  # one device against eight in the worker's process, both compiled alike
     proc = subprocess.run([sys.executable, os.path.join(HERE, "parallel_worker.py"), what],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

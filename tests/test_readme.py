@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+from training_helpers import compiling_fast
+
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 MARK = "<!-- tested: tests/test_readme.py runs this block -->"
 
@@ -17,8 +19,9 @@ def marked_blocks():
 def test_the_marked_readme_examples_run(tmp_path):
     blocks = marked_blocks()
     assert blocks, f"no block marked {MARK!r} in the README"
-    for code in blocks:
-        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    for code in blocks:  # compiling fast: what is checked is that they run (36 s at XLA's defaults, 17 s so)
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                              env=compiling_fast())
         assert proc.returncode == 0, f"README example failed:\n{code}\n{proc.stderr}"
     assert (tmp_path / "runs" / "digits.npz").exists()
     assert (tmp_path / "runs" / "digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,6 +1,7 @@
 """What the training tests share: a small problem, and the command line run
 in a subprocess."""
 
+import os
 import subprocess
 import sys
 
@@ -18,6 +19,18 @@ def small_problem(dtype=jnp.float64, n=64, seed=0):
     Y = jnp.asarray(np.eye(3)[(X[:, 0] + X[:, 1] > 1.0).astype(int) + (X[:, 2] > 0.7)], dtype)
     params = fbp.init_mlp(jax.random.key(seed), [6, 8, 3], output_activation="softmax", dtype=dtype)
     return params, X, Y
+
+
+def compiling_fast(env=None) -> dict:
+    """``env`` (this process's environment by default) with XLA's flags that
+    compile fast rather than well added to its XLA_FLAGS, as this suite's
+    own processes compile (conftest's FBP_TESTS_XLA_FLAGS): for a script a
+    test starts for what it computes (an experiment's qualitative result,
+    one device against eight), not for how a user's compiled program runs.
+    The flags change XLA's rounding only, never the program's operations."""
+    env = dict(os.environ if env is None else env)
+    env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), os.environ["FBP_TESTS_XLA_FLAGS"]]))
+    return env
 
 
 def fbp_cli(*args, **kw):
