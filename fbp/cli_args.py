@@ -53,6 +53,26 @@ def _number(text: str, kind, ok, what: str):
     return value
 
 
+def _rows(text: str) -> list:
+    """``--explain 3`` or ``--explain 3,17,42``: rows of a split, each given once."""
+    what = f"rows of the split separated by commas, like 3 or 3,17,42, got {text!r}"
+    try:
+        rows = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}")
+    if min(rows) < 0:
+        raise argparse.ArgumentTypeError(f"expected {what} (rows count from 0)")
+    twice = [r for i, r in enumerate(rows) if r in rows[:i]]
+    if twice:
+        raise argparse.ArgumentTypeError(f"expected {what}: row {twice[0]} is given twice; give each row once")
+    return rows
+
+
+def rows_text(rows) -> str:
+    """``--explain``'s text for its rows."""
+    return ",".join(map(str, rows))
+
+
 def _positive_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 1, "a positive integer")
 
@@ -458,11 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="rank --worst's examples by their cost C_x; by ‖∇C_x‖, those that pull hardest on "
                                "the params; or by the output layer's part of it, ‖g^L_x‖ = ‖δ^L‖ (‖a^{L−1}‖² + "
                                "1)^½, which the hidden units' σ' does not blur (default: cost)")
-    evaluate.add_argument("--explain", type=_nonneg_int, default=None, metavar="ROW",
+    evaluate.add_argument("--explain", type=_rows, default=None, metavar="ROW[,ROW...]",
                           help="list the training examples whose steps help and hurt example ROW of the split "
                                "most: the largest and smallest g_n · g_ROW, the inner products of their gradients "
                                "(a step of SGD on n changes ROW's cost by about −η g_n · g_ROW), from each "
-                               "example's δ's (fbp.stats.grad_gram)")
+                               "example's δ's (fbp.stats.grad_gram); several rows, like 3,17,42, are explained "
+                               "in one pass over the training set (and one set of K-FAC factors)")
     evaluate.add_argument("--over-checkpoints", action="store_true",
                           help="with a --checkpoint-dir: sum --explain's products over the run's kept "
                                "checkpoints w_i, each times its epochs' η_i and the e_i epochs it stands for, "

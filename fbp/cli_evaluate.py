@@ -3,7 +3,7 @@ checkpoint's) tested on a split of a data set: its cost and accuracy, each
 layer's ‖δ‖, accuracy per class, the classes most confused; with
 ``--worst`` the costliest single examples (or those of the largest gradient,
 or self-influence over a run's checkpoints), with ``--explain`` the training
-examples that pull one example each way; with ``--json FILE`` all of it as
+examples that pull each example given each way; with ``--json FILE`` all of it as
 one JSON object too (``fbp.cli`` parses the flags and calls
 ``cmd_evaluate``)."""
 
@@ -15,6 +15,7 @@ from typing import Optional
 
 from fbp.cli import (_data_dir_problem, _error, _image_path_problem, _validation_size_problem, class_named,
                      image_unwritten, network_text, trained_with, with_json)
+from fbp.cli_args import rows_text
 
 
 def cmd_evaluate(args) -> int:
@@ -67,7 +68,8 @@ def _evaluate(args, record: dict) -> int:
             return fail(problem)
     for given, what in ((args.worst is not None, "--worst lists the costliest examples of"),
                         (args.weights_image is not None, "--weights-image draws the weights of"),
-                        (args.explain is not None, f"--explain {args.explain} looks at the gradients of")):
+                        (args.explain is not None, f"--explain {rows_text(args.explain or [])} looks at the "
+                                                   f"gradients of")):
         if given and len(args.params) > 1:
             return fail(f"{what} one network; give one, not {len(args.params)}")
     if args.over_checkpoints and len(args.params) == 1 and not os.path.isdir(args.params[0]):
@@ -98,10 +100,10 @@ def _evaluate(args, record: dict) -> int:
             return fail(f"--explain-by {args.explain_by}: {problem}")
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
-    if args.explain is not None and args.explain >= len(split):
-        return fail(f"--explain {args.explain}: the {ds.name} {args.split} split has {len(split)} examples, rows "
-                    f"0 to {len(split) - 1}")
-    target = None  # --explain-class: the class ROW's cost is taken at, else its true class
+    if args.explain is not None and max(args.explain) >= len(split):
+        return fail(f"--explain {rows_text(args.explain)}: the {ds.name} {args.split} split has {len(split)} "
+                    f"examples, rows 0 to {len(split) - 1}")
+    target = None  # --explain-class: the class each ROW's cost is taken at, else its true class
     if args.explain_class is not None:
         target = class_named(args.explain_class, ds.n_classes, ds.classes)
         if isinstance(target, str):
@@ -172,14 +174,18 @@ def _evaluate(args, record: dict) -> int:
                                                     names, over, record, args.explain_by or "product", target,
                                                     args.damping)
         if args.explain_images is not None:
+            rows = args.explain
+            which = (f"help (first row) and hurt (second row) {args.split} row {rows[0]}" if len(rows) == 1 else
+                     f"help (a first row) and hurt (the row under it) {args.split} rows "
+                     f"{', '.join(map(str, rows[:-1]))} and {rows[-1]}")
             problem = image_unwritten("--explain-images", args.explain_images, plot.images(
                 pictures, titles, cols=EXPLAINED + 1, title=f"{ds.name}: the training examples whose "
-                                                            f"{pulling(args.explain_by)} help (first row) and hurt "
-                                                            f"(second row) {args.split} row {args.explain} most"))
+                                                            f"{pulling(args.explain_by)} {which} most"))
             if problem:
                 return fail(problem)
-            print(f"wrote {args.explain_images}: {1 + listed} images")
-            record["explain"]["images"] = args.explain_images
+            print(f"wrote {args.explain_images}: {len(rows) + listed} images")
+            for entry in [record["explain"]] if len(rows) == 1 else record["explain"]:
+                entry["images"] = args.explain_images
     if weights_figure is not None:
         problem = image_unwritten("--weights-image", args.weights_image, weights_figure)
         if problem:
@@ -513,75 +519,89 @@ def explained_pictures(x, title: str, lists, cos, train_X, labels, named, cosine
     return pictures, titles
 
 
-def _print_explained(params, ds, split: str, row: int, cost: str, truth, predicted, names, over=None,
+def _print_explained(params, ds, split: str, rows: list, cost: str, truth, predicted, names, over=None,
                      record=None, by: str = "product", target=None, damping: Optional[float] = None):
-    """fbp evaluate --explain ROW: the training examples whose gradients
-    point most with and most against example ROW's (``stats.grad_gram``),
-    those whose steps lower and raise its cost most; with ``over``, the
-    [(epoch, params, η, span)] of a run's checkpoints, the same from the
-    products summed over them, each times its η and the epochs it stands
-    for (``stats.tracin``): each example is stepped on once an epoch, so
-    the sum follows what its steps did over the whole run (``explained``);
-    ROW's cost taken at its true class, or at class ``target``. Returns
-    the pictures for --explain-images (ROW, those that help, a blank, those
-    that hurt), their titles, and how many training examples were listed;
-    the lists go into ``record["explain"]`` too."""
+    """fbp evaluate --explain ROW[,ROW...]: for each row, the training
+    examples whose gradients point most with and most against its
+    (``stats.grad_gram``), those whose steps lower and raise its cost most;
+    with ``over``, the [(epoch, params, η, span)] of a run's checkpoints, the
+    same from the products summed over them, each times its η and the epochs
+    it stands for (``stats.tracin``): each example is stepped on once an
+    epoch, so the sum follows what its steps did over the whole run
+    (``explained``, for all the rows in one pass over the training set);
+    each row's cost taken at its true class, or at class ``target``. Returns
+    the pictures for --explain-images (for each row: it, those that help, a
+    blank, those that hurt), their titles, and how many training examples
+    were listed; the lists go into ``record["explain"]`` too (one row's
+    object, or a list of them for several rows, in the order given)."""
     import numpy as np
 
     def named(c):
         return f"{c} {names[c]}" if names else str(c)
 
     dtype = params[0].w.dtype
-    X = np.asarray(getattr(ds, split).X[row:row + 1], dtype)
-    Y = np.asarray(getattr(ds, split).Y[row:row + 1], dtype)
+    X = np.asarray(getattr(ds, split).X[rows], dtype)
+    Y = np.asarray(getattr(ds, split).Y[rows], dtype)
     if target is not None:
-        Y = np.eye(ds.n_classes, dtype=dtype)[[target]]
+        Y = np.eye(ds.n_classes, dtype=dtype)[[target] * len(rows)]
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
     e = explained(params, [(params, 1.0)] if over is None else _weighted(over), train_X, train_Y, X, Y, cost, by,
                   damping)
-    n, products, lists, cos = e["n"], e["products"][0], e["lists"][0], e["cos"][0]
-    at = "" if target is None else f", at class {named(target)}"
-    print(f"explain row {row} of the {split} split: true {named(truth[row])} → predicted {named(predicted[row])}"
-          f"{at}, cost {float(e['costs'][0]):.4f}, ‖∇C_x‖ {float(e['grad_norms'][0]):.4f}")
+    n = e["n"]
     product = "g_n · g_x"
     if by in INFLUENCE:
         product = "g_nᵀ H̃⁻¹ g_x"
-        print(f"the training examples of the most positive and most negative influence g_nᵀ H̃⁻¹ g_x on this "
-              f"one's cost, of the {n} (Koh & Liang's influence functions: weighing n up by ε in the training cost "
-              f"lowers x's cost at the trained minimum by about ε g_nᵀ H̃⁻¹ g_x; H̃ the K-FAC Gauss-Newton matrix of "
-              f"the training set, damping ε = {damping_used(damping):g})"
-              + (f"; {INFLUENCE_COSINE} its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x):"
-                 if by == "influence" else
-                 ", ranked by its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x) (which leaves out "
-                 "how large g_n is, as RelatIF ranks):"))
+        about = (f"the training examples of the most positive and most negative influence g_nᵀ H̃⁻¹ g_x on this "
+                 f"one's cost, of the {n} (Koh & Liang's influence functions: weighing n up by ε in the training "
+                 f"cost lowers x's cost at the trained minimum by about ε g_nᵀ H̃⁻¹ g_x; H̃ the K-FAC Gauss-Newton "
+                 f"matrix of the training set, damping ε = {damping_used(damping):g})"
+                 + (f"; {INFLUENCE_COSINE} its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x):"
+                    if by == "influence" else
+                    ", ranked by its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(g_xᵀ H̃⁻¹ g_x) (which leaves out "
+                    "how large g_n is, as RelatIF ranks):"))
     elif over is None and by == "product":
-        print(f"the training examples whose gradient g_n points most with and against this one's g_x, of the "
-              f"{n} (a step of SGD on n changes its cost by about −η g_n · g_x):")
+        about = (f"the training examples whose gradient g_n points most with and against this one's g_x, of the "
+                 f"{n} (a step of SGD on n changes its cost by about −η g_n · g_x):")
     elif over is None:
-        print(f"the training examples whose gradient g_n points most nearly with and against this one's g_x, by "
-              f"the cosine g_n · g_x / (‖g_n‖ ‖g_x‖), of the {n} (a step of SGD on n changes its cost by "
-              f"about −η g_n · g_x; the cosine leaves out how large g_n is):")
+        about = (f"the training examples whose gradient g_n points most nearly with and against this one's g_x, by "
+                 f"the cosine g_n · g_x / (‖g_n‖ ‖g_x‖), of the {n} (a step of SGD on n changes its cost by "
+                 f"about −η g_n · g_x; the cosine leaves out how large g_n is):")
     else:
         product = "Σ ηe g_n · g_x"
-        print(f"TracIn over {_checkpoints_text(over)}: the training examples whose steps lowered and "
-              f"raised this one's cost most over the run, of the {n}, by Σ_i η_i e_i g_n(w_i) · g_x(w_i)"
-              + (":" if by == "product" else ", over the norms of the two gradients stacked over the checkpoints "
-                                              "(the cosine, which leaves out how large g_n is):"))
+        about = (f"TracIn over {_checkpoints_text(over)}: the training examples whose steps lowered and "
+                 f"raised this one's cost most over the run, of the {n}, by Σ_i η_i e_i g_n(w_i) · g_x(w_i)"
+                 + (":" if by == "product" else ", over the norms of the two gradients stacked over the checkpoints "
+                                                 "(the cosine, which leaves out how large g_n is):"))
     labels = np.argmax(ds.train.Y, axis=1)
-    if record is not None:
-        record["explain"] = dict(
-            row=row, true=int(truth[row]), predicted=int(predicted[row]),
-            target=int(truth[row]) if target is None else target, cost=float(e["costs"][0]),
-            grad_norm=float(e["grad_norms"][0]), over_checkpoints=over is not None, training_examples=n,
-            ranked_by=by, **({"damping": damping_used(damping)} if by in INFLUENCE else {}),
-            **explained_record(products, lists, cos, labels, "influence" if by in INFLUENCE else "product"))
     cosine = cosine_named(by)
-    for line in explained_lines(n, products, lists, cos, labels, named, product, cosine=cosine):
-        print(line)
-    pictures, titles = explained_pictures(X[0], f"{split} row {row}\n{named(truth[row])} → {named(predicted[row])}"
-                                          + ("" if target is None else f", at {named(target)}"), lists, cos,
-                                          ds.train.X, labels, named, cosine)
-    return np.stack(pictures), titles, sum(len(rows) for rows in lists)
+    at = "" if target is None else f", at class {named(target)}"
+    pictures, titles, listed, records = [], [], 0, []
+    for j, row in enumerate(rows):
+        products, lists, cos = e["products"][j], e["lists"][j], e["cos"][j]
+        if j:
+            print()
+        print(f"explain row {row} of the {split} split: true {named(truth[row])} → predicted "
+              f"{named(predicted[row])}{at}, cost {float(e['costs'][j]):.4f}, ‖∇C_x‖ {float(e['grad_norms'][j]):.4f}")
+        if j == 0:  # what the lists are, once
+            print(about)
+        records.append(dict(
+            row=row, true=int(truth[row]), predicted=int(predicted[row]),
+            target=int(truth[row]) if target is None else target, cost=float(e["costs"][j]),
+            grad_norm=float(e["grad_norms"][j]), over_checkpoints=over is not None, training_examples=n,
+            ranked_by=by, **({"damping": damping_used(damping)} if by in INFLUENCE else {}),
+            **explained_record(products, lists, cos, labels, "influence" if by in INFLUENCE else "product")))
+        for line in explained_lines(n, products, lists, cos, labels, named, product, cosine=cosine):
+            print(line)
+        more, more_titles = explained_pictures(X[j], f"{split} row {row}\n{named(truth[row])} → "
+                                                     f"{named(predicted[row])}"
+                                               + ("" if target is None else f", at {named(target)}"), lists, cos,
+                                               ds.train.X, labels, named, cosine)
+        pictures += more
+        titles += more_titles
+        listed += sum(len(r) for r in lists)
+    if record is not None:
+        record["explain"] = records[0] if len(rows) == 1 else records
+    return np.stack(pictures), titles, listed
 
 
 def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms, scores, over, short: str):

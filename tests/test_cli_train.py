@@ -404,6 +404,59 @@ def test_cli_evaluate_json_holds_the_report_as_one_object(tmp_path, capsys):
         assert proc.stdout == ""  # refused before the evaluation, and nothing half-said on stdout
 
 
+def test_cli_evaluate_explains_several_rows_from_one_pass_over_the_training_set(tmp_path, capsys, monkeypatch):
+    """fbp evaluate --explain 17,3,0: each row's lists as --explain ROW alone
+    gives them, in the order given, from one pass over the training set (one
+    call of the products, one set of K-FAC factors for --explain-by
+    influence); --json holds a list of the rows' objects, --explain-images
+    two rows of pictures for each."""
+    evaluate = functools.partial(fbp_here, capsys, "evaluate")
+    net = str(tmp_path / "net.npz")
+    proc = fbp_here(capsys, "train", "--epochs", "2", "--quiet", "--sizes", "64,20,10", "--save-params", net)
+    assert proc.returncode == 0, proc.stderr
+    calls = {"tracin": 0, "kfac_factors": 0}
+    for name in calls:
+        def counted(*args, _name=name, _f=getattr(fbp.stats, name), **kw):
+            calls[_name] += 1
+            return _f(*args, **kw)
+        monkeypatch.setattr(fbp.stats, name, counted)
+    rows = [17, 3, 0]
+    params, test = fbp.load_params(net), fdata.load("digits", None, None).test
+    for by, key in (("product", "product"), ("influence", "influence")):
+        alone = [json.loads(evaluate(net, "--explain", str(r), "--explain-by", by, "--json", "-").stdout)["explain"]
+                 for r in rows]
+        before = dict(calls)
+        drawn = tmp_path / f"{by}.png"
+        proc = evaluate(net, "--explain", "17,3,0", "--explain-by", by, "--explain-images", str(drawn))
+        assert proc.returncode == 0, proc.stderr
+        assert calls == {"tracin": before["tracin"] + (by == "product"),
+                         "kfac_factors": before["kfac_factors"] + (by == "influence")}, (by, calls)
+        shown = proc.stdout.splitlines()
+        starts = [i for i, line in enumerate(shown) if line.startswith("explain row ")]
+        assert [shown[i].split()[2] for i in starts] == ["17", "3", "0"]
+        assert sum(line.startswith("the training examples ") for line in shown) == 1  # what the lists are, once
+        listed = sum(len(e["helps"]) + len(e["hurts"]) for e in alone)
+        assert f"wrote {drawn}: {3 + listed} images" in proc.stdout and drawn.read_bytes()[:4] == b"\x89PNG"
+        several = json.loads(evaluate(net, "--explain", "17,3,0", "--explain-by", by, "--json", "-").stdout)["explain"]
+        assert isinstance(several, list) and len(several) == 3
+        for one, both in zip(alone, several):
+            assert {k: v for k, v in one.items() if k not in ("helps", "hurts")} == {
+                k: v for k, v in both.items() if k not in ("helps", "hurts")}
+            for what in ("helps", "hurts"):
+                assert [h["row"] for h in one[what]] == [h["row"] for h in both[what]], (by, one["row"], what)
+                np.testing.assert_allclose([h[key] for h in both[what]], [h[key] for h in one[what]], rtol=1e-6)
+        if by == "product":  # and they are grad_gram's, each row's products with every training example
+            train = fdata.load("digits", None, None).train
+            dots = np.asarray(fbp.stats.grad_gram(params, train.X, train.Y, "log_likelihood", test.X[rows],
+                                                  test.Y[rows]))
+            for j, e in enumerate(several):
+                assert [h["row"] for h in e["helps"]] == list(np.argsort(-dots[:, j])[:5])
+    for flag, needle in (("3,3", "row 3 is given twice; give each row once"), ("3,x", "like 3 or 3,17,42, got '3,x'"),
+                         ("0,360", "--explain 0,360: the digits test split has 360 examples, rows 0 to 359")):
+        proc = evaluate(net, "--explain", flag)
+        assert proc.returncode == 2 and needle in proc.stderr and "cost" not in proc.stdout, proc.stderr
+
+
 def test_cli_evaluate_worst_lines_up_its_columns_whatever_their_widths(tmp_path, capsys):
     """--worst's columns stay aligned when a cost or norm reaches 100 or more
     among smaller ones (an untrained network with large weights)."""
