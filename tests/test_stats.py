@@ -271,7 +271,7 @@ def maps_ggn_ref(params, x, y, cost_name):
 
 
 @pytest.mark.parametrize("case", [("quadratic", "sigmoid"), ("log_likelihood", "softmax")])
-def test_kfac_factors_of_a_conv_layer_are_kfcs(case):
+def test_kfac_factors_of_a_conv_layer_are_kfcs(case, monkeypatch):
     cost, out = case
     rng = np.random.default_rng(6)
     # one position (3×3 kernels over 3×3 images, no pooling): the example's GGN block is exactly A ⊗ G
@@ -295,6 +295,12 @@ def test_kfac_factors_of_a_conv_layer_are_kfcs(case):
         A, G = stats.kfac_factors(net, X, Y, cost, chunk_size=chunk)[0]
         assert fbp.relative_error(A, A_ref) <= 1e-12
         assert fbp.relative_error(G, G_ref) <= 1e-10
+    # G summed over blocks of two examples' unpooled δ's (3 maps × 16 positions × 3 columns, float64), the
+    # third block padded with δ's of 0
+    monkeypatch.setattr(fbp.layers, "KFAC_BLOCK_BYTES", 2 * 3 * 16 * 3 * 8)
+    jax.clear_caches()  # the block size is read when the sums are traced
+    A, G = stats.kfac_factors(net, X, Y, cost)[0]
+    assert fbp.relative_error(A, A_ref) <= 1e-12 and fbp.relative_error(G, G_ref) <= 1e-10
 
 
 def flat_grads(params, X, Y, cost):
