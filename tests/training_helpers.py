@@ -27,7 +27,8 @@ def compiling_fast(env=None) -> dict:
     own processes compile (conftest's FBP_TESTS_XLA_FLAGS): for a script a
     test starts for what it computes (an experiment's qualitative result,
     one device against eight), not for how a user's compiled program runs.
-    The flags change XLA's rounding only, never the program's operations."""
+    The flags change how XLA's CPU backend builds the program (its fusions,
+    LLVM's passes), not the program: its results differ by rounding."""
     env = dict(os.environ if env is None else env)
     env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), os.environ["FBP_TESTS_XLA_FLAGS"]]))
     return env
