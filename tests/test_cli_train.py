@@ -442,9 +442,10 @@ def test_cli_evaluate_explains_several_rows_from_one_pass_over_the_training_set(
         for one, both in zip(alone, several):
             assert {k: v for k, v in one.items() if k not in ("helps", "hurts")} == {
                 k: v for k, v in both.items() if k not in ("helps", "hurts")}
-            for what in ("helps", "hurts"):
+            for what in ("helps", "hurts"):  # (float32: three rows' products and one's add up in other orders,
+                # 1.5e-6 apart with jax 0.4.36)
                 assert [h["row"] for h in one[what]] == [h["row"] for h in both[what]], (by, one["row"], what)
-                np.testing.assert_allclose([h[key] for h in both[what]], [h[key] for h in one[what]], rtol=1e-6)
+                np.testing.assert_allclose([h[key] for h in both[what]], [h[key] for h in one[what]], rtol=1e-5)
         if by == "product":  # and they are grad_gram's, each row's products with every training example
             train = fdata.load("digits", None, None).train
             dots = np.asarray(fbp.stats.grad_gram(params, train.X, train.Y, "log_likelihood", test.X[rows],
