@@ -3,8 +3,8 @@ checkpoint's) tested on a split of a data set: its cost and accuracy, each
 layer's ‖δ‖, accuracy per class, the classes most confused; with
 ``--worst`` the costliest single examples (or those of the largest gradient,
 or self-influence over a run's checkpoints), with ``--explain`` the training
-examples that pull each example given each way; with ``--json FILE`` all of it as
-one JSON object too (``fbp.cli`` parses the flags and calls
+examples that pull each example given each way; with ``--json FILE`` all of
+it as one JSON object too (``fbp.cli`` parses the flags and calls
 ``cmd_evaluate``)."""
 
 from __future__ import annotations
