@@ -15,7 +15,7 @@ from typing import Optional
 
 from fbp.cli import (_data_dir_problem, _error, _image_path_problem, _validation_size_problem, class_named,
                      image_unwritten, network_text, trained_with, with_json)
-from fbp.cli_args import rows_text
+from fbp.cli_args import WORST, rows_text
 
 
 def cmd_evaluate(args) -> int:
@@ -41,6 +41,9 @@ def _evaluate(args, record: dict) -> int:
         flag = (f"--worst-by {args.worst_by} ranks" if args.worst_by is not None else
                 f"--worst-images {args.worst_images} draws")
         return fail(f"{flag} the list of --worst N; give --worst N too")
+    if args.explain == WORST and args.worst is None:
+        return fail(f"--explain {WORST} explains the rows that --worst N lists; give --worst N too, or the rows "
+                    f"themselves (--explain 3,17)")
     if args.explain is None and args.explain_images is not None:
         return fail(f"--explain-images {args.explain_images} draws the lists of --explain ROW; give --explain ROW too")
     if args.explain is None and args.explain_by is not None:
@@ -100,7 +103,7 @@ def _evaluate(args, record: dict) -> int:
             return fail(f"--explain-by {args.explain_by}: {problem}")
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
-    if args.explain is not None and max(args.explain) >= len(split):
+    if args.explain not in (None, WORST) and max(args.explain) >= len(split):
         return fail(f"--explain {rows_text(args.explain)}: the {ds.name} {args.split} split has {len(split)} "
                     f"examples, rows 0 to {len(split) - 1}")
     target = None  # --explain-class: the class each ROW's cost is taken at, else its true class
@@ -169,12 +172,13 @@ def _evaluate(args, record: dict) -> int:
             print(f"wrote {args.worst_images}: {len(rows)} images")
             record["worst"]["images"] = args.worst_images
     if args.explain is not None:
+        explain = args.explain if args.explain != WORST else [int(r) for r in rows]  # --worst's, in its order
         # (influence_problem was asked above, before any output: explained's ExplainError cannot come here)
-        pictures, titles, listed = _print_explained(params, ds, args.split, args.explain, cost, truth, predicted,
+        pictures, titles, listed = _print_explained(params, ds, args.split, explain, cost, truth, predicted,
                                                     names, over, record, args.explain_by or "product", target,
                                                     args.damping)
         if args.explain_images is not None:
-            rows = args.explain
+            rows = explain
             which = (f"help (first row) and hurt (second row) {args.split} row {rows[0]}" if len(rows) == 1 else
                      f"help (a first row) and hurt (the row under it) {args.split} rows "
                      f"{', '.join(map(str, rows[:-1]))} and {rows[-1]}")

@@ -452,10 +452,32 @@ def test_cli_evaluate_explains_several_rows_from_one_pass_over_the_training_set(
                                                   test.Y[rows]))
             for j, e in enumerate(several):
                 assert [h["row"] for h in e["helps"]] == list(np.argsort(-dots[:, j])[:5])
-    for flag, needle in (("3,3", "row 3 is given twice; give each row once"), ("3,x", "like 3 or 3,17,42, got '3,x'"),
+    for flag, needle in (("3,3", "row 3 is given twice; give each row once"),
+                         ("3,x", "like 3 or 3,17,42, or worst (--worst's rows), got '3,x'"),
                          ("0,360", "--explain 0,360: the digits test split has 360 examples, rows 0 to 359")):
         proc = evaluate(net, "--explain", flag)
         assert proc.returncode == 2 and needle in proc.stderr and "cost" not in proc.stdout, proc.stderr
+
+
+def test_cli_evaluate_explain_worst_explains_the_rows_worst_lists(tmp_path, capsys):
+    """fbp evaluate --worst N --explain worst: the rows --worst lists (by its
+    --worst-by), in its order, each explained as --explain ROW,ROW,... gives
+    them; without --worst N a one-line error before any output."""
+    evaluate = functools.partial(fbp_here, capsys, "evaluate")
+    net = str(tmp_path / "net.npz")
+    proc = fbp_here(capsys, "train", "--epochs", "2", "--quiet", "--sizes", "64,20,10", "--save-params", net)
+    assert proc.returncode == 0, proc.stderr
+    for by in ("cost", "gradient"):
+        r = json.loads(evaluate(net, "--worst", "3", "--worst-by", by, "--explain", "worst", "--json", "-").stdout)
+        worst = [w["row"] for w in r["worst"]["rows"]]
+        assert len(worst) == 3 and [e["row"] for e in r["explain"]] == worst, (by, worst, r["explain"])
+        given = json.loads(evaluate(net, "--explain", ",".join(map(str, worst)), "--json", "-").stdout)["explain"]
+        assert r["explain"] == given, by
+    r = json.loads(evaluate(net, "--worst", "1", "--explain", "worst", "--json", "-").stdout)
+    assert r["explain"]["row"] == r["worst"]["rows"][0]["row"]  # one row: its object, as --explain ROW gives it
+    proc = evaluate(net, "--explain", "worst")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stdout == "", proc.stderr
+    assert "--explain worst explains the rows that --worst N lists; give --worst N too" in proc.stderr
 
 
 def test_cli_evaluate_worst_lines_up_its_columns_whatever_their_widths(tmp_path, capsys):
