@@ -509,6 +509,48 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
 NETWORK2_COSTS = {"QuadraticCost": "quadratic", "CrossEntropyCost": "cross_entropy"}
 
 
+FACTORS_FORMAT = "fbp-kfac-factors"
+FACTORS_VERSION = 1  # raised whenever what stats.kfac_factors computes changes, so older files are computed again
+
+
+def save_factors(path: str, factors, meta: Optional[dict] = None) -> str:
+    """Atomically write K-FAC factors, ``fbp.stats.kfac_factors``' [(A, G)]
+    (one pair per layer), to one ``.npz`` file, with ``meta`` (anything
+    JSON-able: what they were computed from) in its JSON header; returns the
+    path. ``load_factors`` reads them back."""
+    arrays = {}
+    for i, (a, g) in enumerate(factors):
+        arrays[f"a_{i}"], arrays[f"g_{i}"] = np.asarray(a), np.asarray(g)
+    header = json.dumps(dict(format=FACTORS_FORMAT, version=FACTORS_VERSION, layers=len(factors), meta=meta or {}))
+    arrays["header"] = np.frombuffer(header.encode(), np.uint8)
+    path = os.fspath(path)
+    check_params_path(path, probe=False)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    write_atomic(path, os.path.join(directory, f".tmp-factors-{os.getpid()}.npz"), _savez(arrays))
+    return path
+
+
+def load_factors(path: str, with_factors: bool = True) -> tuple:
+    """(factors [(A, G)] as NumPy arrays, meta) of a file ``save_factors``
+    wrote (factors None when not ``with_factors``: the header alone);
+    CheckpointError naming the file if it is not one, or one of another
+    FACTORS_VERSION."""
+    what = "K-FAC factors written by fbp (fbp evaluate --factors)"
+
+    def keys(header):
+        if header.get("format") != FACTORS_FORMAT:
+            raise ValueError(f"its header says {header.get('format')!r}")
+        return [f"{k}_{i}" for i in range(int(header["layers"])) for k in "ag"] if with_factors else []
+
+    header, arrays = _read_npz(path, keys, what)
+    if header.get("version") != FACTORS_VERSION:
+        raise CheckpointError(f"{path}: K-FAC factors of format version {header.get('version')}, and this fbp "
+                              f"reads version {FACTORS_VERSION}")
+    factors = [(arrays[2 * i], arrays[2 * i + 1]) for i in range(len(arrays) // 2)] if with_factors else None
+    return factors, header.get("meta", {})
+
+
 def network2_problem(params, cost) -> Optional[str]:
     """Why the book's ``network2.py`` could not hold ``params`` trained with
     ``cost`` (it knows Dense sigmoid layers, the output too, and the

@@ -184,6 +184,10 @@ EXPLAIN_BY = ("rank --explain's training examples by the product g_n · g_x, wha
 EXPLAIN_CHOICES = ("product", "cosine", "influence", "influence-cosine")
 DAMPING = ("for --explain-by influence and influence-cosine: the damping ε of H̃, each K-FAC factor's diagonal "
            "raised by √ε times its mean eigenvalue (default: 0.001)")
+FACTORS = ("for --explain-by influence and influence-cosine: keep the K-FAC factors of the training set in FILE "
+           "(.npz), most of the time the influence takes for a conv net: read from FILE when it holds this "
+           "network's, on this training set and cost, else computed and written there (atomically), for the next "
+           "command; a file of other factors is replaced, any other file refused")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -505,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "run")
     evaluate.add_argument("--explain-by", choices=EXPLAIN_CHOICES, default=None, help=EXPLAIN_BY)
     evaluate.add_argument("--damping", type=_positive_float, default=None, metavar="ε", help=DAMPING)
+    evaluate.add_argument("--factors", default=None, metavar="FILE", help=FACTORS)
     evaluate.add_argument("--explain-class", default=None, metavar="C",
                           help="take --explain's cost of ROW at class C, a number or a name (default: its true "
                                "class): the training examples that pull ROW toward C and away from it, to ask why "
@@ -568,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "--over-checkpoints does), the newest one's prediction as the target")
     predict.add_argument("--explain-by", choices=EXPLAIN_CHOICES, default=None, help=EXPLAIN_BY)
     predict.add_argument("--damping", type=_positive_float, default=None, metavar="ε", help=DAMPING)
+    predict.add_argument("--factors", default=None, metavar="FILE", help=FACTORS)
     predict.add_argument("--explain-class", default=None, metavar="C",
                          help="take --explain's costs at class C, a number or a name (default: each input's "
                               "predicted class): the training examples that pull the inputs toward C and away from "

@@ -51,7 +51,7 @@ def _evaluate(args, record: dict) -> int:
     if args.explain is None and args.explain_class is not None:
         return fail(f"--explain-class {args.explain_class} picks the class the lists of --explain ROW are of; give "
                     f"--explain ROW too")
-    problem = explain_by_problem(args.explain_by, args.damping, args.over_checkpoints)
+    problem = explain_by_problem(args.explain_by, args.damping, args.over_checkpoints, args.factors)
     if problem:
         return fail(problem)
     if args.over_checkpoints and args.explain is None and args.worst is None:
@@ -176,7 +176,7 @@ def _evaluate(args, record: dict) -> int:
         # (influence_problem was asked above, before any output: explained's ExplainError cannot come here)
         pictures, titles, listed = _print_explained(params, ds, args.split, explain, cost, truth, predicted,
                                                     names, over, record, args.explain_by or "product", target,
-                                                    args.damping)
+                                                    args.damping, args.factors)
         if args.explain_images is not None:
             rows = explain
             which = (f"help (first row) and hurt (second row) {args.split} row {rows[0]}" if len(rows) == 1 else
@@ -346,15 +346,117 @@ class ExplainError(ValueError):
     matrix here)."""
 
 
-def explain_by_problem(by: Optional[str], damping: Optional[float], over_checkpoints: bool) -> Optional[str]:
-    """What is wrong with --explain-by, --damping and --over-checkpoints together, if anything."""
+def explain_by_problem(by: Optional[str], damping: Optional[float], over_checkpoints: bool,
+                       factors: Optional[str] = None) -> Optional[str]:
+    """What is wrong with --explain-by, --damping, --over-checkpoints and --factors together, if anything (the
+    file --factors names too: ``factors_problem``)."""
     if damping is not None and by not in INFLUENCE:
         return (f"--damping {damping} is the damping of H̃ for --explain-by influence and influence-cosine; "
                 f"give one of them, or drop --damping")
+    if factors is not None and by not in INFLUENCE:
+        return (f"--factors {factors} keeps the K-FAC factors of --explain-by influence and influence-cosine; "
+                f"give one of them, or drop --factors")
+    if factors is not None:
+        return factors_problem(factors)
     if over_checkpoints and by in INFLUENCE:
         return (f"--explain-by {by} is of one network, at its trained minimum, and --over-checkpoints sums TracIn's "
                 f"products over a run's checkpoints; drop one of them")
     return None
+
+
+def factors_problem(path: str) -> Optional[str]:
+    """What is wrong with --factors FILE, found before any work: a directory,
+    a file that is not K-FAC factors written by fbp (the command would
+    replace it), a place where the file cannot be written; or None."""
+    from fbp import checkpoint as fckpt
+
+    if os.path.isdir(path):
+        return f"--factors {path} is a directory; give the name of a file for the factors"
+    if os.path.exists(path):
+        try:
+            fckpt.load_factors(path, with_factors=False)
+        except fckpt.CheckpointError as e:
+            if "format version" in str(e):
+                return None  # an older fbp's factors: computed again and the file replaced
+            return (f"--factors {e}: a file the command would replace with the factors; give a new file's name "
+                    f"(or remove it)")
+        return None
+    try:
+        fckpt.check_params_path(path)
+    except OSError as e:
+        return f"--factors {path} cannot be written ({e.strerror or e}); give a writable path"
+    return None
+
+
+def factors_key(params, train_X, train_Y, cost: str) -> str:
+    """What K-FAC factors are computed from, as one SHA-256 digest: the
+    network (its layers, each array's dtype, shape and bytes), the training
+    set as it is given to ``stats.kfac_factors`` (the same), and the cost.
+    --factors reads a file's factors only where its key is this one."""
+    import hashlib
+    import json
+
+    import jax
+    import numpy as np
+
+    from fbp import checkpoint as fckpt
+
+    h = hashlib.sha256(json.dumps([fckpt._layers(params), cost]).encode())
+    for a in jax.tree.leaves(params) + [train_X, train_Y]:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def kfac_factors_kept(path: Optional[str], params, train_X, train_Y, cost: str, chunk: int) -> tuple:
+    """(the K-FAC factors of the training set, where they came from): with
+    --factors FILE (``path``) the file's, when it holds the factors of this
+    network, training set and cost (``factors_key``); else computed
+    (``stats.kfac_factors``) and written there atomically for the next
+    command. Where they came from: None without --factors, else dict(file,
+    read: from the file or not, written: to it or not, seconds: the time it
+    took to compute them, line: all that in words). A file that cannot be
+    written is said on stderr, and the factors are used all the same."""
+    import sys
+    import time
+
+    import jax.numpy as jnp
+
+    from fbp import checkpoint as fckpt
+    from fbp import stats
+
+    if path is None:
+        return stats.kfac_factors(params, train_X, train_Y, cost, chunk_size=chunk), None
+    key = factors_key(params, train_X, train_Y, cost)
+    other = ""
+    if os.path.exists(path):
+        try:
+            factors, meta = fckpt.load_factors(path)
+        except fckpt.CheckpointError as e:
+            other = f"; it held none that this fbp reads ({e})"
+        else:
+            if meta.get("key") == key:
+                dtype = params[0].w.dtype
+                seconds = float(meta.get("seconds", 0.0))
+                return [(jnp.asarray(a, dtype), jnp.asarray(g, dtype)) for a, g in factors], dict(
+                    file=path, read=True, written=False, seconds=seconds,
+                    line=f"K-FAC factors of the {len(train_X)} training examples read from {path} (computed in "
+                         f"{seconds:.1f} s)")
+            other = "; it held those of another network, training set or cost"
+    start = time.perf_counter()
+    factors = stats.kfac_factors(params, train_X, train_Y, cost, chunk_size=chunk)
+    factors = [(a.block_until_ready(), g.block_until_ready()) for a, g in factors]
+    seconds = time.perf_counter() - start
+    said = f"K-FAC factors of the {len(train_X)} training examples computed in {seconds:.1f} s"
+    try:
+        fckpt.save_factors(path, factors, dict(key=key, cost=cost, examples=len(train_X), seconds=seconds))
+    except OSError as e:
+        print(f"fbp: --factors {path} could not be written ({e.strerror or e}); the factors were used, not kept",
+              file=sys.stderr)
+        return factors, dict(file=path, read=False, written=False, seconds=seconds, line=f"{said}, not kept")
+    return factors, dict(file=path, read=False, written=True, seconds=seconds,
+                         line=f"{said} and written to {path}{other}")
 
 
 def cosine_named(by: Optional[str]) -> str:
@@ -377,7 +479,7 @@ def influence_problem(params, cost: str) -> Optional[str]:
 
 
 def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "product",
-              damping: Optional[float] = None) -> dict:
+              damping: Optional[float] = None, factors_file: Optional[str] = None) -> dict:
     """The training examples that pull each example of X, Y (k of them)
     each way: ``weighted``, (params, weight) pairs (one checkpoint weighing
     1, or a run's, ``_weighted``), gives the products Σ_i η_i g_n(w_i) ·
@@ -391,8 +493,10 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "pr
     ``by`` "influence" and "influence-cosine" do the same with g_nᵀ H̃⁻¹ g_x
     in place of the product and √(gᵀ H̃⁻¹ g) in place of ‖g‖, H̃ the K-FAC
     Gauss-Newton matrix of the training set at ``params`` (its factors one
-    pass over it; ``damping`` ε, ``stats.influence``'s by default).
-    Returns dict(n, the training examples; lists [(helps rows, hurts rows)]
+    pass over it, or read from ``factors_file`` and kept there,
+    ``kfac_factors_kept``; ``damping`` ε, ``stats.influence``'s by default).
+    Returns dict(n, the training examples; factors, where the factors came
+    from, ``kfac_factors_kept``'s; lists [(helps rows, hurts rows)]
     for each x; products and cos [{row: product or cosine}] for each x, its
     listed rows only; costs (k,) and grad_norms (k,), the examples' own
     under ``params``)."""
@@ -406,12 +510,13 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "pr
     # a Conv layer forms each example's gradient (its im2col patches with it): evaluate's chunks (about 700
     # for the book's first conv net) keep it on Fashion-MNIST under 1 GB (3.1 GB at 10,000, in about the same time)
     chunk = ftrain.chunk_for(params)
+    factors_from = None
     if by in INFLUENCE:
         damping = damping_used(damping)
         problem = influence_problem(params, cost)
         if problem:
             raise ExplainError(problem)
-        factors = stats.kfac_factors(params, train_X, train_Y, cost, chunk_size=chunk)
+        factors, factors_from = kfac_factors_kept(factors_file, params, train_X, train_Y, cost, chunk)
 
         def products_of(Xb, Yb):
             return stats.influence(params, train_X, train_Y, cost, Xb, Yb, factors=factors, damping=damping,
@@ -447,8 +552,8 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "pr
                 cos.append({r: scores[r, j] for r in rows})
     if cosine:
         m = ftrain.evaluate(params, X, Y, cost, per_example=True)
-        return dict(n=len(train_X), lists=lists, products=products, cos=cos, costs=np.asarray(m["costs"]),
-                    grad_norms=np.asarray(m["grad_norms"]))
+        return dict(n=len(train_X), factors=factors_from, lists=lists, products=products, cos=cos,
+                    costs=np.asarray(m["costs"]), grad_norms=np.asarray(m["grad_norms"]))
     # the cosines need the lengths of the examples and of the listed ones only: one small pass, not one over the set
     listed = [r for helps, hurts in lists for r in helps + hurts]
     both = np.concatenate([X, train_X[listed]]), np.concatenate([Y, train_Y[listed]])
@@ -461,8 +566,8 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "pr
         cos.append(dict(zip(rows, np.array([products[j][r] for r in rows], np.float64)
                             / np.maximum(norms[at:at + len(rows)] * own[j], tiny))))
         at += len(rows)
-    return dict(n=len(train_X), lists=lists, products=products, cos=cos, costs=np.asarray(m["costs"])[:k],
-                grad_norms=np.asarray(m["grad_norms"])[:k])
+    return dict(n=len(train_X), factors=factors_from, lists=lists, products=products, cos=cos,
+                costs=np.asarray(m["costs"])[:k], grad_norms=np.asarray(m["grad_norms"])[:k])
 
 
 def damping_used(damping: Optional[float]) -> float:
@@ -524,7 +629,8 @@ def explained_pictures(x, title: str, lists, cos, train_X, labels, named, cosine
 
 
 def _print_explained(params, ds, split: str, rows: list, cost: str, truth, predicted, names, over=None,
-                     record=None, by: str = "product", target=None, damping: Optional[float] = None):
+                     record=None, by: str = "product", target=None, damping: Optional[float] = None,
+                     factors_file: Optional[str] = None):
     """fbp evaluate --explain ROW[,ROW...]: for each row, the training
     examples whose gradients point most with and most against its
     (``stats.grad_gram``), those whose steps lower and raise its cost most;
@@ -550,7 +656,11 @@ def _print_explained(params, ds, split: str, rows: list, cost: str, truth, predi
         Y = np.eye(ds.n_classes, dtype=dtype)[[target] * len(rows)]
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
     e = explained(params, [(params, 1.0)] if over is None else _weighted(over), train_X, train_Y, X, Y, cost, by,
-                  damping)
+                  damping, factors_file)
+    if e["factors"] is not None:
+        print(e["factors"]["line"])
+        if record is not None:
+            record["factors"] = {k: v for k, v in e["factors"].items() if k != "line"}
     n = e["n"]
     product = "g_n · g_x"
     if by in INFLUENCE:

@@ -42,6 +42,8 @@ def _predict(args, record: dict) -> int:
                         (args.explain_by is not None, f"--explain-by {args.explain_by} ranks --explain's lists"),
                         (args.damping is not None, f"--damping {args.damping} is the damping of --explain-by "
                                                    f"influence"),
+                        (args.factors is not None, f"--factors {args.factors} keeps the K-FAC factors of "
+                                                   f"--explain-by influence"),
                         (args.explain_class is not None, f"--explain-class {args.explain_class} picks the class "
                                                          f"--explain's lists are of"),
                         (args.data is not None, f"--data {args.data} names the data whose training examples "
@@ -52,7 +54,7 @@ def _predict(args, record: dict) -> int:
                                                       f"examples out of --explain's training examples")):
         if given and not args.explain:
             return fail(f"{flag}; give --explain too")
-    problem = explain_by_problem(args.explain_by, args.damping, args.over_checkpoints)
+    problem = explain_by_problem(args.explain_by, args.damping, args.over_checkpoints, args.factors)
     if problem:
         return fail(problem)
     if args.over_checkpoints and not os.path.isdir(args.network):
@@ -142,7 +144,8 @@ def _predict(args, record: dict) -> int:
         # (influence_problem was asked above, before any output: explained's ExplainError cannot come here)
         explained = _explain(params, ds, over, X, np.argmax(outputs, axis=1) if target is None else
                              np.full(len(X), target), meta, record, args.explain_by or "product",
-                             "its predicted class" if target is None else f"class {named(target)}", args.damping)
+                             "its predicted class" if target is None else f"class {named(target)}", args.damping,
+                             args.factors)
         record["explain"]["target"] = target
     pictures: list = []
     titles: list = []
@@ -195,15 +198,17 @@ def _predict(args, record: dict) -> int:
 
 
 def _explain(params, ds, over, X, targets, meta: dict, record: dict, by: str, at: str,
-             damping: Optional[float] = None) -> dict:
+             damping: Optional[float] = None, factors_file: Optional[str] = None) -> dict:
     """--explain's products of every training example of ``ds`` with each
     input of ``X``, its class of ``targets`` the target (each one's
     predicted class, or --explain-class's; ``at`` says which), under the
     network or (``over``) summed over the run's checkpoints, ranked ``by``
     the products or their cosines (``cli_evaluate.explained``); prints what
-    they are and puts it into ``record["explain"]``. Returns ``explained``'s
-    dict with the training examples' classes (labels), the products'
-    name (product) and their --json key (score) added."""
+    they are and puts it into ``record["explain"]`` (and, with --factors,
+    ``factors_file``, where the K-FAC factors came from into
+    ``record["factors"]``). Returns ``explained``'s dict with the training
+    examples' classes (labels), the products' name (product) and their
+    --json key (score) added."""
     import numpy as np
 
 
@@ -212,7 +217,10 @@ def _explain(params, ds, over, X, targets, meta: dict, record: dict, by: str, at
     Y = np.eye(params[-1].n_out, dtype=dtype)[targets]
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
     weighted = [(params, 1.0)] if over is None else cli_evaluate._weighted(over)
-    e = cli_evaluate.explained(params, weighted, train_X, train_Y, X, Y, cost, by, damping)
+    e = cli_evaluate.explained(params, weighted, train_X, train_Y, X, Y, cost, by, damping, factors_file)
+    if e["factors"] is not None:
+        print(e["factors"]["line"])
+        record["factors"] = {k: v for k, v in e["factors"].items() if k != "line"}
     n = len(train_X)
     cosine = ("" if by == "product" else
               ", ranked by the cosine, the product over ‖g_n‖ ‖g_x‖ (which leaves out how large g_n is)")

@@ -323,6 +323,51 @@ def test_cli_evaluate_lets_several_networks_vote(tmp_path, capsys):
     assert proc.returncode == 2 and f"the network {wide} (64,5,3) does not fit" in proc.stderr
 
 
+def test_kfac_factors_files_round_trip_and_an_unreadable_or_older_one_is_computed_again(tmp_path, digits):
+    """save_factors / load_factors keep each layer's (A, G) bitwise, dtype
+    and all; a file of an older FACTORS_VERSION, or cut short, is not read:
+    --factors replaces the older one with factors computed again and refuses
+    the damaged one (it might not be fbp's) before any work."""
+    from fbp import cli_evaluate
+
+    params = fbp.init_mlp(jax.random.key(0), [64, 12, 10], output_activation="softmax", dtype=jnp.float64)
+    X, Y = np.asarray(digits.train.X[:200], np.float64), np.asarray(digits.train.Y[:200], np.float64)
+    factors = fbp.stats.kfac_factors(params, X, Y, "log_likelihood")
+    path = str(tmp_path / "f.npz")
+    ckpt.save_factors(path, factors, dict(key="k", seconds=1.5))
+    back, meta = ckpt.load_factors(path)
+    assert meta == dict(key="k", seconds=1.5) and len(back) == len(factors) == 2
+    for (a, g), (a2, g2) in zip(factors, back):
+        assert a2.dtype == a.dtype and g2.dtype == g.dtype
+        np.testing.assert_array_equal(a2, a)
+        np.testing.assert_array_equal(g2, g)
+    assert ckpt.load_factors(path, with_factors=False) == (None, meta)
+    got, said = cli_evaluate.kfac_factors_kept(path, params, X, Y, "log_likelihood", 64)
+    assert said["read"] is False and said["written"] is True  # another key: computed again, written
+    got, said = cli_evaluate.kfac_factors_kept(path, params, X, Y, "log_likelihood", 64)
+    assert said["read"] is True and said["line"].startswith("K-FAC factors of the 200 training examples read from")
+    for (a, g), (a2, g2) in zip(factors, got):  # (chunks of 64 add up in another order than all at once)
+        np.testing.assert_allclose(a2, a, rtol=1e-12)
+        np.testing.assert_allclose(g2, g, rtol=1e-12)
+    with np.load(path) as z:  # the same file, as an older fbp would have written it
+        arrays = dict(z)
+    header = json.loads(bytes(arrays["header"]).decode())
+    arrays["header"] = np.frombuffer(json.dumps(dict(header, version=0)).encode(), np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(ckpt.CheckpointError, match="K-FAC factors of format version 0, and this fbp reads version 1"):
+        ckpt.load_factors(path)
+    assert cli_evaluate.factors_problem(path) is None
+    got, said = cli_evaluate.kfac_factors_kept(path, params, X, Y, "log_likelihood", 64)
+    assert said["read"] is False and said["written"] is True and "it held none that this fbp reads" in said["line"]
+    assert ckpt.load_factors(path)[1]["key"] == cli_evaluate.factors_key(params, X, Y, "log_likelihood")
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+    problem = cli_evaluate.factors_problem(path)
+    assert problem.startswith(f"--factors {path}: not K-FAC factors written by fbp") and "give a new file" in problem
+
+
 def test_an_unwritable_checkpoint_dir_or_metrics_file_is_refused_before_training(tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("")

@@ -480,6 +480,67 @@ def test_cli_evaluate_explain_worst_explains_the_rows_worst_lists(tmp_path, caps
     assert "--explain worst explains the rows that --worst N lists; give --worst N too" in proc.stderr
 
 
+def test_cli_factors_file_keeps_the_kfac_factors_for_the_next_command(tmp_path, capsys, monkeypatch):
+    """--explain-by influence --factors FILE: the first command computes the
+    K-FAC factors and writes them to FILE, the next ones (fbp evaluate's and
+    fbp predict's, on the same training set) read them instead of computing
+    them and explain as without the file; another network's (or cost's)
+    factors are computed again and replace them; a file that is not fbp's
+    factors, a directory, or --factors without an influence ranking are
+    refused before any output."""
+    evaluate = functools.partial(fbp_here, capsys, "evaluate")
+    nets = [str(tmp_path / f"net{seed}.npz") for seed in (0, 1)]
+    for seed, net in enumerate(nets):
+        proc = fbp_here(capsys, "train", "--epochs", "2", "--quiet", "--sizes", "64,20,10", "--seed", str(seed),
+                        "--save-params", net)
+        assert proc.returncode == 0, proc.stderr
+    computed = []
+    monkeypatch.setattr(fbp.stats, "kfac_factors",
+                        lambda *a, _f=fbp.stats.kfac_factors, **kw: computed.append(1) or _f(*a, **kw))
+    kept = str(tmp_path / "factors.npz")
+
+    def explain(net, *flags):
+        proc = evaluate(net, "--explain", "3,17", "--explain-by", "influence", *flags, "--json", "-")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    plain = explain(nets[0])
+    assert "factors" not in plain and len(computed) == 1
+    first = explain(nets[0], "--factors", kept)
+    assert first["factors"]["read"] is False and first["factors"]["written"] is True and len(computed) == 2
+    again = explain(nets[0], "--factors", kept)
+    assert again["factors"]["read"] is True and not again["factors"]["written"] and len(computed) == 2
+    for r in (first, again):
+        assert r["explain"] == plain["explain"]  # the same lists and influences, to the last digit
+    proc = evaluate(nets[0], "--explain", "3", "--explain-by", "influence", "--factors", kept)
+    assert proc.returncode == 0 and f"K-FAC factors of the 1257 training examples read from {kept}" in proc.stdout
+    # fbp predict on the same training set reads them too
+    np.save(tmp_path / "x.npy", fdata.load("digits", None, None).test.X[:2])
+    proc = fbp_here(capsys, "predict", nets[0], str(tmp_path / "x.npy"), "--explain", "--explain-by", "influence",
+                    "--factors", kept, "--json", "-")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["factors"]["read"] is True, proc.stderr
+    assert len(computed) == 2
+    # another network, or another cost: its own factors, which replace the file's
+    other = explain(nets[1], "--factors", kept)
+    assert other["factors"]["read"] is False and other["factors"]["written"] is True and len(computed) == 3
+    assert other["explain"] == explain(nets[1])["explain"] and len(computed) == 4
+    assert explain(nets[1], "--factors", kept)["factors"]["read"] is True and len(computed) == 4
+    assert explain(nets[1], "--factors", kept, "--cost", "quadratic")["factors"]["read"] is False
+    held = open(nets[0], "rb").read()
+    for flags, needle in (
+            (["--factors", nets[0]], f"--factors {nets[0]}: not K-FAC factors written by fbp (fbp evaluate "
+                                     f"--factors) (its header says 'fbp-params'): a file the command would replace "
+                                     f"with the factors; give a new file's name (or remove it)"),
+            (["--factors", str(tmp_path)], f"--factors {tmp_path} is a directory; give the name of a file"),
+            (["--explain-by", "product", "--factors", kept], f"--factors {kept} keeps the K-FAC factors of "
+                                                             f"--explain-by influence and influence-cosine")):
+        proc = evaluate(nets[0], "--explain", "3", *(["--explain-by", "influence"] if flags[0] != "--explain-by"
+                                                      else []), *flags)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
+        assert proc.stdout == ""
+    assert open(nets[0], "rb").read() == held  # the network named by mistake is left as it was
+
+
 def test_cli_evaluate_worst_lines_up_its_columns_whatever_their_widths(tmp_path, capsys):
     """--worst's columns stay aligned when a cost or norm reaches 100 or more
     among smaller ones (an untrained network with large weights)."""
