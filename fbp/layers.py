@@ -147,6 +147,18 @@ class Dense:
         pd, pa = pre
         return jnp.sum(deltas * pd, -1) * jnp.sum(_with_ones(a_prev) * pa, -1)
 
+    # A given gradient v of the layer (the mean gradient of a test set, say):
+    # each example's product with it, δ_n · (v_w a_n + v_b) (BP4's outer
+    # product again: no gradient formed), and H̃⁻¹ v = G̃⁻¹ [v_w | v_b] Ã⁻¹.
+    def grad_dots(self, deltas: Array, a_prev: Array, v: "Dense") -> Array:
+        """(B,): g_n · v for each row n, ``v`` a gradient of this layer (its w and b)."""
+        return jnp.sum(deltas * (a_prev @ v.w.T), axis=-1) + deltas @ v.b
+
+    def kfac_solved(self, inv_a, inv_g, v: "Dense") -> "Dense":
+        """H̃⁻¹ v of a gradient ``v`` of this layer, as a layer: G̃⁻¹ [v_w | v_b] Ã⁻¹."""
+        m = inv_a(inv_g(jnp.concatenate([v.w, v.b[:, None]], axis=1)).T).T
+        return dataclasses.replace(v, w=m[:, :-1], b=m[:, -1])
+
     def __repr__(self) -> str:
         act = self.activation if isinstance(self.activation, str) else self.activation.name
         return f"Dense(w={_desc(self.w)}, b={_desc(self.b)}, activation={act!r})"
@@ -465,6 +477,19 @@ class Conv:
     def kfac_diagonal(self, deltas: Array, a_prev: Array, pre: Array) -> Array:
         """(B,): g_n · H̃⁻¹ g_n, ``pre`` being ``kfac_preconditioned``'s of the same rows."""
         return jnp.sum(self._grad_matrices(deltas, a_prev) * pre, axis=(1, 2))
+
+    def _matrix(self, v: "Conv") -> Array:
+        """A gradient of this layer as the (C_out, C_in·k·k + 1) matrix [W | b]."""
+        return jnp.concatenate([v.w.reshape(self.w.shape[0], -1), v.b[:, None]], axis=1)
+
+    def grad_dots(self, deltas: Array, a_prev: Array, v: "Conv") -> Array:
+        """(B,): g_n · v for each row n, ``v`` a gradient of this layer (its w and b); each g_n formed."""
+        return jnp.sum(self._grad_matrices(deltas, a_prev) * self._matrix(v)[None], axis=(1, 2))
+
+    def kfac_solved(self, inv_a, inv_g, v: "Conv") -> "Conv":
+        """H̃⁻¹ v of a gradient ``v`` of this layer, as a layer: G̃⁻¹ [W | b] Ã⁻¹."""
+        m = inv_a(inv_g(self._matrix(v)).T).T
+        return dataclasses.replace(v, w=m[:, :-1].reshape(self.w.shape), b=m[:, -1])
 
     def __repr__(self) -> str:
         act = self.activation if isinstance(self.activation, str) else self.activation.name

@@ -548,6 +548,12 @@ def _influence_args(name, params, X, Y, cost, factors, damping, chunk_size):
     X, Y = jnp.asarray(X), jnp.asarray(Y)
     if factors is None:
         return X, Y, kfac_factors(params, X, Y, cost, chunk_size)
+    return X, Y, _checked_factors(name, params, factors)
+
+
+def _checked_factors(name: str, params, factors) -> list:
+    """``factors`` as arrays of the params' dtype, or a ValueError naming ``name`` if they are not
+    ``kfac_factors``' of this network."""
     if len(factors) != len(params) or not all(
             isinstance(f, (tuple, list)) and len(f) == 2 and jnp.shape(f[0]) == (layer.kfac_shapes[0],) * 2
             and jnp.shape(f[1]) == (layer.kfac_shapes[1],) * 2 for f, layer in zip(factors, params)):
@@ -555,7 +561,7 @@ def _influence_args(name, params, X, Y, cost, factors, damping, chunk_size):
                          f"(n_in + 1)² and G n_out² for a Dense one, (C_in·k·k + 1)² and C_out² for a Conv one; "
                          f"compute them with fbp.stats.kfac_factors(params, X, Y, cost).")
     dtype = params[0].w.dtype
-    return X, Y, [(jnp.asarray(A, dtype), jnp.asarray(G, dtype)) for A, G in factors]
+    return [(jnp.asarray(A, dtype), jnp.asarray(G, dtype)) for A, G in factors]
 
 
 def influence(params: list, X: ArrayLike, Y: ArrayLike, cost, X2: Optional[ArrayLike] = None,
@@ -611,6 +617,94 @@ def influence_diagonal(params: list, X: ArrayLike, Y: ArrayLike, cost, *, factor
     training set; they rank training labels for checking by it). Arguments as ``influence``'s."""
     X, Y, factors = _influence_args("influence_diagonal", params, X, Y, cost, factors, damping, chunk_size)
     return _influence_diagonal(params, factors, X, Y, cost, damping, chunk_size)
+
+
+# --- products with one given gradient (a test set's mean gradient, say) ----
+def mean_grad(params: list, X: ArrayLike, Y: ArrayLike, cost, chunk_size: Optional[int] = None) -> list:
+    """The gradient of the mean cost (1/B) Σ_n C_n over (X, Y), the params'
+    structure: ``batch_backward``'s, summed ``chunk_size`` examples at a
+    time (the memory of a chunk's δ's, not of all of them). With a test
+    set's, ``grad_dots`` and ``kfac_solve`` rank the training examples by
+    what they do to the test set's mean cost."""
+    from fbp.backprop import batch_backward
+
+    X, Y = jnp.asarray(X), jnp.asarray(Y)
+    B = X.shape[0]
+    size = B if chunk_size is None else check_int("chunk_size", chunk_size, 1, " or None")
+    total = batch_backward(params, X[:size], Y[:size], cost, reduction="sum")
+    for at in range(size, B, size):
+        total = jax.tree.map(jnp.add, total, batch_backward(params, X[at:at + size], Y[at:at + size], cost,
+                                                            reduction="sum"))
+    return jax.tree.map(lambda g: g / B, total)
+
+
+def grad_dots(checkpoints, X: ArrayLike, Y: ArrayLike, cost, grads, chunk_size: Optional[int] = None) -> Array:
+    """(B,): Σ_i η_i g_n(w_i) · v_i for each example n of (X, Y),
+    ``checkpoints`` pairs (params w_i, weight η_i) as ``tracin`` takes them
+    and ``grads`` one gradient v_i of each, of its structure.
+
+    With v_i the mean gradient of a test set at w_i (``mean_grad``), entry n
+    is the mean of row n of ``tracin(checkpoints, X, Y, cost, X_test,
+    Y_test)`` (the product is linear in the second gradient), from one pass
+    over (X, Y) instead of the whole matrix: what the steps on n did to the
+    test set's mean cost, −η times it for one step. With v = H̃⁻¹ of that
+    mean gradient (``kfac_solve``), the mean of ``influence``'s row n, what
+    weighing n up does to it at the trained minimum. Identity, for a Dense
+    layer: (δ_n a_nᵀ) · v_w + δ_n · v_b = δ_n · (v_w a_n + v_b), no gradient
+    formed (a Conv layer's are). ``chunk_size`` as in ``grad_gram``."""
+    checkpoints = _checked_checkpoints("grad_dots", checkpoints)
+    grads = list(grads)
+    if len(grads) != len(checkpoints) or any(
+            len({jax.tree.structure(v), jax.tree.structure(params)}) > 1
+            or any(jnp.shape(g) != jnp.shape(w) for g, w in zip(jax.tree.leaves(v), jax.tree.leaves(params)))
+            for (params, _), v in zip(checkpoints, grads)):
+        raise ValueError(f"grad_dots takes one gradient for each of its {len(checkpoints)} checkpoints, each of its "
+                         f"network's structure and shapes (as mean_grad gives it); got {len(grads)} that do not "
+                         f"all fit.")
+    X, Y = jnp.asarray(X), jnp.asarray(Y)  # on the device once, not once per checkpoint
+    parts = [lr * _grad_dots(params, X, Y, cost, v, chunk_size) for (params, lr), v in zip(checkpoints, grads)]
+    return sum(parts[1:], parts[0])
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "chunk_size"))
+def _grad_dots(params, X, Y, cost, v, chunk_size):
+    cost, X, Y = check_batch(params, X, Y, cost)
+    if chunk_size is not None:
+        check_int("chunk_size", chunk_size, 1, " or None")
+
+    def dots(ds, a_prev):
+        return sum(layer.grad_dots(d, a, g) for layer, d, a, g in zip(params, ds, a_prev, v))
+
+    if chunk_size is None:
+        return dots(*batch_deltas(params, X, Y, cost))
+
+    def one(xy):
+        ds, a_prev = _deltas_and_inputs(params, xy[0], xy[1], cost)
+        return dots([d[None] for d in ds], [a[None] for a in a_prev])[0]
+
+    return jax.lax.map(one, (X, Y), batch_size=chunk_size)
+
+
+def kfac_solve(params: list, grad, factors: list, damping: float = INFLUENCE_DAMPING) -> list:
+    """H̃⁻¹ v for a gradient v (``grad``, the params' structure), H̃ the
+    damped K-FAC Gauss-Newton matrix of ``factors`` (``kfac_factors``' of
+    the training set; ``damping`` as ``influence``'s): each layer's block
+    (Ã ⊗ G̃)⁻¹ applied as G̃⁻¹ [v_w | v_b] Ã⁻¹, by Cholesky solves of the two
+    factors. ``grad_dots`` of the training set with it gives each training
+    example's influence g_nᵀ H̃⁻¹ v on the cost whose gradient v is, and the
+    sum of v's leaves times its own, vᵀ H̃⁻¹ v."""
+    _check_damping(damping)
+    factors = _checked_factors("kfac_solve", params, factors)
+    if len({jax.tree.structure(grad), jax.tree.structure(params)}) > 1:
+        raise ValueError("kfac_solve's grad must have the params' structure (as mean_grad gives it).")
+    return like_params(params, _kfac_solve(params, grad, factors, damping))
+
+
+@jax.jit
+def _kfac_solve(params, grad, factors, damping):
+    with _exact_products():
+        return [layer.kfac_solved(inv_a, inv_g, v) for layer, (inv_a, inv_g), v in
+                zip(params, _solves(factors, damping), grad)]
 
 
 # --- DP-SGD -----------------------------------------------------------------

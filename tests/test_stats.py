@@ -375,6 +375,58 @@ def test_influence_of_a_conv_network_is_the_gradients_through_kfc(channels):
         stats.influence(params, X, Y, "log_likelihood", factors=[(G, A) for A, G in factors])
 
 
+@pytest.mark.parametrize("conv", [False, True])
+def test_products_with_a_splits_mean_gradient_are_the_means_of_the_per_example_ones(conv):
+    """mean_grad is the mean of jax.grad's per-example gradients; grad_dots of
+    the training examples with one gradient per checkpoint is Σ_i η_i g_n ·
+    v_i by jax.grad, with v_i a split's mean gradient the mean of tracin's
+    rows; grad_dots with kfac_solve's H̃⁻¹ v the mean of the influences on the
+    split (the Kronecker products formed and solved by NumPy), float64."""
+    cost = "log_likelihood"
+    rng = np.random.default_rng(3)
+    if conv:
+        nets = [fbp.init_convnet(jax.random.key(s), (1, 7, 7), [(3, 3, 1), (2, 2, 2)], [4, 3],
+                                 output_activation="softmax", dtype=jnp.float64) for s in (1, 2)]
+        X, Y = rng.random((9, 49)), np.eye(3)[rng.integers(0, 3, 9)]
+    else:
+        nets = [make(dict(sizes=[5, 4, 4, 3], hidden="sigmoid", out="softmax", cost=cost, batch=9,
+                          init="normalized", seed=s), jnp.float64)[0] for s in (4, 5)]
+        X, Y = rng.random((9, 5)), np.eye(3)[rng.integers(0, 3, 9)]
+    X2, Y2 = rng.random((7, X.shape[1])), np.eye(3)[rng.integers(0, 3, 7)]
+
+    def flat(tree, n):
+        return np.concatenate([np.asarray(leaf).reshape(n, -1) for leaf in jax.tree.leaves(tree)], axis=1)
+
+    means = []
+    for net in nets:
+        ref = flat(per_example_ref(net, X2, Y2, cost), 7).mean(0)
+        for chunk in (None, 3):
+            v = stats.mean_grad(net, X2, Y2, cost, chunk_size=chunk)
+            assert jax.tree.structure(v) == jax.tree.structure(net)
+            assert fbp.relative_error(flat(v, 1)[0], ref) <= 1e-12, chunk
+        means.append(v)
+    weights = [(nets[0], 0.7), (nets[1], 1.3)]
+    ref = sum(w * flat(per_example_ref(net, X, Y, cost), 9) @ flat(v, 1)[0] for (net, w), v in zip(weights, means))
+    for chunk in (None, 4):
+        got = stats.grad_dots(weights, X, Y, cost, means, chunk_size=chunk)
+        assert got.shape == (9,) and fbp.relative_error(got, ref) <= 1e-12, chunk
+    tr = np.asarray(stats.tracin(weights, X, Y, cost, X2, Y2)).mean(1)
+    assert fbp.relative_error(stats.grad_dots(weights, X, Y, cost, means), tr) <= 1e-12
+    eps = 0.03
+    factors = stats.kfac_factors(nets[0], X, Y, cost)
+    solved = stats.kfac_solve(nets[0], means[0], factors, damping=eps)
+    ref = influence_ref(factors, flat_grads(nets[0], X, Y, cost), flat_grads(nets[0], X2, Y2, cost), eps).mean(1)
+    assert fbp.relative_error(stats.grad_dots([(nets[0], 1.0)], X, Y, cost, [solved], chunk_size=4), ref) <= 1e-10
+    for bad, needle in (([means[0]], "one gradient for each of its 2 checkpoints"),
+                        ([means[0], means[0][:1]], "one gradient for each of its 2 checkpoints")):
+        with pytest.raises(ValueError, match=needle):
+            stats.grad_dots(weights, X, Y, cost, bad)
+    with pytest.raises(ValueError, match="one \\(A, G\\) pair per layer"):
+        stats.kfac_solve(nets[0], means[0], factors[:1])
+    with pytest.raises(ValueError, match="damping \\(ε\\) must be a number > 0"):
+        stats.kfac_solve(nets[0], means[0], factors, damping=0.0)
+
+
 def test_clipping_limits():
     params, X, Y = make(dict(sizes=[5, 6, 3], hidden="tanh", out="softmax", cost="log_likelihood",
                              init="normalized", batch=9, reduction="sum", seed=1), jnp.float64)
