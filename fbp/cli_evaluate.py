@@ -15,7 +15,7 @@ from typing import Optional
 
 from fbp.cli import (_data_dir_problem, _error, _image_path_problem, _validation_size_problem, class_named,
                      image_unwritten, network_text, trained_with, with_json)
-from fbp.cli_args import WORST, rows_text
+from fbp.cli_args import ALL, WORST, rows_text
 
 
 def cmd_evaluate(args) -> int:
@@ -44,6 +44,9 @@ def _evaluate(args, record: dict) -> int:
     if args.explain == WORST and args.worst is None:
         return fail(f"--explain {WORST} explains the rows that --worst N lists; give --worst N too, or the rows "
                     f"themselves (--explain 3,17)")
+    if args.explain == ALL and args.explain_class is not None:
+        return fail(f"--explain-class {args.explain_class} picks the class each row's cost is taken at, and --explain "
+                    f"{ALL} takes the split's mean cost, each example's at its own class; drop one of them")
     if args.explain is None and args.explain_images is not None:
         return fail(f"--explain-images {args.explain_images} draws the lists of --explain ROW; give --explain ROW too")
     if args.explain is None and args.explain_by is not None:
@@ -103,7 +106,7 @@ def _evaluate(args, record: dict) -> int:
             return fail(f"--explain-by {args.explain_by}: {problem}")
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
-    if args.explain not in (None, WORST) and max(args.explain) >= len(split):
+    if args.explain not in (None, WORST, ALL) and max(args.explain) >= len(split):
         return fail(f"--explain {rows_text(args.explain)}: the {ds.name} {args.split} split has {len(split)} "
                     f"examples, rows 0 to {len(split) - 1}")
     target = None  # --explain-class: the class each ROW's cost is taken at, else its true class
@@ -171,15 +174,20 @@ def _evaluate(args, record: dict) -> int:
                 return fail(problem)
             print(f"wrote {args.worst_images}: {len(rows)} images")
             record["worst"]["images"] = args.worst_images
-    if args.explain is not None:
+    if args.explain == ALL:
+        pictures, titles, listed = _print_explained_split(params, ds, args.split, cost, names, over, record,
+                                                          args.explain_by or "product", args.damping, args.factors)
+    elif args.explain is not None:
         explain = args.explain if args.explain != WORST else [int(r) for r in rows]  # --worst's, in its order
         # (influence_problem was asked above, before any output: explained's ExplainError cannot come here)
         pictures, titles, listed = _print_explained(params, ds, args.split, explain, cost, truth, predicted,
                                                     names, over, record, args.explain_by or "product", target,
                                                     args.damping, args.factors)
+    if args.explain is not None:
         if args.explain_images is not None:
-            rows = explain
-            which = (f"help (first row) and hurt (second row) {args.split} row {rows[0]}" if len(rows) == 1 else
+            rows = [ALL] if args.explain == ALL else explain
+            which = (f"help (first row) and hurt (second row) the {args.split} split's mean cost" if rows == [ALL]
+                     else f"help (first row) and hurt (second row) {args.split} row {rows[0]}" if len(rows) == 1 else
                      f"help (a first row) and hurt (the row under it) {args.split} rows "
                      f"{', '.join(map(str, rows[:-1]))} and {rows[-1]}")
             problem = image_unwritten("--explain-images", args.explain_images, plot.images(
@@ -570,6 +578,69 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "pr
                 costs=np.asarray(m["costs"])[:k], grad_norms=np.asarray(m["grad_norms"])[:k])
 
 
+def explained_split(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "product",
+                    damping: Optional[float] = None, factors_file: Optional[str] = None) -> dict:
+    """``explained``'s dict for the mean cost of all of X, Y, as one
+    example: each training example's product with the split's mean gradient
+    Ḡ = (1/k) Σ_x g_x (``stats.mean_grad``, ``stats.grad_dots``; summed over
+    the (params, weight) pairs of ``weighted``, each with its own Ḡ), by
+    linearity the mean of its products with the split's examples, from one
+    pass over the split and one over the training set; ``by`` influence,
+    g_nᵀ H̃⁻¹ Ḡ (``stats.kfac_solve``). The cosines are over ‖g_n‖ ‖Ḡ‖ (over
+    √(g_nᵀ H̃⁻¹ g_n) √(Ḡᵀ H̃⁻¹ Ḡ) for influence; over the norms stacked over
+    the checkpoints, as ``explained``'s). costs (1,) holds the split's mean
+    cost and grad_norms (1,) ‖Ḡ‖, both under ``params``."""
+    import jax
+    import numpy as np
+
+    from fbp import stats
+    from fbp import train as ftrain
+
+    def dot(u, v) -> float:
+        return float(sum(np.vdot(np.asarray(a, np.float64), np.asarray(b, np.float64))
+                         for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(v))))
+
+    tiny = np.finfo(np.float64).tiny
+    chunk = ftrain.chunk_for(params)
+    factors_from = None
+    means = [stats.mean_grad(net, X, Y, cost, chunk_size=chunk) for net, _ in weighted]
+    if by in INFLUENCE:
+        damping = damping_used(damping)
+        problem = influence_problem(params, cost)
+        if problem:
+            raise ExplainError(problem)
+        factors, factors_from = kfac_factors_kept(factors_file, params, train_X, train_Y, cost, chunk)
+        solved = stats.kfac_solve(params, means[0], factors, damping)
+        dots = np.asarray(stats.grad_dots([(params, 1.0)], train_X, train_Y, cost, [solved], chunk_size=chunk))
+        own = np.sqrt(max(dot(means[0], solved), 0.0))
+
+        def squares(Xs, Ys):  # g_nᵀ H̃⁻¹ g_n
+            return stats.influence_diagonal(params, Xs, Ys, cost, factors=factors, damping=damping,
+                                            chunk_size=chunk if len(Xs) > chunk else None)
+    else:
+        dots = np.asarray(stats.grad_dots(weighted, train_X, train_Y, cost, means, chunk_size=chunk))
+        own = np.sqrt(sum(w * dot(v, v) for (_, w), v in zip(weighted, means)))
+
+        def squares(Xs, Ys):  # Σ_i η_i ‖g(w_i)‖²
+            return stats.self_influence(weighted, Xs, Ys, cost, chunk_size=chunk if len(Xs) > chunk else None)
+
+    dots = np.asarray(dots, np.float64)
+    if by in COSINES:
+        scores = dots / np.maximum(np.sqrt(np.asarray(squares(train_X, train_Y), np.float64)) * own, tiny)
+        lists = _extremes(scores)
+        cos = {r: scores[r] for r in lists[0] + lists[1]}
+    else:
+        lists = _extremes(dots)
+        listed = lists[0] + lists[1]
+        norms = np.sqrt(np.asarray(squares(train_X[listed], train_Y[listed]), np.float64)) if listed else np.zeros(0)
+        cos = {r: dots[r] / max(norm * own, tiny) for r, norm in zip(listed, norms)}
+    mean = means[0] if len(weighted) == 1 and weighted[0][0] is params else stats.mean_grad(params, X, Y, cost,
+                                                                                          chunk_size=chunk)
+    m = ftrain.evaluate(params, X, Y, cost)
+    return dict(n=len(train_X), factors=factors_from, lists=[lists], products=[{r: dots[r] for r in cos}],
+                cos=[cos], costs=np.array([float(m["cost"])]), grad_norms=np.array([np.sqrt(dot(mean, mean))]))
+
+
 def damping_used(damping: Optional[float]) -> float:
     """--damping's ε as the influence rankings use it: the flag's, or stats.influence's default."""
     from fbp import stats
@@ -716,6 +787,75 @@ def _print_explained(params, ds, split: str, rows: list, cost: str, truth, predi
     if record is not None:
         record["explain"] = records[0] if len(rows) == 1 else records
     return np.stack(pictures), titles, listed
+
+
+def _print_explained_split(params, ds, split: str, cost: str, names, over=None, record=None, by: str = "product",
+                           damping: Optional[float] = None, factors_file: Optional[str] = None):
+    """fbp evaluate --explain all: the training examples whose gradients
+    point most with and most against the split's mean gradient Ḡ, those
+    whose steps lower and raise the mean cost of the whole split most (by
+    influence, or over a run's checkpoints, as ``_print_explained`` does for
+    a row; ``explained_split``). Returns the pictures for --explain-images
+    (the split's mean input, those that help, a blank, those that hurt),
+    their titles and how many training examples were listed; the lists go
+    into ``record["explain"]``, its row "all"."""
+    import numpy as np
+
+    def named(c):
+        return f"{c} {names[c]}" if names else str(c)
+
+    dtype = params[0].w.dtype
+    part = getattr(ds, split)
+    X, Y = np.asarray(part.X, dtype), np.asarray(part.Y, dtype)
+    train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
+    e = explained_split(params, [(params, 1.0)] if over is None else _weighted(over), train_X, train_Y, X, Y, cost,
+                        by, damping, factors_file)
+    if e["factors"] is not None:
+        print(e["factors"]["line"])
+        if record is not None:
+            record["factors"] = {k: v for k, v in e["factors"].items() if k != "line"}
+    n, k = e["n"], len(X)
+    product = "g_n · Ḡ"
+    if by in INFLUENCE:
+        product = "g_nᵀ H̃⁻¹ Ḡ"
+        about = (f"the training examples of the most positive and most negative influence g_nᵀ H̃⁻¹ Ḡ on the "
+                 f"split's mean cost, Ḡ its gradient, of the {n} (weighing n up by ε in the training cost lowers "
+                 f"the split's mean cost at the trained minimum by about ε g_nᵀ H̃⁻¹ Ḡ, the mean of n's influences "
+                 f"on its {k} examples; H̃ the K-FAC Gauss-Newton matrix of the training set, damping ε = "
+                 f"{damping_used(damping):g})"
+                 + (f"; {INFLUENCE_COSINE} its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(Ḡᵀ H̃⁻¹ Ḡ):"
+                    if by == "influence" else
+                    ", ranked by its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(Ḡᵀ H̃⁻¹ Ḡ):"))
+    elif over is None:
+        about = (f"the training examples whose gradient g_n points most {'nearly ' if by == 'cosine' else ''}with "
+                 f"and against the split's mean gradient Ḡ = (1/{k}) Σ_x g_x"
+                 + (", by the cosine g_n · Ḡ / (‖g_n‖ ‖Ḡ‖)" if by == "cosine" else "")
+                 + f", of the {n} (a step of SGD on n changes the split's mean cost by about −η g_n · Ḡ, the mean "
+                   f"of n's products with its {k} examples):")
+    else:
+        product = "Σ ηe g_n · Ḡ"
+        about = (f"TracIn over {_checkpoints_text(over)}: the training examples whose steps lowered and raised "
+                 f"the split's mean cost most over the run, of the {n}, by Σ_i η_i e_i g_n(w_i) · Ḡ(w_i), Ḡ(w_i) "
+                 f"the split's mean gradient at w_i"
+                 + (":" if by == "product" else ", over the norms of the two gradients stacked over the checkpoints "
+                                                 "(the cosine, which leaves out how large g_n is):"))
+    labels = np.argmax(ds.train.Y, axis=1)
+    cosine = cosine_named(by)
+    products, lists, cos = e["products"][0], e["lists"][0], e["cos"][0]
+    print(f"explain the mean cost of the {split} split ({k} examples): cost {float(e['costs'][0]):.4f}, ‖Ḡ‖ "
+          f"{float(e['grad_norms'][0]):.4g}")
+    print(about)
+    for line in explained_lines(n, products, lists, cos, labels, named, product, cosine=cosine):
+        print(line)
+    if record is not None:
+        record["explain"] = dict(
+            row=ALL, examples=k, cost=float(e["costs"][0]), grad_norm=float(e["grad_norms"][0]),
+            over_checkpoints=over is not None, training_examples=n, ranked_by=by,
+            **({"damping": damping_used(damping)} if by in INFLUENCE else {}),
+            **explained_record(products, lists, cos, labels, "influence" if by in INFLUENCE else "product"))
+    pictures, titles = explained_pictures(np.mean(part.X, axis=0), f"{split} split: the mean\nof its {k} inputs",
+                                          lists, cos, ds.train.X, labels, named, cosine)
+    return np.stack(pictures), titles, sum(len(r) for r in lists)
 
 
 def _print_worst(n: int, by: str, split: str, truth, predicted, costs, norms, scores, over, short: str):

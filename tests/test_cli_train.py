@@ -453,7 +453,8 @@ def test_cli_evaluate_explains_several_rows_from_one_pass_over_the_training_set(
             for j, e in enumerate(several):
                 assert [h["row"] for h in e["helps"]] == list(np.argsort(-dots[:, j])[:5])
     for flag, needle in (("3,3", "row 3 is given twice; give each row once"),
-                         ("3,x", "like 3 or 3,17,42, or worst (--worst's rows), got '3,x'"),
+                         ("3,x", "like 3 or 3,17,42, or worst (--worst's rows) or all (the split's mean cost), "
+                                 "got '3,x'"),
                          ("0,360", "--explain 0,360: the digits test split has 360 examples, rows 0 to 359")):
         proc = evaluate(net, "--explain", flag)
         assert proc.returncode == 2 and needle in proc.stderr and "cost" not in proc.stdout, proc.stderr
@@ -539,6 +540,49 @@ def test_cli_factors_file_keeps_the_kfac_factors_for_the_next_command(tmp_path, 
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
         assert proc.stdout == ""
     assert open(nets[0], "rb").read() == held  # the network named by mistake is left as it was
+
+
+def test_cli_evaluate_explain_all_ranks_by_the_products_with_the_splits_mean_gradient(tmp_path, capsys):
+    """fbp evaluate --explain all: the training examples whose products with
+    the split's mean gradient Ḡ are the largest and most negative, the means
+    of their products (or influences) with the split's examples, with the
+    cosines over ‖g_n‖ ‖Ḡ‖; --explain-images draws the split's mean input and
+    them; --explain-class is refused with it (float64 network: the lists
+    exact)."""
+    evaluate = functools.partial(fbp_here, capsys, "evaluate")
+    net = str(tmp_path / "net.npz")
+    proc = fbp_here(capsys, "train", "--epochs", "2", "--quiet", "--sizes", "64,20,10", "--dtype", "float64",
+                    "--save-params", net)
+    assert proc.returncode == 0, proc.stderr
+    params, ds = fbp.load_params(net), fdata.load("digits", None, None)
+    train, test = (type(s)(np.asarray(s.X, np.float64), np.asarray(s.Y, np.float64)) for s in (ds.train, ds.test))
+    cost = "log_likelihood"
+    mean = fbp.batch_backward(params, test.X, test.Y, cost)
+    own = np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(mean)))
+    norms = np.asarray(fbp.stats.per_example_grad_norms(params, train.X, train.Y, cost))
+    dots = np.asarray(fbp.stats.grad_gram(params, train.X, train.Y, cost, test.X, test.Y)).mean(1)
+    influence = np.asarray(fbp.stats.influence(params, train.X, train.Y, cost, test.X, test.Y)).mean(1)
+    for by, scores, key in (("product", dots, "product"), ("cosine", dots / norms, "product"),
+                            ("influence", influence, "influence")):
+        r = json.loads(evaluate(net, "--explain", "all", "--explain-by", by, "--json", "-").stdout)
+        e = r["explain"]
+        assert (e["row"], e["examples"], e["training_examples"], e["ranked_by"]) == ("all", 360, 1257, by)
+        assert e["cost"] == pytest.approx(r["cost"], rel=1e-12) and e["grad_norm"] == pytest.approx(own, rel=1e-10)
+        assert [h["row"] for h in e["helps"]] == list(np.argsort(-scores)[:5]), by
+        assert [h["row"] for h in e["hurts"]] == list(np.argsort(scores)[:5]), by
+        listed = [h["row"] for h in e["helps"] + e["hurts"]]
+        np.testing.assert_allclose([h[key] for h in e["helps"] + e["hurts"]],
+                                   (influence if by == "influence" else dots)[listed], rtol=1e-10)
+        if by != "influence":
+            np.testing.assert_allclose([h["cos"] for h in e["helps"] + e["hurts"]],
+                                       dots[listed] / (norms[listed] * own), rtol=1e-10)
+    drawn = tmp_path / "all.png"
+    proc = evaluate(net, "--explain", "all", "--explain-images", str(drawn))
+    assert proc.returncode == 0 and f"wrote {drawn}: 11 images" in proc.stdout, proc.stderr
+    assert "explain the mean cost of the test split (360 examples)" in proc.stdout
+    proc = evaluate(net, "--explain", "all", "--explain-class", "3")
+    assert proc.returncode == 2 and "--explain all takes the split's mean cost" in proc.stderr, proc.stderr
+    assert proc.stdout == ""
 
 
 def test_cli_evaluate_worst_lines_up_its_columns_whatever_their_widths(tmp_path, capsys):
