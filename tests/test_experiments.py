@@ -237,3 +237,20 @@ def test_removing_the_examples_influence_lists_moves_the_cost_most_and_as_foreca
     assert by["forecasts"]["influence"] > 0.3
     assert r["by_damping"]["0.001"] == {w: by[f"influence: {w}"]["median_cost_ratio"] for w in ("helps", "hurts")}
     assert all(e["helps"] > 1 > e["hurts"] for e in r["by_damping"].values())  # at every damping in 1e-5 to 1
+
+
+def test_removing_what_a_splits_mean_cost_rests_on_moves_that_cost(out):
+    r = run("split_removals", out, fast=False)
+    assert r["seeds"] == [0, 1] and r["validation"] == 180 and list(r["by"]) == ["10"]
+    by = r["by"]["10"]
+    random = by["random"]["validation_ratio"]["median"]
+    # without the training examples of the largest influence on the validation split's mean cost it rises, without
+    # those of the most negative it falls, against training again without 10 at random
+    assert by["influence: helps"]["validation_ratio"]["median"] > random
+    assert by["influence: hurts"]["validation_ratio"]["median"] < random
+    assert r["influence_forecast_sign_right"] >= 0.75
+    # wrong labels (5% of the digits' flipped) hurt the clean split: far more of them among the first k by
+    # influence than by chance, as among the costliest
+    f = r["flipped_labels"]
+    assert f["data"] == "digits" and f["flipped"] == 63
+    assert f["hurts by influence"]["precision_at_k"] > 0.3 and f["own cost (--worst)"]["precision_at_k"] > 0.5
