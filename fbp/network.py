@@ -451,6 +451,12 @@ def check_inputs(params: list, x, what: str = "X", batched: Union[bool, None] = 
             f"{what} has shape {tuple(x.shape)} but the first layer takes {n_in} inputs; "
             f"pass {what} of shape {want}."
         )
+    dtype = jnp.result_type(params[0].w)
+    if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(x.dtype).bits < jnp.finfo(dtype).bits:
+        # float32 inputs of a float64 network, as fbp.data gives them: widened (exactly), so that the products of
+        # two inputs (grad_gram's a_n · a_m, K-FAC's Σ ā āᵀ, ‖a‖²) keep the network's precision, as every product
+        # with a weight does by jax's promotion anyway
+        x = x.astype(dtype)
     return x
 
 

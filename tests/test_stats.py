@@ -427,6 +427,27 @@ def test_products_with_a_splits_mean_gradient_are_the_means_of_the_per_example_o
         stats.kfac_solve(nets[0], means[0], factors, damping=0.0)
 
 
+def test_float32_inputs_of_a_float64_network_give_its_float64_figures():
+    """Inputs as fbp.data gives them (float32) to a float64 network are
+    widened first: the products of two inputs (K-FAC's Σ ā āᵀ, grad_gram's
+    a_n · a_m) then come out as from float64 inputs, to the last digit, not
+    float32-rounded (the first layer's A was a float32 array before)."""
+    params = fbp.init_mlp(jax.random.key(0), [6, 5, 3], output_activation="softmax", dtype=jnp.float64)
+    rng = np.random.default_rng(0)
+    X32 = (rng.random((300, 6)) * 3).astype(np.float32)
+    Y = np.eye(3)[rng.integers(0, 3, 300)].astype(np.float32)
+    X64, Y64 = X32.astype(np.float64), Y.astype(np.float64)
+    cost = "log_likelihood"
+    for name, f in (("kfac_factors", lambda X, Y: stats.kfac_factors(params, X, Y, cost, chunk_size=128)),
+                    ("grad_gram", lambda X, Y: stats.grad_gram(params, X, Y, cost, X[:7], Y[:7])),
+                    ("self_influence", lambda X, Y: stats.self_influence([(params, 0.5)], X, Y, cost)),
+                    ("batch_backward", lambda X, Y: fbp.batch_backward(params, X, Y, cost))):
+        got, want = jax.tree.leaves(f(X32, Y)), jax.tree.leaves(f(X64, Y64))
+        assert all(np.asarray(g).dtype == np.float64 for g in got), name
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)
+
+
 def test_clipping_limits():
     params, X, Y = make(dict(sizes=[5, 6, 3], hidden="tanh", out="softmax", cost="log_likelihood",
                              init="normalized", batch=9, reduction="sum", seed=1), jnp.float64)
