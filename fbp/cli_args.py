@@ -55,17 +55,19 @@ def _number(text: str, kind, ok, what: str):
 
 WORST = "worst"  # --explain worst: the rows that --worst N lists
 ALL = "all"  # --explain all: the split's mean cost
+WRONG = "wrong"  # --explain wrong: the mean cost of the split's examples the network gets wrong
 
 
 def _rows(text: str):
     """``--explain 3`` or ``--explain 3,17,42``: rows of a split, each given
     once, as a list; or ``--explain worst``, the rows --worst N lists, or
-    ``--explain all``, the split's mean cost (the string itself; fbp
-    evaluate reads --worst's rows once --worst has ranked them)."""
-    if text in (WORST, ALL):
+    ``--explain all``, the split's mean cost, or ``--explain wrong``, that
+    of its examples classified wrong (the string itself; fbp evaluate reads
+    those rows once it has ranked or classified them)."""
+    if text in (WORST, ALL, WRONG):
         return text
-    what = (f"rows of the split separated by commas, like 3 or 3,17,42, or {WORST} (--worst's rows) or {ALL} (the "
-            f"split's mean cost), got {text!r}")
+    what = (f"rows of the split separated by commas, like 3 or 3,17,42, or {WORST} (--worst's rows), {ALL} (the "
+            f"split's mean cost) or {WRONG} (its wrong ones'), got {text!r}")
     try:
         rows = [int(s) for s in text.split(",")]
     except ValueError:
@@ -79,8 +81,8 @@ def _rows(text: str):
 
 
 def rows_text(rows) -> str:
-    """``--explain``'s text for its rows (or ``worst``, ``all``)."""
-    return rows if rows in (WORST, ALL) else ",".join(map(str, rows))
+    """``--explain``'s text for its rows (or ``worst``, ``all``, ``wrong``)."""
+    return rows if rows in (WORST, ALL, WRONG) else ",".join(map(str, rows))
 
 
 def _positive_int(text: str) -> int:
@@ -492,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="rank --worst's examples by their cost C_x; by ‖∇C_x‖, those that pull hardest on "
                                "the params; or by the output layer's part of it, ‖g^L_x‖ = ‖δ^L‖ (‖a^{L−1}‖² + "
                                "1)^½, which the hidden units' σ' does not blur (default: cost)")
-    evaluate.add_argument("--explain", type=_rows, default=None, metavar="ROW[,ROW...]|worst|all",
+    evaluate.add_argument("--explain", type=_rows, default=None, metavar="ROW[,ROW...]|worst|all|wrong",
                           help="list the training examples whose steps help and hurt example ROW of the split "
                                "most: the largest and smallest g_n · g_ROW, the inner products of their gradients "
                                "(a step of SGD on n changes ROW's cost by about −η g_n · g_ROW), from each "
@@ -501,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "the rows --worst N lists, in its order; all explains the split's mean cost, by "
                                "each training example's product with its mean gradient, g_n · Ḡ (the mean of its "
                                "products with the split's examples, from one pass): those whose steps lower and "
-                               "raise the cost of the whole split most")
+                               "raise the cost of the whole split most; wrong the same for the mean cost of the "
+                               "split's examples the network classifies wrong")
     evaluate.add_argument("--over-checkpoints", action="store_true",
                           help="with a --checkpoint-dir: sum --explain's products over the run's kept "
                                "checkpoints w_i, each times its epochs' η_i and the e_i epochs it stands for, "

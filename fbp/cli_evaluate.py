@@ -15,7 +15,7 @@ from typing import Optional
 
 from fbp.cli import (_data_dir_problem, _error, _image_path_problem, _validation_size_problem, class_named,
                      image_unwritten, network_text, trained_with, with_json)
-from fbp.cli_args import ALL, WORST, rows_text
+from fbp.cli_args import ALL, WORST, WRONG, rows_text
 
 
 def cmd_evaluate(args) -> int:
@@ -44,9 +44,10 @@ def _evaluate(args, record: dict) -> int:
     if args.explain == WORST and args.worst is None:
         return fail(f"--explain {WORST} explains the rows that --worst N lists; give --worst N too, or the rows "
                     f"themselves (--explain 3,17)")
-    if args.explain == ALL and args.explain_class is not None:
+    if args.explain in SETS and args.explain_class is not None:
         return fail(f"--explain-class {args.explain_class} picks the class each row's cost is taken at, and --explain "
-                    f"{ALL} takes the split's mean cost, each example's at its own class; drop one of them")
+                    f"{args.explain} takes a mean cost over the split's examples, each example's at its own class; "
+                    f"drop one of them")
     if args.explain is None and args.explain_images is not None:
         return fail(f"--explain-images {args.explain_images} draws the lists of --explain ROW; give --explain ROW too")
     if args.explain is None and args.explain_by is not None:
@@ -106,7 +107,7 @@ def _evaluate(args, record: dict) -> int:
             return fail(f"--explain-by {args.explain_by}: {problem}")
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
-    if args.explain not in (None, WORST, ALL) and max(args.explain) >= len(split):
+    if args.explain not in (None, WORST, *SETS) and max(args.explain) >= len(split):
         return fail(f"--explain {rows_text(args.explain)}: the {ds.name} {args.split} split has {len(split)} "
                     f"examples, rows 0 to {len(split) - 1}")
     target = None  # --explain-class: the class each ROW's cost is taken at, else its true class
@@ -174,9 +175,16 @@ def _evaluate(args, record: dict) -> int:
                 return fail(problem)
             print(f"wrote {args.worst_images}: {len(rows)} images")
             record["worst"]["images"] = args.worst_images
-    if args.explain == ALL:
+    if args.explain in SETS:
+        subset = np.flatnonzero(predicted != truth) if args.explain == WRONG else np.arange(len(split))
+        if len(subset) == 0:
+            print(f"explain wrong: the network classifies all {len(split)} examples of the {args.split} split right; "
+                  f"there is no mean cost of wrong ones to explain")
+            record["explain"] = None
+            return 0
         pictures, titles, listed = _print_explained_split(params, ds, args.split, cost, names, over, record,
-                                                          args.explain_by or "product", args.damping, args.factors)
+                                                          args.explain_by or "product", args.damping, args.factors,
+                                                          subset if args.explain == WRONG else None)
     elif args.explain is not None:
         explain = args.explain if args.explain != WORST else [int(r) for r in rows]  # --worst's, in its order
         # (influence_problem was asked above, before any output: explained's ExplainError cannot come here)
@@ -185,8 +193,10 @@ def _evaluate(args, record: dict) -> int:
                                                     args.damping, args.factors)
     if args.explain is not None:
         if args.explain_images is not None:
-            rows = [ALL] if args.explain == ALL else explain
+            rows = [args.explain] if args.explain in SETS else explain
             which = (f"help (first row) and hurt (second row) the {args.split} split's mean cost" if rows == [ALL]
+                     else f"help (first row) and hurt (second row) the mean cost of the {args.split} split's "
+                          f"{len(subset)} examples classified wrong" if rows == [WRONG]
                      else f"help (first row) and hurt (second row) {args.split} row {rows[0]}" if len(rows) == 1 else
                      f"help (a first row) and hurt (the row under it) {args.split} rows "
                      f"{', '.join(map(str, rows[:-1]))} and {rows[-1]}")
@@ -208,6 +218,7 @@ def _evaluate(args, record: dict) -> int:
 
 
 EXPLAINED = 5  # the training examples listed each way by --explain
+SETS = (ALL, WRONG)  # the --explain of a mean cost over the split's examples: all of them, or those classified wrong
 
 
 def trained_data(args, meta: dict, split: str):
@@ -790,15 +801,17 @@ def _print_explained(params, ds, split: str, rows: list, cost: str, truth, predi
 
 
 def _print_explained_split(params, ds, split: str, cost: str, names, over=None, record=None, by: str = "product",
-                           damping: Optional[float] = None, factors_file: Optional[str] = None):
-    """fbp evaluate --explain all: the training examples whose gradients
-    point most with and most against the split's mean gradient Ḡ, those
-    whose steps lower and raise the mean cost of the whole split most (by
-    influence, or over a run's checkpoints, as ``_print_explained`` does for
-    a row; ``explained_split``). Returns the pictures for --explain-images
-    (the split's mean input, those that help, a blank, those that hurt),
-    their titles and how many training examples were listed; the lists go
-    into ``record["explain"]``, its row "all"."""
+                           damping: Optional[float] = None, factors_file: Optional[str] = None, subset=None):
+    """fbp evaluate --explain all (and wrong): the training examples whose
+    gradients point most with and most against the split's mean gradient Ḡ
+    (of its rows ``subset`` only, for --explain wrong those classified
+    wrong), those whose steps lower and raise the mean cost of the whole
+    split (of those rows) most; by influence, or over a run's checkpoints,
+    as ``_print_explained`` does for a row (``explained_split``). Returns
+    the pictures for --explain-images (the mean of their inputs, those that
+    help, a blank, those that hurt), their titles and how many training
+    examples were listed; the lists go into ``record["explain"]``, its row
+    "all" or "wrong" (with the rows)."""
     import numpy as np
 
     def named(c):
@@ -806,7 +819,9 @@ def _print_explained_split(params, ds, split: str, cost: str, names, over=None, 
 
     dtype = params[0].w.dtype
     part = getattr(ds, split)
-    X, Y = np.asarray(part.X, dtype), np.asarray(part.Y, dtype)
+    inputs = part.X if subset is None else part.X[subset]
+    X = np.asarray(inputs, dtype)
+    Y = np.asarray(part.Y if subset is None else part.Y[subset], dtype)
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
     e = explained_split(params, [(params, 1.0)] if over is None else _weighted(over), train_X, train_Y, X, Y, cost,
                         by, damping, factors_file)
@@ -815,46 +830,52 @@ def _print_explained_split(params, ds, split: str, cost: str, names, over=None, 
         if record is not None:
             record["factors"] = {k: v for k, v in e["factors"].items() if k != "line"}
     n, k = e["n"], len(X)
+    of = "the split's" if subset is None else "their"  # whose mean cost: the split's, or the wrong ones'
     product = "g_n · Ḡ"
     if by in INFLUENCE:
         product = "g_nᵀ H̃⁻¹ Ḡ"
-        about = (f"the training examples of the most positive and most negative influence g_nᵀ H̃⁻¹ Ḡ on the "
-                 f"split's mean cost, Ḡ its gradient, of the {n} (weighing n up by ε in the training cost lowers "
-                 f"the split's mean cost at the trained minimum by about ε g_nᵀ H̃⁻¹ Ḡ, the mean of n's influences "
-                 f"on its {k} examples; H̃ the K-FAC Gauss-Newton matrix of the training set, damping ε = "
+        about = (f"the training examples of the most positive and most negative influence g_nᵀ H̃⁻¹ Ḡ on {of} "
+                 f"mean cost, Ḡ its gradient, of the {n} (weighing n up by ε in the training cost lowers that mean "
+                 f"cost at the trained minimum by about ε g_nᵀ H̃⁻¹ Ḡ, the mean of n's influences on the {k} "
+                 f"examples; H̃ the K-FAC Gauss-Newton matrix of the training set, damping ε = "
                  f"{damping_used(damping):g})"
                  + (f"; {INFLUENCE_COSINE} its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(Ḡᵀ H̃⁻¹ Ḡ):"
                     if by == "influence" else
                     ", ranked by its cosine, the influence over √(g_nᵀ H̃⁻¹ g_n) √(Ḡᵀ H̃⁻¹ Ḡ):"))
     elif over is None:
         about = (f"the training examples whose gradient g_n points most {'nearly ' if by == 'cosine' else ''}with "
-                 f"and against the split's mean gradient Ḡ = (1/{k}) Σ_x g_x"
+                 f"and against {of} mean gradient Ḡ = (1/{k}) Σ_x g_x"
                  + (", by the cosine g_n · Ḡ / (‖g_n‖ ‖Ḡ‖)" if by == "cosine" else "")
-                 + f", of the {n} (a step of SGD on n changes the split's mean cost by about −η g_n · Ḡ, the mean "
-                   f"of n's products with its {k} examples):")
+                 + f", of the {n} (a step of SGD on n changes that mean cost by about −η g_n · Ḡ, the mean of n's "
+                   f"products with the {k} examples):")
     else:
         product = "Σ ηe g_n · Ḡ"
         about = (f"TracIn over {_checkpoints_text(over)}: the training examples whose steps lowered and raised "
-                 f"the split's mean cost most over the run, of the {n}, by Σ_i η_i e_i g_n(w_i) · Ḡ(w_i), Ḡ(w_i) "
-                 f"the split's mean gradient at w_i"
+                 f"{of} mean cost most over the run, of the {n}, by Σ_i η_i e_i g_n(w_i) · Ḡ(w_i), Ḡ(w_i) {of} "
+                 f"mean gradient at w_i"
                  + (":" if by == "product" else ", over the norms of the two gradients stacked over the checkpoints "
                                                  "(the cosine, which leaves out how large g_n is):"))
     labels = np.argmax(ds.train.Y, axis=1)
     cosine = cosine_named(by)
     products, lists, cos = e["products"][0], e["lists"][0], e["cos"][0]
-    print(f"explain the mean cost of the {split} split ({k} examples): cost {float(e['costs'][0]):.4f}, ‖Ḡ‖ "
-          f"{float(e['grad_norms'][0]):.4g}")
+    whose = (f"the {split} split ({k} examples)" if subset is None else
+             f"the {k} examples of the {split} split classified wrong")
+    print(f"explain the mean cost of {whose}: cost {float(e['costs'][0]):.4f}, ‖Ḡ‖ {float(e['grad_norms'][0]):.4g}")
     print(about)
     for line in explained_lines(n, products, lists, cos, labels, named, product, cosine=cosine):
         print(line)
     if record is not None:
         record["explain"] = dict(
-            row=ALL, examples=k, cost=float(e["costs"][0]), grad_norm=float(e["grad_norms"][0]),
+            row=ALL if subset is None else WRONG, examples=k,
+            **({} if subset is None else {"rows": [int(r) for r in subset]}),
+            cost=float(e["costs"][0]), grad_norm=float(e["grad_norms"][0]),
             over_checkpoints=over is not None, training_examples=n, ranked_by=by,
             **({"damping": damping_used(damping)} if by in INFLUENCE else {}),
             **explained_record(products, lists, cos, labels, "influence" if by in INFLUENCE else "product"))
-    pictures, titles = explained_pictures(np.mean(part.X, axis=0), f"{split} split: the mean\nof its {k} inputs",
-                                          lists, cos, ds.train.X, labels, named, cosine)
+    title = f"{split} split: the mean\nof its {k} inputs" if subset is None else \
+        f"{split} split: the mean of\nthe {k} classified wrong"
+    pictures, titles = explained_pictures(np.mean(inputs, axis=0), title, lists, cos, ds.train.X, labels, named,
+                                          cosine)
     return np.stack(pictures), titles, sum(len(r) for r in lists)
 
 
