@@ -28,7 +28,7 @@ hurt the validation split (most negative g_n · Ḡ, g_nᵀ H̃⁻¹ Ḡ, or cos
 against by their own cost (``--worst``): the share of flipped ones among the
 first k (k = the number flipped).
 
-``--quick``: two seeds, k = 10 only, and digits for the flipped labels.
+``--quick``: two seeds, k = 40 only, and digits for the flipped labels.
 """
 
 import time
@@ -129,7 +129,7 @@ def main():
     p.add_argument("--seeds", type=int, default=10, help="networks trained on the whole set (--quick: 2)")
     args = p.parse_args()
     ds = fdata.digits()
-    ks = (10,) if args.quick else (10, 40)
+    ks = (40,) if args.quick else (10, 40)  # (10 is within the noise of training again on two seeds)
     seeds = range(args.seed, args.seed + (2 if args.quick else args.seeds))
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
