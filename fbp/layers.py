@@ -483,8 +483,13 @@ class Conv:
         return jnp.concatenate([v.w.reshape(self.w.shape[0], -1), v.b[:, None]], axis=1)
 
     def grad_dots(self, deltas: Array, a_prev: Array, v: "Conv") -> Array:
-        """(B,): g_n · v for each row n, ``v`` a gradient of this layer (its w and b); each g_n formed."""
-        return jnp.sum(self._grad_matrices(deltas, a_prev) * self._matrix(v)[None], axis=(1, 2))
+        """(B,): g_n · v for each row n, ``v`` a gradient of this layer (its w and b): Σ_t δ̃_{n,t} · (v_W ā_{n,t})
+        + (Σ_t δ_{n,t}) · v_b, v's kernels applied to every example's patches in one product, no g_n formed
+        (on the book's first conv net and 20,000 Fashion-MNIST images 3.6 s against 6.0 s forming each g_n)."""
+        B, maps = deltas.shape[0], self.w.shape[0]
+        d = jax.vmap(self._unpool)(deltas, a_prev).reshape(B, maps, -1)  # (B, C_out, rows·columns)
+        vw = jnp.einsum("jq,bqt->bjt", v.w.reshape(maps, -1), jax.vmap(self._patches)(a_prev))  # v_W at each patch
+        return jnp.sum(d * vw, axis=(1, 2)) + jnp.sum(deltas.reshape(B, maps, -1), axis=2) @ v.b
 
     def kfac_solved(self, inv_a, inv_g, v: "Conv") -> "Conv":
         """H̃⁻¹ v of a gradient ``v`` of this layer, as a layer: G̃⁻¹ [W | b] Ã⁻¹."""
