@@ -88,9 +88,9 @@ def _data_dir_problem(data: str, data_dir: Optional[str]) -> Optional[str]:
     return None
 
 
-def class_named(text: str, n_out: int, names) -> "int | str":
-    """--explain-class's class (fbp evaluate's and fbp predict's): a number below ``n_out`` or one of ``names`` (any
-    case); or the one-line problem."""
+def class_named(text: str, n_out: int, names, flag: Optional[str] = None) -> "int | str":
+    """--explain-class's class (fbp evaluate's and fbp predict's; or that of ``flag``, the flag and value the
+    problem names): a number below ``n_out`` or one of ``names`` (any case); or the one-line problem."""
     if text.strip().isdigit() and int(text) < n_out:
         return int(text)
     if names:
@@ -98,7 +98,7 @@ def class_named(text: str, n_out: int, names) -> "int | str":
         if found:
             return found[0]
     known = ", ".join(f"{c} {name}" for c, name in enumerate(names)) if names else f"0 to {n_out - 1}"
-    return f"--explain-class {text}: the network's classes are {known}"
+    return f"{flag or f'--explain-class {text}'}: the network's classes are {known}"
 
 
 def image_unwritten(flag: str, path: str, figure) -> Optional[str]:

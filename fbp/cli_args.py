@@ -56,18 +56,21 @@ def _number(text: str, kind, ok, what: str):
 WORST = "worst"  # --explain worst: the rows that --worst N lists
 ALL = "all"  # --explain all: the split's mean cost
 WRONG = "wrong"  # --explain wrong: the mean cost of the split's examples the network gets wrong
+CLASS = "class:"  # --explain class:C: the mean cost of the split's examples of class C (a number or a name)
 
 
 def _rows(text: str):
     """``--explain 3`` or ``--explain 3,17,42``: rows of a split, each given
     once, as a list; or ``--explain worst``, the rows --worst N lists, or
-    ``--explain all``, the split's mean cost, or ``--explain wrong``, that
-    of its examples classified wrong (the string itself; fbp evaluate reads
-    those rows once it has ranked or classified them)."""
-    if text in (WORST, ALL, WRONG):
+    ``--explain all``, the split's mean cost, ``--explain wrong``, that of
+    its examples classified wrong, or ``--explain class:C``, that of its
+    examples of class C (the string itself; fbp evaluate reads those rows
+    once it has ranked or classified them, and the class once it knows the
+    data's)."""
+    if text in (WORST, ALL, WRONG) or (text.startswith(CLASS) and text[len(CLASS):].strip()):
         return text
     what = (f"rows of the split separated by commas, like 3 or 3,17,42, or {WORST} (--worst's rows), {ALL} (the "
-            f"split's mean cost) or {WRONG} (its wrong ones'), got {text!r}")
+            f"split's mean cost), {WRONG} (its wrong ones') or {CLASS}C (its class C's), got {text!r}")
     try:
         rows = [int(s) for s in text.split(",")]
     except ValueError:
@@ -81,8 +84,8 @@ def _rows(text: str):
 
 
 def rows_text(rows) -> str:
-    """``--explain``'s text for its rows (or ``worst``, ``all``, ``wrong``)."""
-    return rows if rows in (WORST, ALL, WRONG) else ",".join(map(str, rows))
+    """``--explain``'s text for its rows (or ``worst``, ``all``, ``wrong``, ``class:C``)."""
+    return rows if isinstance(rows, str) else ",".join(map(str, rows))
 
 
 def _positive_int(text: str) -> int:
@@ -494,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="rank --worst's examples by their cost C_x; by ‖∇C_x‖, those that pull hardest on "
                                "the params; or by the output layer's part of it, ‖g^L_x‖ = ‖δ^L‖ (‖a^{L−1}‖² + "
                                "1)^½, which the hidden units' σ' does not blur (default: cost)")
-    evaluate.add_argument("--explain", type=_rows, default=None, metavar="ROW[,ROW...]|worst|all|wrong",
+    evaluate.add_argument("--explain", type=_rows, default=None, metavar="ROW[,ROW...]|worst|all|wrong|class:C",
                           help="list the training examples whose steps help and hurt example ROW of the split "
                                "most: the largest and smallest g_n · g_ROW, the inner products of their gradients "
                                "(a step of SGD on n changes ROW's cost by about −η g_n · g_ROW), from each "
@@ -504,7 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "each training example's product with its mean gradient, g_n · Ḡ (the mean of its "
                                "products with the split's examples, from one pass): those whose steps lower and "
                                "raise the cost of the whole split most; wrong the same for the mean cost of the "
-                               "split's examples the network classifies wrong")
+                               "split's examples the network classifies wrong, class:C for that of its examples "
+                               "of class C (a number or a name)")
     evaluate.add_argument("--over-checkpoints", action="store_true",
                           help="with a --checkpoint-dir: sum --explain's products over the run's kept "
                                "checkpoints w_i, each times its epochs' η_i and the e_i epochs it stands for, "

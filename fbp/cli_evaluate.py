@@ -15,7 +15,7 @@ from typing import Optional
 
 from fbp.cli import (_data_dir_problem, _error, _image_path_problem, _validation_size_problem, class_named,
                      image_unwritten, network_text, trained_with, with_json)
-from fbp.cli_args import ALL, WORST, WRONG, rows_text
+from fbp.cli_args import ALL, CLASS, WORST, WRONG, rows_text
 
 
 def cmd_evaluate(args) -> int:
@@ -44,7 +44,7 @@ def _evaluate(args, record: dict) -> int:
     if args.explain == WORST and args.worst is None:
         return fail(f"--explain {WORST} explains the rows that --worst N lists; give --worst N too, or the rows "
                     f"themselves (--explain 3,17)")
-    if args.explain in SETS and args.explain_class is not None:
+    if of_set(args.explain) and args.explain_class is not None:
         return fail(f"--explain-class {args.explain_class} picks the class each row's cost is taken at, and --explain "
                     f"{args.explain} takes a mean cost over the split's examples, each example's at its own class; "
                     f"drop one of them")
@@ -107,10 +107,16 @@ def _evaluate(args, record: dict) -> int:
             return fail(f"--explain-by {args.explain_by}: {problem}")
     if len(split) == 0:
         return fail(f"{ds.name} has no {args.split} examples (--validation 0?)")
-    if args.explain not in (None, WORST, *SETS) and max(args.explain) >= len(split):
+    if isinstance(args.explain, list) and max(args.explain) >= len(split):
         return fail(f"--explain {rows_text(args.explain)}: the {ds.name} {args.split} split has {len(split)} "
                     f"examples, rows 0 to {len(split) - 1}")
     target = None  # --explain-class: the class each ROW's cost is taken at, else its true class
+    of_class: Optional[int] = None  # --explain class:C's class
+    if isinstance(args.explain, str) and args.explain.startswith(CLASS):
+        found = class_named(args.explain[len(CLASS):], ds.n_classes, ds.classes, flag=f"--explain {args.explain}")
+        if isinstance(found, str):
+            return fail(found)
+        of_class = found
     if args.explain_class is not None:
         target = class_named(args.explain_class, ds.n_classes, ds.classes)
         if isinstance(target, str):
@@ -175,16 +181,21 @@ def _evaluate(args, record: dict) -> int:
                 return fail(problem)
             print(f"wrote {args.worst_images}: {len(rows)} images")
             record["worst"]["images"] = args.worst_images
-    if args.explain in SETS:
-        subset = np.flatnonzero(predicted != truth) if args.explain == WRONG else np.arange(len(split))
-        if len(subset) == 0:
-            print(f"explain wrong: the network classifies all {len(split)} examples of the {args.split} split right; "
-                  f"there is no mean cost of wrong ones to explain")
+    if of_set(args.explain):
+        subset = (np.flatnonzero(predicted != truth) if args.explain == WRONG else
+                  np.flatnonzero(truth == of_class) if of_class is not None else None)
+        in_set = len(split) if subset is None else len(subset)  # the examples whose mean cost is explained
+        if in_set == 0:
+            print(f"explain {args.explain}: " + (
+                f"the network classifies all {len(split)} examples of the {args.split} split right; there is no "
+                f"mean cost of wrong ones to explain" if args.explain == WRONG else
+                f"the {args.split} split has no example of class {names[of_class] if names else of_class}; there "
+                f"is no mean cost of them to explain"))
             record["explain"] = None
             return 0
         pictures, titles, listed = _print_explained_split(params, ds, args.split, cost, names, over, record,
                                                           args.explain_by or "product", args.damping, args.factors,
-                                                          subset if args.explain == WRONG else None)
+                                                          subset, of_class)
     elif args.explain is not None:
         explain = args.explain if args.explain != WORST else [int(r) for r in rows]  # --worst's, in its order
         # (influence_problem was asked above, before any output: explained's ExplainError cannot come here)
@@ -193,10 +204,12 @@ def _evaluate(args, record: dict) -> int:
                                                     args.damping, args.factors)
     if args.explain is not None:
         if args.explain_images is not None:
-            rows = [args.explain] if args.explain in SETS else explain
+            rows = [args.explain] if of_set(args.explain) else explain
             which = (f"help (first row) and hurt (second row) the {args.split} split's mean cost" if rows == [ALL]
                      else f"help (first row) and hurt (second row) the mean cost of the {args.split} split's "
-                          f"{len(subset)} examples classified wrong" if rows == [WRONG]
+                          f"{in_set} examples classified wrong" if rows == [WRONG]
+                     else f"help (first row) and hurt (second row) the mean cost of the {args.split} split's "
+                          f"{in_set} examples of class {named_class(of_class, names)}" if of_class is not None
                      else f"help (first row) and hurt (second row) {args.split} row {rows[0]}" if len(rows) == 1 else
                      f"help (a first row) and hurt (the row under it) {args.split} rows "
                      f"{', '.join(map(str, rows[:-1]))} and {rows[-1]}")
@@ -218,7 +231,16 @@ def _evaluate(args, record: dict) -> int:
 
 
 EXPLAINED = 5  # the training examples listed each way by --explain
-SETS = (ALL, WRONG)  # the --explain of a mean cost over the split's examples: all of them, or those classified wrong
+
+
+def of_set(explain) -> bool:
+    """Whether --explain explains a mean cost over the split's examples (all, wrong, class:C), not rows."""
+    return explain in (ALL, WRONG) or (isinstance(explain, str) and explain.startswith(CLASS))
+
+
+def named_class(c: int, names) -> str:
+    """A class as the lists name it: its number, and its name where the data has names."""
+    return f"{c} {names[c]}" if names else str(c)
 
 
 def trained_data(args, meta: dict, split: str):
@@ -801,17 +823,19 @@ def _print_explained(params, ds, split: str, rows: list, cost: str, truth, predi
 
 
 def _print_explained_split(params, ds, split: str, cost: str, names, over=None, record=None, by: str = "product",
-                           damping: Optional[float] = None, factors_file: Optional[str] = None, subset=None):
+                           damping: Optional[float] = None, factors_file: Optional[str] = None, subset=None,
+                           of_class: Optional[int] = None):
     """fbp evaluate --explain all (and wrong): the training examples whose
     gradients point most with and most against the split's mean gradient Ḡ
-    (of its rows ``subset`` only, for --explain wrong those classified
-    wrong), those whose steps lower and raise the mean cost of the whole
-    split (of those rows) most; by influence, or over a run's checkpoints,
+    (of its rows ``subset`` only: for --explain wrong those classified
+    wrong, for class:C those of class ``of_class``), those whose steps
+    lower and raise the mean cost of the whole split (of those rows) most;
+    by influence, or over a run's checkpoints,
     as ``_print_explained`` does for a row (``explained_split``). Returns
     the pictures for --explain-images (the mean of their inputs, those that
     help, a blank, those that hurt), their titles and how many training
     examples were listed; the lists go into ``record["explain"]``, its row
-    "all" or "wrong" (with the rows)."""
+    "all", "wrong" or "class" (with the rows, and the class)."""
     import numpy as np
 
     def named(c):
@@ -859,21 +883,24 @@ def _print_explained_split(params, ds, split: str, cost: str, names, over=None, 
     cosine = cosine_named(by)
     products, lists, cos = e["products"][0], e["lists"][0], e["cos"][0]
     whose = (f"the {split} split ({k} examples)" if subset is None else
-             f"the {k} examples of the {split} split classified wrong")
+             f"the {k} examples of the {split} split classified wrong" if of_class is None else
+             f"the {k} examples of class {named(of_class)} in the {split} split")
     print(f"explain the mean cost of {whose}: cost {float(e['costs'][0]):.4f}, ‖Ḡ‖ {float(e['grad_norms'][0]):.4g}")
     print(about)
     for line in explained_lines(n, products, lists, cos, labels, named, product, cosine=cosine):
         print(line)
     if record is not None:
         record["explain"] = dict(
-            row=ALL if subset is None else WRONG, examples=k,
+            row=ALL if subset is None else WRONG if of_class is None else "class", examples=k,
+            **({} if of_class is None else {"class": of_class}),
             **({} if subset is None else {"rows": [int(r) for r in subset]}),
             cost=float(e["costs"][0]), grad_norm=float(e["grad_norms"][0]),
             over_checkpoints=over is not None, training_examples=n, ranked_by=by,
             **({"damping": damping_used(damping)} if by in INFLUENCE else {}),
             **explained_record(products, lists, cos, labels, "influence" if by in INFLUENCE else "product"))
-    title = f"{split} split: the mean\nof its {k} inputs" if subset is None else \
-        f"{split} split: the mean of\nthe {k} classified wrong"
+    title = (f"{split} split: the mean\nof its {k} inputs" if subset is None else
+             f"{split} split: the mean of\nthe {k} classified wrong" if of_class is None else
+             f"{split} split: the mean of\nits {k} of class {named(of_class)}")
     pictures, titles = explained_pictures(np.mean(inputs, axis=0), title, lists, cos, ds.train.X, labels, named,
                                           cosine)
     return np.stack(pictures), titles, sum(len(r) for r in lists)

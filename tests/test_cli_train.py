@@ -453,8 +453,8 @@ def test_cli_evaluate_explains_several_rows_from_one_pass_over_the_training_set(
             for j, e in enumerate(several):
                 assert [h["row"] for h in e["helps"]] == list(np.argsort(-dots[:, j])[:5])
     for flag, needle in (("3,3", "row 3 is given twice; give each row once"),
-                         ("3,x", "like 3 or 3,17,42, or worst (--worst's rows), all (the split's mean cost) or "
-                                 "wrong (its wrong ones'), got '3,x'"),
+                         ("3,x", "like 3 or 3,17,42, or worst (--worst's rows), all (the split's mean cost), "
+                                 "wrong (its wrong ones') or class:C (its class C's), got '3,x'"),
                          ("0,360", "--explain 0,360: the digits test split has 360 examples, rows 0 to 359")):
         proc = evaluate(net, "--explain", flag)
         assert proc.returncode == 2 and needle in proc.stderr and "cost" not in proc.stdout, proc.stderr
@@ -546,8 +546,8 @@ def test_cli_evaluate_explain_all_ranks_by_the_products_with_the_splits_mean_gra
     """fbp evaluate --explain all: the training examples whose products with
     the split's mean gradient Ḡ are the largest and most negative, the means
     of their products (or influences) with the split's examples, with the
-    cosines over ‖g_n‖ ‖Ḡ‖; --explain wrong the same over the examples
-    classified wrong; --explain-images draws the split's mean input and
+    cosines over ‖g_n‖ ‖Ḡ‖; --explain wrong and class:C the same over the
+    examples classified wrong, or of class C; --explain-images draws the split's mean input and
     them; --explain-class is refused with it (float64 network: the lists
     exact)."""
     evaluate = functools.partial(fbp_here, capsys, "evaluate")
@@ -588,21 +588,31 @@ def test_cli_evaluate_explain_all_ranks_by_the_products_with_the_splits_mean_gra
     assert [h["row"] for h in e["hurts"]] == list(np.argsort(dots_wrong)[:5])
     np.testing.assert_allclose([h["product"] for h in e["helps"] + e["hurts"]],
                                dots_wrong[[h["row"] for h in e["helps"] + e["hurts"]]], rtol=1e-10)
-    # a split the network gets all right has no wrong ones to explain: said, not an error
-    right = np.setdiff1d(np.arange(360), wrong)[:20]
+    # --explain class:C: over the split's examples of class C
+    threes = np.flatnonzero(np.argmax(test.Y, 1) == 3)
+    e = json.loads(evaluate(net, "--explain", "class:3", "--json", "-").stdout)["explain"]
+    assert (e["row"], e["class"], e["examples"], e["rows"]) == ("class", 3, len(threes), list(threes))
+    dots_3 = np.asarray(fbp.stats.grad_gram(params, train.X, train.Y, cost, test.X[threes], test.Y[threes])).mean(1)
+    assert [h["row"] for h in e["helps"] + e["hurts"]] == list(np.argsort(-dots_3)[:5]) + list(np.argsort(dots_3)[:5])
+    # a split the network gets all right has no wrong ones to explain, one without a class none of it: said, not
+    # an error
+    right = np.setdiff1d(np.arange(360), wrong)
+    right = right[np.argmax(ds.test.Y[right], 1) != 7][:20]
     np.savez(tmp_path / "right.npz", x_train=ds.train.X, y_train=np.argmax(ds.train.Y, 1), x_test=ds.test.X[right],
              y_test=np.argmax(ds.test.Y[right], 1))
-    proc = evaluate(net, "--data", "npz", "--data-dir", str(tmp_path / "right.npz"), "--explain", "wrong")
-    assert proc.returncode == 0 and "explain wrong: the network classifies all 20 examples of the test split " \
-                                   "right" in proc.stdout, proc.stderr
+    for flag, said in (("wrong", "explain wrong: the network classifies all 20 examples of the test split right"),
+                       ("class:7", "explain class:7: the test split has no example of class 7")):
+        proc = evaluate(net, "--data", "npz", "--data-dir", str(tmp_path / "right.npz"), "--explain", flag)
+        assert proc.returncode == 0 and said in proc.stdout, proc.stderr
     drawn = tmp_path / "all.png"
     proc = evaluate(net, "--explain", "all", "--explain-images", str(drawn))
     assert proc.returncode == 0 and f"wrote {drawn}: 11 images" in proc.stdout, proc.stderr
     assert "explain the mean cost of the test split (360 examples)" in proc.stdout
-    proc = evaluate(net, "--explain", "all", "--explain-class", "3")
-    assert proc.returncode == 2 and "--explain all takes a mean cost over the split's examples" in proc.stderr, \
-        proc.stderr
-    assert proc.stdout == ""
+    for flags, needle in ((["all", "--explain-class", "3"], "--explain all takes a mean cost over the split's "
+                                                             "examples"),
+                          (["class:10"], "--explain class:10: the network's classes are 0 to 9")):
+        proc = evaluate(net, "--explain", *flags)
+        assert proc.returncode == 2 and needle in proc.stderr and proc.stdout == "", proc.stderr
 
 
 def test_cli_evaluate_worst_lines_up_its_columns_whatever_their_widths(tmp_path, capsys):
