@@ -393,10 +393,7 @@ class Conv:
         """g_n · g'_m, (B, B2), as ``Dense.grad_gram``: here from each
         example's gradient, formed (the sum over the positions does not
         factor as a Dense layer's does)."""
-        def flat(ds, a):
-            return self._grad_matrices(ds, a).reshape(len(ds), -1)
-
-        return flat(deltas, a_prev) @ flat(deltas2, a_prev2).T
+        return self._products(deltas, a_prev, self._grad_matrices(deltas2, a_prev2))
 
     def sum_sq_grads(self, deltas: Array, a_prev: Array) -> "Conv":
         """Σ_n Σ_k (g_{n,k})², elementwise: ``deltas`` (B, K, n_out) holds K
@@ -471,8 +468,19 @@ class Conv:
 
     def kfac_products(self, deltas: Array, a_prev: Array, pre: Array) -> Array:
         """(B, B2): g_n · H̃⁻¹ g'_m, ``pre`` being ``kfac_preconditioned``'s of the B2 examples."""
-        g = self._grad_matrices(deltas, a_prev)
-        return g.reshape(len(g), -1) @ pre.reshape(len(pre), -1).T
+        return self._products(deltas, a_prev, pre)
+
+    def _products(self, deltas: Array, a_prev: Array, m: Array) -> Array:
+        """(B, B2): g_n · m_j for each row n and each of the B2 matrices ``m`` (B2, C_out, C_in·k·k + 1) of
+        [W | b]'s shape. For a few m (up to PATCH_PRODUCTS) as ``grad_dots`` does, the m's kernels applied to
+        the patches with no g_n formed; for more, each g_n formed once and multiplied by all of them."""
+        if m.shape[0] > PATCH_PRODUCTS:
+            g = self._grad_matrices(deltas, a_prev)
+            return g.reshape(len(g), -1) @ m.reshape(len(m), -1).T
+        B, maps = deltas.shape[0], self.w.shape[0]
+        d = jax.vmap(self._unpool)(deltas, a_prev).reshape(B, maps, -1)  # (B, C_out, rows·columns)
+        mw = jnp.einsum("mjq,bqt->bmjt", m[:, :, :-1], jax.vmap(self._patches)(a_prev))  # (B, B2, C_out, T)
+        return jnp.einsum("bjt,bmjt->bm", d, mw) + jnp.sum(deltas.reshape(B, maps, -1), axis=2) @ m[:, :, -1].T
 
     def kfac_diagonal(self, deltas: Array, a_prev: Array, pre: Array) -> Array:
         """(B,): g_n · H̃⁻¹ g_n, ``pre`` being ``kfac_preconditioned``'s of the same rows."""
@@ -502,5 +510,6 @@ class Conv:
                 f"activation={act!r})")
 
 
+PATCH_PRODUCTS = 2  # Conv._products: up to this many matrices applied to the patches, more to formed gradients
 LAYERS = (Dense, Conv)  # the layer kinds
 Params = list  # list of Dense and Conv layers

@@ -192,6 +192,9 @@ def test_per_example_quantities_of_a_conv_net_equal_the_vmap_grad_route(trees_cl
     assert fbp.relative_error(ev["grad_norms"], norms) <= 1e-10
     gram = flat @ flat.T  # g_n · g_m, here against the first two examples
     assert fbp.relative_error(stats.grad_gram(params, X, Y, cost, X[:2], Y[:2]), gram[:, :2]) <= 1e-10
+    # (against two examples the kernels of their gradients meet the patches; against more, each gradient formed)
+    assert fbp.relative_error(stats.grad_gram(params, X, Y, cost, X[:1], Y[:1]), gram[:, :1]) <= 1e-10
+    assert fbp.relative_error(stats.grad_gram(params, X, Y, cost), gram) <= 1e-10
     # the self-influence of one checkpoint weighted 2, over all the layers and the first (a Conv layer) alone
     first = np.concatenate([leaf.reshape(B, -1) for leaf in jax.tree.leaves(ref[0])], axis=1)
     for layers, sq in ((None, norms ** 2), (0, np.sum(first ** 2, axis=1))):
