@@ -413,11 +413,17 @@ def save_params(path: str, params: list, meta: Optional[dict] = None) -> str:
     except (TypeError, ValueError) as e:
         raise TypeError(f"meta must be JSON-able: {e}") from None
     arrays["header"] = np.frombuffer(header.encode(), np.uint8)
+    return _write_npz(path, arrays, "params")
+
+
+def _write_npz(path, arrays: dict, tag: str) -> str:
+    """``arrays`` written to the ``.npz`` file ``path`` atomically (``write_atomic``, through a temporary file
+    beside it named by ``tag``), its directory made where it is missing; returns the path."""
     path = os.fspath(path)
     check_params_path(path, probe=False)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    write_atomic(path, os.path.join(directory, f".tmp-params-{os.getpid()}.npz"), _savez(arrays))
+    write_atomic(path, os.path.join(directory, f".tmp-{tag}-{os.getpid()}.npz"), _savez(arrays))
     return path
 
 
@@ -523,12 +529,7 @@ def save_factors(path: str, factors, meta: Optional[dict] = None) -> str:
         arrays[f"a_{i}"], arrays[f"g_{i}"] = np.asarray(a), np.asarray(g)
     header = json.dumps(dict(format=FACTORS_FORMAT, version=FACTORS_VERSION, layers=len(factors), meta=meta or {}))
     arrays["header"] = np.frombuffer(header.encode(), np.uint8)
-    path = os.fspath(path)
-    check_params_path(path, probe=False)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    write_atomic(path, os.path.join(directory, f".tmp-factors-{os.getpid()}.npz"), _savez(arrays))
-    return path
+    return _write_npz(path, arrays, "factors")
 
 
 def load_factors(path: str, with_factors: bool = True) -> tuple:

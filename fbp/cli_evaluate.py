@@ -553,11 +553,8 @@ def explained(params, weighted, train_X, train_Y, X, Y, cost: str, by: str = "pr
     chunk = ftrain.chunk_for(params)
     factors_from = None
     if by in INFLUENCE:
-        damping = damping_used(damping)
-        problem = influence_problem(params, cost)
-        if problem:
-            raise ExplainError(problem)
-        factors, factors_from = kfac_factors_kept(factors_file, params, train_X, train_Y, cost, chunk)
+        damping, factors, factors_from = _influence_setup(params, cost, damping, factors_file, train_X, train_Y,
+                                                          chunk)
 
         def products_of(Xb, Yb):
             return stats.influence(params, train_X, train_Y, cost, Xb, Yb, factors=factors, damping=damping,
@@ -638,11 +635,8 @@ def explained_split(params, weighted, train_X, train_Y, X, Y, cost: str, by: str
     factors_from = None
     means = [stats.mean_grad(net, X, Y, cost, chunk_size=chunk) for net, _ in weighted]
     if by in INFLUENCE:
-        damping = damping_used(damping)
-        problem = influence_problem(params, cost)
-        if problem:
-            raise ExplainError(problem)
-        factors, factors_from = kfac_factors_kept(factors_file, params, train_X, train_Y, cost, chunk)
+        damping, factors, factors_from = _influence_setup(params, cost, damping, factors_file, train_X, train_Y,
+                                                          chunk)
         solved = stats.kfac_solve(params, means[0], factors, damping)
         dots = np.asarray(stats.grad_dots([(params, 1.0)], train_X, train_Y, cost, [solved], chunk_size=chunk))
         own = np.sqrt(max(dot(means[0], solved), 0.0))
@@ -672,6 +666,17 @@ def explained_split(params, weighted, train_X, train_Y, X, Y, cost: str, by: str
     m = ftrain.evaluate(params, X, Y, cost)
     return dict(n=len(train_X), factors=factors_from, lists=[lists], products=[{r: dots[r] for r in cos}],
                 cos=[cos], costs=np.array([float(m["cost"])]), grad_norms=np.array([np.sqrt(dot(mean, mean))]))
+
+
+def _influence_setup(params, cost: str, damping: Optional[float], factors_file: Optional[str], train_X, train_Y,
+                     chunk: int) -> tuple:
+    """(ε, the K-FAC factors of the training set, where they came from) for the influence rankings: the damping
+    used, and the factors by ``kfac_factors_kept``; ExplainError for a network and cost without a Gauss-Newton
+    matrix."""
+    problem = influence_problem(params, cost)
+    if problem:
+        raise ExplainError(problem)
+    return (damping_used(damping),) + kfac_factors_kept(factors_file, params, train_X, train_Y, cost, chunk)
 
 
 def damping_used(damping: Optional[float]) -> float:
