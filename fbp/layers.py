@@ -390,9 +390,10 @@ class Conv:
         return jnp.sum(jnp.square(g.w)) + jnp.sum(jnp.square(g.b))
 
     def grad_gram(self, deltas: Array, a_prev: Array, deltas2: Array, a_prev2: Array) -> Array:
-        """g_n · g'_m, (B, B2), as ``Dense.grad_gram``: here from each
-        example's gradient, formed (the sum over the positions does not
-        factor as a Dense layer's does)."""
+        """g_n · g'_m, (B, B2), as ``Dense.grad_gram``: here from the B2
+        examples' gradients, formed (the sum over the positions does not
+        factor as a Dense layer's does), and each g_n formed too where B2 is
+        over PATCH_PRODUCTS (``_products``)."""
         return self._products(deltas, a_prev, self._grad_matrices(deltas2, a_prev2))
 
     def sum_sq_grads(self, deltas: Array, a_prev: Array) -> "Conv":

@@ -6,8 +6,8 @@ built from those pairs, never from B copies of the parameters (except
 ``per_example_grads``, which is asked for exactly that).
 
 All functions take ``(params, X, Y, cost)`` with X (B, n_in), Y (B, n_out)
-(``tracin`` and ``self_influence`` a list of (params, weight) pairs, a run's
-checkpoints, in place of params), are jitted, and refer to the per-example
+(``tracin``, ``self_influence`` and ``grad_dots`` a list of (params, weight)
+pairs, a run's checkpoints, in place of params), are jitted, and refer to the per-example
 cost C_n (not divided by B).
 """
 
@@ -651,7 +651,8 @@ def grad_dots(checkpoints, X: ArrayLike, Y: ArrayLike, cost, grads, chunk_size: 
     mean gradient (``kfac_solve``), the mean of ``influence``'s row n, what
     weighing n up does to it at the trained minimum. Identity, for a Dense
     layer: (δ_n a_nᵀ) · v_w + δ_n · v_b = δ_n · (v_w a_n + v_b), no gradient
-    formed (a Conv layer's are). ``chunk_size`` as in ``grad_gram``."""
+    formed (nor for a Conv layer: v's kernels meet each example's patches).
+    ``chunk_size`` as in ``grad_gram``."""
     checkpoints = _checked_checkpoints("grad_dots", checkpoints)
     grads = list(grads)
     if len(grads) != len(checkpoints) or any(
