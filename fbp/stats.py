@@ -7,8 +7,8 @@ built from those pairs, never from B copies of the parameters (except
 
 All functions take ``(params, X, Y, cost)`` with X (B, n_in), Y (B, n_out)
 (``tracin``, ``self_influence`` and ``grad_dots`` a list of (params, weight)
-pairs, a run's checkpoints, in place of params), are jitted, and refer to the per-example
-cost C_n (not divided by B).
+pairs, a run's checkpoints, in place of params), are jitted, and refer to
+the per-example cost C_n (not divided by B).
 """
 
 from __future__ import annotations
