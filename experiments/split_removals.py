@@ -177,7 +177,8 @@ def main():
     ax.set_yscale("log")
     ax.set_xlabel("validation cost, retrained without them / with them")
     ax.set_ylabel("test cost, the same")
-    ax.set_title(f"digits: {k} training examples listed against the validation split's mean cost, removed")
+    ax.set_title(f"digits: without the {k} training examples listed\nagainst the validation split's mean cost",
+                 fontsize=10)
     ax.legend(fontsize=8)
     save(args.out, "split_removals", results, fig)
 
