@@ -515,6 +515,11 @@ def load_params(path: str, activations: Optional[dict] = None, with_meta: bool =
 NETWORK2_COSTS = {"QuadraticCost": "quadratic", "CrossEntropyCost": "cross_entropy"}
 
 
+class FactorsVersionError(CheckpointError):
+    """K-FAC factors written by fbp, of another FACTORS_VERSION (``load_factors``): to compute again, not to
+    refuse."""
+
+
 FACTORS_FORMAT = "fbp-kfac-factors"
 FACTORS_VERSION = 1  # raised whenever what stats.kfac_factors computes changes, so older files are computed again
 
@@ -535,8 +540,8 @@ def save_factors(path: str, factors, meta: Optional[dict] = None) -> str:
 def load_factors(path: str, with_factors: bool = True) -> tuple:
     """(factors [(A, G)] as NumPy arrays, meta) of a file ``save_factors``
     wrote (factors None when not ``with_factors``: the header alone);
-    CheckpointError naming the file if it is not one, or one of another
-    FACTORS_VERSION."""
+    CheckpointError naming the file if it is not one (FactorsVersionError
+    for one of another FACTORS_VERSION)."""
     what = "K-FAC factors written by fbp (fbp evaluate --factors)"
 
     def keys(header):
@@ -546,7 +551,7 @@ def load_factors(path: str, with_factors: bool = True) -> tuple:
 
     header, arrays = _read_npz(path, keys, what)
     if header.get("version") != FACTORS_VERSION:
-        raise CheckpointError(f"{path}: K-FAC factors of format version {header.get('version')}, and this fbp "
+        raise FactorsVersionError(f"{path}: K-FAC factors of format version {header.get('version')}, and this fbp "
                               f"reads version {FACTORS_VERSION}")
     factors = [(arrays[2 * i], arrays[2 * i + 1]) for i in range(len(arrays) // 2)] if with_factors else None
     return factors, header.get("meta", {})

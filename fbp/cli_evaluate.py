@@ -243,6 +243,16 @@ def named_class(c: int, names) -> str:
     return f"{c} {names[c]}" if names else str(c)
 
 
+def say_factors(factors_from, record=None) -> None:
+    """With --factors, ``kfac_factors_kept``'s word on where the K-FAC factors came from: its line printed, the
+    rest into ``record["factors"]``; nothing without --factors (``factors_from`` None)."""
+    if factors_from is None:
+        return
+    print(factors_from["line"])
+    if record is not None:
+        record["factors"] = {k: v for k, v in factors_from.items() if k != "line"}
+
+
 def trained_data(args, meta: dict, split: str):
     """The data set of ``args.data``, ``args.data_dir`` and
     ``args.validation`` (fbp evaluate's and fbp predict's flags), each by
@@ -416,9 +426,9 @@ def factors_problem(path: str) -> Optional[str]:
     if os.path.exists(path):
         try:
             fckpt.load_factors(path, with_factors=False)
+        except fckpt.FactorsVersionError:
+            return None  # an older fbp's factors: computed again and the file replaced
         except fckpt.CheckpointError as e:
-            if "format version" in str(e):
-                return None  # an older fbp's factors: computed again and the file replaced
             return (f"--factors {e}: a file the command would replace with the factors; give a new file's name "
                     f"(or remove it)")
         return None
@@ -756,7 +766,7 @@ def _print_explained(params, ds, split: str, rows: list, cost: str, truth, predi
     import numpy as np
 
     def named(c):
-        return f"{c} {names[c]}" if names else str(c)
+        return named_class(c, names)
 
     dtype = params[0].w.dtype
     X = np.asarray(getattr(ds, split).X[rows], dtype)
@@ -766,10 +776,7 @@ def _print_explained(params, ds, split: str, rows: list, cost: str, truth, predi
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
     e = explained(params, [(params, 1.0)] if over is None else _weighted(over), train_X, train_Y, X, Y, cost, by,
                   damping, factors_file)
-    if e["factors"] is not None:
-        print(e["factors"]["line"])
-        if record is not None:
-            record["factors"] = {k: v for k, v in e["factors"].items() if k != "line"}
+    say_factors(e["factors"], record)
     n = e["n"]
     product = "g_n · g_x"
     if by in INFLUENCE:
@@ -844,7 +851,7 @@ def _print_explained_split(params, ds, split: str, cost: str, names, over=None, 
     import numpy as np
 
     def named(c):
-        return f"{c} {names[c]}" if names else str(c)
+        return named_class(c, names)
 
     dtype = params[0].w.dtype
     part = getattr(ds, split)
@@ -854,10 +861,7 @@ def _print_explained_split(params, ds, split: str, cost: str, names, over=None, 
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
     e = explained_split(params, [(params, 1.0)] if over is None else _weighted(over), train_X, train_Y, X, Y, cost,
                         by, damping, factors_file)
-    if e["factors"] is not None:
-        print(e["factors"]["line"])
-        if record is not None:
-            record["factors"] = {k: v for k, v in e["factors"].items() if k != "line"}
+    say_factors(e["factors"], record)
     n, k = e["n"], len(X)
     of = "the split's" if subset is None else "their"  # whose mean cost: the split's, or the wrong ones'
     product = "g_n · Ḡ"

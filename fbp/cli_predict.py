@@ -218,9 +218,7 @@ def _explain(params, ds, over, X, targets, meta: dict, record: dict, by: str, at
     train_X, train_Y = np.asarray(ds.train.X, dtype), np.asarray(ds.train.Y, dtype)
     weighted = [(params, 1.0)] if over is None else cli_evaluate._weighted(over)
     e = cli_evaluate.explained(params, weighted, train_X, train_Y, X, Y, cost, by, damping, factors_file)
-    if e["factors"] is not None:
-        print(e["factors"]["line"])
-        record["factors"] = {k: v for k, v in e["factors"].items() if k != "line"}
+    cli_evaluate.say_factors(e["factors"], record)
     n = len(train_X)
     cosine = ("" if by == "product" else
               ", ranked by the cosine, the product over ‖g_n‖ ‖g_x‖ (which leaves out how large g_n is)")
