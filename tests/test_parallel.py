@@ -19,16 +19,18 @@ HERE = os.path.dirname(__file__)
 def _cpu_env(devices=None):
     """This environment on the CPU (on a GPU machine too: these tests are of
     the logic, on host devices), with ``devices`` forced host devices, or
-    without XLA_FLAGS, so that each process of a run gets one CPU device."""
+    one CPU device for each process of a run; compiling fast, as this
+    suite's own processes do (what these tests check is which process says
+    and keeps what, and that runs agree bitwise with runs compiled alike)."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
     if devices is not None:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return env
+    return compiling_fast(env)
 
 
 def run(what):
-    env = compiling_fast(_cpu_env(8))  # one device against eight in the worker's process, both compiled alike
+    env = _cpu_env(8)  # one device against eight in the worker's process, both compiled alike
     proc = subprocess.run([sys.executable, os.path.join(HERE, "parallel_worker.py"), what],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
