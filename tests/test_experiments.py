@@ -178,7 +178,7 @@ def test_conv_nets_train_with_the_hand_written_conv_gradient_as_with_jax_grad(ou
     assert all(len(v["validation_accuracy"]) == r["epochs"] for v in runs.values())
     assert runs["conv 8:3:2"]["parameters"] > 0 and runs["conv 8:3:2"]["conv"] == [[8, 3, 2]]
     # they learn (chance 10%); the two-conv sigmoid net is left out: on digits it sat near chance for
-    # 32 of its 40 epochs, and when it leaves that plateau depends on rounding. ReLU, the book's next step, learns.
+    # 32 of 40 epochs, and when it leaves that plateau depends on rounding. ReLU, the book's next step, learns.
     for name in ("fully connected", "conv 8:3:2", "+ ReLU, η 0.03, λ 0.1"):
         assert runs[name]["best_validation_accuracy"] > 0.8, (name, runs[name]["validation_accuracy"])
 
