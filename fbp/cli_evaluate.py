@@ -407,11 +407,11 @@ def explain_by_problem(by: Optional[str], damping: Optional[float], over_checkpo
     if factors is not None and by not in INFLUENCE:
         return (f"--factors {factors} keeps the K-FAC factors of --explain-by influence and influence-cosine; "
                 f"give one of them, or drop --factors")
-    if factors is not None:
-        return factors_problem(factors)
     if over_checkpoints and by in INFLUENCE:
         return (f"--explain-by {by} is of one network, at its trained minimum, and --over-checkpoints sums TracIn's "
                 f"products over a run's checkpoints; drop one of them")
+    if factors is not None:
+        return factors_problem(factors)
     return None
 
 

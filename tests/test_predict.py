@@ -475,6 +475,11 @@ def test_explain_by_influence_is_each_gradient_through_the_damped_kfac_inverse(d
             (["evaluate", digits_net, "--explain", "3", "--explain-by", "influence", "--over-checkpoints"],
              "--explain-by influence is of one network, at its trained minimum, and --over-checkpoints sums "
              "TracIn's products over a run's checkpoints; drop one of them"),
+            # with --factors too (it was let through, --over-checkpoints then ignored)
+            (["evaluate", digits_net, "--explain", "all", "--explain-by", "influence", "--over-checkpoints",
+              "--factors", str(tmp_path / "f.npz")],
+             "--explain-by influence is of one network, at its trained minimum, and --over-checkpoints sums "
+             "TracIn's products over a run's checkpoints; drop one of them"),
             (["evaluate", sigmoid, "--explain", "3", "--explain-by", "influence-cosine"],
              "--explain-by influence-cosine: the Gauss-Newton matrix (diag_ggn, kfac_factors, influence) is known "
              "for the costs quadratic and mse with any output, log_likelihood with a softmax output and "
@@ -482,3 +487,4 @@ def test_explain_by_influence_is_each_gradient_through_the_damped_kfac_inverse(d
              "by product or cosine")):
         r = fbp_here(capsys, *argv)
         assert r.returncode == 2 and r.stderr == f"fbp {argv[0]}: error: {needle}\n" and r.stdout == "", r.stderr
+    assert not (tmp_path / "f.npz").exists()  # refused before any factors were computed or written
