@@ -696,8 +696,9 @@ def kfac_solve(params: list, grad, factors: list, damping: float = INFLUENCE_DAM
     sum of v's leaves times its own, vᵀ H̃⁻¹ v."""
     _check_damping(damping)
     factors = _checked_factors("kfac_solve", params, factors)
-    if len({jax.tree.structure(grad), jax.tree.structure(params)}) > 1:
-        raise ValueError("kfac_solve's grad must have the params' structure (as mean_grad gives it).")
+    if len({jax.tree.structure(grad), jax.tree.structure(params)}) > 1 or any(
+            jnp.shape(g) != jnp.shape(w) for g, w in zip(jax.tree.leaves(grad), jax.tree.leaves(params))):
+        raise ValueError("kfac_solve's grad must have the params' structure and shapes (as mean_grad gives it).")
     return like_params(params, _kfac_solve(params, grad, factors, damping))
 
 

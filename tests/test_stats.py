@@ -425,6 +425,9 @@ def test_products_with_a_splits_mean_gradient_are_the_means_of_the_per_example_o
         stats.kfac_solve(nets[0], means[0], factors[:1])
     with pytest.raises(ValueError, match="damping \\(ε\\) must be a number > 0"):
         stats.kfac_solve(nets[0], means[0], factors, damping=0.0)
+    # a gradient of the same structure but other shapes (another network's): refused before the solves
+    with pytest.raises(ValueError, match="kfac_solve's grad must have the params' structure and shapes"):
+        stats.kfac_solve(nets[0], jax.tree.map(lambda g: jnp.zeros(jnp.shape(g) + (1,)), means[0]), factors)
 
 
 def test_float32_inputs_of_a_float64_network_give_its_float64_figures():
