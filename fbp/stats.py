@@ -176,6 +176,12 @@ def _checked_checkpoints(name: str, checkpoints) -> list:
     return checkpoints
 
 
+def _fits(grad, params) -> bool:
+    """Whether ``grad`` has the structure of ``params`` and each leaf its shape (a gradient of that network)."""
+    return len({jax.tree.structure(grad), jax.tree.structure(params)}) == 1 and all(
+        jnp.shape(g) == jnp.shape(w) for g, w in zip(jax.tree.leaves(grad), jax.tree.leaves(params)))
+
+
 def self_influence(checkpoints, X: ArrayLike, Y: ArrayLike, cost, layers=None,
                    chunk_size: Optional[int] = None) -> Array:
     """TracIn's self-influence over checkpoints (Pruthi et al. 2020): (B,),
@@ -655,10 +661,7 @@ def grad_dots(checkpoints, X: ArrayLike, Y: ArrayLike, cost, grads, chunk_size: 
     ``chunk_size`` as in ``grad_gram``."""
     checkpoints = _checked_checkpoints("grad_dots", checkpoints)
     grads = list(grads)
-    if len(grads) != len(checkpoints) or any(
-            len({jax.tree.structure(v), jax.tree.structure(params)}) > 1
-            or any(jnp.shape(g) != jnp.shape(w) for g, w in zip(jax.tree.leaves(v), jax.tree.leaves(params)))
-            for (params, _), v in zip(checkpoints, grads)):
+    if len(grads) != len(checkpoints) or not all(_fits(v, params) for (params, _), v in zip(checkpoints, grads)):
         raise ValueError(f"grad_dots takes one gradient for each of its {len(checkpoints)} checkpoints, each of its "
                          f"network's structure and shapes (as mean_grad gives it); got {len(grads)} that do not "
                          f"all fit.")
@@ -696,8 +699,7 @@ def kfac_solve(params: list, grad, factors: list, damping: float = INFLUENCE_DAM
     sum of v's leaves times its own, vᵀ H̃⁻¹ v."""
     _check_damping(damping)
     factors = _checked_factors("kfac_solve", params, factors)
-    if len({jax.tree.structure(grad), jax.tree.structure(params)}) > 1 or any(
-            jnp.shape(g) != jnp.shape(w) for g, w in zip(jax.tree.leaves(grad), jax.tree.leaves(params))):
+    if not _fits(grad, params):
         raise ValueError("kfac_solve's grad must have the params' structure and shapes (as mean_grad gives it).")
     return like_params(params, _kfac_solve(params, grad, factors, damping))
 
