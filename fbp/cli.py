@@ -276,7 +276,8 @@ def cmd_plot(args) -> int:
     except OSError as e:
         return fail(f"--out {out} cannot be written ({e.strerror or e}); give a writable path")
     epochs = ", ".join(str(len(run.epochs)) for run in runs)
-    print(f"wrote {out}: {len(runs)} run{'s' if len(runs) > 1 else ''} ({epochs} epochs)")
+    one = len(runs) == 1 and len(runs[0].epochs) == 1
+    print(f"wrote {out}: {len(runs)} run{'s' if len(runs) > 1 else ''} ({epochs} epoch{'' if one else 's'})")
     return 0
 
 

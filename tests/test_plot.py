@@ -115,6 +115,16 @@ def test_several_runs_halvings_best_epoch_gaps_and_step_costs(tmp_path):
     assert os.listdir(out.parent) == ["compare.svg"]  # nothing left beside it
 
 
+def test_the_report_line_counts_the_runs_and_their_epochs(tmp_path, capsys):
+    one = _write(tmp_path / "one.jsonl", [{"epoch": 1, "evaluation_accuracy": 0.5}])
+    two = _write(tmp_path / "two.jsonl", [{"epoch": 1, "evaluation_accuracy": 0.5},
+                                          {"epoch": 2, "evaluation_accuracy": 0.6}])
+    assert main(["plot", one]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'one.png'}: 1 run (1 epoch)"
+    assert main(["plot", one, two, "-o", str(tmp_path / "both.png")]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'both.png'}: 2 runs (1, 2 epochs)"
+
+
 @pytest.mark.parametrize("case, needle", [
     ("missing", "no such file"),
     ("not_json", "line 2: not JSON"),
