@@ -358,7 +358,8 @@ def image_input(path: str, side: int, invert: str = "auto", crop: bool = False, 
             hint = f"; its ink fills {filled:.0%} of it: --crop?"
     height, width = img.shape
     pad = int(round(margin * max(height, width)))
-    if height != width or pad:  # to a square on the dark ground, its shape kept, as MNIST and Fashion-MNIST framed theirs
+    # to a square on the dark ground, its shape kept, as MNIST and Fashion-MNIST framed theirs
+    if height != width or pad:
         side_now = max(height, width) + 2 * pad
         top, left = (side_now - height) // 2, (side_now - width) // 2
         square = np.zeros((side_now, side_now))

@@ -701,7 +701,8 @@ def fit(
     naming them.
     """
     multihost.same_on_every_process(dict(
-        params=params, train=tuple(train[:2]) if isinstance(train, Sequence) else train, cost=getattr(cost, "name", cost),
+        params=params, train=tuple(train[:2]) if isinstance(train, Sequence) else train,
+        cost=getattr(cost, "name", cost),
         epochs=epochs, batch_size=batch_size, key=key, drop_last=drop_last,
         evaluation=tuple(evaluation[:2]) if isinstance(evaluation, Sequence) else evaluation, reduction=reduction,
         grad=grad if isinstance(grad, str) else "a function", dropout=dropout, monitor_training=monitor_training,
