@@ -263,24 +263,33 @@ def build_parser() -> argparse.ArgumentParser:
         "trace",
         formatter_class=_DefaultsFormatter,
         help="print backpropagation's every number for one example of a small network, BP1 to BP4",
-        description="Run backpropagation on one example of a small fully connected network and print every "
+        description="Run backpropagation on one example of a small network and print every "
         "number in the book's notation (ch. 2): the forward pass z^l and a^l, the cost, then BP1 (δ^L), BP2 "
         "(each δ^l from δ^(l+1)), BP3 (∂C/∂b^l) and BP4 (∂C/∂w^l), each with the factors it is made of, and "
         "last how far jax.grad of the same cost is from it. A new network's weights, biases and input are "
-        "rounded (--round) so that the arithmetic can be followed by hand.",
+        "rounded (--round) so that the arithmetic can be followed by hand. With --conv the network starts with "
+        "convolutional layers (the book's ch. 6), each unit of their maps shown, and BP2-BP4 through the "
+        "pooling and the convolution: the answer to ch. 6's problem of backpropagation in a convolutional "
+        "network, in numbers.",
         epilog="examples:\n\n"
         "  fbp trace                                        # 2,3,2 sigmoid, quadratic cost, the book's BP1-BP4\n"
         "  fbp trace --output-activation softmax --cost log_likelihood --target 0\n"
         "                                                   # δ^L = a^L − y\n"
         "  fbp trace --sizes 3,4,4,2 --activation relu --input 1,0,0.5 --seed 7\n"
         "  fbp trace --params tiny.npz --input 0.2,0.9      # a saved network of 16 units a layer or fewer\n"
-        "  fbp trace --lr 3                                 # … and the step of gradient descent, η = 3",
+        "  fbp trace --lr 3                                 # … and the step of gradient descent, η = 3\n"
+        "  fbp trace --conv 2:3:2 --sizes 36,2              # 2 maps of 3×3 kernels over a 6×6 image, pooled",
     )
     trace.add_argument("--params", default=None, metavar="FILE",
                        help="trace this saved network (an .npz of fbp train --save-params, a checkpoint, the "
                             "book's network2 JSON) instead of a new one, its numbers as they are")
     trace.add_argument("--sizes", type=_sizes, default=None,
-                       help="layer widths, input first, each at most 16 (default: 2,3,2)")
+                       help="layer widths, input first, each at most 16; with --conv the input is an image of "
+                            "at most 12×12 (default: 2,3,2; with --conv 36,2)")
+    trace.add_argument("--conv", type=parse_conv, default=None, metavar="MAPS:K[:POOL],…",
+                       help="convolutional layers after the input, as fbp train --conv makes them (the book's "
+                            "ch. 6), at most 16 kernels each: shows each map, the pooling's routing of δ, and "
+                            "BP2-BP4 through the convolution")
     trace.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default=None,
                        help="hidden activation σ (default: sigmoid)")
     trace.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default=None,

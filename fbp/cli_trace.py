@@ -3,18 +3,24 @@ number printed in the book's notation (ch. 2): the forward pass z^l, a^l,
 the cost, then BP1 (δ^L), BP2 (each δ^l from δ^{l+1}), BP3 (∂C/∂b^l) and BP4
 (∂C/∂w^l), each with the factors that make it, with --lr the step of
 gradient descent they give, and at the end the difference from
-``jax.grad`` of the same cost. For following the algorithm
-by hand, or setting it as an exercise (``fbp.cli`` parses the flags and
-calls ``cmd_trace``)."""
+``jax.grad`` of the same cost. With --conv, convolutional layers first (the
+book's ch. 6): each map, the δ's sent back through the pooling (δ̃^l), BP2
+through a convolution, BP3 and BP4 as sums over the positions. For
+following the algorithm by hand, or setting it as an exercise (``fbp.cli``
+parses the flags and calls ``cmd_trace``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Optional
 
-from fbp.cli import _cost_pairing, _error, _one_unit_softmax_problem, saved_network, with_json
+from fbp.cli import (_cost_pairing, _error, _one_unit_softmax_problem, make_network, network_text,
+                     saved_network, with_json)
 
 MAX_UNITS = 16  # each layer's width at most: every weight is printed
+MAX_SIDE = 12  # a convolutional layer's input at most 12×12: every unit of its maps is printed
+MAX_KERNELS = 16  # and its maps × channels at most
 _SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 COST_TEXT = {"quadratic": "½‖a{L} − y‖²", "mse": "(1/n) Σ_j (a{L}_j − y_j)²",
@@ -55,6 +61,7 @@ def _trace(args, record: dict) -> int:
     import numpy as np
 
     import fbp
+    from fbp import plot
     from fbp.costs import closed_form
     from fbp.network import INITS
 
@@ -68,30 +75,48 @@ def _trace(args, record: dict) -> int:
         if isinstance(loaded, str):
             return fail(loaded)
         params, cost = loaded
-        if not all(isinstance(layer, fbp.Dense) for layer in params):
-            return fail(f"--params {args.params} starts with convolutional layers; fbp trace shows fully "
-                        f"connected ones (fbp check compares a convolutional network's gradient)")
         digits = None  # a saved network's numbers as they are
     else:
         args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
-        sizes = args.sizes or [2, 3, 2]
+        sizes = args.sizes or ([36, 2] if args.conv else [2, 3, 2])
         problem = _one_unit_softmax_problem(sizes, args.output_activation or args.activation) or (
-            _too_wide(sizes) if max(sizes) > MAX_UNITS else None)
+            _too_wide(sizes) if not args.conv and max(sizes) > MAX_UNITS else None)
         if problem:
             return fail(problem)
-        w_std, b_std = INITS[args.init]  # fbp.init_mlp's scales, drawn here from rs
-        params = []
-        for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            w, b = rs.standard_normal((n_out, n_in)) * w_std(n_in, n_out), rs.standard_normal(n_out) * b_std
-            if digits is not None:  # numbers a hand calculation can start from
-                w, b = _rounded(w, digits), _rounded(b, digits)
-            last = l == len(sizes) - 2
-            params.append(fbp.Dense(jnp.asarray(w), jnp.asarray(b),
-                                    (args.output_activation or args.activation) if last else args.activation))
+        w_std, b_std = INITS[args.init]  # fbp.init_mlp's and fbp.init_convnet's scales, drawn here from rs
+        if args.conv:
+            if plot.image_side(sizes[0]) is None:
+                return fail(f"--sizes {','.join(map(str, sizes))}: with --conv the input is a square image, and "
+                            f"{sizes[0]} numbers are not one (36 are 6×6)")
+            try:  # the layers' shapes, and the library's checks of them, from fbp.init_convnet
+                shaped = make_network(args, jax.random.key(0), sizes, jnp.float64)
+            except ValueError as e:
+                return fail(str(e))
+            problem = _too_big(shaped)  # before a draw the size of a large network
+            if problem:
+                return fail(problem)
+            params = []
+            for layer in shaped:
+                fans = ((layer.n_in, layer.n_out) if isinstance(layer, fbp.Dense) else
+                        (layer.w[0].size, layer.w[:, 0].size / layer.pool**2))  # channels·k², maps·k²/pool²
+                w, b = rs.standard_normal(layer.w.shape) * w_std(*fans), rs.standard_normal(layer.b.shape) * b_std
+                if digits is not None:
+                    w, b = _rounded(w, digits), _rounded(b, digits)
+                params.append(dataclasses.replace(layer, w=jnp.asarray(w), b=jnp.asarray(b)))
+        else:
+            params = []
+            for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+                w, b = rs.standard_normal((n_out, n_in)) * w_std(n_in, n_out), rs.standard_normal(n_out) * b_std
+                if digits is not None:  # numbers a hand calculation can start from
+                    w, b = _rounded(w, digits), _rounded(b, digits)
+                last = l == len(sizes) - 2
+                params.append(fbp.Dense(jnp.asarray(w), jnp.asarray(b),
+                                        (args.output_activation or args.activation) if last else args.activation))
         cost = args.cost or "quadratic"
     sizes = [params[0].n_in] + [layer.n_out for layer in params]
-    if max(sizes) > MAX_UNITS:
-        return fail(_too_wide(sizes))
+    problem = _too_big(params)
+    if problem:
+        return fail(problem)
     mismatch = _cost_pairing(params, cost)
     if mismatch:
         return fail(mismatch)
@@ -145,7 +170,14 @@ def _trace(args, record: dict) -> int:
     fmt = functools.partial(_fmt, digits=args.digits)
     L = len(sizes)
     out_act, hidden_act = params[-1].act, params[0].act
-    print(f"fbp trace: sizes={','.join(map(str, sizes))} activation={hidden_act.name} output={out_act.name} "
+    conv = isinstance(params[0], fbp.Conv)
+    handed_in = [x] + [a * masks[i] if masks else a for i, a in enumerate(acts[1:-1])]  # what each layer takes in
+
+    def units(lead: str, a, layer) -> str:  # a layer's units: a vector, or a convolutional layer's maps
+        return (_maps(lead, a, layer.out_shape, args.digits) if isinstance(layer, fbp.Conv)
+                else f"{lead} = {fmt(a)}")
+
+    print(f"fbp trace: sizes={network_text(params)} activation={hidden_act.name} output={out_act.name} "
           f"cost={cost}" + (f" dropout={args.dropout:g}" if args.dropout else "")
           + (f" network={args.params}" if args.params is not None else
                             f" init={args.init} seed={args.seed}"
@@ -153,24 +185,61 @@ def _trace(args, record: dict) -> int:
                                else "")))
     print(f"numbered as in the book's ch. 2: layer 1 is the input, a¹ = x; w^l and b^l lead into layer l "
           f"(shown to {args.digits} decimals; computed in float64)")
+    if conv:
+        print("a convolutional layer's units are maps, numbered from 0: z^l_{j,x,y} is row x, column y of map j;")
+        print("w^l_{j,i,p,q} is row p, column q of the kernel that map j sweeps over map (channel) i of layer l−1")
     print()
-    print(f"input   a¹ = x = {fmt(x)}")
+    if conv:
+        print(f"input   a¹ = x, {_image_text(params[0].in_shape)}:")
+        print(_maps("  a¹", x, params[0].in_shape, args.digits))
+    else:
+        print(f"input   a¹ = x = {fmt(x)}")
     print(f"target  y = {fmt(y)}" + (f"  (class {label})" if label is not None else ""))
     print()
     print("forward: z^l = w^l a^(l−1) + b^l, a^l = σ(z^l)" + (
         f"; dropout hands on m^l ⊙ a^l, m^l a unit's 0 (dropped, with probability {args.dropout:g}) or "
         f"1/(1 − {args.dropout:g})" if masks else ""))
+    if conv:
+        print("  a convolutional layer sweeps its kernels over the maps before it, "
+              "c^l_{j,x,y} = Σ_i Σ_{p,q} w^l_{j,i,p,q} a^(l−1)_{i,x+p,y+q},")
+        print("  and keeps the largest of each pool×pool block: z^l_{j,x,y} = max of c^l_j over block (x, y) + b^l_j"
+              if any(isinstance(layer, fbp.Conv) and layer.pool > 1 for layer in params) else
+              "  and adds its bias: z^l_{j,x,y} = c^l_{j,x,y} + b^l_j")
     for i, layer in enumerate(params):
         l = i + 2
         kind = "output" if l == L else "hidden"
-        print(f"  layer {l} ({kind}, {layer.act.name})")
-        print(_matrix(f"    w{sup(l)} = ", layer.w, args.digits))
-        print(f"    b{sup(l)} = {fmt(layer.b)}")
         handed = f"(m{sup(l - 1)} ⊙ a{sup(l - 1)})" if masks and i > 0 else f"a{sup(l - 1)}"
-        print(f"    z{sup(l)} = w{sup(l)} {handed} + b{sup(l)} = {fmt(zs[i])}")
-        print(f"    a{sup(l)} = {layer.act.name}(z{sup(l)}) = {fmt(acts[i + 1])}")
+        if isinstance(layer, fbp.Conv):
+            maps, _, k, _ = layer.w.shape
+            pooling = f", {layer.pool}×{layer.pool} max-pooling" if layer.pool > 1 else ", no pooling"
+            print(f"  layer {l} (convolutional: {maps} map{'s' if maps > 1 else ''} of {k}×{k} kernels over "
+                  f"{_image_text(layer.in_shape)}{pooling}, {layer.act.name})")
+            print(_kernels(f"    w{sup(l)}", layer.w, args.digits))
+            print(f"    b{sup(l)} = {fmt(layer.b)}")
+            print(f"    c{sup(l)} = the kernels swept over {handed}:")
+            print(_maps(f"    c{sup(l)}", layer._conv(handed_in[i]), layer.conv_shape, args.digits))
+            p = layer.pool
+            print(f"    z{sup(l)} = " + (f"the largest c{sup(l)} of each {p}×{p} block" if p > 1 else f"c{sup(l)}")
+                  + f" + b{sup(l)}:")
+            print(units(f"    z{sup(l)}", zs[i], layer))
+            print(f"    a{sup(l)} = {layer.act.name}(z{sup(l)}):")
+            print(units(f"    a{sup(l)}", acts[i + 1], layer))
+        else:
+            print(f"  layer {l} ({kind}, {layer.act.name})")
+            print(_matrix(f"    w{sup(l)} = ", layer.w, args.digits))
+            print(f"    b{sup(l)} = {fmt(layer.b)}")
+            if i > 0 and isinstance(params[i - 1], fbp.Conv):
+                print(f"    {handed} as one vector, map after map, row by row: {fmt(handed_in[i])}")
+            print(f"    z{sup(l)} = w{sup(l)} {handed} + b{sup(l)} = {fmt(zs[i])}")
+            print(f"    a{sup(l)} = {layer.act.name}(z{sup(l)}) = {fmt(acts[i + 1])}")
         if masks and l < L:
-            print(f"    m{sup(l)} = {fmt(masks[i])}, handed on m{sup(l)} ⊙ a{sup(l)} = {fmt(masks[i] * acts[i + 1])}")
+            if isinstance(layer, fbp.Conv):
+                print(units(f"    m{sup(l)}", masks[i], layer))
+                print(f"    handed on, m{sup(l)} ⊙ a{sup(l)}:")
+                print(units(f"    (m{sup(l)} ⊙ a{sup(l)})", masks[i] * acts[i + 1], layer))
+            else:
+                print(f"    m{sup(l)} = {fmt(masks[i])}, handed on m{sup(l)} ⊙ a{sup(l)} = "
+                      f"{fmt(masks[i] * acts[i + 1])}")
     aL = f"a{sup(L)}"
     print(f"cost    C = {COST_TEXT.get(cost, cost).format(L=sup(L))} = {float(c):.{args.digits}f}")
     print()
@@ -189,47 +258,116 @@ def _trace(args, record: dict) -> int:
         print(f"       ∇_a C = {GRAD_TEXT.get(cost, '∇_a C').format(L=sup(L))} = {fmt(cost_fn.grad(acts[-1], y))}")
         print(f"       σ'(z{sup(L)}) = {fmt(out_act.prime(zs[-1]))}")
     print(f"       δ{sup(L)} = {fmt(ds[-1])}")
+    unpooled = {}  # δ̃^l of each convolutional layer: its δ's sent back through the pooling
     for i in range(len(params) - 2, -1, -1):
         l = i + 2
+        layer, above = params[i], params[i + 1]
         mask = f" ⊙ m{sup(l)}" if masks else ""
-        print(f"  BP2  δ{sup(l)} = ((w{sup(l + 1)})ᵀ δ{sup(l + 1)}){mask} ⊙ σ'(z{sup(l)})")
-        print(f"       (w{sup(l + 1)})ᵀ δ{sup(l + 1)} = {fmt(params[i + 1].w.T @ ds[i + 1])}")
+        if isinstance(above, fbp.Conv):
+            sent_name = f"(w{sup(l + 1)} ⋆ δ̃{sup(l + 1)})"
+            print(f"  BP2  δ{sup(l)} = {sent_name}{mask} ⊙ σ'(z{sup(l)}), the full convolution of δ̃{sup(l + 1)} "
+                  f"with the kernels turned by 180° (what (w)ᵀ δ is for a fully connected layer):")
+            print(f"       {sent_name}_{{i,x,y}} = Σ_j Σ_{{p,q}} w{sup(l + 1)}_{{j,i,p,q}} "
+                  f"δ̃{sup(l + 1)}_{{j,x−p,y−q}}")
+            sent = above.backward(ds[i + 1], handed_in[i + 1])
+        else:
+            sent_name = f"(w{sup(l + 1)})ᵀ δ{sup(l + 1)}"
+            print(f"  BP2  δ{sup(l)} = ({sent_name}){mask} ⊙ σ'(z{sup(l)})")
+            sent = above.w.T @ ds[i + 1]
+        print(units(f"       ({sent_name})" if isinstance(layer, fbp.Conv) and not isinstance(above, fbp.Conv)
+                    else f"       {sent_name}", sent, layer))
         if masks:
-            print(f"       m{sup(l)} = {fmt(masks[i])}")
-        print(f"       σ'(z{sup(l)}) = {fmt(params[i].act.prime(zs[i]))}")
-        print(f"       δ{sup(l)} = {fmt(ds[i])}")
+            print(units(f"       m{sup(l)}", masks[i], layer))
+        print(units(f"       σ'(z{sup(l)})", layer.act.prime(zs[i]), layer))
+        print(units(f"       δ{sup(l)}", ds[i], layer))
+        if isinstance(layer, fbp.Conv):
+            unpooled[i] = layer._unpool(ds[i], handed_in[i]).reshape(layer.conv_shape)
+            if layer.pool > 1:
+                print(f"       δ̃{sup(l)}: each δ{sup(l)}_{{j,x,y}} sent back through the pooling to the unit of its "
+                      f"block that was the largest in c{sup(l)}, 0 to the others")
+                print(_maps(f"       δ̃{sup(l)}", unpooled[i], layer.conv_shape, args.digits))
+            else:
+                print(f"       δ̃{sup(l)} = δ{sup(l)} (no pooling)")
     for i in range(len(params) - 1, -1, -1):
         l = i + 2
-        print(f"  BP3  ∂C/∂b{sup(l)} = δ{sup(l)} = {fmt(grads[i].b)}")
+        if isinstance(params[i], fbp.Conv):
+            print(f"  BP3  ∂C/∂b{sup(l)}_j = Σ_{{x,y}} δ{sup(l)}_{{j,x,y}} = {fmt(grads[i].b)}")
+        else:
+            print(f"  BP3  ∂C/∂b{sup(l)} = δ{sup(l)} = {fmt(grads[i].b)}")
     for i in range(len(params) - 1, -1, -1):
         l = i + 2
         handed = f"(m{sup(l - 1)} ⊙ a{sup(l - 1)})" if masks and i > 0 else f"(a{sup(l - 1)})"
-        print(_matrix(f"  BP4  ∂C/∂w{sup(l)} = δ{sup(l)} {handed}ᵀ = ", grads[i].w, args.digits))
+        if isinstance(params[i], fbp.Conv):
+            taken = handed if masks and i > 0 else f"a{sup(l - 1)}"
+            print(f"  BP4  ∂C/∂w{sup(l)}_{{j,i,p,q}} = Σ_{{x,y}} δ̃{sup(l)}_{{j,x,y}} {taken}_{{i,x+p,y+q}}:")
+            print(_kernels(f"       ∂C/∂w{sup(l)}", grads[i].w, args.digits))
+        else:
+            print(_matrix(f"  BP4  ∂C/∂w{sup(l)} = δ{sup(l)} {handed}ᵀ = ", grads[i].w, args.digits))
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     worst = max(fbp.relative_error(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     if args.lr is not None:  # the book's update, one example: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l
-        stepped = [fbp.Dense(layer.w - args.lr * g.w, layer.b - args.lr * g.b, layer.activation)
+        stepped = [dataclasses.replace(layer, w=layer.w - args.lr * g.w, b=layer.b - args.lr * g.b)
                    for layer, g in zip(params, grads)]
         after = float(fbp.example_loss(stepped, x, y, cost_fn, masks))  # the same units dropped
         print()
         print(f"a step of gradient descent, η = {args.lr:g}: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l")
         for i, layer in enumerate(stepped):
             l = i + 2
-            print(_matrix(f"  w{sup(l)} = ", layer.w, args.digits))
+            print(_kernels(f"  w{sup(l)}", layer.w, args.digits) if isinstance(layer, fbp.Conv)
+                  else _matrix(f"  w{sup(l)} = ", layer.w, args.digits))
             print(f"  b{sup(l)} = {fmt(layer.b)}")
         print(f"cost    C = {after:.{args.digits}f} after the step ({float(c):.{args.digits}f} before)")
         record["step"] = dict(lr=args.lr, cost=after, layers=[dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b))
                                                               for i, layer in enumerate(stepped)])
     print()
     print(f"jax.grad of the same C: the largest difference from BP3 and BP4 {diff:.1e} (relative {worst:.1e})")
+    layers = []
+    for i, layer in enumerate(params):
+        entry = dict(layer=i + 2, kind="convolutional" if isinstance(layer, fbp.Conv) else "fully_connected",
+                     w=_list(layer.w), b=_list(layer.b), z=_list(zs[i]), a=_list(acts[i + 1]), delta=_list(ds[i]),
+                     grad_w=_list(grads[i].w), grad_b=_list(grads[i].b))
+        if isinstance(layer, fbp.Conv):  # the maps, (maps, rows, columns), before the pooling
+            entry.update(in_shape=list(layer.in_shape), pool=layer.pool,
+                         conv=_list(layer._conv(handed_in[i])), delta_unpooled=_list(unpooled[i]))
+        layers.append(entry)
     record.update(sizes=sizes, activation=hidden_act.name, output_activation=out_act.name, cost_function=cost,
-                  x=_list(x), y=_list(y), label=label, cost=float(c), layers=[
-                      dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b), z=_list(zs[i]), a=_list(acts[i + 1]),
-                           delta=_list(ds[i]), grad_w=_list(grads[i].w), grad_b=_list(grads[i].b))
-                      for i, layer in enumerate(params)],
+                  x=_list(x), y=_list(y), label=label, cost=float(c), layers=layers,
                   autodiff_max_difference=diff, autodiff_max_relative=worst,
                   dropout=args.dropout or None, masks=None if masks is None else [_list(m) for m in masks])
     return 0
+
+
+def _too_big(params) -> Optional[str]:
+    """Why fbp trace will not print this network (a layer with more numbers than a page holds), or None."""
+    import fbp
+
+    if all(isinstance(layer, fbp.Dense) for layer in params):
+        sizes = [params[0].n_in] + [layer.n_out for layer in params]
+        return _too_wide(sizes) if max(sizes) > MAX_UNITS else None
+    for i, layer in enumerate(params):
+        if isinstance(layer, fbp.Conv):
+            maps, channels, _, _ = layer.w.shape
+            if max(layer.in_shape[1:]) > MAX_SIDE:
+                return (f"layer {i + 2}, convolutional, takes {_image_text(layer.in_shape)}; fbp trace prints every "
+                        f"number of its maps, so give images of {MAX_SIDE}×{MAX_SIDE} or smaller (fbp check "
+                        f"compares a larger network's gradient with jax.grad)")
+            if maps * channels > MAX_KERNELS:
+                return (f"layer {i + 2}, convolutional, has {maps * channels} kernels ({maps} maps over {channels} "
+                        f"channels); fbp trace prints every weight, so give {MAX_KERNELS} kernels a layer or fewer")
+        elif max(layer.n_in, layer.n_out) > MAX_UNITS:
+            maps = layer.n_in > MAX_UNITS and isinstance(params[i - 1], fbp.Conv)
+            return (f"layer {i + 2}, fully connected, has {layer.n_out} units over {layer.n_in} inputs"
+                    + (f" (layer {i + 1}'s maps, one after the other)" if maps else "")
+                    + f"; fbp trace prints every weight, so give it {MAX_UNITS} or fewer of each"
+                    + (": fewer maps, or more pooling, before it" if maps else ""))
+    return None
+
+
+def _image_text(shape) -> str:
+    """(channels, rows, columns) in words: "a 6×6 image", "2 maps of 4×4"."""
+    channels, h, w = shape
+    return (f"{'an' if str(h).startswith('8') or h in (11, 18) else 'a'} {h}×{w} image" if channels == 1
+            else f"{channels} maps of {h}×{w}")
 
 
 def _too_wide(sizes) -> str:
@@ -264,13 +402,33 @@ def _number(v: float, digits: int) -> str:
     return f"{round(float(v), digits) + 0.0:.{digits}f}"
 
 
+def _maps(lead: str, a, shape, digits: int) -> str:
+    """A convolutional layer's units (or an image), ``a`` read as ``shape``
+    (maps, rows, columns): a matrix a map, lead_0 = …, lead_1 = …"""
+    import numpy as np
+
+    maps = np.asarray(a, np.float64).reshape(shape)
+    return "\n".join(_matrix(f"{lead}_{j} = ", m, digits) for j, m in enumerate(maps))
+
+
+def _kernels(lead: str, w, digits: int) -> str:
+    """A convolutional layer's kernels, (maps, channels, k, k): lead_{j,i} = … for map j over channel i."""
+    import numpy as np
+
+    w = np.asarray(w, np.float64)
+    return "\n".join(_matrix(f"{lead}_{{{j},{i}}} = ", w[j, i], digits)
+                     for j in range(w.shape[0]) for i in range(w.shape[1]))
+
+
 def _matrix(lead: str, a, digits: int) -> str:
     """A matrix after ``lead``, a row a line, the columns aligned under one another."""
+    import unicodedata
+
     import numpy as np
 
     a = np.asarray(a, np.float64)
     cells = [[_number(v, digits) for v in row] for row in a]
     width = max(len(cell) for row in cells for cell in row)
     rows = ["[" + ", ".join(cell.rjust(width) for cell in row) + "]" for row in cells]
-    pad = " " * (len(lead) + 1)
+    pad = " " * (sum(not unicodedata.combining(ch) for ch in lead) + 1)  # δ̃'s tilde takes no column
     return lead + "[" + (",\n" + pad).join(rows) + "]"

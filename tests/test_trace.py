@@ -112,7 +112,16 @@ def test_trace_takes_a_saved_network_its_input_and_target_and_refuses_what_it_ca
     g = fbp.backward(net, jnp.array([0.2, 0.9]), jnp.array([0.3, 0.7]), "log_likelihood")
     np.testing.assert_array_equal(t["layers"][1]["grad_w"], np.asarray(g[1].w))
     conv = str(tmp_path / "conv.npz")
-    fbp.save_params(conv, fbp.init_convnet(jax.random.key(0), (4, 4), [(2, 3, 1)], [2]))
+    conv_net = fbp.init_convnet(jax.random.key(0), (4, 4), [(2, 3, 1)], [2], dtype=jnp.float64)
+    fbp.save_params(conv, conv_net)
+    r = fbp_here(capsys, "trace", "--params", conv, "--json", "-")  # a saved convolutional network, 4×4 images
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    assert [layer["kind"] for layer in t["layers"]] == ["convolutional", "fully_connected"] and len(t["x"]) == 16
+    g = fbp.backward(conv_net, jnp.asarray(t["x"]), jnp.asarray(t["y"]), "quadratic")
+    np.testing.assert_array_equal(t["layers"][0]["grad_w"], np.asarray(g[0].w))
+    big = str(tmp_path / "big.npz")
+    fbp.save_params(big, fbp.init_convnet(jax.random.key(0), (14, 14), [(2, 3, 2)], [2]))
     for argv, needle in ((["--sizes", "2,20,2"], "the network 2,20,2 has a layer of 20 units; fbp trace prints every "
                                                  "weight, so give 16 units a layer or fewer"),
                          (["--input", "0.5"], "--input 0.5: 1 numbers, and the network takes 2"),
@@ -123,7 +132,17 @@ def test_trace_takes_a_saved_network_its_input_and_target_and_refuses_what_it_ca
                          (["--target", "1,0,0"], "--target 1,0,0: 3 numbers, and the network gives 2"),
                          (["--params", tiny, "--sizes", "2,3,2"], f"--params {tiny} gives the network, its layers "
                                                                   f"and activations; drop --sizes"),
-                         (["--params", conv], "starts with convolutional layers; fbp trace shows fully connected"),
+                         (["--params", big], "layer 2, convolutional, takes a 14×14 image; fbp trace prints every "
+                                             "number of its maps, so give images of 12×12 or smaller"),
+                         (["--conv", "2:3:2", "--sizes", "35,2"], "--sizes 35,2: with --conv the input is a square "
+                                                                  "image, and 35 numbers are not one"),
+                         (["--conv", "5:3:2", "--sizes", "36,2"], "layer 3, fully connected, has 2 units over 20 "
+                                                                  "inputs (layer 2's maps, one after the other)"),
+                         (["--conv", "9:3:1,2:3:2", "--sizes", "100,2"], "layer 3, convolutional, has 18 kernels (2 "
+                                                                         "maps over 9 channels)"),
+                         (["--conv", "2:7:2", "--sizes", "36,2"], "--conv 2:7:2 on 6×6 images: params[0] has 7×7 "
+                                                                  "kernels, larger than its 6×6 input"),
+                         (["--params", conv, "--conv", "2:3:1"], "drop --conv"),
                          (["--sizes", "2,3,1", "--output-activation", "softmax"],
                           "--output-activation softmax over the one output unit of --sizes 2,3,1 is always 1"),
                          (["--output-activation", "tanh", "--cost", "log_likelihood"],
@@ -131,6 +150,119 @@ def test_trace_takes_a_saved_network_its_input_and_target_and_refuses_what_it_ca
         r = fbp_here(capsys, "trace", *argv)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
         assert r.stdout == ""
+
+
+def _conv_layer(a, w, b, pool):
+    """The book's ch. 6 layer, one loop a sum: c (maps, rows, columns) and z, the largest of each block + b."""
+    maps, channels, k, _ = w.shape
+    h, v = a.shape[1] - k + 1, a.shape[2] - k + 1
+    c = np.zeros((maps, h, v))
+    for j in range(maps):
+        for x in range(h):
+            for y in range(v):
+                c[j, x, y] = sum(w[j, i, p, q] * a[i, x + p, y + q]
+                                 for i in range(channels) for p in range(k) for q in range(k))
+    z = np.zeros((maps, h // pool, v // pool))
+    for j in range(maps):
+        for x in range(h // pool):
+            for y in range(v // pool):
+                z[j, x, y] = c[j, x * pool:(x + 1) * pool, y * pool:(y + 1) * pool].max() + b[j]
+    return c, z
+
+
+def _unpooled(c, d, pool):
+    """Each δ_{j,x,y} at the unit of its block that was the largest in c (the first, row by row, of a tie)."""
+    out = np.zeros_like(c)
+    for j in range(d.shape[0]):
+        for x in range(d.shape[1]):
+            for y in range(d.shape[2]):
+                block = c[j, x * pool:(x + 1) * pool, y * pool:(y + 1) * pool]
+                p, q = np.unravel_index(np.argmax(block), block.shape)
+                out[j, x * pool + p, y * pool + q] = d[j, x, y]
+    return out
+
+
+def _kernel_grads(dt, a, k):
+    """BP4 through a convolution: ∂C/∂w_{j,i,p,q} = Σ_{x,y} δ̃_{j,x,y} a_{i,x+p,y+q}."""
+    maps, h, v = dt.shape
+    return np.array([[[[sum(dt[j, x, y] * a[i, x + p, y + q] for x in range(h) for y in range(v))
+                        for q in range(k)] for p in range(k)] for i in range(a.shape[0])] for j in range(maps)])
+
+
+def _sent_back(w, dt, in_shape):
+    """BP2's half through a convolution: Σ_j Σ_{p,q} w_{j,i,p,q} δ̃_{j,x−p,y−q} over the δ̃'s that exist."""
+    maps, channels, k, _ = w.shape
+    out = np.zeros(in_shape)
+    for i in range(channels):
+        for x in range(in_shape[1]):
+            for y in range(in_shape[2]):
+                out[i, x, y] = sum(w[j, i, p, q] * dt[j, x - p, y - q] for j in range(maps) for p in range(k)
+                                   for q in range(k) if 0 <= x - p < dt.shape[1] and 0 <= y - q < dt.shape[2])
+    return out
+
+
+def _row(values, width=0) -> str:
+    return ", ".join(f"{v + 0.0:.6f}".rjust(width) for v in np.round(values, 6))
+
+
+@pytest.mark.parametrize("conv,sizes,dropout", [("2:3:2", "36,2", "0"), ("2:3:1,2:3:2", "64,3", "0.3")])
+def test_trace_conv_gives_the_books_ch6_numbers_through_pooling_and_convolution(capsys, conv, sizes, dropout):
+    """--conv: each map, the pooling's routing of δ, BP2 through a
+    convolution, BP3's and BP4's sums over the positions, as loops over
+    the book's ch. 6 formulas compute them in NumPy (one convolutional layer,
+    and two with dropout between them)."""
+    r = fbp_here(capsys, "trace", "--conv", conv, "--sizes", sizes, "--dropout", dropout, "--seed", "4",
+                 "--lr", "2", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    *convs, dense = t["layers"]
+    assert [layer["kind"] for layer in convs] == ["convolutional"] * len(convs) and dense["kind"] == "fully_connected"
+    masks = [np.asarray(m) for m in t["masks"]] if t["masks"] else [np.ones(len(layer["z"])) for layer in convs]
+    assert (set(np.concatenate(masks)) == {0.0, 1 / 0.7}) if dropout != "0" else t["masks"] is None
+    side = int(np.sqrt(len(t["x"])))
+    a, y = np.asarray(t["x"]).reshape(1, side, side), np.asarray(t["y"])
+    ins, cs, sig = [], [], []
+    for layer, m in zip(convs, masks):  # forward
+        w, b = np.asarray(layer["w"]), np.asarray(layer["b"])
+        c, z = _conv_layer(a, w, b, layer["pool"])
+        np.testing.assert_allclose(layer["conv"], c, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(layer["z"], z.reshape(-1), rtol=1e-12, atol=1e-15)
+        ins.append(a)
+        cs.append(c)
+        sig.append(_sigmoid(z))
+        a = _sigmoid(z) * m.reshape(z.shape)  # what the next layer takes in
+    W, bW = np.asarray(dense["w"]), np.asarray(dense["b"])
+    aL = _sigmoid(W @ a.reshape(-1) + bW)
+    d = (W.T @ ((aL - y) * aL * (1 - aL))).reshape(a.shape)  # BP1, then BP2's (w^L)ᵀ δ^L read as maps
+    for n in range(len(convs) - 1, -1, -1):  # BP2, BP3, BP4, last convolutional layer to first
+        layer = convs[n]
+        delta = d * masks[n].reshape(d.shape) * sig[n] * (1 - sig[n])
+        dt = _unpooled(cs[n], delta, layer["pool"])
+        k = np.asarray(layer["w"]).shape[-1]
+        for got, want in ((layer["delta"], delta.reshape(-1)), (layer["delta_unpooled"], dt),
+                          (layer["grad_b"], delta.sum(axis=(1, 2))), (layer["grad_w"], _kernel_grads(dt, ins[n], k))):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+        d = _sent_back(np.asarray(layer["w"]), dt, ins[n].shape)
+    assert t["autodiff_max_relative"] <= 1e-13
+    for layer, after in zip(t["layers"], t["step"]["layers"], strict=True):  # --lr: w^l − η ∂C/∂w^l, kernels too
+        np.testing.assert_allclose(after["w"], np.asarray(layer["w"]) - 2 * np.asarray(layer["grad_w"]), rtol=1e-15)
+    lines = fbp_here(capsys, "trace", "--conv", conv, "--sizes", sizes, "--dropout", dropout, "--seed", "4",
+                     "--digits", "6").stdout.splitlines()
+    first = convs[0]
+    assert "  BP4  ∂C/∂w²_{j,i,p,q} = Σ_{x,y} δ̃²_{j,x,y} a¹_{i,x+p,y+q}:" in lines
+    assert "  BP3  ∂C/∂b²_j = Σ_{x,y} δ²_{j,x,y} = [" + _row(first["grad_b"]) + "]" in lines
+    kernel = np.asarray(first["grad_w"])[0, 0]
+    width = max(len(f"{v + 0.0:.6f}") for v in np.round(kernel, 6).reshape(-1))
+    at = lines.index("       ∂C/∂w²_{0,0} = [[" + _row(kernel[0], width) + "],")
+    assert lines[at + 1] == " " * 23 + "[" + _row(kernel[1], width) + "],"  # the columns under one another
+    if len(convs) == 2:
+        assert any(line.startswith("  BP2  δ² = (w³ ⋆ δ̃³) ⊙ m² ⊙ σ'(z²), the full convolution of δ̃³") for line in lines)
+        assert "       δ̃² = δ² (no pooling)" in lines
+        assert "  BP4  ∂C/∂w³_{j,i,p,q} = Σ_{x,y} δ̃³_{j,x,y} (m² ⊙ a²)_{i,x+p,y+q}:" in lines
+    else:
+        assert any(line.startswith("       δ̃²: each δ²_{j,x,y} sent back through the pooling") for line in lines)
+        at = next(n for n, line in enumerate(lines) if line.startswith("       δ̃²_0 = [["))
+        assert lines[at + 1].startswith(" " * 15 + "[")  # under the first row, δ̃'s tilde taking no column
 
 
 def test_the_readmes_trace_is_what_fbp_trace_prints(capsys):
@@ -145,3 +277,16 @@ def test_the_readmes_trace_is_what_fbp_trace_prints(capsys):
     printed = fbp_here(capsys, "trace").stdout.splitlines()
     assert len(shown) > 15 and printed[-len(shown):-1] == shown[:-1]
     assert shown[-1].startswith("jax.grad of the same C: the largest difference from BP3 and BP4 ")
+
+
+def test_the_readmes_conv_trace_is_what_fbp_trace_conv_prints(capsys):
+    """The README's lines of `fbp trace --conv 2:3:2`, from the pooling's δ̃² to BP4's kernels, as it prints them."""
+    import pathlib
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("```text\n       δ̃²: each") + len("```text\n")
+    shown = readme[start:readme.index("```", start)].splitlines()
+    printed = fbp_here(capsys, "trace", "--conv", "2:3:2").stdout.splitlines()
+    at = printed.index(shown[0])
+    assert len(shown) > 15 and printed[at:at + len(shown)] == shown
+    assert shown[-1] == printed[-3] and shown[-1].rstrip().endswith("]]")  # the last kernel's gradient, whole
