@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp trace --sizes 3,4,4,2 --activation relu --input 1,0,0.5 --seed 7\n"
         "  fbp trace --params tiny.npz --input 0.2,0.9      # a saved network of 16 units a layer or fewer\n"
         "  fbp trace --lr 3                                 # … and the step of gradient descent, η = 3\n"
-        "  fbp trace --conv 2:3:2 --sizes 36,2              # 2 maps of 3×3 kernels over a 6×6 image, pooled",
+        "  fbp trace --conv 2:3:2 --sizes 36,2              # 2 maps of 3×3 kernels over a 6×6 image, pooled\n"
+        "  fbp trace --batch 3                              # a mini-batch: Δᵀ A, and each example's ‖δ‖ ‖a‖",
     )
     trace.add_argument("--params", default=None, metavar="FILE",
                        help="trace this saved network (an .npz of fbp train --save-params, a checkpoint, the "
@@ -303,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--target", default=None, metavar="Y",
                        help="the wanted output: a class (one number, its one-hot y) or one number per output "
                             "(default: a class drawn by --seed)")
+    trace.add_argument("--batch", type=_positive_int, default=None, metavar="M",
+                       help="trace a mini-batch of M examples (16 at most), one a row, as the library computes it: "
+                            "the recursion for all at once, BP3 and BP4 of the mean cost as (1/m) 1ᵀΔ and (1/m) "
+                            "Δᵀ A, and each example's gradient norm ‖δ‖ ‖a‖ from the same rows; --input and "
+                            "--target then take a row an example, separated by ';' (default: 1, one example)")
     trace.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
                        help="drop each hidden unit with probability P (the book's ch. 3; kept ones times "
                             "1/(1 − P)), drawn by --seed, and show the masks in the forward pass, BP2 and BP4")

@@ -21,6 +21,7 @@ from fbp.cli import (_cost_pairing, _error, _one_unit_softmax_problem, make_netw
 MAX_UNITS = 16  # each layer's width at most: every weight is printed
 MAX_SIDE = 12  # a convolutional layer's input at most 12×12: every unit of its maps is printed
 MAX_KERNELS = 16  # and its maps × channels at most
+MAX_BATCH = 16  # --batch's examples at most: every example is a row
 _SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 COST_TEXT = {"quadratic": "½‖a{L} − y‖²", "mse": "(1/n) Σ_j (a{L}_j − y_j)²",
@@ -120,6 +121,11 @@ def _trace(args, record: dict) -> int:
     mismatch = _cost_pairing(params, cost)
     if mismatch:
         return fail(mismatch)
+    batch = _batch_size(args)
+    if isinstance(batch, str):
+        return fail(batch)
+    if batch > 1:
+        return _trace_batch(args, record, params, cost, rs, digits, batch)
     n_in, n_out = sizes[0], sizes[-1]
     try:
         given_x = _numbers("--input", args.input) if args.input is not None else None
@@ -334,6 +340,231 @@ def _trace(args, record: dict) -> int:
                   x=_list(x), y=_list(y), label=label, cost=float(c), layers=layers,
                   autodiff_max_difference=diff, autodiff_max_relative=worst,
                   dropout=args.dropout or None, masks=None if masks is None else [_list(m) for m in masks])
+    return 0
+
+
+def _batch_size(args):
+    """The examples to trace: --batch, or the rows of --input (or of --target) separated by ';'; 1 by
+    default. The one-line problem where they disagree."""
+    given = [(flag, text.count(";") + 1) for flag, text in (("--input", args.input), ("--target", args.target))
+             if text is not None and ";" in text]
+    if args.batch is not None:
+        given.insert(0, ("--batch", args.batch))
+    if not given:
+        return 1
+    flag, m = given[0]
+    for other, rows in given[1:]:
+        if rows != m:
+            return (f"{other} has {rows} rows separated by ';', and {flag} gives {m} examples; give one row for each "
+                    f"example")
+    if m > MAX_BATCH:
+        return f"{flag} gives {m} examples; fbp trace prints every example's numbers, so give {MAX_BATCH} or fewer"
+    return m
+
+
+def _rows(flag: str, text: str) -> list:
+    """--input's or --target's rows, separated by ';', each of numbers separated by commas."""
+    rows = []
+    for n, row in enumerate(text.split(";"), 1):
+        try:
+            rows.append(_numbers(flag, row))
+        except ValueError as e:  # the whole flag, and which row
+            raise ValueError(f"{flag} {text}: row {n}: {str(e).split(': ', 1)[1]}") from None
+    return rows
+
+
+def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Optional[int], m: int) -> int:
+    """fbp trace --batch M: the mini-batch as the library computes it, each
+    example a row. The forward pass and the δ recursion for all M at once
+    (row n of Z^l, A^l and Δ^l is example n's z^l, a^l, δ^l), then BP3 and
+    BP4 of the mean cost, (1/m) 1ᵀΔ^l and (1/m) (Δ^l)ᵀ A^(l−1), one matrix
+    product for the batch; then what the same Δ and A give and autodiff of
+    the batch cost does not: each example's gradient norm, ‖δ‖ ‖a‖ (DESIGN.md)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import fbp
+    from fbp.costs import closed_form
+
+    fail = functools.partial(_error, "trace")
+    if any(isinstance(layer, fbp.Conv) for layer in params):
+        return fail("--batch traces a fully connected network; a convolutional one is traced an example at a "
+                    "time (leave out --batch)")
+    n_in, n_out = params[0].n_in, params[-1].n_out
+    try:
+        given_x = _rows("--input", args.input) if args.input is not None else None
+        target = _rows("--target", args.target) if args.target is not None else None
+    except ValueError as e:
+        return fail(str(e))
+    if given_x is None:
+        x_np = rs.uniform(size=(m, n_in))
+        x_np = _rounded(x_np, digits) if digits is not None else x_np
+    else:
+        wrong = [n for n, row in enumerate(given_x) if len(row) != n_in]
+        if wrong:
+            return fail(f"--input {args.input}: row {wrong[0] + 1} has {len(given_x[wrong[0]])} numbers, and the "
+                        f"network takes {n_in}")
+        x_np = np.asarray(given_x)
+    labels: Optional[list] = None
+    if target is None:
+        if n_out == 1:
+            y_np = rs.uniform(size=(m, 1))
+            y_np = _rounded(y_np, digits) if digits is not None else y_np
+        else:
+            labels = [int(c) for c in rs.randint(n_out, size=m)]
+    else:  # a row each: a class (one number) or the outputs wanted
+        y_rows = []
+        for n, wanted in enumerate(target):
+            if len(wanted) == 1 and n_out > 1:
+                if wanted[0] != int(wanted[0]) or not 0 <= wanted[0] < n_out:
+                    return fail(f"--target {args.target}: one number a row is a class, 0 to {n_out - 1}; or give "
+                                f"the row's {n_out} outputs wanted, separated by commas")
+                y_rows.append(np.eye(n_out)[int(wanted[0])])
+            elif len(wanted) != n_out:
+                return fail(f"--target {args.target}: row {n + 1} has {len(wanted)} numbers, and the network gives "
+                            f"{n_out}")
+            else:
+                y_rows.append(np.asarray(wanted))
+        if all(len(wanted) == 1 for wanted in target) and n_out > 1:
+            labels = [int(wanted[0]) for wanted in target]
+        y_np = np.stack(y_rows)
+    if labels is not None and target is None:
+        y_np = np.eye(n_out)[labels]
+    X, Y = jnp.asarray(x_np, jnp.float64), jnp.asarray(y_np, jnp.float64)
+    masks = None
+    if args.dropout:  # fbp.dropout_masks' 0 or 1/(1 − P) for each example's hidden units, drawn from rs
+        masks = [jnp.asarray((rs.uniform(size=(m, layer.n_out)) >= args.dropout) / (1 - args.dropout))
+                 for layer in params[:-1]]
+    cost_fn = fbp.get_cost(cost)
+    try:
+        costs, ds, handed = fbp.backprop.batch_trace(params, X, Y, cost, masks=masks)  # δ_n unscaled, rows
+        zs, acts = jax.vmap(fbp.forward_trace, in_axes=(None, 0, 0))(params, X, masks)
+        grads = fbp.batch_backward(params, X, Y, cost, masks=masks)  # of the mean cost
+        auto = fbp.autodiff_grad(params, X, Y, cost, masks=masks)
+
+        def example_grad(x, y, mask):
+            return jax.grad(fbp.example_loss)(params, x, y, cost_fn, mask)
+
+        each = jax.vmap(example_grad)(X, Y, masks)  # vmap(jax.grad): each example's gradient, formed
+    except (ValueError, TypeError) as e:  # an input or target the library refuses (its message says why)
+        return fail(str(e))
+    c = float(jnp.mean(costs))
+    fmt = functools.partial(_fmt, digits=args.digits)
+    mat = functools.partial(_matrix, digits=args.digits)
+    L = len(params) + 1
+    out_act, hidden_act = params[-1].act, params[0].act
+
+    def M(l: int) -> str:  # what layer l hands on: A^l, or M^l ⊙ A^l with dropout
+        return f"(M{sup(l)} ⊙ A{sup(l)})" if masks and 1 < l < L else f"A{sup(l)}"
+
+    def row(l: int) -> str:  # the same for example n: a^l_n, or m^l_n ⊙ a^l_n
+        return f"m{sup(l)}_n ⊙ a{sup(l)}_n" if masks and 1 < l < L else f"a{sup(l)}_n"
+
+    print(f"fbp trace: sizes={network_text(params)} activation={hidden_act.name} output={out_act.name} "
+          f"cost={cost} batch={m}" + (f" dropout={args.dropout:g}" if args.dropout else "")
+          + (f" network={args.params}" if args.params is not None else
+             f" init={args.init} seed={args.seed}"
+             + (f" (weights, biases and inputs rounded to {digits} decimals)" if digits is not None else "")))
+    print(f"numbered as in the book's ch. 2: layer 1 is the input; w^l and b^l lead into layer l "
+          f"(shown to {args.digits} decimals; computed in float64)")
+    print(f"a mini-batch of m = {m} examples, one a row: row n of X is x_n, and row n of Z^l, A^l and Δ^l is "
+          f"example n's z^l, a^l and δ^l")
+    print()
+    print(mat("input   A¹ = X = ", X))
+    print(mat("target  Y = ", Y) + (f"  (classes {', '.join(map(str, labels))})" if labels is not None else ""))
+    print()
+    print("forward, every example at once: Z^l = A^(l−1) (w^l)ᵀ + b^l (row n: z^l_n = w^l a^(l−1)_n + b^l), "
+          "A^l = σ(Z^l)" + (f"; dropout hands on M^l ⊙ A^l, M^l each example's mask, a unit's 0 (dropped, with "
+                            f"probability {args.dropout:g}) or 1/(1 − {args.dropout:g})" if masks else ""))
+    for i, layer in enumerate(params):
+        l = i + 2
+        print(f"  layer {l} ({'output' if l == L else 'hidden'}, {layer.act.name})")
+        print(mat(f"    w{sup(l)} = ", layer.w))
+        print(f"    b{sup(l)} = {fmt(layer.b)}")
+        print(mat(f"    Z{sup(l)} = {M(l - 1)} (w{sup(l)})ᵀ + b{sup(l)} = ", zs[i]))
+        print(mat(f"    A{sup(l)} = {layer.act.name}(Z{sup(l)}) = ", acts[i + 1]))
+        if masks and l < L:
+            print(mat(f"    M{sup(l)} = ", masks[i]))
+    print(f"cost    C = (1/m) Σ_n C_n, C_n = {COST_TEXT.get(cost, cost).format(L=sup(L))} of example n's a{sup(L)} "
+          f"and y:")
+    print(f"        C_n = {fmt(costs)}, C = {c:.{args.digits}f}")
+    print()
+    print("backward, every example at once (the recursion vmapped): row n of Δ^l is δ^l_n")
+    aL = f"A{sup(L)}"
+    closed = closed_form(cost_fn, out_act)
+    if closed is not None:
+        print(f"  BP1  Δ{sup(L)} = {aL} − Y, row by row")
+    elif out_act.prime is None:
+        print(f"  BP1  Δ{sup(L)}: row n is J(z{sup(L)}_n)ᵀ ∇_a C_n, the softmax's Jacobian")
+        print(mat("       ∇_a C_n, a row each = ", jax.vmap(cost_fn.grad)(acts[-1], Y)))
+    else:
+        print(f"  BP1  Δ{sup(L)} = ∇_a C ⊙ σ'(Z{sup(L)}), row by row")
+        print(mat("       ∇_a C_n, a row each = ", jax.vmap(cost_fn.grad)(acts[-1], Y)))
+        print(mat(f"       σ'(Z{sup(L)}) = ", out_act.prime(zs[-1])))
+    print(mat(f"       Δ{sup(L)} = ", ds[-1]))
+    for i in range(len(params) - 2, -1, -1):
+        l = i + 2
+        mask = f" ⊙ M{sup(l)}" if masks else ""
+        print(f"  BP2  Δ{sup(l)} = (Δ{sup(l + 1)} w{sup(l + 1)}){mask} ⊙ σ'(Z{sup(l)})  "
+              f"(row n: ((w{sup(l + 1)})ᵀ δ{sup(l + 1)}_n){mask.replace('M', 'm')}{'_n' if masks else ''} "
+              f"⊙ σ'(z{sup(l)}_n))")
+        print(mat(f"       Δ{sup(l + 1)} w{sup(l + 1)} = ", ds[i + 1] @ params[i + 1].w))
+        if masks:
+            print(mat(f"       M{sup(l)} = ", masks[i]))
+        print(mat(f"       σ'(Z{sup(l)}) = ", params[i].act.prime(zs[i])))
+        print(mat(f"       Δ{sup(l)} = ", ds[i]))
+    for i in range(len(params) - 1, -1, -1):
+        l = i + 2
+        print(f"  BP3  ∂C/∂b{sup(l)} = (1/m) Σ_n δ{sup(l)}_n, the mean of Δ{sup(l)}'s rows = {fmt(grads[i].b)}")
+    for i in range(len(params) - 1, -1, -1):
+        l = i + 2
+        print(mat(f"  BP4  ∂C/∂w{sup(l)} = (1/m) Σ_n δ{sup(l)}_n ({row(l - 1)})ᵀ = (1/m) (Δ{sup(l)})ᵀ "
+                  f"{M(l - 1)} = ", grads[i].w))
+    # each example's gradient norm from the same rows: ‖δ aᵀ‖_F = ‖δ‖ ‖a‖, ‖∂C_n/∂b‖ = ‖δ‖
+    d_norms = [jnp.linalg.norm(d, axis=1) for d in ds]
+    a_norms = [jnp.linalg.norm(a, axis=1) for a in handed]
+    w_norms = [dn * an for dn, an in zip(d_norms, a_norms)]
+    total = jnp.sqrt(sum(dn ** 2 * (an ** 2 + 1) for dn, an in zip(d_norms, a_norms)))
+    print()
+    print("each example's own gradient, from the same Δ^l and A^(l−1), none of them formed "
+          "(‖δ aᵀ‖ = ‖δ‖ ‖a‖; jax.grad of C gives only their mean):")
+    for i in range(len(params) - 1, -1, -1):
+        l = i + 2
+        print(f"  ‖∂C_n/∂w{sup(l)}‖ = ‖δ{sup(l)}_n‖ ‖{row(l - 1)}‖ = {fmt(d_norms[i])} ⊙ {fmt(a_norms[i])} = "
+              f"{fmt(w_norms[i])};  ‖∂C_n/∂b{sup(l)}‖ = ‖δ{sup(l)}_n‖")
+    print(f"  ‖∂C_n/∂θ‖ = (Σ_l ‖δ^l_n‖² (‖a^(l−1)_n‖² + 1))^½ = {fmt(total)}")
+    each_norms = jnp.sqrt(sum(jnp.sum(jnp.square(leaf).reshape(m, -1), axis=1) for leaf in jax.tree.leaves(each)))
+    norm_worst = fbp.relative_error(total, each_norms)
+    diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
+    worst = max(fbp.relative_error(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
+    if args.lr is not None:  # the book's update_mini_batch: w^l → w^l − (η/m) Σ_n ∂C_n/∂w^l
+        stepped = [dataclasses.replace(layer, w=layer.w - args.lr * g.w, b=layer.b - args.lr * g.b)
+                   for layer, g in zip(params, grads)]
+        after = float(fbp.loss(stepped, X, Y, cost_fn, "mean", masks))  # the same units dropped
+        print()
+        print(f"a step of the book's SGD on this mini-batch, η = {args.lr:g}: w^l → w^l − (η/m) Σ_n ∂C_n/∂w^l, "
+              f"b^l → b^l − (η/m) Σ_n ∂C_n/∂b^l")
+        for i, layer in enumerate(stepped):
+            l = i + 2
+            print(mat(f"  w{sup(l)} = ", layer.w))
+            print(f"  b{sup(l)} = {fmt(layer.b)}")
+        print(f"cost    C = {after:.{args.digits}f} after the step ({c:.{args.digits}f} before)")
+        record["step"] = dict(lr=args.lr, cost=after, layers=[dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b))
+                                                              for i, layer in enumerate(stepped)])
+    print()
+    print(f"jax.grad of the same C: the largest difference from BP3 and BP4 {diff:.1e} (relative {worst:.1e}); "
+          f"vmap(jax.grad) of each C_n, its gradient formed: the norms' relative difference {norm_worst:.1e}")
+    record.update(sizes=[n_in] + [layer.n_out for layer in params], activation=hidden_act.name,
+                  output_activation=out_act.name, cost_function=cost, batch=m, x=_list(X), y=_list(Y),
+                  labels=labels, costs=_list(costs), cost=c, layers=[
+                      dict(layer=i + 2, kind="fully_connected", w=_list(layer.w), b=_list(layer.b), z=_list(zs[i]),
+                           a=_list(acts[i + 1]), delta=_list(ds[i]), grad_w=_list(grads[i].w),
+                           grad_b=_list(grads[i].b), delta_norms=_list(d_norms[i]), grad_w_norms=_list(w_norms[i]))
+                      for i, layer in enumerate(params)],
+                  example_grad_norms=_list(total), autodiff_max_difference=diff, autodiff_max_relative=worst,
+                  example_norms_max_relative=norm_worst, dropout=args.dropout or None,
+                  masks=None if masks is None else [_list(mk) for mk in masks])
     return 0
 
 

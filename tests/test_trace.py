@@ -256,13 +256,92 @@ def test_trace_conv_gives_the_books_ch6_numbers_through_pooling_and_convolution(
     at = lines.index("       ∂C/∂w²_{0,0} = [[" + _row(kernel[0], width) + "],")
     assert lines[at + 1] == " " * 23 + "[" + _row(kernel[1], width) + "],"  # the columns under one another
     if len(convs) == 2:
-        assert any(line.startswith("  BP2  δ² = (w³ ⋆ δ̃³) ⊙ m² ⊙ σ'(z²), the full convolution of δ̃³") for line in lines)
+        assert any(line.startswith("  BP2  δ² = (w³ ⋆ δ̃³) ⊙ m² ⊙ σ'(z²), the full convolution of δ̃³")
+                   for line in lines)
         assert "       δ̃² = δ² (no pooling)" in lines
         assert "  BP4  ∂C/∂w³_{j,i,p,q} = Σ_{x,y} δ̃³_{j,x,y} (m² ⊙ a²)_{i,x+p,y+q}:" in lines
     else:
         assert any(line.startswith("       δ̃²: each δ²_{j,x,y} sent back through the pooling") for line in lines)
         at = next(n for n, line in enumerate(lines) if line.startswith("       δ̃²_0 = [["))
         assert lines[at + 1].startswith(" " * 15 + "[")  # under the first row, δ̃'s tilde taking no column
+
+
+@pytest.mark.parametrize("argv", [["--sizes", "3,4,2", "--seed", "6"],
+                                  ["--sizes", "3,5,2", "--output-activation", "softmax", "--cost", "log_likelihood",
+                                   "--dropout", "0.4", "--seed", "1"]])
+def test_trace_batch_is_the_mini_batch_as_the_library_computes_it(capsys, argv):
+    """--batch M: every example a row of Z, A and Δ; BP3 and BP4 of the mean
+    cost, (1/m) 1ᵀΔ and (1/m) Δᵀ A; each example's gradient norm ‖δ‖ ‖a‖;
+    all as NumPy gets them by forming each example's gradient, the book's
+    update_mini_batch (its δ's, its outer products, their mean)."""
+    r = fbp_here(capsys, "trace", "--batch", "4", *argv, "--lr", "3", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    (w2, w3), (b2, b3) = ([np.asarray(layer[k]) for layer in t["layers"]] for k in ("w", "b"))
+    X, Y = np.asarray(t["x"]), np.asarray(t["y"])
+    assert X.shape == (4, 3) and t["batch"] == 4 and np.array_equal(Y, np.eye(2)[t["labels"]])
+    m2 = np.asarray(t["masks"][0]) if t["masks"] else np.ones((4, len(b2)))
+    assert set(m2.reshape(-1)) == ({0.0, 1 / 0.6} if t["masks"] else {1.0})
+    rows = []
+    for x, y, m in zip(X, Y, m2):  # one example at a time, as the book's update_mini_batch
+        a2 = _sigmoid(w2 @ x + b2)
+        z3 = w3 @ (m * a2) + b3
+        if t["output_activation"] == "softmax":
+            a3 = np.exp(z3) / np.sum(np.exp(z3))
+            d3, c = a3 - y, -np.sum(y * np.log(a3))
+        else:
+            a3 = _sigmoid(z3)
+            d3, c = (a3 - y) * a3 * (1 - a3), 0.5 * np.sum((a3 - y) ** 2)
+        d2 = (w3.T @ d3) * m * a2 * (1 - a2)
+        grads = [np.outer(d2, x), d2, np.outer(d3, m * a2), d3]
+        rows.append(dict(a2=a2, d2=d2, d3=d3, c=c, grads=grads, norm=np.sqrt(sum(np.sum(g * g) for g in grads))))
+    mean = [np.mean([row["grads"][k] for row in rows], axis=0) for k in range(4)]
+    for got, want in ((t["layers"][0]["a"], [row["a2"] for row in rows]),
+                      (t["layers"][0]["delta"], [row["d2"] for row in rows]),
+                      (t["layers"][1]["delta"], [row["d3"] for row in rows]), (t["costs"], [row["c"] for row in rows]),
+                      (t["layers"][0]["grad_w"], mean[0]), (t["layers"][0]["grad_b"], mean[1]),
+                      (t["layers"][1]["grad_w"], mean[2]), (t["layers"][1]["grad_b"], mean[3]),
+                      (t["layers"][1]["grad_w_norms"], [np.linalg.norm(row["grads"][2]) for row in rows]),
+                      (t["layers"][0]["grad_w_norms"], [np.linalg.norm(row["grads"][0]) for row in rows]),
+                      (t["example_grad_norms"], [row["norm"] for row in rows])):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert t["cost"] == pytest.approx(np.mean([row["c"] for row in rows]), rel=1e-12)
+    assert t["autodiff_max_relative"] <= 1e-13 and t["example_norms_max_relative"] <= 1e-13
+    for layer, after in zip(t["layers"], t["step"]["layers"], strict=True):  # w − (η/m) Σ_n ∂C_n/∂w
+        np.testing.assert_allclose(after["w"], np.asarray(layer["w"]) - 3 * np.asarray(layer["grad_w"]), rtol=1e-15)
+    lines = fbp_here(capsys, "trace", "--batch", "4", *argv, "--digits", "6").stdout.splitlines()
+    handed = "m²_n ⊙ a²_n" if t["masks"] else "a²_n"
+    stacked = "(M² ⊙ A²)" if t["masks"] else "A²"
+    assert any(line.startswith(f"  BP4  ∂C/∂w³ = (1/m) Σ_n δ³_n ({handed})ᵀ = (1/m) (Δ³)ᵀ {stacked} = [[")
+               for line in lines)
+    norms = "[" + ", ".join(f"{v + 0.0:.6f}" for v in np.round(t["example_grad_norms"], 6)) + "]"
+    assert f"  ‖∂C_n/∂θ‖ = (Σ_l ‖δ^l_n‖² (‖a^(l−1)_n‖² + 1))^½ = {norms}" in lines
+    assert lines[-1].startswith("jax.grad of the same C: the largest difference from BP3 and BP4 ")
+
+
+def test_trace_batch_takes_rows_of_input_and_target_and_refuses_what_does_not_fit(capsys):
+    r = fbp_here(capsys, "trace", "--input", "0.1,0.2;0.3,0.4;0.5,0.6", "--target", "1;0;0,1", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)  # three rows: a mini-batch of three, without --batch
+    assert t["batch"] == 3 and t["x"] == [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]
+    assert t["y"] == [[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]] and t["labels"] is None  # classes 1, 0, then a row of outputs
+    for argv, needle in ((["--batch", "17"], "--batch gives 17 examples; fbp trace prints every example's numbers, "
+                                             "so give 16 or fewer"),
+                         (["--batch", "2", "--input", "0.1,0.2;0.3,0.4;0.5,0.6"],
+                          "--input has 3 rows separated by ';', and --batch gives 2 examples"),
+                         (["--input", "0.1,0.2;0.3,0.4", "--target", "1;0;1"],
+                          "--target has 3 rows separated by ';', and --input gives 2 examples"),
+                         (["--input", "0.1,0.2;0.3"], "--input 0.1,0.2;0.3: row 2 has 1 numbers, and the network "
+                                                      "takes 2"),
+                         (["--input", "0.1,0.2;1,nan"], "--input 0.1,0.2;1,nan: row 2: expected finite numbers"),
+                         (["--batch", "2", "--target", "3;0"], "--target 3;0: one number a row is a class, 0 to 1"),
+                         (["--batch", "2", "--target", "1,0,0;0,1"], "--target 1,0,0;0,1: row 1 has 3 numbers, and "
+                                                                     "the network gives 2"),
+                         (["--batch", "2", "--conv", "2:3:2"], "--batch traces a fully connected network"),
+                         (["--batch", "0"], "--batch: expected a positive integer")):
+        r = fbp_here(capsys, "trace", *argv)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+        assert r.stdout == ""
 
 
 def test_the_readmes_trace_is_what_fbp_trace_prints(capsys):
@@ -290,3 +369,15 @@ def test_the_readmes_conv_trace_is_what_fbp_trace_conv_prints(capsys):
     at = printed.index(shown[0])
     assert len(shown) > 15 and printed[at:at + len(shown)] == shown
     assert shown[-1] == printed[-3] and shown[-1].rstrip().endswith("]]")  # the last kernel's gradient, whole
+
+
+def test_the_readmes_batch_trace_is_what_fbp_trace_batch_prints(capsys):
+    """The README's BP3, BP4 and per-example norm lines of `fbp trace --batch 3`, as it prints them."""
+    import pathlib
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("```text\n  BP3  ∂C/∂b³ = (1/m)") + len("```text\n")
+    shown = readme[start:readme.index("```", start)].splitlines()
+    printed = fbp_here(capsys, "trace", "--batch", "3").stdout.splitlines()
+    at = printed.index(shown[0])
+    assert len(shown) > 8 and printed[at:at + len(shown)] == shown and shown[-1].startswith("  ‖∂C_n/∂θ‖ = ")
