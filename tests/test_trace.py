@@ -358,26 +358,20 @@ def test_the_readmes_trace_is_what_fbp_trace_prints(capsys):
     assert shown[-1].startswith("jax.grad of the same C: the largest difference from BP3 and BP4 ")
 
 
-def test_the_readmes_conv_trace_is_what_fbp_trace_conv_prints(capsys):
-    """The README's lines of `fbp trace --conv 2:3:2`, from the pooling's δ̃² to BP4's kernels, as it prints them."""
+
+@pytest.mark.parametrize("argv,opening", [(["--conv", "2:3:2"], "       δ̃²: each"),
+                                          (["--batch", "3"], "  BP3  ∂C/∂b³ = (1/m)")])
+def test_the_readmes_conv_and_batch_traces_are_what_fbp_trace_prints(capsys, argv, opening):
+    """The README's lines of `fbp trace --conv 2:3:2` (the pooling's δ̃² to
+    BP4's kernels) and of `fbp trace --batch 3` (BP3 and BP4, then each
+    example's gradient norm), as the command prints them, to the end of the
+    backward pass."""
     import pathlib
 
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-    start = readme.index("```text\n       δ̃²: each") + len("```text\n")
+    start = readme.index("```text\n" + opening) + len("```text\n")
     shown = readme[start:readme.index("```", start)].splitlines()
-    printed = fbp_here(capsys, "trace", "--conv", "2:3:2").stdout.splitlines()
+    printed = fbp_here(capsys, "trace", *argv).stdout.splitlines()
     at = printed.index(shown[0])
-    assert len(shown) > 15 and printed[at:at + len(shown)] == shown
-    assert shown[-1] == printed[-3] and shown[-1].rstrip().endswith("]]")  # the last kernel's gradient, whole
-
-
-def test_the_readmes_batch_trace_is_what_fbp_trace_batch_prints(capsys):
-    """The README's BP3, BP4 and per-example norm lines of `fbp trace --batch 3`, as it prints them."""
-    import pathlib
-
-    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-    start = readme.index("```text\n  BP3  ∂C/∂b³ = (1/m)") + len("```text\n")
-    shown = readme[start:readme.index("```", start)].splitlines()
-    printed = fbp_here(capsys, "trace", "--batch", "3").stdout.splitlines()
-    at = printed.index(shown[0])
-    assert len(shown) > 8 and printed[at:at + len(shown)] == shown and shown[-1].startswith("  ‖∂C_n/∂θ‖ = ")
+    assert len(shown) > 8 and printed[at:at + len(shown)] == shown
+    assert at + len(shown) == len(printed) - 2  # then a blank line and the difference from jax.grad
