@@ -84,35 +84,25 @@ def _trace(args, record: dict) -> int:
             _too_wide(sizes) if not args.conv and max(sizes) > MAX_UNITS else None)
         if problem:
             return fail(problem)
-        w_std, b_std = INITS[args.init]  # fbp.init_mlp's and fbp.init_convnet's scales, drawn here from rs
-        if args.conv:
-            if plot.image_side(sizes[0]) is None:
-                return fail(f"--sizes {','.join(map(str, sizes))}: with --conv the input is a square image, and "
-                            f"{sizes[0]} numbers are not one (36 are 6×6)")
-            try:  # the layers' shapes, and the library's checks of them, from fbp.init_convnet
-                shaped = make_network(args, jax.random.key(0), sizes, jnp.float64)
-            except ValueError as e:
-                return fail(str(e))
-            problem = _too_big(shaped)  # before a draw the size of a large network
-            if problem:
-                return fail(problem)
-            params = []
-            for layer in shaped:
-                fans = ((layer.n_in, layer.n_out) if isinstance(layer, fbp.Dense) else
-                        (layer.w[0].size, layer.w[:, 0].size / layer.pool**2))  # channels·k², maps·k²/pool²
-                w, b = rs.standard_normal(layer.w.shape) * w_std(*fans), rs.standard_normal(layer.b.shape) * b_std
-                if digits is not None:
-                    w, b = _rounded(w, digits), _rounded(b, digits)
-                params.append(dataclasses.replace(layer, w=jnp.asarray(w), b=jnp.asarray(b)))
-        else:
-            params = []
-            for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-                w, b = rs.standard_normal((n_out, n_in)) * w_std(n_in, n_out), rs.standard_normal(n_out) * b_std
-                if digits is not None:  # numbers a hand calculation can start from
-                    w, b = _rounded(w, digits), _rounded(b, digits)
-                last = l == len(sizes) - 2
-                params.append(fbp.Dense(jnp.asarray(w), jnp.asarray(b),
-                                        (args.output_activation or args.activation) if last else args.activation))
+        if args.conv and plot.image_side(sizes[0]) is None:
+            return fail(f"--sizes {','.join(map(str, sizes))}: with --conv the input is a square image, and "
+                        f"{sizes[0]} numbers are not one (36 are 6×6)")
+        try:  # the layers' shapes and activations, and the library's checks of them, from fbp.init_mlp/init_convnet
+            shaped = make_network(args, jax.random.key(0), sizes, jnp.float64)
+        except ValueError as e:
+            return fail(str(e))
+        problem = _too_big(shaped)  # before a draw the size of a large network
+        if problem:
+            return fail(problem)
+        w_std, b_std = INITS[args.init]  # their scales, the weights drawn here from rs
+        params = []
+        for layer in shaped:
+            fans = ((layer.n_in, layer.n_out) if isinstance(layer, fbp.Dense) else
+                    (layer.w[0].size, layer.w[:, 0].size / layer.pool**2))  # channels·k², maps·k²/pool²
+            w, b = rs.standard_normal(layer.w.shape) * w_std(*fans), rs.standard_normal(layer.b.shape) * b_std
+            if digits is not None:  # numbers a hand calculation can start from
+                w, b = _rounded(w, digits), _rounded(b, digits)
+            params.append(dataclasses.replace(layer, w=jnp.asarray(w), b=jnp.asarray(b)))
         cost = args.cost or "quadratic"
     sizes = [params[0].n_in] + [layer.n_out for layer in params]
     problem = _too_big(params)
