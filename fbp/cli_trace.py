@@ -337,7 +337,7 @@ def _batch_size(args):
     """The examples to trace: --batch, or the rows of --input (or of --target) separated by ';'; 1 by
     default. The one-line problem where they disagree."""
     given = [(flag, text.count(";") + 1) for flag, text in (("--input", args.input), ("--target", args.target))
-             if text is not None and ";" in text]
+             if text is not None]
     if args.batch is not None:
         given.insert(0, ("--batch", args.batch))
     if not given:
@@ -345,8 +345,8 @@ def _batch_size(args):
     flag, m = given[0]
     for other, rows in given[1:]:
         if rows != m:
-            return (f"{other} has {rows} rows separated by ';', and {flag} gives {m} examples; give one row for each "
-                    f"example")
+            return (f"{other} has {rows} row{'s' if rows > 1 else ''} separated by ';', and {flag} gives {m} "
+                    f"example{'s' if m > 1 else ''}; give one row for each example")
     if m > MAX_BATCH:
         return f"{flag} gives {m} examples; fbp trace prints every example's numbers, so give {MAX_BATCH} or fewer"
     return m
@@ -476,21 +476,22 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
         print(mat(f"    A{sup(l)} = {layer.act.name}(Z{sup(l)}) = ", acts[i + 1]))
         if masks and l < L:
             print(mat(f"    M{sup(l)} = ", masks[i]))
-    print(f"cost    C = (1/m) Σ_n C_n, C_n = {COST_TEXT.get(cost, cost).format(L=sup(L))} of example n's a{sup(L)} "
-          f"and y:")
+    print(f"cost    C = (1/m) Σ_n C_n, C_n = {COST_TEXT.get(cost, cost).format(L=sup(L)).replace('1/n', f'1/{n_out}')} "
+          f"of example n's a{sup(L)} and y:")
     print(f"        C_n = {fmt(costs)}, C = {c:.{args.digits}f}")
     print()
     print("backward, every example at once (the recursion vmapped): row n of Δ^l is δ^l_n")
     aL = f"A{sup(L)}"
     closed = closed_form(cost_fn, out_act)
+    grad_text = GRAD_TEXT.get(cost, "∇_a C").format(L=sup(L)).replace("/n", f"/{n_out}")  # n is an example here
     if closed is not None:
         print(f"  BP1  Δ{sup(L)} = {aL} − Y, row by row")
     elif out_act.prime is None:
         print(f"  BP1  Δ{sup(L)}: row n is J(z{sup(L)}_n)ᵀ ∇_a C_n, the softmax's Jacobian")
-        print(mat("       ∇_a C_n, a row each = ", jax.vmap(cost_fn.grad)(acts[-1], Y)))
+        print(mat(f"       ∇_a C_n = {grad_text}, a row an example = ", jax.vmap(cost_fn.grad)(acts[-1], Y)))
     else:
         print(f"  BP1  Δ{sup(L)} = ∇_a C ⊙ σ'(Z{sup(L)}), row by row")
-        print(mat("       ∇_a C_n, a row each = ", jax.vmap(cost_fn.grad)(acts[-1], Y)))
+        print(mat(f"       ∇_a C_n = {grad_text}, a row an example = ", jax.vmap(cost_fn.grad)(acts[-1], Y)))
         print(mat(f"       σ'(Z{sup(L)}) = ", out_act.prime(zs[-1])))
     print(mat(f"       Δ{sup(L)} = ", ds[-1]))
     for i in range(len(params) - 2, -1, -1):

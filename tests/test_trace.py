@@ -325,12 +325,19 @@ def test_trace_batch_takes_rows_of_input_and_target_and_refuses_what_does_not_fi
     t = json.loads(r.stdout)  # three rows: a mini-batch of three, without --batch
     assert t["batch"] == 3 and t["x"] == [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]
     assert t["y"] == [[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]] and t["labels"] is None  # classes 1, 0, then a row of outputs
+    lines = fbp_here(capsys, "trace", "--batch", "2", "--cost", "mse").stdout.splitlines()
+    assert "cost    C = (1/m) Σ_n C_n, C_n = (1/2) Σ_j (a³_j − y_j)² of example n's a³ and y:" in lines  # n: an example
+    assert any(line.startswith("       ∇_a C_n = 2(a³ − y)/2, a row an example = [[") for line in lines)
     for argv, needle in ((["--batch", "17"], "--batch gives 17 examples; fbp trace prints every example's numbers, "
                                              "so give 16 or fewer"),
                          (["--batch", "2", "--input", "0.1,0.2;0.3,0.4;0.5,0.6"],
                           "--input has 3 rows separated by ';', and --batch gives 2 examples"),
                          (["--input", "0.1,0.2;0.3,0.4", "--target", "1;0;1"],
                           "--target has 3 rows separated by ';', and --input gives 2 examples"),
+                         (["--batch", "2", "--input", "0.1,0.2"], "--input has 1 row separated by ';', and "
+                                                                  "--batch gives 2 examples"),
+                         (["--input", "0.1,0.2;0.3,0.4", "--target", "1"], "--target has 1 row separated by ';', "
+                                                                           "and --input gives 2 examples"),
                          (["--input", "0.1,0.2;0.3"], "--input 0.1,0.2;0.3: row 2 has 1 numbers, and the network "
                                                       "takes 2"),
                          (["--input", "0.1,0.2;1,nan"], "--input 0.1,0.2;1,nan: row 2: expected finite numbers"),
