@@ -59,6 +59,21 @@ WRONG = "wrong"  # --explain wrong: the mean cost of the split's examples the ne
 CLASS = "class:"  # --explain class:C: the mean cost of the split's examples of class C (a number or a name)
 
 
+def _int_rows(text: str, what: str = "") -> list:
+    """``--row 17`` or ``3,17``: rows of a split, each given once (``what`` says what else the flag takes)."""
+    what = what or f"rows of the test split separated by commas, like 17 or 3,17, got {text!r}"
+    try:
+        rows = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}")
+    if min(rows) < 0:
+        raise argparse.ArgumentTypeError(f"expected {what} (rows count from 0)")
+    twice = [r for i, r in enumerate(rows) if r in rows[:i]]
+    if twice:
+        raise argparse.ArgumentTypeError(f"expected {what}: row {twice[0]} is given twice; give each row once")
+    return rows
+
+
 def _rows(text: str):
     """``--explain 3`` or ``--explain 3,17,42``: rows of a split, each given
     once, as a list; or ``--explain worst``, the rows --worst N lists, or
@@ -71,16 +86,7 @@ def _rows(text: str):
         return text
     what = (f"rows of the split separated by commas, like 3 or 3,17,42, or {WORST} (--worst's rows), {ALL} (the "
             f"split's mean cost), {WRONG} (its wrong ones') or {CLASS}C (its class C's), got {text!r}")
-    try:
-        rows = [int(s) for s in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}")
-    if min(rows) < 0:
-        raise argparse.ArgumentTypeError(f"expected {what} (rows count from 0)")
-    twice = [r for i, r in enumerate(rows) if r in rows[:i]]
-    if twice:
-        raise argparse.ArgumentTypeError(f"expected {what}: row {twice[0]} is given twice; give each row once")
-    return rows
+    return _int_rows(text, what)
 
 
 def rows_text(rows) -> str:
@@ -304,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--target", default=None, metavar="Y",
                        help="the wanted output: a class (one number, its one-hot y) or one number per output "
                             "(default: a class drawn by --seed)")
+    trace.add_argument("--data", choices=DATASETS, default=None,
+                       help="take the example from this data set's test split (the images fbp evaluate's rows "
+                            "number): its input and its class; a network of fbp train --save-params on it, or a new "
+                            "one, --sizes (and --conv) fitting its images; the bundled digits are 8×8, for a "
+                            "network with --conv")
+    trace.add_argument("--data-dir", default=None, help="for --data idx, mnist-pkl or npz, as fbp train takes it")
+    trace.add_argument("--row", type=_int_rows, default=None, metavar="N[,N…]",
+                       help="with --data, trace test image N (several, a mini-batch: see --batch) (default: drawn by "
+                            "--seed)")
     trace.add_argument("--batch", type=_positive_int, default=None, metavar="M",
                        help="trace a mini-batch of M examples (16 at most), one a row, as the library computes it: "
                             "the recursion for all at once, BP3 and BP4 of the mean cost as (1/m) 1ᵀΔ and (1/m) "

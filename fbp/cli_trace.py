@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 from fbp.cli import (_cost_pairing, _error, _one_unit_softmax_problem, make_network, network_text,
                      saved_network, with_json)
@@ -71,6 +71,11 @@ def _trace(args, record: dict) -> int:
     # changed with jax 0.5 (threefry_partitionable): a trace set as an exercise reads the same on any jax
     rs = np.random.RandomState(args.seed)
     digits = args.round
+    ds = None
+    if args.data is not None or args.data_dir is not None or args.row is not None:
+        ds = _dataset(args)
+        if isinstance(ds, str):
+            return fail(ds)
     if args.params is not None:
         loaded = saved_network(args, jnp.float64)
         if isinstance(loaded, str):
@@ -79,9 +84,9 @@ def _trace(args, record: dict) -> int:
         digits = None  # a saved network's numbers as they are
     else:
         args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
-        sizes = args.sizes or ([36, 2] if args.conv else [2, 3, 2])
+        sizes = args.sizes or ([ds.n_in, ds.n_classes] if ds is not None else [36, 2] if args.conv else [2, 3, 2])
         problem = _one_unit_softmax_problem(sizes, args.output_activation or args.activation) or (
-            _too_wide(sizes) if not args.conv and max(sizes) > MAX_UNITS else None)
+            _too_wide(sizes, ds) if not args.conv and max(sizes) > MAX_UNITS else None)
         if problem:
             return fail(problem)
         if args.conv and plot.image_side(sizes[0]) is None:
@@ -114,39 +119,27 @@ def _trace(args, record: dict) -> int:
     batch = _batch_size(args)
     if isinstance(batch, str):
         return fail(batch)
+    taken = None
+    if ds is not None:
+        if (ds.n_in, ds.n_classes) != (sizes[0], sizes[-1]):
+            fix = ("give the --data it was trained on" if args.params is not None else
+                   f"give --sizes {ds.n_in},…,{ds.n_classes}")
+            return fail(f"--data {args.data}: its examples are {ds.n_in} numbers in {ds.n_classes} classes, and the "
+                        f"network takes {sizes[0]} and gives {sizes[-1]}; {fix}")
+        rows = args.row or sorted(np.random.default_rng(args.seed).choice(len(ds.test), batch, replace=False).tolist())
+        taken = _Taken(np.asarray(ds.test.X[rows], np.float64), [int(c) for c in np.argmax(ds.test.Y[rows], axis=1)],
+                       rows, ds.name)
+        record["data"] = dict(name=ds.name, split="test", rows=rows)
     if batch > 1:
-        return _trace_batch(args, record, params, cost, rs, digits, batch)
-    n_in, n_out = sizes[0], sizes[-1]
-    try:
-        given_x = _numbers("--input", args.input) if args.input is not None else None
-        target = _numbers("--target", args.target) if args.target is not None else None
-    except ValueError as e:
-        return fail(str(e))
-    if given_x is None:
-        x_np = rs.uniform(size=n_in)
-        x_np = _rounded(x_np, digits) if digits is not None else x_np
-    elif len(given_x) != n_in:
-        return fail(f"--input {args.input}: {len(given_x)} numbers, and the network takes {n_in}")
+        return _trace_batch(args, record, params, cost, rs, digits, batch, taken)
+    if taken is not None:
+        x_np, label = taken.X[0], taken.labels[0]
+        y_np = np.eye(sizes[-1])[label]
     else:
-        x_np = np.asarray(given_x)
-    label: Optional[int] = None
-    if target is None:
-        if n_out == 1:
-            y_np = rs.uniform(size=1)
-            y_np = _rounded(y_np, digits) if digits is not None else y_np
-        else:
-            label = int(rs.randint(n_out))
-    elif len(target) == 1 and n_out > 1:
-        if target[0] != int(target[0]) or not 0 <= target[0] < n_out:
-            return fail(f"--target {args.target}: one number is a class, 0 to {n_out - 1}; or give the {n_out} "
-                        f"outputs wanted, separated by commas")
-        label = int(target[0])
-    elif len(target) != n_out:
-        return fail(f"--target {args.target}: {len(target)} numbers, and the network gives {n_out}")
-    else:
-        y_np = np.asarray(target)
-    if label is not None:
-        y_np = np.eye(n_out)[label]
+        example = _one_example(args, rs, digits, sizes[0], sizes[-1])
+        if isinstance(example, str):
+            return fail(example)
+        x_np, y_np, label = example
     x, y = jnp.asarray(x_np, jnp.float64), jnp.asarray(y_np, jnp.float64)
     batch_masks = None
     if args.dropout:  # fbp.dropout_masks' 0 or 1/(1 − P) for each hidden unit, drawn from rs
@@ -181,6 +174,9 @@ def _trace(args, record: dict) -> int:
                                else "")))
     print(f"numbered as in the book's ch. 2: layer 1 is the input, a¹ = x; w^l and b^l lead into layer l "
           f"(shown to {args.digits} decimals; computed in float64)")
+    if taken is not None:
+        print(f"the example: test image {taken.rows[0]} of {taken.name} (fbp evaluate's row {taken.rows[0]}), its "
+              f"class {taken.labels[0]}")
     if conv:
         print("a convolutional layer's units are maps, numbered from 0: z^l_{j,x,y} is row x, column y of map j;")
         print("w^l_{j,i,p,q} is row p, column q of the kernel that map j sweeps over map (channel) i of layer l−1")
@@ -294,8 +290,8 @@ def _trace(args, record: dict) -> int:
         l = i + 2
         handed = f"(m{sup(l - 1)} ⊙ a{sup(l - 1)})" if masks and i > 0 else f"(a{sup(l - 1)})"
         if isinstance(params[i], fbp.Conv):
-            taken = handed if masks and i > 0 else f"a{sup(l - 1)}"
-            print(f"  BP4  ∂C/∂w{sup(l)}_{{j,i,p,q}} = Σ_{{x,y}} δ̃{sup(l)}_{{j,x,y}} {taken}_{{i,x+p,y+q}}:")
+            a_text = handed if masks and i > 0 else f"a{sup(l - 1)}"
+            print(f"  BP4  ∂C/∂w{sup(l)}_{{j,i,p,q}} = Σ_{{x,y}} δ̃{sup(l)}_{{j,x,y}} {a_text}_{{i,x+p,y+q}}:")
             print(_kernels(f"       ∂C/∂w{sup(l)}", grads[i].w, args.digits))
         else:
             print(_matrix(f"  BP4  ∂C/∂w{sup(l)} = δ{sup(l)} {handed}ᵀ = ", grads[i].w, args.digits))
@@ -333,11 +329,136 @@ def _trace(args, record: dict) -> int:
     return 0
 
 
+def _one_example(args, rs, digits: Optional[int], n_in: int, n_out: int):
+    """(x, y, its class or None) of --input and --target, each drawn by --seed where not given; or the
+    one-line problem."""
+    import numpy as np
+
+    try:
+        given_x = _numbers("--input", args.input) if args.input is not None else None
+        target = _numbers("--target", args.target) if args.target is not None else None
+    except ValueError as e:
+        return str(e)
+    if given_x is None:
+        x_np = rs.uniform(size=n_in)
+        x_np = _rounded(x_np, digits) if digits is not None else x_np
+    elif len(given_x) != n_in:
+        return f"--input {args.input}: {len(given_x)} numbers, and the network takes {n_in}"
+    else:
+        x_np = np.asarray(given_x)
+    label: Optional[int] = None
+    if target is None:
+        if n_out == 1:
+            y_np = rs.uniform(size=1)
+            y_np = _rounded(y_np, digits) if digits is not None else y_np
+        else:
+            label = int(rs.randint(n_out))
+    elif len(target) == 1 and n_out > 1:
+        if target[0] != int(target[0]) or not 0 <= target[0] < n_out:
+            return (f"--target {args.target}: one number is a class, 0 to {n_out - 1}; or give the {n_out} "
+                    f"outputs wanted, separated by commas")
+        label = int(target[0])
+    elif len(target) != n_out:
+        return f"--target {args.target}: {len(target)} numbers, and the network gives {n_out}"
+    else:
+        y_np = np.asarray(target)
+    if label is not None:
+        y_np = np.eye(n_out)[label]
+    return x_np, y_np, label
+
+
+def _batch_examples(args, rs, digits: Optional[int], m: int, n_in: int, n_out: int):
+    """(X, Y, their classes or None) of --input's and --target's rows, drawn by --seed where not given; or the
+    one-line problem."""
+    import numpy as np
+
+    try:
+        given_x = _rows("--input", args.input) if args.input is not None else None
+        target = _rows("--target", args.target) if args.target is not None else None
+    except ValueError as e:
+        return str(e)
+    if given_x is None:
+        x_np = rs.uniform(size=(m, n_in))
+        x_np = _rounded(x_np, digits) if digits is not None else x_np
+    else:
+        wrong = [n for n, row in enumerate(given_x) if len(row) != n_in]
+        if wrong:
+            return (f"--input {args.input}: row {wrong[0] + 1} has {len(given_x[wrong[0]])} numbers, and the "
+                    f"network takes {n_in}")
+        x_np = np.asarray(given_x)
+    labels: Optional[list] = None
+    if target is None:
+        if n_out == 1:
+            y_np = rs.uniform(size=(m, 1))
+            y_np = _rounded(y_np, digits) if digits is not None else y_np
+        else:
+            labels = [int(c) for c in rs.randint(n_out, size=m)]
+    else:  # a row each: a class (one number) or the outputs wanted
+        y_rows = []
+        for n, wanted in enumerate(target):
+            if len(wanted) == 1 and n_out > 1:
+                if wanted[0] != int(wanted[0]) or not 0 <= wanted[0] < n_out:
+                    return (f"--target {args.target}: one number a row is a class, 0 to {n_out - 1}; or give "
+                            f"the row's {n_out} outputs wanted, separated by commas")
+                y_rows.append(np.eye(n_out)[int(wanted[0])])
+            elif len(wanted) != n_out:
+                return (f"--target {args.target}: row {n + 1} has {len(wanted)} numbers, and the network gives "
+                        f"{n_out}")
+            else:
+                y_rows.append(np.asarray(wanted))
+        if all(len(wanted) == 1 for wanted in target) and n_out > 1:
+            labels = [int(wanted[0]) for wanted in target]
+        y_np = np.stack(y_rows)
+    if labels is not None and target is None:
+        y_np = np.eye(n_out)[labels]
+    return x_np, y_np, labels
+
+
+class _Taken(NamedTuple):
+    """--data's examples: their inputs (m, n_in), classes and rows of the test split, and the data set's name."""
+    X: Any  # np.ndarray
+    labels: list
+    rows: list
+    name: str
+
+
+def _dataset(args):
+    """--data's data set, or the one-line problem (--data-dir or --row without --data, --input or --target
+    beside it, a --row past its test split)."""
+    from fbp import data as fdata
+    from fbp.cli import _data_dir_problem
+
+    if args.data is None:
+        flag = "--data-dir" if args.data_dir is not None else "--row"
+        return f"{flag} is for the examples of --data; give --data too"
+    mine = [flag for flag, value in (("--input", args.input), ("--target", args.target)) if value is not None]
+    if mine:
+        return (f"{' and '.join(mine)} give{'s' if len(mine) == 1 else ''} an example of your own, and --data "
+                f"{args.data} takes it from a data set; give one or the other")
+    problem = _data_dir_problem(args.data, args.data_dir)
+    if problem:
+        return problem
+    try:
+        ds = fdata.load(args.data, args.data_dir, 0)
+    except (fdata.DataError, ValueError) as e:
+        return str(e) if str(e).startswith("--") else f"--data {args.data}: {e}"
+    past = [row for row in args.row or () if row >= len(ds.test)]
+    if past:
+        return (f"--row {past[0]}: the test split of {ds.name} has {len(ds.test)} examples, rows 0 to "
+                f"{len(ds.test) - 1}")
+    return ds
+
+
 def _batch_size(args):
     """The examples to trace: --batch, or the rows of --input (or of --target) separated by ';'; 1 by
     default. The one-line problem where they disagree."""
     given = [(flag, text.count(";") + 1) for flag, text in (("--input", args.input), ("--target", args.target))
              if text is not None]
+    if args.row is not None:  # --data's rows (beside which --input and --target are refused)
+        given = [("--row", len(args.row))]
+        if args.batch not in (None, len(args.row)):
+            return (f"--row {','.join(map(str, args.row))} lists {len(args.row)} example"
+                    f"{'s' if len(args.row) > 1 else ''}, and --batch gives {args.batch}; give one or the other")
     if args.batch is not None:
         given.insert(0, ("--batch", args.batch))
     if not given:
@@ -363,7 +484,8 @@ def _rows(flag: str, text: str) -> list:
     return rows
 
 
-def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Optional[int], m: int) -> int:
+def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Optional[int], m: int,
+                 taken) -> int:
     """fbp trace --batch M: the mini-batch as the library computes it, each
     example a row. The forward pass and the δ recursion for all M at once
     (row n of Z^l, A^l and Δ^l is example n's z^l, a^l, δ^l), then BP3 and
@@ -379,48 +501,19 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
 
     fail = functools.partial(_error, "trace")
     if any(isinstance(layer, fbp.Conv) for layer in params):
-        return fail("--batch traces a fully connected network; a convolutional one is traced an example at a "
-                    "time (leave out --batch)")
+        flag = ("--batch" if args.batch is not None else f"--row {','.join(map(str, args.row))}"
+                if args.row is not None else "--input's rows")
+        return fail(f"{flag}: a mini-batch is traced for a fully connected network; a convolutional one is traced "
+                    f"an example at a time (give one)")
     n_in, n_out = params[0].n_in, params[-1].n_out
-    try:
-        given_x = _rows("--input", args.input) if args.input is not None else None
-        target = _rows("--target", args.target) if args.target is not None else None
-    except ValueError as e:
-        return fail(str(e))
-    if given_x is None:
-        x_np = rs.uniform(size=(m, n_in))
-        x_np = _rounded(x_np, digits) if digits is not None else x_np
-    else:
-        wrong = [n for n, row in enumerate(given_x) if len(row) != n_in]
-        if wrong:
-            return fail(f"--input {args.input}: row {wrong[0] + 1} has {len(given_x[wrong[0]])} numbers, and the "
-                        f"network takes {n_in}")
-        x_np = np.asarray(given_x)
-    labels: Optional[list] = None
-    if target is None:
-        if n_out == 1:
-            y_np = rs.uniform(size=(m, 1))
-            y_np = _rounded(y_np, digits) if digits is not None else y_np
-        else:
-            labels = [int(c) for c in rs.randint(n_out, size=m)]
-    else:  # a row each: a class (one number) or the outputs wanted
-        y_rows = []
-        for n, wanted in enumerate(target):
-            if len(wanted) == 1 and n_out > 1:
-                if wanted[0] != int(wanted[0]) or not 0 <= wanted[0] < n_out:
-                    return fail(f"--target {args.target}: one number a row is a class, 0 to {n_out - 1}; or give "
-                                f"the row's {n_out} outputs wanted, separated by commas")
-                y_rows.append(np.eye(n_out)[int(wanted[0])])
-            elif len(wanted) != n_out:
-                return fail(f"--target {args.target}: row {n + 1} has {len(wanted)} numbers, and the network gives "
-                            f"{n_out}")
-            else:
-                y_rows.append(np.asarray(wanted))
-        if all(len(wanted) == 1 for wanted in target) and n_out > 1:
-            labels = [int(wanted[0]) for wanted in target]
-        y_np = np.stack(y_rows)
-    if labels is not None and target is None:
+    if taken is not None:
+        x_np, labels = taken.X, taken.labels
         y_np = np.eye(n_out)[labels]
+    else:
+        examples = _batch_examples(args, rs, digits, m, n_in, n_out)
+        if isinstance(examples, str):
+            return fail(examples)
+        x_np, y_np, labels = examples
     X, Y = jnp.asarray(x_np, jnp.float64), jnp.asarray(y_np, jnp.float64)
     masks = None
     if args.dropout:  # fbp.dropout_masks' 0 or 1/(1 − P) for each example's hidden units, drawn from rs
@@ -460,6 +553,9 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
           f"(shown to {args.digits} decimals; computed in float64)")
     print(f"a mini-batch of m = {m} examples, one a row: row n of X is x_n, and row n of Z^l, A^l and Δ^l is "
           f"example n's z^l, a^l and δ^l")
+    if taken is not None:
+        print(f"the examples: test images {', '.join(map(str, taken.rows))} of {taken.name} (fbp evaluate's rows), "
+              f"their classes {', '.join(map(str, taken.labels))}")
     print()
     print(mat("input   A¹ = X = ", X))
     print(mat("target  Y = ", Y) + (f"  (classes {', '.join(map(str, labels))})" if labels is not None else ""))
@@ -592,7 +688,11 @@ def _image_text(shape) -> str:
             else f"{channels} maps of {h}×{w}")
 
 
-def _too_wide(sizes) -> str:
+def _too_wide(sizes, ds=None) -> str:
+    if ds is not None and sizes[0] > MAX_UNITS:  # --data's images, too many pixels for a fully connected layer
+        return (f"--data {ds.name}: its examples are {sizes[0]} numbers, and fbp trace shows a fully connected "
+                f"layer of {MAX_UNITS} inputs at most; start the network with --conv, which shows the image as one "
+                f"(like --conv 4:5:2 --sizes 64,10 for the bundled 8×8 digits)")
     return (f"the network {','.join(map(str, sizes))} has a layer of {max(sizes)} units; fbp trace prints every "
             f"weight, so give {MAX_UNITS} units a layer or fewer (fbp check compares a larger network's gradient "
             f"with jax.grad)")

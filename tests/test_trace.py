@@ -344,7 +344,8 @@ def test_trace_batch_takes_rows_of_input_and_target_and_refuses_what_does_not_fi
                          (["--batch", "2", "--target", "3;0"], "--target 3;0: one number a row is a class, 0 to 1"),
                          (["--batch", "2", "--target", "1,0,0;0,1"], "--target 1,0,0;0,1: row 1 has 3 numbers, and "
                                                                      "the network gives 2"),
-                         (["--batch", "2", "--conv", "2:3:2"], "--batch traces a fully connected network"),
+                         (["--batch", "2", "--conv", "2:3:2"], "--batch: a mini-batch is traced for a fully "
+                                                               "connected network"),
                          (["--batch", "0"], "--batch: expected a positive integer")):
         r = fbp_here(capsys, "trace", *argv)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
@@ -364,6 +365,66 @@ def test_the_readmes_trace_is_what_fbp_trace_prints(capsys):
     assert len(shown) > 15 and printed[-len(shown):-1] == shown[:-1]
     assert shown[-1].startswith("jax.grad of the same C: the largest difference from BP3 and BP4 ")
 
+
+
+def test_trace_data_takes_the_example_from_a_data_sets_test_split(tmp_path, capsys):
+    """--data NAME --row N: the input and class of test image N (as fbp
+    evaluate numbers its rows), through a saved conv net on the 8×8 digits
+    or a new one; several rows a mini-batch (here of a small .npz data set);
+    and the refusals."""
+    from fbp import data as fdata
+
+    digits = fdata.load("digits", None, 0)
+    net = str(tmp_path / "digits_conv.npz")
+    fbp.save_params(net, fbp.init_convnet(jax.random.key(2), (8, 8), [(4, 5, 2)], [10], output_activation="softmax",
+                                          dtype=jnp.float64), dict(cost="log_likelihood"))
+    r = fbp_here(capsys, "trace", "--params", net, "--data", "digits", "--row", "5", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    label = int(np.argmax(digits.test.Y[5]))
+    assert t["data"] == dict(name="digits", split="test", rows=[5]) and t["label"] == label
+    np.testing.assert_array_equal(t["x"], digits.test.X[5])
+    assert t["autodiff_max_relative"] <= 1e-13
+    lines = fbp_here(capsys, "trace", "--params", net, "--data", "digits", "--row", "5").stdout.splitlines()
+    assert f"the example: test image 5 of digits (fbp evaluate's row 5), its class {label}" in lines
+    assert lines[lines.index("input   a¹ = x, an 8×8 image:") + 1].startswith("  a¹_0 = [[")
+    r = fbp_here(capsys, "trace", "--data", "digits", "--conv", "2:5:2", "--seed", "3", "--json", "-")  # a new net
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    (row,) = t["data"]["rows"]  # drawn by --seed
+    assert t["sizes"][0] == 64 and t["sizes"][-1] == 10 and t["x"] == digits.test.X[row].tolist()
+    small = str(tmp_path / "small.npz")  # 2×2 images: a fully connected network takes them, and a mini-batch
+    rng = np.random.default_rng(0)
+    np.savez(small, x_train=rng.uniform(size=(20, 2, 2)), y_train=rng.integers(0, 3, 20),
+             x_test=rng.uniform(size=(6, 2, 2)), y_test=np.arange(6) % 3)
+    r = fbp_here(capsys, "trace", "--data", "npz", "--data-dir", small, "--row", "4,1", "--sizes", "4,5,3", "--json",
+                 "-")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    ds = fdata.load("npz", small, 0)
+    assert t["batch"] == 2 and t["labels"] == [1, 1] and t["data"]["rows"] == [4, 1]
+    np.testing.assert_array_equal(t["x"], ds.test.X[[4, 1]])
+    tiny = str(tmp_path / "tiny.npz")
+    fbp.save_params(tiny, fbp.init_mlp(jax.random.key(0), [2, 3, 2], dtype=jnp.float64))
+    for argv, needle in ((["--data", "digits"], "--data digits: its examples are 64 numbers, and fbp trace shows a "
+                                                "fully connected layer of 16 inputs at most; start the network with "
+                                                "--conv"),
+                         (["--row", "3"], "--row is for the examples of --data; give --data too"),
+                         (["--params", net, "--data", "digits", "--row", "360"], "--row 360: the test split of digits "
+                                                                                "has 360 examples, rows 0 to 359"),
+                         (["--params", net, "--data", "digits", "--input", "1,2"],
+                          "--input gives an example of your own, and --data digits takes it from a data set"),
+                         (["--params", net, "--data", "digits", "--row", "1,2"], "--row 1,2: a mini-batch is traced "
+                                                                                 "for a fully connected network"),
+                         (["--params", net, "--data", "digits", "--row", "1,2", "--batch", "3"],
+                          "--row 1,2 lists 2 examples, and --batch gives 3; give one or the other"),
+                         (["--params", tiny, "--data", "digits"], "--data digits: its examples are 64 numbers in 10 "
+                                                                  "classes, and the network takes 2 and gives 2; give "
+                                                                  "the --data it was trained on"),
+                         (["--params", net, "--data", "digits", "--row", "1,1"], "row 1 is given twice")):
+        r = fbp_here(capsys, "trace", *argv)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+        assert r.stdout == ""
 
 
 @pytest.mark.parametrize("argv,opening", [(["--conv", "2:3:2"], "       δ̃²: each"),
