@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
         "rounded (--round) so that the arithmetic can be followed by hand. With --conv the network starts with "
         "convolutional layers (the book's ch. 6), each unit of their maps shown, and BP2-BP4 through the "
         "pooling and the convolution: the answer to ch. 6's problem of backpropagation in a convolutional "
-        "network, in numbers.",
+        "network, in numbers. With --batch, a mini-batch as the library computes it, every example a row; with "
+        "--data, a data set's test image and its class.",
         epilog="examples:\n\n"
         "  fbp trace                                        # 2,3,2 sigmoid, quadratic cost, the book's BP1-BP4\n"
         "  fbp trace --output-activation softmax --cost log_likelihood --target 0\n"
@@ -285,7 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp trace --params tiny.npz --input 0.2,0.9      # a saved network of 16 units a layer or fewer\n"
         "  fbp trace --lr 3                                 # … and the step of gradient descent, η = 3\n"
         "  fbp trace --conv 2:3:2 --sizes 36,2              # 2 maps of 3×3 kernels over a 6×6 image, pooled\n"
-        "  fbp trace --batch 3                              # a mini-batch: Δᵀ A, and each example's ‖δ‖ ‖a‖",
+        "  fbp trace --batch 3                              # a mini-batch: Δᵀ A, and each example's ‖δ‖ ‖a‖\n"
+        "  fbp trace --params tiny.npz --data digits --row 5\n"
+        "                                                   # test digit 5 through a conv net of fbp train\n"
+        "                                                   # --conv 4:5:2 --sizes 64,10 --save-params tiny.npz",
     )
     trace.add_argument("--params", default=None, metavar="FILE",
                        help="trace this saved network (an .npz of fbp train --save-params, a checkpoint, the "
