@@ -71,11 +71,11 @@ def _trace(args, record: dict) -> int:
     # changed with jax 0.5 (threefry_partitionable): a trace set as an exercise reads the same on any jax
     rs = np.random.RandomState(args.seed)
     digits = args.round
-    ds = None
+    dataset = None
     if args.data is not None or args.data_dir is not None or args.row is not None:
-        ds = _dataset(args)
-        if isinstance(ds, str):
-            return fail(ds)
+        dataset = _dataset(args)
+        if isinstance(dataset, str):
+            return fail(dataset)
     if args.params is not None:
         loaded = saved_network(args, jnp.float64)
         if isinstance(loaded, str):
@@ -84,9 +84,10 @@ def _trace(args, record: dict) -> int:
         digits = None  # a saved network's numbers as they are
     else:
         args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
-        sizes = args.sizes or ([ds.n_in, ds.n_classes] if ds is not None else [36, 2] if args.conv else [2, 3, 2])
+        sizes = args.sizes or ([dataset.n_in, dataset.n_classes] if dataset is not None
+                               else [36, 2] if args.conv else [2, 3, 2])
         problem = _one_unit_softmax_problem(sizes, args.output_activation or args.activation) or (
-            _too_wide(sizes, ds) if not args.conv and max(sizes) > MAX_UNITS else None)
+            _too_wide(sizes, dataset) if not args.conv and max(sizes) > MAX_UNITS else None)
         if problem:
             return fail(problem)
         if args.conv and plot.image_side(sizes[0]) is None:
@@ -120,16 +121,19 @@ def _trace(args, record: dict) -> int:
     if isinstance(batch, str):
         return fail(batch)
     taken = None
-    if ds is not None:
-        if (ds.n_in, ds.n_classes) != (sizes[0], sizes[-1]):
+    if dataset is not None:
+        test = dataset.test
+        if (dataset.n_in, dataset.n_classes) != (sizes[0], sizes[-1]):
             fix = ("give the --data it was trained on" if args.params is not None else
-                   f"give --sizes {ds.n_in},…,{ds.n_classes}")
-            return fail(f"--data {args.data}: its examples are {ds.n_in} numbers in {ds.n_classes} classes, and the "
-                        f"network takes {sizes[0]} and gives {sizes[-1]}; {fix}")
-        rows = args.row or sorted(np.random.default_rng(args.seed).choice(len(ds.test), batch, replace=False).tolist())
-        taken = _Taken(np.asarray(ds.test.X[rows], np.float64), [int(c) for c in np.argmax(ds.test.Y[rows], axis=1)],
-                       rows, ds.name)
-        record["data"] = dict(name=ds.name, split="test", rows=rows)
+                   f"give --sizes {dataset.n_in},…,{dataset.n_classes}")
+            return fail(f"--data {args.data}: its examples are {dataset.n_in} numbers in {dataset.n_classes} classes, "
+                        f"and the network takes {sizes[0]} and gives {sizes[-1]}; {fix}")
+        if batch > len(test):
+            return fail(f"--batch {batch}: the test split of {dataset.name} has {len(test)} examples")
+        rows = args.row or sorted(np.random.default_rng(args.seed).choice(len(test), batch, replace=False).tolist())
+        taken = _Taken(np.asarray(test.X[rows], np.float64), [int(c) for c in np.argmax(test.Y[rows], axis=1)],
+                       rows, dataset.name)
+        record["data"] = dict(name=dataset.name, split="test", rows=rows)
     if batch > 1:
         return _trace_batch(args, record, params, cost, rs, digits, batch, taken)
     if taken is not None:
@@ -170,8 +174,8 @@ def _trace(args, record: dict) -> int:
           f"cost={cost}" + (f" dropout={args.dropout:g}" if args.dropout else "")
           + (f" network={args.params}" if args.params is not None else
                             f" init={args.init} seed={args.seed}"
-                            + (f" (weights, biases and input rounded to {digits} decimals)" if digits is not None
-                               else "")))
+                            + (f" (weights{', biases and input' if taken is None else ' and biases'} rounded "
+                               f"to {digits} decimals)" if digits is not None else "")))
     print(f"numbered as in the book's ch. 2: layer 1 is the input, a¹ = x; w^l and b^l lead into layer l "
           f"(shown to {args.digits} decimals; computed in float64)")
     if taken is not None:
@@ -548,7 +552,8 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
           f"cost={cost} batch={m}" + (f" dropout={args.dropout:g}" if args.dropout else "")
           + (f" network={args.params}" if args.params is not None else
              f" init={args.init} seed={args.seed}"
-             + (f" (weights, biases and inputs rounded to {digits} decimals)" if digits is not None else "")))
+             + (f" (weights{', biases and inputs' if taken is None else ' and biases'} rounded to {digits} "
+                f"decimals)" if digits is not None else "")))
     print(f"numbered as in the book's ch. 2: layer 1 is the input; w^l and b^l lead into layer l "
           f"(shown to {args.digits} decimals; computed in float64)")
     print(f"a mini-batch of m = {m} examples, one a row: row n of X is x_n, and row n of Z^l, A^l and Δ^l is "

@@ -393,6 +393,8 @@ def test_trace_data_takes_the_example_from_a_data_sets_test_split(tmp_path, caps
     t = json.loads(r.stdout)
     (row,) = t["data"]["rows"]  # drawn by --seed
     assert t["sizes"][0] == 64 and t["sizes"][-1] == 10 and t["x"] == digits.test.X[row].tolist()
+    printed = fbp_here(capsys, "trace", "--data", "digits", "--conv", "2:5:2", "--seed", "3").stdout
+    assert printed.splitlines()[0].endswith(" seed=3 (weights and biases rounded to 2 decimals)")  # not the image
     small = str(tmp_path / "small.npz")  # 2×2 images: a fully connected network takes them, and a mini-batch
     rng = np.random.default_rng(0)
     np.savez(small, x_train=rng.uniform(size=(20, 2, 2)), y_train=rng.integers(0, 3, 20),
@@ -421,7 +423,9 @@ def test_trace_data_takes_the_example_from_a_data_sets_test_split(tmp_path, caps
                          (["--params", tiny, "--data", "digits"], "--data digits: its examples are 64 numbers in 10 "
                                                                   "classes, and the network takes 2 and gives 2; give "
                                                                   "the --data it was trained on"),
-                         (["--params", net, "--data", "digits", "--row", "1,1"], "row 1 is given twice")):
+                         (["--params", net, "--data", "digits", "--row", "1,1"], "row 1 is given twice"),
+                         (["--data", "npz", "--data-dir", small, "--sizes", "4,3", "--batch", "7"],
+                          "--batch 7: the test split of small has 6 examples")):
         r = fbp_here(capsys, "trace", *argv)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
         assert r.stdout == ""
