@@ -156,6 +156,10 @@ def _halvings(run: Run) -> list:
     return out
 
 
+PLOTTED = ("training_cost", "train_step_cost", "evaluation_cost", "training_accuracy", "evaluation_accuracy",
+           "delta_norms", "noise_scale")  # an epoch's numbers that figure draws
+
+
 def figure(runs: Sequence[Union[Run, tuple]], held_out: Optional[str] = None):
     """A matplotlib ``Figure`` of ``runs``: cost and accuracy, then each
     layer's ‖δ^l‖ and the noise scale when any run has them; one colour per
@@ -174,6 +178,9 @@ def figure(runs: Sequence[Union[Run, tuple]], held_out: Optional[str] = None):
     drawn = [r if isinstance(r, Run) else _from_history(*r) for r in runs]
     if not drawn:
         raise MetricsError("no runs to plot")
+    if not any(_series(run, key)[0] for run in drawn for key in PLOTTED):
+        raise MetricsError(f"nothing to plot: no epoch of {', '.join(run.label for run in drawn)} records a cost, an "
+                           f"accuracy, ‖δ^l‖ or the noise scale (what fbp train's --metrics-out writes)")
     matplotlib = _matplotlib()
     from matplotlib.figure import Figure
 
