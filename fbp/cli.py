@@ -207,6 +207,8 @@ def saved_network(args, dtype):
     from fbp import checkpoint as fckpt
 
     shaping = [flag for flag, value in (("--sizes", args.sizes), ("--conv", getattr(args, "conv", None)),
+                                        ("--weights", getattr(args, "weights", None)),
+                                        ("--biases", getattr(args, "biases", None)),
                                         ("--activation", args.activation),
                                         ("--output-activation", args.output_activation), ("--init", args.init))
                if value is not None]

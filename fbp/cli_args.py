@@ -287,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp trace --lr 3                                 # … and the step of gradient descent, η = 3\n"
         "  fbp trace --conv 2:3:2 --sizes 36,2              # 2 maps of 3×3 kernels over a 6×6 image, pooled\n"
         "  fbp trace --batch 3                              # a mini-batch: Δᵀ A, and each example's ‖δ‖ ‖a‖\n"
+        "  fbp trace --weights '0.15,0.2;0.25,0.3|0.4,0.45;0.5,0.55' --biases '0.35,0.35|0.6,0.6' --input "
+        "0.05,0.1 --target 0.01,0.99 --lr 0.5\n"
+        "                                                   # weights typed in: a worked example's\n"
         "  fbp trace --params tiny.npz --data digits --row 5\n"
         "                                                   # test digit 5 through a conv net of fbp train\n"
         "                                                   # --conv 4:5:2 --sizes 64,10 --save-params tiny.npz",
@@ -301,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="convolutional layers after the input, as fbp train --conv makes them (the book's "
                             "ch. 6), at most 16 kernels each: shows each map, the pooling's routing of δ, and "
                             "BP2-BP4 through the convolution")
+    trace.add_argument("--weights", default=None, metavar="W²|W³|…",
+                       help="the network's weights, typed in (a textbook exercise's, say): each w^l a row for "
+                            "each neuron of layer l, its numbers one for each neuron of layer l−1, separated by "
+                            "commas, rows by ';', layers by '|' (the sizes follow from them); needs --biases")
+    trace.add_argument("--biases", default=None, metavar="B²|B³|…",
+                       help="the network's biases, with --weights: each b^l one number for each neuron of layer "
+                            "l, separated by commas, layers by '|'")
     trace.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default=None,
                        help="hidden activation σ (default: sigmoid)")
     trace.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default=None,

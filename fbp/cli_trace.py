@@ -82,6 +82,18 @@ def _trace(args, record: dict) -> int:
             return fail(loaded)
         params, cost = loaded
         digits = None  # a saved network's numbers as they are
+    elif args.weights is not None or args.biases is not None:
+        if args.weights is None:
+            return fail("--biases gives each b^l; give each w^l too, with --weights (layers separated by '|')")
+        args.activation = args.activation or "sigmoid"
+        given = _given_network(args, args.sizes)
+        if isinstance(given, str):
+            return fail(given)
+        problem = _one_unit_softmax_problem([given[0].n_in] + [layer.n_out for layer in given],
+                                            args.output_activation or args.activation)
+        if problem:
+            return fail(problem)
+        params, cost = given, args.cost or "quadratic"
     else:
         args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
         sizes = args.sizes or ([dataset.n_in, dataset.n_classes] if dataset is not None
@@ -172,10 +184,7 @@ def _trace(args, record: dict) -> int:
 
     print(f"fbp trace: sizes={network_text(params)} activation={hidden_act.name} output={out_act.name} "
           f"cost={cost}" + (f" dropout={args.dropout:g}" if args.dropout else "")
-          + (f" network={args.params}" if args.params is not None else
-                            f" init={args.init} seed={args.seed}"
-                            + (f" (weights{', biases and input' if taken is None else ' and biases'} rounded "
-                               f"to {digits} decimals)" if digits is not None else "")))
+          + _made(args, digits, taken, "input"))
     print(f"numbered as in the book's ch. 2: layer 1 is the input, a¹ = x; w^l and b^l lead into layer l "
           f"(shown to {args.digits} decimals; computed in float64)")
     if taken is not None:
@@ -418,6 +427,56 @@ def _batch_examples(args, rs, digits: Optional[int], m: int, n_in: int, n_out: i
     return x_np, y_np, labels
 
 
+def _made(args, digits: Optional[int], taken, inputs: str) -> str:
+    """The header's words for where the network and the example come from, and which numbers are rounded."""
+    if args.params is not None:
+        return f" network={args.params}"
+    given = args.weights is not None
+    rounded = ([] if given else ["weights", "biases"]) + ([inputs] if args.input is None and taken is None else [])
+    text = (" weights and biases given" if given else f" init={args.init}") + f" seed={args.seed}"
+    if digits is not None and rounded:
+        words = ", ".join(rounded[:-1]) + " and " + rounded[-1] if len(rounded) > 1 else rounded[0]
+        text += f" ({words} rounded to {digits} decimals)"
+    return text
+
+
+def _given_network(args, sizes: Optional[list]):
+    """--weights' and --biases' layers, each w^l a row of numbers for each neuron of layer l (rows separated
+    by ';', layers by '|'), as fbp.Dense layers (--activation, --output-activation); or the one-line problem."""
+    import jax.numpy as jnp
+
+    import fbp
+
+    if args.biases is None:
+        return "--weights gives each w^l; give each b^l too, with --biases (layers separated by '|')"
+    drawn = [flag for flag, value in (("--conv", args.conv), ("--init", args.init)) if value is not None]
+    if drawn:
+        return f"--weights gives the network's numbers; drop {', '.join(drawn)}"
+    try:
+        ws = [_rows("--weights", layer) for layer in args.weights.split("|")]
+        bs = [_numbers("--biases", layer) for layer in args.biases.split("|")]
+    except ValueError as e:
+        return str(e)
+    for l, w in enumerate(ws, 2):
+        if len({len(row) for row in w}) > 1:
+            return (f"--weights: w{sup(l)}'s rows have {', '.join(str(len(row)) for row in w)} numbers; each row is "
+                    f"one neuron's weights, one for each unit of layer {l - 1}")
+    shape = [len(ws[0][0])] + [len(w) for w in ws]
+    for l, (w, n_in) in enumerate(zip(ws[1:], shape[1:-1]), 3):
+        if len(w[0]) != n_in:
+            return (f"--weights: w{sup(l)} has {len(w[0])} numbers a row, and layer {l - 1} has {n_in} neurons (w"
+                    f"{sup(l - 1)}'s rows); each row takes one number for each neuron of the layer before")
+    if len(bs) != len(ws) or any(len(b) != len(w) for b, w in zip(bs, ws)):
+        return (f"--biases: {'|'.join(str(len(b)) for b in bs)} numbers, and --weights' layers have "
+                f"{'|'.join(str(len(w)) for w in ws)} neurons; give one b^l for each w^l, one number a neuron")
+    if sizes is not None and sizes != shape:
+        return (f"--sizes {','.join(map(str, sizes))}, and --weights makes {','.join(map(str, shape))}; give one or "
+                f"the other")
+    out = args.output_activation or args.activation
+    return [fbp.Dense(jnp.asarray(w, jnp.float64), jnp.asarray(b, jnp.float64),
+                      out if l == len(ws) - 1 else args.activation) for l, (w, b) in enumerate(zip(ws, bs))]
+
+
 class _Taken(NamedTuple):
     """--data's examples: their inputs (m, n_in), classes and rows of the test split, and the data set's name."""
     X: Any  # np.ndarray
@@ -550,10 +609,7 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
 
     print(f"fbp trace: sizes={network_text(params)} activation={hidden_act.name} output={out_act.name} "
           f"cost={cost} batch={m}" + (f" dropout={args.dropout:g}" if args.dropout else "")
-          + (f" network={args.params}" if args.params is not None else
-             f" init={args.init} seed={args.seed}"
-             + (f" (weights{', biases and inputs' if taken is None else ' and biases'} rounded to {digits} "
-                f"decimals)" if digits is not None else "")))
+          + _made(args, digits, taken, "inputs"))
     print(f"numbered as in the book's ch. 2: layer 1 is the input; w^l and b^l lead into layer l "
           f"(shown to {args.digits} decimals; computed in float64)")
     print(f"a mini-batch of m = {m} examples, one a row: row n of X is x_n, and row n of Z^l, A^l and Δ^l is "

@@ -62,6 +62,50 @@ def test_trace_gives_the_books_numbers_for_each_step(capsys, output, cost):
     assert lines[-1].startswith("jax.grad of the same C: the largest difference from BP3 and BP4 ")
 
 
+MAZUR = ["--weights", "0.15,0.2;0.25,0.3|0.4,0.45;0.5,0.55", "--biases", "0.35,0.35|0.6,0.6",
+         "--input", "0.05,0.1", "--target", "0.01,0.99", "--lr", "0.5"]
+
+
+def test_trace_weights_typed_in_give_a_published_worked_examples_numbers(tmp_path, capsys):
+    """--weights and --biases: the network of M. Mazur's "A Step by Step
+    Backpropagation Example" (2015, mattmazur.com), a 2-2-2 sigmoid network
+    with the quadratic cost, its published numbers to the nine decimals it
+    gives: out_h1, out_h2, net_o1, out_o1, out_o2, E_total; after one step at
+    η = 0.5 its w1..w8 (its step leaves the biases, which are not compared)."""
+    r = fbp_here(capsys, "trace", *MAZUR, "--json", "-")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    hidden, out = t["layers"]
+    assert t["sizes"] == [2, 2, 2] and hidden["w"] == [[0.15, 0.2], [0.25, 0.3]] and out["b"] == [0.6, 0.6]
+    published = ((hidden["a"], [0.593269992, 0.596884378]), (out["z"][:1], [1.105905967]),
+                 (out["a"], [0.75136507, 0.772928465]), ([t["cost"]], [0.298371109]),
+                 (t["step"]["layers"][0]["w"], [[0.149780716, 0.19956143], [0.24975114, 0.29950229]]),
+                 (t["step"]["layers"][1]["w"], [[0.35891648, 0.408666186], [0.511301270, 0.561370121]]))
+    for got, want in published:
+        np.testing.assert_allclose(got, want, rtol=0, atol=6e-9)
+    assert t["autodiff_max_relative"] <= 1e-14
+    head = fbp_here(capsys, "trace", *MAZUR).stdout.splitlines()[0]
+    assert head.endswith("cost=quadratic weights and biases given seed=0")  # nothing rounded: as typed
+    tiny = str(tmp_path / "tiny.npz")
+    fbp.save_params(tiny, fbp.init_mlp(jax.random.key(0), [2, 3, 2]))
+    for argv, needle in ((["--weights", "1,2;3", "--biases", "0,0"], "--weights: w²'s rows have 2, 1 numbers"),
+                         (["--weights", "1,2;3,4|1,2,3", "--biases", "0,0|0"], "--weights: w³ has 3 numbers a row, "
+                                                                               "and layer 2 has 2 neurons"),
+                         (["--weights", "1,2;3,4|1,2", "--biases", "0,0"], "--biases: 2 numbers, and --weights' "
+                                                                           "layers have 2|1 neurons"),
+                         (["--weights", "1,2;3,4", "--biases", "0,0", "--sizes", "2,3"],
+                          "--sizes 2,3, and --weights makes 2,2; give one or the other"),
+                         (["--weights", "1,2;3,4"], "give each b^l too, with --biases"),
+                         (["--biases", "0,0"], "give each w^l too, with --weights"),
+                         (["--weights", "1,x", "--biases", "0"], "--weights 1,x: row 1: expected numbers separated "
+                                                                 "by commas"),
+                         (["--weights", "1,2", "--biases", "0", "--init", "he"], "drop --init"),
+                         (["--params", tiny, "--weights", "1,2", "--biases", "0"], "drop --weights, --biases")):
+        r = fbp_here(capsys, "trace", *argv)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+        assert r.stdout == ""
+
+
 def test_trace_dropout_shows_the_masks_where_the_book_puts_them(capsys):
     """--dropout P: the hidden layer hands on m ⊙ a, BP2 multiplies by m,
     BP4 takes m ⊙ a; the numbers as NumPy does the same arithmetic."""
