@@ -89,10 +89,9 @@ def _trace(args, record: dict) -> int:
         given = _given_network(args, args.sizes)
         if isinstance(given, str):
             return fail(given)
-        problem = _one_unit_softmax_problem([given[0].n_in] + [layer.n_out for layer in given],
-                                            args.output_activation or args.activation)
-        if problem:
-            return fail(problem)
+        if given[-1].act.name == "softmax" and given[-1].n_out == 1:
+            return fail("--output-activation softmax over the one output neuron of --weights is always 1 and learns "
+                        "nothing; use --output-activation sigmoid, or give the last w^l two rows or more")
         params, cost = given, args.cost or "quadratic"
     else:
         args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
@@ -452,11 +451,14 @@ def _given_network(args, sizes: Optional[list]):
     drawn = [flag for flag, value in (("--conv", args.conv), ("--init", args.init)) if value is not None]
     if drawn:
         return f"--weights gives the network's numbers; drop {', '.join(drawn)}"
-    try:
-        ws = [_rows("--weights", layer) for layer in args.weights.split("|")]
-        bs = [_numbers("--biases", layer) for layer in args.biases.split("|")]
-    except ValueError as e:
-        return str(e)
+    ws, bs = [], []
+    for flag, text, parse, into in (("--weights", args.weights, _rows, ws), ("--biases", args.biases, _numbers, bs)):
+        for l, layer in enumerate(text.split("|"), 2):
+            try:
+                into.append(parse(flag, layer))
+            except ValueError as e:  # the whole flag, and which layer
+                what = str(e)[len(f"{flag} {layer}: "):]
+                return f"{flag} {text}: {flag[2]}{sup(l)}: {what}"
     for l, w in enumerate(ws, 2):
         if len({len(row) for row in w}) > 1:
             return (f"--weights: w{sup(l)}'s rows have {', '.join(str(len(row)) for row in w)} numbers; each row is "

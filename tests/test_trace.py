@@ -97,8 +97,12 @@ def test_trace_weights_typed_in_give_a_published_worked_examples_numbers(tmp_pat
                           "--sizes 2,3, and --weights makes 2,2; give one or the other"),
                          (["--weights", "1,2;3,4"], "give each b^l too, with --biases"),
                          (["--biases", "0,0"], "give each w^l too, with --weights"),
-                         (["--weights", "1,x", "--biases", "0"], "--weights 1,x: row 1: expected numbers separated "
-                                                                 "by commas"),
+                         (["--weights", "1,x", "--biases", "0"], "--weights 1,x: w²: row 1: expected numbers "
+                                                                 "separated by commas"),
+                         (["--weights", "1,2|3", "--biases", "0|"], "--biases 0|: b³: expected numbers separated by "
+                                                                    "commas"),
+                         (["--weights", "1,2;3,4|5,6", "--biases", "0,0|0", "--output-activation", "softmax"],
+                          "--output-activation softmax over the one output neuron of --weights is always 1"),
                          (["--weights", "1,2", "--biases", "0", "--init", "he"], "drop --init"),
                          (["--params", tiny, "--weights", "1,2", "--biases", "0"], "drop --weights, --biases")):
         r = fbp_here(capsys, "trace", *argv)
