@@ -451,7 +451,8 @@ def _given_network(args, sizes: Optional[list]):
     drawn = [flag for flag, value in (("--conv", args.conv), ("--init", args.init)) if value is not None]
     if drawn:
         return f"--weights gives the network's numbers; drop {', '.join(drawn)}"
-    ws, bs = [], []
+    ws: list = []  # w^l: its rows
+    bs: list = []
     for flag, text, parse, into in (("--weights", args.weights, _rows, ws), ("--biases", args.biases, _numbers, bs)):
         for l, layer in enumerate(text.split("|"), 2):
             try:
