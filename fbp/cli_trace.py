@@ -62,9 +62,7 @@ def _trace(args, record: dict) -> int:
     import numpy as np
 
     import fbp
-    from fbp import plot
     from fbp.costs import closed_form
-    from fbp.network import INITS
 
     fail = functools.partial(_error, "trace")
     # NumPy's legacy generator, whose streams never change, rather than jax.random, whose numbers for a seed
@@ -76,51 +74,10 @@ def _trace(args, record: dict) -> int:
         dataset = _dataset(args)
         if isinstance(dataset, str):
             return fail(dataset)
-    if args.params is not None:
-        loaded = saved_network(args, jnp.float64)
-        if isinstance(loaded, str):
-            return fail(loaded)
-        params, cost = loaded
-        digits = None  # a saved network's numbers as they are
-    elif args.weights is not None or args.biases is not None:
-        if args.weights is None:
-            return fail("--biases gives each b^l; give each w^l too, with --weights (layers separated by '|')")
-        args.activation = args.activation or "sigmoid"
-        given = _given_network(args, args.sizes)
-        if isinstance(given, str):
-            return fail(given)
-        if given[-1].act.name == "softmax" and given[-1].n_out == 1:
-            return fail("--output-activation softmax over the one output neuron of --weights is always 1 and learns "
-                        "nothing; use --output-activation sigmoid, or give the last w^l two rows or more")
-        params, cost = given, args.cost or "quadratic"
-    else:
-        args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
-        sizes = args.sizes or ([dataset.n_in, dataset.n_classes] if dataset is not None
-                               else [36, 2] if args.conv else [2, 3, 2])
-        problem = _one_unit_softmax_problem(sizes, args.output_activation or args.activation) or (
-            _too_wide(sizes, dataset) if not args.conv and max(sizes) > MAX_UNITS else None)
-        if problem:
-            return fail(problem)
-        if args.conv and plot.image_side(sizes[0]) is None:
-            return fail(f"--sizes {','.join(map(str, sizes))}: with --conv the input is a square image, and "
-                        f"{sizes[0]} numbers are not one (36 are 6×6)")
-        try:  # the layers' shapes and activations, and the library's checks of them, from fbp.init_mlp/init_convnet
-            shaped = make_network(args, jax.random.key(0), sizes, jnp.float64)
-        except ValueError as e:
-            return fail(str(e))
-        problem = _too_big(shaped)  # before a draw the size of a large network
-        if problem:
-            return fail(problem)
-        w_std, b_std = INITS[args.init]  # their scales, the weights drawn here from rs
-        params = []
-        for layer in shaped:
-            fans = ((layer.n_in, layer.n_out) if isinstance(layer, fbp.Dense) else
-                    (layer.w[0].size, layer.w[:, 0].size / layer.pool**2))  # channels·k², maps·k²/pool²
-            w, b = rs.standard_normal(layer.w.shape) * w_std(*fans), rs.standard_normal(layer.b.shape) * b_std
-            if digits is not None:  # numbers a hand calculation can start from
-                w, b = _rounded(w, digits), _rounded(b, digits)
-            params.append(dataclasses.replace(layer, w=jnp.asarray(w), b=jnp.asarray(b)))
-        cost = args.cost or "quadratic"
+    made = _network(args, rs, digits, dataset)
+    if isinstance(made, str):
+        return fail(made)
+    params, cost, digits = made
     sizes = [params[0].n_in] + [layer.n_out for layer in params]
     problem = _too_big(params)
     if problem:
@@ -339,6 +296,65 @@ def _trace(args, record: dict) -> int:
                   autodiff_max_difference=diff, autodiff_max_relative=worst,
                   dropout=args.dropout or None, masks=None if masks is None else [_list(m) for m in masks])
     return 0
+
+
+def _network(args, rs, digits: Optional[int], dataset):
+    """The network to trace and its cost: a saved one (--params), one typed in (--weights, --biases), or a new
+    one drawn from ``rs`` (--sizes, --conv, --init; its numbers rounded to ``digits``); with the rounding
+    left to the example (None for a saved network's numbers, as they are). Or the one-line problem."""
+    import jax
+    import jax.numpy as jnp
+
+    import fbp
+    from fbp import plot
+    from fbp.network import INITS
+
+    if args.params is not None:
+        loaded = saved_network(args, jnp.float64)
+        if isinstance(loaded, str):
+            return loaded
+        params, cost = loaded
+        digits = None  # a saved network's numbers as they are
+    elif args.weights is not None or args.biases is not None:
+        if args.weights is None:
+            return "--biases gives each b^l; give each w^l too, with --weights (layers separated by '|')"
+        args.activation = args.activation or "sigmoid"
+        given = _given_network(args, args.sizes)
+        if isinstance(given, str):
+            return given
+        if given[-1].act.name == "softmax" and given[-1].n_out == 1:
+            return ("--output-activation softmax over the one output neuron of --weights is always 1 and learns "
+                    "nothing; use --output-activation sigmoid, or give the last w^l two rows or more")
+        params, cost = given, args.cost or "quadratic"
+    else:
+        args.activation, args.init = args.activation or "sigmoid", args.init or "normalized"
+        sizes = args.sizes or ([dataset.n_in, dataset.n_classes] if dataset is not None
+                               else [36, 2] if args.conv else [2, 3, 2])
+        problem = _one_unit_softmax_problem(sizes, args.output_activation or args.activation) or (
+            _too_wide(sizes, dataset) if not args.conv and max(sizes) > MAX_UNITS else None)
+        if problem:
+            return problem
+        if args.conv and plot.image_side(sizes[0]) is None:
+            return (f"--sizes {','.join(map(str, sizes))}: with --conv the input is a square image, and "
+                    f"{sizes[0]} numbers are not one (36 are 6×6)")
+        try:  # the layers' shapes and activations, and the library's checks of them, from fbp.init_mlp/init_convnet
+            shaped = make_network(args, jax.random.key(0), sizes, jnp.float64)
+        except ValueError as e:
+            return str(e)
+        problem = _too_big(shaped)  # before a draw the size of a large network
+        if problem:
+            return problem
+        w_std, b_std = INITS[args.init]  # their scales, the weights drawn here from rs
+        params = []
+        for layer in shaped:
+            fans = ((layer.n_in, layer.n_out) if isinstance(layer, fbp.Dense) else
+                    (layer.w[0].size, layer.w[:, 0].size / layer.pool**2))  # channels·k², maps·k²/pool²
+            w, b = rs.standard_normal(layer.w.shape) * w_std(*fans), rs.standard_normal(layer.b.shape) * b_std
+            if digits is not None:  # numbers a hand calculation can start from
+                w, b = _rounded(w, digits), _rounded(b, digits)
+            params.append(dataclasses.replace(layer, w=jnp.asarray(w), b=jnp.asarray(b)))
+        cost = args.cost or "quadratic"
+    return params, cost, digits
 
 
 def _one_example(args, rs, digits: Optional[int], n_in: int, n_out: int):
