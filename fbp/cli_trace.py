@@ -360,59 +360,36 @@ def _network(args, rs, digits: Optional[int], dataset):
 def _one_example(args, rs, digits: Optional[int], n_in: int, n_out: int):
     """(x, y, its class or None) of --input and --target, each drawn by --seed where not given; or the
     one-line problem."""
-    import numpy as np
-
-    try:
-        given_x = _numbers("--input", args.input) if args.input is not None else None
-        target = _numbers("--target", args.target) if args.target is not None else None
-    except ValueError as e:
-        return str(e)
-    if given_x is None:
-        x_np = rs.uniform(size=n_in)
-        x_np = _rounded(x_np, digits) if digits is not None else x_np
-    elif len(given_x) != n_in:
-        return f"--input {args.input}: {len(given_x)} numbers, and the network takes {n_in}"
-    else:
-        x_np = np.asarray(given_x)
-    label: Optional[int] = None
-    if target is None:
-        if n_out == 1:
-            y_np = rs.uniform(size=1)
-            y_np = _rounded(y_np, digits) if digits is not None else y_np
-        else:
-            label = int(rs.randint(n_out))
-    elif len(target) == 1 and n_out > 1:
-        if target[0] != int(target[0]) or not 0 <= target[0] < n_out:
-            return (f"--target {args.target}: one number is a class, 0 to {n_out - 1}; or give the {n_out} "
-                    f"outputs wanted, separated by commas")
-        label = int(target[0])
-    elif len(target) != n_out:
-        return f"--target {args.target}: {len(target)} numbers, and the network gives {n_out}"
-    else:
-        y_np = np.asarray(target)
-    if label is not None:
-        y_np = np.eye(n_out)[label]
-    return x_np, y_np, label
+    examples = _batch_examples(args, rs, digits, 1, n_in, n_out)
+    if isinstance(examples, str):
+        return examples
+    X, Y, labels = examples
+    return X[0], Y[0], None if labels is None else labels[0]
 
 
 def _batch_examples(args, rs, digits: Optional[int], m: int, n_in: int, n_out: int):
-    """(X, Y, their classes or None) of --input's and --target's rows, drawn by --seed where not given; or the
-    one-line problem."""
+    """(X, Y, their classes or None) of --input's and --target's rows (one example's numbers, for m = 1),
+    drawn by --seed where not given; or the one-line problem."""
     import numpy as np
 
+    read = _rows if m > 1 else lambda flag, text: [_numbers(flag, text)]
     try:
-        given_x = _rows("--input", args.input) if args.input is not None else None
-        target = _rows("--target", args.target) if args.target is not None else None
+        given_x = read("--input", args.input) if args.input is not None else None
+        target = read("--target", args.target) if args.target is not None else None
     except ValueError as e:
         return str(e)
+
+    def row(n: int) -> str:  # which row a message is about, where there are rows
+        return f"row {n + 1} has " if m > 1 else ""
+
     if given_x is None:
         x_np = rs.uniform(size=(m, n_in))
         x_np = _rounded(x_np, digits) if digits is not None else x_np
     else:
-        wrong = [n for n, row in enumerate(given_x) if len(row) != n_in]
+        wrong = [n for n, numbers in enumerate(given_x) if len(numbers) != n_in]
         if wrong:
-            return (f"--input {args.input}: row {wrong[0] + 1} has {len(given_x[wrong[0]])} numbers, and the "
-                    f"network takes {n_in}")
+            return (f"--input {args.input}: {row(wrong[0])}{len(given_x[wrong[0]])} numbers, and the network takes "
+                    f"{n_in}")
         x_np = np.asarray(given_x)
     labels: Optional[list] = None
     if target is None:
@@ -421,24 +398,23 @@ def _batch_examples(args, rs, digits: Optional[int], m: int, n_in: int, n_out: i
             y_np = _rounded(y_np, digits) if digits is not None else y_np
         else:
             labels = [int(c) for c in rs.randint(n_out, size=m)]
+            y_np = np.eye(n_out)[labels]
     else:  # a row each: a class (one number) or the outputs wanted
         y_rows = []
         for n, wanted in enumerate(target):
             if len(wanted) == 1 and n_out > 1:
                 if wanted[0] != int(wanted[0]) or not 0 <= wanted[0] < n_out:
-                    return (f"--target {args.target}: one number a row is a class, 0 to {n_out - 1}; or give "
-                            f"the row's {n_out} outputs wanted, separated by commas")
+                    one, outputs = ("one number a row", "the row's") if m > 1 else ("one number", "the")
+                    return (f"--target {args.target}: {one} is a class, 0 to {n_out - 1}; or give {outputs} {n_out} "
+                            f"outputs wanted, separated by commas")
                 y_rows.append(np.eye(n_out)[int(wanted[0])])
             elif len(wanted) != n_out:
-                return (f"--target {args.target}: row {n + 1} has {len(wanted)} numbers, and the network gives "
-                        f"{n_out}")
+                return f"--target {args.target}: {row(n)}{len(wanted)} numbers, and the network gives {n_out}"
             else:
                 y_rows.append(np.asarray(wanted))
         if all(len(wanted) == 1 for wanted in target) and n_out > 1:
             labels = [int(wanted[0]) for wanted in target]
         y_np = np.stack(y_rows)
-    if labels is not None and target is None:
-        y_np = np.eye(n_out)[labels]
     return x_np, y_np, labels
 
 
