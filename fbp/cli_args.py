@@ -341,6 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
                        help="drop each hidden unit with probability P (the book's ch. 3; kept ones times "
                             "1/(1 − P)), drawn by --seed, and show the masks in the forward pass, BP2 and BP4")
+    trace.add_argument("--l2", type=_nonneg_float, default=0.0, metavar="λ",
+                       help="the book's L2 regularization (ch. 3): the cost gains (λ/2n) Σ w² over every weight, "
+                            "∂C/∂w^l gains (λ/n) w^l, and the step is the book's weight decay, w^l → (1 − ηλ/n) w^l "
+                            "− η ∂C₀/∂w^l; shown after BP4")
+    trace.add_argument("--l1", type=_nonneg_float, default=0.0, metavar="λ",
+                       help="the book's L1 regularization (ch. 3): the cost gains (λ/n) Σ |w|, ∂C/∂w^l gains "
+                            "(λ/n) sgn(w^l)")
+    trace.add_argument("--train-size", type=_positive_int, default=None, metavar="n",
+                       help="n of --l2's and --l1's λ/n, the training set's size (default: the examples traced)")
     trace.add_argument("--lr", type=_positive_float, default=None, metavar="η",
                        help="also take the step of gradient descent, w^l → w^l − η ∂C/∂w^l and b^l → b^l − η "
                             "∂C/∂b^l, and show the new weights and the cost after it")

@@ -69,6 +69,8 @@ def _trace(args, record: dict) -> int:
     # changed with jax 0.5 (threefry_partitionable): a trace set as an exercise reads the same on any jax
     rs = np.random.RandomState(args.seed)
     digits = args.round
+    if args.train_size is not None and not args.l2 and not args.l1:
+        return fail(f"--train-size {args.train_size} is the n of --l2's and --l1's λ/n; give --l2 or --l1 too")
     dataset = None
     if args.data is not None or args.data_dir is not None or args.row is not None:
         dataset = _dataset(args)
@@ -202,7 +204,12 @@ def _trace(args, record: dict) -> int:
                 print(f"    m{sup(l)} = {fmt(masks[i])}, handed on m{sup(l)} ⊙ a{sup(l)} = "
                       f"{fmt(masks[i] * acts[i + 1])}")
     aL = f"a{sup(L)}"
-    print(f"cost    C = {COST_TEXT.get(cost, cost).format(L=sup(L))} = {float(c):.{args.digits}f}")
+    penalty = _penalty(args, 1)
+    print(f"cost    {'C₀' if penalty else 'C'} = {COST_TEXT.get(cost, cost).format(L=sup(L))} = "
+          f"{float(c):.{args.digits}f}")
+    if penalty:
+        print(penalty.cost_line(float(c), params, args.digits))
+    dC = "∂C₀" if penalty else "∂C"  # BP4 gives the gradient of C₀; the weights' term adds its own
     print()
     print("backward:")
     cost_fn = fbp.get_cost(cost)
@@ -260,28 +267,33 @@ def _trace(args, record: dict) -> int:
         handed = f"(m{sup(l - 1)} ⊙ a{sup(l - 1)})" if masks and i > 0 else f"(a{sup(l - 1)})"
         if isinstance(params[i], fbp.Conv):
             a_text = handed if masks and i > 0 else f"a{sup(l - 1)}"
-            print(f"  BP4  ∂C/∂w{sup(l)}_{{j,i,p,q}} = Σ_{{x,y}} δ̃{sup(l)}_{{j,x,y}} {a_text}_{{i,x+p,y+q}}:")
-            print(_kernels(f"       ∂C/∂w{sup(l)}", grads[i].w, args.digits))
+            print(f"  BP4  {dC}/∂w{sup(l)}_{{j,i,p,q}} = Σ_{{x,y}} δ̃{sup(l)}_{{j,x,y}} {a_text}_{{i,x+p,y+q}}:")
+            print(_kernels(f"       {dC}/∂w{sup(l)}", grads[i].w, args.digits))
         else:
-            print(_matrix(f"  BP4  ∂C/∂w{sup(l)} = δ{sup(l)} {handed}ᵀ = ", grads[i].w, args.digits))
+            print(_matrix(f"  BP4  {dC}/∂w{sup(l)} = δ{sup(l)} {handed}ᵀ = ", grads[i].w, args.digits))
+    totals = penalty.add(params, grads, args.digits) if penalty else grads  # ∂C/∂w^l = ∂C₀/∂w^l + the term's
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     worst = max(fbp.relative_error(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     if args.lr is not None:  # the book's update, one example: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l
         stepped = [dataclasses.replace(layer, w=layer.w - args.lr * g.w, b=layer.b - args.lr * g.b)
-                   for layer, g in zip(params, grads)]
+                   for layer, g in zip(params, totals)]
         after = float(fbp.example_loss(stepped, x, y, cost_fn, masks))  # the same units dropped
+        after += penalty.cost(stepped) if penalty else 0.0
+        c_before = float(c) + (penalty.cost(params) if penalty else 0.0)
         print()
-        print(f"a step of gradient descent, η = {args.lr:g}: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l")
+        print(f"a step of gradient descent, η = {args.lr:g}: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l"
+              + (penalty.step_text() if penalty else ""))
         for i, layer in enumerate(stepped):
             l = i + 2
             print(_kernels(f"  w{sup(l)}", layer.w, args.digits) if isinstance(layer, fbp.Conv)
                   else _matrix(f"  w{sup(l)} = ", layer.w, args.digits))
             print(f"  b{sup(l)} = {fmt(layer.b)}")
-        print(f"cost    C = {after:.{args.digits}f} after the step ({float(c):.{args.digits}f} before)")
+        print(f"cost    C = {after:.{args.digits}f} after the step ({c_before:.{args.digits}f} before)")
         record["step"] = dict(lr=args.lr, cost=after, layers=[dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b))
                                                               for i, layer in enumerate(stepped)])
     print()
-    print(f"jax.grad of the same C: the largest difference from BP3 and BP4 {diff:.1e} (relative {worst:.1e})")
+    print(f"jax.grad of the same {'C₀' if penalty else 'C'}: the largest difference from BP3 and BP4 {diff:.1e} "
+          f"(relative {worst:.1e})")
     layers = []
     for i, layer in enumerate(params):
         entry = dict(layer=i + 2, kind="convolutional" if isinstance(layer, fbp.Conv) else "fully_connected",
@@ -290,7 +302,11 @@ def _trace(args, record: dict) -> int:
         if isinstance(layer, fbp.Conv):  # the maps, (maps, rows, columns), before the pooling
             entry.update(in_shape=list(layer.in_shape), pool=layer.pool,
                          conv=_list(layer._conv(handed_in[i])), delta_unpooled=_list(unpooled[i]))
+        if penalty:
+            entry.update(grad_w_total=_list(totals[i].w))
         layers.append(entry)
+    if penalty:
+        record["penalty"] = penalty.record(float(c), params)
     record.update(sizes=sizes, activation=hidden_act.name, output_activation=out_act.name, cost_function=cost,
                   x=_list(x), y=_list(y), label=label, cost=float(c), layers=layers,
                   autodiff_max_difference=diff, autodiff_max_relative=worst,
@@ -472,6 +488,71 @@ def _given_network(args, sizes: Optional[list]):
                       out if l == len(ws) - 1 else args.activation) for l, (w, b) in enumerate(zip(ws, bs))]
 
 
+class _Penalty(NamedTuple):
+    """--l2 and --l1, the book's ch. 3 terms of the cost over every weight
+    (not the biases): C = C₀ + (λ/2n) Σ_l ‖w^l‖² (L2) + (λ/n) Σ_l Σ |w^l| (L1),
+    n the training set's size; they add (λ/n) w^l and (λ/n) sgn(w^l) to
+    ∂C/∂w^l, with sgn(0) = 0 (fbp train's --l2 and --l1)."""
+    l2: float
+    l1: float
+    n: int
+
+    def _lambdas(self) -> tuple:  # how the text names them: λ, or λ₂ and λ₁ where both are given
+        return ("λ₂", "λ₁") if self.l2 and self.l1 else ("λ", "λ")
+
+    def cost(self, params) -> float:
+        import numpy as np
+
+        return sum(self.l2 / (2 * self.n) * float(np.sum(np.square(layer.w)))
+                   + self.l1 / self.n * float(np.sum(np.abs(layer.w))) for layer in params)
+
+    def grad_text(self, l: str) -> str:
+        a, b = self._lambdas()
+        return " + ".join(([f"({a}/n) w{l}"] if self.l2 else []) + ([f"({b}/n) sgn(w{l})"] if self.l1 else []))
+
+    def cost_line(self, c0: float, params, digits: int) -> str:
+        a, b = self._lambdas()
+        term = " + ".join(([f"({a}/2n) Σ_l ‖w^l‖²"] if self.l2 else []) + ([f"({b}/n) Σ_l Σ |w^l|"] if self.l1 else []))
+        values = ", ".join(([f"{a} = {self.l2:g}"] if self.l2 else []) + ([f"{b} = {self.l1:g}"] if self.l1 else [])
+                           + [f"n = {self.n}"])
+        t = self.cost(params)
+        return (f"        C = C₀ + {term} = {c0:.{digits}f} + {t:.{digits}f} = {c0 + t:.{digits}f}  ({values}; "
+                f"the biases have no term)")
+
+    def add(self, params, grads, digits: int) -> list:
+        """∂C/∂w^l of each layer, printed, last layer first: BP4's ∂C₀/∂w^l and the term's; the gradients with them."""
+        import jax.numpy as jnp
+
+        import fbp
+
+        print(f"  the weights' term: ∂C/∂w^l = ∂C₀/∂w^l + {self.grad_text('^l')} (∂C/∂b^l = ∂C₀/∂b^l)")
+        totals = [dataclasses.replace(g, w=g.w + self.l2 / self.n * layer.w + self.l1 / self.n * jnp.sign(layer.w))
+                  for layer, g in zip(params, grads)]
+        for i in range(len(params) - 1, -1, -1):
+            lead = f"       ∂C/∂w{sup(i + 2)}"
+            print(_kernels(lead, totals[i].w, digits) if isinstance(params[i], fbp.Conv)
+                  else _matrix(f"{lead} = ", totals[i].w, digits))
+        return totals
+
+    def step_text(self) -> str:  # the book's own form of the step where it gives one (ch. 3)
+        if self.l2 and not self.l1:
+            return "; with the L2 term that is w^l → (1 − ηλ/n) w^l − η ∂C₀/∂w^l, the book's weight decay"
+        if self.l1 and not self.l2:
+            return "; with the L1 term that is w^l → w^l − (ηλ/n) sgn(w^l) − η ∂C₀/∂w^l"
+        return ""
+
+    def record(self, c0: float, params) -> dict:
+        t = self.cost(params)
+        return dict(l2=self.l2, l1=self.l1, n=self.n, term=t, cost=c0 + t)
+
+
+def _penalty(args, examples: int) -> Optional[_Penalty]:
+    """--l2 and --l1's terms, n from --train-size (default: the examples traced); None without them."""
+    if not args.l2 and not args.l1:
+        return None
+    return _Penalty(args.l2, args.l1, args.train_size or examples)
+
+
 class _Taken(NamedTuple):
     """--data's examples: their inputs (m, n_in), classes and rows of the test split, and the data set's name."""
     X: Any  # np.ndarray
@@ -628,9 +709,14 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
         print(mat(f"    A{sup(l)} = {layer.act.name}(Z{sup(l)}) = ", acts[i + 1]))
         if masks and l < L:
             print(mat(f"    M{sup(l)} = ", masks[i]))
-    print(f"cost    C = (1/m) Σ_n C_n, C_n = {COST_TEXT.get(cost, cost).format(L=sup(L)).replace('1/n', f'1/{n_out}')} "
-          f"of example n's a{sup(L)} and y:")
-    print(f"        C_n = {fmt(costs)}, C = {c:.{args.digits}f}")
+    penalty = _penalty(args, m)
+    C = "C₀" if penalty else "C"
+    dC = f"∂{C}"
+    print(f"cost    {C} = (1/m) Σ_n C_n, C_n = "
+          f"{COST_TEXT.get(cost, cost).format(L=sup(L)).replace('1/n', f'1/{n_out}')} of example n's a{sup(L)} and y:")
+    print(f"        C_n = {fmt(costs)}, {C} = {c:.{args.digits}f}")
+    if penalty:
+        print(penalty.cost_line(c, params, args.digits))
     print()
     print("backward, every example at once (the recursion vmapped): row n of Δ^l is δ^l_n")
     aL = f"A{sup(L)}"
@@ -662,8 +748,9 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
         print(f"  BP3  ∂C/∂b{sup(l)} = (1/m) Σ_n δ{sup(l)}_n, the mean of Δ{sup(l)}'s rows = {fmt(grads[i].b)}")
     for i in range(len(params) - 1, -1, -1):
         l = i + 2
-        print(mat(f"  BP4  ∂C/∂w{sup(l)} = (1/m) Σ_n δ{sup(l)}_n ({row(l - 1)})ᵀ = (1/m) (Δ{sup(l)})ᵀ "
+        print(mat(f"  BP4  {dC}/∂w{sup(l)} = (1/m) Σ_n δ{sup(l)}_n ({row(l - 1)})ᵀ = (1/m) (Δ{sup(l)})ᵀ "
                   f"{M(l - 1)} = ", grads[i].w))
+    totals = penalty.add(params, grads, args.digits) if penalty else grads  # ∂C/∂w^l = ∂C₀/∂w^l + the term's
     # each example's gradient norm from the same rows: ‖δ aᵀ‖_F = ‖δ‖ ‖a‖, ‖∂C_n/∂b‖ = ‖δ‖
     d_norms = [jnp.linalg.norm(d, axis=1) for d in ds]
     a_norms = [jnp.linalg.norm(a, axis=1) for a in handed]
@@ -683,31 +770,37 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
     worst = max(fbp.relative_error(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     if args.lr is not None:  # the book's update_mini_batch: w^l → w^l − (η/m) Σ_n ∂C_n/∂w^l
         stepped = [dataclasses.replace(layer, w=layer.w - args.lr * g.w, b=layer.b - args.lr * g.b)
-                   for layer, g in zip(params, grads)]
+                   for layer, g in zip(params, totals)]
         after = float(fbp.loss(stepped, X, Y, cost_fn, "mean", masks))  # the same units dropped
+        after += penalty.cost(stepped) if penalty else 0.0
+        c_before = c + (penalty.cost(params) if penalty else 0.0)
         print()
-        print(f"a step of the book's SGD on this mini-batch, η = {args.lr:g}: w^l → w^l − (η/m) Σ_n ∂C_n/∂w^l, "
-              f"b^l → b^l − (η/m) Σ_n ∂C_n/∂b^l")
+        print(f"a step of the book's SGD on this mini-batch, η = {args.lr:g}: w^l → w^l − (η/m) Σ_n ∂C_n/∂w^l"
+              + (f" − η ({penalty.grad_text('^l')})" if penalty else "") + ", b^l → b^l − (η/m) Σ_n ∂C_n/∂b^l"
+              + (penalty.step_text() if penalty else ""))
         for i, layer in enumerate(stepped):
             l = i + 2
             print(mat(f"  w{sup(l)} = ", layer.w))
             print(f"  b{sup(l)} = {fmt(layer.b)}")
-        print(f"cost    C = {after:.{args.digits}f} after the step ({c:.{args.digits}f} before)")
+        print(f"cost    C = {after:.{args.digits}f} after the step ({c_before:.{args.digits}f} before)")
         record["step"] = dict(lr=args.lr, cost=after, layers=[dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b))
                                                               for i, layer in enumerate(stepped)])
     print()
-    print(f"jax.grad of the same C: the largest difference from BP3 and BP4 {diff:.1e} (relative {worst:.1e}); "
+    print(f"jax.grad of the same {C}: the largest difference from BP3 and BP4 {diff:.1e} (relative {worst:.1e}); "
           f"vmap(jax.grad) of each C_n, its gradient formed: the norms' relative difference {norm_worst:.1e}")
     record.update(sizes=[n_in] + [layer.n_out for layer in params], activation=hidden_act.name,
                   output_activation=out_act.name, cost_function=cost, batch=m, x=_list(X), y=_list(Y),
                   labels=labels, costs=_list(costs), cost=c, layers=[
                       dict(layer=i + 2, kind="fully_connected", w=_list(layer.w), b=_list(layer.b), z=_list(zs[i]),
                            a=_list(acts[i + 1]), delta=_list(ds[i]), grad_w=_list(grads[i].w),
-                           grad_b=_list(grads[i].b), delta_norms=_list(d_norms[i]), grad_w_norms=_list(w_norms[i]))
+                           grad_b=_list(grads[i].b), delta_norms=_list(d_norms[i]), grad_w_norms=_list(w_norms[i]),
+                           **(dict(grad_w_total=_list(totals[i].w)) if penalty else {}))
                       for i, layer in enumerate(params)],
                   example_grad_norms=_list(total), autodiff_max_difference=diff, autodiff_max_relative=worst,
                   example_norms_max_relative=norm_worst, dropout=args.dropout or None,
                   masks=None if masks is None else [_list(mk) for mk in masks])
+    if penalty:
+        record["penalty"] = penalty.record(c, params)
     return 0
 
 

@@ -110,6 +110,52 @@ def test_trace_weights_typed_in_give_a_published_worked_examples_numbers(tmp_pat
         assert r.stdout == ""
 
 
+def test_trace_l2_and_l1_add_the_books_weight_terms_and_the_step_is_weight_decay(capsys):
+    """--l2 λ and --l1 λ (the book's ch. 3): C = C₀ + (λ/2n) Σ w² (+ (λ/n) Σ |w|),
+    ∂C/∂w^l = BP4's ∂C₀/∂w^l + (λ/n) w^l (+ (λ/n) sgn(w^l), sgn(0) = 0), the
+    biases untouched, and the step w^l → (1 − ηλ/n) w^l − η ∂C₀/∂w^l."""
+    r = fbp_here(capsys, "trace", "--sizes", "3,4,2", "--seed", "2", "--l2", "0.6", "--train-size", "4", "--lr", "2",
+                 "--json", "-")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    ws = [np.asarray(layer["w"]) for layer in t["layers"]]
+    bs = [np.asarray(layer["b"]) for layer in t["layers"]]
+    term = 0.6 / 8 * sum(np.sum(w * w) for w in ws)
+    assert t["penalty"] == pytest.approx(dict(l2=0.6, l1=0.0, n=4, term=term, cost=t["cost"] + term), rel=1e-12)
+    for layer, after, w, b in zip(t["layers"], t["step"]["layers"], ws, bs):
+        np.testing.assert_allclose(layer["grad_w_total"], np.asarray(layer["grad_w"]) + 0.15 * w, rtol=1e-14)
+        # the book's weight decay: (1 − ηλ/n) w − η ∂C₀/∂w; the biases as without the term
+        np.testing.assert_allclose(after["w"], (1 - 2 * 0.15) * w - 2 * np.asarray(layer["grad_w"]), rtol=1e-13)
+        np.testing.assert_allclose(after["b"], b - 2 * np.asarray(layer["grad_b"]), rtol=1e-14)
+    w2, w3 = (np.asarray(layer["w"]) for layer in t["step"]["layers"])
+    b2, b3 = (np.asarray(layer["b"]) for layer in t["step"]["layers"])
+    a3 = _sigmoid(w3 @ _sigmoid(w2 @ np.asarray(t["x"]) + b2) + b3)
+    after = 0.5 * np.sum((a3 - np.asarray(t["y"])) ** 2) + 0.6 / 8 * (np.sum(w2 * w2) + np.sum(w3 * w3))
+    assert t["step"]["cost"] == pytest.approx(after, rel=1e-12)
+    lines = fbp_here(capsys, "trace", "--sizes", "3,4,2", "--seed", "2", "--l2", "0.6", "--train-size", "4", "--lr",
+                     "2").stdout.splitlines()
+    assert any(line.startswith("  BP4  ∂C₀/∂w³ = δ³ (a²)ᵀ = [[") for line in lines)
+    assert any(line.startswith("        C = C₀ + (λ/2n) Σ_l ‖w^l‖² = ")
+               and line.endswith("(λ = 0.6, n = 4; the biases have no term)") for line in lines)
+    assert any("with the L2 term that is w^l → (1 − ηλ/n) w^l − η ∂C₀/∂w^l, the book's weight decay" in line
+               for line in lines)
+    assert lines[-1].startswith("jax.grad of the same C₀: ")
+    # L1, with a weight of exactly 0 (sgn(0) = 0), n the one example traced
+    r = fbp_here(capsys, "trace", "--weights", "0,1;2,-3|1,0", "--biases", "0,0|0", "--l1", "0.3", "--json", "-")
+    t = json.loads(r.stdout)
+    for layer in t["layers"]:
+        w = np.asarray(layer["w"])
+        np.testing.assert_allclose(layer["grad_w_total"], np.asarray(layer["grad_w"]) + 0.3 * np.sign(w), rtol=1e-14)
+    assert t["penalty"]["n"] == 1 and t["penalty"]["term"] == pytest.approx(0.3 * 7)
+    # a mini-batch: n defaults to its m examples
+    t = json.loads(fbp_here(capsys, "trace", "--batch", "3", "--l2", "1", "--json", "-").stdout)
+    for layer in t["layers"]:
+        np.testing.assert_allclose(layer["grad_w_total"], np.asarray(layer["grad_w"]) + np.asarray(layer["w"]) / 3,
+                                   rtol=1e-14)
+    r = fbp_here(capsys, "trace", "--train-size", "5")
+    assert r.returncode == 2 and "--train-size 5 is the n of --l2's and --l1's λ/n; give --l2 or --l1 too" in r.stderr
+
+
 def test_trace_dropout_shows_the_masks_where_the_book_puts_them(capsys):
     """--dropout P: the hidden layer hands on m ⊙ a, BP2 multiplies by m,
     BP4 takes m ⊙ a; the numbers as NumPy does the same arithmetic."""
