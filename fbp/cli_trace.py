@@ -272,6 +272,9 @@ def _trace(args, record: dict) -> int:
         else:
             print(_matrix(f"  BP4  {dC}/∂w{sup(l)} = δ{sup(l)} {handed}ᵀ = ", grads[i].w, args.digits))
     totals = penalty.add(params, grads, args.digits) if penalty else grads  # ∂C/∂w^l = ∂C₀/∂w^l + the term's
+    speeds = [float(jnp.linalg.norm(d)) for d in ds]  # ‖δ^l‖: the book's speed of learning of layer l (ch. 5)
+    print(f"  ‖δ^l‖{' (‖∂C/∂b^l‖ of a fully connected layer)' if conv else ' = ‖∂C/∂b^l‖'}, how fast each layer "
+          f"learns (the book's ch. 5), layer 2 to {L}: " + ", ".join(_number(v, args.digits) for v in speeds))
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     worst = max(fbp.relative_error(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     if args.lr is not None:  # the book's update, one example: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l
@@ -308,7 +311,7 @@ def _trace(args, record: dict) -> int:
     if penalty:
         record["penalty"] = penalty.record(float(c), params)
     record.update(sizes=sizes, activation=hidden_act.name, output_activation=out_act.name, cost_function=cost,
-                  x=_list(x), y=_list(y), label=label, cost=float(c), layers=layers,
+                  x=_list(x), y=_list(y), label=label, cost=float(c), layers=layers, delta_norms=speeds,
                   autodiff_max_difference=diff, autodiff_max_relative=worst,
                   dropout=args.dropout or None, masks=None if masks is None else [_list(m) for m in masks])
     return 0

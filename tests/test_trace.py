@@ -48,6 +48,7 @@ def test_trace_gives_the_books_numbers_for_each_step(capsys, output, cost):
                       (t["layers"][1]["grad_w"], np.outer(d3, a2)), (t["layers"][0]["grad_w"], np.outer(d2, x))):  # BP4
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
     assert t["autodiff_max_relative"] <= 1e-14
+    assert t["delta_norms"] == pytest.approx([np.linalg.norm(d2), np.linalg.norm(d3)], rel=1e-12)  # ch. 5's speeds
     # the printed trace shows the same numbers, to --digits decimals, under the book's labels
     r = fbp_here(capsys, "trace", "--sizes", "3,4,2", "--output-activation", output, "--cost", cost, "--seed", "5",
                  "--digits", "6")
