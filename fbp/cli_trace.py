@@ -761,7 +761,7 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
     total = jnp.sqrt(sum(dn ** 2 * (an ** 2 + 1) for dn, an in zip(d_norms, a_norms)))
     print()
     print("each example's own gradient, from the same Δ^l and A^(l−1), none of them formed "
-          "(‖δ aᵀ‖ = ‖δ‖ ‖a‖; jax.grad of C gives only their mean):")
+          f"(‖δ aᵀ‖ = ‖δ‖ ‖a‖; jax.grad of {C} gives only their mean):")
     for i in range(len(params) - 1, -1, -1):
         l = i + 2
         print(f"  ‖∂C_n/∂w{sup(l)}‖ = ‖δ{sup(l)}_n‖ ‖{row(l - 1)}‖ = {fmt(d_norms[i])} ⊙ {fmt(a_norms[i])} = "
