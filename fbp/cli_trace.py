@@ -278,22 +278,9 @@ def _trace(args, record: dict) -> int:
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     worst = max(fbp.relative_error(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     if args.lr is not None:  # the book's update, one example: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l
-        stepped = [dataclasses.replace(layer, w=layer.w - args.lr * g.w, b=layer.b - args.lr * g.b)
-                   for layer, g in zip(params, totals)]
-        after = float(fbp.example_loss(stepped, x, y, cost_fn, masks))  # the same units dropped
-        after += penalty.cost(stepped) if penalty else 0.0
-        c_before = float(c) + (penalty.cost(params) if penalty else 0.0)
-        print()
-        print(f"a step of gradient descent, η = {args.lr:g}: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l"
-              + (penalty.step_text() if penalty else ""))
-        for i, layer in enumerate(stepped):
-            l = i + 2
-            print(_kernels(f"  w{sup(l)}", layer.w, args.digits) if isinstance(layer, fbp.Conv)
-                  else _matrix(f"  w{sup(l)} = ", layer.w, args.digits))
-            print(f"  b{sup(l)} = {fmt(layer.b)}")
-        print(f"cost    C = {after:.{args.digits}f} after the step ({c_before:.{args.digits}f} before)")
-        record["step"] = dict(lr=args.lr, cost=after, layers=[dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b))
-                                                              for i, layer in enumerate(stepped)])
+        _step(args, record, params, totals, penalty,  # the same units dropped after the step
+              lambda stepped: float(fbp.example_loss(stepped, x, y, cost_fn, masks)), float(c),
+              f"a step of gradient descent, η = {args.lr:g}: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l")
     print()
     print(f"jax.grad of the same {'C₀' if penalty else 'C'}: the largest difference from BP3 and BP4 {diff:.1e} "
           f"(relative {worst:.1e})")
@@ -549,6 +536,29 @@ class _Penalty(NamedTuple):
         return dict(l2=self.l2, l1=self.l1, n=self.n, term=t, cost=c0 + t)
 
 
+def _step(args, record: dict, params: list, totals: list, penalty: Optional[_Penalty], cost0, c0: float,
+          heading: str) -> None:
+    """--lr's step, printed: each w^l and b^l moved by −η times its gradient (``totals``, the weights' term
+    in them), and the cost after it against before (``cost0`` of a network: its C₀; the weights' term added
+    here, as to ``c0``); kept in ``record``."""
+    import fbp
+
+    stepped = [dataclasses.replace(layer, w=layer.w - args.lr * g.w, b=layer.b - args.lr * g.b)
+               for layer, g in zip(params, totals)]
+    after = cost0(stepped) + (penalty.cost(stepped) if penalty else 0.0)
+    before = c0 + (penalty.cost(params) if penalty else 0.0)
+    print()
+    print(heading + (penalty.step_text() if penalty else ""))
+    for i, layer in enumerate(stepped):
+        l = i + 2
+        print(_kernels(f"  w{sup(l)}", layer.w, args.digits) if isinstance(layer, fbp.Conv)
+              else _matrix(f"  w{sup(l)} = ", layer.w, args.digits))
+        print(f"  b{sup(l)} = {_fmt(layer.b, args.digits)}")
+    print(f"cost    C = {after:.{args.digits}f} after the step ({before:.{args.digits}f} before)")
+    record["step"] = dict(lr=args.lr, cost=after, layers=[dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b))
+                                                          for i, layer in enumerate(stepped)])
+
+
 def _penalty(args, examples: int) -> Optional[_Penalty]:
     """--l2 and --l1's terms, n from --train-size (default: the examples traced); None without them."""
     if not args.l2 and not args.l1:
@@ -772,22 +782,10 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     worst = max(fbp.relative_error(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
     if args.lr is not None:  # the book's update_mini_batch: w^l → w^l − (η/m) Σ_n ∂C_n/∂w^l
-        stepped = [dataclasses.replace(layer, w=layer.w - args.lr * g.w, b=layer.b - args.lr * g.b)
-                   for layer, g in zip(params, totals)]
-        after = float(fbp.loss(stepped, X, Y, cost_fn, "mean", masks))  # the same units dropped
-        after += penalty.cost(stepped) if penalty else 0.0
-        c_before = c + (penalty.cost(params) if penalty else 0.0)
-        print()
-        print(f"a step of the book's SGD on this mini-batch, η = {args.lr:g}: w^l → w^l − (η/m) Σ_n ∂C_n/∂w^l"
-              + (f" − η ({penalty.grad_text('^l')})" if penalty else "") + ", b^l → b^l − (η/m) Σ_n ∂C_n/∂b^l"
-              + (penalty.step_text() if penalty else ""))
-        for i, layer in enumerate(stepped):
-            l = i + 2
-            print(mat(f"  w{sup(l)} = ", layer.w))
-            print(f"  b{sup(l)} = {fmt(layer.b)}")
-        print(f"cost    C = {after:.{args.digits}f} after the step ({c_before:.{args.digits}f} before)")
-        record["step"] = dict(lr=args.lr, cost=after, layers=[dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b))
-                                                              for i, layer in enumerate(stepped)])
+        _step(args, record, params, totals, penalty,  # the same units dropped after the step
+              lambda stepped: float(fbp.loss(stepped, X, Y, cost_fn, "mean", masks)), c,
+              f"a step of the book's SGD on this mini-batch, η = {args.lr:g}: w^l → w^l − (η/m) Σ_n ∂C_n/∂w^l"
+              + (f" − η ({penalty.grad_text('^l')})" if penalty else "") + ", b^l → b^l − (η/m) Σ_n ∂C_n/∂b^l")
     print()
     print(f"jax.grad of the same {C}: the largest difference from BP3 and BP4 {diff:.1e} (relative {worst:.1e}); "
           f"vmap(jax.grad) of each C_n, its gradient formed: the norms' relative difference {norm_worst:.1e}")
