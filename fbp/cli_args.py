@@ -277,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         "convolutional layers (the book's ch. 6), each unit of their maps shown, and BP2-BP4 through the "
         "pooling and the convolution: the answer to ch. 6's problem of backpropagation in a convolutional "
         "network, in numbers. With --batch, a mini-batch as the library computes it, every example a row; with "
-        "--data, a data set's test image and its class.",
+        "--data, a data set's test image and its class; with --weights and --biases, a network typed in; with "
+        "--l2 or --l1, the book's ch. 3 terms of the cost. After BP4 comes each layer's ‖δ^l‖, the book's ch. 5 "
+        "speed of learning.",
         epilog="examples:\n\n"
         "  fbp trace                                        # 2,3,2 sigmoid, quadratic cost, the book's BP1-BP4\n"
         "  fbp trace --output-activation softmax --cost log_likelihood --target 0\n"
