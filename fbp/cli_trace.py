@@ -134,7 +134,9 @@ def _trace(args, record: dict) -> int:
     L = len(sizes)
     out_act, hidden_act = params[-1].act, params[0].act
     conv = isinstance(params[0], fbp.Conv)
-    handed_in = [x] + [a * masks[i] if masks else a for i, a in enumerate(acts[1:-1])]  # what each layer takes in
+    handed_in = fbp.network.layer_inputs(acts, masks)  # what each layer takes in: x, then m^l ⊙ a^l
+    swept = {i: layer._conv(handed_in[i]) for i, layer in enumerate(params)  # c^l, before the pooling
+            if isinstance(layer, fbp.Conv)}
 
     def units(lead: str, a, layer) -> str:  # a layer's units: a vector, or a convolutional layer's maps
         return (_maps(lead, a, layer.out_shape, args.digits) if isinstance(layer, fbp.Conv)
@@ -180,7 +182,7 @@ def _trace(args, record: dict) -> int:
             print(_kernels(f"    w{sup(l)}", layer.w, args.digits))
             print(f"    b{sup(l)} = {fmt(layer.b)}")
             print(f"    c{sup(l)} = the kernels swept over {handed}:")
-            print(_maps(f"    c{sup(l)}", layer._conv(handed_in[i]), layer.conv_shape, args.digits))
+            print(_maps(f"    c{sup(l)}", swept[i], layer.conv_shape, args.digits))
             p = layer.pool
             print(f"    z{sup(l)} = " + (f"the largest c{sup(l)} of each {p}×{p} block" if p > 1 else f"c{sup(l)}")
                   + f" + b{sup(l)}:")
@@ -291,7 +293,7 @@ def _trace(args, record: dict) -> int:
                      grad_w=_list(grads[i].w), grad_b=_list(grads[i].b))
         if isinstance(layer, fbp.Conv):  # the maps, (maps, rows, columns), before the pooling
             entry.update(in_shape=list(layer.in_shape), pool=layer.pool,
-                         conv=_list(layer._conv(handed_in[i])), delta_unpooled=_list(unpooled[i]))
+                         conv=_list(swept[i]), delta_unpooled=_list(unpooled[i]))
         if penalty:
             entry.update(grad_w_total=_list(totals[i].w))
         layers.append(entry)
@@ -838,9 +840,9 @@ def _image_text(shape) -> str:
             else f"{channels} maps of {h}×{w}")
 
 
-def _too_wide(sizes, ds=None) -> str:
-    if ds is not None and sizes[0] > MAX_UNITS:  # --data's images, too many pixels for a fully connected layer
-        return (f"--data {ds.name}: its examples are {sizes[0]} numbers, and fbp trace shows a fully connected "
+def _too_wide(sizes, dataset=None) -> str:
+    if dataset is not None and sizes[0] > MAX_UNITS:  # --data's images, too many pixels for a fully connected layer
+        return (f"--data {dataset.name}: its examples are {sizes[0]} numbers, and fbp trace shows a fully connected "
                 f"layer of {MAX_UNITS} inputs at most; start the network with --conv, which shows the image as one "
                 f"(like --conv 4:5:2 --sizes 64,10 for the bundled 8×8 digits)")
     return (f"the network {','.join(map(str, sizes))} has a layer of {max(sizes)} units; fbp trace prints every "

@@ -14,6 +14,13 @@ import fbp
 from training_helpers import fbp_here
 
 
+def _refused(capsys, argv, needle):
+    """fbp trace with ``argv`` exits 2 with one line naming the problem (``needle`` in it), and prints nothing."""
+    r = fbp_here(capsys, "trace", *argv)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+    assert r.stdout == ""
+
+
 def _sigmoid(z):
     return 1 / (1 + np.exp(-z))
 
@@ -106,9 +113,7 @@ def test_trace_weights_typed_in_give_a_published_worked_examples_numbers(tmp_pat
                           "--output-activation softmax over the one output neuron of --weights is always 1"),
                          (["--weights", "1,2", "--biases", "0", "--init", "he"], "drop --init"),
                          (["--params", tiny, "--weights", "1,2", "--biases", "0"], "drop --weights, --biases")):
-        r = fbp_here(capsys, "trace", *argv)
-        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
-        assert r.stdout == ""
+        _refused(capsys, argv, needle)
 
 
 def test_trace_l2_and_l1_add_the_books_weight_terms_and_the_step_is_weight_decay(capsys):
@@ -242,9 +247,7 @@ def test_trace_takes_a_saved_network_its_input_and_target_and_refuses_what_it_ca
                           "--output-activation softmax over the one output unit of --sizes 2,3,1 is always 1"),
                          (["--output-activation", "tanh", "--cost", "log_likelihood"],
                           "--cost log_likelihood with --output-activation tanh")):
-        r = fbp_here(capsys, "trace", *argv)
-        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
-        assert r.stdout == ""
+        _refused(capsys, argv, needle)
 
 
 def _conv_layer(a, w, b, pool):
@@ -442,9 +445,7 @@ def test_trace_batch_takes_rows_of_input_and_target_and_refuses_what_does_not_fi
                          (["--batch", "2", "--conv", "2:3:2"], "--batch: a mini-batch is traced for a fully "
                                                                "connected network"),
                          (["--batch", "0"], "--batch: expected a positive integer")):
-        r = fbp_here(capsys, "trace", *argv)
-        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
-        assert r.stdout == ""
+        _refused(capsys, argv, needle)
 
 
 def test_the_readmes_trace_is_what_fbp_trace_prints(capsys):
@@ -521,9 +522,7 @@ def test_trace_data_takes_the_example_from_a_data_sets_test_split(tmp_path, caps
                          (["--params", net, "--data", "digits", "--row", "1,1"], "row 1 is given twice"),
                          (["--data", "npz", "--data-dir", small, "--sizes", "4,3", "--batch", "7"],
                           "--batch 7: the test split of small has 6 examples")):
-        r = fbp_here(capsys, "trace", *argv)
-        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
-        assert r.stdout == ""
+        _refused(capsys, argv, needle)
 
 
 @pytest.mark.parametrize("argv,opening", [(["--conv", "2:3:2"], "       δ̃²: each"),
