@@ -195,10 +195,11 @@ def with_json(command: str, path: Optional[str], work, args) -> int:
     return 0
 
 
-def saved_network(args, dtype):
+def saved_network(args, dtype, with_meta: bool = False):
     """fbp check's and fbp trace's --params: (the network, each leaf in
     ``dtype``, float32 → float64 being exact; the cost to use, --cost or the
-    one it was trained with where its file says, else quadratic), or the
+    one it was trained with where its file says, else quadratic; with
+    ``with_meta``, what it was trained with, ``trained_with``'s), or the
     one-line problem: a flag that would shape another network, a file that
     is not a network."""
     import jax
@@ -218,9 +219,11 @@ def saved_network(args, dtype):
         params, meta = fckpt.load_params(args.params, with_meta=True)
     except fckpt.CheckpointError as e:
         return str(e)
-    trained = trained_with(meta).get("cost")
-    return (jax.tree.map(lambda a: jnp.asarray(a, dtype), params),
-            args.cost or (trained if isinstance(trained, str) else None) or "quadratic")
+    meta = trained_with(meta)
+    trained = meta.get("cost")
+    loaded = (jax.tree.map(lambda a: jnp.asarray(a, dtype), params),
+              args.cost or (trained if isinstance(trained, str) else None) or "quadratic")
+    return loaded + (meta,) if with_meta else loaded
 
 
 def _one_unit_softmax_problem(sizes, output: str) -> Optional[str]:

@@ -277,9 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         "convolutional layers (the book's ch. 6), each unit of their maps shown, and BP2-BP4 through the "
         "pooling and the convolution: the answer to ch. 6's problem of backpropagation in a convolutional "
         "network, in numbers. With --batch, a mini-batch as the library computes it, every example a row; with "
-        "--data, a data set's test image and its class; with --weights and --biases, a network typed in; with "
-        "--l2 or --l1, the book's ch. 3 terms of the cost. After BP4 comes each layer's ‖δ^l‖, the book's ch. 5 "
-        "speed of learning.",
+        "--data, a data set's image (of its test split, or --split train or validation) and its class; with "
+        "--weights and --biases, a network typed in; with --l2 or --l1, the book's ch. 3 terms of the cost. "
+        "After BP4 comes each layer's ‖δ^l‖, the book's ch. 5 speed of learning.",
         epilog="examples:\n\n"
         "  fbp trace                                        # 2,3,2 sigmoid, quadratic cost, the book's BP1-BP4\n"
         "  fbp trace --output-activation softmax --cost log_likelihood --target 0\n"
@@ -294,7 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
         "                                                   # weights typed in: a worked example's\n"
         "  fbp trace --params tiny.npz --data digits --row 5\n"
         "                                                   # test digit 5 through a conv net of fbp train\n"
-        "                                                   # --conv 4:5:2 --sizes 64,10 --save-params tiny.npz",
+        "                                                   # --conv 4:5:2 --sizes 64,10 --save-params tiny.npz\n"
+        "  fbp trace --params tiny.npz --split train --row 5\n"
+        "                                                   # training digit 5: a step backpropagation takes, on "
+        "the\n"
+        "                                                   # data tiny.npz was trained on",
     )
     trace.add_argument("--params", default=None, metavar="FILE",
                        help="trace this saved network (an .npz of fbp train --save-params, a checkpoint, the "
@@ -327,14 +331,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the wanted output: a class (one number, its one-hot y) or one number per output "
                             "(default: a class drawn by --seed)")
     trace.add_argument("--data", choices=DATASETS, default=None,
-                       help="take the example from this data set's test split (the images fbp evaluate's rows "
+                       help="take the example from this data set (its --split; the images fbp evaluate's rows "
                             "number): its input and its class; a network of fbp train --save-params on it, or a new "
                             "one, --sizes (and --conv) fitting its images; the bundled digits are 8×8, for a "
-                            "network with --conv")
+                            "network with --conv (default with --params and --row or --split: the data it was "
+                            "trained on)")
     trace.add_argument("--data-dir", default=None, help="for --data idx, mnist-pkl or npz, as fbp train takes it")
+    trace.add_argument("--split", choices=["test", "validation", "train"], default=None,
+                       help="which split of --data the rows are of: train for an example the network learns from, "
+                            "as backpropagation is run (default: test)")
+    trace.add_argument("--validation", type=_nonneg_int, default=None,
+                       help="validation examples taken from the training set, for --split validation or train "
+                            "(default: as --params was trained, else the data set's)")
     trace.add_argument("--row", type=_int_rows, default=None, metavar="N[,N…]",
-                       help="with --data, trace test image N (several, a mini-batch: see --batch) (default: drawn by "
-                            "--seed)")
+                       help="with --data, trace image N of its --split (several, a mini-batch: see --batch) "
+                            "(default: drawn by --seed)")
     trace.add_argument("--batch", type=_positive_int, default=None, metavar="M",
                        help="trace a mini-batch of M examples (16 at most), one a row, as the library computes it: "
                             "the recursion for all at once, BP3 and BP4 of the mean cost as (1/m) 1ᵀΔ and (1/m) "

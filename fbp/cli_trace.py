@@ -71,12 +71,17 @@ def _trace(args, record: dict) -> int:
     digits = args.round
     if args.train_size is not None and not args.l2 and not args.l1:
         return fail(f"--train-size {args.train_size} is the n of --l2's and --l1's λ/n; give --l2 or --l1 too")
+    loaded = None
+    if args.params is not None:  # first: what it was trained on is --data's default
+        loaded = saved_network(args, jnp.float64, with_meta=True)
+        if isinstance(loaded, str):
+            return fail(loaded)
     dataset = None
-    if args.data is not None or args.data_dir is not None or args.row is not None:
-        dataset = _dataset(args)
+    if any(value is not None for value in (args.data, args.data_dir, args.row, args.split, args.validation)):
+        dataset = _dataset(args, loaded[2] if loaded else {})
         if isinstance(dataset, str):
             return fail(dataset)
-    made = _network(args, rs, digits, dataset)
+    made = _network(args, rs, digits, dataset, loaded)
     if isinstance(made, str):
         return fail(made)
     params, cost, digits = made
@@ -92,18 +97,19 @@ def _trace(args, record: dict) -> int:
         return fail(batch)
     taken = None
     if dataset is not None:
-        test = dataset.test
+        split, dataset_flag = args.split or "test", loaded[2].get("data_flag") if loaded else None
+        part = getattr(dataset, split)
         if (dataset.n_in, dataset.n_classes) != (sizes[0], sizes[-1]):
             fix = ("give the --data it was trained on" if args.params is not None else
                    f"give --sizes {dataset.n_in},…,{dataset.n_classes}")
-            return fail(f"--data {args.data}: its examples are {dataset.n_in} numbers in {dataset.n_classes} classes, "
-                        f"and the network takes {sizes[0]} and gives {sizes[-1]}; {fix}")
-        if batch > len(test):
-            return fail(f"--batch {batch}: the test split of {dataset.name} has {len(test)} examples")
-        rows = args.row or sorted(np.random.default_rng(args.seed).choice(len(test), batch, replace=False).tolist())
-        taken = _Taken(np.asarray(test.X[rows], np.float64), [int(c) for c in np.argmax(test.Y[rows], axis=1)],
-                       rows, dataset.name)
-        record["data"] = dict(name=dataset.name, split="test", rows=rows)
+            return fail(f"--data {args.data or dataset_flag}: its examples are {dataset.n_in} numbers in "
+                        f"{dataset.n_classes} classes, and the network takes {sizes[0]} and gives {sizes[-1]}; {fix}")
+        if batch > len(part):
+            return fail(f"--batch {batch}: the {split} split of {dataset.name} has {len(part)} examples")
+        rows = args.row or sorted(np.random.default_rng(args.seed).choice(len(part), batch, replace=False).tolist())
+        taken = _Taken(np.asarray(part.X[rows], np.float64), [int(c) for c in np.argmax(part.Y[rows], axis=1)],
+                       rows, dataset.name, split)
+        record["data"] = dict(name=dataset.name, split=split, rows=rows)
     if batch > 1:
         return _trace_batch(args, record, params, cost, rs, digits, batch, taken)
     if taken is not None:
@@ -148,8 +154,8 @@ def _trace(args, record: dict) -> int:
     print(f"numbered as in the book's ch. 2: layer 1 is the input, a¹ = x; w^l and b^l lead into layer l "
           f"(shown to {args.digits} decimals; computed in float64)")
     if taken is not None:
-        print(f"the example: test image {taken.rows[0]} of {taken.name} (fbp evaluate's row {taken.rows[0]}), its "
-              f"class {taken.labels[0]}")
+        print(f"the example: {taken.split} image {taken.rows[0]} of {taken.name} ({taken.evaluates()} row "
+              f"{taken.rows[0]}), its class {taken.labels[0]}")
     if conv:
         print("a convolutional layer's units are maps, numbered from 0: z^l_{j,x,y} is row x, column y of map j;")
         print("w^l_{j,i,p,q} is row p, column q of the kernel that map j sweeps over map (channel) i of layer l−1")
@@ -306,10 +312,11 @@ def _trace(args, record: dict) -> int:
     return 0
 
 
-def _network(args, rs, digits: Optional[int], dataset):
-    """The network to trace and its cost: a saved one (--params), one typed in (--weights, --biases), or a new
-    one drawn from ``rs`` (--sizes, --conv, --init; its numbers rounded to ``digits``); with the rounding
-    left to the example (None for a saved network's numbers, as they are). Or the one-line problem."""
+def _network(args, rs, digits: Optional[int], dataset, loaded):
+    """The network to trace and its cost: a saved one (--params, ``loaded`` by saved_network), one typed in
+    (--weights, --biases), or a new one drawn from ``rs`` (--sizes, --conv, --init; its numbers rounded to
+    ``digits``); with the rounding left to the example (None for a saved network's numbers, as they are). Or
+    the one-line problem."""
     import jax
     import jax.numpy as jnp
 
@@ -317,11 +324,8 @@ def _network(args, rs, digits: Optional[int], dataset):
     from fbp import plot
     from fbp.network import INITS
 
-    if args.params is not None:
-        loaded = saved_network(args, jnp.float64)
-        if isinstance(loaded, str):
-            return loaded
-        params, cost = loaded
+    if loaded is not None:
+        params, cost, _ = loaded
         digits = None  # a saved network's numbers as they are
     elif args.weights is not None or args.biases is not None:
         if args.weights is None:
@@ -569,37 +573,44 @@ def _penalty(args, examples: int) -> Optional[_Penalty]:
 
 
 class _Taken(NamedTuple):
-    """--data's examples: their inputs (m, n_in), classes and rows of the test split, and the data set's name."""
+    """--data's examples: their inputs (m, n_in), classes and rows of the split, the data set's name and the
+    split's."""
     X: Any  # np.ndarray
     labels: list
     rows: list
     name: str
+    split: str
+
+    def evaluates(self) -> str:  # the command whose rows these are
+        return "fbp evaluate's" if self.split == "test" else f"fbp evaluate --split {self.split}'s"
 
 
-def _dataset(args):
-    """--data's data set, or the one-line problem (--data-dir or --row without --data, --input or --target
-    beside it, a --row past its test split)."""
-    from fbp import data as fdata
-    from fbp.cli import _data_dir_problem
+def _dataset(args, meta: dict):
+    """--data's data set (by default, with --params, the one it was trained on, ``meta`` saying which, with its
+    --data-dir and --validation), or the one-line problem (--data-dir, --split, --validation or --row without a
+    --data, --input or --target beside it, a --row past its split)."""
+    from fbp.cli_evaluate import trained_data
 
-    if args.data is None:
-        flag = "--data-dir" if args.data_dir is not None else "--row"
-        return f"{flag} is for the examples of --data; give --data too"
+    if args.data is None and not meta.get("data_flag"):
+        flag = next(flag for flag, value in (("--data-dir", args.data_dir), ("--split", args.split),
+                                             ("--validation", args.validation), ("--row", args.row))
+                    if value is not None)
+        return (f"{flag} is for the examples of --data; give --data too" +
+                (f" (--params {args.params} does not say what it was trained on)" if args.params else ""))
     mine = [flag for flag, value in (("--input", args.input), ("--target", args.target)) if value is not None]
     if mine:
         return (f"{' and '.join(mine)} give{'s' if len(mine) == 1 else ''} an example of your own, and --data "
-                f"{args.data} takes it from a data set; give one or the other")
-    problem = _data_dir_problem(args.data, args.data_dir)
-    if problem:
-        return problem
-    try:
-        ds = fdata.load(args.data, args.data_dir, 0)
-    except (fdata.DataError, ValueError) as e:
-        return str(e) if str(e).startswith("--") else f"--data {args.data}: {e}"
-    past = [row for row in args.row or () if row >= len(ds.test)]
+                f"{args.data or meta['data_flag']} takes it from a data set; give one or the other")
+    split = args.split or "test"
+    ds = trained_data(args, meta, split)
+    if isinstance(ds, str):
+        return ds
+    part = getattr(ds, split)
+    if not len(part):
+        return f"{ds.name} has no {split} examples (--validation 0?)"
+    past = [row for row in args.row or () if row >= len(part)]
     if past:
-        return (f"--row {past[0]}: the test split of {ds.name} has {len(ds.test)} examples, rows 0 to "
-                f"{len(ds.test) - 1}")
+        return f"--row {past[0]}: the {split} split of {ds.name} has {len(part)} examples, rows 0 to {len(part) - 1}"
     return ds
 
 
@@ -706,8 +717,8 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
     print(f"a mini-batch of m = {m} examples, one a row: row n of X is x_n, and row n of Z^l, A^l and Δ^l is "
           f"example n's z^l, a^l and δ^l")
     if taken is not None:
-        print(f"the examples: test images {', '.join(map(str, taken.rows))} of {taken.name} (fbp evaluate's rows), "
-              f"their classes {', '.join(map(str, taken.labels))}")
+        print(f"the examples: {taken.split} images {', '.join(map(str, taken.rows))} of {taken.name} "
+              f"({taken.evaluates()} rows), their classes {', '.join(map(str, taken.labels))}")
     print()
     print(mat("input   A¹ = X = ", X))
     print(mat("target  Y = ", Y) + (f"  (classes {', '.join(map(str, labels))})" if labels is not None else ""))

@@ -463,17 +463,33 @@ def test_the_readmes_trace_is_what_fbp_trace_prints(capsys):
 
 
 
-def test_trace_data_takes_the_example_from_a_data_sets_test_split(tmp_path, capsys):
+def test_trace_data_takes_the_example_from_a_data_sets_split(tmp_path, capsys):
     """--data NAME --row N: the input and class of test image N (as fbp
     evaluate numbers its rows), through a saved conv net on the 8×8 digits
-    or a new one; several rows a mini-batch (here of a small .npz data set);
-    and the refusals."""
+    or a new one; --split train or validation, by default of the data and
+    validation size the saved net was trained with; several rows a
+    mini-batch (here of a small .npz data set); and the refusals."""
     from fbp import data as fdata
 
     digits = fdata.load("digits", None, 0)
     net = str(tmp_path / "digits_conv.npz")
-    fbp.save_params(net, fbp.init_convnet(jax.random.key(2), (8, 8), [(4, 5, 2)], [10], output_activation="softmax",
-                                          dtype=jnp.float64), dict(cost="log_likelihood"))
+    conv_net = fbp.init_convnet(jax.random.key(2), (8, 8), [(4, 5, 2)], [10], output_activation="softmax",
+                                dtype=jnp.float64)
+    fbp.save_params(net, conv_net, dict(cost="log_likelihood"))
+    trained = str(tmp_path / "trained_conv.npz")  # as fbp train --validation 300 --save-params writes it
+    fbp.save_params(trained, conv_net, dict(cost="log_likelihood", data_flag="digits", validation=300))
+    for split, row in (("train", 7), ("validation", 0)):  # the data and split it was trained with, by default
+        r = fbp_here(capsys, "trace", "--params", trained, "--split", split, "--row", str(row), "--json", "-")
+        assert r.returncode == 0, r.stderr
+        t = json.loads(r.stdout)
+        part, other = getattr(fdata.load("digits", None, 300), split), getattr(fdata.load("digits", None), split)
+        assert t["data"] == dict(name="digits", split=split, rows=[row])
+        assert t["label"] == int(np.argmax(part.Y[row]))
+        np.testing.assert_array_equal(t["x"], part.X[row])
+        assert split == "train" or not np.array_equal(part.X[row], other.X[row])  # not the default 180's row
+    lines = fbp_here(capsys, "trace", "--params", trained, "--split", "train", "--row", "7").stdout.splitlines()
+    assert (f"the example: train image 7 of digits (fbp evaluate --split train's row 7), its class "
+            f"{int(np.argmax(fdata.load('digits', None, 300).train.Y[7]))}") in lines
     r = fbp_here(capsys, "trace", "--params", net, "--data", "digits", "--row", "5", "--json", "-")
     assert r.returncode == 0, r.stderr
     t = json.loads(r.stdout)
@@ -508,6 +524,15 @@ def test_trace_data_takes_the_example_from_a_data_sets_test_split(tmp_path, caps
                                                 "fully connected layer of 16 inputs at most; start the network with "
                                                 "--conv"),
                          (["--row", "3"], "--row is for the examples of --data; give --data too"),
+                         (["--split", "train"], "--split is for the examples of --data; give --data too"),
+                         (["--params", net, "--row", "3"], f"--row is for the examples of --data; give --data too "
+                                                           f"(--params {net} does not say what it was trained on)"),
+                         (["--params", trained, "--split", "validation", "--row", "300"],
+                          "--row 300: the validation split of digits has 300 examples, rows 0 to 299"),
+                         (["--params", trained, "--split", "train", "--row", "1137"],  # 1,437 less its 300
+                          "--row 1137: the train split of digits has 1137 examples, rows 0 to 1136"),
+                         (["--params", trained, "--split", "validation", "--validation", "0"],
+                          "digits has no validation examples (--validation 0?)"),
                          (["--params", net, "--data", "digits", "--row", "360"], "--row 360: the test split of digits "
                                                                                 "has 360 examples, rows 0 to 359"),
                          (["--params", net, "--data", "digits", "--input", "1,2"],
