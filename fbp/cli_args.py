@@ -349,8 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--batch", type=_positive_int, default=None, metavar="M",
                        help="trace a mini-batch of M examples (16 at most), one a row, as the library computes it: "
                             "the recursion for all at once, BP3 and BP4 of the mean cost as (1/m) 1ᵀΔ and (1/m) "
-                            "Δᵀ A, and each example's gradient norm ‖δ‖ ‖a‖ from the same rows; --input and "
-                            "--target then take a row an example, separated by ';' (default: 1, one example)")
+                            "Δᵀ A, and each example's gradient norm ‖δ‖ ‖a‖ from the same rows (with --conv, each "
+                            "example traced as one is, then their mean, a conv layer's norms from its formed "
+                            "gradient); --input and --target then take a row an example, separated by ';' "
+                            "(default: 1, one example)")
     trace.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
                        help="drop each hidden unit with probability P (the book's ch. 3; kept ones times "
                             "1/(1 − P)), drawn by --seed, and show the masks in the forward pass, BP2 and BP4")

@@ -5,7 +5,9 @@ the cost, then BP1 (δ^L), BP2 (each δ^l from δ^{l+1}), BP3 (∂C/∂b^l) and 
 gradient descent they give, and at the end the difference from
 ``jax.grad`` of the same cost. With --conv, convolutional layers first (the
 book's ch. 6): each map, the δ's sent back through the pooling (δ̃^l), BP2
-through a convolution, BP3 and BP4 as sums over the positions. For
+through a convolution, BP3 and BP4 as sums over the positions. With
+--batch, a mini-batch: a row an example (each example in turn, for conv
+layers), BP3 and BP4 of the mean cost, and each example's gradient norm. For
 following the algorithm by hand, or setting it as an exercise (``fbp.cli``
 parses the flags and calls ``cmd_trace``)."""
 
@@ -18,6 +20,8 @@ from typing import Any, NamedTuple, Optional
 from fbp.cli import (_cost_pairing, _error, _one_unit_softmax_problem, make_network, network_text,
                      saved_network, with_json)
 
+CONV_UNITS = ("a convolutional layer's units are maps, numbered from 0: z^l_{j,x,y} is row x, column y of map j;\n"
+              "w^l_{j,i,p,q} is row p, column q of the kernel that map j sweeps over map (channel) i of layer l−1")
 MAX_UNITS = 16  # each layer's width at most: every weight is printed
 MAX_SIDE = 12  # a convolutional layer's input at most 12×12: every unit of its maps is printed
 MAX_KERNELS = 16  # and its maps × channels at most
@@ -62,7 +66,6 @@ def _trace(args, record: dict) -> int:
     import numpy as np
 
     import fbp
-    from fbp.costs import closed_form
 
     fail = functools.partial(_error, "trace")
     # NumPy's legacy generator, whose streams never change, rather than jax.random, whose numbers for a seed
@@ -144,10 +147,6 @@ def _trace(args, record: dict) -> int:
     swept = {i: layer._conv(handed_in[i]) for i, layer in enumerate(params)  # c^l, before the pooling
             if isinstance(layer, fbp.Conv)}
 
-    def units(lead: str, a, layer) -> str:  # a layer's units: a vector, or a convolutional layer's maps
-        return (_maps(lead, a, layer.out_shape, args.digits) if isinstance(layer, fbp.Conv)
-                else f"{lead} = {fmt(a)}")
-
     print(f"fbp trace: sizes={network_text(params)} activation={hidden_act.name} output={out_act.name} "
           f"cost={cost}" + (f" dropout={args.dropout:g}" if args.dropout else "")
           + _made(args, digits, taken, "input"))
@@ -157,8 +156,7 @@ def _trace(args, record: dict) -> int:
         print(f"the example: {taken.split} image {taken.rows[0]} of {taken.name} ({taken.evaluates()} row "
               f"{taken.rows[0]}), its class {taken.labels[0]}")
     if conv:
-        print("a convolutional layer's units are maps, numbered from 0: z^l_{j,x,y} is row x, column y of map j;")
-        print("w^l_{j,i,p,q} is row p, column q of the kernel that map j sweeps over map (channel) i of layer l−1")
+        print(CONV_UNITS)
     print()
     if conv:
         print(f"input   a¹ = x, {_image_text(params[0].in_shape)}:")
@@ -171,47 +169,8 @@ def _trace(args, record: dict) -> int:
         f"; dropout hands on m^l ⊙ a^l, m^l a unit's 0 (dropped, with probability {args.dropout:g}) or "
         f"1/(1 − {args.dropout:g})" if masks else ""))
     if conv:
-        print("  a convolutional layer sweeps its kernels over the maps before it, "
-              "c^l_{j,x,y} = Σ_i Σ_{p,q} w^l_{j,i,p,q} a^(l−1)_{i,x+p,y+q},")
-        print("  and keeps the largest of each pool×pool block: z^l_{j,x,y} = max of c^l_j over block (x, y) + b^l_j"
-              if any(isinstance(layer, fbp.Conv) and layer.pool > 1 for layer in params) else
-              "  and adds its bias: z^l_{j,x,y} = c^l_{j,x,y} + b^l_j")
-    for i, layer in enumerate(params):
-        l = i + 2
-        kind = "output" if l == L else "hidden"
-        handed = f"(m{sup(l - 1)} ⊙ a{sup(l - 1)})" if masks and i > 0 else f"a{sup(l - 1)}"
-        if isinstance(layer, fbp.Conv):
-            maps, _, k, _ = layer.w.shape
-            pooling = f", {layer.pool}×{layer.pool} max-pooling" if layer.pool > 1 else ", no pooling"
-            print(f"  layer {l} (convolutional: {maps} map{'s' if maps > 1 else ''} of {k}×{k} kernels over "
-                  f"{_image_text(layer.in_shape)}{pooling}, {layer.act.name})")
-            print(_kernels(f"    w{sup(l)}", layer.w, args.digits))
-            print(f"    b{sup(l)} = {fmt(layer.b)}")
-            print(f"    c{sup(l)} = the kernels swept over {handed}:")
-            print(_maps(f"    c{sup(l)}", swept[i], layer.conv_shape, args.digits))
-            p = layer.pool
-            print(f"    z{sup(l)} = " + (f"the largest c{sup(l)} of each {p}×{p} block" if p > 1 else f"c{sup(l)}")
-                  + f" + b{sup(l)}:")
-            print(units(f"    z{sup(l)}", zs[i], layer))
-            print(f"    a{sup(l)} = {layer.act.name}(z{sup(l)}):")
-            print(units(f"    a{sup(l)}", acts[i + 1], layer))
-        else:
-            print(f"  layer {l} ({kind}, {layer.act.name})")
-            print(_matrix(f"    w{sup(l)} = ", layer.w, args.digits))
-            print(f"    b{sup(l)} = {fmt(layer.b)}")
-            if i > 0 and isinstance(params[i - 1], fbp.Conv):
-                print(f"    {handed} as one vector, map after map, row by row: {fmt(handed_in[i])}")
-            print(f"    z{sup(l)} = w{sup(l)} {handed} + b{sup(l)} = {fmt(zs[i])}")
-            print(f"    a{sup(l)} = {layer.act.name}(z{sup(l)}) = {fmt(acts[i + 1])}")
-        if masks and l < L:
-            if isinstance(layer, fbp.Conv):
-                print(units(f"    m{sup(l)}", masks[i], layer))
-                print(f"    handed on, m{sup(l)} ⊙ a{sup(l)}:")
-                print(units(f"    (m{sup(l)} ⊙ a{sup(l)})", masks[i] * acts[i + 1], layer))
-            else:
-                print(f"    m{sup(l)} = {fmt(masks[i])}, handed on m{sup(l)} ⊙ a{sup(l)} = "
-                      f"{fmt(masks[i] * acts[i + 1])}")
-    aL = f"a{sup(L)}"
+        _print_conv_rule(params)
+    _print_forward(args, params, zs, acts, handed_in, swept, masks)
     penalty = _penalty(args, 1)
     print(f"cost    {'C₀' if penalty else 'C'} = {COST_TEXT.get(cost, cost).format(L=sup(L))} = "
           f"{float(c):.{args.digits}f}")
@@ -221,49 +180,7 @@ def _trace(args, record: dict) -> int:
     print()
     print("backward:")
     cost_fn = fbp.get_cost(cost)
-    closed = closed_form(cost_fn, out_act)
-    if closed is not None:
-        why = ("σ'(z) cancels the cross-entropy's 1/(a(1 − a))" if out_act.name == "sigmoid" else
-               "the softmax's Jacobian turns the log-likelihood's −y/a into it")
-        print(f"  BP1  δ{sup(L)} = {aL} − y  ({why})")
-    elif out_act.prime is None:  # softmax with another cost: its Jacobian, written by hand
-        print(f"  BP1  δ{sup(L)} = J(z{sup(L)})ᵀ ∇_a C, the softmax's Jacobian J = diag({aL}) − {aL} ({aL})ᵀ")
-        print(f"       ∇_a C = {GRAD_TEXT[cost].format(L=sup(L))} = {fmt(cost_fn.grad(acts[-1], y))}")
-    else:
-        print(f"  BP1  δ{sup(L)} = ∇_a C ⊙ σ'(z{sup(L)})")
-        print(f"       ∇_a C = {GRAD_TEXT.get(cost, '∇_a C').format(L=sup(L))} = {fmt(cost_fn.grad(acts[-1], y))}")
-        print(f"       σ'(z{sup(L)}) = {fmt(out_act.prime(zs[-1]))}")
-    print(f"       δ{sup(L)} = {fmt(ds[-1])}")
-    unpooled = {}  # δ̃^l of each convolutional layer: its δ's sent back through the pooling
-    for i in range(len(params) - 2, -1, -1):
-        l = i + 2
-        layer, above = params[i], params[i + 1]
-        mask = f" ⊙ m{sup(l)}" if masks else ""
-        if isinstance(above, fbp.Conv):
-            sent_name = f"(w{sup(l + 1)} ⋆ δ̃{sup(l + 1)})"
-            print(f"  BP2  δ{sup(l)} = {sent_name}{mask} ⊙ σ'(z{sup(l)}), the full convolution of δ̃{sup(l + 1)} "
-                  f"with the kernels turned by 180° (what (w)ᵀ δ is for a fully connected layer):")
-            print(f"       {sent_name}_{{i,x,y}} = Σ_j Σ_{{p,q}} w{sup(l + 1)}_{{j,i,p,q}} "
-                  f"δ̃{sup(l + 1)}_{{j,x−p,y−q}}")
-            sent = above.backward(ds[i + 1], handed_in[i + 1])
-        else:
-            sent_name = f"(w{sup(l + 1)})ᵀ δ{sup(l + 1)}"
-            print(f"  BP2  δ{sup(l)} = ({sent_name}){mask} ⊙ σ'(z{sup(l)})")
-            sent = above.w.T @ ds[i + 1]
-        print(units(f"       ({sent_name})" if isinstance(layer, fbp.Conv) and not isinstance(above, fbp.Conv)
-                    else f"       {sent_name}", sent, layer))
-        if masks:
-            print(units(f"       m{sup(l)}", masks[i], layer))
-        print(units(f"       σ'(z{sup(l)})", layer.act.prime(zs[i]), layer))
-        print(units(f"       δ{sup(l)}", ds[i], layer))
-        if isinstance(layer, fbp.Conv):
-            unpooled[i] = layer._unpool(ds[i], handed_in[i]).reshape(layer.conv_shape)
-            if layer.pool > 1:
-                print(f"       δ̃{sup(l)}: each δ{sup(l)}_{{j,x,y}} sent back through the pooling to the unit of its "
-                      f"block that was the largest in c{sup(l)}, 0 to the others")
-                print(_maps(f"       δ̃{sup(l)}", unpooled[i], layer.conv_shape, args.digits))
-            else:
-                print(f"       δ̃{sup(l)} = δ{sup(l)} (no pooling)")
+    unpooled = _print_deltas(args, params, cost, y, zs, acts, ds, handed_in, masks)
     for i in range(len(params) - 1, -1, -1):
         l = i + 2
         if isinstance(params[i], fbp.Conv):
@@ -310,6 +227,122 @@ def _trace(args, record: dict) -> int:
                   autodiff_max_difference=diff, autodiff_max_relative=worst,
                   dropout=args.dropout or None, masks=None if masks is None else [_list(m) for m in masks])
     return 0
+
+
+def _print_conv_rule(params: list) -> None:
+    """How a convolutional layer's z^l comes from the maps before it."""
+    import fbp
+
+    print("  a convolutional layer sweeps its kernels over the maps before it, "
+          "c^l_{j,x,y} = Σ_i Σ_{p,q} w^l_{j,i,p,q} a^(l−1)_{i,x+p,y+q},")
+    print("  and keeps the largest of each pool×pool block: z^l_{j,x,y} = max of c^l_j over block (x, y) + b^l_j"
+          if any(isinstance(layer, fbp.Conv) and layer.pool > 1 for layer in params) else
+          "  and adds its bias: z^l_{j,x,y} = c^l_{j,x,y} + b^l_j")
+
+
+def _print_forward(args, params: list, zs, acts, handed_in, swept: dict, masks, weights: bool = True) -> None:
+    """One example's forward pass, layer by layer: w^l and b^l (unless not ``weights``: a mini-batch's second
+    example on), z^l and a^l (a convolutional layer's c^l, ``swept``, and maps), dropout's m^l; ``handed_in``
+    what each layer takes in."""
+    import fbp
+
+    fmt = functools.partial(_fmt, digits=args.digits)
+    units = functools.partial(_units, digits=args.digits)
+    L = len(params) + 1
+    for i, layer in enumerate(params):
+        l = i + 2
+        kind = "output" if l == L else "hidden"
+        handed = f"(m{sup(l - 1)} ⊙ a{sup(l - 1)})" if masks and i > 0 else f"a{sup(l - 1)}"
+        if isinstance(layer, fbp.Conv):
+            maps, _, k, _ = layer.w.shape
+            pooling = f", {layer.pool}×{layer.pool} max-pooling" if layer.pool > 1 else ", no pooling"
+            print(f"  layer {l} (convolutional: {maps} map{'s' if maps > 1 else ''} of {k}×{k} kernels over "
+                  f"{_image_text(layer.in_shape)}{pooling}, {layer.act.name})")
+            if weights:
+                print(_kernels(f"    w{sup(l)}", layer.w, args.digits))
+                print(f"    b{sup(l)} = {fmt(layer.b)}")
+            print(f"    c{sup(l)} = the kernels swept over {handed}:")
+            print(_maps(f"    c{sup(l)}", swept[i], layer.conv_shape, args.digits))
+            p = layer.pool
+            print(f"    z{sup(l)} = " + (f"the largest c{sup(l)} of each {p}×{p} block" if p > 1 else f"c{sup(l)}")
+                  + f" + b{sup(l)}:")
+            print(units(f"    z{sup(l)}", zs[i], layer))
+            print(f"    a{sup(l)} = {layer.act.name}(z{sup(l)}):")
+            print(units(f"    a{sup(l)}", acts[i + 1], layer))
+        else:
+            print(f"  layer {l} ({kind}, {layer.act.name})")
+            if weights:
+                print(_matrix(f"    w{sup(l)} = ", layer.w, args.digits))
+                print(f"    b{sup(l)} = {fmt(layer.b)}")
+            if i > 0 and isinstance(params[i - 1], fbp.Conv):
+                print(f"    {handed} as one vector, map after map, row by row: {fmt(handed_in[i])}")
+            print(f"    z{sup(l)} = w{sup(l)} {handed} + b{sup(l)} = {fmt(zs[i])}")
+            print(f"    a{sup(l)} = {layer.act.name}(z{sup(l)}) = {fmt(acts[i + 1])}")
+        if masks and l < L:
+            if isinstance(layer, fbp.Conv):
+                print(units(f"    m{sup(l)}", masks[i], layer))
+                print(f"    handed on, m{sup(l)} ⊙ a{sup(l)}:")
+                print(units(f"    (m{sup(l)} ⊙ a{sup(l)})", masks[i] * acts[i + 1], layer))
+            else:
+                print(f"    m{sup(l)} = {fmt(masks[i])}, handed on m{sup(l)} ⊙ a{sup(l)} = "
+                      f"{fmt(masks[i] * acts[i + 1])}")
+
+
+def _print_deltas(args, params: list, cost: str, y, zs, acts, ds, handed_in, masks) -> dict:
+    """One example's BP1 and BP2, from the output back: each δ^l, and a convolutional layer's δ̃^l (its δ's
+    sent back through the pooling), which it returns, by layer index."""
+    import fbp
+    from fbp.costs import closed_form
+
+    fmt = functools.partial(_fmt, digits=args.digits)
+    units = functools.partial(_units, digits=args.digits)
+    L, out_act = len(params) + 1, params[-1].act
+    aL = f"a{sup(L)}"
+    cost_fn = fbp.get_cost(cost)
+    closed = closed_form(cost_fn, out_act)
+    if closed is not None:
+        why = ("σ'(z) cancels the cross-entropy's 1/(a(1 − a))" if out_act.name == "sigmoid" else
+               "the softmax's Jacobian turns the log-likelihood's −y/a into it")
+        print(f"  BP1  δ{sup(L)} = {aL} − y  ({why})")
+    elif out_act.prime is None:  # softmax with another cost: its Jacobian, written by hand
+        print(f"  BP1  δ{sup(L)} = J(z{sup(L)})ᵀ ∇_a C, the softmax's Jacobian J = diag({aL}) − {aL} ({aL})ᵀ")
+        print(f"       ∇_a C = {GRAD_TEXT[cost].format(L=sup(L))} = {fmt(cost_fn.grad(acts[-1], y))}")
+    else:
+        print(f"  BP1  δ{sup(L)} = ∇_a C ⊙ σ'(z{sup(L)})")
+        print(f"       ∇_a C = {GRAD_TEXT.get(cost, '∇_a C').format(L=sup(L))} = {fmt(cost_fn.grad(acts[-1], y))}")
+        print(f"       σ'(z{sup(L)}) = {fmt(out_act.prime(zs[-1]))}")
+    print(f"       δ{sup(L)} = {fmt(ds[-1])}")
+    unpooled = {}  # δ̃^l of each convolutional layer: its δ's sent back through the pooling
+    for i in range(len(params) - 2, -1, -1):
+        l = i + 2
+        layer, above = params[i], params[i + 1]
+        mask = f" ⊙ m{sup(l)}" if masks else ""
+        if isinstance(above, fbp.Conv):
+            sent_name = f"(w{sup(l + 1)} ⋆ δ̃{sup(l + 1)})"
+            print(f"  BP2  δ{sup(l)} = {sent_name}{mask} ⊙ σ'(z{sup(l)}), the full convolution of δ̃{sup(l + 1)} "
+                  f"with the kernels turned by 180° (what (w)ᵀ δ is for a fully connected layer):")
+            print(f"       {sent_name}_{{i,x,y}} = Σ_j Σ_{{p,q}} w{sup(l + 1)}_{{j,i,p,q}} "
+                  f"δ̃{sup(l + 1)}_{{j,x−p,y−q}}")
+            sent = above.backward(ds[i + 1], handed_in[i + 1])
+        else:
+            sent_name = f"(w{sup(l + 1)})ᵀ δ{sup(l + 1)}"
+            print(f"  BP2  δ{sup(l)} = ({sent_name}){mask} ⊙ σ'(z{sup(l)})")
+            sent = above.w.T @ ds[i + 1]
+        print(units(f"       ({sent_name})" if isinstance(layer, fbp.Conv) and not isinstance(above, fbp.Conv)
+                    else f"       {sent_name}", sent, layer))
+        if masks:
+            print(units(f"       m{sup(l)}", masks[i], layer))
+        print(units(f"       σ'(z{sup(l)})", layer.act.prime(zs[i]), layer))
+        print(units(f"       δ{sup(l)}", ds[i], layer))
+        if isinstance(layer, fbp.Conv):
+            unpooled[i] = layer._unpool(ds[i], handed_in[i]).reshape(layer.conv_shape)
+            if layer.pool > 1:
+                print(f"       δ̃{sup(l)}: each δ{sup(l)}_{{j,x,y}} sent back through the pooling to the unit of its "
+                      f"block that was the largest in c{sup(l)}, 0 to the others")
+                print(_maps(f"       δ̃{sup(l)}", unpooled[i], layer.conv_shape, args.digits))
+            else:
+                print(f"       δ̃{sup(l)} = δ{sup(l)} (no pooling)")
+    return unpooled
 
 
 def _network(args, rs, digits: Optional[int], dataset, loaded):
@@ -665,11 +698,6 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
     from fbp.costs import closed_form
 
     fail = functools.partial(_error, "trace")
-    if any(isinstance(layer, fbp.Conv) for layer in params):
-        flag = ("--batch" if args.batch is not None else f"--row {','.join(map(str, args.row))}"
-                if args.row is not None else "--input's rows")
-        return fail(f"{flag}: a mini-batch is traced for a fully connected network; a convolutional one is traced "
-                    f"an example at a time (give one)")
     n_in, n_out = params[0].n_in, params[-1].n_out
     if taken is not None:
         x_np, labels = taken.X, taken.labels
@@ -698,6 +726,18 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
     except (ValueError, TypeError) as e:  # an input or target the library refuses (its message says why)
         return fail(str(e))
     c = float(jnp.mean(costs))
+    penalty = _penalty(args, m)
+    if isinstance(params[0], fbp.Conv):
+        _batch_header(args, params, cost, m, digits, taken,
+                      f"a mini-batch of m = {m} examples, each traced as one example is (its units are maps, not "
+                      f"a row), then BP3 and BP4 of their mean cost, (1/m) Σ_n of each example's sums\n"
+                      + CONV_UNITS)
+        layers, total, totals = _print_conv_batch(args, params, cost, X, Y, labels, taken, masks, costs, ds,
+                                                  handed, zs, acts, grads, penalty)
+        record.update(sizes=[n_in] + [layer.n_out for layer in params], activation=params[0].act.name,
+                      output_activation=params[-1].act.name, cost_function=cost, batch=m, x=_list(X), y=_list(Y),
+                      labels=labels, costs=_list(costs), cost=c, layers=layers)
+        return _batch_end(args, record, params, cost_fn, X, Y, masks, c, grads, auto, each, total, totals, penalty)
     fmt = functools.partial(_fmt, digits=args.digits)
     mat = functools.partial(_matrix, digits=args.digits)
     L = len(params) + 1
@@ -709,17 +749,9 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
     def row(l: int) -> str:  # the same for example n: a^l_n, or m^l_n ⊙ a^l_n
         return f"m{sup(l)}_n ⊙ a{sup(l)}_n" if masks and 1 < l < L else f"a{sup(l)}_n"
 
-    print(f"fbp trace: sizes={network_text(params)} activation={hidden_act.name} output={out_act.name} "
-          f"cost={cost} batch={m}" + (f" dropout={args.dropout:g}" if args.dropout else "")
-          + _made(args, digits, taken, "inputs"))
-    print(f"numbered as in the book's ch. 2: layer 1 is the input; w^l and b^l lead into layer l "
-          f"(shown to {args.digits} decimals; computed in float64)")
-    print(f"a mini-batch of m = {m} examples, one a row: row n of X is x_n, and row n of Z^l, A^l and Δ^l is "
-          f"example n's z^l, a^l and δ^l")
-    if taken is not None:
-        print(f"the examples: {taken.split} images {', '.join(map(str, taken.rows))} of {taken.name} "
-              f"({taken.evaluates()} rows), their classes {', '.join(map(str, taken.labels))}")
-    print()
+    _batch_header(args, params, cost, m, digits, taken,
+                  f"a mini-batch of m = {m} examples, one a row: row n of X is x_n, and row n of Z^l, A^l and Δ^l "
+                  f"is example n's z^l, a^l and δ^l")
     print(mat("input   A¹ = X = ", X))
     print(mat("target  Y = ", Y) + (f"  (classes {', '.join(map(str, labels))})" if labels is not None else ""))
     print()
@@ -735,7 +767,6 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
         print(mat(f"    A{sup(l)} = {layer.act.name}(Z{sup(l)}) = ", acts[i + 1]))
         if masks and l < L:
             print(mat(f"    M{sup(l)} = ", masks[i]))
-    penalty = _penalty(args, m)
     C = "C₀" if penalty else "C"
     dC = f"∂{C}"
     print(f"cost    {C} = (1/m) Σ_n C_n, C_n = "
@@ -790,6 +821,150 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
         print(f"  ‖∂C_n/∂w{sup(l)}‖ = ‖δ{sup(l)}_n‖ ‖{row(l - 1)}‖ = {fmt(d_norms[i])} ⊙ {fmt(a_norms[i])} = "
               f"{fmt(w_norms[i])};  ‖∂C_n/∂b{sup(l)}‖ = ‖δ{sup(l)}_n‖")
     print(f"  ‖∂C_n/∂θ‖ = (Σ_l ‖δ^l_n‖² (‖a^(l−1)_n‖² + 1))^½ = {fmt(total)}")
+    record.update(sizes=[n_in] + [layer.n_out for layer in params], activation=hidden_act.name,
+                  output_activation=out_act.name, cost_function=cost, batch=m, x=_list(X), y=_list(Y),
+                  labels=labels, costs=_list(costs), cost=c, layers=[
+                      dict(layer=i + 2, kind="fully_connected", w=_list(layer.w), b=_list(layer.b), z=_list(zs[i]),
+                           a=_list(acts[i + 1]), delta=_list(ds[i]), grad_w=_list(grads[i].w),
+                           grad_b=_list(grads[i].b), delta_norms=_list(d_norms[i]), grad_w_norms=_list(w_norms[i]),
+                           **(dict(grad_w_total=_list(totals[i].w)) if penalty else {}))
+                      for i, layer in enumerate(params)])
+    return _batch_end(args, record, params, cost_fn, X, Y, masks, c, grads, auto, each, total, totals, penalty)
+
+
+def _print_conv_batch(args, params: list, cost: str, X, Y, labels, taken, masks, costs, ds, handed, zs, acts,
+                      grads, penalty) -> tuple:
+    """fbp trace --batch for a network with convolutional layers: each example traced as one is (its maps; w^l
+    and b^l with the first), then BP3 and BP4 of the mean cost, (1/m) Σ_n of each example's sums over the
+    positions, and each example's own gradient norm: a convolutional layer's formed from its δ̃^l and inputs,
+    since a sum over the positions does not factor as ‖δ‖ ‖a‖ does. Returns (the layers' record, each
+    example's gradient norm, the gradient with --l2's or --l1's term)."""
+    import jax
+    import jax.numpy as jnp
+
+    import fbp
+
+    fmt = functools.partial(_fmt, digits=args.digits)
+    m, L = X.shape[0], len(params) + 1
+    C = "C₀" if penalty else "C"
+    convs = [i for i, layer in enumerate(params) if isinstance(layer, fbp.Conv)]
+    swept: dict = {i: [] for i in convs}  # c^l of each example, before the pooling
+    unpooled: dict = {i: [] for i in convs}  # δ̃^l of each example
+    print("forward, an example at a time: z^l = w^l a^(l−1) + b^l, a^l = σ(z^l)" + (
+        f"; dropout hands on m^l ⊙ a^l, m^l the example's mask, a unit's 0 (dropped, with probability "
+        f"{args.dropout:g}) or 1/(1 − {args.dropout:g})" if masks else ""))
+    _print_conv_rule(params)
+    for n in range(m):
+        def of_n(arrays):  # example n's row of each layer's
+            return None if arrays is None else [a[n] for a in arrays]
+
+        zs_n, acts_n, ds_n, handed_n, masks_n = of_n(zs), of_n(acts), of_n(ds), of_n(handed), of_n(masks)
+        convolved = {i: params[i]._conv(handed_n[i]) for i in convs}
+        print()
+        print(f"example {n} of the mini-batch" + (f", {taken.split} image {taken.rows[n]} of {taken.name}"
+                                                  if taken is not None else "")
+              + ("" if n == 0 else " (w^l and b^l as for example 0)") + ":")
+        print(f"input   a¹ = x, {_image_text(params[0].in_shape)}:")
+        print(_maps("  a¹", X[n], params[0].in_shape, args.digits))
+        print(f"target  y = {fmt(Y[n])}" + (f"  (class {labels[n]})" if labels is not None else ""))
+        _print_forward(args, params, zs_n, acts_n, handed_n, convolved, masks_n, weights=n == 0)
+        print(f"cost    {C}_{n} = {COST_TEXT.get(cost, cost).format(L=sup(L))} = {float(costs[n]):.{args.digits}f}")
+        print("backward:")
+        sent_back = _print_deltas(args, params, cost, Y[n], zs_n, acts_n, ds_n, handed_n, masks_n)
+        for i in convs:
+            swept[i].append(convolved[i])
+            unpooled[i].append(sent_back[i])
+    c = float(jnp.mean(costs))
+    print()
+    print(f"the mini-batch's cost  {C} = (1/m) Σ_n {C}_n = {c:.{args.digits}f}")
+    if penalty:
+        print(penalty.cost_line(c, params, args.digits))
+    print("BP3 and BP4 of the mean cost: each example's sums over the positions, averaged over the examples")
+    dC = f"∂{C}"
+    for i in range(len(params) - 1, -1, -1):
+        l = i + 2
+        if i in convs:
+            print(f"  BP3  ∂C/∂b{sup(l)}_j = (1/m) Σ_n Σ_{{x,y}} δ{sup(l)}_{{n,j,x,y}} = {fmt(grads[i].b)}")
+        else:
+            print(f"  BP3  ∂C/∂b{sup(l)} = (1/m) Σ_n δ{sup(l)}_n = {fmt(grads[i].b)}")
+    for i in range(len(params) - 1, -1, -1):
+        l = i + 2
+        a_text = f"(m{sup(l - 1)} ⊙ a{sup(l - 1)})" if masks and i > 0 else f"a{sup(l - 1)}"
+        if i in convs:
+            print(f"  BP4  {dC}/∂w{sup(l)}_{{j,i,p,q}} = (1/m) Σ_n Σ_{{x,y}} δ̃{sup(l)}_{{n,j,x,y}} "
+                  f"{a_text}_{{n,i,x+p,y+q}}:")
+            print(_kernels(f"       {dC}/∂w{sup(l)}", grads[i].w, args.digits))
+        else:
+            print(_matrix(f"  BP4  {dC}/∂w{sup(l)} = (1/m) Σ_n δ{sup(l)}_n ({a_text}_n)ᵀ = ", grads[i].w,
+                          args.digits))
+    totals = penalty.add(params, grads, args.digits) if penalty else grads  # ∂C/∂w^l = ∂C₀/∂w^l + the term's
+    # each example's own gradient: a convolutional layer's formed (its sum over the positions), a fully
+    # connected layer's norms from its δ and a, ‖δ aᵀ‖_F = ‖δ‖ ‖a‖, ‖∂C_n/∂b‖ = ‖δ‖
+    w_norms, b_norms = [], []
+    for i, layer in enumerate(params):
+        if i in convs:
+            formed = jax.vmap(layer.grads)(ds[i], handed[i])  # BP3 and BP4 of each example, one a row
+            w_norms.append(jnp.sqrt(jnp.sum(jnp.square(formed.w).reshape(m, -1), axis=1)))
+            b_norms.append(jnp.linalg.norm(formed.b.reshape(m, -1), axis=1))
+        else:
+            b_norms.append(jnp.linalg.norm(ds[i], axis=1))
+            w_norms.append(b_norms[-1] * jnp.linalg.norm(handed[i], axis=1))
+    total = jnp.sqrt(sum(w ** 2 + b ** 2 for w, b in zip(w_norms, b_norms)))
+    print()
+    print(f"each example's own gradient (jax.grad of {C} gives only their mean): a convolutional layer's formed from "
+          f"its δ̃^l and inputs, whose sum over the positions does not factor; a fully connected layer's from ‖δ‖ ‖a‖, "
+          f"none formed:")
+    for i in range(len(params) - 1, -1, -1):
+        l = i + 2
+        a_text = f"(m{sup(l - 1)} ⊙ a{sup(l - 1)})" if masks and i > 0 else f"a{sup(l - 1)}"
+        if i in convs:
+            print(f"  ‖∂C_n/∂w{sup(l)}‖ = ‖Σ_{{x,y}} δ̃{sup(l)}_{{n,j,x,y}} {a_text}_{{n,i,x+p,y+q}}‖ = "
+                  f"{fmt(w_norms[i])};  ‖∂C_n/∂b{sup(l)}‖ = ‖Σ_{{x,y}} δ{sup(l)}_{{n,j,x,y}}‖ = {fmt(b_norms[i])}")
+        else:
+            print(f"  ‖∂C_n/∂w{sup(l)}‖ = ‖δ{sup(l)}_n‖ ‖{a_text}_n‖ = {fmt(w_norms[i])};  ‖∂C_n/∂b{sup(l)}‖ = "
+                  f"‖δ{sup(l)}_n‖ = {fmt(b_norms[i])}")
+    print(f"  ‖∂C_n/∂θ‖ = (Σ_l ‖∂C_n/∂w^l‖² + ‖∂C_n/∂b^l‖²)^½ = {fmt(total)}")
+    layers = []
+    for i, layer in enumerate(params):
+        entry = dict(layer=i + 2, kind="convolutional" if i in convs else "fully_connected", w=_list(layer.w),
+                     b=_list(layer.b), z=_list(zs[i]), a=_list(acts[i + 1]), delta=_list(ds[i]),
+                     grad_w=_list(grads[i].w), grad_b=_list(grads[i].b), grad_w_norms=_list(w_norms[i]),
+                     grad_b_norms=_list(b_norms[i]))
+        if i in convs:  # each example's maps, (maps, rows, columns), before the pooling
+            entry.update(in_shape=list(layer.in_shape), pool=layer.pool, conv=_list(jnp.stack(swept[i])),
+                         delta_unpooled=_list(jnp.stack(unpooled[i])))
+        if penalty:
+            entry.update(grad_w_total=_list(totals[i].w))
+        layers.append(entry)
+    return layers, total, totals
+
+
+def _batch_header(args, params: list, cost: str, m: int, digits: Optional[int], taken, how: str) -> None:
+    """A traced mini-batch's opening lines: the network, the numbering, ``how`` the examples are shown, and
+    where they come from."""
+    print(f"fbp trace: sizes={network_text(params)} activation={params[0].act.name} output={params[-1].act.name} "
+          f"cost={cost} batch={m}" + (f" dropout={args.dropout:g}" if args.dropout else "")
+          + _made(args, digits, taken, "inputs"))
+    print(f"numbered as in the book's ch. 2: layer 1 is the input; w^l and b^l lead into layer l "
+          f"(shown to {args.digits} decimals; computed in float64)")
+    print(how)
+    if taken is not None:
+        print(f"the examples: {taken.split} images {', '.join(map(str, taken.rows))} of {taken.name} "
+              f"({taken.evaluates()} rows), their classes {', '.join(map(str, taken.labels))}")
+    print()
+
+
+def _batch_end(args, record: dict, params: list, cost_fn, X, Y, masks, c: float, grads, auto, each, total, totals,
+               penalty) -> int:
+    """A traced mini-batch's last lines: the --lr step, and BP3 and BP4 against jax.grad of the mean cost, each
+    example's gradient norm ``total`` against those of ``each``, its gradient by vmap(jax.grad); and their
+    record."""
+    import jax
+    import jax.numpy as jnp
+
+    import fbp
+
+    m = X.shape[0]
     each_norms = jnp.sqrt(sum(jnp.sum(jnp.square(leaf).reshape(m, -1), axis=1) for leaf in jax.tree.leaves(each)))
     norm_worst = fbp.relative_error(total, each_norms)
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
@@ -800,17 +975,10 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
               f"a step of the book's SGD on this mini-batch, η = {args.lr:g}: w^l → w^l − (η/m) Σ_n ∂C_n/∂w^l"
               + (f" − η ({penalty.grad_text('^l')})" if penalty else "") + ", b^l → b^l − (η/m) Σ_n ∂C_n/∂b^l")
     print()
-    print(f"jax.grad of the same {C}: the largest difference from BP3 and BP4 {diff:.1e} (relative {worst:.1e}); "
-          f"vmap(jax.grad) of each C_n, its gradient formed: the norms' relative difference {norm_worst:.1e}")
-    record.update(sizes=[n_in] + [layer.n_out for layer in params], activation=hidden_act.name,
-                  output_activation=out_act.name, cost_function=cost, batch=m, x=_list(X), y=_list(Y),
-                  labels=labels, costs=_list(costs), cost=c, layers=[
-                      dict(layer=i + 2, kind="fully_connected", w=_list(layer.w), b=_list(layer.b), z=_list(zs[i]),
-                           a=_list(acts[i + 1]), delta=_list(ds[i]), grad_w=_list(grads[i].w),
-                           grad_b=_list(grads[i].b), delta_norms=_list(d_norms[i]), grad_w_norms=_list(w_norms[i]),
-                           **(dict(grad_w_total=_list(totals[i].w)) if penalty else {}))
-                      for i, layer in enumerate(params)],
-                  example_grad_norms=_list(total), autodiff_max_difference=diff, autodiff_max_relative=worst,
+    print(f"jax.grad of the same {'C₀' if penalty else 'C'}: the largest difference from BP3 and BP4 {diff:.1e} "
+          f"(relative {worst:.1e}); vmap(jax.grad) of each C_n, its gradient formed: the norms' relative difference "
+          f"{norm_worst:.1e}")
+    record.update(example_grad_norms=_list(total), autodiff_max_difference=diff, autodiff_max_relative=worst,
                   example_norms_max_relative=norm_worst, dropout=args.dropout or None,
                   masks=None if masks is None else [_list(mk) for mk in masks])
     if penalty:
@@ -842,6 +1010,13 @@ def _too_big(params) -> Optional[str]:
                     + f"; fbp trace prints every weight, so give it {MAX_UNITS} or fewer of each"
                     + (": fewer maps, or more pooling, before it" if maps else ""))
     return None
+
+
+def _units(lead: str, a, layer, digits: int) -> str:
+    """A layer's units: a vector, or a convolutional layer's maps."""
+    import fbp
+
+    return _maps(lead, a, layer.out_shape, digits) if isinstance(layer, fbp.Conv) else f"{lead} = {_fmt(a, digits)}"
 
 
 def _image_text(shape) -> str:

@@ -299,6 +299,34 @@ def _sent_back(w, dt, in_shape):
     return out
 
 
+def _conv_net_by_hand(convs, dense, x, y, masks) -> tuple:
+    """One example through sigmoid conv layers and a sigmoid output layer, quadratic cost, by loops over the
+    book's ch. 6 formulas: each conv layer's c, z, δ, δ̃, ∂C/∂b and ∂C/∂w (``masks`` what dropout keeps of
+    each, 1 for all without), then the output layer's δ, ∂C/∂b and ∂C/∂w; and the cost."""
+    side = int(np.sqrt(len(x)))
+    a, y = np.asarray(x).reshape(1, side, side), np.asarray(y)
+    ins, cs, zs = [], [], []
+    for layer, m in zip(convs, masks):  # forward
+        c, z = _conv_layer(a, np.asarray(layer["w"]), np.asarray(layer["b"]), layer["pool"])
+        ins.append(a)
+        cs.append(c)
+        zs.append(z)
+        a = _sigmoid(z) * np.asarray(m).reshape(z.shape)  # what the next layer takes in
+    W, bW = np.asarray(dense["w"]), np.asarray(dense["b"])
+    aL = _sigmoid(W @ a.reshape(-1) + bW)
+    dL = (aL - y) * aL * (1 - aL)  # BP1
+    out = [{}] * len(convs) + [dict(delta=dL, grad_b=dL, grad_w=np.outer(dL, a.reshape(-1)))]
+    d = (W.T @ dL).reshape(a.shape)  # BP2's (w^L)ᵀ δ^L read as maps
+    for n in range(len(convs) - 1, -1, -1):  # BP2, BP3, BP4, last convolutional layer to first
+        layer, s = convs[n], _sigmoid(zs[n])
+        delta = d * np.asarray(masks[n]).reshape(d.shape) * s * (1 - s)
+        dt = _unpooled(cs[n], delta, layer["pool"])
+        out[n] = dict(conv=cs[n], z=zs[n].reshape(-1), delta=delta.reshape(-1), delta_unpooled=dt,
+                      grad_b=delta.sum(axis=(1, 2)), grad_w=_kernel_grads(dt, ins[n], np.asarray(layer["w"]).shape[-1]))
+        d = _sent_back(np.asarray(layer["w"]), dt, ins[n].shape)
+    return out, 0.5 * np.sum((aL - y) ** 2)
+
+
 def _row(values, width=0) -> str:
     return ", ".join(f"{v + 0.0:.6f}".rjust(width) for v in np.round(values, 6))
 
@@ -317,30 +345,10 @@ def test_trace_conv_gives_the_books_ch6_numbers_through_pooling_and_convolution(
     assert [layer["kind"] for layer in convs] == ["convolutional"] * len(convs) and dense["kind"] == "fully_connected"
     masks = [np.asarray(m) for m in t["masks"]] if t["masks"] else [np.ones(len(layer["z"])) for layer in convs]
     assert (set(np.concatenate(masks)) == {0.0, 1 / 0.7}) if dropout != "0" else t["masks"] is None
-    side = int(np.sqrt(len(t["x"])))
-    a, y = np.asarray(t["x"]).reshape(1, side, side), np.asarray(t["y"])
-    ins, cs, sig = [], [], []
-    for layer, m in zip(convs, masks):  # forward
-        w, b = np.asarray(layer["w"]), np.asarray(layer["b"])
-        c, z = _conv_layer(a, w, b, layer["pool"])
-        np.testing.assert_allclose(layer["conv"], c, rtol=1e-12, atol=1e-15)
-        np.testing.assert_allclose(layer["z"], z.reshape(-1), rtol=1e-12, atol=1e-15)
-        ins.append(a)
-        cs.append(c)
-        sig.append(_sigmoid(z))
-        a = _sigmoid(z) * m.reshape(z.shape)  # what the next layer takes in
-    W, bW = np.asarray(dense["w"]), np.asarray(dense["b"])
-    aL = _sigmoid(W @ a.reshape(-1) + bW)
-    d = (W.T @ ((aL - y) * aL * (1 - aL))).reshape(a.shape)  # BP1, then BP2's (w^L)ᵀ δ^L read as maps
-    for n in range(len(convs) - 1, -1, -1):  # BP2, BP3, BP4, last convolutional layer to first
-        layer = convs[n]
-        delta = d * masks[n].reshape(d.shape) * sig[n] * (1 - sig[n])
-        dt = _unpooled(cs[n], delta, layer["pool"])
-        k = np.asarray(layer["w"]).shape[-1]
-        for got, want in ((layer["delta"], delta.reshape(-1)), (layer["delta_unpooled"], dt),
-                          (layer["grad_b"], delta.sum(axis=(1, 2))), (layer["grad_w"], _kernel_grads(dt, ins[n], k))):
-            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
-        d = _sent_back(np.asarray(layer["w"]), dt, ins[n].shape)
+    by_hand, _ = _conv_net_by_hand(convs, dense, t["x"], t["y"], masks)
+    for layer, want in zip(convs, by_hand):
+        for key in ("conv", "z", "delta", "delta_unpooled", "grad_b", "grad_w"):
+            np.testing.assert_allclose(layer[key], want[key], rtol=1e-12, atol=1e-15)
     assert t["autodiff_max_relative"] <= 1e-13
     for layer, after in zip(t["layers"], t["step"]["layers"], strict=True):  # --lr: w^l − η ∂C/∂w^l, kernels too
         np.testing.assert_allclose(after["w"], np.asarray(layer["w"]) - 2 * np.asarray(layer["grad_w"]), rtol=1e-15)
@@ -362,6 +370,52 @@ def test_trace_conv_gives_the_books_ch6_numbers_through_pooling_and_convolution(
         assert any(line.startswith("       δ̃²: each δ²_{j,x,y} sent back through the pooling") for line in lines)
         at = next(n for n, line in enumerate(lines) if line.startswith("       δ̃²_0 = [["))
         assert lines[at + 1].startswith(" " * 15 + "[")  # under the first row, δ̃'s tilde taking no column
+
+
+@pytest.mark.parametrize("conv,sizes,dropout", [("2:3:2", "36,2", "0"), ("2:3:1,2:3:2", "64,3", "0.3")])
+def test_trace_batch_of_a_conv_net_traces_each_example_and_averages_their_sums(capsys, conv, sizes, dropout):
+    """--batch with --conv: each example's maps, δ's and δ̃'s as the ch. 6
+    loops give them for that example alone (its own dropout masks), BP3 and
+    BP4 the mean of the examples' sums over the positions, and each example's
+    gradient norm, which for a conv layer is that of its formed gradient."""
+    r = fbp_here(capsys, "trace", "--conv", conv, "--sizes", sizes, "--dropout", dropout, "--batch", "3", "--seed",
+                 "4", "--lr", "2", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    *convs, dense = t["layers"]
+    assert t["batch"] == 3 and [layer["kind"] for layer in t["layers"]] == ["convolutional"] * len(convs) + [
+        "fully_connected"]
+    masks = ([np.asarray(m) for m in t["masks"]] if t["masks"] else
+             [np.ones((3, len(layer["z"][0]))) for layer in convs])
+    kept = set(np.concatenate([m.reshape(-1) for m in masks]))
+    assert (kept == {0.0, 1 / 0.7}) if dropout != "0" else t["masks"] is None
+    by_hand = []
+    for n in range(3):  # each example alone, its own row of every layer's record
+        out, cost = _conv_net_by_hand(convs, dense, t["x"][n], t["y"][n], [m[n] for m in masks])
+        for layer, want in zip(convs, out):
+            for key in ("conv", "z", "delta", "delta_unpooled"):
+                np.testing.assert_allclose(layer[key][n], want[key], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(dense["delta"][n], out[-1]["delta"], rtol=1e-12, atol=1e-15)
+        assert t["costs"][n] == pytest.approx(cost, rel=1e-12)
+        by_hand.append(out)
+    for i, layer in enumerate(t["layers"]):  # the mean cost's BP3 and BP4; each example's norms
+        for key in ("grad_w", "grad_b"):
+            np.testing.assert_allclose(layer[key], np.mean([out[i][key] for out in by_hand], axis=0), rtol=1e-12,
+                                       atol=1e-15)
+            np.testing.assert_allclose(layer[key + "_norms"], [np.linalg.norm(out[i][key]) for out in by_hand],
+                                       rtol=1e-12)
+    norms = [np.sqrt(sum(np.sum(g[key] ** 2) for g in out for key in ("grad_w", "grad_b"))) for out in by_hand]
+    np.testing.assert_allclose(t["example_grad_norms"], norms, rtol=1e-12)
+    assert t["autodiff_max_relative"] <= 1e-13 and t["example_norms_max_relative"] <= 1e-13
+    for layer, after in zip(t["layers"], t["step"]["layers"], strict=True):  # w − (η/m) Σ_n ∂C_n/∂w
+        np.testing.assert_allclose(after["w"], np.asarray(layer["w"]) - 2 * np.asarray(layer["grad_w"]), rtol=1e-15)
+    lines = fbp_here(capsys, "trace", "--conv", conv, "--sizes", sizes, "--dropout", dropout, "--batch", "3",
+                     "--seed", "4", "--digits", "6").stdout.splitlines()
+    assert "example 2 of the mini-batch (w^l and b^l as for example 0):" in lines
+    assert sum(line.startswith("    w²_{0,0} = [[") for line in lines) == 1  # the kernels shown once
+    assert "  BP4  ∂C/∂w²_{j,i,p,q} = (1/m) Σ_n Σ_{x,y} δ̃²_{n,j,x,y} a¹_{n,i,x+p,y+q}:" in lines
+    assert f"  ‖∂C_n/∂θ‖ = (Σ_l ‖∂C_n/∂w^l‖² + ‖∂C_n/∂b^l‖²)^½ = [{_row(t['example_grad_norms'])}]" in lines
+    assert lines[-1].startswith("jax.grad of the same C: the largest difference from BP3 and BP4 ")
 
 
 @pytest.mark.parametrize("argv", [["--sizes", "3,4,2", "--seed", "6"],
@@ -442,8 +496,6 @@ def test_trace_batch_takes_rows_of_input_and_target_and_refuses_what_does_not_fi
                          (["--batch", "2", "--target", "3;0"], "--target 3;0: one number a row is a class, 0 to 1"),
                          (["--batch", "2", "--target", "1,0,0;0,1"], "--target 1,0,0;0,1: row 1 has 3 numbers, and "
                                                                      "the network gives 2"),
-                         (["--batch", "2", "--conv", "2:3:2"], "--batch: a mini-batch is traced for a fully "
-                                                               "connected network"),
                          (["--batch", "0"], "--batch: expected a positive integer")):
         _refused(capsys, argv, needle)
 
@@ -507,6 +559,11 @@ def test_trace_data_takes_the_example_from_a_data_sets_split(tmp_path, capsys):
     assert t["sizes"][0] == 64 and t["sizes"][-1] == 10 and t["x"] == digits.test.X[row].tolist()
     printed = fbp_here(capsys, "trace", "--data", "digits", "--conv", "2:5:2", "--seed", "3").stdout
     assert printed.splitlines()[0].endswith(" seed=3 (weights and biases rounded to 2 decimals)")  # not the image
+    r = fbp_here(capsys, "trace", "--params", net, "--data", "digits", "--row", "1,2", "--json", "-")  # conv, two
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    assert t["batch"] == 2 and t["labels"] == [int(c) for c in np.argmax(digits.test.Y[[1, 2]], axis=1)]
+    np.testing.assert_array_equal(t["x"], digits.test.X[[1, 2]])
     small = str(tmp_path / "small.npz")  # 2×2 images: a fully connected network takes them, and a mini-batch
     rng = np.random.default_rng(0)
     np.savez(small, x_train=rng.uniform(size=(20, 2, 2)), y_train=rng.integers(0, 3, 20),
@@ -537,8 +594,6 @@ def test_trace_data_takes_the_example_from_a_data_sets_split(tmp_path, capsys):
                                                                                 "has 360 examples, rows 0 to 359"),
                          (["--params", net, "--data", "digits", "--input", "1,2"],
                           "--input gives an example of your own, and --data digits takes it from a data set"),
-                         (["--params", net, "--data", "digits", "--row", "1,2"], "--row 1,2: a mini-batch is traced "
-                                                                                 "for a fully connected network"),
                          (["--params", net, "--data", "digits", "--row", "1,2", "--batch", "3"],
                           "--row 1,2 lists 2 examples, and --batch gives 3; give one or the other"),
                          (["--params", tiny, "--data", "digits"], "--data digits: its examples are 64 numbers in 10 "
