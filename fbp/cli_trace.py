@@ -433,8 +433,8 @@ def _batch_examples(args, rs, digits: Optional[int], m: int, n_in: int, n_out: i
     else:
         wrong = [n for n, numbers in enumerate(given_x) if len(numbers) != n_in]
         if wrong:
-            return (f"--input {args.input}: {row(wrong[0])}{len(given_x[wrong[0]])} numbers, and the network takes "
-                    f"{n_in}")
+            return (f"--input {args.input}: {row(wrong[0])}{_count(len(given_x[wrong[0]]), 'number')}, and the "
+                    f"network takes {n_in}")
         x_np = np.asarray(given_x)
     labels: Optional[list] = None
     if target is None:
@@ -454,7 +454,7 @@ def _batch_examples(args, rs, digits: Optional[int], m: int, n_in: int, n_out: i
                             f"outputs wanted, separated by commas")
                 y_rows.append(np.eye(n_out)[int(wanted[0])])
             elif len(wanted) != n_out:
-                return f"--target {args.target}: {row(n)}{len(wanted)} numbers, and the network gives {n_out}"
+                return f"--target {args.target}: {row(n)}{_count(len(wanted), 'number')}, and the network gives {n_out}"
             else:
                 y_rows.append(np.asarray(wanted))
         if all(len(wanted) == 1 for wanted in target) and n_out > 1:
@@ -1017,6 +1017,11 @@ def _units(lead: str, a, layer, digits: int) -> str:
     import fbp
 
     return _maps(lead, a, layer.out_shape, digits) if isinstance(layer, fbp.Conv) else f"{lead} = {_fmt(a, digits)}"
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 number``, ``3 numbers``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _image_text(shape) -> str:

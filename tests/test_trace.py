@@ -224,7 +224,7 @@ def test_trace_takes_a_saved_network_its_input_and_target_and_refuses_what_it_ca
     fbp.save_params(big, fbp.init_convnet(jax.random.key(0), (14, 14), [(2, 3, 2)], [2]))
     for argv, needle in ((["--sizes", "2,20,2"], "the network 2,20,2 has a layer of 20 units; fbp trace prints every "
                                                  "weight, so give 16 units a layer or fewer"),
-                         (["--input", "0.5"], "--input 0.5: 1 numbers, and the network takes 2"),
+                         (["--input", "0.5"], "--input 0.5: 1 number, and the network takes 2"),
                          (["--input", "a,b"], "--input a,b: expected numbers separated by commas"),
                          (["--input", "nan,1"], "--input nan,1: expected finite numbers, not NaN or infinity"),
                          (["--target", "2"], "--target 2: one number is a class, 0 to 1"),
@@ -490,7 +490,7 @@ def test_trace_batch_takes_rows_of_input_and_target_and_refuses_what_does_not_fi
                                                                   "--batch gives 2 examples"),
                          (["--input", "0.1,0.2;0.3,0.4", "--target", "1"], "--target has 1 row separated by ';', "
                                                                            "and --input gives 2 examples"),
-                         (["--input", "0.1,0.2;0.3"], "--input 0.1,0.2;0.3: row 2 has 1 numbers, and the network "
+                         (["--input", "0.1,0.2;0.3"], "--input 0.1,0.2;0.3: row 2 has 1 number, and the network "
                                                       "takes 2"),
                          (["--input", "0.1,0.2;1,nan"], "--input 0.1,0.2;1,nan: row 2: expected finite numbers"),
                          (["--batch", "2", "--target", "3;0"], "--target 3;0: one number a row is a class, 0 to 1"),
