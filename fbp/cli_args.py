@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp trace --weights '0.15,0.2;0.25,0.3|0.4,0.45;0.5,0.55' --biases '0.35,0.35|0.6,0.6' --input "
         "0.05,0.1 --target 0.01,0.99 --lr 0.5\n"
         "                                                   # weights typed in: a worked example's\n"
+        "  fbp trace --conv 1:3:2 --weights '1,0,-1,2,0,-2,1,0,-1|0.5;-0.5' --biases '0.1|0,0' --sizes 16,2\n"
+        "                                                   # a kernel typed in, over a 4×4 image\n"
         "  fbp trace --params tiny.npz --data digits --row 5\n"
         "                                                   # test digit 5 through a conv net of fbp train\n"
         "                                                   # --conv 4:5:2 --sizes 64,10 --save-params tiny.npz\n"
@@ -313,10 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--weights", default=None, metavar="W²|W³|…",
                        help="the network's weights, typed in (a textbook exercise's, say): each w^l a row for "
                             "each neuron of layer l, its numbers one for each neuron of layer l−1, separated by "
-                            "commas, rows by ';', layers by '|' (the sizes follow from them); needs --biases")
+                            "commas, rows by ';', layers by '|' (the sizes follow from them); needs --biases. With "
+                            "--conv, its layers' kernels first: a row for each kernel, map j over channel i in row "
+                            "j·channels + i + 1, k·k numbers row by row (the image's size from --sizes or --input)")
     trace.add_argument("--biases", default=None, metavar="B²|B³|…",
                        help="the network's biases, with --weights: each b^l one number for each neuron of layer "
-                            "l, separated by commas, layers by '|'")
+                            "l (of a convolutional layer, for each map), separated by commas, layers by '|'")
     trace.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default=None,
                        help="hidden activation σ (default: sigmoid)")
     trace.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default=None,

@@ -485,9 +485,8 @@ def _given_network(args, sizes: Optional[list]):
 
     if args.biases is None:
         return "--weights gives each w^l; give each b^l too, with --biases (layers separated by '|')"
-    drawn = [flag for flag, value in (("--conv", args.conv), ("--init", args.init)) if value is not None]
-    if drawn:
-        return f"--weights gives the network's numbers; drop {', '.join(drawn)}"
+    if args.init is not None:
+        return "--weights gives the network's numbers; drop --init"
     ws: list = []  # w^l: its rows
     bs: list = []
     for flag, text, parse, into in (("--weights", args.weights, _rows, ws), ("--biases", args.biases, _numbers, bs)):
@@ -497,6 +496,8 @@ def _given_network(args, sizes: Optional[list]):
             except ValueError as e:  # the whole flag, and which layer
                 what = str(e)[len(f"{flag} {layer}: "):]
                 return f"{flag} {text}: {flag[2]}{sup(l)}: {what}"
+    if args.conv:
+        return _given_conv_network(args, sizes, ws, bs)
     for l, w in enumerate(ws, 2):
         if len({len(row) for row in w}) > 1:
             return (f"--weights: w{sup(l)}'s rows have {', '.join(str(len(row)) for row in w)} numbers; each row is "
@@ -515,6 +516,68 @@ def _given_network(args, sizes: Optional[list]):
     out = args.output_activation or args.activation
     return [fbp.Dense(jnp.asarray(w, jnp.float64), jnp.asarray(b, jnp.float64),
                       out if l == len(ws) - 1 else args.activation) for l, (w, b) in enumerate(zip(ws, bs))]
+
+
+def _given_conv_network(args, sizes: Optional[list], ws: list, bs: list):
+    """--weights and --biases with --conv: its layers' kernels first, each a row of k·k numbers (row by row of
+    the kernel) for each map j and channel i of the layer before, row j·channels + i; then the fully connected
+    layers' w^l as without --conv. The image's size from --sizes' first number or --input's count. Or the
+    one-line problem."""
+    import argparse
+
+    import jax
+    import jax.numpy as jnp
+
+    import fbp
+    from fbp.cli import conv_text
+
+    n_conv = len(args.conv)
+    if len(ws) <= n_conv:
+        return (f"--weights has {len(ws)} layer{'s' if len(ws) > 1 else ''}, and --conv {conv_text(args.conv)} gives "
+                f"{n_conv} convolutional; give their kernels, then each fully connected layer's w^l (the output's "
+                f"at least), layers separated by '|'")
+    if len(bs) != len(ws):
+        return (f"--biases has {len(bs)} layer{'s' if len(bs) > 1 else ''}, and --weights {len(ws)}; give one b^l "
+                f"for each w^l, layers separated by '|'")
+    try:
+        n_in = sizes[0] if sizes else len(_rows("--input", args.input)[0]) if args.input is not None else None
+    except ValueError as e:
+        return str(e)
+    if n_in is None:
+        return ("--weights with --conv: kernels do not say how large the image is; give --sizes N,… (N its "
+                "pixels, like 16 for a 4×4 image) or --input")
+    shape = [n_in] + [len(w) for w in ws[n_conv:]]
+    if sizes is not None and sizes != shape:
+        return (f"--sizes {','.join(map(str, sizes))}, and --weights makes {','.join(map(str, shape))} after its "
+                f"kernels; give the image's size and the fully connected layers' as --weights has them")
+    try:  # the layers' shapes, as fbp train --conv makes them; their numbers are replaced
+        shaped = make_network(argparse.Namespace(**{**vars(args), "init": "normalized"}), jax.random.key(0),
+                              shape, jnp.float64)
+    except ValueError as e:
+        return str(e)
+    params = []
+    for i, (layer, w, b) in enumerate(zip(shaped, ws, bs)):
+        l = i + 2
+        if isinstance(layer, fbp.Conv):
+            maps, channels, k, _ = layer.w.shape
+            if len(w) != maps * channels or any(len(row) != k * k for row in w):
+                return (f"--weights: w{sup(l)} has {len(w)} row{'s' if len(w) > 1 else ''} of "
+                        f"{', '.join(str(len(row)) for row in w)} numbers, and layer {l} (--conv "
+                        f"{conv_text([args.conv[i]])}) sweeps {maps} map{'s' if maps > 1 else ''} over {channels} "
+                        f"channel{'s' if channels > 1 else ''}: give {maps * channels} kernel"
+                        f"{'s' if maps * channels > 1 else ''} (map j over channel i in row j·{channels} + i + 1), "
+                        f"each {k}×{k} = {k * k} numbers, row by row")
+        elif len({len(row) for row in w}) > 1 or len(w[0]) != layer.n_in:
+            return (f"--weights: w{sup(l)}'s rows have {', '.join(str(len(row)) for row in w)} numbers, and layer "
+                    f"{l - 1} hands on {layer.n_in} (its units, map after map); give each neuron of layer {l} one "
+                    f"number for each")
+        if len(b) != len(w) // (layer.w.shape[1] if isinstance(layer, fbp.Conv) else 1):
+            return (f"--biases: b{sup(l)} has {_count(len(b), 'number')}, and layer {l} has "
+                    f"{_count(layer.b.shape[0], 'map' if isinstance(layer, fbp.Conv) else 'neuron')}; give one "
+                    f"number for each")
+        params.append(dataclasses.replace(layer, w=jnp.asarray(w, jnp.float64).reshape(layer.w.shape),
+                                          b=jnp.asarray(b, jnp.float64)))
+    return params
 
 
 class _Penalty(NamedTuple):

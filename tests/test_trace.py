@@ -116,6 +116,64 @@ def test_trace_weights_typed_in_give_a_published_worked_examples_numbers(tmp_pat
         _refused(capsys, argv, needle)
 
 
+CONV_TYPED_IN = [  # --conv, --weights, --biases, and the kernels as (maps, channels, k, k)
+    ("2:2:1,2:2:1", "1,0,0,-1;0.5,0.5,-0.5,0.5|0.3,-0.2,0.1,0.4;-0.6,0.2,0.5,0.1;0.2,0.2,-0.1,0;0.1,-0.3,0.4,0.2"
+     "|0.7,-0.3,0.2,0.1,0.3,0.2,-0.1,0.4;-0.4,0.5,0.6,-0.2,0.1,-0.5,0.3,0.2", "0.1,-0.1|0.05,-0.05|0,0.2",
+     [[[[[1, 0], [0, -1]]], [[[0.5, 0.5], [-0.5, 0.5]]]],
+      [[[[0.3, -0.2], [0.1, 0.4]], [[-0.6, 0.2], [0.5, 0.1]]], [[[0.2, 0.2], [-0.1, 0]], [[0.1, -0.3], [0.4, 0.2]]]]]),
+    ("1:3:2", "1,0,-1,2,0,-2,1,0,-1|0.5;-0.5", "0.1|0,0", [[[[[1, 0, -1], [2, 0, -2], [1, 0, -1]]]]])]
+
+
+@pytest.mark.parametrize("conv,weights,biases,kernels", CONV_TYPED_IN)
+def test_trace_weights_typed_in_with_conv_take_kernels_and_give_the_ch6_numbers(capsys, conv, weights, biases,
+                                                                                   kernels):
+    """--weights with --conv: each conv layer's kernels a row each (map j
+    over channel i in row j·channels + i + 1, k·k numbers row by row), then
+    the fully connected layers' rows; the trace of a 4×4 image through them
+    is the ch. 6 loops' over the same numbers. Typed-in kernels that do not
+    fit are refused with what each layer takes."""
+    x = "0.12,0.85,0.33,0.47,0.91,0.06,0.58,0.24,0.7,0.39,0.15,0.64,0.28,0.97,0.51,0.8"
+    r = fbp_here(capsys, "trace", "--conv", conv, "--weights", weights, "--biases", biases, "--input", x, "--target",
+                 "0", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    *convs, dense = t["layers"]
+    assert [layer["w"] for layer in convs] == kernels and t["sizes"][0] == 16 and t["sizes"][-1] == 2
+    assert dense["w"] == [[float(v) for v in row.split(",")] for row in weights.split("|")[-1].split(";")]
+    assert [layer["b"] for layer in t["layers"]] == [[float(v) for v in b.split(",")] for b in biases.split("|")]
+    by_hand, cost = _conv_net_by_hand(convs, dense, t["x"], t["y"], [np.ones(len(layer["z"])) for layer in convs])
+    for layer, want in zip(t["layers"], by_hand):
+        for key in want.keys() & {"conv", "z", "delta", "delta_unpooled", "grad_b", "grad_w"}:
+            np.testing.assert_allclose(layer[key], want[key], rtol=1e-12, atol=1e-15)
+    assert t["cost"] == pytest.approx(cost, rel=1e-12) and t["autodiff_max_relative"] <= 1e-13
+
+
+def test_trace_weights_typed_in_with_conv_refuse_kernels_that_do_not_fit(capsys):
+    x = ",".join(["0.5"] * 16)
+    for argv, needle in ((["--conv", "2:2:1", "--weights", "1,0,0,1|1;2", "--biases", "0,0|0,0", "--input", x],
+                          "--weights: w² has 1 row of 4 numbers, and layer 2 (--conv 2:2:1) sweeps 2 maps over 1 "
+                          "channel: give 2 kernels (map j over channel i in row j·1 + i + 1), each 2×2 = 4 numbers"),
+                         (["--conv", "1:2:1", "--weights", "1,0,0|1;2", "--biases", "0|0,0", "--input", x],
+                          "--weights: w² has 1 row of 3 numbers, and layer 2 (--conv 1:2:1) sweeps 1 map"),
+                         (["--conv", "1:2:1", "--weights", "1,0,0,1|1,2;3,4", "--biases", "0|0,0", "--input", x],
+                          "--weights: w³'s rows have 2, 2 numbers, and layer 2 hands on 9 (its units, map after "
+                          "map)"),
+                         (["--conv", "1:2:1", "--weights", "1,0,0,1|1,2,3,4,5,6,7,8,9", "--biases", "0,0|0",
+                           "--input", x], "--biases: b² has 2 numbers, and layer 2 has 1 map"),
+                         (["--conv", "1:2:1", "--weights", "1,0,0,1", "--biases", "0", "--input", x],
+                          "--weights has 1 layer, and --conv 1:2:1 gives 1 convolutional; give their kernels, then "
+                          "each fully connected layer's w^l"),
+                         (["--conv", "1:2:1", "--weights", "1,0,0,1|1,2,3,4,5,6,7,8,9", "--biases", "0|0"],
+                          "--weights with --conv: kernels do not say how large the image is"),
+                         (["--conv", "1:2:1", "--weights", "1,0,0,1|1,2,3,4,5,6,7,8,9", "--biases", "0|0", "--sizes",
+                           "15,1"], "--conv needs square images"),
+                         (["--conv", "1:2:1", "--weights", "1,0,0,1|1,2,3,4,5,6,7,8,9", "--biases", "0|0", "--sizes",
+                           "16,2"], "--sizes 16,2, and --weights makes 16,1 after its kernels"),
+                         (["--conv", "1:2:1", "--weights", "1,0,0,1|1,2,3,4,5,6,7,8,9", "--biases", "0"],
+                          "--biases has 1 layer, and --weights 2")):
+        _refused(capsys, argv, needle)
+
+
 def test_trace_l2_and_l1_add_the_books_weight_terms_and_the_step_is_weight_decay(capsys):
     """--l2 λ and --l1 λ (the book's ch. 3): C = C₀ + (λ/2n) Σ w² (+ (λ/n) Σ |w|),
     ∂C/∂w^l = BP4's ∂C₀/∂w^l + (λ/n) w^l (+ (λ/n) sgn(w^l), sgn(0) = 0), the
