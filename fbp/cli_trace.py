@@ -364,7 +364,7 @@ def _network(args, rs, digits: Optional[int], dataset, loaded):
         if args.weights is None:
             return "--biases gives each b^l; give each w^l too, with --weights (layers separated by '|')"
         args.activation = args.activation or "sigmoid"
-        given = _given_network(args, args.sizes)
+        given = _given_network(args, args.sizes, dataset)
         if isinstance(given, str):
             return given
         if given[-1].act.name == "softmax" and given[-1].n_out == 1:
@@ -476,9 +476,11 @@ def _made(args, digits: Optional[int], taken, inputs: str) -> str:
     return text
 
 
-def _given_network(args, sizes: Optional[list]):
+def _given_network(args, sizes: Optional[list], dataset=None):
     """--weights' and --biases' layers, each w^l a row of numbers for each neuron of layer l (rows separated
-    by ';', layers by '|'), as fbp.Dense layers (--activation, --output-activation); or the one-line problem."""
+    by ';', layers by '|'), as fbp.Dense layers (--activation, --output-activation), after --conv's layers
+    where it is given (their kernels typed in first: _given_conv_network, the image's size from ``sizes``,
+    ``dataset`` or --input); or the one-line problem."""
     import jax.numpy as jnp
 
     import fbp
@@ -497,7 +499,7 @@ def _given_network(args, sizes: Optional[list]):
                 what = str(e)[len(f"{flag} {layer}: "):]
                 return f"{flag} {text}: {flag[2]}{sup(l)}: {what}"
     if args.conv:
-        return _given_conv_network(args, sizes, ws, bs)
+        return _given_conv_network(args, sizes, ws, bs, dataset)
     for l, w in enumerate(ws, 2):
         if len({len(row) for row in w}) > 1:
             return (f"--weights: w{sup(l)}'s rows have {', '.join(str(len(row)) for row in w)} numbers; each row is "
@@ -518,11 +520,11 @@ def _given_network(args, sizes: Optional[list]):
                       out if l == len(ws) - 1 else args.activation) for l, (w, b) in enumerate(zip(ws, bs))]
 
 
-def _given_conv_network(args, sizes: Optional[list], ws: list, bs: list):
+def _given_conv_network(args, sizes: Optional[list], ws: list, bs: list, dataset=None):
     """--weights and --biases with --conv: its layers' kernels first, each a row of k·k numbers (row by row of
     the kernel) for each map j and channel i of the layer before, row j·channels + i; then the fully connected
-    layers' w^l as without --conv. The image's size from --sizes' first number or --input's count. Or the
-    one-line problem."""
+    layers' w^l as without --conv. The image's size from --sizes' first number, --data's images or --input's
+    count. Or the one-line problem."""
     import argparse
 
     import jax
@@ -540,12 +542,13 @@ def _given_conv_network(args, sizes: Optional[list], ws: list, bs: list):
         return (f"--biases has {len(bs)} layer{'s' if len(bs) > 1 else ''}, and --weights {len(ws)}; give one b^l "
                 f"for each w^l, layers separated by '|'")
     try:
-        n_in = sizes[0] if sizes else len(_rows("--input", args.input)[0]) if args.input is not None else None
+        n_in = (sizes[0] if sizes else dataset.n_in if dataset is not None else
+                len(_rows("--input", args.input)[0]) if args.input is not None else None)
     except ValueError as e:
         return str(e)
     if n_in is None:
         return ("--weights with --conv: kernels do not say how large the image is; give --sizes N,… (N its "
-                "pixels, like 16 for a 4×4 image) or --input")
+                "pixels, like 16 for a 4×4 image), --input or --data")
     shape = [n_in] + [len(w) for w in ws[n_conv:]]
     if sizes is not None and sizes != shape:
         return (f"--sizes {','.join(map(str, sizes))}, and --weights makes {','.join(map(str, shape))} after its "

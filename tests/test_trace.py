@@ -149,6 +149,18 @@ def test_trace_weights_typed_in_with_conv_take_kernels_and_give_the_ch6_numbers(
 
 
 def test_trace_weights_typed_in_with_conv_refuse_kernels_that_do_not_fit(capsys):
+    """Kernels typed in for an image whose size comes from --input, --sizes
+    or --data, and the refusals of kernels, rows and biases that do not fit
+    the layers --conv makes."""
+    from fbp import data as fdata
+
+    ones = ";".join([",".join(["0.05"] * 9)] * 10)  # a 3×3 kernel over the 8×8 digits, pooled to 3×3: 9 inputs
+    r = fbp_here(capsys, "trace", "--data", "digits", "--row", "3", "--conv", "1:3:2", "--weights",
+                 f"0.1,0,0,0,0.2,0,0,0,0.3|{ones}", "--biases", "0|" + ",".join(["0"] * 10), "--json", "-")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    assert t["sizes"] == [64, 9, 10] and t["layers"][0]["w"] == [[[[0.1, 0, 0], [0, 0.2, 0], [0, 0, 0.3]]]]
+    np.testing.assert_array_equal(t["x"], fdata.load("digits", None, 0).test.X[3])
     x = ",".join(["0.5"] * 16)
     for argv, needle in ((["--conv", "2:2:1", "--weights", "1,0,0,1|1;2", "--biases", "0,0|0,0", "--input", x],
                           "--weights: w² has 1 row of 4 numbers, and layer 2 (--conv 2:2:1) sweeps 2 maps over 1 "
@@ -164,7 +176,8 @@ def test_trace_weights_typed_in_with_conv_refuse_kernels_that_do_not_fit(capsys)
                           "--weights has 1 layer, and --conv 1:2:1 gives 1 convolutional; give their kernels, then "
                           "each fully connected layer's w^l"),
                          (["--conv", "1:2:1", "--weights", "1,0,0,1|1,2,3,4,5,6,7,8,9", "--biases", "0|0"],
-                          "--weights with --conv: kernels do not say how large the image is"),
+                          "--weights with --conv: kernels do not say how large the image is; give --sizes N,… (N its "
+                          "pixels, like 16 for a 4×4 image), --input or --data"),
                          (["--conv", "1:2:1", "--weights", "1,0,0,1|1,2,3,4,5,6,7,8,9", "--biases", "0|0", "--sizes",
                            "15,1"], "--conv needs square images"),
                          (["--conv", "1:2:1", "--weights", "1,0,0,1|1,2,3,4,5,6,7,8,9", "--biases", "0|0", "--sizes",
