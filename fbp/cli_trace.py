@@ -181,21 +181,7 @@ def _trace(args, record: dict) -> int:
     print("backward:")
     cost_fn = fbp.get_cost(cost)
     unpooled = _print_deltas(args, params, cost, y, zs, acts, ds, handed_in, masks)
-    for i in range(len(params) - 1, -1, -1):
-        l = i + 2
-        if isinstance(params[i], fbp.Conv):
-            print(f"  BP3  ∂C/∂b{sup(l)}_j = Σ_{{x,y}} δ{sup(l)}_{{j,x,y}} = {fmt(grads[i].b)}")
-        else:
-            print(f"  BP3  ∂C/∂b{sup(l)} = δ{sup(l)} = {fmt(grads[i].b)}")
-    for i in range(len(params) - 1, -1, -1):
-        l = i + 2
-        handed = f"(m{sup(l - 1)} ⊙ a{sup(l - 1)})" if masks and i > 0 else f"(a{sup(l - 1)})"
-        if isinstance(params[i], fbp.Conv):
-            a_text = handed if masks and i > 0 else f"a{sup(l - 1)}"
-            print(f"  BP4  {dC}/∂w{sup(l)}_{{j,i,p,q}} = Σ_{{x,y}} δ̃{sup(l)}_{{j,x,y}} {a_text}_{{i,x+p,y+q}}:")
-            print(_kernels(f"       {dC}/∂w{sup(l)}", grads[i].w, args.digits))
-        else:
-            print(_matrix(f"  BP4  {dC}/∂w{sup(l)} = δ{sup(l)} {handed}ᵀ = ", grads[i].w, args.digits))
+    _print_sums(args, params, grads, masks, dC, mean=False)
     totals = penalty.add(params, grads, args.digits) if penalty else grads  # ∂C/∂w^l = ∂C₀/∂w^l + the term's
     speeds = [float(jnp.linalg.norm(d)) for d in ds]  # ‖δ^l‖: the book's speed of learning of layer l (ch. 5)
     print(f"  ‖δ^l‖{' (‖∂C/∂b^l‖ of a fully connected layer)' if conv else ' = ‖∂C/∂b^l‖'}, how fast each layer "
@@ -227,6 +213,33 @@ def _trace(args, record: dict) -> int:
                   autodiff_max_difference=diff, autodiff_max_relative=worst,
                   dropout=args.dropout or None, masks=None if masks is None else [_list(m) for m in masks])
     return 0
+
+
+def _print_sums(args, params: list, grads, masks, dC: str, mean: bool) -> None:
+    """BP3 and BP4 of each layer, last to first, a convolutional layer's as sums over its positions: one
+    example's, or with ``mean`` a mini-batch's, the mean over its examples n of theirs (a conv net's mini-batch
+    is traced an example at a time; a fully connected one's as rows, in _trace_batch). ``dC``: ∂C or ∂C₀."""
+    import fbp
+
+    fmt = functools.partial(_fmt, digits=args.digits)
+    over, n = ("(1/m) Σ_n ", "n,") if mean else ("", "")
+    for i in range(len(params) - 1, -1, -1):
+        l = i + 2
+        if isinstance(params[i], fbp.Conv):
+            print(f"  BP3  ∂C/∂b{sup(l)}_j = {over}Σ_{{x,y}} δ{sup(l)}_{{{n}j,x,y}} = {fmt(grads[i].b)}")
+        else:
+            print(f"  BP3  ∂C/∂b{sup(l)} = {over}δ{sup(l)}{'_n' if mean else ''} = {fmt(grads[i].b)}")
+    for i in range(len(params) - 1, -1, -1):
+        l = i + 2
+        a_text = f"(m{sup(l - 1)} ⊙ a{sup(l - 1)})" if masks and i > 0 else f"a{sup(l - 1)}"
+        if isinstance(params[i], fbp.Conv):
+            print(f"  BP4  {dC}/∂w{sup(l)}_{{j,i,p,q}} = {over}Σ_{{x,y}} δ̃{sup(l)}_{{{n}j,x,y}} "
+                  f"{a_text}_{{{n}i,x+p,y+q}}:")
+            print(_kernels(f"       {dC}/∂w{sup(l)}", grads[i].w, args.digits))
+        else:
+            outer = (f"δ{sup(l)}_n ({a_text}_n)ᵀ" if mean else
+                     f"δ{sup(l)} {a_text if a_text.startswith('(') else f'({a_text})'}ᵀ")
+            print(_matrix(f"  BP4  {dC}/∂w{sup(l)} = {over}{outer} = ", grads[i].w, args.digits))
 
 
 def _print_conv_rule(params: list) -> None:
@@ -946,23 +959,7 @@ def _print_conv_batch(args, params: list, cost: str, X, Y, labels, taken, masks,
     if penalty:
         print(penalty.cost_line(c, params, args.digits))
     print("BP3 and BP4 of the mean cost: each example's sums over the positions, averaged over the examples")
-    dC = f"∂{C}"
-    for i in range(len(params) - 1, -1, -1):
-        l = i + 2
-        if i in convs:
-            print(f"  BP3  ∂C/∂b{sup(l)}_j = (1/m) Σ_n Σ_{{x,y}} δ{sup(l)}_{{n,j,x,y}} = {fmt(grads[i].b)}")
-        else:
-            print(f"  BP3  ∂C/∂b{sup(l)} = (1/m) Σ_n δ{sup(l)}_n = {fmt(grads[i].b)}")
-    for i in range(len(params) - 1, -1, -1):
-        l = i + 2
-        a_text = f"(m{sup(l - 1)} ⊙ a{sup(l - 1)})" if masks and i > 0 else f"a{sup(l - 1)}"
-        if i in convs:
-            print(f"  BP4  {dC}/∂w{sup(l)}_{{j,i,p,q}} = (1/m) Σ_n Σ_{{x,y}} δ̃{sup(l)}_{{n,j,x,y}} "
-                  f"{a_text}_{{n,i,x+p,y+q}}:")
-            print(_kernels(f"       {dC}/∂w{sup(l)}", grads[i].w, args.digits))
-        else:
-            print(_matrix(f"  BP4  {dC}/∂w{sup(l)} = (1/m) Σ_n δ{sup(l)}_n ({a_text}_n)ᵀ = ", grads[i].w,
-                          args.digits))
+    _print_sums(args, params, grads, masks, f"∂{C}", mean=True)
     totals = penalty.add(params, grads, args.digits) if penalty else grads  # ∂C/∂w^l = ∂C₀/∂w^l + the term's
     # each example's own gradient: a convolutional layer's formed (its sum over the positions), a fully
     # connected layer's norms from its δ and a, ‖δ aᵀ‖_F = ‖δ‖ ‖a‖, ‖∂C_n/∂b‖ = ‖δ‖
