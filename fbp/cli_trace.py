@@ -3,7 +3,7 @@ number printed in the book's notation (ch. 2): the forward pass z^l, a^l,
 the cost, then BP1 (δ^L), BP2 (each δ^l from δ^{l+1}), BP3 (∂C/∂b^l) and BP4
 (∂C/∂w^l), each with the factors that make it, with --lr the step of
 gradient descent they give, and at the end the difference from
-``jax.grad`` of the same cost. With --conv, convolutional layers first (the
+``jax.grad`` of the same cost and from finite differences (ch. 2's way). With --conv, convolutional layers first (the
 book's ch. 6): each map, the δ's sent back through the pooling (δ̃^l), BP2
 through a convolution, BP3 and BP4 as sums over the positions. With
 --batch, a mini-batch: a row an example (each example in turn, for conv
@@ -192,9 +192,11 @@ def _trace(args, record: dict) -> int:
         _step(args, record, params, totals, penalty,  # the same units dropped after the step
               lambda stepped: float(fbp.example_loss(stepped, x, y, cost_fn, masks)), float(c),
               f"a step of gradient descent, η = {args.lr:g}: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l")
+    nudged, fd_worst = _finite_differences(params, x[None], y[None], cost, batch_masks, grads)
     print()
     print(f"jax.grad of the same {'C₀' if penalty else 'C'}: the largest difference from BP3 and BP4 {diff:.1e} "
-          f"(relative {worst:.1e})")
+          f"(relative {worst:.1e}); {_nudged_text(nudged)}: relative {fd_worst:.1e}")
+    record.update(finite_differences_max_relative=fd_worst)
     layers = []
     for i, layer in enumerate(params):
         entry = dict(layer=i + 2, kind="convolutional" if isinstance(layer, fbp.Conv) else "fully_connected",
@@ -1037,16 +1039,37 @@ def _batch_end(args, record: dict, params: list, cost_fn, X, Y, masks, c: float,
               lambda stepped: float(fbp.loss(stepped, X, Y, cost_fn, "mean", masks)), c,
               f"a step of the book's SGD on this mini-batch, η = {args.lr:g}: w^l → w^l − (η/m) Σ_n ∂C_n/∂w^l"
               + (f" − η ({penalty.grad_text('^l')})" if penalty else "") + ", b^l → b^l − (η/m) Σ_n ∂C_n/∂b^l")
+    nudged, fd_worst = _finite_differences(params, X, Y, cost_fn, masks, grads)
     print()
     print(f"jax.grad of the same {'C₀' if penalty else 'C'}: the largest difference from BP3 and BP4 {diff:.1e} "
-          f"(relative {worst:.1e}); vmap(jax.grad) of each C_n, its gradient formed: the norms' relative difference "
-          f"{norm_worst:.1e}")
+          f"(relative {worst:.1e}); {_nudged_text(nudged)}: relative {fd_worst:.1e}; vmap(jax.grad) of each C_n, "
+          f"its gradient formed: the norms' relative difference {norm_worst:.1e}")
     record.update(example_grad_norms=_list(total), autodiff_max_difference=diff, autodiff_max_relative=worst,
-                  example_norms_max_relative=norm_worst, dropout=args.dropout or None,
+                  finite_differences_max_relative=fd_worst, example_norms_max_relative=norm_worst,
+                  dropout=args.dropout or None,
                   masks=None if masks is None else [_list(mk) for mk in masks])
     if penalty:
         record["penalty"] = penalty.record(c, params)
     return 0
+
+
+def _finite_differences(params: list, X, Y, cost, masks, grads) -> tuple:
+    """The book's ch. 2 way to the gradient, before backpropagation: each weight and bias θ_i nudged both
+    ways, (C(θ + h e_i) − C(θ − h e_i)) / 2h (fbp.check.finite_differences, dropout's ``masks`` held), two
+    costs a parameter. Returns (the parameters, the largest relative difference from BP3 and BP4's ``grads``)."""
+    import numpy as np
+    from jax.flatten_util import ravel_pytree
+
+    import fbp
+
+    flat, _ = ravel_pytree(params)
+    indices, quotients = fbp.check.finite_differences(params, X, Y, cost, "mean", indices=np.arange(flat.size),
+                                                      masks=masks)
+    return int(flat.size), fbp.relative_error(quotients, np.asarray(ravel_pytree(grads)[0])[indices])
+
+
+def _nudged_text(n: int) -> str:
+    return f"finite differences, the book's ch. 2 way (each of the {n} weights and biases nudged by ±h, {2 * n} costs)"
 
 
 def _too_big(params) -> Optional[str]:

@@ -54,7 +54,7 @@ def test_trace_gives_the_books_numbers_for_each_step(capsys, output, cost):
                       (t["layers"][1]["grad_b"], d3), (t["layers"][0]["grad_b"], d2),  # BP3
                       (t["layers"][1]["grad_w"], np.outer(d3, a2)), (t["layers"][0]["grad_w"], np.outer(d2, x))):  # BP4
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
-    assert t["autodiff_max_relative"] <= 1e-14
+    assert t["autodiff_max_relative"] <= 1e-14 and t["finite_differences_max_relative"] <= 1e-7  # ch. 2's nudges
     assert t["delta_norms"] == pytest.approx([np.linalg.norm(d2), np.linalg.norm(d3)], rel=1e-12)  # ch. 5's speeds
     # the printed trace shows the same numbers, to --digits decimals, under the book's labels
     r = fbp_here(capsys, "trace", "--sizes", "3,4,2", "--output-activation", output, "--cost", cost, "--seed", "5",
@@ -68,6 +68,8 @@ def test_trace_gives_the_books_numbers_for_each_step(capsys, output, cost):
                for line in lines)
     assert "  BP2  δ² = ((w³)ᵀ δ³) ⊙ σ'(z²)" in lines
     assert lines[-1].startswith("jax.grad of the same C: the largest difference from BP3 and BP4 ")
+    assert ("; finite differences, the book's ch. 2 way (each of the 26 weights and biases nudged by ±h, 52 costs): "
+            "relative ") in lines[-1]
 
 
 MAZUR = ["--weights", "0.15,0.2;0.25,0.3|0.4,0.45;0.5,0.55", "--biases", "0.35,0.35|0.6,0.6",
@@ -478,6 +480,7 @@ def test_trace_batch_of_a_conv_net_traces_each_example_and_averages_their_sums(c
     norms = [np.sqrt(sum(np.sum(g[key] ** 2) for g in out for key in ("grad_w", "grad_b"))) for out in by_hand]
     np.testing.assert_allclose(t["example_grad_norms"], norms, rtol=1e-12)
     assert t["autodiff_max_relative"] <= 1e-13 and t["example_norms_max_relative"] <= 1e-13
+    assert t["finite_differences_max_relative"] <= 1e-7  # each weight and kernel entry nudged, the masks held
     for layer, after in zip(t["layers"], t["step"]["layers"], strict=True):  # w − (η/m) Σ_n ∂C_n/∂w
         np.testing.assert_allclose(after["w"], np.asarray(layer["w"]) - 2 * np.asarray(layer["grad_w"]), rtol=1e-15)
     lines = fbp_here(capsys, "trace", "--conv", conv, "--sizes", sizes, "--dropout", dropout, "--batch", "3",
@@ -530,6 +533,7 @@ def test_trace_batch_is_the_mini_batch_as_the_library_computes_it(capsys, argv):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
     assert t["cost"] == pytest.approx(np.mean([row["c"] for row in rows]), rel=1e-12)
     assert t["autodiff_max_relative"] <= 1e-13 and t["example_norms_max_relative"] <= 1e-13
+    assert t["finite_differences_max_relative"] <= 1e-7  # of the mean cost, the masks held
     for layer, after in zip(t["layers"], t["step"]["layers"], strict=True):  # w − (η/m) Σ_n ∂C_n/∂w
         np.testing.assert_allclose(after["w"], np.asarray(layer["w"]) - 3 * np.asarray(layer["grad_w"]), rtol=1e-15)
     lines = fbp_here(capsys, "trace", "--batch", "4", *argv, "--digits", "6").stdout.splitlines()
