@@ -66,7 +66,7 @@ def finite_differences(
     default (≈ 6e-6 in float64), which balances truncation and rounding error.
     ``masks``: dropout's, held fixed (the cost of one thinned network).
     """
-    flat, unravel = ravel_pytree(params)
+    flat, _ = ravel_pytree(params)
     if eps is not None and not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a positive finite relative step, got {eps!r}.")
     if key is None:
@@ -87,18 +87,22 @@ def finite_differences(
     if eps is None:
         eps = float(jnp.finfo(flat.dtype).eps) ** (1.0 / 3.0)
     h = eps * jnp.maximum(1.0, jnp.abs(flat[idx]))  # (n,)
+    return np.asarray(idx), np.asarray(_quotients(params, idx, h, X, Y, masks, cost, reduction))
 
-    @jax.jit
-    def quotients(flat, idx, h, X, Y, masks):
-        def one(i, hi):
-            e = jnp.zeros_like(flat).at[i].set(hi)
-            up = loss(unravel(flat + e), X, Y, cost, reduction, masks)
-            down = loss(unravel(flat - e), X, Y, cost, reduction, masks)
-            return (up - down) / (2 * hi)
 
-        return jax.vmap(one)(idx, h)
+@functools.partial(jax.jit, static_argnames=("cost", "reduction"))
+def _quotients(params: list, idx: Array, h: Array, X: Array, Y: Array, masks, cost, reduction: str) -> Array:
+    """finite_differences' quotients, one a flat index of ``idx``; compiled once for a network's shapes,
+    cost and reduction (not again at each call, as a function made inside the call would be)."""
+    flat, unravel = ravel_pytree(params)
 
-    return np.asarray(idx), np.asarray(quotients(flat, idx, h, X, Y, masks))
+    def one(i, hi):
+        e = jnp.zeros_like(flat).at[i].set(hi)
+        up = loss(unravel(flat + e), X, Y, cost, reduction, masks)
+        down = loss(unravel(flat - e), X, Y, cost, reduction, masks)
+        return (up - down) / (2 * hi)
+
+    return jax.vmap(one)(idx, h)
 
 
 def _stratified_indices(params, n: int, key) -> np.ndarray:

@@ -105,6 +105,10 @@ def test_finite_differences_catch_a_wrong_gradient():
     flat = jax.flatten_util.ravel_pytree(hand)[0]
     assert np.max(np.abs(flat[idx] - fd)) / np.max(np.abs(flat)) < 1e-8
     assert np.max(np.abs(flat[idx].at[7].multiply(1.001) - fd)) / np.max(np.abs(flat)) > 1e-6
+    compiled = fbp.check._quotients._cache_size()  # a second call, other entries and steps: no new compile
+    again = fbp.finite_differences(params, X, Y, "quadratic", "sum", indices=np.arange(26)[::-1], eps=1e-5)
+    assert fbp.check._quotients._cache_size() == compiled
+    np.testing.assert_allclose(again[1], fd[::-1], rtol=1e-6)
 
 
 @settings(max_examples=20, **SETTINGS)
