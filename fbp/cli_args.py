@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pooling and the convolution: the answer to ch. 6's problem of backpropagation in a convolutional "
         "network, in numbers. With --batch, a mini-batch as the library computes it, every example a row; with "
         "--data, a data set's image (of its test split, or --split train or validation) and its class; with "
-        "--weights and --biases, a network typed in; with --l2 or --l1, the book's ch. 3 terms of the cost. "
+        "--weights and --biases, a network typed in (kernels too); with --l2 or --l1, the book's ch. 3 terms of "
+        "the cost. "
         "After BP4 comes each layer's ‖δ^l‖, the book's ch. 5 speed of learning.",
         epilog="examples:\n\n"
         "  fbp trace                                        # 2,3,2 sigmoid, quadratic cost, the book's BP1-BP4\n"
@@ -299,9 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
         "                                                   # test digit 5 through a conv net of fbp train\n"
         "                                                   # --conv 4:5:2 --sizes 64,10 --save-params tiny.npz\n"
         "  fbp trace --params tiny.npz --split train --row 5\n"
-        "                                                   # training digit 5: a step backpropagation takes, on "
-        "the\n"
-        "                                                   # data tiny.npz was trained on",
+        "                                                   # training digit 5, one backpropagation learns from,\n"
+        "                                                   # of the data tiny.npz was trained on",
     )
     trace.add_argument("--params", default=None, metavar="FILE",
                        help="trace this saved network (an .npz of fbp train --save-params, a checkpoint, the "
@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "each neuron of layer l, its numbers one for each neuron of layer l−1, separated by "
                             "commas, rows by ';', layers by '|' (the sizes follow from them); needs --biases. With "
                             "--conv, its layers' kernels first: a row for each kernel, map j over channel i in row "
-                            "j·channels + i + 1, k·k numbers row by row (the image's size from --sizes or --input)")
+                            "j·channels + i + 1, k·k numbers row by row (the image's size from --sizes, --data or "
+                            "--input)")
     trace.add_argument("--biases", default=None, metavar="B²|B³|…",
                        help="the network's biases, with --weights: each b^l one number for each neuron of layer "
                             "l (of a convolutional layer, for each map), separated by commas, layers by '|'")
