@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  fbp trace --batch 3                              # a mini-batch: Δᵀ A, and each example's ‖δ‖ ‖a‖\n"
         "  fbp trace --weights '0.15,0.2;0.25,0.3|0.4,0.45;0.5,0.55' --biases '0.35,0.35|0.6,0.6' --input "
         "0.05,0.1 --target 0.01,0.99 --lr 0.5\n"
-        "                                                   # weights typed in: a worked example's\n"
+        "                                                   # weights typed in: a worked example's (add --steps\n"
+        "                                                   # 1000 for the same step a thousand times over)\n"
         "  fbp trace --conv 1:3:2 --weights '1,0,-1,2,0,-2,1,0,-1|0.5;-0.5' --biases '0.1|0,0' --sizes 16,2\n"
         "                                                   # a kernel typed in, over a 4×4 image\n"
         "  fbp trace --params tiny.npz --data digits --row 5\n"
@@ -374,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--lr", type=_positive_float, default=None, metavar="η",
                        help="also take the step of gradient descent, w^l → w^l − η ∂C/∂w^l and b^l → b^l − η "
                             "∂C/∂b^l, and show the new weights and the cost after it")
+    trace.add_argument("--steps", type=_positive_int, default=None, metavar="N",
+                       help="with --lr, take the step N times over on the same example(s), the gradient by "
+                            "BP1-BP4 again before each (gradient descent on them), and show the cost after "
+                            "steps 1, 2, 3, 5, 10, … and N, and the network after step N (at most 100,000)")
     trace.add_argument("--seed", type=_seed, default=0, help="PRNG seed of the weights, input and class")
     trace.add_argument("--round", type=_nonneg_int, default=2, metavar="N",
                        help="round a new network's weights and biases, and a drawn input and target, to N "

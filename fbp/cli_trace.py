@@ -26,6 +26,8 @@ MAX_UNITS = 16  # each layer's width at most: every weight is printed
 MAX_SIDE = 12  # a convolutional layer's input at most 12×12: every unit of its maps is printed
 MAX_KERNELS = 16  # and its maps × channels at most
 MAX_BATCH = 16  # --batch's examples at most: every example is a row
+MAX_STEPS = 100_000  # --steps at most
+STEPS_SHOWN = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000)  # --steps' costs
 _SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 COST_TEXT = {"quadratic": "½‖a{L} − y‖²", "mse": "(1/n) Σ_j (a{L}_j − y_j)²",
@@ -74,6 +76,10 @@ def _trace(args, record: dict) -> int:
     digits = args.round
     if args.train_size is not None and not args.l2 and not args.l1:
         return fail(f"--train-size {args.train_size} is the n of --l2's and --l1's λ/n; give --l2 or --l1 too")
+    if args.steps is not None and args.lr is None:
+        return fail(f"--steps {args.steps} takes --lr's step of gradient descent again and again; give --lr too")
+    if args.steps is not None and args.steps > MAX_STEPS:
+        return fail(f"--steps {args.steps}: {MAX_STEPS:,} at most (each step runs BP1-BP4 again)")
     loaded = None
     if args.params is not None:  # first: what it was trained on is --data's default
         loaded = saved_network(args, jnp.float64, with_meta=True)
@@ -191,7 +197,8 @@ def _trace(args, record: dict) -> int:
     if args.lr is not None:  # the book's update, one example: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l
         _step(args, record, params, totals, penalty,  # the same units dropped after the step
               lambda stepped: float(fbp.example_loss(stepped, x, y, cost_fn, masks)), float(c),
-              f"a step of gradient descent, η = {args.lr:g}: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l")
+              f"a step of gradient descent, η = {args.lr:g}: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l",
+              (x[None], y[None], cost, batch_masks))
     nudged, fd_worst = _finite_differences(params, x[None], y[None], cost, batch_masks, grads)
     print()
     print(f"jax.grad of the same {'C₀' if penalty else 'C'}: the largest difference from BP3 and BP4 {diff:.1e} "
@@ -657,10 +664,11 @@ class _Penalty(NamedTuple):
 
 
 def _step(args, record: dict, params: list, totals: list, penalty: Optional[_Penalty], cost0, c0: float,
-          heading: str) -> None:
+          heading: str, examples: tuple) -> None:
     """--lr's step, printed: each w^l and b^l moved by −η times its gradient (``totals``, the weights' term
     in them), and the cost after it against before (``cost0`` of a network: its C₀; the weights' term added
-    here, as to ``c0``); kept in ``record``."""
+    here, as to ``c0``); kept in ``record``. With --steps N, then N − 1 more on the same ``examples`` (X, Y,
+    the cost, dropout's masks), each from BP1-BP4 again (_descend)."""
     import fbp
 
     stepped = [dataclasses.replace(layer, w=layer.w - args.lr * g.w, b=layer.b - args.lr * g.b)
@@ -677,6 +685,44 @@ def _step(args, record: dict, params: list, totals: list, penalty: Optional[_Pen
     print(f"cost    C = {after:.{args.digits}f} after the step ({before:.{args.digits}f} before)")
     record["step"] = dict(lr=args.lr, cost=after, layers=[dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b))
                                                           for i, layer in enumerate(stepped)])
+    if args.steps is not None and args.steps > 1:
+        final, costs = _descend(args, params, penalty, *examples)
+        shown = [n for n in STEPS_SHOWN if n < args.steps] + [args.steps]
+        print(f"the same step taken {args.steps} times (BP1-BP4 again before each, the example"
+              f"{'s' if len(examples[0]) > 1 else ''} and masks the same): C after step "
+              + ", ".join(f"{n}: {costs[n - 1]:.{args.digits}f}" for n in shown))
+        print(f"the network after step {args.steps}:")
+        for i, layer in enumerate(final):
+            l = i + 2
+            print(_kernels(f"  w{sup(l)}", layer.w, args.digits) if isinstance(layer, fbp.Conv)
+                  else _matrix(f"  w{sup(l)} = ", layer.w, args.digits))
+            print(f"  b{sup(l)} = {_fmt(layer.b, args.digits)}")
+        record["step"].update(steps=args.steps, costs=[float(v) for v in costs], final=[
+            dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b)) for i, layer in enumerate(final)])
+
+
+def _descend(args, params: list, penalty: Optional[_Penalty], X, Y, cost, masks) -> tuple:
+    """--steps: --lr's step taken args.steps times on the same examples, the gradient by BP1-BP4
+    (``fbp.batch_backward``) before each, with the weights' term of --l2 and --l1; one jitted scan. Returns
+    (the network after the last step, the cost C after each step)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import fbp
+
+    l2, l1, n = (penalty.l2, penalty.l1, penalty.n) if penalty else (0.0, 0.0, 1)
+    cost_fn = fbp.get_cost(cost)
+
+    def step(ps, _):
+        grads = fbp.batch_backward(ps, X, Y, cost, masks=masks)
+        ps = [dataclasses.replace(layer, w=layer.w - args.lr * (g.w + l2 / n * layer.w + l1 / n * jnp.sign(layer.w)),
+                                  b=layer.b - args.lr * g.b) for layer, g in zip(ps, grads)]
+        term = sum(l2 / (2 * n) * jnp.sum(jnp.square(layer.w)) + l1 / n * jnp.sum(jnp.abs(layer.w)) for layer in ps)
+        return ps, fbp.loss(ps, X, Y, cost_fn, "mean", masks) + term
+
+    final, costs = jax.jit(lambda ps: jax.lax.scan(step, ps, None, length=args.steps))(params)
+    return final, np.asarray(costs)
 
 
 def _penalty(args, examples: int) -> Optional[_Penalty]:
@@ -1038,7 +1084,8 @@ def _batch_end(args, record: dict, params: list, cost_fn, X, Y, masks, c: float,
         _step(args, record, params, totals, penalty,  # the same units dropped after the step
               lambda stepped: float(fbp.loss(stepped, X, Y, cost_fn, "mean", masks)), c,
               f"a step of the book's SGD on this mini-batch, η = {args.lr:g}: w^l → w^l − (η/m) Σ_n ∂C_n/∂w^l"
-              + (f" − η ({penalty.grad_text('^l')})" if penalty else "") + ", b^l → b^l − (η/m) Σ_n ∂C_n/∂b^l")
+              + (f" − η ({penalty.grad_text('^l')})" if penalty else "") + ", b^l → b^l − (η/m) Σ_n ∂C_n/∂b^l",
+              (X, Y, cost_fn, masks))
     nudged, fd_worst = _finite_differences(params, X, Y, cost_fn, masks, grads)
     print()
     print(f"jax.grad of the same {'C₀' if penalty else 'C'}: the largest difference from BP3 and BP4 {diff:.1e} "
