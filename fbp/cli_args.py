@@ -379,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --lr, take the step N times over on the same example(s), the gradient by "
                             "BP1-BP4 again before each (gradient descent on them), and show the cost after "
                             "steps 1, 2, 3, 5, 10, … and N, and the network after step N (at most 100,000)")
+    trace.add_argument("--momentum", type=_fraction, default=None, metavar="μ",
+                       help="with --steps, the book's momentum-based gradient descent (ch. 3): v → μ v − η ∇C, "
+                            "w → w + v, from v = 0")
     trace.add_argument("--seed", type=_seed, default=0, help="PRNG seed of the weights, input and class")
     trace.add_argument("--round", type=_nonneg_int, default=2, metavar="N",
                        help="round a new network's weights and biases, and a drawn input and target, to N "

@@ -78,6 +78,9 @@ def _trace(args, record: dict) -> int:
         return fail(f"--train-size {args.train_size} is the n of --l2's and --l1's λ/n; give --l2 or --l1 too")
     if args.steps is not None and args.lr is None:
         return fail(f"--steps {args.steps} takes --lr's step of gradient descent again and again; give --lr too")
+    if args.momentum is not None and args.steps is None:
+        return fail(f"--momentum {args.momentum:g} carries a velocity from step to step; give --lr and --steps N too "
+                    f"(its first step, from v = 0, is plain gradient descent's)")
     if args.steps is not None and args.steps > MAX_STEPS:
         return fail(f"--steps {args.steps}: {MAX_STEPS:,} at most (each step runs BP1-BP4 again)")
     loaded = None
@@ -688,8 +691,10 @@ def _step(args, record: dict, params: list, totals: list, penalty: Optional[_Pen
     if args.steps is not None and args.steps > 1:
         final, costs = _descend(args, params, penalty, *examples)
         shown = [n for n in STEPS_SHOWN if n < args.steps] + [args.steps]
+        momentum = (f", with the book's momentum, v → {args.momentum:g} v − η ∇C, w → w + v, v = 0 before step 1"
+                    if args.momentum else "")
         print(f"the same step taken {args.steps} times (BP1-BP4 again before each, the example"
-              f"{'s' if len(examples[0]) > 1 else ''} and masks the same): C after step "
+              f"{'s' if len(examples[0]) > 1 else ''} and masks the same{momentum}): C after step "
               + ", ".join(f"{n}: {costs[n - 1]:.{args.digits}f}" for n in shown))
         print(f"the network after step {args.steps}:")
         for i, layer in enumerate(final):
@@ -697,14 +702,14 @@ def _step(args, record: dict, params: list, totals: list, penalty: Optional[_Pen
             print(_kernels(f"  w{sup(l)}", layer.w, args.digits) if isinstance(layer, fbp.Conv)
                   else _matrix(f"  w{sup(l)} = ", layer.w, args.digits))
             print(f"  b{sup(l)} = {_fmt(layer.b, args.digits)}")
-        record["step"].update(steps=args.steps, costs=[float(v) for v in costs], final=[
+        record["step"].update(steps=args.steps, momentum=args.momentum, costs=[float(v) for v in costs], final=[
             dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b)) for i, layer in enumerate(final)])
 
 
 def _descend(args, params: list, penalty: Optional[_Penalty], X, Y, cost, masks) -> tuple:
     """--steps: --lr's step taken args.steps times on the same examples, the gradient by BP1-BP4
-    (``fbp.batch_backward``) before each, with the weights' term of --l2 and --l1; one jitted scan. Returns
-    (the network after the last step, the cost C after each step)."""
+    (``fbp.batch_backward``) before each, with the weights' term of --l2 and --l1 and --momentum's velocity;
+    one jitted scan. Returns (the network after the last step, the cost C after each step)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -712,16 +717,20 @@ def _descend(args, params: list, penalty: Optional[_Penalty], X, Y, cost, masks)
     import fbp
 
     l2, l1, n = (penalty.l2, penalty.l1, penalty.n) if penalty else (0.0, 0.0, 1)
+    mu = args.momentum or 0.0  # the book's ch. 3: v → μ v − η ∇C, w → w + v; plain gradient descent at μ = 0
     cost_fn = fbp.get_cost(cost)
 
-    def step(ps, _):
+    def step(carry, _):
+        ps, vs = carry
         grads = fbp.batch_backward(ps, X, Y, cost, masks=masks)
-        ps = [dataclasses.replace(layer, w=layer.w - args.lr * (g.w + l2 / n * layer.w + l1 / n * jnp.sign(layer.w)),
-                                  b=layer.b - args.lr * g.b) for layer, g in zip(ps, grads)]
+        vs = [dataclasses.replace(v, w=mu * v.w - args.lr * (g.w + l2 / n * layer.w + l1 / n * jnp.sign(layer.w)),
+                                  b=mu * v.b - args.lr * g.b) for layer, v, g in zip(ps, vs, grads)]
+        ps = [dataclasses.replace(layer, w=layer.w + v.w, b=layer.b + v.b) for layer, v in zip(ps, vs)]
         term = sum(l2 / (2 * n) * jnp.sum(jnp.square(layer.w)) + l1 / n * jnp.sum(jnp.abs(layer.w)) for layer in ps)
-        return ps, fbp.loss(ps, X, Y, cost_fn, "mean", masks) + term
+        return (ps, vs), fbp.loss(ps, X, Y, cost_fn, "mean", masks) + term
 
-    final, costs = jax.jit(lambda ps: jax.lax.scan(step, ps, None, length=args.steps))(params)
+    still = jax.tree.map(jnp.zeros_like, params)  # v = 0 before the first step, which is then plain SGD's
+    (final, _), costs = jax.jit(lambda ps, vs: jax.lax.scan(step, (ps, vs), None, length=args.steps))(params, still)
     return final, np.asarray(costs)
 
 

@@ -121,30 +121,40 @@ def test_trace_weights_typed_in_give_a_published_worked_examples_numbers(tmp_pat
 def test_trace_steps_repeat_the_step_as_gradient_descent_on_the_same_examples(capsys):
     """--steps N: --lr's step N times over, BP1-BP4 again before each: on
     Mazur's network the costs and the final weights are those of the book's
-    update done N times in NumPy; on a mini-batch with --l2 and dropout the
+    update done N times in NumPy, with and without --momentum (the book's
+    v → μ v − η ∇C, w → w + v); on a mini-batch with --l2 and dropout the
     first cost is the one step's and the descent lowers it."""
-    r = fbp_here(capsys, "trace", *MAZUR, "--steps", "50", "--json", "-")
-    assert r.returncode == 0, r.stderr
-    s = json.loads(r.stdout)["step"]
-    assert s["steps"] == 50 and len(s["costs"]) == 50 and s["costs"][0] == pytest.approx(s["cost"], rel=1e-12)
-    w2, b2 = np.array([[0.15, 0.2], [0.25, 0.3]]), np.array([0.35, 0.35])
-    w3, b3 = np.array([[0.4, 0.45], [0.5, 0.55]]), np.array([0.6, 0.6])
-    x, y, costs = np.array([0.05, 0.1]), np.array([0.01, 0.99]), []
-    for _ in range(50):  # the book's update, one example, η = 0.5
-        a2 = _sigmoid(w2 @ x + b2)
-        a3 = _sigmoid(w3 @ a2 + b3)
-        d3 = (a3 - y) * a3 * (1 - a3)
-        d2 = (w3.T @ d3) * a2 * (1 - a2)
-        w3, b3, w2, b2 = w3 - 0.5 * np.outer(d3, a2), b3 - 0.5 * d3, w2 - 0.5 * np.outer(d2, x), b2 - 0.5 * d2
-        costs.append(0.5 * np.sum((_sigmoid(w3 @ _sigmoid(w2 @ x + b2) + b3) - y) ** 2))
-    np.testing.assert_allclose(s["costs"], costs, rtol=1e-10)
-    for got, want in ((s["final"][0]["w"], w2), (s["final"][0]["b"], b2), (s["final"][1]["w"], w3),
-                      (s["final"][1]["b"], b3)):
-        np.testing.assert_allclose(got, want, rtol=1e-10)
+    descents: dict = {}  # each run's costs in NumPy, by momentum
+    for momentum in (None, 0.9):  # plain gradient descent, and the book's momentum (ch. 3)
+        r = fbp_here(capsys, "trace", *MAZUR, "--steps", "50", "--json", "-",
+                     *(["--momentum", str(momentum)] if momentum else []))
+        assert r.returncode == 0, r.stderr
+        s = json.loads(r.stdout)["step"]
+        assert s["steps"] == 50 and len(s["costs"]) == 50 and s["costs"][0] == pytest.approx(s["cost"], rel=1e-12)
+        assert s["momentum"] == momentum
+        params = [np.array([[0.15, 0.2], [0.25, 0.3]]), np.array([0.35, 0.35]), np.array([[0.4, 0.45], [0.5, 0.55]]),
+                  np.array([0.6, 0.6])]  # w², b², w³, b³
+        v = [np.zeros_like(p) for p in params]
+        x, y, costs = np.array([0.05, 0.1]), np.array([0.01, 0.99]), []
+        for _ in range(50):  # the book's update, one example, η = 0.5: v → μ v − η ∇C, w → w + v
+            w2, b2, w3, b3 = params
+            a2 = _sigmoid(w2 @ x + b2)
+            a3 = _sigmoid(w3 @ a2 + b3)
+            d3 = (a3 - y) * a3 * (1 - a3)
+            d2 = (w3.T @ d3) * a2 * (1 - a2)
+            v = [(momentum or 0) * vi - 0.5 * g for vi, g in zip(v, (np.outer(d2, x), d2, np.outer(d3, a2), d3))]
+            params = [p + vi for p, vi in zip(params, v)]
+            w2, b2, w3, b3 = params
+            costs.append(0.5 * np.sum((_sigmoid(w3 @ _sigmoid(w2 @ x + b2) + b3) - y) ** 2))
+        np.testing.assert_allclose(s["costs"], costs, rtol=1e-10)
+        for got, want in zip([s["final"][i // 2]["wb"[i % 2]] for i in range(4)], params):
+            np.testing.assert_allclose(got, want, rtol=1e-10)
+        descents[momentum] = costs
+    plain = descents[None]
     lines = fbp_here(capsys, "trace", *MAZUR, "--steps", "50", "--digits", "6").stdout.splitlines()
     assert any(line.startswith("the same step taken 50 times (BP1-BP4 again before each, the example and masks the "
-                               f"same): C after step 1: {costs[0]:.6f}, 2: {costs[1]:.6f}, 3: ") and
-               line.endswith(f", 20: {costs[19]:.6f}, 50: {costs[49]:.6f}") for line in lines)
+                               f"same): C after step 1: {plain[0]:.6f}, 2: {plain[1]:.6f}, 3: ") and
+               line.endswith(f", 20: {plain[19]:.6f}, 50: {plain[49]:.6f}") for line in lines)
     r = fbp_here(capsys, "trace", "--batch", "3", "--lr", "3", "--l2", "0.5", "--dropout", "0.3", "--steps", "20",
                  "--json", "-")
     assert r.returncode == 0, r.stderr
@@ -152,7 +162,9 @@ def test_trace_steps_repeat_the_step_as_gradient_descent_on_the_same_examples(ca
     assert s["costs"][0] == pytest.approx(s["cost"], rel=1e-12) and s["costs"][-1] < s["costs"][0]
     for argv, needle in ((["--steps", "5"], "--steps 5 takes --lr's step of gradient descent again and again; give "
                                             "--lr too"),
-                         (["--lr", "1", "--steps", "100001"], "--steps 100001: 100,000 at most")):
+                         (["--lr", "1", "--steps", "100001"], "--steps 100001: 100,000 at most"),
+                         (["--lr", "1", "--momentum", "0.9"], "--momentum 0.9 carries a velocity from step to step; "
+                                                              "give --lr and --steps N too")):
         _refused(capsys, argv, needle)
 
 
