@@ -670,8 +670,9 @@ def _step(args, record: dict, params: list, totals: list, penalty: Optional[_Pen
           heading: str, examples: tuple) -> None:
     """--lr's step, printed: each w^l and b^l moved by −η times its gradient (``totals``, the weights' term
     in them), and the cost after it against before (``cost0`` of a network: its C₀; the weights' term added
-    here, as to ``c0``); kept in ``record``. With --steps N, then N − 1 more on the same ``examples`` (X, Y,
-    the cost, dropout's masks), each from BP1-BP4 again (_descend)."""
+    here, as to ``c0``); kept in ``record``. With --steps N, the step taken N times from the same start on the
+    same ``examples`` (X, Y, the cost, dropout's masks), each from BP1-BP4 again (_descend): its first cost is
+    this step's."""
     import fbp
 
     stepped = [dataclasses.replace(layer, w=layer.w - args.lr * g.w, b=layer.b - args.lr * g.b)
