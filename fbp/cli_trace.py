@@ -133,10 +133,7 @@ def _trace(args, record: dict) -> int:
             return fail(example)
         x_np, y_np, label = example
     x, y = jnp.asarray(x_np, jnp.float64), jnp.asarray(y_np, jnp.float64)
-    batch_masks = None
-    if args.dropout:  # fbp.dropout_masks' 0 or 1/(1 − P) for each hidden unit, drawn from rs
-        batch_masks = [jnp.asarray((rs.uniform(size=(1, layer.n_out)) >= args.dropout) / (1 - args.dropout))
-                       for layer in params[:-1]]
+    batch_masks = _dropout_masks(args, rs, params, 1)
     masks = None if batch_masks is None else [m[0] for m in batch_masks]  # this example's: m^l of each hidden layer
     try:
         zs, acts = fbp.forward_trace(params, x, masks)
@@ -195,8 +192,7 @@ def _trace(args, record: dict) -> int:
     speeds = [float(jnp.linalg.norm(d)) for d in ds]  # ‖δ^l‖: the book's speed of learning of layer l (ch. 5)
     print(f"  ‖δ^l‖{' (‖∂C/∂b^l‖ of a fully connected layer)' if conv else ' = ‖∂C/∂b^l‖'}, how fast each layer "
           f"learns (the book's ch. 5), layer 2 to {L}: " + ", ".join(_number(v, args.digits) for v in speeds))
-    diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
-    worst = max(fbp.relative_error(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
+    diff, worst = _autodiff_gap(grads, auto)
     if args.lr is not None:  # the book's update, one example: w^l → w^l − η ∂C/∂w^l, b^l → b^l − η ∂C/∂b^l
         _step(args, record, params, totals, penalty,  # the same units dropped after the step
               lambda stepped: float(fbp.example_loss(stepped, x, y, cost_fn, masks)), float(c),
@@ -620,11 +616,22 @@ class _Penalty(NamedTuple):
     def _lambdas(self) -> tuple:  # how the text names them: λ, or λ₂ and λ₁ where both are given
         return ("λ₂", "λ₁") if self.l2 and self.l1 else ("λ", "λ")
 
+    def term(self, params, xp):
+        """The cost's term, (λ₂/2n) Σ_l ‖w^l‖² + (λ₁/n) Σ_l Σ |w^l|, in ``xp``: NumPy for the printed figures,
+        jax.numpy inside --steps' jitted descent."""
+        return sum(self.l2 / (2 * self.n) * xp.sum(xp.square(layer.w)) + self.l1 / self.n * xp.sum(xp.abs(layer.w))
+                   for layer in params)
+
+    def with_term(self, grad_w, w):
+        """∂C/∂w = ∂C₀/∂w (``grad_w``) + (λ₂/n) w + (λ₁/n) sgn(w), sgn(0) = 0."""
+        import jax.numpy as jnp
+
+        return grad_w + self.l2 / self.n * w + self.l1 / self.n * jnp.sign(w)
+
     def cost(self, params) -> float:
         import numpy as np
 
-        return sum(self.l2 / (2 * self.n) * float(np.sum(np.square(layer.w)))
-                   + self.l1 / self.n * float(np.sum(np.abs(layer.w))) for layer in params)
+        return float(self.term(params, np))
 
     def grad_text(self, l: str) -> str:
         a, b = self._lambdas()
@@ -641,13 +648,10 @@ class _Penalty(NamedTuple):
 
     def add(self, params, grads, digits: int) -> list:
         """∂C/∂w^l of each layer, printed, last layer first: BP4's ∂C₀/∂w^l and the term's; the gradients with them."""
-        import jax.numpy as jnp
-
         import fbp
 
         print(f"  the weights' term: ∂C/∂w^l = ∂C₀/∂w^l + {self.grad_text('^l')} (∂C/∂b^l = ∂C₀/∂b^l)")
-        totals = [dataclasses.replace(g, w=g.w + self.l2 / self.n * layer.w + self.l1 / self.n * jnp.sign(layer.w))
-                  for layer, g in zip(params, grads)]
+        totals = [dataclasses.replace(g, w=self.with_term(g.w, layer.w)) for layer, g in zip(params, grads)]
         for i in range(len(params) - 1, -1, -1):
             lead = f"       ∂C/∂w{sup(i + 2)}"
             print(_kernels(lead, totals[i].w, digits) if isinstance(params[i], fbp.Conv)
@@ -717,18 +721,17 @@ def _descend(args, params: list, penalty: Optional[_Penalty], X, Y, cost, masks)
 
     import fbp
 
-    l2, l1, n = (penalty.l2, penalty.l1, penalty.n) if penalty else (0.0, 0.0, 1)
+    penalty = penalty or _Penalty(0.0, 0.0, 1)  # no term: C = C₀
     mu = args.momentum or 0.0  # the book's ch. 3: v → μ v − η ∇C, w → w + v; plain gradient descent at μ = 0
     cost_fn = fbp.get_cost(cost)
 
     def step(carry, _):
         ps, vs = carry
         grads = fbp.batch_backward(ps, X, Y, cost, masks=masks)
-        vs = [dataclasses.replace(v, w=mu * v.w - args.lr * (g.w + l2 / n * layer.w + l1 / n * jnp.sign(layer.w)),
+        vs = [dataclasses.replace(v, w=mu * v.w - args.lr * penalty.with_term(g.w, layer.w),
                                   b=mu * v.b - args.lr * g.b) for layer, v, g in zip(ps, vs, grads)]
         ps = [dataclasses.replace(layer, w=layer.w + v.w, b=layer.b + v.b) for layer, v in zip(ps, vs)]
-        term = sum(l2 / (2 * n) * jnp.sum(jnp.square(layer.w)) + l1 / n * jnp.sum(jnp.abs(layer.w)) for layer in ps)
-        return (ps, vs), fbp.loss(ps, X, Y, cost_fn, "mean", masks) + term
+        return (ps, vs), fbp.loss(ps, X, Y, cost_fn, "mean", masks) + penalty.term(ps, jnp)
 
     still = jax.tree.map(jnp.zeros_like, params)  # v = 0 before the first step, which is then plain SGD's
     (final, _), costs = jax.jit(lambda ps, vs: jax.lax.scan(step, (ps, vs), None, length=args.steps))(params, still)
@@ -845,10 +848,7 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
             return fail(examples)
         x_np, y_np, labels = examples
     X, Y = jnp.asarray(x_np, jnp.float64), jnp.asarray(y_np, jnp.float64)
-    masks = None
-    if args.dropout:  # fbp.dropout_masks' 0 or 1/(1 − P) for each example's hidden units, drawn from rs
-        masks = [jnp.asarray((rs.uniform(size=(m, layer.n_out)) >= args.dropout) / (1 - args.dropout))
-                 for layer in params[:-1]]
+    masks = _dropout_masks(args, rs, params, m)
     cost_fn = fbp.get_cost(cost)
     try:
         costs, ds, handed = fbp.backprop.batch_trace(params, X, Y, cost, masks=masks)  # δ_n unscaled, rows
@@ -1088,8 +1088,7 @@ def _batch_end(args, record: dict, params: list, cost_fn, X, Y, masks, c: float,
     m = X.shape[0]
     each_norms = jnp.sqrt(sum(jnp.sum(jnp.square(leaf).reshape(m, -1), axis=1) for leaf in jax.tree.leaves(each)))
     norm_worst = fbp.relative_error(total, each_norms)
-    diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
-    worst = max(fbp.relative_error(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
+    diff, worst = _autodiff_gap(grads, auto)
     if args.lr is not None:  # the book's update_mini_batch: w^l → w^l − (η/m) Σ_n ∂C_n/∂w^l
         _step(args, record, params, totals, penalty,  # the same units dropped after the step
               lambda stepped: float(fbp.loss(stepped, X, Y, cost_fn, "mean", masks)), c,
@@ -1108,6 +1107,29 @@ def _batch_end(args, record: dict, params: list, cost_fn, X, Y, masks, c: float,
     if penalty:
         record["penalty"] = penalty.record(c, params)
     return 0
+
+
+def _dropout_masks(args, rs, params: list, m: int):
+    """fbp.dropout_masks' 0 or 1/(1 − P) for each hidden unit of each of ``m`` examples (a row each), drawn
+    from ``rs`` (--dropout P); None without dropout."""
+    import jax.numpy as jnp
+
+    if not args.dropout:
+        return None
+    return [jnp.asarray((rs.uniform(size=(m, layer.n_out)) >= args.dropout) / (1 - args.dropout))
+            for layer in params[:-1]]
+
+
+def _autodiff_gap(grads, auto) -> tuple:
+    """BP3 and BP4's ``grads`` against jax.grad's ``auto``: (the largest difference, the largest relative one
+    of a leaf)."""
+    import jax
+    import jax.numpy as jnp
+
+    import fbp
+
+    pairs = list(zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
+    return (max(float(jnp.max(jnp.abs(a - b))) for a, b in pairs), max(fbp.relative_error(a, b) for a, b in pairs))
 
 
 def _finite_differences(params: list, X, Y, cost, masks, grads) -> tuple:
