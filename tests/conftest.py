@@ -45,19 +45,31 @@ if os.environ["JAX_COMPILATION_CACHE_DIR"] and _QUIET not in _warnings.split(","
 # The pytest processes themselves compile fast rather than well: most of
 # their time is compiling (each hypothesis-drawn network is new shapes, so
 # new programs), little is running what was compiled. XLA's CPU backend
-# then skips LLVM's optimizations and its newer fusion emitters (which
-# jaxlib 0.4.36, the floor, does not know: XLA aborts on a flag it does not
-# know, so the first process asks a child whether it starts with them, and
-# the workers inherit the answer). Two gradient tests took 66 s with XLA's
-# defaults, 36–41 s without the optimizations and 20 s without both, the same
-# checks passing (float64, 1e-10). The flags are read once, when the backend
-# starts below, and then taken out of the environment again, so that the
-# `fbp train` processes the tests start compile as a user's would.
+# then skips LLVM's optimizations and its newer fusion emitters, and hands
+# LLVM each program whole rather than cut into up to 32 parts to compile in
+# parallel (each part sets up its own target machine and intrinsics, and the
+# two cores are taken by the two workers anyway). jaxlib 0.4.36, the floor,
+# does not know the fusion emitters' flag, and XLA aborts on a flag it does
+# not know, so the first process asks a child whether it starts with each
+# set in turn, and the workers inherit the answer. Two gradient tests took
+# 66 s with XLA's defaults, 36–41 s without the optimizations and 20 s
+# without both, the same checks passing (float64, 1e-10); two others, 29.6,
+# 29.1 and 25.6 s of CPU as one part, 24.9, 23.9 and 22.6 s whole (runs
+# taking turns). The flags are read once, when the backend starts below,
+# and then taken out of the environment again, so that the `fbp train`
+# processes the tests start compile as a user's would.
 if "FBP_TESTS_XLA_FLAGS" not in os.environ:
-    _fast = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
-    _probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], capture_output=True,
-                            env=dict(os.environ, XLA_FLAGS=" ".join(filter(None, [os.environ.get("XLA_FLAGS"), _fast]))))
-    os.environ["FBP_TESTS_XLA_FLAGS"] = _fast if _probe.returncode == 0 else "--xla_backend_optimization_level=0"
+    for _fast in ("--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+                  " --xla_cpu_parallel_codegen_split_count=1",
+                  "--xla_backend_optimization_level=0 --xla_cpu_parallel_codegen_split_count=1"):
+        _flags = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), _fast]))
+        _probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], capture_output=True,
+                                env=dict(os.environ, XLA_FLAGS=_flags))
+        if _probe.returncode == 0:
+            break
+    else:
+        _fast = "--xla_backend_optimization_level=0"
+    os.environ["FBP_TESTS_XLA_FLAGS"] = _fast
 _xla_flags = os.environ.get("XLA_FLAGS")
 os.environ["XLA_FLAGS"] = " ".join(filter(None, [_xla_flags, os.environ["FBP_TESTS_XLA_FLAGS"]]))
 
