@@ -55,6 +55,12 @@ def test_trace_gives_the_books_numbers_for_each_step(capsys, output, cost):
                       (t["layers"][1]["grad_w"], np.outer(d3, a2)), (t["layers"][0]["grad_w"], np.outer(d2, x))):  # BP4
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
     assert t["autodiff_max_relative"] <= 1e-14 and t["finite_differences_max_relative"] <= 1e-7  # ch. 2's nudges
+    # and the gap it reports is BP3 and BP4's own from jax.grad of the same C (not a figure that only looks small)
+    net = [fbp.Dense(jnp.asarray(w), jnp.asarray(b), act) for w, b, act in zip(ws, bs, ("sigmoid", output))]
+    auto = fbp.autodiff_grad(net, jnp.asarray(x)[None], jnp.asarray(y)[None], cost)
+    gap = max(float(np.max(np.abs(np.asarray(layer[key]) - np.asarray(getattr(a, key[-1])))))
+              for layer, a in zip(t["layers"], auto) for key in ("grad_w", "grad_b"))
+    assert t["autodiff_max_difference"] == pytest.approx(gap, rel=1e-6, abs=0)
     assert t["delta_norms"] == pytest.approx([np.linalg.norm(d2), np.linalg.norm(d3)], rel=1e-12)  # ch. 5's speeds
     # the printed trace shows the same numbers, to --digits decimals, under the book's labels
     r = fbp_here(capsys, "trace", "--sizes", "3,4,2", "--output-activation", output, "--cost", cost, "--seed", "5",
