@@ -54,8 +54,8 @@ if os.environ["JAX_COMPILATION_CACHE_DIR"] and _QUIET not in _warnings.split(","
 # set in turn, and the workers inherit the answer. Two gradient tests took
 # 66 s with XLA's defaults, 36–41 s without the optimizations and 20 s
 # without both, the same checks passing (float64, 1e-10); two others, 29.6,
-# 29.1 and 25.6 s of CPU as one part, 24.9, 23.9 and 22.6 s whole (runs
-# taking turns). The flags are read once, when the backend starts below,
+# 29.1 and 25.6 s of CPU with each program cut into parts, 24.9, 23.9 and
+# 22.6 s with it whole (runs taking turns). The flags are read once, when the backend starts below,
 # and then taken out of the environment again, so that the `fbp train`
 # processes the tests start compile as a user's would.
 if "FBP_TESTS_XLA_FLAGS" not in os.environ:
