@@ -677,22 +677,15 @@ def _step(args, record: dict, params: list, totals: list, penalty: Optional[_Pen
     here, as to ``c0``); kept in ``record``. With --steps N, the step taken N times from the same start on the
     same ``examples`` (X, Y, the cost, dropout's masks), each from BP1-BP4 again (_descend): its first cost is
     this step's."""
-    import fbp
-
     stepped = [dataclasses.replace(layer, w=layer.w - args.lr * g.w, b=layer.b - args.lr * g.b)
                for layer, g in zip(params, totals)]
     after = cost0(stepped) + (penalty.cost(stepped) if penalty else 0.0)
     before = c0 + (penalty.cost(params) if penalty else 0.0)
     print()
     print(heading + (penalty.step_text() if penalty else ""))
-    for i, layer in enumerate(stepped):
-        l = i + 2
-        print(_kernels(f"  w{sup(l)}", layer.w, args.digits) if isinstance(layer, fbp.Conv)
-              else _matrix(f"  w{sup(l)} = ", layer.w, args.digits))
-        print(f"  b{sup(l)} = {_fmt(layer.b, args.digits)}")
+    _print_network(stepped, args.digits)
     print(f"cost    C = {after:.{args.digits}f} after the step ({before:.{args.digits}f} before)")
-    record["step"] = dict(lr=args.lr, cost=after, layers=[dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b))
-                                                          for i, layer in enumerate(stepped)])
+    record["step"] = dict(lr=args.lr, cost=after, layers=_network_record(stepped))
     if args.steps is not None and args.steps > 1:
         final, costs = _descend(args, params, penalty, *examples)
         shown = [n for n in STEPS_SHOWN if n < args.steps] + [args.steps]
@@ -702,13 +695,25 @@ def _step(args, record: dict, params: list, totals: list, penalty: Optional[_Pen
               f"{'s' if len(examples[0]) > 1 else ''} and masks the same{momentum}): C after step "
               + ", ".join(f"{n}: {costs[n - 1]:.{args.digits}f}" for n in shown))
         print(f"the network after step {args.steps}:")
-        for i, layer in enumerate(final):
-            l = i + 2
-            print(_kernels(f"  w{sup(l)}", layer.w, args.digits) if isinstance(layer, fbp.Conv)
-                  else _matrix(f"  w{sup(l)} = ", layer.w, args.digits))
-            print(f"  b{sup(l)} = {_fmt(layer.b, args.digits)}")
-        record["step"].update(steps=args.steps, momentum=args.momentum, costs=[float(v) for v in costs], final=[
-            dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b)) for i, layer in enumerate(final)])
+        _print_network(final, args.digits)
+        record["step"].update(steps=args.steps, momentum=args.momentum, costs=[float(v) for v in costs],
+                              final=_network_record(final))
+
+
+def _print_network(params: list, digits: int) -> None:
+    """Each layer's w^l (a conv layer's kernels) and b^l, printed, layer 2 first."""
+    import fbp
+
+    for i, layer in enumerate(params):
+        l = i + 2
+        print(_kernels(f"  w{sup(l)}", layer.w, digits) if isinstance(layer, fbp.Conv)
+              else _matrix(f"  w{sup(l)} = ", layer.w, digits))
+        print(f"  b{sup(l)} = {_fmt(layer.b, digits)}")
+
+
+def _network_record(params: list) -> list:
+    """Each layer's w^l and b^l for --json, layer 2 first."""
+    return [dict(layer=i + 2, w=_list(layer.w), b=_list(layer.b)) for i, layer in enumerate(params)]
 
 
 def _descend(args, params: list, penalty: Optional[_Penalty], X, Y, cost, masks) -> tuple:
