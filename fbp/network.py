@@ -56,7 +56,8 @@ def init_mlp(
       dtype: floating dtype of w and b.
 
     Returns:
-      ``list[Dense]``, one per layer.
+      ``list[Dense]``, one per layer. Under ``jax.jit`` the same numbers (to
+      the last bits); ``jax.eval_shape`` gives the layers without a draw.
 
     Example:
       >>> import jax, fbp
@@ -107,10 +108,12 @@ def _check_init(init: str, dtype) -> None:
 def _init_mlp(key, sizes, activations, init, dtype):
     # One N(0, 1) draw for the whole network, cut into layers on the host: a
     # single compiled random call per network size instead of two per layer.
+    # Inside jax.jit or jax.eval_shape the draw is a tracer, cut by jax.numpy.
     w_std, b_std = INITS[init]
     shapes = [((n_out, n_in), (n_out,)) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
     total = sum(o * i + o for (o, i), _ in shapes)
-    flat = np.asarray(jax.random.normal(key, (total,), dtype))
+    drawn = jax.random.normal(key, (total,), dtype)
+    flat = drawn if isinstance(drawn, jax.core.Tracer) else np.asarray(drawn)
     params, offset = [], 0
     for l, ((n_out, n_in), _) in enumerate(shapes):
         w = flat[offset:offset + n_out * n_in].reshape(n_out, n_in) * w_std(n_in, n_out)

@@ -283,3 +283,20 @@ def test_init_scales(init):
     b_std = float(jnp.std(params[0].b))
     assert (b_std == 0.0) if init in ("glorot", "he") else abs(b_std - 1) < 0.2
     assert params[0].w.shape == (300, 400) and params[0].b.shape == (300,)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_init_runs_under_jit_and_eval_shape(dtype):
+    # Under jax.jit or jax.eval_shape the draw is a tracer, which init_mlp's cut on the host cannot take: the
+    # compiled init gives the eager numbers (to the last bits: XLA fuses the draw with the scaling), and
+    # eval_shape the layers' shapes without drawing them.
+    inits = {"mlp": lambda key: fbp.init_mlp(key, [5, 4, 3], init="glorot", output_activation="softmax", dtype=dtype),
+             "conv": lambda key: fbp.init_convnet(key, (6, 6), [(2, 3, 2)], [4, 3], dtype=dtype)}
+    for name, init in inits.items():
+        key = jax.random.key(7)
+        eager, jitted, shapes = init(key), jax.jit(init)(key), jax.eval_shape(init, key)
+        assert jax.tree.structure(eager) == jax.tree.structure(jitted) == jax.tree.structure(shapes), name
+        for a, b, s in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), jax.tree.leaves(shapes)):
+            assert a.dtype == b.dtype == s.dtype == jnp.dtype(dtype) and a.shape == s.shape, name
+            np.testing.assert_array_max_ulp(np.asarray(a), np.asarray(b), maxulp=4)
+        assert [layer.act.name for layer in shapes] == [layer.act.name for layer in eager], name
