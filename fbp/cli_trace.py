@@ -371,7 +371,6 @@ def _network(args, rs, digits: Optional[int], dataset, loaded):
     (--weights, --biases), or a new one drawn from ``rs`` (--sizes, --conv, --init; its numbers rounded to
     ``digits``); with the rounding left to the example (None for a saved network's numbers, as they are). Or
     the one-line problem."""
-    import jax
     import jax.numpy as jnp
 
     import fbp
@@ -404,7 +403,7 @@ def _network(args, rs, digits: Optional[int], dataset, loaded):
             return (f"--sizes {','.join(map(str, sizes))}: with --conv the input is a square image, and "
                     f"{sizes[0]} numbers are not one (36 are 6×6)")
         try:  # the layers' shapes and activations, and the library's checks of them, from fbp.init_mlp/init_convnet
-            shaped = make_network(args, jax.random.key(0), sizes, jnp.float64)
+            shaped = _shaped(args, sizes)
         except ValueError as e:
             return str(e)
         problem = _too_big(shaped)  # before a draw the size of a large network
@@ -413,14 +412,24 @@ def _network(args, rs, digits: Optional[int], dataset, loaded):
         w_std, b_std = INITS[args.init]  # their scales, the weights drawn here from rs
         params = []
         for layer in shaped:
+            maps, channels, k = layer.w.shape[:3] if isinstance(layer, fbp.Conv) else (0, 0, 0)
             fans = ((layer.n_in, layer.n_out) if isinstance(layer, fbp.Dense) else
-                    (layer.w[0].size, layer.w[:, 0].size / layer.pool**2))  # channels·k², maps·k²/pool²
+                    (channels * k * k, maps * k * k / layer.pool**2))
             w, b = rs.standard_normal(layer.w.shape) * w_std(*fans), rs.standard_normal(layer.b.shape) * b_std
             if digits is not None:  # numbers a hand calculation can start from
                 w, b = _rounded(w, digits), _rounded(b, digits)
             params.append(dataclasses.replace(layer, w=jnp.asarray(w), b=jnp.asarray(b)))
         cost = args.cost or "quadratic"
     return params, cost, digits
+
+
+def _shaped(args, sizes: list) -> list:
+    """The layers fbp train would make of ``args`` and ``sizes`` (the library's checks of them included), their
+    w and b only shapes (jax.ShapeDtypeStruct): the numbers are drawn or given here, so none is drawn by jax."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.eval_shape(lambda key: make_network(args, key, sizes, jnp.float64), jax.random.key(0))
 
 
 def _one_example(args, rs, digits: Optional[int], n_in: int, n_out: int):
@@ -548,7 +557,6 @@ def _given_conv_network(args, sizes: Optional[list], ws: list, bs: list, dataset
     count. Or the one-line problem."""
     import argparse
 
-    import jax
     import jax.numpy as jnp
 
     import fbp
@@ -575,8 +583,7 @@ def _given_conv_network(args, sizes: Optional[list], ws: list, bs: list, dataset
         return (f"--sizes {','.join(map(str, sizes))}, and --weights makes {','.join(map(str, shape))} after its "
                 f"kernels; give the image's size and the fully connected layers' as --weights has them")
     try:  # the layers' shapes, as fbp train --conv makes them; their numbers are replaced
-        shaped = make_network(argparse.Namespace(**{**vars(args), "init": "normalized"}), jax.random.key(0),
-                              shape, jnp.float64)
+        shaped = _shaped(argparse.Namespace(**{**vars(args), "init": "normalized"}), shape)
     except ValueError as e:
         return str(e)
     params = []
