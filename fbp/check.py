@@ -83,11 +83,12 @@ def finite_differences(
         if outside.size:  # JAX would clamp it to the last entry and report a quotient under a wrong index
             raise ValueError(f"indices must lie in [0, {flat.size}): ravel_pytree(params) has {flat.size} "
                              f"entries; got {outside[0]}.")
-    idx = jnp.asarray(indices, dtype=jnp.int32)
+    idx = np.asarray(indices, dtype=np.int32)
     if eps is None:
         eps = float(jnp.finfo(flat.dtype).eps) ** (1.0 / 3.0)
-    h = eps * jnp.maximum(1.0, jnp.abs(flat[idx]))  # (n,)
-    return np.asarray(idx), np.asarray(_quotients(params, idx, h, X, Y, masks, cost, reduction))
+    one, eps_ = np.ones((), flat.dtype), np.asarray(eps, flat.dtype)
+    h = eps_ * np.maximum(one, np.abs(np.asarray(flat)[idx]))  # (n,), on the host: no compile for its few numbers
+    return idx, np.asarray(_quotients(params, idx, h, X, Y, masks, cost, reduction))
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "reduction"))
