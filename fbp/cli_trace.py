@@ -135,12 +135,16 @@ def _trace(args, record: dict) -> int:
     x, y = jnp.asarray(x_np, jnp.float64), jnp.asarray(y_np, jnp.float64)
     batch_masks = _dropout_masks(args, rs, params, 1)
     masks = None if batch_masks is None else [m[0] for m in batch_masks]  # this example's: m^l of each hidden layer
+
+    def forward_and_deltas(ps, x, y, masks, batch_masks):  # one compiled program, not one for each operation
+        zs, acts = fbp.forward_trace(ps, x, masks)
+        stacked, _ = fbp.batch_deltas(ps, x[None], y[None], cost, masks=batch_masks)  # BP1, BP2 (⊙ m^l)
+        return zs, acts, [d[0] for d in stacked]
+
     try:
-        zs, acts = fbp.forward_trace(params, x, masks)
-        stacked, _ = fbp.batch_deltas(params, x[None], y[None], cost, masks=batch_masks)  # BP1, BP2 (⊙ m^l)
-        ds = [d[0] for d in stacked]
+        zs, acts, ds = jax.jit(forward_and_deltas)(params, x, y, masks, batch_masks)
+        c = _cost_from(params, zs, acts, y, fbp.get_cost(cost))
         grads = fbp.batch_backward(params, x[None], y[None], cost, masks=batch_masks)  # BP3, BP4 of one example
-        c = fbp.example_loss(params, x, y, fbp.get_cost(cost), masks)
         auto = fbp.autodiff_grad(params, x[None], y[None], cost, masks=batch_masks)
     except (ValueError, TypeError) as e:  # an input or target the library refuses (its message says why)
         return fail(str(e))
@@ -629,11 +633,10 @@ class _Penalty(NamedTuple):
         return sum(self.l2 / (2 * self.n) * xp.sum(xp.square(layer.w)) + self.l1 / self.n * xp.sum(xp.abs(layer.w))
                    for layer in params)
 
-    def with_term(self, grad_w, w):
-        """∂C/∂w = ∂C₀/∂w (``grad_w``) + (λ₂/n) w + (λ₁/n) sgn(w), sgn(0) = 0."""
-        import jax.numpy as jnp
-
-        return grad_w + self.l2 / self.n * w + self.l1 / self.n * jnp.sign(w)
+    def with_term(self, grad_w, w, xp):
+        """∂C/∂w = ∂C₀/∂w (``grad_w``) + (λ₂/n) w + (λ₁/n) sgn(w), sgn(0) = 0, in ``xp``: NumPy for the printed
+        figures, jax.numpy inside --steps' jitted descent."""
+        return grad_w + self.l2 / self.n * w + self.l1 / self.n * xp.sign(w)
 
     def cost(self, params) -> float:
         import numpy as np
@@ -655,10 +658,13 @@ class _Penalty(NamedTuple):
 
     def add(self, params, grads, digits: int) -> list:
         """∂C/∂w^l of each layer, printed, last layer first: BP4's ∂C₀/∂w^l and the term's; the gradients with them."""
+        import numpy as np
+
         import fbp
 
         print(f"  the weights' term: ∂C/∂w^l = ∂C₀/∂w^l + {self.grad_text('^l')} (∂C/∂b^l = ∂C₀/∂b^l)")
-        totals = [dataclasses.replace(g, w=self.with_term(g.w, layer.w)) for layer, g in zip(params, grads)]
+        totals = [dataclasses.replace(g, w=self.with_term(np.asarray(g.w), np.asarray(layer.w), np))
+                  for layer, g in zip(params, grads)]
         for i in range(len(params) - 1, -1, -1):
             lead = f"       ∂C/∂w{sup(i + 2)}"
             print(_kernels(lead, totals[i].w, digits) if isinstance(params[i], fbp.Conv)
@@ -684,7 +690,10 @@ def _step(args, record: dict, params: list, totals: list, penalty: Optional[_Pen
     here, as to ``c0``); kept in ``record``. With --steps N, the step taken N times from the same start on the
     same ``examples`` (X, Y, the cost, dropout's masks), each from BP1-BP4 again (_descend): its first cost is
     this step's."""
-    stepped = [dataclasses.replace(layer, w=layer.w - args.lr * g.w, b=layer.b - args.lr * g.b)
+    import numpy as np
+
+    stepped = [dataclasses.replace(layer, w=np.asarray(layer.w) - args.lr * np.asarray(g.w),  # on the host: the
+                                   b=np.asarray(layer.b) - args.lr * np.asarray(g.b))  # same numbers, no compile
                for layer, g in zip(params, totals)]
     after = cost0(stepped) + (penalty.cost(stepped) if penalty else 0.0)
     before = c0 + (penalty.cost(params) if penalty else 0.0)
@@ -740,7 +749,7 @@ def _descend(args, params: list, penalty: Optional[_Penalty], X, Y, cost, masks)
     def step(carry, _):
         ps, vs = carry
         grads = fbp.batch_backward(ps, X, Y, cost, masks=masks)
-        vs = [dataclasses.replace(v, w=mu * v.w - args.lr * penalty.with_term(g.w, layer.w),
+        vs = [dataclasses.replace(v, w=mu * v.w - args.lr * penalty.with_term(g.w, layer.w, jnp),
                                   b=mu * v.b - args.lr * g.b) for layer, v, g in zip(ps, vs, grads)]
         ps = [dataclasses.replace(layer, w=layer.w + v.w, b=layer.b + v.b) for layer, v in zip(ps, vs)]
         return (ps, vs), fbp.loss(ps, X, Y, cost_fn, "mean", masks) + penalty.term(ps, jnp)
@@ -868,10 +877,10 @@ def _trace_batch(args, record: dict, params: list, cost: str, rs, digits: Option
         grads = fbp.batch_backward(params, X, Y, cost, masks=masks)  # of the mean cost
         auto = fbp.autodiff_grad(params, X, Y, cost, masks=masks)
 
-        def example_grad(x, y, mask):
-            return jax.grad(fbp.example_loss)(params, x, y, cost_fn, mask)
+        def each_grad(ps, X, Y, masks):  # vmap(jax.grad): each example's gradient, formed; one compiled program
+            return jax.vmap(lambda x, y, mask: jax.grad(fbp.example_loss)(ps, x, y, cost_fn, mask))(X, Y, masks)
 
-        each = jax.vmap(example_grad)(X, Y, masks)  # vmap(jax.grad): each example's gradient, formed
+        each = jax.jit(each_grad)(params, X, Y, masks)
     except (ValueError, TypeError) as e:  # an input or target the library refuses (its message says why)
         return fail(str(e))
     c = float(jnp.mean(costs))
@@ -1130,6 +1139,14 @@ def _dropout_masks(args, rs, params: list, m: int):
         return None
     return [jnp.asarray((rs.uniform(size=(m, layer.n_out)) >= args.dropout) / (1 - args.dropout))
             for layer in params[:-1]]
+
+
+def _cost_from(params: list, zs: list, acts: list, y, cost_fn):
+    """C of one example from its forward pass, fbp.example_loss's from there on. Not compiled with the pass:
+    XLA's fused sum would change the cost's last bit from what the library gives eagerly."""
+    from fbp.backprop import _example_loss_from
+
+    return _example_loss_from(params, zs, acts, y, cost_fn)
 
 
 def _autodiff_gap(grads, auto) -> tuple:
