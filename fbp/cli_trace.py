@@ -499,8 +499,11 @@ def _batch_examples(args, rs, digits: Optional[int], m: int, n_in: int, n_out: i
 
 def _made(args, digits: Optional[int], taken, inputs: str) -> str:
     """The header's words for where the network and the example come from, and which numbers are rounded."""
-    if args.params is not None:
-        return f" network={args.params}"
+    if args.params is not None:  # a saved network's example: given, a data set's, or drawn (say so: not data)
+        drawn = args.input is None and taken is None
+        rows = "--row N takes one" if inputs == "input" else "--row N,N,… takes them from one"
+        return f" network={args.params}" + (f" seed={args.seed} ({inputs} drawn uniformly from [0, 1), not a data "
+                                            f"set's: {rows})" if drawn else "")
     given = args.weights is not None
     rounded = ([] if given else ["weights", "biases"]) + ([inputs] if args.input is None and taken is None else [])
     text = (" weights and biases given" if given else f" init={args.init}") + f" seed={args.seed}"
