@@ -695,8 +695,9 @@ def _step(args, record: dict, params: list, totals: list, penalty: Optional[_Pen
     this step's."""
     import numpy as np
 
-    stepped = [dataclasses.replace(layer, w=np.asarray(layer.w) - args.lr * np.asarray(g.w),  # on the host: the
-                                   b=np.asarray(layer.b) - args.lr * np.asarray(g.b))  # same numbers, no compile
+    # on the host: the numbers jax.numpy gives (one rounding an operation either way), without a compile each
+    stepped = [dataclasses.replace(layer, w=np.asarray(layer.w) - args.lr * np.asarray(g.w),
+                                   b=np.asarray(layer.b) - args.lr * np.asarray(g.b))
                for layer, g in zip(params, totals)]
     after = cost0(stepped) + (penalty.cost(stepped) if penalty else 0.0)
     before = c0 + (penalty.cost(params) if penalty else 0.0)

@@ -56,8 +56,9 @@ def init_mlp(
       dtype: floating dtype of w and b.
 
     Returns:
-      ``list[Dense]``, one per layer. Under ``jax.jit`` the same numbers (to
-      the last bits); ``jax.eval_shape`` gives the layers without a draw.
+      ``list[Dense]``, one per layer. Under ``jax.jit`` the same numbers but
+      perhaps their last bit (XLA may fuse the draw with its scaling);
+      ``jax.eval_shape`` gives the layers' shapes without a draw.
 
     Example:
       >>> import jax, fbp
