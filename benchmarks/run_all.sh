@@ -41,6 +41,7 @@ part grad_vs_autodiff 90 "$py" "$here/grad_vs_autodiff.py" --rounds "$r_grad" --
 part progress 240 "$py" "$here/progress.py" --repeats "$r_tt" --wide-repeats "$r_wide" --json "$out/progress.json" \
     ${fashion:+--data-dir "$fashion"}
 part compile_time 120 "$py" "$here/compile_time.py" --rounds "$r_ct" --json "$out/compile_time.json"
+part trace_time 240 "$py" "$here/trace_time.py" --rounds "$r_ct" --json "$out/trace_time.json"
 part train-digits 60 "$py" -m fbp train --metrics-out "$out/train_digits.jsonl"
 if [[ -n $fashion ]]; then
     part train-fashion 90 "$py" -m fbp train --data fashion-mnist --data-dir "$fashion" --epochs "$epochs"
