@@ -68,6 +68,7 @@ def _trace(args, record: dict) -> int:
     import numpy as np
 
     import fbp
+    from fbp.backprop import _example_loss_from
 
     fail = functools.partial(_error, "trace")
     # NumPy's legacy generator, whose streams never change, rather than jax.random, whose numbers for a seed
@@ -143,7 +144,8 @@ def _trace(args, record: dict) -> int:
 
     try:
         zs, acts, ds = jax.jit(forward_and_deltas)(params, x, y, masks, batch_masks)
-        c = _cost_from(params, zs, acts, y, fbp.get_cost(cost))
+        # C from that pass, as fbp.example_loss goes on from it; eager, since XLA's fused sum would move its last bit
+        c = _example_loss_from(params, zs, acts, y, fbp.get_cost(cost))
         grads = fbp.batch_backward(params, x[None], y[None], cost, masks=batch_masks)  # BP3, BP4 of one example
         auto = fbp.autodiff_grad(params, x[None], y[None], cost, masks=batch_masks)
     except (ValueError, TypeError) as e:  # an input or target the library refuses (its message says why)
@@ -1143,14 +1145,6 @@ def _dropout_masks(args, rs, params: list, m: int):
         return None
     return [jnp.asarray((rs.uniform(size=(m, layer.n_out)) >= args.dropout) / (1 - args.dropout))
             for layer in params[:-1]]
-
-
-def _cost_from(params: list, zs: list, acts: list, y, cost_fn):
-    """C of one example from its forward pass, fbp.example_loss's from there on. Not compiled with the pass:
-    XLA's fused sum would change the cost's last bit from what the library gives eagerly."""
-    from fbp.backprop import _example_loss_from
-
-    return _example_loss_from(params, zs, acts, y, cost_fn)
 
 
 def _autodiff_gap(grads, auto) -> tuple:

@@ -55,9 +55,9 @@ if os.environ["JAX_COMPILATION_CACHE_DIR"] and _QUIET not in _warnings.split(","
 # 66 s with XLA's defaults, 36–41 s without the optimizations and 20 s
 # without both, the same checks passing (float64, 1e-10); two others, 29.6,
 # 29.1 and 25.6 s of CPU with each program cut into parts, 24.9, 23.9 and
-# 22.6 s with it whole (runs taking turns). The flags are read once, when the backend starts below,
-# and then taken out of the environment again, so that the `fbp train`
-# processes the tests start compile as a user's would.
+# 22.6 s with it whole (runs taking turns). The flags are read once, when
+# the backend starts below, and then taken out of the environment again, so
+# that the `fbp train` processes the tests start compile as a user's would.
 if "FBP_TESTS_XLA_FLAGS" not in os.environ:
     for _fast in ("--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
                   " --xla_cpu_parallel_codegen_split_count=1",

@@ -346,14 +346,14 @@ def test_trace_takes_a_saved_network_its_input_and_target_and_refuses_what_it_ca
     r = fbp_here(capsys, "trace", "--params", conv, "--json", "-")  # a saved convolutional network, 4×4 images
     assert r.returncode == 0, r.stderr
     t = json.loads(r.stdout)
+    assert [layer["kind"] for layer in t["layers"]] == ["convolutional", "fully_connected"] and len(t["x"]) == 16
+    g = fbp.backward(conv_net, jnp.asarray(t["x"]), jnp.asarray(t["y"]), "quadratic")
+    np.testing.assert_array_equal(t["layers"][0]["grad_w"], np.asarray(g[0].w))
     heading = fbp_here(capsys, "trace", "--params", conv).stdout.splitlines()[0]  # its input drawn, and it says so
     assert heading.endswith(f"network={conv} seed=0 (input drawn uniformly from [0, 1), not a data set's: --row N "
                             f"takes one)"), heading
     assert fbp_here(capsys, "trace", "--params", tiny, "--input", "0.2,0.9").stdout.splitlines()[0].endswith(
         f"network={tiny}")  # an input given is not drawn
-    assert [layer["kind"] for layer in t["layers"]] == ["convolutional", "fully_connected"] and len(t["x"]) == 16
-    g = fbp.backward(conv_net, jnp.asarray(t["x"]), jnp.asarray(t["y"]), "quadratic")
-    np.testing.assert_array_equal(t["layers"][0]["grad_w"], np.asarray(g[0].w))
     big = str(tmp_path / "big.npz")
     fbp.save_params(big, fbp.init_convnet(jax.random.key(0), (14, 14), [(2, 3, 2)], [2]))
     for argv, needle in ((["--sizes", "2,20,2"], "the network 2,20,2 has a layer of 20 units; fbp trace prints every "
