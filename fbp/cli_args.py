@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+import sys
 
 
 def _sizes(text: str) -> list:
@@ -164,12 +166,29 @@ class _Parser(argparse.ArgumentParser):
     this class too (``add_subparsers`` makes them of their parent's)."""
 
     commands: dict = {}  # the top-level parser's: each command's parser, which names the flags it does not know
+    argv: list = []  # what the top-level parser was given, for the hint below
 
     def error(self, message):
         listed = "commands" if self.prog == "fbp" else "flags"
-        self.exit(2, f"{self.prog}: error: {message}; {self.prog} --help lists the {listed}\n")
+        hint = self._dash_hint(message)
+        self.exit(2, f"{self.prog}: error: {message}{hint}; {self.prog} --help lists the {listed}\n")
+
+    def _dash_hint(self, message):
+        """argparse takes a value that starts with '-' (``--sizes -1,2``) for a
+        flag and says the flag before it lacks its value; the fix is '='.
+        Nothing is added where what follows is a flag of the command (a value
+        left out) or argparse's ``--``."""
+        said = re.fullmatch(r"argument (\S+): expected one argument", message)
+        if said:
+            flags = said.group(1).split("/")
+            for flag, value in zip(self.argv, self.argv[1:]):
+                if (flag in flags and value.startswith("-") and value != "--"
+                        and value.split("=")[0] not in self._option_string_actions):
+                    return f" (a value that starts with '-' is written {flag}={value})"
+        return ""
 
     def parse_args(self, args=None, namespace=None):
+        _Parser.argv = list(sys.argv[1:] if args is None else args)
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:  # said by the command's parser (fbp train: ...), where argparse has the top level say it
             self.commands.get(getattr(parsed, "command", None), self).error(

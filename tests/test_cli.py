@@ -96,6 +96,11 @@ def test_bad_flags_are_one_line_errors(argv, needle):
     (["evaluate", "net.npz", "--bogus", "3"], "fbp evaluate: error: unrecognized arguments: --bogus 3; fbp evaluate "
                                               "--help lists the flags"),
     (["plot"], "fbp plot: error: the following arguments are required: metrics; fbp plot --help lists the flags"),
+    # argparse reads a value that starts with '-' as a flag; '=' is the way to give it
+    (["train", "--sizes", "-1,2"], "fbp train: error: argument --sizes: expected one argument (a value that starts "
+                                   "with '-' is written --sizes=-1,2); fbp train --help lists the flags"),
+    (["train", "--sizes", "--epochs", "3"], "fbp train: error: argument --sizes: expected one argument; fbp train "
+                                            "--help lists the flags"),  # a value left out: no '=' to suggest
 ])
 def test_argparses_own_errors_are_one_line_too(argv, said, capsys):
     proc = fbp_here(capsys, *argv)
