@@ -636,6 +636,17 @@ def _is_json(path: str) -> bool:
     return head.lstrip()[:1] == b"{"
 
 
+def _is_epoch_records(path: str) -> bool:
+    """Whether ``path``'s first line is a JSON object with an "epoch", as
+    each line of ``fit``'s JSON Lines records is."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = json.loads(f.readline())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(first, dict) and "epoch" in first
+
+
 def _load_network2(path: str, with_meta: bool):
     """``load_params`` of a network saved by the book's ``network2.py``: Dense
     sigmoid layers, float64 (float32 with JAX's 64-bit mode off, with a
@@ -650,6 +661,10 @@ def _load_network2(path: str, with_meta: bool):
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (UnicodeDecodeError, ValueError) as e:
+        if _is_epoch_records(path):
+            raise CheckpointError(f"{path}: not a network but epoch records, one JSON object a line (fbp train's "
+                                  f"--metrics-out, which fbp plot draws); give the file --save-params wrote, or "
+                                  f"the --checkpoint-dir") from None
         raise CheckpointError(f"{path}: not a network: it starts as JSON but does not read as JSON ({e}); cut "
                               f"short?") from None
     what = "JSON, but not a network saved by the book's network2.py (Network.save)"

@@ -266,7 +266,8 @@ def cmd_plot(args) -> int:
     if args.labels is not None:
         labels = args.labels.split(",")
         if len(labels) != len(args.metrics):
-            return fail(f"--labels: {len(labels)} names for {len(args.metrics)} files; give one name per file")
+            names = f"{len(labels)} name{'' if len(labels) == 1 else 's'}"
+            return fail(f"--labels: {names} for {len(args.metrics)} files; give one name per file")
     out = args.out if args.out is not None else os.path.splitext(os.path.normpath(args.metrics[0]))[0] + ".png"
     try:
         problem = _image_path_problem("--out", out)

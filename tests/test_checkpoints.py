@@ -871,6 +871,9 @@ def test_networks_network2_cannot_hold_and_files_it_did_not_write_are_refused_sa
     assert not os.path.exists(path)
     # files that are not the book's network, each said for what it is
     for text, needle in (('{"sizes": [2, 3], "weights": [[[1, 2', "starts as JSON but does not read as JSON"),
+                         ('{"epoch": 1, "training_cost": 0.9}\n{"epoch": 2, "training_cost": 0.5}\n',
+                          "not a network but epoch records, one JSON object a line (fbp train's --metrics-out"),
+                         ('{"sizes": [2, 3]}\n{"sizes": [2, 3]}\n', "starts as JSON but does not read as JSON"),
                          ('{"sizes": [2, 3]}', "not a network saved by the book's network2.py (Network.save): it "
                                                "has no 'weights', 'biases', 'cost'"),
                          ('{"sizes": [2, 3], "weights": [[[1, 2]]], "biases": [[[0]]], "cost": "LogCost"}',

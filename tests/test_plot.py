@@ -138,7 +138,7 @@ def test_the_report_line_counts_the_runs_and_their_epochs(tmp_path, capsys):
     ("not_a_checkpoint", "not a readable fbp checkpoint"),
     ("suffix", "--out"),
     ("out_is_directory", "is a directory; give the image's file name"),
-    ("labels", "--labels: 1 names for 2 files"),
+    ("labels", "--labels: 1 name for 2 files"),
     ("unwritable", "cannot be written"),
 ])
 def test_bad_input_is_a_one_line_error(tmp_path, capsys, case, needle):
