@@ -158,6 +158,11 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         )
 
 
+def _names(typed: str, flags) -> bool:
+    """Whether ``typed`` is one of ``flags``, whole or cut short as argparse takes it (--siz for --sizes)."""
+    return typed in flags or (typed.startswith("--") and len(typed) > 2 and any(f.startswith(typed) for f in flags))
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse's own errors (a flag's value of the wrong type or out of its
     choices, an unknown flag) in one line, as fbp's own are: the message,
@@ -182,8 +187,8 @@ class _Parser(argparse.ArgumentParser):
         if said:
             flags = said.group(1).split("/")
             for flag, value in zip(self.argv, self.argv[1:]):
-                if (flag in flags and value.startswith("-") and value != "--"
-                        and value.split("=")[0] not in self._option_string_actions):
+                if (_names(flag, flags) and value.startswith("-") and value != "--"
+                        and not _names(value.split("=")[0], self._option_string_actions)):
                     return f" (a value that starts with '-' is written {flag}={value})"
         return ""
 

@@ -99,8 +99,12 @@ def test_bad_flags_are_one_line_errors(argv, needle):
     # argparse reads a value that starts with '-' as a flag; '=' is the way to give it
     (["train", "--sizes", "-1,2"], "fbp train: error: argument --sizes: expected one argument (a value that starts "
                                    "with '-' is written --sizes=-1,2); fbp train --help lists the flags"),
+    (["train", "--siz", "-1,2"], "fbp train: error: argument --sizes: expected one argument (a value that starts "
+                                 "with '-' is written --siz=-1,2); fbp train --help lists the flags"),  # cut short
     (["train", "--sizes", "--epochs", "3"], "fbp train: error: argument --sizes: expected one argument; fbp train "
                                             "--help lists the flags"),  # a value left out: no '=' to suggest
+    (["train", "--sizes", "--epo", "3"], "fbp train: error: argument --sizes: expected one argument; fbp train "
+                                         "--help lists the flags"),
 ])
 def test_argparses_own_errors_are_one_line_too(argv, said, capsys):
     proc = fbp_here(capsys, *argv)
