@@ -168,6 +168,7 @@ def cmd_train(args) -> int:
 
     joined = agreed = False  # a multi-host run's processes: joined; agreed to train
     report = None
+    made = _missing(args)  # what this run's files would be the first to make
     with contextlib.ExitStack() as held:
         try:
             if args.deterministic:  # before anything starts jax's backend
@@ -206,6 +207,7 @@ def cmd_train(args) -> int:
         except _Exit as e:
             if report is not None:
                 report.close()
+            _tidy(made)
             print(e.line, file=sys.stderr)
             if joined and not agreed:
                 try:
@@ -214,6 +216,33 @@ def cmd_train(args) -> int:
                     print(e2.line, file=sys.stderr)
             return e.status
         return _finish(args, run, report, result, seconds, writer, joined)
+
+
+def _missing(args) -> list:
+    """The paths of --checkpoint-dir and --metrics-out, and the directories above them, that do not exist yet,
+    each path's before those above it (none in a multi-host run: another process may make them meanwhile)."""
+    if args.coordinator is not None:
+        return []
+    missing = []
+    for path, is_dir in ((args.checkpoint_dir, True), (args.metrics_out, False)):
+        path = path and os.path.abspath(path)
+        while path and not os.path.lexists(path):
+            missing.append((path, is_dir))
+            path, is_dir = os.path.dirname(path), True
+    return missing
+
+
+def _tidy(made: list) -> None:
+    """What a refused or stopped run made of ``_missing``'s paths and left empty, removed: the run's directory
+    with nothing in it, an empty --metrics-out and the directories made for them. What holds anything stays."""
+    for path, is_dir in made:
+        try:
+            if is_dir:
+                os.rmdir(path)  # only an empty one
+            elif os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) == 0:
+                os.remove(path)
+        except OSError:
+            pass
 
 
 def _lock_checkpoint_dir(args, held: contextlib.ExitStack) -> None:

@@ -91,6 +91,10 @@ def test_cli_resume_with_other_flags_is_a_one_line_error_and_metrics_follow_the_
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--lr: saved 0.5, now 0.1" in proc.stderr.strip().splitlines()[-1]
     assert proc.stdout == ""  # no first line of settings that will not train
+    elsewhere = tmp_path / "new" / "m.jsonl"  # refused after --metrics-out was opened: the file it made is gone
+    proc = cli(*flags[:-1], str(elsewhere), "--resume", "--lr", "0.1")
+    assert proc.returncode == 2 and "--lr: saved 0.5, now 0.1" in proc.stderr
+    assert not (tmp_path / "new").exists() and ckpt.list_checkpoints(run) == saved
     # a run killed after its epoch-2 checkpoint but before its metrics line:
     out.write_text(out.read_text().splitlines()[0] + "\n")
     proc = cli(*[f if f != "2" else "3" for f in flags], "--resume")
@@ -931,3 +935,13 @@ def test_bad_train_flags_are_one_line_errors(argv, needle, capsys):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("fbp train: error: "), proc.stderr
     assert needle in proc.stderr
+
+
+def test_a_refused_run_takes_away_the_empty_directories_it_made_and_leaves_the_others(tmp_path, capsys):
+    # --sizes is refused once the data is read, after --checkpoint-dir was made (and found writable)
+    new, there = tmp_path / "new", tmp_path / "there"
+    there.mkdir()
+    for run in (new / "a" / "ck", there):
+        proc = fbp_here(capsys, "train", "--sizes", "64,100,9", "--checkpoint-dir", str(run))
+        assert proc.returncode == 2 and "--sizes 64,100,9 does not fit digits" in proc.stderr
+    assert not new.exists() and there.is_dir()  # the directories above the new one too; one given empty stays
