@@ -722,7 +722,6 @@ def fit(
     if dropout and isinstance(params, (list, tuple)) and len(params) == 1:
         raise ValueError(f"dropout={dropout} drops hidden units, and this network has none (one layer): it would "
                          f"train as without it. Give it a hidden layer, or leave dropout=0.")
-    multihost.process_0_does(lambda: check_checkpoint_dir(checkpoint_dir, resume))
     for name, value in (("config", config), ("notes", notes)):
         try:
             json.dumps(value)
@@ -747,6 +746,9 @@ def fit(
     if lr_halving is not None:
         optimizer = compiled_once(with_lr_schedule, optimizer)
     opt_state = _first_opt_state(optimizer, params, opt_state, lr_halving)
+    # The directory last, once the arguments and the data are found good: it is made here if missing, and
+    # a call refused for its data would leave it behind empty.
+    multihost.process_0_does(lambda: check_checkpoint_dir(checkpoint_dir, resume))
     progress, best_params = _Progress(), None
 
     def why_stop():

@@ -380,6 +380,22 @@ def test_an_unwritable_checkpoint_dir_or_metrics_file_is_refused_before_training
         assert str(path) in last and "cannot be written" in last and "epoch" not in proc.stdout
 
 
+def test_fit_makes_its_checkpoint_dir_only_once_its_data_is_found_good(tmp_path):
+    params = fbp.init_mlp(jax.random.key(0), [4, 3, 2])
+    good = (np.ones((8, 4), np.float32), np.ones((8, 2), np.float32) / 2)
+    args = dict(optimizer=optax.sgd(0.1), cost="quadratic", epochs=1, batch_size=2, key=jax.random.key(0))
+    run = tmp_path / "new" / "run"
+    with pytest.raises(ValueError, match=r"train X has shape \(8, 5\)"):  # refused: nothing made
+        ftrain.fit(params, (np.ones((8, 5), np.float32), good[1]), checkpoint_dir=str(run), **args)
+    assert not (tmp_path / "new").exists()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match="a-file cannot be written"):  # still refused before any epoch
+        ftrain.fit(params, good, checkpoint_dir=str(a_file), **args)
+    assert ftrain.fit(params, good, checkpoint_dir=str(run), **args).epochs_run == 1
+    assert ckpt.newest_epoch(str(run)) == 1
+
+
 def test_a_network_saved_as_a_tuple_loads_as_a_tuple(tmp_path):
     """save_params and fit's checkpoints keep the params' container: a tuple
     of layers comes back a tuple (so that optimizer state made for it fits
