@@ -152,16 +152,30 @@ def save(directory: str, epoch: int, tree: Any, meta: Optional[dict] = None, kee
     return final
 
 
-def check_writable(directory: str) -> None:
+def check_writable(directory: str, keep: bool = True) -> None:
     """Create ``directory`` if needed and write (then remove) a small file
-    there: OSError now, before training, rather than at the first save."""
+    there: OSError now, before training, rather than at the first save.
+    With ``keep=False`` the directories made for the probe are removed after
+    it (a file's, which its writer makes again when it writes it), so that a
+    command refused or failed before then leaves none behind."""
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise NotADirectoryError(errno.ENOTDIR, "a file, not a directory", directory)
-    os.makedirs(directory, exist_ok=True)
-    probe = os.path.join(directory, f".tmp-ckpt-probe-{os.getpid()}")
-    with open(probe, "wb") as f:
-        f.write(b"fbp")
-    os.remove(probe)
+    made, up = [], os.path.abspath(directory)
+    while not keep and not os.path.lexists(up):
+        made.append(up)
+        up = os.path.dirname(up)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, f".tmp-ckpt-probe-{os.getpid()}")
+        with open(probe, "wb") as f:
+            f.write(b"fbp")
+        os.remove(probe)
+    finally:
+        for path in made:  # the deepest first; one that another process put a file in meanwhile stays
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
 
 
 LOCK_NAME = ".lock"
@@ -228,7 +242,7 @@ def check_params_path(path: str, probe: bool = True) -> None:
         raise OSError(errno.EINVAL, "a device or a pipe, not a regular file: the atomic write would replace it",
                       path)
     if probe:
-        check_writable(os.path.dirname(os.path.abspath(path)))
+        check_writable(os.path.dirname(os.path.abspath(path)), keep=False)
 
 
 def list_checkpoints(directory: str) -> list:

@@ -188,6 +188,7 @@ def with_json(command: str, path: Optional[str], work, args) -> int:
             f.write(text)
 
     try:
+        os.makedirs(os.path.dirname(final), exist_ok=True)  # the name's check made it only to try it
         fckpt.write_atomic(final, os.path.join(os.path.dirname(final), f".tmp-json-{os.getpid()}"), write)
     except OSError as e:
         return _error(command, f"--json {path} cannot be written ({e.strerror or e})")

@@ -380,6 +380,21 @@ def test_an_unwritable_checkpoint_dir_or_metrics_file_is_refused_before_training
         assert str(path) in last and "cannot be written" in last and "epoch" not in proc.stdout
 
 
+def test_an_output_files_check_leaves_no_directory_it_made_and_its_write_makes_them(tmp_path, capsys):
+    """fbp's commands check each output file's directory before their work (making it to write a probe there);
+    a command refused after that leaves none of them behind, and one that succeeds writes its file."""
+    ckpt.check_writable(str(tmp_path / "kept" / "run"))  # a checkpoint directory stays, for the run it is for
+    ckpt.check_params_path(str(tmp_path / "new" / "a" / "net.npz"))
+    assert (tmp_path / "kept" / "run").is_dir() and not (tmp_path / "new").exists()
+    net = str(tmp_path / "net.npz")
+    fbp.save_params(net, fbp.init_mlp(jax.random.key(0), [64, 5, 10], output_activation="softmax"))
+    out = tmp_path / "new" / "a" / "e.json"
+    proc = fbp_here(capsys, "evaluate", net, "--json", str(out), "--explain", "99999")  # refused after the check
+    assert proc.returncode == 2 and "--explain 99999" in proc.stderr and not (tmp_path / "new").exists()
+    proc = fbp_here(capsys, "evaluate", net, "--json", str(out))
+    assert proc.returncode == 0 and json.loads(out.read_text())["examples"] == 360
+
+
 def test_fit_makes_its_checkpoint_dir_only_once_its_data_is_found_good(tmp_path):
     params = fbp.init_mlp(jax.random.key(0), [4, 3, 2])
     good = (np.ones((8, 4), np.float32), np.ones((8, 2), np.float32) / 2)
