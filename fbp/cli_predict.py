@@ -375,6 +375,8 @@ def image_input(path: str, side: int, invert: str = "auto", crop: bool = False, 
         img, moved = _centred_by_mass(img)
         notes.append(f"moved {moved[1]:+d}, {moved[0]:+d} pixels to centre its mass" if any(moved) else
                      "its mass centred already")
+    if float(np.ptp(img)) <= 1 / 255:  # the input within one 8-bit grey level: a blank page, or a save gone wrong
+        hint = "; it comes out one flat shade: a blank image?"
     return img.reshape(-1), ", ".join(notes) + hint
 
 

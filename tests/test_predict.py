@@ -67,8 +67,9 @@ def test_predict_reads_images_as_the_training_images_and_arrays_as_they_are(digi
     board = str(tmp_path / "board.png")
     mpimg.imsave(board, np.indices((16, 16)).sum(0) % 2, cmap="gray", vmin=0, vmax=1)
     r = fbp_here(capsys, "predict", digits_net, board, "--json", "-")
-    np.testing.assert_allclose(json.loads(r.stdout)["predictions"][0]["outputs"],
-                               fbp.forward(params, np.full(64, 0.5)), rtol=1e-5, atol=1e-7)
+    p = json.loads(r.stdout)["predictions"][0]
+    np.testing.assert_allclose(p["outputs"], fbp.forward(params, np.full(64, 0.5)), rtol=1e-5, atol=1e-7)
+    assert p["note"].endswith("; it comes out one flat shade: a blank image?")  # what the network is given
     # a wide image is padded with the dark ground to a square, not squashed: a band of ink 8 high and 16 wide
     # is the middle half of the rows at 8×8
     band = str(tmp_path / "band.png")
@@ -96,6 +97,13 @@ def test_predict_reads_images_as_the_training_images_and_arrays_as_they_are(digi
     assert json.loads(r.stdout)["predictions"][0]["note"] == (
         "80×60 image, inverted, cropped to its ink, 24×24, padded to a square, a margin of 0.25 of its side, "
         "scaled to 8×8")
+    # an image of one flat shade (a blank page, white or black) is read, and the note asks whether it is meant
+    for shade, how in ((1.0, "inverted, "), (0.0, "")):
+        blank = str(tmp_path / f"blank{shade:g}.png")
+        mpimg.imsave(blank, np.full((20, 20), shade), cmap="gray", vmin=0, vmax=1)
+        r = fbp_here(capsys, "predict", digits_net, blank, "--json", "-")
+        assert json.loads(r.stdout)["predictions"][0]["note"] == (f"20×20 image, {how}scaled to 8×8; it comes "
+                                                                  f"out one flat shade: a blank image?")
     r = fbp_here(capsys, "predict", digits_net, files[0], "--invert", "no", "--top", "1", "--json", "-")
     kept = json.loads(r.stdout)["predictions"][0]
     assert kept["note"] == "40×40 image, scaled to 8×8" and kept["outputs"] != record["predictions"][8]["outputs"]
