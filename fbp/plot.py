@@ -19,6 +19,8 @@ import math
 import os
 from typing import NamedTuple, Optional, Sequence, Union
 
+_SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
 
 class MetricsError(ValueError):
     """A --metrics-out file that cannot be plotted: the message names it."""
@@ -239,8 +241,10 @@ def figure(runs: Sequence[Union[Run, tuple]], held_out: Optional[str] = None):
                     # A norm of exactly 0 (no gradient reaches the layer: dead ReLUs, say) has no place on
                     # the log scale; it is a gap in the line and a × on the axis's floor.
                     zeros += [(x, colour, alpha) for x, y in zip(xs, ys) if y == 0]
+                    # numbered as the book and fbp trace number them: δ² is the first hidden layer's
+                    which = "the output layer" if layer == layers - 1 else f"hidden layer {layer + 1}"
                     axes[k].plot(xs, [y if y != 0 else math.nan for y in ys], color=colour, alpha=alpha,
-                                 label=f"{run.label}: layer {layer + 1}")
+                                 label=f"{run.label}: δ{str(layer + 2).translate(_SUPERSCRIPTS)}, {which}")
             k += 1
         xs, scales = _series(run, "noise_scale")
         if xs:

@@ -50,8 +50,8 @@ def test_a_real_runs_metrics_are_drawn_as_recorded(tmp_path, capsys):
     assert _lines(cost)["run: training + L2 + L1 terms"] == (
         [1, 2, 3], [r["training_cost"] + r["l2_cost"] + r["l1_cost"] for r in records[:-1]])
     layers = _lines(deltas)
-    assert sorted(layers) == ["run: layer 1", "run: layer 2"]
-    assert layers["run: layer 2"][1] == [r["delta_norms"][1] for r in records[:-1]]
+    assert sorted(layers) == ["run: δ², hidden layer 1", "run: δ³, the output layer"]  # the book's numbers
+    assert layers["run: δ³, the output layer"][1] == [r["delta_norms"][1] for r in records[:-1]]
     assert deltas.get_yscale() == "log" and noise.get_yscale() == "log"
     assert _lines(noise)["run"][1] == [r["noise_scale"] for r in records[:-1]]
 
@@ -99,7 +99,7 @@ def test_several_runs_halvings_best_epoch_gaps_and_step_costs(tmp_path):
     xs, ys = drawn["sgd: training"]
     assert xs == [1, 2, 3, 4, 5] and math.isnan(ys[1]) and ys[2] == 0.7
     assert "b: test" in _lines(accuracy) and "sgd: evaluation (test 0.6900)" in _lines(accuracy)
-    assert math.isnan(_lines(deltas)["sgd: layer 1"][1][1])  # ‖δ‖ = 0 is a gap on the log scale,
+    assert math.isnan(_lines(deltas)["sgd: δ², hidden layer 1"][1][1])  # ‖δ‖ = 0 is a gap on the log scale,
     crosses = [line for line in deltas.get_lines() if line.get_marker() == "x"]  # and a × on its floor
     assert [(list(c.get_xdata()), list(c.get_ydata())) for c in crosses] == [([2], [deltas.get_ylim()[0]])]
     assert deltas.get_title().endswith("×: exactly 0")
