@@ -148,8 +148,8 @@ def _evaluate(args, record: dict) -> int:
           f"{ds.name} {args.split} "
           f"({len(split)} examples)")
     print(f"cost {float(m['cost']):.4f}  accuracy {int(m['correct']) / len(split):.4f}  ({cost})")
-    print("‖δ‖ by layer (‖∂C/∂b^l‖ of the mean cost here, first to last): "
-          + " ".join(f"{v:.3g}" for v in np.asarray(m["delta_norms"])))
+    print(f"‖δ‖ by layer (‖∂C/∂b^l‖ of the mean cost here), layer 2 to {len(params) + 1} as the book numbers "
+          f"them: " + " ".join(f"{v:.3g}" for v in np.asarray(m["delta_norms"])))
     record["network"] = _network_record(networks[0][0], params, meta)
     record.update(cost=float(m["cost"]), accuracy=int(m["correct"]) / len(split), correct=int(m["correct"]),
                   delta_norms=[float(v) for v in np.asarray(m["delta_norms"])])

@@ -150,7 +150,7 @@ def test_cli_evaluate_takes_a_training_checkpoint_as_it_takes_a_saved_network(tm
     assert proc.returncode == 0 and "trained to epoch 1) on digits validation (180 examples)" in proc.stdout
     # Each layer's ‖∂C/∂b^l‖, on the training split: what --monitor-deltas recorded for that epoch.
     proc = fbp_here(capsys, "evaluate", ckpt.path_of(run_dir, 2), "--split", "train")
-    shown = re.search(r"^‖δ‖ by layer .*: (\S+) (\S+)$", proc.stdout, re.M)
+    shown = re.search(r"^‖δ‖ by layer .*, layer 2 to 3 as the book numbers them: (\S+) (\S+)$", proc.stdout, re.M)
     recorded = json.loads(metrics.read_text().splitlines()[1])["delta_norms"]
     np.testing.assert_allclose([float(shown.group(1)), float(shown.group(2))], recorded, rtol=5e-3)
 
