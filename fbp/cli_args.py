@@ -127,13 +127,26 @@ def _fraction(text: str) -> float:  # a momentum coefficient μ, a dropout rate
     return _number(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
-def _choices(names):
-    return sorted(names)
+# The names the flags take, spelled out so that building the parser (fbp --help, a flag refused) needs no jax:
+# test_cli checks them against fbp.activations.ACTIVATIONS, fbp.costs.COSTS, fbp.network.INITS and
+# fbp.multihost.JOIN_TIMEOUT.
+ACTIVATIONS = ("identity", "leaky_relu", "relu", "sigmoid", "softmax", "softplus", "tanh")
+HIDDEN_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != "softmax")  # softmax couples a layer's units: output only
+COSTS = ("cross_entropy", "log_likelihood", "mse", "quadratic")
+INITS = ("glorot", "he", "large", "normalized")
+JOIN_TIMEOUT = 300.0  # s
 
 
-def _hidden_choices(activations):
-    """The elementwise activations: softmax couples a layer's units, so fbp takes it on the output layer only."""
-    return sorted(name for name, act in activations.items() if act.prime is not None)
+class _Version(argparse.Action):
+    """--version: fbp's and jax's versions, looked up (jax imported) only when it is asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        v = versions()
+        print(f"fbp {v['fbp']} (jax {v['jax']}, jaxlib {v['jaxlib']}, optax {v['optax']})")  # on stdout, as argparse's
+        parser.exit()
 
 
 class _DefaultsFormatter(argparse.HelpFormatter):
@@ -229,18 +242,12 @@ FACTORS = ("for --explain-by influence and influence-cosine: keep the K-FAC fact
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fbp import multihost
-    from fbp.activations import ACTIVATIONS
-    from fbp.costs import COSTS
-    from fbp.data import DATASETS
-    from fbp.network import INITS
+    from fbp.data import DATASETS  # NumPy's, not jax's
 
     parser = _Parser(
         prog="fbp", description="Backpropagation written by hand, checked against jax.grad."
     )
-    v = versions()
-    parser.add_argument("--version", action="version",
-                        version=f"fbp {v['fbp']} (jax {v['jax']}, jaxlib {v['jaxlib']}, optax {v['optax']})")
+    parser.add_argument("--version", action=_Version, help="show fbp's version and jax's, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser(
@@ -268,13 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--conv", type=parse_conv, default=None, metavar="MAPS:K[:POOL],…",
                        help="convolutional layers after the input (--sizes' first width, a square image), as "
                             "fbp train --conv makes them")
-    check.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default=None,
+    check.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default=None,
                        help="hidden activation (softmax is for --output-activation) (default: sigmoid)")
-    check.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default=None,
+    check.add_argument("--output-activation", choices=ACTIVATIONS, default=None,
                        help="output activation (default: --activation)")
-    check.add_argument("--cost", choices=_choices(COSTS), default=None,
+    check.add_argument("--cost", choices=COSTS, default=None,
                        help="cost function C (default: quadratic; with --params the one it was trained with)")
-    check.add_argument("--init", choices=_choices(INITS), default=None,
+    check.add_argument("--init", choices=INITS, default=None,
                        help="weight initialization (default: normalized)")
     check.add_argument("--batch-size", type=_positive_int, default=16, help="examples in the batch")
     check.add_argument("--reduction", choices=["mean", "sum"], default="mean", help="cost over the batch")
@@ -348,13 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--biases", default=None, metavar="B²|B³|…",
                        help="the network's biases, with --weights: each b^l one number for each neuron of layer "
                             "l (of a convolutional layer, for each map), separated by commas, layers by '|'")
-    trace.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default=None,
+    trace.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default=None,
                        help="hidden activation σ (default: sigmoid)")
-    trace.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default=None,
+    trace.add_argument("--output-activation", choices=ACTIVATIONS, default=None,
                        help="output activation (default: --activation)")
-    trace.add_argument("--cost", choices=_choices(COSTS), default=None,
+    trace.add_argument("--cost", choices=COSTS, default=None,
                        help="cost function C (default: quadratic; with --params the one it was trained with)")
-    trace.add_argument("--init", choices=_choices(INITS), default=None,
+    trace.add_argument("--init", choices=INITS, default=None,
                        help="weight initialization (default: normalized)")
     trace.add_argument("--input", default=None, metavar="X1,X2,…",
                        help="the example x, one number per input (default: drawn in [0, 1) by --seed)")
@@ -460,12 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="convolutional layers between the input (square images) and --sizes' first hidden "
                               "layer, the book's ch. 6: MAPS feature maps of K×K kernels, each followed by "
                               "POOL×POOL max-pooling (default 1: none); the book's first conv net is 20:5:2")
-    network.add_argument("--activation", choices=_hidden_choices(ACTIVATIONS), default="sigmoid",
+    network.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="sigmoid",
                          help="hidden activation σ (softmax is for --output-activation)")
-    network.add_argument("--output-activation", choices=_choices(ACTIVATIONS), default="softmax",
+    network.add_argument("--output-activation", choices=ACTIVATIONS, default="softmax",
                          help="output activation")
-    network.add_argument("--cost", choices=_choices(COSTS), default="log_likelihood", help="cost function C")
-    network.add_argument("--init", choices=_choices(INITS), default="normalized", help="weight initialization")
+    network.add_argument("--cost", choices=COSTS, default="log_likelihood", help="cost function C")
+    network.add_argument("--init", choices=INITS, default="normalized", help="weight initialization")
     sgd.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd", help="optax update rule")
     sgd.add_argument("--lr", type=_positive_float, default=None,
                      help="learning rate η (default: 0.5; with --optimizer momentum 0.5(1 − μ), the same "
@@ -539,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--process-id", type=_nonneg_int, default=None, help="multi-host: this process's index")
     devices.add_argument("--join-timeout", type=_positive_float, default=None, metavar="SECONDS",
                          help="multi-host: how long each process waits for all of them to join before it gives up "
-                              f"with an error (jax's initialization_timeout; default: {multihost.JOIN_TIMEOUT:g})")
+                              f"with an error (jax's initialization_timeout; default: {JOIN_TIMEOUT:g})")
     network.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="floating-point type")
     devices.add_argument("--deterministic", action="store_true",
                          help="make XLA's GPU operations deterministic (XLA_FLAGS=--xla_gpu_deterministic_ops=true), "
@@ -582,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--validation", type=_nonneg_int, default=None,
                           help="validation examples taken from the training set, for --split validation "
                                "or train (default: as it was trained)")
-    evaluate.add_argument("--cost", choices=_choices(COSTS), default=None,
+    evaluate.add_argument("--cost", choices=COSTS, default=None,
                           help="cost function C (default: the one it was trained with)")
     evaluate.add_argument("--voting", choices=["hard", "soft"], default=None,
                           help="with several networks: the vote whose accuracy per class and confusions are shown "

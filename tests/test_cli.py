@@ -111,6 +111,40 @@ def test_argparses_own_errors_are_one_line_too(argv, said, capsys):
     assert proc.returncode == 2 and proc.stderr == said + "\n" and proc.stdout == ""
 
 
+def test_the_flags_take_the_names_the_library_takes():
+    """cli_args spells the names out, so that the parser is built without jax; they must be the library's."""
+    from fbp import activations, cli_args, costs, multihost, network
+
+    assert cli_args.ACTIVATIONS == tuple(sorted(activations.ACTIVATIONS))
+    assert cli_args.HIDDEN_ACTIVATIONS == tuple(sorted(n for n, a in activations.ACTIVATIONS.items()
+                                                       if a.prime is not None))  # elementwise ones
+    assert cli_args.COSTS == tuple(sorted(costs.COSTS)) and cli_args.INITS == tuple(sorted(network.INITS))
+    assert cli_args.JOIN_TIMEOUT == multihost.JOIN_TIMEOUT
+
+
+def test_help_and_a_refused_flag_answer_without_importing_jax():
+    """``fbp --help`` and a refused flag are answered at once (0.2 s, against 0.7-1.2 s when the package
+    imported jax first); the library's names import it on first use."""
+    code = ("import contextlib, io, sys\n"
+            "import fbp\n"
+            "from fbp.cli import main\n"
+            "said = []\n"
+            "for argv in (['--help'], ['train', '--help'], ['train', '--epochs', 'x'], ['check', '--bogus']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            "        try:\n"
+            "            main(argv)\n"
+            "        except SystemExit as e:\n"
+            "            said.append(e.code)\n"
+            "print(said, 'jax' in sys.modules)\n"
+            "fbp.forward\n"
+            "print('jax' in sys.modules, set(fbp.__all__) == {*fbp._WHERE, 'stats'} <= set(dir(fbp)))\n"
+            "from fbp import *\n"  # every name there, each from its module
+            "print(all(globals()[n] is getattr(fbp, n) for n in fbp.__all__), stats.__name__, Dense.__module__)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["[0, 0, 2, 2] False", "True True", "True fbp.stats fbp.layers"]
+
+
 def test_version_names_fbp_and_the_jax_it_runs_on():
     import jax
     import optax
