@@ -82,6 +82,8 @@ if TYPE_CHECKING:  # the names as a type checker and an editor see them
 
 
 def __getattr__(name: str) -> Any:
+    if name.startswith("_"):  # what tools probe for (__wrapped__, say): not a module's name
+        raise AttributeError(f"module 'fbp' has no attribute {name!r}")
     if name not in _WHERE:  # a submodule not imported yet (fbp.stats, fbp.train, …), as an eager package has them
         try:
             return importlib.import_module(f"fbp.{name}")
