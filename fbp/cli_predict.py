@@ -289,8 +289,14 @@ def _array_rows(path: str, n_in: int, side: Optional[int]):
     if not np.all(np.isfinite(a)):
         raise InputError("it holds NaN or infinite numbers; the network takes inputs in [0, 1]")
     if a.min() < 0 or a.max() > 1:
+        if a.min() < 0:
+            fix = "scale them into [0, 1], as the training inputs were"
+        elif a.max() <= 16 and np.all(a == np.round(a)):  # scikit-learn's own digits, 0 to 16, read as they are
+            fix = "scikit-learn's 8×8 digits run 0 to 16: divide them by 16, as fbp.data.digits does; bytes by 255"
+        else:
+            fix = "divide bytes by 255"
         raise InputError(f"its numbers run from {a.min():g} to {a.max():g}; the network was trained on inputs "
-                         f"in [0, 1] (divide bytes by 255)")
+                         f"in [0, 1] ({fix})")
     return a
 
 

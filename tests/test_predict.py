@@ -126,6 +126,8 @@ def test_predict_names_fashion_mnist_classes_and_refuses_inputs_it_cannot_use(di
     (tmp_path / "text.png").write_text("not an image")
     np.save(tmp_path / "wide.npy", np.zeros((3, 65)))
     np.save(tmp_path / "bytes.npy", np.full((2, 64), 255))
+    np.save(tmp_path / "raw_digit.npy", np.arange(64) % 17)  # load_digits().data[k] as scikit-learn gives it
+    np.save(tmp_path / "signed.npy", np.linspace(-1, 1, 64))
     np.save(tmp_path / "nan.npy", np.full(64, np.nan))
     np.savez(tmp_path / "two.npz", a=np.zeros(64), b=np.zeros(64))
     small = str(tmp_path / "small.npz")
@@ -136,7 +138,14 @@ def test_predict_names_fashion_mnist_classes_and_refuses_inputs_it_cannot_use(di
                          ([digits_net, str(tmp_path / "wide.npy")], "wide.npy: an array of shape (3, 65); the "
                                                                     "network takes examples of shape (64,) or (8, 8)"),
                          ([digits_net, str(tmp_path / "bytes.npy")], "bytes.npy: its numbers run from 255 to 255; "
-                                                                     "the network was trained on inputs in [0, 1]"),
+                                                                     "the network was trained on inputs in [0, 1] "
+                                                                     "(divide bytes by 255)"),
+                         ([digits_net, str(tmp_path / "raw_digit.npy")], "raw_digit.npy: its numbers run from 0 to 16; "
+                          "the network was trained on inputs in [0, 1] (scikit-learn's 8×8 digits run 0 to 16: divide "
+                          "them by 16, as fbp.data.digits does; bytes by 255)"),
+                         ([digits_net, str(tmp_path / "signed.npy")], "signed.npy: its numbers run from -1 to 1; the "
+                          "network was trained on inputs in [0, 1] (scale them into [0, 1], as the training inputs "
+                          "were)"),
                          ([digits_net, str(tmp_path / "nan.npy")], "nan.npy: it holds NaN or infinite numbers"),
                          ([digits_net, str(tmp_path / "two.npz")], "two.npz: an .npz of 2 arrays (a, b); give one "
                                                                    "array, a .npy"),
