@@ -160,10 +160,7 @@ def check_writable(directory: str, keep: bool = True) -> None:
     command refused or failed before then leaves none behind."""
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise NotADirectoryError(errno.ENOTDIR, "a file, not a directory", directory)
-    made, up = [], os.path.abspath(directory)
-    while not keep and not os.path.lexists(up):
-        made.append(up)
-        up = os.path.dirname(up)
+    made = [] if keep else missing_paths(directory)
     try:
         os.makedirs(directory, exist_ok=True)
         probe = os.path.join(directory, f".tmp-ckpt-probe-{os.getpid()}")
@@ -171,11 +168,32 @@ def check_writable(directory: str, keep: bool = True) -> None:
             f.write(b"fbp")
         os.remove(probe)
     finally:
-        for path in made:  # the deepest first; one that another process put a file in meanwhile stays
-            try:
-                os.rmdir(path)
-            except OSError:
-                break
+        remove_if_empty(made)
+
+
+def missing_paths(path: str) -> list:
+    """``path`` (made absolute) and the directories above it that do not exist yet, the deepest first: what
+    writing ``path`` would make, for ``remove_if_empty`` to take back."""
+    missing, up = [], os.path.abspath(path)
+    while not os.path.lexists(up):
+        missing.append(up)
+        up = os.path.dirname(up)
+    return missing
+
+
+def remove_if_empty(paths: list) -> None:
+    """``missing_paths``' list, the deepest first, removed while each is an empty directory or an empty
+    regular file; from the first that holds anything (another process's file, a record) up, all stay."""
+    for path in paths:
+        try:
+            if os.path.isfile(path) and not os.path.islink(path):
+                if os.path.getsize(path):
+                    return
+                os.remove(path)
+            else:
+                os.rmdir(path)  # only an empty one
+        except OSError:
+            return
 
 
 LOCK_NAME = ".lock"

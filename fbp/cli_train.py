@@ -219,30 +219,22 @@ def cmd_train(args) -> int:
 
 
 def _missing(args) -> list:
-    """The paths of --checkpoint-dir and --metrics-out, and the directories above them, that do not exist yet,
-    each path's before those above it (none in a multi-host run: another process may make them meanwhile)."""
+    """For --checkpoint-dir and --metrics-out, what this run would be the first to make
+    (``checkpoint.missing_paths``); none in a multi-host run, where another process may make them meanwhile."""
+    from fbp import checkpoint as fckpt
+
     if args.coordinator is not None:
         return []
-    missing = []
-    for path, is_dir in ((args.checkpoint_dir, True), (args.metrics_out, False)):
-        path = path and os.path.abspath(path)
-        while path and not os.path.lexists(path):
-            missing.append((path, is_dir))
-            path, is_dir = os.path.dirname(path), True
-    return missing
+    return [fckpt.missing_paths(path) for path in (args.checkpoint_dir, args.metrics_out) if path]
 
 
 def _tidy(made: list) -> None:
     """What a refused or stopped run made of ``_missing``'s paths and left empty, removed: the run's directory
     with nothing in it, an empty --metrics-out and the directories made for them. What holds anything stays."""
-    for path, is_dir in made:
-        try:
-            if is_dir:
-                os.rmdir(path)  # only an empty one
-            elif os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) == 0:
-                os.remove(path)
-        except OSError:
-            pass
+    from fbp import checkpoint as fckpt
+
+    for paths in made:
+        fckpt.remove_if_empty(paths)
 
 
 def _lock_checkpoint_dir(args, held: contextlib.ExitStack) -> None:
